@@ -1,0 +1,240 @@
+/* Shared declarations of the failsafe._native binding: module state, the policy header every
+ * policy type starts with, the guarded-call awaitable (FsCall) and its policy hooks, and the
+ * one place where error codes become exceptions. */
+#ifndef FS_BINDING_H
+#define FS_BINDING_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fs_backoff.h"
+#include "fs_budget.h"
+#include "fs_heap.h"
+#include "fs_rng.h"
+
+/* Patterns, indexing the global "somebody listens" flags. Keep in sync with failsafe/_core.py. */
+enum {
+    FS_PATTERN_RETRY = 0,
+    FS_PATTERN_TIMEOUT,
+    FS_PATTERN_FALLBACK,
+    FS_PATTERN_COUNT = 16   /* room for the patterns still to come */
+};
+
+/* Errors the binding raises, mapped to exception classes in fs_error(). The failsafe-specific
+ * classes are defined in Python and handed over once by failsafe._core (_native._bind). */
+typedef enum fs_err {
+    FS_E_TIMEOUT = 0,       /* failsafe.timeout.TimeoutError */
+    FS_E_COUNT
+} fs_err;
+
+#define FS_MAX_COUNTERS 8
+
+typedef struct fs_state {
+    /* types (every policy type must be listed in fs_is_policy, guard.c) */
+    PyTypeObject *Guard_Type;
+    PyTypeObject *Call_Type;
+    PyTypeObject *Outcome_Type;
+    PyTypeObject *Backoff_Type;
+    PyTypeObject *BackoffIter_Type;
+    PyTypeObject *Budget_Type;
+    PyTypeObject *Timeout_Type;
+    PyTypeObject *TimeoutScope_Type;
+    PyTypeObject *TimerQueue_Type;
+    PyTypeObject *Ready_Type;
+    /* imports from asyncio (asyncio is imported before _asyncio; see timeout.c) */
+    PyObject *CancelledError;
+    PyObject *get_running_loop;
+    PyObject *current_task;         /* asyncio.current_task */
+    PyObject *current_tasks;        /* _asyncio._current_tasks dict when usable, else NULL */
+    PyObject *empty_context;        /* contextvars.Context() used to arm loop timers */
+    /* failsafe's exception classes, bound from Python */
+    PyObject *errors[FS_E_COUNT];
+    /* failsafe.events dispatcher: emit(component, method_name, args_tuple); NULL until bound */
+    PyObject *emit;
+    /* interned strings */
+    PyObject *str_on_error;
+    PyObject *str_on_result;
+    PyObject *str_time;
+    PyObject *str_call_at;
+    PyObject *str_call_soon;
+    PyObject *str_cancel;
+    PyObject *str_cancelling;
+    PyObject *str_uncancel;
+    PyObject *str_context;
+    /* time: a fake clock, when set, replaces CLOCK_MONOTONIC for every policy */
+    int fake_clock;
+    int64_t fake_now_ns;
+    /* jitter RNG, seeded from the OS at import, reseeded by failsafe.testing */
+    fs_rng rng;
+    /* per pattern: non-zero while a global listener is registered */
+    int listening[FS_PATTERN_COUNT];
+    /* timeout: per-loop queues, see timeout.c */
+    PyObject *queues;               /* dict loop -> TimerQueue (weak keys handled by loop close) */
+    PyObject *last_loop;            /* one-slot cache: borrowed key of last_queue */
+    PyObject *last_queue;           /* strong */
+    /* timeout: _asyncio.Task and its cancelling()/uncancel() C functions, called directly on
+     * exact C tasks (NULL when not usable); the shared ready awaitable whose value is None */
+    PyTypeObject *CTask_Type;
+    PyCFunction task_cancelling;
+    PyCFunction task_uncancel;
+    PyObject *ready_none;
+} fs_state;
+
+/* Current time in monotonic nanoseconds (the fake clock when one is set). */
+int64_t fs_now_ns(fs_state *st);
+
+/* Sets the exception for code, with a message (may be NULL). Always returns NULL. */
+PyObject *fs_error(fs_state *st, fs_err code, const char *msg);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Policies */
+
+typedef struct FsPolicy FsPolicy;
+typedef struct FsCall FsCall;
+
+/* What an FsCall does when its inner awaitable has finished. */
+typedef enum fs_next {
+    FS_NEXT_RETURN = 0,     /* *out is the value to return (new reference) */
+    FS_NEXT_RAISE = 1,      /* *out is the exception to raise (new reference) */
+    FS_NEXT_CONTINUE = 2    /* *out is a new awaitable to drive to the end, unobserved (new reference) */
+} fs_next;
+
+typedef struct fs_policy_ops {
+    /* Before fn is called. Returns 0: hand fn's own coroutine back (nothing observed);
+     * 1: wrap it in an FsCall; -1 with an exception set: reject (fn is not called). */
+    int (*admit)(FsPolicy *p);
+    /* Sets up the FsCall right after it is filled in, before it is returned. May be NULL. -1 on error. */
+    int (*init_call)(FsCall *c);
+    /* First time the FsCall is driven, inside the task that awaits it. May be NULL. -1 on error. */
+    int (*start)(FsCall *c);
+    /* The inner awaitable finished: with result (borrowed) and exc == NULL, or result == NULL and
+     * exc the raised exception (owned by the caller; keep a reference to reuse it). Returns an
+     * fs_next with *out set, or -1 with an exception set (which the call then raises). */
+    int (*finish)(FsCall *c, PyObject *result, PyObject *exc, PyObject **out);
+    /* The FsCall is closed or deallocated before finishing. May be NULL. Must not raise. */
+    void (*abandon)(FsCall *c);
+    /* GC support for fields of the FsCall payload owned by the policy. May be NULL. */
+    int (*traverse)(FsCall *c, visitproc visit, void *arg);
+} fs_policy_ops;
+
+/* Flags of FsPolicy.flags */
+#define FS_POL_KEEP_ARGS  0x1u  /* FsCall keeps the call's arguments (slow paths re-call or pass them) */
+#define FS_POL_NEEDS_T0   0x2u  /* FsCall records its start time in t0_ns */
+
+/* Header of every policy object. Python subclasses of a policy type keep it. */
+struct FsPolicy {
+    PyObject_HEAD
+    const fs_policy_ops *ops;
+    fs_state *st;           /* borrowed: the module outlives every instance of its types */
+    PyObject *name;         /* str */
+    PyObject *weakreflist;
+    unsigned flags;
+    int pattern;            /* FS_PATTERN_* */
+    int local_listeners;    /* non-zero when the component has listeners of its own */
+    uint64_t counters[FS_MAX_COUNTERS];
+};
+
+/* Every policy type embeds these in its own tables (one Py_tp_members / Py_tp_methods slot per
+ * type), so Python sees the same _name, _local_listening, _counters(), _count() on all of them,
+ * and calls fs_policy_init / fs_policy_traverse / fs_policy_clear from its own slots. */
+#define FS_POLICY_MEMBERS                                                                        \
+    {"_name", Py_T_OBJECT_EX, offsetof(FsPolicy, name), 0, "component name"},                    \
+    {"_local_listening", Py_T_INT, offsetof(FsPolicy, local_listeners), 0,                        \
+     "non-zero when the component has listeners of its own"},                                    \
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(FsPolicy, weakreflist), Py_READONLY, NULL}
+#define FS_POLICY_METHODS                                                                        \
+    {"_counters", (PyCFunction)fs_policy_counters, METH_NOARGS, "the C counters, in order"},     \
+    {"_count", (PyCFunction)(void (*)(void))fs_policy_count, METH_FASTCALL,                      \
+     "_count(index, n=1): adds n to a counter"}
+
+PyObject *fs_policy_counters(PyObject *self, PyObject *unused);
+PyObject *fs_policy_count(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+/* Fills the header of a new policy object (called from tp_new / tp_init); name defaults to the
+ * pattern name given. 0 or -1 with exception. */
+int fs_policy_init(FsPolicy *p, const fs_policy_ops *ops, int pattern, unsigned flags,
+                   const char *default_name);
+int fs_policy_traverse(FsPolicy *p, visitproc visit, void *arg);
+void fs_policy_clear(FsPolicy *p);  /* also clears weak references: call first in tp_dealloc */
+/* True when obj is an instance of one of this module's policy types. */
+bool fs_is_policy(fs_state *st, PyObject *obj);
+
+/* True when an event of p would reach at least one listener. */
+static inline bool fs_listening(const FsPolicy *p)
+{
+    return p->local_listeners || p->st->listening[p->pattern];
+}
+
+/* Reports event `method` (a listener method name) of component p with args (a tuple, stolen;
+ * NULL means no extra arguments). Never raises: dispatcher errors are written as unraisable. */
+void fs_emit(FsPolicy *p, const char *method, PyObject *args);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Timer entries (timeout deadlines), embedded in the objects that own them. See timeout.c. */
+
+typedef struct FsTimerQueue FsTimerQueue;
+
+enum { FS_TE_IDLE = 0, FS_TE_ARMED, FS_TE_FIRED, FS_TE_DONE };
+
+typedef struct FsTimerEntry {
+    fs_heap_node node;      /* when = deadline in the loop's clock */
+    FsTimerQueue *queue;    /* strong while registered */
+    PyObject *task;         /* strong while registered */
+    PyObject *owner;        /* borrowed: the object embedding the entry */
+    Py_ssize_t cancelling0; /* task.cancelling() at entry */
+    uint8_t state;          /* FS_TE_* */
+} FsTimerEntry;
+
+/* ------------------------------------------------------------------------------------------ */
+/* The guarded call */
+
+typedef struct FsGuard {
+    PyObject_HEAD
+    PyObject *fn;           /* the wrapped async callable */
+    FsPolicy *policy;
+    PyObject *dict;         /* for functools.update_wrapper and inspect.markcoroutinefunction */
+    PyObject *weakreflist;
+    vectorcallfunc vectorcall;
+} FsGuard;
+
+enum { FS_CALL_FRESH = 0, FS_CALL_RUNNING, FS_CALL_HANDOFF, FS_CALL_DONE };
+
+struct FsCall {
+    PyObject_HEAD
+    PyObject *inner;        /* the awaitable being driven (owned), NULL once done */
+    FsPolicy *policy;       /* owned */
+    PyObject *fn;           /* owned when FS_POL_KEEP_ARGS, else NULL */
+    PyObject *args;         /* owned tuple: positional args then keyword values, or NULL */
+    PyObject *kwnames;      /* owned or NULL */
+    Py_ssize_t nargs;       /* positional count within args */
+    int64_t t0_ns;          /* start time when FS_POL_NEEDS_T0 */
+    uint8_t state;          /* FS_CALL_* */
+    /* policy payload */
+    double timeout_s;       /* timeout: the delay of this call */
+    FsTimerEntry entry;     /* timeout: the deadline of this call */
+};
+
+/* The retry budget object (shared by the policies that use it). */
+typedef struct FsBudgetObject {
+    PyObject_HEAD
+    fs_state *st;
+    fs_budget b;
+} FsBudgetObject;
+
+/* Builds the (args tuple, kwargs dict) pair of a call that kept its arguments, for a slow path. */
+int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs);
+
+/* Type setup of each binding file, called once from module exec. 0 or -1 with exception. */
+int fs_guard_setup(PyObject *module, fs_state *st);
+int fs_outcome_setup(PyObject *module, fs_state *st);
+int fs_backoff_setup(PyObject *module, fs_state *st);
+int fs_timeout_setup(PyObject *module, fs_state *st);
+/* GC of module-state fields owned by timeout.c */
+int fs_timeout_traverse(fs_state *st, visitproc visit, void *arg);
+void fs_timeout_clear(fs_state *st);
+
+/* Module state from a heap type defined by this module (or a Python subclass of one). */
+fs_state *fs_state_from_type(PyTypeObject *tp);
+
+#endif

@@ -1,0 +1,656 @@
+/* The guarded call: Guard (what a decorator returns) and FsCall (the awaitable that lets a
+ * policy observe the outcome of one call), plus the parts every policy type shares. */
+#include "fs_binding.h"
+
+#include <stddef.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared policy header */
+
+int fs_policy_init(FsPolicy *p, const fs_policy_ops *ops, int pattern, unsigned flags,
+                   const char *default_name)
+{
+    fs_state *st = fs_state_from_type(Py_TYPE(p));
+    if (st == NULL) {
+        return -1;
+    }
+    p->ops = ops;
+    p->st = st;
+    p->pattern = pattern;
+    p->flags = flags;
+    if (p->name == NULL) {
+        p->name = PyUnicode_FromString(default_name);
+        if (p->name == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int fs_policy_traverse(FsPolicy *p, visitproc visit, void *arg)
+{
+    Py_VISIT(p->name);
+    return 0;
+}
+
+void fs_policy_clear(FsPolicy *p)
+{
+    if (p->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)p);
+    }
+    Py_CLEAR(p->name);
+}
+
+PyObject *fs_policy_counters(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsPolicy *p = (FsPolicy *)self;
+    PyObject *t = PyTuple_New(FS_MAX_COUNTERS);
+    if (t == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < FS_MAX_COUNTERS; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(p->counters[i]);
+        if (v == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
+PyObject *fs_policy_count(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    FsPolicy *p = (FsPolicy *)self;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "_count(index, n=1)");
+        return NULL;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[0]);
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (i < 0 || i >= FS_MAX_COUNTERS) {
+        PyErr_Format(PyExc_IndexError, "counter index %zd out of range", i);
+        return NULL;
+    }
+    unsigned long long n = 1;
+    if (nargs == 2) {
+        n = PyLong_AsUnsignedLongLong(args[1]);
+        if (n == (unsigned long long)-1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    p->counters[i] += n;
+    Py_RETURN_NONE;
+}
+
+bool fs_is_policy(fs_state *st, PyObject *obj)
+{
+    PyTypeObject *types[] = {st->Outcome_Type, st->Timeout_Type};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (types[i] != NULL && PyObject_TypeCheck(obj, types[i])) {
+            return ((FsPolicy *)obj)->ops != NULL;
+        }
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* FsCall: drives the inner awaitable, reports its end to the policy */
+
+static void call_release(FsCall *c)
+{
+    Py_CLEAR(c->inner);
+    Py_CLEAR(c->fn);
+    Py_CLEAR(c->args);
+    Py_CLEAR(c->kwnames);
+}
+
+int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs)
+{
+    *args = NULL;
+    *kwargs = NULL;
+    if (c->args == NULL) {
+        *args = PyTuple_New(0);
+        *kwargs = PyDict_New();
+    }
+    else {
+        *args = PyTuple_GetSlice(c->args, 0, c->nargs);
+        *kwargs = PyDict_New();
+        if (*kwargs != NULL && c->kwnames != NULL) {
+            Py_ssize_t nk = PyTuple_GET_SIZE(c->kwnames);
+            for (Py_ssize_t i = 0; i < nk; i++) {
+                if (PyDict_SetItem(*kwargs, PyTuple_GET_ITEM(c->kwnames, i),
+                                   PyTuple_GET_ITEM(c->args, c->nargs + i)) < 0) {
+                    Py_CLEAR(*kwargs);
+                    break;
+                }
+            }
+        }
+    }
+    if (*args == NULL || *kwargs == NULL) {
+        Py_CLEAR(*args);
+        Py_CLEAR(*kwargs);
+        return -1;
+    }
+    return 0;
+}
+
+/* The iterator to drive for an awaitable: coroutines as they are, others through __await__. */
+static PyObject *awaitable_iter(PyObject *aw)
+{
+    if (PyCoro_CheckExact(aw) || PyGen_CheckExact(aw)) {
+        return Py_NewRef(aw);
+    }
+    PyAsyncMethods *am = Py_TYPE(aw)->tp_as_async;
+    if (am == NULL || am->am_await == NULL) {
+        PyErr_Format(PyExc_TypeError, "a failsafe slow path returned a non-awaitable %T", aw);
+        return NULL;
+    }
+    return am->am_await(aw);
+}
+
+static PySendResult call_drive(FsCall *c, PyObject *arg, PyObject **presult);
+
+/* The inner awaitable ended with result (owned) or exc (owned). */
+static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, PyObject **presult)
+{
+    if (c->state == FS_CALL_HANDOFF) {
+        c->state = FS_CALL_DONE;
+        call_release(c);
+        if (exc != NULL) {
+            PyErr_SetRaisedException(exc);
+            return PYGEN_ERROR;
+        }
+        *presult = result;
+        return PYGEN_RETURN;
+    }
+    PyObject *out = NULL;
+    int next = c->policy->ops->finish(c, result, exc, &out);
+    Py_XDECREF(result);
+    Py_XDECREF(exc);
+    if (next == FS_NEXT_CONTINUE) {
+        PyObject *it = awaitable_iter(out);
+        Py_DECREF(out);
+        if (it == NULL) {
+            c->state = FS_CALL_DONE;
+            call_release(c);
+            return PYGEN_ERROR;
+        }
+        Py_SETREF(c->inner, it);
+        c->state = FS_CALL_HANDOFF;
+        return call_drive(c, Py_None, presult);
+    }
+    c->state = FS_CALL_DONE;
+    call_release(c);
+    if (next == FS_NEXT_RETURN) {
+        *presult = out;
+        return PYGEN_RETURN;
+    }
+    if (next == FS_NEXT_RAISE) {
+        PyErr_SetRaisedException(out);
+    }
+    return PYGEN_ERROR;
+}
+
+static int call_begin(FsCall *c, PyObject *arg)
+{
+    if (c->state == FS_CALL_DONE) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return -1;
+    }
+    if (c->state == FS_CALL_FRESH) {
+        if (arg != Py_None) {
+            PyErr_SetString(PyExc_TypeError,
+                            "can't send non-None value to a just-started coroutine");
+            return -1;
+        }
+        c->state = FS_CALL_RUNNING;
+        if (c->policy->ops->start != NULL && c->policy->ops->start(c) < 0) {
+            /* Nothing ran yet: end the call with the start error, closing the inner coroutine. */
+            PyObject *err = PyErr_GetRaisedException();
+            c->state = FS_CALL_DONE;
+            if (c->policy->ops->abandon != NULL) {
+                c->policy->ops->abandon(c);
+            }
+            call_release(c);
+            PyErr_SetRaisedException(err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PySendResult call_drive(FsCall *c, PyObject *arg, PyObject **presult)
+{
+    PyObject *val = NULL;
+    PySendResult r = PyIter_Send(c->inner, arg, &val);
+    if (r == PYGEN_NEXT) {
+        *presult = val;
+        return PYGEN_NEXT;
+    }
+    if (r == PYGEN_RETURN) {
+        return call_finished(c, val, NULL, presult);
+    }
+    return call_finished(c, NULL, PyErr_GetRaisedException(), presult);
+}
+
+static PySendResult call_am_send(PyObject *self, PyObject *arg, PyObject **presult)
+{
+    FsCall *c = (FsCall *)self;
+    *presult = NULL;
+    if (call_begin(c, arg) < 0) {
+        return PYGEN_ERROR;
+    }
+    return call_drive(c, arg, presult);
+}
+
+/* Raises StopIteration(value), wrapping the value so tuples and exceptions survive intact. */
+static void set_stop_iteration(PyObject *value)
+{
+    PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, value);
+    if (e != NULL) {
+        PyErr_SetRaisedException(e);
+    }
+}
+
+static PyObject *send_result(PySendResult r, PyObject *res, int none_is_bare)
+{
+    if (r == PYGEN_NEXT) {
+        return res;
+    }
+    if (r == PYGEN_RETURN) {
+        if (res == Py_None && none_is_bare) {
+            Py_DECREF(res);
+            return NULL;    /* a bare NULL ends iteration with value None */
+        }
+        set_stop_iteration(res);
+        Py_DECREF(res);
+    }
+    return NULL;
+}
+
+static PyObject *call_iternext(PyObject *self)
+{
+    PyObject *res = NULL;
+    PySendResult r = call_am_send(self, Py_None, &res);
+    return send_result(r, res, 1);
+}
+
+static PyObject *call_send(PyObject *self, PyObject *arg)
+{
+    PyObject *res = NULL;
+    PySendResult r = call_am_send(self, arg, &res);
+    return send_result(r, res, 0);
+}
+
+static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    FsCall *c = (FsCall *)self;
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    if (c->state == FS_CALL_DONE || c->inner == NULL) {
+        /* Finished: the thrown exception surfaces as is, as for a finished coroutine. */
+        PyObject *typ = args[0];
+        PyObject *val = nargs > 1 ? args[1] : Py_None;
+        if (PyExceptionInstance_Check(typ)) {
+            PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+        }
+        else if (PyExceptionClass_Check(typ)) {
+            PyErr_SetObject(typ, val == Py_None ? NULL : val);
+        }
+        else {
+            PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+        }
+        return NULL;
+    }
+    if (c->state == FS_CALL_FRESH) {
+        c->state = FS_CALL_RUNNING;     /* the inner coroutine raises at once: no start */
+    }
+    PyObject *meth = PyObject_GetAttrString(c->inner, "throw");
+    PyObject *res = NULL;
+    if (meth != NULL) {
+        res = PyObject_Vectorcall(meth, args, (size_t)nargs, NULL);
+        Py_DECREF(meth);
+        if (res != NULL) {
+            return res;     /* the inner awaitable caught it and yielded again */
+        }
+    }
+    else {
+        /* An awaitable without throw: the exception ends it. */
+        PyErr_Clear();
+        if (PyExceptionInstance_Check(args[0])) {
+            PyErr_SetObject((PyObject *)Py_TYPE(args[0]), args[0]);
+        }
+        else {
+            PyErr_SetObject(args[0], nargs > 1 && args[1] != Py_None ? args[1] : NULL);
+        }
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *out = NULL;
+    PySendResult r;
+    if (exc != NULL && PyErr_GivenExceptionMatches(exc, PyExc_StopIteration)) {
+        PyObject *value = PyObject_GetAttrString(exc, "value");
+        Py_DECREF(exc);
+        if (value == NULL) {
+            return NULL;
+        }
+        r = call_finished(c, value, NULL, &out);
+    }
+    else {
+        r = call_finished(c, NULL, exc, &out);
+    }
+    return send_result(r, out, 0);
+}
+
+static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsCall *c = (FsCall *)self;
+    int state = c->state;
+    if (state == FS_CALL_DONE) {
+        Py_RETURN_NONE;
+    }
+    c->state = FS_CALL_DONE;
+    PyObject *res = NULL;
+    if (c->inner != NULL) {
+        PyObject *inner = Py_NewRef(c->inner);
+        res = PyObject_CallMethod(inner, "close", NULL);
+        if (res == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            res = Py_NewRef(Py_None);
+        }
+        Py_DECREF(inner);
+    }
+    if (state != FS_CALL_HANDOFF && c->policy->ops->abandon != NULL) {
+        PyObject *err = PyErr_GetRaisedException();
+        c->policy->ops->abandon(c);
+        PyErr_SetRaisedException(err);
+    }
+    call_release(c);
+    if (res == NULL) {
+        return NULL;
+    }
+    Py_DECREF(res);
+    Py_RETURN_NONE;
+}
+
+static PyObject *call_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static int call_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    FsCall *c = (FsCall *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(c->inner);
+    Py_VISIT(c->policy);
+    Py_VISIT(c->fn);
+    Py_VISIT(c->args);
+    Py_VISIT(c->kwnames);
+    if (c->policy != NULL && c->policy->ops->traverse != NULL) {
+        return c->policy->ops->traverse(c, visit, arg);
+    }
+    return 0;
+}
+
+static void call_abandon_if_open(FsCall *c)
+{
+    if ((c->state == FS_CALL_FRESH || c->state == FS_CALL_RUNNING) && c->policy != NULL
+        && c->policy->ops->abandon != NULL) {
+        PyObject *err = PyErr_GetRaisedException();
+        c->state = FS_CALL_DONE;
+        c->policy->ops->abandon(c);
+        PyErr_SetRaisedException(err);
+    }
+    c->state = FS_CALL_DONE;
+}
+
+static int call_clear(PyObject *self)
+{
+    FsCall *c = (FsCall *)self;
+    call_abandon_if_open(c);
+    call_release(c);
+    Py_CLEAR(c->policy);
+    return 0;
+}
+
+static void call_dealloc(PyObject *self)
+{
+    FsCall *c = (FsCall *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    call_abandon_if_open(c);
+    call_release(c);
+    Py_CLEAR(c->policy);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *call_repr(PyObject *self)
+{
+    FsCall *c = (FsCall *)self;
+    static const char *states[] = {"fresh", "running", "slow path", "done"};
+    return PyUnicode_FromFormat("<failsafe call of %R, %s>",
+                                c->policy ? c->policy->name : Py_None, states[c->state & 3]);
+}
+
+static PyMethodDef call_methods[] = {
+    {"send", call_send, METH_O, "send(value) -> next yielded value or StopIteration."},
+    {"throw", (PyCFunction)(void (*)(void))call_throw, METH_FASTCALL,
+     "throw(exc) -> raise an exception into the guarded coroutine."},
+    {"close", call_close, METH_NOARGS, "close() -> raise GeneratorExit inside the coroutine."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot call_slots[] = {
+    {Py_am_await, call_await},
+    {Py_am_send, call_am_send},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, call_iternext},
+    {Py_tp_methods, call_methods},
+    {Py_tp_traverse, call_traverse},
+    {Py_tp_clear, call_clear},
+    {Py_tp_dealloc, call_dealloc},
+    {Py_tp_repr, call_repr},
+    {0, NULL},
+};
+
+static PyType_Spec call_spec = {
+    .name = "failsafe._native.GuardedCall",
+    .basicsize = sizeof(FsCall),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = call_slots,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Guard */
+
+static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames)
+{
+    FsGuard *g = (FsGuard *)self;
+    FsPolicy *p = g->policy;
+    int mode = p->ops->admit(p);
+    if (mode < 0) {
+        return NULL;
+    }
+    PyObject *coro = PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
+    if (coro == NULL || mode == 0) {
+        return coro;
+    }
+    fs_state *st = p->st;
+    FsCall *c = PyObject_GC_New(FsCall, st->Call_Type);
+    if (c == NULL) {
+        Py_DECREF(coro);
+        return NULL;
+    }
+    c->inner = coro;
+    c->policy = (FsPolicy *)Py_NewRef(p);
+    c->fn = NULL;
+    c->args = NULL;
+    c->kwnames = NULL;
+    c->nargs = 0;
+    c->t0_ns = 0;
+    c->state = FS_CALL_FRESH;
+    c->timeout_s = 0.0;
+    memset(&c->entry, 0, sizeof(c->entry));
+    fs_heap_node_init(&c->entry.node);
+    if (p->flags & FS_POL_KEEP_ARGS) {
+        Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+        Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+        PyObject *t = PyTuple_New(total);
+        if (t == NULL) {
+            Py_DECREF(c);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < total; i++) {
+            PyTuple_SET_ITEM(t, i, Py_NewRef(args[i]));
+        }
+        c->fn = Py_NewRef(g->fn);
+        c->args = t;
+        c->kwnames = Py_XNewRef(kwnames);
+        c->nargs = nargs;
+    }
+    if (p->flags & FS_POL_NEEDS_T0) {
+        c->t0_ns = fs_now_ns(st);
+    }
+    PyObject_GC_Track(c);
+    if (p->ops->init_call != NULL && p->ops->init_call(c) < 0) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    return (PyObject *)c;
+}
+
+static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fn, *policy;
+    static char *kwlist[] = {"fn", "policy", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:Guard", kwlist, &fn, &policy)) {
+        return NULL;
+    }
+    fs_state *st = fs_state_from_type(type);
+    if (st == NULL) {
+        return NULL;
+    }
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "fn must be callable, not %T", fn);
+        return NULL;
+    }
+    if (!fs_is_policy(st, policy)) {
+        PyErr_Format(PyExc_TypeError, "policy must be a failsafe policy, not %T", policy);
+        return NULL;
+    }
+    FsGuard *g = (FsGuard *)type->tp_alloc(type, 0);
+    if (g == NULL) {
+        return NULL;
+    }
+    g->fn = Py_NewRef(fn);
+    g->policy = (FsPolicy *)Py_NewRef(policy);
+    g->vectorcall = guard_vectorcall;
+    return (PyObject *)g;
+}
+
+static PyObject *guard_descr_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static int guard_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    FsGuard *g = (FsGuard *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(g->fn);
+    Py_VISIT(g->policy);
+    Py_VISIT(g->dict);
+    return 0;
+}
+
+static int guard_clear(PyObject *self)
+{
+    FsGuard *g = (FsGuard *)self;
+    Py_CLEAR(g->fn);
+    Py_CLEAR(g->policy);
+    Py_CLEAR(g->dict);
+    return 0;
+}
+
+static void guard_dealloc(PyObject *self)
+{
+    FsGuard *g = (FsGuard *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (g->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(self);
+    }
+    guard_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *guard_repr(PyObject *self)
+{
+    FsGuard *g = (FsGuard *)self;
+    return PyUnicode_FromFormat("<failsafe guard %R of %R>", g->policy->name, g->fn);
+}
+
+static PyMemberDef guard_members[] = {
+    {"policy", Py_T_OBJECT_EX, offsetof(FsGuard, policy), Py_READONLY,
+     "the policy guarding the calls"},
+    {"_fn", Py_T_OBJECT_EX, offsetof(FsGuard, fn), Py_READONLY, "the guarded callable"},
+    {"__dictoffset__", Py_T_PYSSIZET, offsetof(FsGuard, dict), Py_READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(FsGuard, weakreflist), Py_READONLY, NULL},
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(FsGuard, vectorcall), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef guard_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot guard_slots[] = {
+    {Py_tp_new, guard_new},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, guard_descr_get},
+    {Py_tp_members, guard_members},
+    {Py_tp_getset, guard_getset},
+    {Py_tp_traverse, guard_traverse},
+    {Py_tp_clear, guard_clear},
+    {Py_tp_dealloc, guard_dealloc},
+    {Py_tp_repr, guard_repr},
+    {0, NULL},
+};
+
+static PyType_Spec guard_spec = {
+    .name = "failsafe._native.Guard",
+    .basicsize = sizeof(FsGuard),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .slots = guard_slots,
+};
+
+int fs_guard_setup(PyObject *module, fs_state *st)
+{
+    st->Call_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &call_spec, NULL);
+    if (st->Call_Type == NULL) {
+        return -1;
+    }
+    st->Guard_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &guard_spec, NULL);
+    if (st->Guard_Type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddType(module, st->Guard_Type) < 0
+        || PyModule_AddType(module, st->Call_Type) < 0) {
+        return -1;
+    }
+    return 0;
+}

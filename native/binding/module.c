@@ -1,0 +1,354 @@
+/* failsafe._native: module definition, module state, clock, RNG, listener flags and the one
+ * place where binding errors become exceptions. */
+#include "fs_binding.h"
+
+#include <sys/random.h>
+#include <time.h>
+
+static struct PyModuleDef fs_module_def;
+
+fs_state *fs_state_from_type(PyTypeObject *tp)
+{
+    PyObject *mod = PyType_GetModuleByDef(tp, &fs_module_def);
+    if (mod == NULL) {
+        return NULL;
+    }
+    return (fs_state *)PyModule_GetState(mod);
+}
+
+int64_t fs_now_ns(fs_state *st)
+{
+    if (st->fake_clock) {
+        return st->fake_now_ns;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+PyObject *fs_error(fs_state *st, fs_err code, const char *msg)
+{
+    PyObject *cls = NULL;
+    switch (code) {
+    case FS_E_TIMEOUT:
+        cls = st->errors[FS_E_TIMEOUT] ? st->errors[FS_E_TIMEOUT] : PyExc_TimeoutError;
+        break;
+    default:
+        cls = PyExc_RuntimeError;
+        break;
+    }
+    if (msg != NULL) {
+        PyErr_SetString(cls, msg);
+    }
+    else {
+        PyErr_SetNone(cls);
+    }
+    return NULL;
+}
+
+void fs_emit(FsPolicy *p, const char *method, PyObject *args)
+{
+    fs_state *st = p->st;
+    if (st->emit == NULL) {
+        Py_XDECREF(args);
+        return;
+    }
+    /* Listeners run with no exception pending; the caller's pending one is restored after. */
+    PyObject *saved = PyErr_GetRaisedException();
+    PyObject *name = PyUnicode_InternFromString(method);
+    if (args == NULL) {
+        args = PyTuple_New(0);
+    }
+    if (name != NULL && args != NULL) {
+        PyObject *stack[3] = {(PyObject *)p, name, args};
+        PyObject *res = PyObject_Vectorcall(st->emit, stack, 3, NULL);
+        if (res == NULL) {
+            PyErr_WriteUnraisable(st->emit);
+        }
+        Py_XDECREF(res);
+    }
+    else {
+        PyErr_WriteUnraisable(NULL);
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(args);
+    PyErr_SetRaisedException(saved);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Module functions */
+
+static PyObject *mod_now_ns(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLongLong(fs_now_ns(PyModule_GetState(module)));
+}
+
+static PyObject *mod_set_clock(PyObject *module, PyObject *arg)
+{
+    fs_state *st = PyModule_GetState(module);
+    if (arg == Py_None) {
+        st->fake_clock = 0;
+        Py_RETURN_NONE;
+    }
+    if (!PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "now_ns must be an int or None, not %T", arg);
+        return NULL;
+    }
+    long long ns = PyLong_AsLongLong(arg);
+    if (ns == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (ns < 0) {
+        PyErr_SetString(PyExc_ValueError, "now_ns must be >= 0");
+        return NULL;
+    }
+    st->fake_now_ns = ns;
+    st->fake_clock = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_seed(PyObject *module, PyObject *arg)
+{
+    fs_state *st = PyModule_GetState(module);
+    if (!PyLong_Check(arg) || PyBool_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "seed must be an int, not %T", arg);
+        return NULL;
+    }
+    unsigned long long seed = PyLong_AsUnsignedLongLong(arg);
+    if (seed == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_SetString(PyExc_ValueError, "seed must be in [0, 2**64)");
+        }
+        return NULL;
+    }
+    fs_rng_seed(&st->rng, (uint64_t)seed);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_uniform(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fs_state *st = PyModule_GetState(module);
+    return PyFloat_FromDouble(fs_rng_uniform(&st->rng));
+}
+
+static PyObject *mod_set_listening(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    fs_state *st = PyModule_GetState(module);
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_set_listening(pattern, on) takes 2 arguments");
+        return NULL;
+    }
+    Py_ssize_t pattern = PyLong_AsSsize_t(args[0]);
+    if (pattern == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (pattern < 0 || pattern >= FS_PATTERN_COUNT) {
+        PyErr_Format(PyExc_ValueError, "pattern index %zd out of range", pattern);
+        return NULL;
+    }
+    int on = PyObject_IsTrue(args[1]);
+    if (on < 0) {
+        return NULL;
+    }
+    st->listening[pattern] = on;
+    Py_RETURN_NONE;
+}
+
+static int bind_one(PyObject **slot, PyObject *value)
+{
+    if (value == Py_None) {
+        Py_CLEAR(*slot);
+        return 0;
+    }
+    Py_XSETREF(*slot, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *mod_bind(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    fs_state *st = PyModule_GetState(module);
+    static char *kwlist[] = {"emit", "timeout_error", NULL};
+    PyObject *emit = NULL, *timeout_error = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:_bind", kwlist, &emit, &timeout_error)) {
+        return NULL;
+    }
+    if (emit != NULL && emit != Py_None && !PyCallable_Check(emit)) {
+        PyErr_SetString(PyExc_TypeError, "emit must be callable");
+        return NULL;
+    }
+    if (timeout_error != NULL && timeout_error != Py_None
+        && !(PyType_Check(timeout_error)
+             && PyType_IsSubtype((PyTypeObject *)timeout_error, (PyTypeObject *)PyExc_TimeoutError))) {
+        PyErr_SetString(PyExc_TypeError, "timeout_error must be a TimeoutError subclass");
+        return NULL;
+    }
+    if (emit != NULL) {
+        bind_one(&st->emit, emit);
+    }
+    if (timeout_error != NULL) {
+        bind_one(&st->errors[FS_E_TIMEOUT], timeout_error);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef fs_module_methods[] = {
+    {"now_ns", mod_now_ns, METH_NOARGS, "Monotonic time in ns as failsafe sees it (the fake clock when set)."},
+    {"_set_clock", mod_set_clock, METH_O, "Sets the fake clock to ns, or None for the real clock."},
+    {"seed", mod_seed, METH_O, "Seeds the jitter RNG."},
+    {"_uniform", mod_uniform, METH_NOARGS, "A uniform draw in [0, 1) from the jitter RNG."},
+    {"_set_listening", (PyCFunction)(void (*)(void))mod_set_listening, METH_FASTCALL,
+     "Marks whether a global listener exists for a pattern index."},
+    {"_bind", (PyCFunction)(void (*)(void))mod_bind, METH_VARARGS | METH_KEYWORDS,
+     "Binds the Python-side dispatcher and exception classes."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Module lifecycle */
+
+static int intern(PyObject **slot, const char *s)
+{
+    *slot = PyUnicode_InternFromString(s);
+    return *slot == NULL ? -1 : 0;
+}
+
+static int fs_exec(PyObject *module)
+{
+    fs_state *st = PyModule_GetState(module);
+    /* asyncio must be imported before _asyncio (see timeout.c). */
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    if (asyncio == NULL) {
+        return -1;
+    }
+    st->CancelledError = PyObject_GetAttrString(asyncio, "CancelledError");
+    st->get_running_loop = PyObject_GetAttrString(asyncio, "get_running_loop");
+    st->current_task = PyObject_GetAttrString(asyncio, "current_task");
+    Py_DECREF(asyncio);
+    if (st->CancelledError == NULL || st->get_running_loop == NULL || st->current_task == NULL) {
+        return -1;
+    }
+    PyObject *contextvars = PyImport_ImportModule("contextvars");
+    if (contextvars == NULL) {
+        return -1;
+    }
+    st->empty_context = PyObject_CallMethod(contextvars, "Context", NULL);
+    Py_DECREF(contextvars);
+    if (st->empty_context == NULL) {
+        return -1;
+    }
+    if (intern(&st->str_on_error, "_on_error") < 0 || intern(&st->str_on_result, "_on_result") < 0
+        || intern(&st->str_time, "time") < 0 || intern(&st->str_call_at, "call_at") < 0
+        || intern(&st->str_call_soon, "call_soon") < 0 || intern(&st->str_cancel, "cancel") < 0
+        || intern(&st->str_cancelling, "cancelling") < 0
+        || intern(&st->str_uncancel, "uncancel") < 0 || intern(&st->str_context, "context") < 0) {
+        return -1;
+    }
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
+        seed = (uint64_t)(uintptr_t)module ^ (uint64_t)fs_now_ns(st);
+    }
+    fs_rng_seed(&st->rng, seed);
+    if (fs_guard_setup(module, st) < 0 || fs_outcome_setup(module, st) < 0
+        || fs_backoff_setup(module, st) < 0 || fs_timeout_setup(module, st) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int fs_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    fs_state *st = PyModule_GetState(module);
+    if (st == NULL) {
+        return 0;
+    }
+    Py_VISIT(st->Guard_Type);
+    Py_VISIT(st->Call_Type);
+    Py_VISIT(st->Outcome_Type);
+    Py_VISIT(st->Backoff_Type);
+    Py_VISIT(st->BackoffIter_Type);
+    Py_VISIT(st->Budget_Type);
+    Py_VISIT(st->Timeout_Type);
+    Py_VISIT(st->TimeoutScope_Type);
+    Py_VISIT(st->TimerQueue_Type);
+    Py_VISIT(st->Ready_Type);
+    Py_VISIT(st->CancelledError);
+    Py_VISIT(st->get_running_loop);
+    Py_VISIT(st->current_task);
+    Py_VISIT(st->current_tasks);
+    Py_VISIT(st->empty_context);
+    for (int i = 0; i < FS_E_COUNT; i++) {
+        Py_VISIT(st->errors[i]);
+    }
+    Py_VISIT(st->emit);
+    return fs_timeout_traverse(st, visit, arg);
+}
+
+static int fs_clear(PyObject *module)
+{
+    fs_state *st = PyModule_GetState(module);
+    if (st == NULL) {
+        return 0;
+    }
+    fs_timeout_clear(st);
+    Py_CLEAR(st->Guard_Type);
+    Py_CLEAR(st->Call_Type);
+    Py_CLEAR(st->Outcome_Type);
+    Py_CLEAR(st->Backoff_Type);
+    Py_CLEAR(st->BackoffIter_Type);
+    Py_CLEAR(st->Budget_Type);
+    Py_CLEAR(st->Timeout_Type);
+    Py_CLEAR(st->TimeoutScope_Type);
+    Py_CLEAR(st->TimerQueue_Type);
+    Py_CLEAR(st->Ready_Type);
+    Py_CLEAR(st->CancelledError);
+    Py_CLEAR(st->get_running_loop);
+    Py_CLEAR(st->current_task);
+    Py_CLEAR(st->current_tasks);
+    Py_CLEAR(st->empty_context);
+    for (int i = 0; i < FS_E_COUNT; i++) {
+        Py_CLEAR(st->errors[i]);
+    }
+    Py_CLEAR(st->emit);
+    Py_CLEAR(st->str_on_error);
+    Py_CLEAR(st->str_on_result);
+    Py_CLEAR(st->str_time);
+    Py_CLEAR(st->str_call_at);
+    Py_CLEAR(st->str_call_soon);
+    Py_CLEAR(st->str_cancel);
+    Py_CLEAR(st->str_cancelling);
+    Py_CLEAR(st->str_uncancel);
+    Py_CLEAR(st->str_context);
+    return 0;
+}
+
+static void fs_free(void *module)
+{
+    fs_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot fs_slots[] = {
+    {Py_mod_exec, fs_exec},
+    /* All state is per module, but policies are shared by tasks without locks: one GIL. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef fs_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "failsafe._native",
+    .m_doc = "The C engine of failsafe.",
+    .m_size = sizeof(fs_state),
+    .m_methods = fs_module_methods,
+    .m_slots = fs_slots,
+    .m_traverse = fs_traverse,
+    .m_clear = fs_clear,
+    .m_free = fs_free,
+};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    return PyModuleDef_Init(&fs_module_def);
+}

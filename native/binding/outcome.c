@@ -1,0 +1,242 @@
+/* Outcome: the policy base of retry and fallback. The first attempt runs in C; an exception
+ * matching `on` (or, when asked, every result) is handed to the Python subclass's slow path
+ * (`_on_error` / `_on_result`), whose coroutine the same FsCall then drives to the end. */
+#include "fs_binding.h"
+
+#include <stddef.h>
+
+typedef struct FsOutcome {
+    FsPolicy base;
+    PyObject *on;               /* tuple of exception classes, or NULL */
+    PyObject *on_pred;          /* predicate over the exception, or NULL */
+    PyObject *budget;           /* FsBudgetObject or NULL: one deposit per call */
+    int handoff_results;        /* every result goes to _on_result */
+    int success_counter;        /* counter bumped on a first-attempt success, or -1 */
+} FsOutcome;
+
+static int outcome_admit(FsPolicy *p)
+{
+    FsOutcome *o = (FsOutcome *)p;
+    if (o->budget != NULL) {
+        FsBudgetObject *b = (FsBudgetObject *)o->budget;
+        fs_budget_deposit(&b->b, fs_now_ns(p->st));
+    }
+    return 1;
+}
+
+/* Calls self.<method>(value, fn, args, kwargs, t0_ns) and returns the slow path's awaitable. */
+static PyObject *outcome_slow_path(FsCall *c, PyObject *method, PyObject *value)
+{
+    PyObject *args, *kwargs;
+    if (fs_call_unpack_args(c, &args, &kwargs) < 0) {
+        return NULL;
+    }
+    PyObject *t0 = PyLong_FromLongLong(c->t0_ns);
+    PyObject *res = NULL;
+    if (t0 != NULL) {
+        PyObject *stack[6] = {(PyObject *)c->policy, value, c->fn, args, kwargs, t0};
+        res = PyObject_VectorcallMethod(method, stack, 6, NULL);
+        Py_DECREF(t0);
+    }
+    Py_DECREF(args);
+    Py_DECREF(kwargs);
+    return res;
+}
+
+/* 1 when exc should go to the slow path, 0 when it propagates, -1 on a predicate error. */
+static int outcome_matches(FsOutcome *o, PyObject *exc)
+{
+    /* CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit: never handled. */
+    if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
+        return 0;
+    }
+    if (o->on != NULL) {
+        return PyErr_GivenExceptionMatches(exc, o->on);
+    }
+    if (o->on_pred != NULL) {
+        PyObject *r = PyObject_CallOneArg(o->on_pred, exc);
+        if (r == NULL) {
+            return -1;
+        }
+        int t = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        return t;
+    }
+    return 0;
+}
+
+static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
+{
+    FsOutcome *o = (FsOutcome *)c->policy;
+    fs_state *st = c->policy->st;
+    if (exc == NULL) {
+        if (o->handoff_results) {
+            *out = outcome_slow_path(c, st->str_on_result, result);
+            return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+        }
+        if (o->success_counter >= 0) {
+            c->policy->counters[o->success_counter]++;
+            if (fs_listening(c->policy)) {
+                PyObject *r = PyObject_CallMethod((PyObject *)o, "_first_success", NULL);
+                if (r == NULL) {
+                    PyErr_WriteUnraisable((PyObject *)o);
+                }
+                Py_XDECREF(r);
+            }
+        }
+        *out = Py_NewRef(result);
+        return FS_NEXT_RETURN;
+    }
+    int m = outcome_matches(o, exc);
+    if (m < 0) {
+        /* The predicate failed: its error wins, chained to the call's exception. */
+        PyObject *err = PyErr_GetRaisedException();
+        PyException_SetContext(err, Py_NewRef(exc));
+        *out = err;
+        return FS_NEXT_RAISE;
+    }
+    if (m == 0) {
+        *out = Py_NewRef(exc);
+        return FS_NEXT_RAISE;
+    }
+    *out = outcome_slow_path(c, st->str_on_error, exc);
+    return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+}
+
+static const fs_policy_ops outcome_ops = {
+    .admit = outcome_admit,
+    .finish = outcome_finish,
+};
+
+static PyObject *outcome_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    int pattern;
+    static char *kwlist[] = {"pattern", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i:Outcome", kwlist, &pattern)) {
+        return NULL;
+    }
+    if (pattern < 0 || pattern >= FS_PATTERN_COUNT) {
+        PyErr_Format(PyExc_ValueError, "pattern index %d out of range", pattern);
+        return NULL;
+    }
+    FsOutcome *o = (FsOutcome *)type->tp_alloc(type, 0);
+    if (o == NULL) {
+        return NULL;
+    }
+    o->success_counter = -1;
+    if (fs_policy_init(&o->base, &outcome_ops, pattern, FS_POL_KEEP_ARGS, "outcome") < 0) {
+        Py_DECREF(o);
+        return NULL;
+    }
+    return (PyObject *)o;
+}
+
+/* _configure(on, on_pred, budget, handoff_results, success_counter, needs_t0) */
+static PyObject *outcome_configure(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    FsOutcome *o = (FsOutcome *)self;
+    PyObject *on = Py_None, *on_pred = Py_None, *budget = Py_None;
+    int handoff_results = 0, success_counter = -1, needs_t0 = 0;
+    static char *kwlist[] = {"on", "on_pred", "budget", "handoff_results", "success_counter",
+                             "needs_t0", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOpip:_configure", kwlist, &on, &on_pred,
+                                     &budget, &handoff_results, &success_counter, &needs_t0)) {
+        return NULL;
+    }
+    if (on != Py_None && !PyTuple_Check(on)) {
+        PyErr_SetString(PyExc_TypeError, "on must be a tuple of exception classes or None");
+        return NULL;
+    }
+    if (on_pred != Py_None && !PyCallable_Check(on_pred)) {
+        PyErr_SetString(PyExc_TypeError, "on_pred must be callable or None");
+        return NULL;
+    }
+    if (budget != Py_None && !PyObject_TypeCheck(budget, o->base.st->Budget_Type)) {
+        PyErr_SetString(PyExc_TypeError, "budget must be a RetryBudget or None");
+        return NULL;
+    }
+    if (success_counter < -1 || success_counter >= FS_MAX_COUNTERS) {
+        PyErr_SetString(PyExc_ValueError, "success_counter out of range");
+        return NULL;
+    }
+    Py_XSETREF(o->on, on == Py_None ? NULL : Py_NewRef(on));
+    Py_XSETREF(o->on_pred, on_pred == Py_None ? NULL : Py_NewRef(on_pred));
+    Py_XSETREF(o->budget, budget == Py_None ? NULL : Py_NewRef(budget));
+    o->handoff_results = handoff_results;
+    o->success_counter = success_counter;
+    if (needs_t0) {
+        o->base.flags |= FS_POL_NEEDS_T0;
+    }
+    else {
+        o->base.flags &= ~FS_POL_NEEDS_T0;
+    }
+    Py_RETURN_NONE;
+}
+
+static int outcome_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    FsOutcome *o = (FsOutcome *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->on);
+    Py_VISIT(o->on_pred);
+    Py_VISIT(o->budget);
+    return fs_policy_traverse(&o->base, visit, arg);
+}
+
+static int outcome_clear(PyObject *self)
+{
+    FsOutcome *o = (FsOutcome *)self;
+    Py_CLEAR(o->on);
+    Py_CLEAR(o->on_pred);
+    Py_CLEAR(o->budget);
+    Py_CLEAR(o->base.name);
+    return 0;
+}
+
+static void outcome_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    fs_policy_clear((FsPolicy *)self);
+    outcome_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef outcome_members[] = {
+    FS_POLICY_MEMBERS,
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef outcome_methods[] = {
+    FS_POLICY_METHODS,
+    {"_configure", (PyCFunction)(void (*)(void))outcome_configure, METH_VARARGS | METH_KEYWORDS,
+     "Sets what the C fast path needs to know."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot outcome_slots[] = {
+    {Py_tp_new, outcome_new},
+    {Py_tp_members, outcome_members},
+    {Py_tp_methods, outcome_methods},
+    {Py_tp_traverse, outcome_traverse},
+    {Py_tp_clear, outcome_clear},
+    {Py_tp_dealloc, outcome_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec outcome_spec = {
+    .name = "failsafe._native.Outcome",
+    .basicsize = sizeof(FsOutcome),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = outcome_slots,
+};
+
+int fs_outcome_setup(PyObject *module, fs_state *st)
+{
+    st->Outcome_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &outcome_spec, NULL);
+    if (st->Outcome_Type == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(module, st->Outcome_Type);
+}

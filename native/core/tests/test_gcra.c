@@ -1,0 +1,71 @@
+#include <stdint.h>
+
+#include "../fs_gcra.h"
+#include "runner.h"
+
+#define MS 1000000LL
+
+static void gcra_rejects_bad_args(void)
+{
+    fs_gcra g;
+    CHECK(fs_gcra_init(&g, 0, 1) == -1);
+    CHECK(fs_gcra_init(&g, 1, 0) == -1);
+    CHECK(fs_gcra_init(&g, INT64_MAX / 2, 3) == -1);   /* tolerance would overflow */
+    CHECK(fs_gcra_init(&g, 10 * MS, 5) == 0);
+}
+
+static void gcra_burst_then_rate(void)
+{
+    fs_gcra g;
+    fs_gcra_init(&g, 100 * MS, 3);                     /* 10/s, burst 3 */
+    int64_t wait = -1;
+    int64_t now = 5000 * MS;
+    for (int i = 0; i < 3; i++) {
+        CHECK(fs_gcra_take(&g, now, &wait));
+        CHECK_EQ_INT(wait, 0);
+    }
+    CHECK(!fs_gcra_take(&g, now, &wait));
+    CHECK_EQ_INT(wait, 100 * MS);
+    CHECK(!fs_gcra_take(&g, now + 100 * MS - 1, &wait));
+    CHECK_EQ_INT(wait, 1);
+    CHECK(fs_gcra_take(&g, now + 100 * MS, &wait));
+    CHECK(!fs_gcra_take(&g, now + 100 * MS, NULL));
+}
+
+/* In any window of length t at most rate*t + burst tokens: check over a long run. */
+static void gcra_never_over_admits(void)
+{
+    fs_gcra g;
+    const int64_t interval = 7 * MS;
+    const int64_t burst = 4;
+    fs_gcra_init(&g, interval, burst);
+    enum { N = 20000 };
+    static int64_t admitted[N];
+    int n = 0;
+    uint64_t x = 88172645463325252ULL;
+    int64_t now = 0;
+    for (int i = 0; i < 200000 && n < N; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        now += (int64_t)(x % (3 * MS));
+        if (fs_gcra_take(&g, now, NULL)) {
+            admitted[n++] = now;
+        }
+    }
+    CHECK(n > 1000);
+    for (int i = 0; i < n; i++) {
+        for (int j = i; j < n && j < i + 64; j++) {
+            int64_t t = admitted[j] - admitted[i];
+            /* tokens in [admitted[i], admitted[j]] = j - i + 1 <= t/interval + burst */
+            CHECK(j - i + 1 <= t / interval + burst);
+        }
+    }
+}
+
+const fs_test gcra_tests[] = {
+    TEST_CASE(gcra_rejects_bad_args),
+    TEST_CASE(gcra_burst_then_rate),
+    TEST_CASE(gcra_never_over_admits),
+    TEST_END,
+};

@@ -1,0 +1,35 @@
+"""Builds failsafe._native: the C core (native/core) and its CPython binding (native/binding).
+
+Environment knobs: FAILSAFE_DEBUG=1 (-O0 -g, asserts on), FAILSAFE_SANITIZE=1 (ASan + UBSan).
+"""
+
+import os
+from glob import glob
+
+from setuptools import Extension, setup
+
+CORE = sorted(glob("native/core/*.c"))
+BINDING = sorted(glob("native/binding/*.c"))
+
+cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
+ldflags: list[str] = []
+if os.environ.get("FAILSAFE_SANITIZE"):
+    cflags += ["-O1", "-g", "-fno-omit-frame-pointer", "-UNDEBUG",
+               "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    ldflags += ["-fsanitize=address,undefined"]
+elif os.environ.get("FAILSAFE_DEBUG"):
+    cflags += ["-O0", "-g", "-UNDEBUG"]
+else:
+    cflags += ["-O2", "-DNDEBUG"]
+
+setup(
+    ext_modules=[
+        Extension(
+            "failsafe._native",
+            sources=CORE + BINDING,
+            include_dirs=["native/core", "native/binding"],
+            extra_compile_args=cflags,
+            extra_link_args=ldflags,
+        )
+    ]
+)

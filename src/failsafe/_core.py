@@ -1,0 +1,166 @@
+"""Machinery shared by every pattern: names, validation, guards, counters, listeners."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import re
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from failsafe import _native
+
+# Pattern indexes of the C module's global "somebody listens" flags (fs_binding.h FS_PATTERN_*).
+PATTERNS: Final[dict[str, int]] = {"retry": 0, "timeout": 1, "fallback": 2}
+
+# OpenTelemetry instrument names: an ASCII letter, then letters, digits, '_', '.', '-', '/'.
+# A component name is one segment of such a name, so the whole name stays valid.
+_NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]{0,62}")
+_NAME_STRIP: Final = re.compile(r"[^A-Za-z0-9_.\-/]+")
+
+
+def check_name(name: object) -> str | None:
+    """Validates an explicit component name; None stays None."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"name {name!r} is not a valid metric name segment: start with a letter, then use"
+            " letters, digits, '_', '.', '-' or '/', at most 63 characters"
+        )
+    return name
+
+
+def name_from(fn: Callable[..., Any], pattern: str) -> str:
+    """Default component name from a function's qualified name, made metric-safe."""
+    raw = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or pattern
+    cleaned = _NAME_STRIP.sub("_", str(raw).replace(".<locals>.", ".")).strip("_.-/")
+    if not cleaned or not cleaned[0].isalpha():
+        cleaned = f"{pattern}_{cleaned}" if cleaned else pattern
+    return cleaned[:63]
+
+
+def check_async(fn: object, pattern: str) -> Callable[..., Any]:
+    """Rejects what cannot be decorated: only async callables are guarded."""
+    if not callable(fn):
+        raise TypeError(f"@{pattern} decorates an async function, not {type(fn).__name__}")
+    if not inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"@{pattern} requires an async function (async def), got {fn!r}: "
+            "failsafe guards coroutines only"
+        )
+    return fn
+
+
+def make_guard(fn: Callable[..., Any], policy: Any) -> Any:
+    """Wraps fn in a C guard bound to policy, looking like fn to inspect, FastAPI and mypy."""
+    guard = _native.Guard(fn, policy)
+    functools.update_wrapper(guard, fn)
+    inspect.markcoroutinefunction(guard)
+    return guard
+
+
+def check_number(
+    value: object,
+    param: str,
+    *,
+    allow_zero: bool = True,
+    allow_none: bool = False,
+    allow_inf: bool = False,
+    integer: bool = False,
+) -> Any:
+    """Validates a non-negative number, naming param in the error."""
+    if value is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{param} must be a number, not None")
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        kind = "an int" if integer else "a number"
+        raise TypeError(f"{param} must be {kind}, not {type(value).__name__}")
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError(f"{param} must not be NaN")
+    if isinstance(value, float) and math.isinf(value) and not allow_inf:
+        raise ValueError(f"{param} must be finite, got {value}")
+    if value < 0:
+        raise ValueError(f"{param} must be >= 0, got {value}")
+    if value == 0 and not allow_zero:
+        raise ValueError(f"{param} must be > 0, got {value}")
+    return value
+
+
+def check_exceptions(on: object, param: str = "on") -> tuple[type[BaseException], ...] | None:
+    """Normalises an exception class or tuple of classes; None when on is a predicate."""
+    if isinstance(on, type) and issubclass(on, BaseException):
+        return (on,)
+    if isinstance(on, tuple) and on:
+        for item in on:
+            if not (isinstance(item, type) and issubclass(item, BaseException)):
+                raise TypeError(f"{param} must hold exception classes, got {item!r}")
+        return on
+    if isinstance(on, tuple):
+        raise ValueError(f"{param} must not be an empty tuple")
+    if callable(on):
+        return None
+    raise TypeError(
+        f"{param} must be an exception class, a tuple of them or a predicate, got {on!r}"
+    )
+
+
+class Component:
+    """Mixin of every policy: name, listeners, counters, stats() and a live repr.
+
+    Subclasses set PATTERN and METRICS (counter names, in the C counter order).
+    """
+
+    PATTERN: ClassVar[str]
+    METRICS: ClassVar[tuple[str, ...]]
+
+    _listeners: tuple[Any, ...]
+    _explicit_name: bool
+
+    def _init_component(self, name: str | None, listeners: Iterable[Any] | None) -> None:
+        checked = check_name(name)
+        self._explicit_name = checked is not None
+        self._name = checked or self.PATTERN
+        if listeners is None:
+            listeners = ()
+        elif not isinstance(listeners, Iterable) or isinstance(listeners, (str, bytes)):
+            raise TypeError(f"listeners must be an iterable of listeners, not {listeners!r}")
+        self._listeners = tuple(listeners)
+        self._local_listening = 1 if self._listeners else 0
+
+    def _adopt_name(self, fn: Callable[..., Any]) -> None:
+        if not self._explicit_name:
+            self._name = name_from(fn, self.PATTERN)
+            self._explicit_name = True
+
+    @property
+    def name(self) -> str:
+        name: str = self._name
+        return name
+
+    def add_listener(self, listener: Any) -> None:
+        """Adds a listener of this component only."""
+        self._listeners = (*self._listeners, listener)
+        self._local_listening = 1
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of this component's counters (and state, where it has one)."""
+        counts = self._counters()
+        return {"name": self._name, **dict(zip(self.METRICS, counts, strict=False))}
+
+    if TYPE_CHECKING:  # provided by the C base type of every policy
+
+        def _counters(self) -> tuple[int, ...]: ...
+
+        def _count(self, index: int, n: int = 1) -> None: ...
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.stats().items() if k != "name")
+        return f"<{self.PATTERN} {self._name!r} {fields}>"
+
+
+Coro = Coroutine[Any, Any, Any]

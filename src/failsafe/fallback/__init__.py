@@ -1,0 +1,134 @@
+"""Fallback: answer with a default (or an alternative call) when the guarded call fails.
+
+``handler`` is a value, or a sync or async callable ``(result_or_exc, *args, **kwargs)``.
+A handler that raises propagates; it is never handled again.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, ClassVar
+
+from failsafe import _core, _native, events
+
+__all__ = [
+    "Fallback",
+    "FallbackListener",
+    "fallback",
+    "register_fallback_listener",
+    "register_timeout_listener",
+]
+
+INVOKED = 0
+
+
+class FallbackListener:
+    """Fallback events. Methods may be sync or async."""
+
+    def on_fallback(self, fallback: Fallback, result_or_exc: Any, *args: Any) -> Any:
+        """The handler is about to answer for a failed call (args are the call's positional
+        arguments)."""
+
+
+def register_fallback_listener(listener: Any) -> None:
+    """Adds a listener to every fallback component, existing and future."""
+    events.register_listener("fallback", listener)
+
+
+# failsafe-py exported the fallback registrar under this name.
+register_timeout_listener = register_fallback_listener
+
+
+class Fallback(_core.Component, _native.Outcome):
+    """A fallback policy; decorate an async function with it."""
+
+    PATTERN: ClassVar[str] = "fallback"
+    METRICS: ClassVar[tuple[str, ...]] = ("invoked",)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Fallback:
+        return super().__new__(cls, _core.PATTERNS["fallback"])
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        on: Any = Exception,
+        if_: Callable[..., Any] | None = None,
+        name: str | None = None,
+        listeners: Iterable[Any] | None = None,
+        event_manager: Any = None,
+    ) -> None:
+        self._init_component(name, listeners)
+        self._event_manager = event_manager
+        types = None
+        if on is not None:
+            types = _core.check_exceptions(on)
+            if types is None and inspect.iscoroutinefunction(on):
+                raise TypeError("on must be a sync predicate, not an async function")
+        if if_ is not None and not callable(if_):
+            raise TypeError(f"if_ must be a predicate (sync or async), not {if_!r}")
+        if on is None and if_ is None:
+            raise ValueError("fallback needs on= or if_= (both are None: it would never act)")
+        self._handler = handler
+        self._call_handler = callable(handler)
+        self._if = if_
+        self._configure(
+            on=types,
+            on_pred=on if on is not None and types is None else None,
+            handoff_results=if_ is not None,
+        )
+
+    def __call__[**P, T](
+        self, fn: Callable[P, Awaitable[T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        _core.check_async(fn, "fallback")
+        self._adopt_name(fn)
+        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
+        return guard
+
+    async def _answer(self, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self._count(INVOKED)
+        events.emit(self, "on_fallback", (value, *args))
+        if not self._call_handler:
+            return self._handler
+        out = self._handler(value, *args, **kwargs)
+        if inspect.isawaitable(out):
+            out = await out
+        return out
+
+    async def _on_error(
+        self, exc: BaseException, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t0: int
+    ) -> Any:
+        return await self._answer(exc, args, kwargs)
+
+    async def _on_result(
+        self, result: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t0: int
+    ) -> Any:
+        assert self._if is not None
+        verdict = self._if(result, *args, **kwargs)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        if verdict:
+            return await self._answer(result, args, kwargs)
+        return result
+
+
+def fallback(
+    handler: Any,
+    *,
+    on: Any = Exception,
+    if_: Callable[..., Any] | None = None,
+    name: str | None = None,
+    listeners: Iterable[Any] | None = None,
+    event_manager: Any = None,
+) -> Fallback:
+    """A fallback policy: ``@fallback(default)`` or ``@fallback(handler, on=ConnectionError)``.
+
+    ``on`` (an exception class, tuple or sync predicate; None to ignore exceptions) selects the
+    failures handled; ``if_`` (sync or async ``(result, *args, **kwargs)``) selects results to
+    replace. Cancellation is never handled.
+    """
+    return Fallback(
+        handler, on=on, if_=if_, name=name, listeners=listeners, event_manager=event_manager
+    )

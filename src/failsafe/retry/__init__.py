@@ -1,0 +1,429 @@
+"""Retry: call again when an attempt fails.
+
+``@retry(...)`` guards an async function; ``async for attempt in retry(...): with attempt:``
+guards a block. The first attempt runs through the C guard; a failure hands over to the
+Python slow path below, which waits (``failsafe.testing.sleep``) and calls again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from types import TracebackType
+from typing import Any, ClassVar, Final, overload
+
+from failsafe import _core, _native, events
+from failsafe import testing as _testing
+from failsafe.ratelimit.exceptions import EmptyBucket
+from failsafe.retry import backoffs, jitters
+from failsafe.retry.exceptions import AttemptsExceeded
+
+__all__ = [
+    "AttemptsExceeded",
+    "Retry",
+    "RetryBudget",
+    "RetryCounter",
+    "RetryListener",
+    "backoffs",
+    "bucket_retry",
+    "jitters",
+    "register_retry_listener",
+    "retry",
+]
+
+ATTEMPT, SUCCESS, GIVEUP = 0, 1, 2
+_NO_RESULT: Final[Any] = object()
+
+BackoffT = float | int | Iterable[float] | Callable[[int], float]
+
+
+class RetryCounter:
+    """Where a call stands: ``current_attempt`` failures so far (0 on a first-try success)."""
+
+    __slots__ = ("current_attempt", "max_attempts")
+
+    def __init__(self, current_attempt: int, max_attempts: int | None) -> None:
+        self.current_attempt = current_attempt
+        self.max_attempts = max_attempts
+
+    def __repr__(self) -> str:
+        return f"RetryCounter(current_attempt={self.current_attempt}, max_attempts={self.max_attempts})"
+
+
+class RetryListener:
+    """Retry events. Methods may be sync or async; override the ones you need."""
+
+    def on_retry(
+        self, retry: Retry, exception: BaseException | None, counter: RetryCounter, delay: float
+    ) -> Any:
+        """An attempt failed and another follows after ``delay`` seconds."""
+
+    def on_attempts_exceeded(self, retry: Retry) -> Any:
+        """The call gave up."""
+
+    def on_success(self, retry: Retry, counter: RetryCounter) -> Any:
+        """An attempt succeeded."""
+
+
+def register_retry_listener(listener: Any) -> None:
+    """Adds a listener to every retry component, existing and future."""
+    events.register_listener("retry", listener)
+
+
+class RetryBudget(_native.RetryBudget):
+    """A retry budget shared by policies: retries stay below ``ratio`` of calls, plus
+    ``min_per_second`` retries always allowed, measured over the last ``ttl`` seconds."""
+
+    def __new__(
+        cls, ratio: float = 0.2, *, min_per_second: float = 10.0, ttl: float = 10.0
+    ) -> RetryBudget:
+        r = float(_core.check_number(ratio, "ratio"))
+        m = float(_core.check_number(min_per_second, "min_per_second"))
+        t = float(_core.check_number(ttl, "ttl", allow_zero=False))
+        self = super().__new__(cls, r, m, t)
+        self._params = (r, m, t)
+        return self
+
+    def __repr__(self) -> str:
+        r, m, t = self._params
+        return f"RetryBudget(ratio={r}, min_per_second={m}, ttl={t}, available={self.available():.1f})"
+
+
+def _schedule_factory(backoff: object) -> Callable[[], Iterator[float]]:
+    """Validates ``backoff`` once; returns a factory of fresh per-call delay iterators."""
+    if isinstance(backoff, bool):
+        raise TypeError("backoff must be a number, a sequence, a schedule or a callable, not bool")
+    if isinstance(backoff, (int, float)):
+        schedule: backoffs.Backoff = backoffs.const(_core.check_number(backoff, "backoff"))
+        return schedule.__iter__
+    if isinstance(backoff, backoffs.Backoff):
+        return backoff.__iter__
+    if isinstance(backoff, (list, tuple)):
+        return backoffs.interval(backoff).__iter__
+    if isinstance(backoff, Iterator):
+        raise TypeError(
+            "backoff must not be a one-shot iterator or generator: all calls would share and "
+            "exhaust it; pass a re-iterable (list, failsafe.retry.backoffs.*) or a callable "
+            "attempt -> delay"
+        )
+    if isinstance(backoff, Iterable):
+        iterable = backoff
+        return lambda: (backoffs._checked_delay(d) for d in iterable)
+    if callable(backoff):
+        fn = backoff
+
+        def per_attempt() -> Iterator[float]:
+            k = 0
+            while True:
+                k += 1
+                yield backoffs._checked_delay(fn(k))
+
+        return per_attempt
+    raise TypeError(
+        f"backoff must be a number, a sequence, a failsafe.retry.backoffs schedule, an iterable"
+        f" or a callable attempt -> delay, not {backoff!r}"
+    )
+
+
+class Retry(_core.Component, _native.Outcome):
+    """A retry policy. Decorate with it, or iterate it for the block form."""
+
+    PATTERN: ClassVar[str] = "retry"
+    METRICS: ClassVar[tuple[str, ...]] = ("attempt", "success", "giveup")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Retry:
+        return super().__new__(cls, _core.PATTERNS["retry"])
+
+    def __init__(
+        self,
+        *,
+        on: Any = Exception,
+        attempts: int | None = 3,
+        backoff: BackoffT = 0.5,
+        if_result: Callable[[Any], bool] | None = None,
+        max_duration: float | None = None,
+        budget: RetryBudget | None = None,
+        name: str | None = None,
+        listeners: Iterable[Any] | None = None,
+        event_manager: Any = None,
+        _bucket: Any = None,
+    ) -> None:
+        self._init_component(name, listeners)
+        self._event_manager = event_manager
+        types = _core.check_exceptions(on)
+        if types is None and inspect.iscoroutinefunction(on):
+            raise TypeError("on must be a sync predicate, not an async function")
+        self._on_types = types
+        self._on_pred = None if types is not None else on
+        self._attempts = _core.check_number(attempts, "attempts", allow_none=True, integer=True)
+        self._new_schedule = _schedule_factory(backoff)
+        if if_result is not None and not callable(if_result):
+            raise TypeError(f"if_result must be a callable predicate, not {if_result!r}")
+        if if_result is not None and inspect.iscoroutinefunction(if_result):
+            raise TypeError("if_result must be a sync predicate, not an async function")
+        self._if_result = if_result
+        self._max_duration_ns: int | None = None
+        if max_duration is not None:
+            md = _core.check_number(max_duration, "max_duration", allow_zero=False)
+            self._max_duration_ns = int(md * 1e9)
+        if budget is not None and not isinstance(budget, _native.RetryBudget):
+            raise TypeError(f"budget must be a failsafe.retry.RetryBudget, not {budget!r}")
+        self._budget = budget
+        self._bucket = _bucket
+        self._configure(
+            on=types,
+            on_pred=self._on_pred,
+            budget=budget,
+            handoff_results=if_result is not None or _bucket is not None,
+            success_counter=SUCCESS,
+            needs_t0=max_duration is not None,
+        )
+
+    # -- decorator -------------------------------------------------------------------------
+
+    def __call__[**P, T](
+        self, fn: Callable[P, Awaitable[T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        _core.check_async(fn, "retry")
+        self._adopt_name(fn)
+        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
+        return guard
+
+    # -- slow paths, called by the C guard -------------------------------------------------
+
+    def _first_success(self) -> None:
+        events.emit(self, "on_success", (RetryCounter(0, self._attempts),))
+
+    async def _on_error(
+        self, exc: BaseException, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+        kwargs: dict[str, Any], t0: int,
+    ) -> Any:
+        return await self._retry_loop(fn, args, kwargs, t0, exc, _NO_RESULT)
+
+    async def _on_result(
+        self, result: Any, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+        kwargs: dict[str, Any], t0: int,
+    ) -> Any:
+        if self._bucket is not None:
+            # bucket_retry: the first attempt's token is taken before it runs (see _BucketRetry).
+            pass
+        if not self._rejects(result):
+            self._succeeded(0)
+            return result
+        return await self._retry_loop(fn, args, kwargs, t0, None, result)
+
+    def _rejects(self, result: Any) -> bool:
+        return self._if_result is not None and bool(self._if_result(result))
+
+    def _matches(self, exc: BaseException) -> bool:
+        if not isinstance(exc, Exception):
+            return False
+        if self._on_types is not None:
+            return isinstance(exc, self._on_types)
+        return bool(self._on_pred(exc)) if self._on_pred is not None else False
+
+    def _succeeded(self, failures: int) -> None:
+        self._count(SUCCESS)
+        events.emit(self, "on_success", (RetryCounter(failures, self._attempts),))
+
+    def _next_delay(
+        self, failures: int, schedule: Iterator[float], t0: int, last_ns: int,
+        exc: BaseException | None,
+    ) -> tuple[float | None, str]:
+        """The wait before the next attempt, or None and why not to retry."""
+        if self._attempts is not None and failures > self._attempts:
+            return None, "attempts"
+        delay = next(schedule)
+        if self._max_duration_ns is not None:
+            # Never start an attempt that cannot finish: assume it lasts as long as the last one.
+            finish = _native.now_ns() + int(delay * 1e9) + last_ns
+            if finish - t0 > self._max_duration_ns:
+                return None, "max_duration"
+        if self._budget is not None and not self._budget.try_withdraw():
+            return None, "budget"
+        return delay, ""
+
+    def _give_up(
+        self, failures: int, reason: str, exc: BaseException | None, result: Any
+    ) -> AttemptsExceeded:
+        self._count(GIVEUP)
+        events.emit(self, "on_attempts_exceeded", ())
+        return AttemptsExceeded(failures, exc, reason=reason, last_result=result)
+
+    async def _retry_loop(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any],
+        t0: int, exc: BaseException | None, result: Any,
+    ) -> Any:
+        schedule = self._new_schedule()
+        failures = 1
+        last_ns = _native.now_ns() - t0 if t0 else 0
+        while True:
+            delay, reason = self._next_delay(failures, schedule, t0, last_ns, exc)
+            if delay is None:
+                raise self._give_up(failures, reason, exc, result) from exc
+            self._count(ATTEMPT)
+            events.emit(self, "on_retry", (exc, RetryCounter(failures, self._attempts), delay))
+            await _testing.sleep(delay)
+            if self._bucket is not None:
+                wait = self._bucket.try_take()
+                if wait:
+                    self._count(GIVEUP)
+                    events.emit(self, "on_attempts_exceeded", ())
+                    raise EmptyBucket(retry_after_seconds=wait) from exc
+            start = _native.now_ns()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as e:
+                if not self._matches(e):
+                    raise
+                exc, result = e, _NO_RESULT
+            else:
+                if not self._rejects(result):
+                    self._succeeded(failures)
+                    return result
+                exc = None
+            last_ns = _native.now_ns() - start
+            failures += 1
+
+    # -- block form --------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Attempt]:
+        return _Attempts(self)
+
+    def stats(self) -> dict[str, Any]:
+        s = super().stats()
+        s["attempts"] = self._attempts
+        return s
+
+
+class Attempt:
+    """One attempt of the block form: ``with attempt:`` records how the block ended."""
+
+    __slots__ = ("_exc", "_ok", "number")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self._ok = False
+        self._exc: BaseException | None = None
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if e is None:
+            self._ok = True
+            return False
+        self._exc = e
+        return False  # _Attempts decides; a matching exception is suppressed below
+
+
+class _Attempts(AsyncIterator[Attempt]):
+    __slots__ = ("_current", "_failures", "_last_ns", "_policy", "_schedule", "_start", "_t0")
+
+    def __init__(self, policy: Retry) -> None:
+        self._policy = policy
+        self._schedule = policy._new_schedule()
+        self._failures = 0
+        self._current: _BlockAttempt | None = None
+        self._t0 = _native.now_ns()
+        self._start = self._t0
+        self._last_ns = 0
+        if policy._budget is not None:
+            policy._budget.deposit()
+
+    def __aiter__(self) -> _Attempts:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        p = self._policy
+        cur = self._current
+        if cur is not None:
+            if cur._exc is None:
+                if cur._ok:
+                    p._succeeded(self._failures)
+                raise StopAsyncIteration
+            exc = cur._exc
+            self._failures += 1
+            self._last_ns = _native.now_ns() - self._start
+            delay, reason = p._next_delay(self._failures, self._schedule, self._t0, self._last_ns, exc)
+            if delay is None:
+                raise p._give_up(self._failures, reason, exc, _NO_RESULT) from exc
+            p._count(ATTEMPT)
+            events.emit(p, "on_retry", (exc, RetryCounter(self._failures, p._attempts), delay))
+            await _testing.sleep(delay)
+        self._start = _native.now_ns()
+        self._current = _BlockAttempt(self._failures + 1, p)
+        return self._current
+
+
+class _BlockAttempt(Attempt):
+    __slots__ = ("_policy",)
+
+    def __init__(self, number: int, policy: Retry) -> None:
+        super().__init__(number)
+        self._policy = policy
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if e is None:
+            self._ok = True
+            return False
+        if not self._policy._matches(e):
+            return False
+        self._exc = e
+        return True
+
+
+@overload
+def retry[**P, T](fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
+@overload
+def retry(
+    *,
+    on: Any = ...,
+    attempts: int | None = ...,
+    backoff: BackoffT = ...,
+    if_result: Callable[[Any], bool] | None = ...,
+    max_duration: float | None = ...,
+    budget: RetryBudget | None = ...,
+    name: str | None = ...,
+    listeners: Iterable[Any] | None = ...,
+    event_manager: Any = ...,
+) -> Retry: ...
+def retry(fn: Any = None, /, **kwargs: Any) -> Any:
+    """A retry policy: ``@retry(attempts=3, backoff=expo(...))``.
+
+    ``attempts`` counts retries (calls = attempts + 1; None retries until success), ``on`` is
+    an exception class, a tuple of them or a predicate; ``if_result`` retries on a result;
+    ``max_duration`` (seconds) bounds the whole call; ``budget`` shares a RetryBudget.
+    """
+    policy = Retry(**kwargs)
+    return policy if fn is None else policy(fn)
+
+
+def bucket_retry(
+    *,
+    on: Any = Exception,
+    attempts: int = 3,
+    backoff: BackoffT = 0.5,
+    name: str | None = None,
+    per_time_secs: float = 1,
+    bucket_size: int = 3,
+    listeners: Iterable[Any] | None = None,
+    event_manager: Any = None,
+) -> Retry:
+    """A retry whose re-attempts also draw tokens from a bucket refilling ``attempts`` tokens
+    per ``per_time_secs`` (burst ``bucket_size``), shared by all calls of the policy. With no
+    token left the call ends with ``EmptyBucket`` (from the last error) instead of retrying."""
+    count = _core.check_number(attempts, "attempts", allow_zero=False, integer=True)
+    per = _core.check_number(per_time_secs, "per_time_secs", allow_zero=False)
+    size = _core.check_number(bucket_size, "bucket_size", allow_zero=False, integer=True)
+    interval_ns = max(1, math.floor(per * 1e9 / count))
+    bucket = _native.TokenBucket(interval_ns, size)
+    return Retry(
+        on=on, attempts=attempts, backoff=backoff, name=name, listeners=listeners,
+        event_manager=event_manager, _bucket=bucket,
+    )
