@@ -145,7 +145,7 @@ static PyObject *awaitable_iter(PyObject *aw)
     }
     PyAsyncMethods *am = Py_TYPE(aw)->tp_as_async;
     if (am == NULL || am->am_await == NULL) {
-        PyErr_Format(PyExc_TypeError, "a failsafe slow path returned a non-awaitable %T", aw);
+        PyErr_Format(PyExc_TypeError, "a failsafe slow path returned a non-awaitable %.200s", Py_TYPE(aw)->tp_name);
         return NULL;
     }
     return am->am_await(aw);
@@ -539,11 +539,11 @@ static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (!PyCallable_Check(fn)) {
-        PyErr_Format(PyExc_TypeError, "fn must be callable, not %T", fn);
+        PyErr_Format(PyExc_TypeError, "fn must be callable, not %.200s", Py_TYPE(fn)->tp_name);
         return NULL;
     }
     if (!fs_is_policy(st, policy)) {
-        PyErr_Format(PyExc_TypeError, "policy must be a failsafe policy, not %T", policy);
+        PyErr_Format(PyExc_TypeError, "policy must be a failsafe policy, not %.200s", Py_TYPE(policy)->tp_name);
         return NULL;
     }
     FsGuard *g = (FsGuard *)type->tp_alloc(type, 0);

@@ -91,7 +91,7 @@ static PyObject *mod_set_clock(PyObject *module, PyObject *arg)
         Py_RETURN_NONE;
     }
     if (!PyLong_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "now_ns must be an int or None, not %T", arg);
+        PyErr_Format(PyExc_TypeError, "now_ns must be an int or None, not %.200s", Py_TYPE(arg)->tp_name);
         return NULL;
     }
     long long ns = PyLong_AsLongLong(arg);
@@ -111,7 +111,7 @@ static PyObject *mod_seed(PyObject *module, PyObject *arg)
 {
     fs_state *st = PyModule_GetState(module);
     if (!PyLong_Check(arg) || PyBool_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "seed must be an int, not %T", arg);
+        PyErr_Format(PyExc_TypeError, "seed must be an int, not %.200s", Py_TYPE(arg)->tp_name);
         return NULL;
     }
     unsigned long long seed = PyLong_AsUnsignedLongLong(arg);

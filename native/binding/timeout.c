@@ -1,0 +1,1494 @@
+/* timeout: deadlines of timed calls and scopes, kept in one C min-heap per event loop.
+ *
+ * Every loop has a TimerQueue with the deadlines of its live entries (embedded in the FsCall of a
+ * decorated call, or in the TimeoutScope of an `async with`) and at most one armed loop timer, for
+ * the earliest deadline. Entering arms a timer only when its deadline becomes the earliest;
+ * leaving only unlinks the entry: a stale timer fires once, finds nothing due and re-arms for what
+ * is left. A due entry's task is cancelled, and the exit turns the CancelledError into
+ * failsafe.timeout.TimeoutError with the exact rules of asyncio.timeout (which differ between 3.12
+ * and 3.13). No TimerHandle and no task is created per call. */
+#include "fs_binding.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <time.h>
+
+/* 3.13 also converts CancelledError subclasses and inserts a TimeoutError into other chains. */
+#if PY_VERSION_HEX >= 0x030D0000
+#define TMO_RULES_313 1
+#else
+#define TMO_RULES_313 0
+#endif
+
+#define TMO_HEAP_MIN 16
+
+/* ------------------------------------------------------------------------------------------ */
+/* Objects */
+
+struct FsTimerQueue {
+    PyObject_HEAD
+    fs_state *st;
+    PyObject *loop_ref;     /* weak reference to the loop; its callback drops this queue */
+    PyObject *loop;         /* strong, only for a loop that cannot be weakly referenced */
+    PyObject *key;          /* id(loop): the key of this queue in st->queues */
+    PyObject *handle;       /* the armed TimerHandle, or NULL */
+    PyObject *scopes;       /* dict task -> innermost TimeoutScope of the `async with` form */
+    double armed_when;      /* deadline of handle; -inf when armed with call_soon; +inf if none */
+    double resolution;      /* loop._clock_resolution: _run_once runs handles due within it */
+    Py_ssize_t live;        /* registered entries, in the heap or not (no deadline) */
+    fs_heap heap;
+    int fast_clock;         /* loop.time() is time.monotonic(): read CLOCK_MONOTONIC directly */
+    int firing;
+};
+
+typedef struct TimeoutObject {
+    FsPolicy base;
+    double seconds;         /* +inf when disabled */
+    int enabled;            /* seconds is not None */
+} TimeoutObject;
+
+enum { SCOPE_ACTIVE = 0, SCOPE_EXPIRED, SCOPE_FINISHED };
+
+typedef struct TimeoutScope {
+    PyObject_HEAD
+    FsTimerEntry entry;
+    TimeoutObject *policy;          /* strong */
+    struct TimeoutScope *outer;     /* strong: the task's next outer scope in the queue's map */
+    uint8_t phase;                  /* SCOPE_*; while active, entry.state tells if it expires */
+    uint8_t has_when;               /* when() is not None */
+} TimeoutScope;
+
+typedef struct ReadyObject {
+    PyObject_HEAD
+    PyObject *value;        /* NULL: None */
+} ReadyObject;
+
+static inline FsTimerEntry *entry_of(fs_heap_node *n)
+{
+    return (FsTimerEntry *)((char *)n - offsetof(FsTimerEntry, node));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Clock, loop, task */
+
+/* time.monotonic(), converted exactly as CPython converts it, so deadlines equal loop.time(). */
+static double monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    volatile double d;  /* as PyTime_AsSecondsDouble: no excess precision */
+    if (ns % 1000000000 == 0) {
+        d = (double)(ns / 1000000000);
+    }
+    else {
+        d = (double)ns;
+        d /= 1e9;
+    }
+    return d;
+}
+
+static int tq_now(FsTimerQueue *q, PyObject *loop, double *now)
+{
+    if (q->fast_clock) {
+        *now = monotonic_s();
+        return 0;
+    }
+    PyObject *t = PyObject_CallMethodNoArgs(loop, q->st->str_time);
+    if (t == NULL) {
+        return -1;
+    }
+    *now = PyFloat_AsDouble(t);
+    Py_DECREF(t);
+    return (*now == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* The running loop and its current task, as new references; RuntimeError outside a task. */
+static int running_task(fs_state *st, PyObject **ploop, PyObject **ptask)
+{
+    PyObject *loop = PyObject_Vectorcall(st->get_running_loop, NULL, 0, NULL);
+    if (loop == NULL) {
+        return -1;
+    }
+    PyObject *task;
+    if (st->current_tasks != NULL) {
+        task = Py_XNewRef(PyDict_GetItemWithError(st->current_tasks, loop));
+    }
+    else {
+        task = PyObject_CallOneArg(st->current_task, loop);
+        if (task == Py_None) {
+            Py_CLEAR(task);
+        }
+    }
+    if (task == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "Timeout should be used inside a task");
+        }
+        Py_DECREF(loop);
+        return -1;
+    }
+    *ploop = loop;
+    *ptask = task;
+    return 0;
+}
+
+/* task.cancelling() or task.uncancel(): a direct C call on exact C tasks. -1 with an error. */
+static Py_ssize_t task_counter(fs_state *st, PyObject *task, PyCFunction direct, PyObject *name)
+{
+    PyObject *r;
+    if (direct != NULL && Py_IS_TYPE(task, st->CTask_Type)) {
+        r = direct(task, NULL);
+    }
+    else {
+        r = PyObject_CallMethodNoArgs(task, name);
+    }
+    if (r == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    if (n < 0 && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "task.%U() returned a negative count", name);
+        return -1;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* TimerQueue */
+
+static PyObject *tq_fire(PyObject *self, PyObject *unused);
+static PyObject *tq_loop_gone(PyObject *self, PyObject *ref);
+
+static PyMethodDef tq_fire_def = {"_fire", tq_fire, METH_NOARGS, NULL};
+static PyMethodDef tq_loop_gone_def = {"_loop_gone", tq_loop_gone, METH_O, NULL};
+
+/* The queue's loop as a new reference, or NULL (no error) once it is gone. */
+static PyObject *tq_loop(FsTimerQueue *q)
+{
+    if (q->loop != NULL) {
+        return Py_NewRef(q->loop);
+    }
+    if (q->loop_ref == NULL) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *loop = NULL;
+    if (PyWeakref_GetRef(q->loop_ref, &loop) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return loop;
+#else
+    PyObject *loop = PyWeakref_GET_OBJECT(q->loop_ref);
+    return loop == Py_None ? NULL : Py_NewRef(loop);
+#endif
+}
+
+/* Arms the single loop timer for when: call_soon if already due (as asyncio.timeout does, to
+ * keep its order against other ready callbacks), else call_at. Cancels the timer it replaces. */
+static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
+{
+    fs_state *st = q->st;
+    if (q->handle != NULL) {
+        PyObject *old = q->handle;
+        q->handle = NULL;
+        q->armed_when = INFINITY;
+        PyObject *r = PyObject_CallMethodNoArgs(old, st->str_cancel);
+        Py_DECREF(old);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    PyObject *cb = PyCMethod_New(&tq_fire_def, (PyObject *)q, NULL, NULL);
+    PyObject *kwnames = PyTuple_Pack(1, st->str_context);
+    PyObject *h = NULL;
+    if (cb != NULL && kwnames != NULL) {
+        if (when <= now) {
+            PyObject *args[] = {loop, cb, st->empty_context};
+            h = PyObject_VectorcallMethod(st->str_call_soon, args, 2, kwnames);
+        }
+        else {
+            PyObject *w = PyFloat_FromDouble(when);
+            if (w != NULL) {
+                PyObject *args[] = {loop, w, cb, st->empty_context};
+                h = PyObject_VectorcallMethod(st->str_call_at, args, 3, kwnames);
+                Py_DECREF(w);
+            }
+        }
+    }
+    Py_XDECREF(cb);
+    Py_XDECREF(kwnames);
+    if (h == NULL) {
+        return -1;
+    }
+    Py_XSETREF(q->handle, h);
+    q->armed_when = when <= now ? -INFINITY : when;
+    return 0;
+}
+
+/* Arms for the earliest deadline if the armed timer would come too late. */
+static int tq_rearm(FsTimerQueue *q, PyObject *loop, double now)
+{
+    fs_heap_node *top = fs_heap_peek(&q->heap);
+    if (q->firing || top == NULL || !(top->when < q->armed_when)) {
+        return 0;
+    }
+    return tq_arm(q, loop, top->when, now);
+}
+
+static int tq_push(FsTimerQueue *q, fs_heap_node *n)
+{
+    if (fs_heap_push(&q->heap, n) == 0) {
+        return 0;
+    }
+    size_t cap = q->heap.cap ? q->heap.cap * 2 : TMO_HEAP_MIN;
+    fs_heap_node **slots = PyMem_Realloc(q->heap.slots, cap * sizeof(*slots));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    q->heap.slots = slots;
+    q->heap.cap = cap;
+    return fs_heap_push(&q->heap, n);
+}
+
+/* The single loop callback: cancels the task of every due entry, then arms for the rest.
+ * task.cancel() may run arbitrary code (Task subclasses) that adds or removes entries: each
+ * entry leaves the heap before the call, the top is re-read every turn, and arming waits for
+ * the end of the pass. */
+static PyObject *tq_fire(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsTimerQueue *q = (FsTimerQueue *)self;
+    fs_state *st = q->st;
+    Py_CLEAR(q->handle);
+    q->armed_when = INFINITY;
+    PyObject *loop = tq_loop(q);
+    if (loop == NULL) {
+        Py_RETURN_NONE;
+    }
+    double now;
+    if (tq_now(q, loop, &now) < 0) {
+        PyErr_WriteUnraisable(self);
+        Py_DECREF(loop);
+        Py_RETURN_NONE;
+    }
+    double limit = now + q->resolution;
+    q->firing = 1;
+    fs_heap_node *top;
+    while ((top = fs_heap_peek(&q->heap)) != NULL && top->when < limit) {
+        fs_heap_pop(&q->heap);
+        FsTimerEntry *e = entry_of(top);
+        e->state = FS_TE_FIRED;
+        PyObject *task = Py_NewRef(e->task);
+        PyObject *r = PyObject_CallMethodNoArgs(task, st->str_cancel);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(task);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(task);
+    }
+    q->firing = 0;
+    if (tq_rearm(q, loop, now) < 0) {
+        PyErr_WriteUnraisable(self);
+    }
+    Py_DECREF(loop);
+    Py_RETURN_NONE;
+}
+
+/* Weak reference callback: the loop is gone, so is its queue (entries still holding it keep it
+ * alive until they leave). */
+static PyObject *tq_loop_gone(PyObject *self, PyObject *Py_UNUSED(ref))
+{
+    FsTimerQueue *q = (FsTimerQueue *)self;
+    fs_state *st = q->st;
+    Py_CLEAR(q->loop_ref);
+    if (st->last_queue == self) {
+        st->last_loop = NULL;
+        Py_CLEAR(st->last_queue);
+    }
+    if (st->queues != NULL && q->key != NULL) {
+        PyObject *cur = PyDict_GetItemWithError(st->queues, q->key);
+        if (cur == self && PyDict_DelItem(st->queues, q->key) < 0) {
+            PyErr_WriteUnraisable(self);
+        }
+        else if (cur == NULL && PyErr_Occurred()) {
+            PyErr_WriteUnraisable(self);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* True when loop.time is BaseEventLoop.time over the real time.monotonic, checked once per loop:
+ * then CLOCK_MONOTONIC gives the loop's own clock (uvloop and test clocks take loop.time()). */
+static int loop_has_default_clock(PyObject *loop)
+{
+    int ok = 0;
+    PyObject *be = PyImport_ImportModule("asyncio.base_events");
+    PyObject *base = be ? PyObject_GetAttrString(be, "BaseEventLoop") : NULL;
+    PyObject *deftime = base ? PyObject_GetAttrString(base, "time") : NULL;
+    PyObject *meth = deftime ? PyObject_GetAttrString(loop, "time") : NULL;
+    PyObject *tmod = meth ? PyObject_GetAttrString(be, "time") : NULL;
+    PyObject *mono = tmod ? PyObject_GetAttrString(tmod, "monotonic") : NULL;
+    if (mono != NULL && PyMethod_Check(meth) && PyMethod_GET_FUNCTION(meth) == deftime
+        && PyMethod_GET_SELF(meth) == loop && PyCFunction_Check(mono)
+        && PyCFunction_GET_SELF(mono) == tmod
+        && strcmp(((PyCFunctionObject *)mono)->m_ml->ml_name, "monotonic") == 0
+        && PyModule_Check(tmod) && strcmp(PyModule_GetName(tmod) ?: "", "time") == 0) {
+        ok = 1;
+    }
+    PyErr_Clear();
+    Py_XDECREF(be);
+    Py_XDECREF(base);
+    Py_XDECREF(deftime);
+    Py_XDECREF(meth);
+    Py_XDECREF(tmod);
+    Py_XDECREF(mono);
+    return ok;
+}
+
+/* Drops the queues of closed loops held strongly (those that cannot be weakly referenced). */
+static int tq_prune(fs_state *st)
+{
+    PyObject *dead = NULL, *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(st->queues, &pos, &key, &value)) {
+        FsTimerQueue *q = (FsTimerQueue *)value;
+        if (q->loop == NULL) {
+            continue;
+        }
+        PyObject *closed = PyObject_CallMethod(q->loop, "is_closed", NULL);
+        int yes = closed ? PyObject_IsTrue(closed) : -1;
+        Py_XDECREF(closed);
+        if (yes < 0) {
+            PyErr_Clear();
+            continue;
+        }
+        if (yes && ((dead == NULL && (dead = PyList_New(0)) == NULL)
+                    || PyList_Append(dead, key) < 0)) {
+            Py_XDECREF(dead);
+            return -1;
+        }
+    }
+    if (dead == NULL) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dead); i++) {
+        PyObject *k = PyList_GET_ITEM(dead, i);
+        PyObject *q = PyDict_GetItemWithError(st->queues, k);
+        if (q == st->last_queue) {
+            st->last_loop = NULL;
+            Py_CLEAR(st->last_queue);
+        }
+        if (PyDict_DelItem(st->queues, k) < 0) {
+            Py_DECREF(dead);
+            return -1;
+        }
+    }
+    Py_DECREF(dead);
+    return 0;
+}
+
+static FsTimerQueue *tq_new(fs_state *st, PyObject *loop, PyObject *key)
+{
+    FsTimerQueue *q = PyObject_GC_New(FsTimerQueue, st->TimerQueue_Type);
+    if (q == NULL) {
+        return NULL;
+    }
+    q->st = st;
+    q->loop_ref = NULL;
+    q->loop = NULL;
+    q->key = Py_NewRef(key);
+    q->handle = NULL;
+    q->armed_when = INFINITY;
+    q->resolution = 0.0;
+    q->live = 0;
+    fs_heap_init(&q->heap, NULL, 0);
+    q->fast_clock = loop_has_default_clock(loop);
+    q->firing = 0;
+    q->scopes = PyDict_New();
+    PyObject_GC_Track(q);
+    if (q->scopes == NULL) {
+        Py_DECREF(q);
+        return NULL;
+    }
+    PyObject *res = PyObject_GetAttrString(loop, "_clock_resolution");
+    if (res != NULL) {
+        double r = PyFloat_AsDouble(res);
+        Py_DECREF(res);
+        if (r >= 0.0 && isfinite(r)) {
+            q->resolution = r;
+        }
+    }
+    PyErr_Clear();
+    PyObject *cb = PyCMethod_New(&tq_loop_gone_def, (PyObject *)q, NULL, NULL);
+    if (cb == NULL) {
+        Py_DECREF(q);
+        return NULL;
+    }
+    q->loop_ref = PyWeakref_NewRef(loop, cb);
+    Py_DECREF(cb);
+    if (q->loop_ref == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+            Py_DECREF(q);
+            return NULL;
+        }
+        PyErr_Clear();
+        q->loop = Py_NewRef(loop);
+    }
+    return q;
+}
+
+static FsTimerQueue *tq_lookup(fs_state *st, PyObject *loop)
+{
+    PyObject *key = PyLong_FromVoidPtr(loop);
+    if (key == NULL) {
+        return NULL;
+    }
+    FsTimerQueue *q = (FsTimerQueue *)Py_XNewRef(PyDict_GetItemWithError(st->queues, key));
+    if (q == NULL && !PyErr_Occurred()) {
+        if (tq_prune(st) < 0 || (q = tq_new(st, loop, key)) == NULL
+            || PyDict_SetItem(st->queues, key, (PyObject *)q) < 0) {
+            Py_XDECREF(q);
+            Py_DECREF(key);
+            return NULL;
+        }
+    }
+    Py_DECREF(key);
+    if (q != NULL) {
+        st->last_loop = loop;
+        Py_XSETREF(st->last_queue, (PyObject *)q);
+    }
+    return q;
+}
+
+/* The queue of loop (borrowed). The one-slot cache is reset when its loop dies (tq_loop_gone),
+ * so the pointer test cannot match a new loop at a recycled address. */
+static inline FsTimerQueue *tq_for_loop(fs_state *st, PyObject *loop)
+{
+    if (loop == st->last_loop && st->last_queue != NULL) {
+        return (FsTimerQueue *)st->last_queue;
+    }
+    return tq_lookup(st, loop);
+}
+
+static int tq_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    FsTimerQueue *q = (FsTimerQueue *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(q->loop_ref);
+    Py_VISIT(q->loop);
+    Py_VISIT(q->handle);
+    Py_VISIT(q->scopes);
+    return 0;
+}
+
+static int tq_clear(PyObject *self)
+{
+    FsTimerQueue *q = (FsTimerQueue *)self;
+    /* Entries still registered keep their (borrowed) place no more: they find themselves out of
+     * the heap when they leave. */
+    for (size_t i = 0; i < q->heap.len; i++) {
+        q->heap.slots[i]->index = FS_HEAP_NONE;
+    }
+    q->heap.len = 0;
+    Py_CLEAR(q->loop_ref);
+    Py_CLEAR(q->loop);
+    Py_CLEAR(q->key);
+    Py_CLEAR(q->handle);
+    Py_CLEAR(q->scopes);
+    return 0;
+}
+
+static void tq_dealloc(PyObject *self)
+{
+    FsTimerQueue *q = (FsTimerQueue *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    tq_clear(self);
+    PyMem_Free(q->heap.slots);
+    q->heap.slots = NULL;
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *tq_repr(PyObject *self)
+{
+    FsTimerQueue *q = (FsTimerQueue *)self;
+    return PyUnicode_FromFormat("<failsafe timer queue: %zd live, %zd in heap>", q->live,
+                                (Py_ssize_t)q->heap.len);
+}
+
+static PyType_Slot tq_slots[] = {
+    {Py_tp_traverse, tq_traverse},
+    {Py_tp_clear, tq_clear},
+    {Py_tp_dealloc, tq_dealloc},
+    {Py_tp_repr, tq_repr},
+    {0, NULL},
+};
+
+static PyType_Spec tq_spec = {
+    .name = "failsafe._native.TimerQueue",
+    .basicsize = sizeof(FsTimerQueue),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = tq_slots,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Entries */
+
+static void entry_init(FsTimerEntry *e, PyObject *owner)
+{
+    fs_heap_node_init(&e->node);
+    e->node.when = INFINITY;
+    e->queue = NULL;
+    e->task = NULL;
+    e->owner = owner;
+    e->cancelling0 = 0;
+    e->state = FS_TE_IDLE;
+}
+
+/* Registers e for task with deadline when (+inf: none yet), arming the loop timer if needed. */
+static int entry_register(FsTimerEntry *e, FsTimerQueue *q, PyObject *loop, PyObject *task,
+                          double when, double now)
+{
+    fs_state *st = q->st;
+    /* Read at entry, not at fire: a cancel requested in between is not ours to swallow. */
+    Py_ssize_t c0 = task_counter(st, task, st->task_cancelling, st->str_cancelling);
+    if (c0 < 0) {
+        return -1;
+    }
+    e->cancelling0 = c0;
+    e->node.when = when;
+    if (when < INFINITY) {
+        if (tq_push(q, &e->node) < 0) {
+            return -1;
+        }
+        if (!q->firing && when < q->armed_when && tq_arm(q, loop, when, now) < 0) {
+            fs_heap_remove(&q->heap, &e->node);
+            return -1;
+        }
+    }
+    e->task = Py_NewRef(task);
+    e->queue = (FsTimerQueue *)Py_NewRef(q);
+    e->state = FS_TE_ARMED;
+    q->live++;
+    return 0;
+}
+
+/* Takes e out of its queue without uncancelling. Never raises. */
+static void entry_unlink(FsTimerEntry *e)
+{
+    FsTimerQueue *q = e->queue;
+    if (q == NULL) {
+        return;
+    }
+    fs_heap_remove(&q->heap, &e->node);
+    q->live--;
+    e->queue = NULL;
+    e->state = FS_TE_DONE;
+    PyObject *task = e->task;
+    e->task = NULL;
+    Py_XDECREF(task);
+    Py_DECREF(q);
+}
+
+/* A new failsafe.timeout.TimeoutError whose __cause__ and __context__ are cause. */
+static PyObject *timeout_error(fs_state *st, PyObject *cause)
+{
+    fs_error(st, FS_E_TIMEOUT, NULL);
+    PyObject *te = PyErr_GetRaisedException();
+    if (te == NULL || !PyErr_GivenExceptionMatches(te, PyExc_TimeoutError)) {
+        PyErr_SetRaisedException(te);   /* creating it failed: raise that failure */
+        return NULL;
+    }
+    if (cause != NULL && cause != Py_None) {
+        PyException_SetCause(te, Py_NewRef(cause));
+        PyException_SetContext(te, Py_NewRef(cause));
+    }
+    return te;
+}
+
+#if TMO_RULES_313
+/* asyncio 3.13 Timeout._insert_timeout_error: a TimeoutError above the first CancelledError of
+ * exc's context chain. 1 if inserted, 0 if none, -1 on error. */
+static int insert_timeout_error(fs_state *st, PyObject *exc)
+{
+    PyObject *cur = Py_NewRef(exc);
+    for (;;) {
+        PyObject *ctx = PyException_GetContext(cur);
+        if (ctx == NULL) {
+            Py_DECREF(cur);
+            return 0;
+        }
+        if (PyObject_TypeCheck(ctx, (PyTypeObject *)st->CancelledError)) {
+            PyObject *te = timeout_error(st, ctx);
+            Py_DECREF(ctx);
+            if (te == NULL) {
+                Py_DECREF(cur);
+                return -1;
+            }
+            PyException_SetContext(cur, te);
+            Py_DECREF(cur);
+            return 1;
+        }
+        Py_SETREF(cur, ctx);
+    }
+}
+
+static int insert_timeout_errors(fs_state *st, PyObject *exc)
+{
+    int done = insert_timeout_error(st, exc);
+    if (done < 0) {
+        return -1;
+    }
+    PyObject *builtins = PyImport_ImportModule("builtins");
+    PyObject *eg = builtins ? PyObject_GetAttrString(builtins, "ExceptionGroup") : NULL;
+    Py_XDECREF(builtins);
+    if (eg == NULL) {
+        return -1;
+    }
+    int is_group = PyObject_IsInstance(exc, eg);
+    Py_DECREF(eg);
+    if (is_group <= 0) {
+        return is_group < 0 ? -1 : done;
+    }
+    PyObject *members = PyObject_GetAttrString(exc, "exceptions");
+    PyObject *seq = members ? PySequence_Fast(members, "exceptions must be a sequence") : NULL;
+    Py_XDECREF(members);
+    if (seq == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        int r = insert_timeout_error(st, PySequence_Fast_GET_ITEM(seq, i));
+        if (r < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        done |= r;
+    }
+    Py_DECREF(seq);
+    return done;
+}
+#endif
+
+enum { EXIT_KEEP = 0, EXIT_RAISE = 1, EXIT_INSERTED = 2 };
+
+/* Leaves e as asyncio.timeout's __aexit__ does, given the exception leaving the block (exc_type
+ * and exc borrowed, NULL or None when none). Returns EXIT_RAISE with *out the TimeoutError that
+ * replaces exc, EXIT_INSERTED when a TimeoutError went into exc's chain (3.13), EXIT_KEEP when
+ * exc goes on unchanged, or -1 with an exception set. */
+static int entry_exit(fs_state *st, FsTimerEntry *e, PyObject *exc_type, PyObject *exc,
+                      PyObject **out)
+{
+    *out = NULL;
+    if (e->state != FS_TE_FIRED || e->task == NULL) {
+        entry_unlink(e);
+        return EXIT_KEEP;
+    }
+    PyObject *task = Py_NewRef(e->task);
+    Py_ssize_t c0 = e->cancelling0;
+    entry_unlink(e);
+    Py_ssize_t n = task_counter(st, task, st->task_uncancel, st->str_uncancel);
+    Py_DECREF(task);
+    if (n < 0) {
+        return -1;
+    }
+    /* More cancel requests than at entry: somebody else cancels too, and wins. */
+    if (n > c0 || exc_type == NULL || exc_type == Py_None) {
+        return EXIT_KEEP;
+    }
+#if TMO_RULES_313
+    int sub = PyType_Check(exc_type)
+              && PyType_IsSubtype((PyTypeObject *)exc_type, (PyTypeObject *)st->CancelledError);
+    if (!sub) {
+        if (exc == NULL || exc == Py_None) {
+            return EXIT_KEEP;
+        }
+        int r = insert_timeout_errors(st, exc);
+        return r < 0 ? -1 : (r ? EXIT_INSERTED : EXIT_KEEP);
+    }
+#else
+    if (exc_type != st->CancelledError) {
+        return EXIT_KEEP;
+    }
+#endif
+    *out = timeout_error(st, exc);
+    return *out ? EXIT_RAISE : -1;
+}
+
+/* Counts and reports one timeout of t (after the state change; listeners cannot change the
+ * outcome, their failures are logged by the dispatcher). */
+static void timeout_fired(TimeoutObject *t)
+{
+    t->base.counters[0]++;
+    if (fs_listening(&t->base)) {
+        fs_emit(&t->base, "on_timeout", NULL);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Decorator: the FsCall hooks */
+
+static int tmo_admit(FsPolicy *p)
+{
+    TimeoutObject *t = (TimeoutObject *)p;
+    return t->enabled && t->seconds < INFINITY;     /* never expires: fn's own coroutine */
+}
+
+static int tmo_init_call(FsCall *c)
+{
+    c->timeout_s = ((TimeoutObject *)c->policy)->seconds;
+    entry_init(&c->entry, (PyObject *)c);
+    return 0;
+}
+
+static int tmo_start(FsCall *c)
+{
+    fs_state *st = c->policy->st;
+    PyObject *loop, *task;
+    if (running_task(st, &loop, &task) < 0) {
+        return -1;
+    }
+    int rc = -1;
+    double now;
+    FsTimerQueue *q = tq_for_loop(st, loop);
+    if (q != NULL && tq_now(q, loop, &now) == 0) {
+        rc = entry_register(&c->entry, q, loop, task, now + c->timeout_s, now);
+    }
+    Py_DECREF(loop);
+    Py_DECREF(task);
+    return rc;
+}
+
+static int tmo_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
+{
+    PyObject *te;
+    int r = entry_exit(c->policy->st, &c->entry, exc ? (PyObject *)Py_TYPE(exc) : NULL, exc, &te);
+    if (r < 0) {
+        return -1;
+    }
+    if (r != EXIT_KEEP) {
+        timeout_fired((TimeoutObject *)c->policy);
+    }
+    if (r == EXIT_RAISE) {
+        *out = te;
+        return FS_NEXT_RAISE;
+    }
+    if (exc != NULL) {
+        *out = Py_NewRef(exc);
+        return FS_NEXT_RAISE;
+    }
+    *out = Py_NewRef(result);
+    return FS_NEXT_RETURN;
+}
+
+static void tmo_abandon(FsCall *c)
+{
+    entry_unlink(&c->entry);
+}
+
+static int tmo_traverse_call(FsCall *c, visitproc visit, void *arg)
+{
+    Py_VISIT(c->entry.task);
+    Py_VISIT(c->entry.queue);
+    return 0;
+}
+
+static const fs_policy_ops tmo_ops = {
+    .admit = tmo_admit,
+    .init_call = tmo_init_call,
+    .start = tmo_start,
+    .finish = tmo_finish,
+    .abandon = tmo_abandon,
+    .traverse = tmo_traverse_call,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Ready: an awaitable that completes at once with its value */
+
+static PyObject *ready_new(fs_state *st, PyObject *value)
+{
+    ReadyObject *r = PyObject_GC_New(ReadyObject, st->Ready_Type);
+    if (r == NULL) {
+        return NULL;
+    }
+    r->value = Py_XNewRef(value);
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
+}
+
+/* Ends with the value: a bare NULL for None, else a StopIteration instance (so tuples and
+ * exceptions arrive intact). The value is handed out once. */
+static PyObject *ready_iternext(PyObject *self)
+{
+    ReadyObject *r = (ReadyObject *)self;
+    PyObject *v = r->value;
+    if (v == NULL) {
+        return NULL;
+    }
+    r->value = NULL;
+    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, v);
+    Py_DECREF(v);
+    if (stop != NULL) {
+        PyErr_SetRaisedException(stop);
+    }
+    return NULL;
+}
+
+static PySendResult ready_am_send(PyObject *self, PyObject *Py_UNUSED(arg), PyObject **presult)
+{
+    ReadyObject *r = (ReadyObject *)self;
+    *presult = r->value ? r->value : Py_NewRef(Py_None);
+    r->value = NULL;
+    return PYGEN_RETURN;
+}
+
+static PyObject *ready_send(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    return ready_iternext(self);
+}
+
+static PyObject *ready_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    ReadyObject *r = (ReadyObject *)self;
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    Py_CLEAR(r->value);
+    PyObject *typ = args[0];
+    PyObject *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val == Py_None ? NULL : val);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *ready_close(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    Py_CLEAR(((ReadyObject *)self)->value);
+    Py_RETURN_NONE;
+}
+
+static PyObject *ready_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static int ready_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((ReadyObject *)self)->value);
+    return 0;
+}
+
+static int ready_clear(PyObject *self)
+{
+    Py_CLEAR(((ReadyObject *)self)->value);
+    return 0;
+}
+
+static void ready_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    ready_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef ready_methods[] = {
+    {"send", ready_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))ready_throw, METH_FASTCALL, NULL},
+    {"close", ready_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot ready_slots[] = {
+    {Py_am_await, ready_await},
+    {Py_am_send, ready_am_send},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, ready_iternext},
+    {Py_tp_methods, ready_methods},
+    {Py_tp_traverse, ready_traverse},
+    {Py_tp_clear, ready_clear},
+    {Py_tp_dealloc, ready_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec ready_spec = {
+    .name = "failsafe._native.Ready",
+    .basicsize = sizeof(ReadyObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = ready_slots,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* TimeoutScope: one `async with` entry of a Timeout */
+
+static const char *scope_phase_name(TimeoutScope *s)
+{
+    switch (s->phase) {
+    case SCOPE_EXPIRED:
+        return "expired";
+    case SCOPE_FINISHED:
+        return "finished";
+    default:
+        return s->entry.state == FS_TE_FIRED ? "expiring" : "active";
+    }
+}
+
+static PyObject *scope_when(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    TimeoutScope *s = (TimeoutScope *)self;
+    if (!s->has_when) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(s->entry.node.when);
+}
+
+static PyObject *scope_expired(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    TimeoutScope *s = (TimeoutScope *)self;
+    return PyBool_FromLong(s->phase == SCOPE_EXPIRED
+                           || (s->phase == SCOPE_ACTIVE && s->entry.state == FS_TE_FIRED));
+}
+
+/* asyncio.Timeout.reschedule: None disables, a past deadline expires at the next iteration. */
+static PyObject *scope_reschedule(PyObject *self, PyObject *arg)
+{
+    TimeoutScope *s = (TimeoutScope *)self;
+    if (s->phase != SCOPE_ACTIVE || s->entry.state != FS_TE_ARMED) {
+        PyErr_Format(PyExc_RuntimeError, "Cannot change state of %s Timeout",
+                     scope_phase_name(s));
+        return NULL;
+    }
+    FsTimerQueue *q = s->entry.queue;
+    if (arg == Py_None) {
+        fs_heap_remove(&q->heap, &s->entry.node);
+        s->entry.node.when = INFINITY;
+        s->has_when = 0;
+        Py_RETURN_NONE;
+    }
+    double when = PyFloat_AsDouble(arg);
+    if (when == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (isnan(when)) {
+        PyErr_SetString(PyExc_ValueError, "when must not be NaN");
+        return NULL;
+    }
+    PyObject *loop = PyObject_Vectorcall(q->st->get_running_loop, NULL, 0, NULL);
+    if (loop == NULL) {
+        return NULL;
+    }
+    double now;
+    if (tq_now(q, loop, &now) < 0) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    s->has_when = 1;
+    if (when == INFINITY) {
+        fs_heap_remove(&q->heap, &s->entry.node);
+        s->entry.node.when = when;
+    }
+    else if (s->entry.node.index != FS_HEAP_NONE) {
+        fs_heap_update(&q->heap, &s->entry.node, when);
+    }
+    else {
+        s->entry.node.when = when;
+        if (tq_push(q, &s->entry.node) < 0) {
+            s->entry.node.when = INFINITY;
+            s->has_when = 0;
+            Py_DECREF(loop);
+            return NULL;
+        }
+    }
+    int rc = tq_rearm(q, loop, now);
+    Py_DECREF(loop);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *scope_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    (void)self;
+    PyErr_SetString(PyExc_RuntimeError, "Timeout has already been entered");
+    return NULL;
+}
+
+static PyObject *scope_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    (void)args;
+    (void)nargs;
+    PyErr_SetString(PyExc_RuntimeError, "Timeout has already been entered");
+    return NULL;
+}
+
+static PyObject *scope_repr(PyObject *self)
+{
+    TimeoutScope *s = (TimeoutScope *)self;
+    PyObject *name = s->policy ? s->policy->base.name : Py_None;
+    if (s->phase == SCOPE_ACTIVE && s->entry.state == FS_TE_ARMED) {
+        if (!s->has_when) {
+            return PyUnicode_FromFormat("<TimeoutScope %R [active] when=None>", name);
+        }
+        PyObject *w = PyFloat_FromDouble(round(s->entry.node.when * 1000.0) / 1000.0);
+        if (w == NULL) {
+            return NULL;
+        }
+        PyObject *r = PyUnicode_FromFormat("<TimeoutScope %R [active] when=%R>", name, w);
+        Py_DECREF(w);
+        return r;
+    }
+    return PyUnicode_FromFormat("<TimeoutScope %R [%s]>", name, scope_phase_name(s));
+}
+
+static int scope_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    TimeoutScope *s = (TimeoutScope *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(s->entry.task);
+    Py_VISIT(s->entry.queue);
+    Py_VISIT(s->policy);
+    Py_VISIT(s->outer);
+    return 0;
+}
+
+static int scope_clear(PyObject *self)
+{
+    TimeoutScope *s = (TimeoutScope *)self;
+    entry_unlink(&s->entry);
+    Py_CLEAR(s->policy);
+    Py_CLEAR(s->outer);
+    return 0;
+}
+
+static void scope_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    scope_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef scope_methods[] = {
+    {"when", scope_when, METH_NOARGS, "when() -> the deadline in the loop's clock, or None."},
+    {"reschedule", scope_reschedule, METH_O,
+     "reschedule(when) -> moves the deadline (loop clock); None disables it."},
+    {"expired", scope_expired, METH_NOARGS, "expired() -> True once the deadline has fired."},
+    {"__aenter__", scope_aenter, METH_NOARGS, NULL},
+    {"__aexit__", (PyCFunction)(void (*)(void))scope_aexit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot scope_slots[] = {
+    {Py_tp_doc, "One `async with` entry of a Timeout: asyncio.Timeout's when(), reschedule() and "
+                "expired()."},
+    {Py_tp_methods, scope_methods},
+    {Py_tp_repr, scope_repr},
+    {Py_tp_traverse, scope_traverse},
+    {Py_tp_clear, scope_clear},
+    {Py_tp_dealloc, scope_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec scope_spec = {
+    .name = "failsafe._native.TimeoutScope",
+    .basicsize = sizeof(TimeoutScope),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = scope_slots,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Timeout: the policy, a decorator (through Guard) and an async context manager */
+
+/* __aenter__: a new scope registered for the current task, innermost in the task's chain (the
+ * object is shared by tasks: nothing per entry lives on it). Returns an awaitable of the scope. */
+static PyObject *timeout_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    TimeoutObject *t = (TimeoutObject *)self;
+    fs_state *st = t->base.st;
+    PyObject *loop, *task;
+    if (running_task(st, &loop, &task) < 0) {
+        return NULL;
+    }
+    PyObject *ready = NULL;
+    TimeoutScope *s = NULL;
+    double now = 0.0;
+    FsTimerQueue *q = tq_for_loop(st, loop);
+    if (q == NULL || (t->enabled && tq_now(q, loop, &now) < 0)) {
+        goto done;
+    }
+    s = PyObject_GC_New(TimeoutScope, st->TimeoutScope_Type);
+    if (s == NULL) {
+        goto done;
+    }
+    entry_init(&s->entry, (PyObject *)s);
+    s->policy = (TimeoutObject *)Py_NewRef(t);
+    s->outer = NULL;
+    s->phase = SCOPE_ACTIVE;
+    s->has_when = (uint8_t)t->enabled;
+    PyObject_GC_Track(s);
+    if (entry_register(&s->entry, q, loop, task, t->enabled ? now + t->seconds : INFINITY,
+                       now) < 0) {
+        goto done;
+    }
+    PyObject *outer = PyDict_GetItemWithError(q->scopes, task);
+    if ((outer == NULL && PyErr_Occurred())
+        || PyDict_SetItem(q->scopes, task, (PyObject *)s) < 0) {
+        entry_unlink(&s->entry);
+        goto done;
+    }
+    s->outer = (TimeoutScope *)Py_XNewRef(outer);   /* still alive: the map held it */
+    ready = ready_new(st, (PyObject *)s);
+    if (ready == NULL) {
+        /* Entered but unusable: undo the map link and the entry. */
+        PyObject *exc = PyErr_GetRaisedException();
+        if (s->outer != NULL) {
+            PyDict_SetItem(q->scopes, task, (PyObject *)s->outer);
+        }
+        else {
+            PyDict_DelItem(q->scopes, task);
+        }
+        Py_CLEAR(s->outer);
+        entry_unlink(&s->entry);
+        PyErr_Clear();
+        PyErr_SetRaisedException(exc);
+    }
+done:
+    Py_XDECREF(s);
+    Py_DECREF(loop);
+    Py_DECREF(task);
+    return ready;
+}
+
+/* Unlinks the innermost scope of t in task's chain (the same object may be nested, and exits of
+ * interleaved async generators may come out of order). Returns it (new reference) or NULL. */
+static TimeoutScope *scope_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t)
+{
+    PyObject *head = PyDict_GetItemWithError(q->scopes, task);
+    TimeoutScope *s = (TimeoutScope *)head, *inner = NULL;
+    while (s != NULL && s->policy != t) {
+        inner = s;
+        s = s->outer;
+    }
+    if (s == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "Timeout.__aexit__ without a matching __aenter__ in this task");
+        }
+        return NULL;
+    }
+    Py_INCREF(s);
+    TimeoutScope *outer = s->outer;
+    s->outer = NULL;
+    int rc;
+    if (inner != NULL) {
+        Py_XSETREF(inner->outer, outer);            /* hands over s's reference to outer */
+        Py_DECREF(s);                               /* inner's reference to s */
+        rc = 0;
+    }
+    else if (outer != NULL) {
+        rc = PyDict_SetItem(q->scopes, task, (PyObject *)outer);
+        Py_DECREF(outer);
+    }
+    else {
+        rc = PyDict_DelItem(q->scopes, task);
+    }
+    if (rc < 0) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    return s;
+}
+
+static PyObject *timeout_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    TimeoutObject *t = (TimeoutObject *)self;
+    fs_state *st = t->base.st;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "__aexit__ expected 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *loop, *task;
+    if (running_task(st, &loop, &task) < 0) {
+        return NULL;
+    }
+    FsTimerQueue *q = tq_for_loop(st, loop);
+    TimeoutScope *s = q ? scope_pop(q, task, t) : NULL;
+    Py_DECREF(loop);
+    Py_DECREF(task);
+    if (s == NULL) {
+        return NULL;
+    }
+    int fired = s->entry.state == FS_TE_FIRED;
+    PyObject *te;
+    int r = entry_exit(st, &s->entry, args[0], args[1], &te);
+    s->phase = fired ? SCOPE_EXPIRED : SCOPE_FINISHED;
+    Py_DECREF(s);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r != EXIT_KEEP) {
+        timeout_fired(t);
+    }
+    if (r == EXIT_RAISE) {
+        PyErr_SetRaisedException(te);
+        return NULL;
+    }
+    return Py_NewRef(st->ready_none);
+}
+
+static int parse_seconds(PyObject *arg, double *seconds, int *enabled)
+{
+    if (arg == NULL || arg == Py_None) {
+        *seconds = INFINITY;
+        *enabled = 0;
+        return 0;
+    }
+    if (PyBool_Check(arg) || !(PyFloat_Check(arg) || PyLong_Check(arg))) {
+        PyErr_Format(PyExc_TypeError, "seconds must be a number or None, not %T", arg);
+        return -1;
+    }
+    double d = PyFloat_AsDouble(arg);
+    if (d == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (isnan(d) || d < 0.0) {
+        PyErr_Format(PyExc_ValueError, "seconds must be >= 0, got %R", arg);
+        return -1;
+    }
+    *seconds = d;
+    *enabled = 1;
+    return 0;
+}
+
+/* Arguments are read by __init__, so Python subclasses may take their own. */
+static PyObject *timeout_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
+                             PyObject *Py_UNUSED(kwargs))
+{
+    TimeoutObject *t = (TimeoutObject *)type->tp_alloc(type, 0);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->seconds = INFINITY;
+    t->enabled = 0;
+    if (fs_policy_init(&t->base, &tmo_ops, FS_PATTERN_TIMEOUT, 0, "timeout") < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static int timeout_init(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    TimeoutObject *t = (TimeoutObject *)self;
+    static char *kwlist[] = {"seconds", NULL};
+    PyObject *arg = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:Timeout", kwlist, &arg)) {
+        return -1;
+    }
+    return parse_seconds(arg, &t->seconds, &t->enabled);
+}
+
+static PyObject *timeout_get_seconds(PyObject *self, void *Py_UNUSED(closure))
+{
+    TimeoutObject *t = (TimeoutObject *)self;
+    if (!t->enabled) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(t->seconds);
+}
+
+static int timeout_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return fs_policy_traverse((FsPolicy *)self, visit, arg);
+}
+
+static int timeout_clear(PyObject *self)
+{
+    Py_CLEAR(((FsPolicy *)self)->name);
+    return 0;
+}
+
+static void timeout_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    fs_policy_clear((FsPolicy *)self);
+    timeout_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef timeout_members[] = {
+    FS_POLICY_MEMBERS,
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef timeout_getset[] = {
+    {"seconds", timeout_get_seconds, NULL, "the delay in seconds, or None when disabled", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef timeout_methods[] = {
+    FS_POLICY_METHODS,
+    {"__aenter__", timeout_aenter, METH_NOARGS,
+     "Starts a deadline for the current task; the awaitable's value is its TimeoutScope."},
+    {"__aexit__", (PyCFunction)(void (*)(void))timeout_aexit, METH_FASTCALL,
+     "Ends this task's innermost scope of this timeout, raising TimeoutError if it fired."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot timeout_slots[] = {
+    {Py_tp_doc, "Timeout(seconds): the C engine of failsafe.timeout.Timeout."},
+    {Py_tp_new, timeout_new},
+    {Py_tp_init, timeout_init},
+    {Py_tp_members, timeout_members},
+    {Py_tp_getset, timeout_getset},
+    {Py_tp_methods, timeout_methods},
+    {Py_tp_traverse, timeout_traverse},
+    {Py_tp_clear, timeout_clear},
+    {Py_tp_dealloc, timeout_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec timeout_spec = {
+    .name = "failsafe._native.Timeout",
+    .basicsize = sizeof(TimeoutObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = timeout_slots,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Module level */
+
+/* _timeout_pending(): live timeout entries of the running loop (for tests). */
+static PyObject *mod_timeout_pending(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    fs_state *st = PyModule_GetState(module);
+    PyObject *loop = PyObject_Vectorcall(st->get_running_loop, NULL, 0, NULL);
+    if (loop == NULL) {
+        return NULL;
+    }
+    FsTimerQueue *q = tq_for_loop(st, loop);
+    Py_DECREF(loop);
+    if (q == NULL) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(q->live + PyDict_GET_SIZE(q->scopes) * 0);
+}
+
+static PyMethodDef timeout_functions[] = {
+    {"_timeout_pending", mod_timeout_pending, METH_NOARGS,
+     "Live timeout entries of the running loop (testing aid)."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* The direct C function of a METH_NOARGS method of type, or NULL. */
+static PyCFunction noargs_method(PyTypeObject *type, const char *name)
+{
+    PyObject *d = PyDict_GetItemString(type->tp_dict, name);
+    if (d == NULL || !Py_IS_TYPE(d, &PyMethodDescr_Type)) {
+        return NULL;
+    }
+    PyMethodDef *ml = ((PyMethodDescrObject *)d)->d_method;
+    return (ml->ml_flags & ~METH_COEXIST) == METH_NOARGS ? ml->ml_meth : NULL;
+}
+
+/* Fast paths into _asyncio, used only when asyncio itself uses them (asyncio is already imported,
+ * by module exec: importing _asyncio first would make asyncio fall back to its Python tasks). */
+static int setup_asyncio(fs_state *st)
+{
+    PyObject *casyncio = PyImport_ImportModule("_asyncio");
+    if (casyncio == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *tasks = PyImport_ImportModule("asyncio.tasks");
+    PyObject *py_current = tasks ? PyObject_GetAttrString(tasks, "current_task") : NULL;
+    PyObject *c_current = py_current ? PyObject_GetAttrString(casyncio, "current_task") : NULL;
+    PyObject *dict = c_current ? PyObject_GetAttrString(casyncio, "_current_tasks") : NULL;
+    PyObject *ctask = PyObject_GetAttrString(casyncio, "Task");
+    PyObject *py_task = tasks ? PyObject_GetAttrString(tasks, "Task") : NULL;
+    PyErr_Clear();
+    if (dict != NULL && py_current == c_current && PyDict_CheckExact(dict)) {
+        st->current_tasks = Py_NewRef(dict);
+    }
+    if (ctask != NULL && PyType_Check(ctask) && ctask == py_task) {
+        st->CTask_Type = (PyTypeObject *)Py_NewRef(ctask);
+        st->task_cancelling = noargs_method(st->CTask_Type, "cancelling");
+        st->task_uncancel = noargs_method(st->CTask_Type, "uncancel");
+    }
+    Py_DECREF(casyncio);
+    Py_XDECREF(tasks);
+    Py_XDECREF(py_current);
+    Py_XDECREF(c_current);
+    Py_XDECREF(dict);
+    Py_XDECREF(ctask);
+    Py_XDECREF(py_task);
+    return 0;
+}
+
+int fs_timeout_setup(PyObject *module, fs_state *st)
+{
+    if (setup_asyncio(st) < 0) {
+        return -1;
+    }
+    st->TimerQueue_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tq_spec, NULL);
+    st->Ready_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ready_spec, NULL);
+    st->TimeoutScope_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &scope_spec, NULL);
+    st->Timeout_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &timeout_spec, NULL);
+    if (st->TimerQueue_Type == NULL || st->Ready_Type == NULL || st->TimeoutScope_Type == NULL
+        || st->Timeout_Type == NULL) {
+        return -1;
+    }
+    st->queues = PyDict_New();
+    st->ready_none = ready_new(st, NULL);
+    if (st->queues == NULL || st->ready_none == NULL) {
+        return -1;
+    }
+    if (PyModule_AddType(module, st->Timeout_Type) < 0
+        || PyModule_AddType(module, st->TimeoutScope_Type) < 0
+        || PyModule_AddFunctions(module, timeout_functions) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+int fs_timeout_traverse(fs_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->queues);
+    Py_VISIT(st->last_queue);
+    Py_VISIT(st->CTask_Type);
+    Py_VISIT(st->ready_none);
+    return 0;
+}
+
+void fs_timeout_clear(fs_state *st)
+{
+    st->last_loop = NULL;
+    Py_CLEAR(st->last_queue);
+    Py_CLEAR(st->queues);
+    Py_CLEAR(st->CTask_Type);
+    st->task_cancelling = NULL;
+    st->task_uncancel = NULL;
+    Py_CLEAR(st->ready_none);
+}
