@@ -70,6 +70,9 @@ typedef struct fs_state {
     fs_rng rng;
     /* per pattern: non-zero while a global listener is registered */
     int listening[FS_PATTERN_COUNT];
+    /* recycled GuardedCall objects (GC-untracked, linked through ->inner) */
+    struct FsCall *call_freelist;
+    int call_free_count;
     /* timeout: per-loop queues, see timeout.c */
     PyObject *queues;               /* dict loop -> TimerQueue (weak keys handled by loop close) */
     PyObject *last_loop;            /* one-slot cache: borrowed key of last_queue */
@@ -198,6 +201,9 @@ typedef struct FsGuard {
     vectorcallfunc vectorcall;
 } FsGuard;
 
+#define FS_CALL_INLINE_ARGS 4
+#define FS_CALL_FREELIST 64
+
 enum { FS_CALL_FRESH = 0, FS_CALL_RUNNING, FS_CALL_HANDOFF, FS_CALL_DONE };
 
 struct FsCall {
@@ -205,9 +211,13 @@ struct FsCall {
     PyObject *inner;        /* the awaitable being driven (owned), NULL once done */
     FsPolicy *policy;       /* owned */
     PyObject *fn;           /* owned when FS_POL_KEEP_ARGS, else NULL */
-    PyObject *args;         /* owned tuple: positional args then keyword values, or NULL */
+    /* Kept arguments (FS_POL_KEEP_ARGS): positional then keyword values, ntotal in all; up to
+     * FS_CALL_INLINE_ARGS held inline (no tuple per call), more in the tuple args. */
+    PyObject *iargs[FS_CALL_INLINE_ARGS];
+    PyObject *args;         /* owned tuple when ntotal > FS_CALL_INLINE_ARGS, else NULL */
     PyObject *kwnames;      /* owned or NULL */
-    Py_ssize_t nargs;       /* positional count within args */
+    Py_ssize_t nargs;       /* positional count */
+    Py_ssize_t ntotal;      /* positional + keyword values kept */
     int64_t t0_ns;          /* start time when FS_POL_NEEDS_T0 */
     uint8_t state;          /* FS_CALL_* */
     /* policy payload */
@@ -221,6 +231,9 @@ typedef struct FsBudgetObject {
     fs_state *st;
     fs_budget b;
 } FsBudgetObject;
+
+/* Frees the recycled GuardedCall objects (module clear). */
+void fs_call_freelist_clear(fs_state *st);
 
 /* Builds the (args tuple, kwargs dict) pair of a call that kept its arguments, for a slow path. */
 int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs);

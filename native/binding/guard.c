@@ -103,38 +103,43 @@ static void call_release(FsCall *c)
 {
     Py_CLEAR(c->inner);
     Py_CLEAR(c->fn);
+    if (c->args == NULL) {
+        for (Py_ssize_t i = 0; i < c->ntotal; i++) {
+            Py_CLEAR(c->iargs[i]);
+        }
+    }
+    c->ntotal = 0;
     Py_CLEAR(c->args);
     Py_CLEAR(c->kwnames);
 }
 
+/* The kept arguments as a C array of c->ntotal items (borrowed). */
+static PyObject *const *call_argv(FsCall *c)
+{
+    return c->args != NULL ? &PyTuple_GET_ITEM(c->args, 0) : c->iargs;
+}
+
 int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs)
 {
-    *args = NULL;
-    *kwargs = NULL;
-    if (c->args == NULL) {
-        *args = PyTuple_New(0);
-        *kwargs = PyDict_New();
+    PyObject *const *argv = call_argv(c);
+    *args = PyTuple_New(c->nargs);
+    *kwargs = PyDict_New();
+    if (*args == NULL || *kwargs == NULL) {
+        goto error;
     }
-    else {
-        *args = PyTuple_GetSlice(c->args, 0, c->nargs);
-        *kwargs = PyDict_New();
-        if (*kwargs != NULL && c->kwnames != NULL) {
-            Py_ssize_t nk = PyTuple_GET_SIZE(c->kwnames);
-            for (Py_ssize_t i = 0; i < nk; i++) {
-                if (PyDict_SetItem(*kwargs, PyTuple_GET_ITEM(c->kwnames, i),
-                                   PyTuple_GET_ITEM(c->args, c->nargs + i)) < 0) {
-                    Py_CLEAR(*kwargs);
-                    break;
-                }
-            }
+    for (Py_ssize_t i = 0; i < c->nargs; i++) {
+        PyTuple_SET_ITEM(*args, i, Py_NewRef(argv[i]));
+    }
+    for (Py_ssize_t i = c->nargs; i < c->ntotal; i++) {
+        if (PyDict_SetItem(*kwargs, PyTuple_GET_ITEM(c->kwnames, i - c->nargs), argv[i]) < 0) {
+            goto error;
         }
     }
-    if (*args == NULL || *kwargs == NULL) {
-        Py_CLEAR(*args);
-        Py_CLEAR(*kwargs);
-        return -1;
-    }
     return 0;
+error:
+    Py_CLEAR(*args);
+    Py_CLEAR(*kwargs);
+    return -1;
 }
 
 /* The iterator to drive for an awaitable: coroutines as they are, others through __await__. */
@@ -255,15 +260,39 @@ static void set_stop_iteration(PyObject *value)
     }
 }
 
-static PyObject *send_result(PySendResult r, PyObject *res, int none_is_bare)
+/* The await path: `await` reads only StopIteration.value, so build the instance directly
+ * (value set, args left empty) instead of calling the class, which halves the cost of
+ * returning a value from a C awaitable. Steals value. */
+static void set_stop_iteration_for_await(PyObject *value)
+{
+    PyTypeObject *tp = (PyTypeObject *)PyExc_StopIteration;
+    PyStopIterationObject *e = (PyStopIterationObject *)tp->tp_alloc(tp, 0);
+    if (e == NULL) {
+        Py_DECREF(value);
+        return;
+    }
+    e->args = PyTuple_New(0);
+    e->value = value;
+    if (e->args == NULL) {
+        Py_DECREF(e);
+        return;
+    }
+    PyErr_SetRaisedException((PyObject *)e);
+}
+
+static PyObject *send_result(PySendResult r, PyObject *res, int from_await)
 {
     if (r == PYGEN_NEXT) {
         return res;
     }
     if (r == PYGEN_RETURN) {
-        if (res == Py_None && none_is_bare) {
-            Py_DECREF(res);
-            return NULL;    /* a bare NULL ends iteration with value None */
+        if (from_await) {
+            if (res == Py_None) {
+                Py_DECREF(res);
+                return NULL;    /* a bare NULL ends iteration with value None */
+            }
+            set_stop_iteration_for_await(res);
+            return NULL;
         }
         set_stop_iteration(res);
         Py_DECREF(res);
@@ -391,6 +420,11 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(c->fn);
     Py_VISIT(c->args);
     Py_VISIT(c->kwnames);
+    if (c->args == NULL) {
+        for (Py_ssize_t i = 0; i < c->ntotal; i++) {
+            Py_VISIT(c->iargs[i]);
+        }
+    }
     if (c->policy != NULL && c->policy->ops->traverse != NULL) {
         return c->policy->ops->traverse(c, visit, arg);
     }
@@ -425,9 +459,28 @@ static void call_dealloc(PyObject *self)
     PyObject_GC_UnTrack(self);
     call_abandon_if_open(c);
     call_release(c);
+    fs_state *st = c->policy != NULL ? c->policy->st : NULL;
     Py_CLEAR(c->policy);
-    tp->tp_free(self);
+    if (st != NULL && st->call_free_count < FS_CALL_FREELIST && tp == st->Call_Type) {
+        /* Recycled untracked; PyObject_Init on reuse takes the type reference back. */
+        c->inner = (PyObject *)st->call_freelist;
+        st->call_freelist = c;
+        st->call_free_count++;
+    }
+    else {
+        tp->tp_free(self);
+    }
     Py_DECREF(tp);
+}
+
+void fs_call_freelist_clear(fs_state *st)
+{
+    while (st->call_freelist != NULL) {
+        FsCall *c = st->call_freelist;
+        st->call_freelist = (FsCall *)c->inner;
+        PyObject_GC_Del(c);
+    }
+    st->call_free_count = 0;
 }
 
 static PyObject *call_repr(PyObject *self)
@@ -484,10 +537,18 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
         return coro;
     }
     fs_state *st = p->st;
-    FsCall *c = PyObject_GC_New(FsCall, st->Call_Type);
-    if (c == NULL) {
-        Py_DECREF(coro);
-        return NULL;
+    FsCall *c = st->call_freelist;
+    if (c != NULL) {
+        st->call_freelist = (FsCall *)c->inner;
+        st->call_free_count--;
+        PyObject_Init((PyObject *)c, st->Call_Type);
+    }
+    else {
+        c = PyObject_GC_New(FsCall, st->Call_Type);
+        if (c == NULL) {
+            Py_DECREF(coro);
+            return NULL;
+        }
     }
     c->inner = coro;
     c->policy = (FsPolicy *)Py_NewRef(p);
@@ -495,6 +556,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     c->args = NULL;
     c->kwnames = NULL;
     c->nargs = 0;
+    c->ntotal = 0;
     c->t0_ns = 0;
     c->state = FS_CALL_FRESH;
     c->timeout_s = 0.0;
@@ -503,16 +565,24 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     if (p->flags & FS_POL_KEEP_ARGS) {
         Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
         Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-        PyObject *t = PyTuple_New(total);
-        if (t == NULL) {
-            Py_DECREF(c);
-            return NULL;
+        if (total > FS_CALL_INLINE_ARGS) {
+            PyObject *t = PyTuple_New(total);
+            if (t == NULL) {
+                Py_DECREF(c);
+                return NULL;
+            }
+            for (Py_ssize_t i = 0; i < total; i++) {
+                PyTuple_SET_ITEM(t, i, Py_NewRef(args[i]));
+            }
+            c->args = t;
         }
-        for (Py_ssize_t i = 0; i < total; i++) {
-            PyTuple_SET_ITEM(t, i, Py_NewRef(args[i]));
+        else {
+            for (Py_ssize_t i = 0; i < total; i++) {
+                c->iargs[i] = Py_NewRef(args[i]);
+            }
         }
+        c->ntotal = total;
         c->fn = Py_NewRef(g->fn);
-        c->args = t;
         c->kwnames = Py_XNewRef(kwnames);
         c->nargs = nargs;
     }

@@ -290,6 +290,7 @@ static int fs_clear(PyObject *module)
         return 0;
     }
     fs_timeout_clear(st);
+    fs_call_freelist_clear(st);
     Py_CLEAR(st->Guard_Type);
     Py_CLEAR(st->Call_Type);
     Py_CLEAR(st->Outcome_Type);
