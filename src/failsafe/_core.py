@@ -129,7 +129,9 @@ class Component:
             listeners = ()
         elif not isinstance(listeners, Iterable) or isinstance(listeners, (str, bytes)):
             raise TypeError(f"listeners must be an iterable of listeners, not {listeners!r}")
-        self._listeners = tuple(listeners)
+        from failsafe import events  # events imports this module
+
+        self._listeners = tuple(events.check_listener(x, "listeners") for x in listeners)
         self._local_listening = 1 if self._listeners else 0
 
     def _adopt_name(self, fn: Callable[..., Any]) -> None:
@@ -144,7 +146,9 @@ class Component:
 
     def add_listener(self, listener: Any) -> None:
         """Adds a listener of this component only."""
-        self._listeners = (*self._listeners, listener)
+        from failsafe import events
+
+        self._listeners = (*self._listeners, events.check_listener(listener, "listener"))
         self._local_listening = 1
 
     def stats(self) -> dict[str, Any]:
