@@ -41,7 +41,7 @@ class Case:
     expect: object = 1
     divisor: int = 1  # slow peers run N / divisor calls (timing and callgrind alike)
     baseline: str = BARE  # key of the case whose cost is subtracted
-    budget: int | None = None  # Ir budget (DESIGN §6), failsafe rows only
+    budget: int | None = None  # the path's net Ir budget (failsafe rows only)
 
     @property
     def key(self) -> str:
@@ -118,7 +118,9 @@ def _stamina(fn: AsyncFn) -> Any:
 
     # stamina's default retry hook logs each retry at WARNING; a NullHandler keeps the
     # console quiet (the hook's cost stays, as in a default install).
-    logging.getLogger("stamina").addHandler(logging.NullHandler())
+    logger = logging.getLogger("stamina")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
     return stamina.retry(on=Exception, attempts=4, wait_initial=0, wait_max=0, wait_jitter=0)(fn)
 
 

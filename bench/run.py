@@ -8,6 +8,7 @@ Prints the table and, on a full run (or with --output), writes it to docs/benchm
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from cases import BY_KEY, CASES, Case
 from measure import callgrind_total, describe, run_case
-from report import Result, Settings, console_table, markdown
+from report import Result, RunInfo, Settings, console_table, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -130,20 +131,24 @@ def main(argv: list[str] | None = None) -> int:
     results = {c.key: Result(c) for c in cases}
 
     start = time.monotonic()
+    load_before = os.getloadavg()[0]
     time_cases(cases, results, settings)
+    timed = time.monotonic()
+    load_after = os.getloadavg()[0]
     if valgrind is not None:
         count_instructions(cases, results, settings, valgrind)
-    elapsed = time.monotonic() - start
+    end = time.monotonic()
+    info = RunInfo(end - start, timed - start, end - timed, (load_before, load_after))
 
     print(console_table(results))
-    print(f"\n{len(cases)} cases in {elapsed:.0f} s")
+    print(f"\n{len(cases)} cases in {info.elapsed:.0f} s ({info.timing:.0f} s timing)")
     output = args.output
     if output is None and not (args.quick or args.only or args.no_callgrind):
         output = DOC
     if output is not None:
         command = COMMAND + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(markdown(results, settings, valgrind, elapsed, command.strip()))
+        output.write_text(markdown(results, settings, valgrind, info, command.strip()))
         log(f"wrote {output}")
     return 0
 

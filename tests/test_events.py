@@ -722,3 +722,63 @@ def test_get_default_name() -> None:
 
     assert get_default_name(fetch) == "test_get_default_name.fetch"
     assert get_default_name() == "component"
+
+
+# ------------------------------------------------------------------------------------------
+# Through the C core, with a real policy
+
+
+async def test_global_listener_reaches_a_real_policy_through_c() -> None:
+    from failsafe.retry import retry
+
+    log: list[Any] = []
+
+    class Listener:
+        def on_retry(self, component: Any, exc: Any, counter: Any, delay: float) -> None:
+            log.append(("retry", component.name, type(exc).__name__))
+
+        def on_success(self, component: Any, counter: Any) -> None:
+            log.append(("success", component.name, counter.current_attempt))
+
+    calls = 0
+
+    @retry(attempts=2, backoff=0, name="flaky")
+    async def flaky() -> int:
+        nonlocal calls
+        calls += 1
+        if calls % 2:
+            raise ValueError
+        return calls
+
+    assert await flaky() == 2  # created, called and finished before anybody listens
+    listener = Listener()
+    register_listener("retry", listener)
+    assert await flaky() == 4
+    assert log == [("retry", "flaky", "ValueError"), ("success", "flaky", 1)]
+
+    unregister_listener("retry", listener)  # the C core stops reporting
+    assert await flaky() == 6
+    assert len(log) == 2
+
+
+async def test_failing_listeners_do_not_change_a_real_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from failsafe.retry import retry
+
+    def bad_factory(component: Any) -> Any:
+        raise ValueError("bad metric name")
+
+    calls = 0
+
+    @retry(attempts=3, backoff=0, listeners=[Failing(), bad_factory])
+    async def succeed() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("first attempt fails")
+        return "ok"
+
+    assert await succeed() == "ok"
+    assert calls == 2  # a failing listener or factory never causes another attempt
+    assert len(failsafe_errors(caplog)) == 2  # Failing.on_retry, then the factory (once)

@@ -296,3 +296,23 @@ def test_sync_callable_rejected_at_decoration() -> None:
         retry()(sync)
     with pytest.raises(TypeError, match="async"):
         fallback(0)(sync)
+
+
+async def test_guarded_call_names_and_weakrefs() -> None:
+    call = guarded()(1)
+    assert call.__name__ == "ident"
+    assert call.__qualname__ == ident.__qualname__
+    ref = weakref.ref(call)
+    assert ref() is call
+    assert await call == 1
+    del call
+    gc.collect()
+    assert ref() is None
+
+
+async def test_callable_object_with_async_call_is_accepted() -> None:
+    class Handler:
+        async def __call__(self, x: int) -> int:
+            return x + 1
+
+    assert await retry(attempts=0)(Handler())(1) == 2

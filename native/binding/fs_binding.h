@@ -220,6 +220,7 @@ struct FsCall {
     Py_ssize_t ntotal;      /* positional + keyword values kept */
     int64_t t0_ns;          /* start time when FS_POL_NEEDS_T0 */
     uint8_t state;          /* FS_CALL_* */
+    PyObject *weakreflist;
     /* policy payload */
     double timeout_s;       /* timeout: the delay of this call */
     FsTimerEntry entry;     /* timeout: the deadline of this call */

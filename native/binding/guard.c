@@ -457,6 +457,9 @@ static void call_dealloc(PyObject *self)
     FsCall *c = (FsCall *)self;
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    if (c->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(self);
+    }
     call_abandon_if_open(c);
     call_release(c);
     fs_state *st = c->policy != NULL ? c->policy->st : NULL;
@@ -491,6 +494,33 @@ static PyObject *call_repr(PyObject *self)
                                 c->policy ? c->policy->name : Py_None, states[c->state & 3]);
 }
 
+/* __name__ / __qualname__ of the guarded coroutine, for task reprs and debuggers. */
+static PyObject *call_get_name_attr(PyObject *self, void *closure)
+{
+    FsCall *c = (FsCall *)self;
+    const char *attr = (const char *)closure;
+    if (c->inner != NULL) {
+        PyObject *v = PyObject_GetAttrString(c->inner, attr);
+        if (v != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return v;
+        }
+        PyErr_Clear();
+    }
+    return PyUnicode_FromString("GuardedCall");
+}
+
+static PyGetSetDef call_getset[] = {
+    {"__name__", call_get_name_attr, NULL, "name of the guarded coroutine", "__name__"},
+    {"__qualname__", call_get_name_attr, NULL, "qualified name of the guarded coroutine",
+     "__qualname__"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef call_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(FsCall, weakreflist), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyMethodDef call_methods[] = {
     {"send", call_send, METH_O, "send(value) -> next yielded value or StopIteration."},
     {"throw", (PyCFunction)(void (*)(void))call_throw, METH_FASTCALL,
@@ -505,6 +535,8 @@ static PyType_Slot call_slots[] = {
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, call_iternext},
     {Py_tp_methods, call_methods},
+    {Py_tp_getset, call_getset},
+    {Py_tp_members, call_members},
     {Py_tp_traverse, call_traverse},
     {Py_tp_clear, call_clear},
     {Py_tp_dealloc, call_dealloc},
@@ -558,6 +590,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     c->nargs = 0;
     c->ntotal = 0;
     c->t0_ns = 0;
+    c->weakreflist = NULL;
     c->state = FS_CALL_FRESH;
     c->timeout_s = 0.0;
     memset(&c->entry, 0, sizeof(c->entry));

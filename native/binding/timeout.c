@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 #include <time.h>
 
 /* 3.13 also converts CancelledError subclasses and inserts a TimeoutError into other chains. */
@@ -25,14 +26,30 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Objects */
 
+struct TimeoutScope;
+
+/* A slot of the task -> innermost scope map: task borrowed (the head scope's entry holds it),
+ * head strong. */
+typedef struct tmap_slot {
+    PyObject *task;
+    struct TimeoutScope *head;
+} tmap_slot;
+
 struct FsTimerQueue {
     PyObject_HEAD
     fs_state *st;
     PyObject *loop_ref;     /* weak reference to the loop; its callback drops this queue */
     PyObject *loop;         /* strong, only for a loop that cannot be weakly referenced */
     PyObject *key;          /* id(loop): the key of this queue in st->queues */
-    PyObject *handle;       /* the armed TimerHandle, or NULL */
-    PyObject *scopes;       /* dict task -> innermost TimeoutScope of the `async with` form */
+    PyObject *handle;       /* weak reference to the armed TimerHandle (a strong one would pin
+                             * the loop through handle._loop), or NULL */
+    uint64_t arm_gen;       /* generation of the armed timer: older ones fire as no-ops */
+    PyObject *ready_spare;  /* a Ready reused by __aenter__ while nobody else holds it */
+    PyObject *scope_spare;  /* an exited TimeoutScope nobody else held, reused by __aenter__ */
+    tmap_slot *map;         /* task -> innermost scope of the `async with` form (open addressing,
+                             * half full at most); NULL when cap is 0 */
+    size_t map_cap;
+    size_t map_used;
     double armed_when;      /* deadline of handle; -inf when armed with call_soon; +inf if none */
     double resolution;      /* loop._clock_resolution: _run_once runs handles due within it */
     Py_ssize_t live;        /* registered entries, in the heap or not (no deadline) */
@@ -160,8 +177,24 @@ static Py_ssize_t task_counter(fs_state *st, PyObject *task, PyCFunction direct,
 static PyObject *tq_fire(PyObject *self, PyObject *unused);
 static PyObject *tq_loop_gone(PyObject *self, PyObject *ref);
 
-static PyMethodDef tq_fire_def = {"_fire", tq_fire, METH_NOARGS, NULL};
+static PyMethodDef tq_fire_def = {"_fire", tq_fire, METH_O, NULL};
 static PyMethodDef tq_loop_gone_def = {"_loop_gone", tq_loop_gone, METH_O, NULL};
+
+/* The referent of a weak reference as a new reference, or NULL (no error) once it is gone. */
+static PyObject *tq_deref(PyObject *ref)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *obj = NULL;
+    if (PyWeakref_GetRef(ref, &obj) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return obj;
+#else
+    PyObject *obj = PyWeakref_GET_OBJECT(ref);
+    return obj == Py_None ? NULL : Py_NewRef(obj);
+#endif
+}
 
 /* The queue's loop as a new reference, or NULL (no error) once it is gone. */
 static PyObject *tq_loop(FsTimerQueue *q)
@@ -169,20 +202,7 @@ static PyObject *tq_loop(FsTimerQueue *q)
     if (q->loop != NULL) {
         return Py_NewRef(q->loop);
     }
-    if (q->loop_ref == NULL) {
-        return NULL;
-    }
-#if PY_VERSION_HEX >= 0x030D0000
-    PyObject *loop = NULL;
-    if (PyWeakref_GetRef(q->loop_ref, &loop) < 0) {
-        PyErr_Clear();
-        return NULL;
-    }
-    return loop;
-#else
-    PyObject *loop = PyWeakref_GET_OBJECT(q->loop_ref);
-    return loop == Py_None ? NULL : Py_NewRef(loop);
-#endif
+    return q->loop_ref ? tq_deref(q->loop_ref) : NULL;
 }
 
 /* Arms the single loop timer for when: call_soon if already due (as asyncio.timeout does, to
@@ -190,40 +210,53 @@ static PyObject *tq_loop(FsTimerQueue *q)
 static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
 {
     fs_state *st = q->st;
-    if (q->handle != NULL) {
-        PyObject *old = q->handle;
+    q->arm_gen++;
+    q->armed_when = INFINITY;
+    PyObject *old = q->handle;
+    if (old != NULL) {
         q->handle = NULL;
-        q->armed_when = INFINITY;
-        PyObject *r = PyObject_CallMethodNoArgs(old, st->str_cancel);
+        PyObject *h = PyWeakref_Check(old) ? tq_deref(old) : Py_NewRef(old);
         Py_DECREF(old);
+        PyObject *r = h ? PyObject_CallMethodNoArgs(h, st->str_cancel) : Py_NewRef(Py_None);
+        Py_XDECREF(h);
         if (r == NULL) {
             return -1;
         }
         Py_DECREF(r);
     }
     PyObject *cb = PyCMethod_New(&tq_fire_def, (PyObject *)q, NULL, NULL);
+    PyObject *gen = PyLong_FromUnsignedLongLong(q->arm_gen);
     PyObject *kwnames = PyTuple_Pack(1, st->str_context);
     PyObject *h = NULL;
-    if (cb != NULL && kwnames != NULL) {
+    if (cb != NULL && gen != NULL && kwnames != NULL) {
         if (when <= now) {
-            PyObject *args[] = {loop, cb, st->empty_context};
-            h = PyObject_VectorcallMethod(st->str_call_soon, args, 2, kwnames);
+            PyObject *args[] = {loop, cb, gen, st->empty_context};
+            h = PyObject_VectorcallMethod(st->str_call_soon, args, 3, kwnames);
         }
         else {
             PyObject *w = PyFloat_FromDouble(when);
             if (w != NULL) {
-                PyObject *args[] = {loop, w, cb, st->empty_context};
-                h = PyObject_VectorcallMethod(st->str_call_at, args, 3, kwnames);
+                PyObject *args[] = {loop, w, cb, gen, st->empty_context};
+                h = PyObject_VectorcallMethod(st->str_call_at, args, 4, kwnames);
                 Py_DECREF(w);
             }
         }
     }
     Py_XDECREF(cb);
+    Py_XDECREF(gen);
     Py_XDECREF(kwnames);
     if (h == NULL) {
         return -1;
     }
-    Py_XSETREF(q->handle, h);
+    /* Handles that cannot be weakly referenced are not kept: they run stale, as no-ops. */
+    q->handle = PyWeakref_NewRef(h, NULL);
+    Py_DECREF(h);
+    if (q->handle == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+    }
     q->armed_when = when <= now ? -INFINITY : when;
     return 0;
 }
@@ -254,14 +287,125 @@ static int tq_push(FsTimerQueue *q, fs_heap_node *n)
     return fs_heap_push(&q->heap, n);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Task -> scope map: the `async with` form finds the exiting task's scope of a shared Timeout.
+ * A dict would do, at about twice the cost per entry and exit. */
+
+static inline size_t tmap_home(PyObject *task, size_t mask)
+{
+    uint64_t h = (uint64_t)(uintptr_t)task * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(h >> 32) & mask;
+}
+
+/* The slot of task, or the empty slot where it would go. */
+static size_t tmap_index(const FsTimerQueue *q, PyObject *task)
+{
+    size_t mask = q->map_cap - 1, i = tmap_home(task, mask);
+    while (q->map[i].task != NULL && q->map[i].task != task) {
+        i = (i + 1) & mask;
+    }
+    return i;
+}
+
+static int tmap_grow(FsTimerQueue *q)
+{
+    size_t cap = q->map_cap ? q->map_cap * 2 : 8;
+    tmap_slot *old = q->map, *map = PyMem_Calloc(cap, sizeof(*map));
+    if (map == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t old_cap = q->map_cap;
+    q->map = map;
+    q->map_cap = cap;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (old[i].task != NULL) {
+            q->map[tmap_index(q, old[i].task)] = old[i];
+        }
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* Empties slot i, shifting back the entries of its probe run (no tombstones). */
+static void tmap_delete(FsTimerQueue *q, size_t i)
+{
+    size_t mask = q->map_cap - 1, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (q->map[j].task == NULL) {
+            break;
+        }
+        size_t k = tmap_home(q->map[j].task, mask);
+        /* The entry at j moves to the hole unless its home lies cyclically in (i, j]. */
+        if (i < j ? (k <= i || k > j) : (k <= i && k > j)) {
+            q->map[i] = q->map[j];
+            i = j;
+        }
+    }
+    q->map[i].task = NULL;
+    q->map[i].head = NULL;
+    q->map_used--;
+}
+
+/* Makes s (not in the map) the innermost scope of task; the map takes a reference to s. */
+static int tmap_push(FsTimerQueue *q, PyObject *task, TimeoutScope *s)
+{
+    if ((q->map_used + 1) * 2 > q->map_cap && tmap_grow(q) < 0) {
+        return -1;
+    }
+    size_t i = tmap_index(q, task);
+    if (q->map[i].task == NULL) {
+        q->map[i].task = task;
+        q->map_used++;
+    }
+    s->outer = q->map[i].head;      /* the map's reference to the old head passes to s */
+    q->map[i].head = (TimeoutScope *)Py_NewRef(s);
+    return 0;
+}
+
+/* Takes out the innermost scope of t in task's chain (the same object may be nested, and exits
+ * of interleaved async generators may come out of order). The reference the chain held passes to
+ * the caller. NULL when there is none (no error set). */
+static TimeoutScope *tmap_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t)
+{
+    if (q->map_cap == 0) {
+        return NULL;
+    }
+    size_t i = tmap_index(q, task);
+    TimeoutScope *s = q->map[i].head, *inner = NULL;
+    while (s != NULL && s->policy != t) {
+        inner = s;
+        s = s->outer;
+    }
+    if (s == NULL) {
+        return NULL;
+    }
+    if (inner != NULL) {
+        inner->outer = s->outer;
+    }
+    else if (s->outer != NULL) {
+        q->map[i].head = s->outer;
+    }
+    else {
+        tmap_delete(q, i);
+    }
+    s->outer = NULL;
+    return s;
+}
+
 /* The single loop callback: cancels the task of every due entry, then arms for the rest.
  * task.cancel() may run arbitrary code (Task subclasses) that adds or removes entries: each
  * entry leaves the heap before the call, the top is re-read every turn, and arming waits for
  * the end of the pass. */
-static PyObject *tq_fire(PyObject *self, PyObject *Py_UNUSED(unused))
+static PyObject *tq_fire(PyObject *self, PyObject *gen)
 {
     FsTimerQueue *q = (FsTimerQueue *)self;
     fs_state *st = q->st;
+    if (PyLong_AsUnsignedLongLong(gen) != q->arm_gen) {
+        PyErr_Clear();
+        Py_RETURN_NONE;     /* replaced by an earlier deadline but not cancelled */
+    }
     Py_CLEAR(q->handle);
     q->armed_when = INFINITY;
     PyObject *loop = tq_loop(q);
@@ -335,8 +479,9 @@ static int loop_has_default_clock(PyObject *loop)
         && PyMethod_GET_SELF(meth) == loop && PyCFunction_Check(mono)
         && PyCFunction_GET_SELF(mono) == tmod
         && strcmp(((PyCFunctionObject *)mono)->m_ml->ml_name, "monotonic") == 0
-        && PyModule_Check(tmod) && strcmp(PyModule_GetName(tmod) ?: "", "time") == 0) {
-        ok = 1;
+        && PyModule_Check(tmod)) {
+        const char *name = PyModule_GetName(tmod);
+        ok = name != NULL && strcmp(name, "time") == 0;
     }
     PyErr_Clear();
     Py_XDECREF(be);
@@ -401,18 +546,19 @@ static FsTimerQueue *tq_new(fs_state *st, PyObject *loop, PyObject *key)
     q->loop = NULL;
     q->key = Py_NewRef(key);
     q->handle = NULL;
+    q->arm_gen = 0;
     q->armed_when = INFINITY;
     q->resolution = 0.0;
     q->live = 0;
     fs_heap_init(&q->heap, NULL, 0);
     q->fast_clock = loop_has_default_clock(loop);
     q->firing = 0;
-    q->scopes = PyDict_New();
+    q->ready_spare = NULL;
+    q->scope_spare = NULL;
+    q->map = NULL;
+    q->map_cap = 0;
+    q->map_used = 0;
     PyObject_GC_Track(q);
-    if (q->scopes == NULL) {
-        Py_DECREF(q);
-        return NULL;
-    }
     PyObject *res = PyObject_GetAttrString(loop, "_clock_resolution");
     if (res != NULL) {
         double r = PyFloat_AsDouble(res);
@@ -480,7 +626,13 @@ static int tq_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(q->loop_ref);
     Py_VISIT(q->loop);
     Py_VISIT(q->handle);
-    Py_VISIT(q->scopes);
+    Py_VISIT(q->ready_spare);
+    Py_VISIT(q->scope_spare);
+    for (size_t i = 0; i < q->map_cap; i++) {
+        if (q->map[i].task != NULL) {
+            Py_VISIT(q->map[i].head);
+        }
+    }
     return 0;
 }
 
@@ -497,7 +649,20 @@ static int tq_clear(PyObject *self)
     Py_CLEAR(q->loop);
     Py_CLEAR(q->key);
     Py_CLEAR(q->handle);
-    Py_CLEAR(q->scopes);
+    Py_CLEAR(q->ready_spare);
+    Py_CLEAR(q->scope_spare);
+    /* Detached first: releasing a scope may run code that looks at the map. */
+    tmap_slot *map = q->map;
+    size_t cap = q->map_cap;
+    q->map = NULL;
+    q->map_cap = 0;
+    q->map_used = 0;
+    for (size_t i = 0; i < cap; i++) {
+        if (map[i].task != NULL) {
+            Py_DECREF(map[i].head);
+        }
+    }
+    PyMem_Free(map);
     return 0;
 }
 
@@ -830,11 +995,18 @@ static PyObject *ready_iternext(PyObject *self)
         return NULL;
     }
     r->value = NULL;
-    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, v);
-    Py_DECREF(v);
-    if (stop != NULL) {
-        PyErr_SetRaisedException(stop);
+    /* StopIteration(v) without the argument tuple and __init__: the awaiting SEND only reads
+     * .value (about a third of the cost of calling the class). */
+    PyTypeObject *tp = (PyTypeObject *)PyExc_StopIteration;
+    PyObject *noargs = PyTuple_New(0);
+    PyObject *stop = noargs ? tp->tp_new(tp, noargs, NULL) : NULL;
+    Py_XDECREF(noargs);
+    if (stop == NULL) {
+        Py_DECREF(v);
+        return NULL;
     }
+    Py_XSETREF(((PyStopIterationObject *)stop)->value, v);
+    PyErr_SetRaisedException(stop);
     return NULL;
 }
 
@@ -1120,7 +1292,7 @@ static PyType_Spec scope_spec = {
 
 /* __aenter__: a new scope registered for the current task, innermost in the task's chain (the
  * object is shared by tasks: nothing per entry lives on it). Returns an awaitable of the scope. */
-static PyObject *timeout_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+static PyObject *timeout_aenter(PyObject *self)
 {
     TimeoutObject *t = (TimeoutObject *)self;
     fs_state *st = t->base.st;
@@ -1135,40 +1307,45 @@ static PyObject *timeout_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
     if (q == NULL || (t->enabled && tq_now(q, loop, &now) < 0)) {
         goto done;
     }
-    s = PyObject_GC_New(TimeoutScope, st->TimeoutScope_Type);
-    if (s == NULL) {
-        goto done;
+    s = (TimeoutScope *)q->scope_spare;
+    if (s != NULL) {
+        q->scope_spare = NULL;      /* still tracked by the GC, holding nothing */
+    }
+    else {
+        s = PyObject_GC_New(TimeoutScope, st->TimeoutScope_Type);
+        if (s == NULL) {
+            goto done;
+        }
+        PyObject_GC_Track(s);
     }
     entry_init(&s->entry, (PyObject *)s);
     s->policy = (TimeoutObject *)Py_NewRef(t);
     s->outer = NULL;
     s->phase = SCOPE_ACTIVE;
     s->has_when = (uint8_t)t->enabled;
-    PyObject_GC_Track(s);
     if (entry_register(&s->entry, q, loop, task, t->enabled ? now + t->seconds : INFINITY,
                        now) < 0) {
         goto done;
     }
-    PyObject *outer = PyDict_GetItemWithError(q->scopes, task);
-    if ((outer == NULL && PyErr_Occurred())
-        || PyDict_SetItem(q->scopes, task, (PyObject *)s) < 0) {
+    if (tmap_push(q, task, s) < 0) {
         entry_unlink(&s->entry);
         goto done;
     }
-    s->outer = (TimeoutScope *)Py_XNewRef(outer);   /* still alive: the map held it */
-    ready = ready_new(st, (PyObject *)s);
-    if (ready == NULL) {
-        /* Entered but unusable: undo the map link and the entry. */
+    /* The spare is free when only the queue holds it (awaiting consumed its value). */
+    ReadyObject *r = (ReadyObject *)q->ready_spare;
+    if (r != NULL && Py_REFCNT(r) == 1) {
+        Py_XSETREF(r->value, Py_NewRef(s));
+        ready = Py_NewRef(r);
+    }
+    else if ((ready = ready_new(st, (PyObject *)s)) != NULL) {
+        if (q->ready_spare == NULL) {
+            q->ready_spare = Py_NewRef(ready);
+        }
+    }
+    else {
         PyObject *exc = PyErr_GetRaisedException();
-        if (s->outer != NULL) {
-            PyDict_SetItem(q->scopes, task, (PyObject *)s->outer);
-        }
-        else {
-            PyDict_DelItem(q->scopes, task);
-        }
-        Py_CLEAR(s->outer);
+        Py_XDECREF(tmap_pop(q, task, t));
         entry_unlink(&s->entry);
-        PyErr_Clear();
         PyErr_SetRaisedException(exc);
     }
 done:
@@ -1178,16 +1355,18 @@ done:
     return ready;
 }
 
-/* Unlinks the innermost scope of t in task's chain (the same object may be nested, and exits of
- * interleaved async generators may come out of order). Returns it (new reference) or NULL. */
-static TimeoutScope *scope_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t)
+static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
 {
-    PyObject *head = PyDict_GetItemWithError(q->scopes, task);
-    TimeoutScope *s = (TimeoutScope *)head, *inner = NULL;
-    while (s != NULL && s->policy != t) {
-        inner = s;
-        s = s->outer;
+    TimeoutObject *t = (TimeoutObject *)self;
+    fs_state *st = t->base.st;
+    PyObject *loop, *task;
+    if (running_task(st, &loop, &task) < 0) {
+        return NULL;
     }
+    FsTimerQueue *q = tq_for_loop(st, loop);
+    TimeoutScope *s = q ? tmap_pop(q, task, t) : NULL;
+    Py_DECREF(loop);
+    Py_DECREF(task);
     if (s == NULL) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_RuntimeError,
@@ -1195,53 +1374,18 @@ static TimeoutScope *scope_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t
         }
         return NULL;
     }
-    Py_INCREF(s);
-    TimeoutScope *outer = s->outer;
-    s->outer = NULL;
-    int rc;
-    if (inner != NULL) {
-        Py_XSETREF(inner->outer, outer);            /* hands over s's reference to outer */
-        Py_DECREF(s);                               /* inner's reference to s */
-        rc = 0;
-    }
-    else if (outer != NULL) {
-        rc = PyDict_SetItem(q->scopes, task, (PyObject *)outer);
-        Py_DECREF(outer);
-    }
-    else {
-        rc = PyDict_DelItem(q->scopes, task);
-    }
-    if (rc < 0) {
-        Py_DECREF(s);
-        return NULL;
-    }
-    return s;
-}
-
-static PyObject *timeout_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    TimeoutObject *t = (TimeoutObject *)self;
-    fs_state *st = t->base.st;
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "__aexit__ expected 3 arguments, got %zd", nargs);
-        return NULL;
-    }
-    PyObject *loop, *task;
-    if (running_task(st, &loop, &task) < 0) {
-        return NULL;
-    }
-    FsTimerQueue *q = tq_for_loop(st, loop);
-    TimeoutScope *s = q ? scope_pop(q, task, t) : NULL;
-    Py_DECREF(loop);
-    Py_DECREF(task);
-    if (s == NULL) {
-        return NULL;
-    }
     int fired = s->entry.state == FS_TE_FIRED;
     PyObject *te;
     int r = entry_exit(st, &s->entry, args[0], args[1], &te);
     s->phase = fired ? SCOPE_EXPIRED : SCOPE_FINISHED;
-    Py_DECREF(s);
+    if (Py_REFCNT(s) == 1 && q->scope_spare == NULL) {
+        /* Nobody bound it (`as`): keep it for the next entry instead of freeing it. */
+        q->scope_spare = (PyObject *)s;
+        Py_CLEAR(s->policy);
+    }
+    else {
+        Py_DECREF(s);
+    }
     if (r < 0) {
         return NULL;
     }
@@ -1255,6 +1399,192 @@ static PyObject *timeout_aexit(PyObject *self, PyObject *const *args, Py_ssize_t
     return Py_NewRef(st->ready_none);
 }
 
+/* __aenter__ and __aexit__ of Timeout. `async with` binds both for every entry; as ordinary C
+ * methods that is two bound-method objects created and freed per entry (a quarter of the cost).
+ * These descriptors hand out bound objects from a small freelist of their own instead. */
+
+enum { TM_AENTER = 0, TM_AEXIT = 1, TM_FREELIST_MAX = 16 };
+
+typedef struct TimeoutMethod {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *self;                 /* bound: the Timeout (strong); NULL in a descriptor */
+    struct TimeoutMethod *descr;    /* bound: its descriptor (strong) */
+    struct TimeoutMethod *free;     /* descriptor: spare bound objects; spare: the next one */
+    int nfree;
+    int which;                      /* TM_* */
+} TimeoutMethod;
+
+static const char *const tm_names[] = {"__aenter__", "__aexit__"};
+
+static PyObject *tm_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames)
+{
+    TimeoutMethod *m = (TimeoutMethod *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *self = m->self;
+    if (self == NULL) {     /* called on the class: self comes first */
+        fs_state *st = PyType_GetModuleState(Py_TYPE(callable));
+        if (nargs < 1 || !PyObject_TypeCheck(args[0], st->Timeout_Type)) {
+            PyErr_Format(PyExc_TypeError, "%s() needs a Timeout as its first argument",
+                         tm_names[m->which]);
+            return NULL;
+        }
+        self = args[0];
+        args++;
+        nargs--;
+    }
+    Py_ssize_t want = m->which == TM_AENTER ? 0 : 3;
+    if (nargs != want || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments", tm_names[m->which],
+                     want);
+        return NULL;
+    }
+    return m->which == TM_AENTER ? timeout_aenter(self) : timeout_aexit(self, args);
+}
+
+static PyObject *tm_descr_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    TimeoutMethod *d = (TimeoutMethod *)self;
+    if (obj == NULL || obj == Py_None || d->self != NULL) {
+        return Py_NewRef(self);
+    }
+    TimeoutMethod *m = d->free;
+    if (m != NULL) {
+        d->free = m->free;
+        d->nfree--;
+        PyObject_Init((PyObject *)m, Py_TYPE(d));
+    }
+    else if ((m = PyObject_GC_New(TimeoutMethod, Py_TYPE(d))) == NULL) {
+        return NULL;
+    }
+    m->vectorcall = tm_vectorcall;
+    m->self = Py_NewRef(obj);
+    m->descr = (TimeoutMethod *)Py_NewRef(d);
+    m->free = NULL;
+    m->nfree = 0;
+    m->which = d->which;
+    PyObject_GC_Track(m);
+    return (PyObject *)m;
+}
+
+static int tm_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    TimeoutMethod *m = (TimeoutMethod *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(m->self);
+    Py_VISIT(m->descr);
+    return 0;
+}
+
+static int tm_clear(PyObject *self)
+{
+    TimeoutMethod *m = (TimeoutMethod *)self;
+    Py_CLEAR(m->self);
+    Py_CLEAR(m->descr);
+    return 0;
+}
+
+static void tm_dealloc(PyObject *self)
+{
+    TimeoutMethod *m = (TimeoutMethod *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(m->self);
+    TimeoutMethod *d = m->descr;
+    m->descr = NULL;
+    if (d != NULL && d->nfree < TM_FREELIST_MAX) {
+        m->free = d->free;
+        d->free = m;
+        d->nfree++;
+        Py_DECREF(tp);      /* PyObject_Init takes it again on reuse */
+        Py_DECREF(d);
+        return;
+    }
+    Py_XDECREF(d);
+    while (m->free != NULL) {  /* a descriptor: its spares go with it */
+        TimeoutMethod *spare = m->free;
+        m->free = spare->free;
+        PyObject_GC_Del(spare);
+    }
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *tm_repr(PyObject *self)
+{
+    TimeoutMethod *m = (TimeoutMethod *)self;
+    if (m->self == NULL) {
+        return PyUnicode_FromFormat("<method '%s' of 'Timeout' objects>", tm_names[m->which]);
+    }
+    return PyUnicode_FromFormat("<bound method %s of %R>", tm_names[m->which], m->self);
+}
+
+static PyObject *tm_get_name(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromString(tm_names[((TimeoutMethod *)self)->which]);
+}
+
+static PyMemberDef tm_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(TimeoutMethod, vectorcall), Py_READONLY,
+     NULL},
+    {"__self__", Py_T_OBJECT, offsetof(TimeoutMethod, self), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef tm_getset[] = {
+    {"__name__", tm_get_name, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot tm_slots[] = {
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, tm_descr_get},
+    {Py_tp_members, tm_members},
+    {Py_tp_getset, tm_getset},
+    {Py_tp_repr, tm_repr},
+    {Py_tp_traverse, tm_traverse},
+    {Py_tp_clear, tm_clear},
+    {Py_tp_dealloc, tm_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec tm_spec = {
+    .name = "failsafe._native.TimeoutMethod",
+    .basicsize = sizeof(TimeoutMethod),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = tm_slots,
+};
+
+/* Installs __aenter__ and __aexit__ on the Timeout type. */
+static int tm_install(PyObject *module, PyTypeObject *timeout_type)
+{
+    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tm_spec, NULL);
+    if (tp == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    for (int which = TM_AENTER; which <= TM_AEXIT && rc == 0; which++) {
+        TimeoutMethod *d = PyObject_GC_New(TimeoutMethod, tp);
+        if (d == NULL) {
+            rc = -1;
+            break;
+        }
+        d->vectorcall = tm_vectorcall;
+        d->self = NULL;
+        d->descr = NULL;
+        d->free = NULL;
+        d->nfree = 0;
+        d->which = which;
+        PyObject_GC_Track(d);
+        rc = PyObject_SetAttrString((PyObject *)timeout_type, tm_names[which], (PyObject *)d);
+        Py_DECREF(d);
+    }
+    Py_DECREF(tp);
+    return rc;
+}
+
 static int parse_seconds(PyObject *arg, double *seconds, int *enabled)
 {
     if (arg == NULL || arg == Py_None) {
@@ -1263,7 +1593,8 @@ static int parse_seconds(PyObject *arg, double *seconds, int *enabled)
         return 0;
     }
     if (PyBool_Check(arg) || !(PyFloat_Check(arg) || PyLong_Check(arg))) {
-        PyErr_Format(PyExc_TypeError, "seconds must be a number or None, not %T", arg);
+        PyErr_Format(PyExc_TypeError, "seconds must be a number or None, not %.200s",
+                     Py_TYPE(arg)->tp_name);
         return -1;
     }
     double d = PyFloat_AsDouble(arg);
@@ -1350,10 +1681,6 @@ static PyGetSetDef timeout_getset[] = {
 
 static PyMethodDef timeout_methods[] = {
     FS_POLICY_METHODS,
-    {"__aenter__", timeout_aenter, METH_NOARGS,
-     "Starts a deadline for the current task; the awaitable's value is its TimeoutScope."},
-    {"__aexit__", (PyCFunction)(void (*)(void))timeout_aexit, METH_FASTCALL,
-     "Ends this task's innermost scope of this timeout, raising TimeoutError if it fired."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1393,7 +1720,7 @@ static PyObject *mod_timeout_pending(PyObject *module, PyObject *Py_UNUSED(unuse
     if (q == NULL) {
         return NULL;
     }
-    return PyLong_FromSsize_t(q->live + PyDict_GET_SIZE(q->scopes) * 0);
+    return PyLong_FromSsize_t(q->live);
 }
 
 static PyMethodDef timeout_functions[] = {
@@ -1405,12 +1732,15 @@ static PyMethodDef timeout_functions[] = {
 /* The direct C function of a METH_NOARGS method of type, or NULL. */
 static PyCFunction noargs_method(PyTypeObject *type, const char *name)
 {
-    PyObject *d = PyDict_GetItemString(type->tp_dict, name);
-    if (d == NULL || !Py_IS_TYPE(d, &PyMethodDescr_Type)) {
-        return NULL;
+    PyObject *d = PyObject_GetAttrString((PyObject *)type, name);
+    PyCFunction f = NULL;
+    if (d != NULL && Py_IS_TYPE(d, &PyMethodDescr_Type)) {
+        PyMethodDef *ml = ((PyMethodDescrObject *)d)->d_method;
+        f = (ml->ml_flags & ~METH_COEXIST) == METH_NOARGS ? ml->ml_meth : NULL;
     }
-    PyMethodDef *ml = ((PyMethodDescrObject *)d)->d_method;
-    return (ml->ml_flags & ~METH_COEXIST) == METH_NOARGS ? ml->ml_meth : NULL;
+    PyErr_Clear();
+    Py_XDECREF(d);
+    return f;
 }
 
 /* Fast paths into _asyncio, used only when asyncio itself uses them (asyncio is already imported,
@@ -1457,7 +1787,7 @@ int fs_timeout_setup(PyObject *module, fs_state *st)
     st->TimeoutScope_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &scope_spec, NULL);
     st->Timeout_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &timeout_spec, NULL);
     if (st->TimerQueue_Type == NULL || st->Ready_Type == NULL || st->TimeoutScope_Type == NULL
-        || st->Timeout_Type == NULL) {
+        || st->Timeout_Type == NULL || tm_install(module, st->Timeout_Type) < 0) {
         return -1;
     }
     st->queues = PyDict_New();

@@ -47,7 +47,11 @@ def check_async(fn: object, pattern: str) -> Callable[..., Any]:
     """Rejects what cannot be decorated: only async callables are guarded."""
     if not callable(fn):
         raise TypeError(f"@{pattern} decorates an async function, not {type(fn).__name__}")
-    if not inspect.iscoroutinefunction(fn):
+    if not inspect.iscoroutinefunction(fn) and not (
+        not inspect.isroutine(fn)
+        and not isinstance(fn, type)
+        and inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+    ):
         raise TypeError(
             f"@{pattern} requires an async function (async def), got {fn!r}: "
             "failsafe guards coroutines only"
@@ -95,6 +99,8 @@ def check_exceptions(on: object, param: str = "on") -> tuple[type[BaseException]
     """Normalises an exception class or tuple of classes; None when on is a predicate."""
     if isinstance(on, type) and issubclass(on, BaseException):
         return (on,)
+    if isinstance(on, type):
+        raise TypeError(f"{param} must be an exception class, got the class {on.__name__}")
     if isinstance(on, tuple) and on:
         for item in on:
             if not (isinstance(item, type) and issubclass(item, BaseException)):

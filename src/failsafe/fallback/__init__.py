@@ -60,7 +60,7 @@ class Fallback(_core.Component, _native.Outcome):
         event_manager: Any = None,
     ) -> None:
         self._init_component(name, listeners)
-        self._event_manager = event_manager
+        self._event_manager = events.check_event_manager(event_manager)
         types = None
         if on is not None:
             types = _core.check_exceptions(on)
@@ -100,7 +100,13 @@ class Fallback(_core.Component, _native.Outcome):
     async def _on_error(
         self, exc: BaseException, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t0: int
     ) -> Any:
-        return await self._answer(exc, args, kwargs)
+        try:
+            return await self._answer(exc, args, kwargs)
+        except BaseException as e:
+            # As an `except` block would: a failing handler's error shows what it handled.
+            if e is not exc and e.__context__ is None:
+                e.__context__ = exc
+            raise
 
     async def _on_result(
         self, result: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t0: int

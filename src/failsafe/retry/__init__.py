@@ -11,13 +11,13 @@ import inspect
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import Any, ClassVar, Final, overload
+from typing import Any, ClassVar, overload
 
 from failsafe import _core, _native, events
 from failsafe import testing as _testing
 from failsafe.ratelimit.exceptions import EmptyBucket
 from failsafe.retry import backoffs, jitters
-from failsafe.retry.exceptions import AttemptsExceeded
+from failsafe.retry.exceptions import _NO_RESULT, AttemptsExceeded
 
 __all__ = [
     "AttemptsExceeded",
@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 ATTEMPT, SUCCESS, GIVEUP = 0, 1, 2
-_NO_RESULT: Final[Any] = object()
 
 BackoffT = float | int | Iterable[float] | Callable[[int], float]
 
@@ -81,6 +80,10 @@ class RetryBudget(_native.RetryBudget):
         r = float(_core.check_number(ratio, "ratio"))
         m = float(_core.check_number(min_per_second, "min_per_second"))
         t = float(_core.check_number(ttl, "ttl", allow_zero=False))
+        if not 1e-8 <= t <= 1e9:  # the C window needs 10 slots of >= 1 ns
+            raise ValueError(f"ttl must be between 1e-08 and 1e9 seconds, got {t}")
+        if not math.isfinite(m * t):
+            raise ValueError(f"min_per_second * ttl must be finite, got {m} * {t}")
         self = super().__new__(cls, r, m, t)
         self._params = (r, m, t)
         return self
@@ -100,7 +103,12 @@ def _schedule_factory(backoff: object) -> Callable[[], Iterator[float]]:
     if isinstance(backoff, backoffs.Backoff):
         return backoff.__iter__
     if isinstance(backoff, (list, tuple)):
-        return backoffs.interval(backoff).__iter__
+        try:
+            return backoffs.interval(backoff).__iter__
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"backoff: {e}") from None
+    if isinstance(backoff, (str, bytes)):
+        raise TypeError(f"backoff must be a number, a sequence or a schedule, not {backoff!r}")
     if isinstance(backoff, Iterator):
         raise TypeError(
             "backoff must not be a one-shot iterator or generator: all calls would share and "
@@ -150,7 +158,7 @@ class Retry(_core.Component, _native.Outcome):
         _bucket: Any = None,
     ) -> None:
         self._init_component(name, listeners)
-        self._event_manager = event_manager
+        self._event_manager = events.check_event_manager(event_manager)
         types = _core.check_exceptions(on)
         if types is None and inspect.iscoroutinefunction(on):
             raise TypeError("on must be a sync predicate, not an async function")
@@ -175,7 +183,7 @@ class Retry(_core.Component, _native.Outcome):
             on=types,
             on_pred=self._on_pred,
             budget=budget,
-            handoff_results=if_result is not None or _bucket is not None,
+            handoff_results=if_result is not None,
             success_counter=SUCCESS,
             needs_t0=max_duration is not None,
         )
@@ -205,9 +213,6 @@ class Retry(_core.Component, _native.Outcome):
         self, result: Any, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
         kwargs: dict[str, Any], t0: int,
     ) -> Any:
-        if self._bucket is not None:
-            # bucket_retry: the first attempt's token is taken before it runs (see _BucketRetry).
-            pass
         if not self._rejects(result):
             self._succeeded(0)
             return result
@@ -230,25 +235,35 @@ class Retry(_core.Component, _native.Outcome):
     def _next_delay(
         self, failures: int, schedule: Iterator[float], t0: int, last_ns: int,
         exc: BaseException | None,
-    ) -> tuple[float | None, str]:
-        """The wait before the next attempt, or None and why not to retry."""
+    ) -> tuple[float | None, str, float]:
+        """The wait before the next attempt, or None, why not to retry and (bucket) the
+        seconds until a token is available."""
         if self._attempts is not None and failures > self._attempts:
-            return None, "attempts"
-        delay = next(schedule)
+            return None, "attempts", 0.0
+        delay = next(schedule, None)
+        if delay is None:  # a finite user iterable ran out: no more retries
+            return None, "attempts", 0.0
         if self._max_duration_ns is not None:
             # Never start an attempt that cannot finish: assume it lasts as long as the last one.
             finish = _native.now_ns() + int(delay * 1e9) + last_ns
             if finish - t0 > self._max_duration_ns:
-                return None, "max_duration"
+                return None, "max_duration", 0.0
         if self._budget is not None and not self._budget.try_withdraw():
-            return None, "budget"
-        return delay, ""
+            return None, "budget", 0.0
+        if self._bucket is not None:
+            wait = self._bucket.try_take()
+            if wait:
+                return None, "bucket", wait
+        return delay, "", 0.0
 
     def _give_up(
-        self, failures: int, reason: str, exc: BaseException | None, result: Any
-    ) -> AttemptsExceeded:
+        self, failures: int, reason: str, exc: BaseException | None, result: Any,
+        retry_after: float = 0.0,
+    ) -> Exception:
         self._count(GIVEUP)
         events.emit(self, "on_attempts_exceeded", ())
+        if reason == "bucket":  # bucket_retry: failsafe-py's EmptyBucket, from the last error
+            return EmptyBucket(retry_after_seconds=retry_after)
         return AttemptsExceeded(failures, exc, reason=reason, last_result=result)
 
     async def _retry_loop(
@@ -257,20 +272,15 @@ class Retry(_core.Component, _native.Outcome):
     ) -> Any:
         schedule = self._new_schedule()
         failures = 1
-        last_ns = _native.now_ns() - t0 if t0 else 0
+        # t0 is only measured with max_duration (and may be 0 under a FakeClock)
+        last_ns = _native.now_ns() - t0 if self._max_duration_ns is not None else 0
         while True:
-            delay, reason = self._next_delay(failures, schedule, t0, last_ns, exc)
+            delay, reason, retry_after = self._next_delay(failures, schedule, t0, last_ns, exc)
             if delay is None:
-                raise self._give_up(failures, reason, exc, result) from exc
+                raise self._give_up(failures, reason, exc, result, retry_after) from exc
             self._count(ATTEMPT)
             events.emit(self, "on_retry", (exc, RetryCounter(failures, self._attempts), delay))
             await _testing.sleep(delay)
-            if self._bucket is not None:
-                wait = self._bucket.try_take()
-                if wait:
-                    self._count(GIVEUP)
-                    events.emit(self, "on_attempts_exceeded", ())
-                    raise EmptyBucket(retry_after_seconds=wait) from exc
             start = _native.now_ns()
             try:
                 result = await fn(*args, **kwargs)
@@ -341,16 +351,16 @@ class _Attempts(AsyncIterator[Attempt]):
         p = self._policy
         cur = self._current
         if cur is not None:
-            if cur._exc is None:
-                if cur._ok:
-                    p._succeeded(self._failures)
+            if cur._exc is None:  # a success was counted when its block exited
                 raise StopAsyncIteration
             exc = cur._exc
             self._failures += 1
             self._last_ns = _native.now_ns() - self._start
-            delay, reason = p._next_delay(self._failures, self._schedule, self._t0, self._last_ns, exc)
+            delay, reason, retry_after = p._next_delay(
+                self._failures, self._schedule, self._t0, self._last_ns, exc
+            )
             if delay is None:
-                raise p._give_up(self._failures, reason, exc, _NO_RESULT) from exc
+                raise p._give_up(self._failures, reason, exc, _NO_RESULT, retry_after) from exc
             p._count(ATTEMPT)
             events.emit(p, "on_retry", (exc, RetryCounter(self._failures, p._attempts), delay))
             await _testing.sleep(delay)
@@ -370,7 +380,11 @@ class _BlockAttempt(Attempt):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> bool:
         if e is None:
-            self._ok = True
+            # Counted here, not at the next __anext__: `return` inside `with attempt:` ends
+            # the loop without one.
+            if not self._ok:
+                self._ok = True
+                self._policy._succeeded(self.number - 1)
             return False
         if not self._policy._matches(e):
             return False
@@ -422,6 +436,10 @@ def bucket_retry(
     per = _core.check_number(per_time_secs, "per_time_secs", allow_zero=False)
     size = _core.check_number(bucket_size, "bucket_size", allow_zero=False, integer=True)
     interval_ns = max(1, math.floor(per * 1e9 / count))
+    if interval_ns * size > 2**63 - 1:  # the C bucket keeps int64 nanoseconds
+        raise ValueError(
+            f"per_time_secs ({per}) / attempts ({count}) * bucket_size ({size}) is too large"
+        )
     bucket = _native.TokenBucket(interval_ns, size)
     return Retry(
         on=on, attempts=attempts, backoff=backoff, name=name, listeners=listeners,

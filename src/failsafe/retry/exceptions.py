@@ -16,7 +16,8 @@ class AttemptsExceeded(FailsafeError):
 
     ``attempts`` is the number of calls made, ``last_exception`` the last attempt's exception
     (None when it returned a result that ``if_result`` rejected, then in ``last_result``), and
-    ``reason`` one of ``"attempts"``, ``"max_duration"``, ``"budget"``, ``"bucket"``.
+    ``reason`` one of ``"attempts"``, ``"max_duration"``, ``"budget"``. (``bucket_retry``
+    raises ``EmptyBucket`` when its bucket has no token left.)
     """
 
     def __init__(
@@ -36,7 +37,6 @@ class AttemptsExceeded(FailsafeError):
             "attempts": "attempts exhausted",
             "max_duration": "max_duration would be exceeded",
             "budget": "retry budget exhausted",
-            "bucket": "attempt bucket empty",
         }.get(reason, reason)
         last = repr(last_exception) if last_exception is not None else "a rejected result"
         super().__init__(f"gave up after {attempts} attempt(s) ({why}); last: {last}")

@@ -1,0 +1,118 @@
+"""Timeout: bound how long a coroutine may run, with ``asyncio.timeout``'s semantics.
+
+``timeout(seconds)`` gives a policy object usable as a decorator and as ``async with``; one
+object may be shared by any number of concurrent tasks. At the deadline the task is cancelled,
+and leaving the guarded code turns that cancellation into :class:`TimeoutError` (a subclass of
+the builtin ``TimeoutError``) whose ``__cause__`` is the ``CancelledError``, exactly as
+``asyncio.timeout`` does. A ``TimeoutError`` raised by the code itself passes through untouched,
+and a cancellation requested by anybody else always wins. Deadlines live in a per-event-loop C
+heap: no task and no loop timer are created per call.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, ClassVar, Final
+
+from failsafe import _native, events
+from failsafe._core import Component, check_async, check_number, make_guard
+from failsafe._native import TimeoutScope
+from failsafe.events import EventManager
+from failsafe.timeout.exceptions import MaxDurationExceeded, TimeoutError
+
+__all__ = [
+    "MaxDurationExceeded",
+    "Timeout",
+    "TimeoutError",
+    "TimeoutListener",
+    "TimeoutScope",
+    "register_timeout_listener",
+    "timeout",
+]
+
+_native._bind(timeout_error=TimeoutError)
+
+
+class _Missing(enum.Enum):
+    MISSING = enum.auto()
+
+
+_MISSING: Final = _Missing.MISSING
+
+
+def _check_seconds(value: object, param: str) -> float | None:
+    # None disables, inf never expires, 0 expires at the first suspension (as asyncio.timeout).
+    checked = check_number(value, param, allow_none=True, allow_inf=True)
+    return None if checked is None else float(checked)
+
+
+class Timeout(Component, _native.Timeout):
+    """A timeout policy: ``@policy`` decorates an async function, ``async with policy:`` (or
+    ``async with policy as scope:``) bounds a block. Per-call state never lives on the policy,
+    so one object serves concurrent tasks, nested blocks and many functions at once.
+
+    Metric: ``fired``, once per TimeoutError raised.
+    """
+
+    PATTERN: ClassVar[str] = "timeout"
+    METRICS: ClassVar[tuple[str, ...]] = ("fired",)
+
+    def __init__(
+        self,
+        seconds: float | None = None,
+        *,
+        name: str | None = None,
+        listeners: Iterable[object] | None = None,
+        event_manager: EventManager | None = None,
+    ) -> None:
+        super().__init__(_check_seconds(seconds, "seconds"))
+        self._init_component(name, listeners)
+        for listener in self._listeners:
+            events.check_listener(listener, "listeners")
+        self._event_manager = events.check_event_manager(event_manager)
+
+    def __call__[**P, T](
+        self, fn: Callable[P, Awaitable[T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorates an async function (or method): each call runs under this timeout."""
+        check_async(fn, self.PATTERN)
+        self._adopt_name(fn)
+        guard: Callable[P, Coroutine[Any, Any, T]] = make_guard(fn, self)
+        return guard
+
+    def __repr__(self) -> str:
+        return f"<timeout {self._name!r} seconds={self.seconds!r} fired={self._counters()[0]}>"
+
+
+def timeout(
+    seconds: float | None = None,
+    *,
+    timeout_secs: float | _Missing | None = _MISSING,
+    name: str | None = None,
+    listeners: Iterable[object] | None = None,
+    event_manager: EventManager | None = None,
+) -> Timeout:
+    """A timeout of ``seconds`` (``None``: disabled; ``0``: expires at the first suspension;
+    ``math.inf``: never). ``timeout_secs=`` is the failsafe-py 0.0.1 name of ``seconds``.
+
+    Use it as a decorator (``@timeout(0.5)``) or as ``async with timeout(0.5) [as scope]:``; the
+    scope has ``asyncio.Timeout``'s ``when()``, ``reschedule()`` and ``expired()``.
+    """
+    if timeout_secs is not _MISSING:
+        if seconds is not None:
+            raise TypeError("timeout() takes seconds or timeout_secs, not both")
+        seconds = _check_seconds(timeout_secs, "timeout_secs")
+    return Timeout(seconds, name=name, listeners=listeners, event_manager=event_manager)
+
+
+class TimeoutListener:
+    """Base class of timeout listeners: override the events you want (sync or async)."""
+
+    def on_timeout(self, timeout: Timeout) -> None:
+        """A TimeoutError was raised by ``timeout``."""
+
+
+def register_timeout_listener(listener: object) -> None:
+    """Adds a listener (or listener factory) of every timeout, existing or future."""
+    events.register_listener("timeout", listener)

@@ -1,0 +1,37 @@
+"""Shared fixtures: deterministic time, waits and listener registries (failsafe.testing)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from failsafe import events
+from failsafe._core import PATTERNS
+from failsafe.testing import FakeClock, instant_waits
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    """A FakeClock installed for the test (the C core reads it), uninstalled afterwards."""
+    with FakeClock() as fake:
+        yield fake
+
+
+@pytest.fixture
+def instant() -> Iterator[None]:
+    """failsafe's waits (retry backoff, hedge delays) return at once; with `clock` they advance
+    the fake clock by the delay."""
+    with instant_waits():
+        yield
+
+
+@pytest.fixture
+def global_listeners() -> Iterator[None]:
+    """Removes every global listener the test registers, whatever pattern."""
+    before = {pattern: events.global_listeners(pattern) for pattern in PATTERNS}
+    yield
+    for pattern, kept in before.items():
+        for listener in events.global_listeners(pattern):
+            if not any(listener is k for k in kept):
+                events.unregister_listener(pattern, listener)
