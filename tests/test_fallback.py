@@ -721,3 +721,71 @@ async def test_wait_for_and_task_group() -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(slow(), timeout=0.01)
     assert invoked(slow) == 0  # the timeout's cancellation is not a failure
+
+
+# -- the C answer path (no listeners): value and sync handlers never enter Python slow paths --
+
+
+async def test_sync_handler_in_c_receives_many_positional_and_keyword_arguments() -> None:
+    seen: list[Any] = []
+
+    def handler(exc: BaseException, *args: Any, **kwargs: Any) -> str:
+        seen.append((type(exc), args, kwargs))
+        return "handled"
+
+    @fallback(handler)
+    async def many(a: int, b: int, c: int, d: int, e: int, *, f: int, g: int) -> str:
+        raise KeyError(a)
+
+    assert await many(1, 2, 3, 4, 5, f=6, g=7) == "handled"
+    assert seen == [(KeyError, (1, 2, 3, 4, 5), {"f": 6, "g": 7})]
+    assert many.policy.stats()["invoked"] == 1
+
+
+async def test_sync_handler_returning_an_awaitable_is_awaited() -> None:
+    import functools
+
+    async def later(exc: BaseException, x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 10
+
+    @fallback(functools.partial(later))
+    async def boom(x: int) -> int:
+        raise ValueError
+
+    assert await boom(4) == 40
+
+
+async def test_raising_sync_handler_in_c_chains_the_handled_error() -> None:
+    def handler(exc: BaseException) -> None:
+        raise RuntimeError("handler failed")
+
+    @fallback(handler)
+    async def boom() -> None:
+        raise ValueError("original")
+
+    with pytest.raises(RuntimeError, match="handler failed") as info:
+        await boom()
+    assert isinstance(info.value.__context__, ValueError)
+
+
+async def test_value_answer_switches_to_the_slow_path_when_listened() -> None:
+    class Rec:
+        def __init__(self) -> None:
+            self.events: list[Any] = []
+
+        def on_fallback(self, fb: Any, value: Any, *args: Any) -> None:
+            self.events.append((type(value), args))
+
+    policy = fallback(0)
+
+    @policy
+    async def boom(x: int) -> int:
+        raise ValueError
+
+    assert await boom(1) == 0  # answered in C
+    rec = Rec()
+    policy.add_listener(rec)
+    assert await boom(2) == 0  # answered by the slow path, which emits
+    assert rec.events == [(ValueError, (2,))]
+    assert policy.stats()["invoked"] == 2

@@ -1603,8 +1603,8 @@ async def test_closing_a_call_suspended_in_a_later_attempt(end: str) -> None:
             cleaned.append(calls)
 
     call = work()
-    assert call.send(None) is None  # the (instant) backoff wait yields to the loop once
-    assert call.send(None) == "suspended"  # the second attempt is suspended
+    # a zero backoff costs no loop turn: the first send runs into the second attempt
+    assert call.send(None) == "suspended"
     if end == "close":
         call.close()
     else:
@@ -1801,3 +1801,21 @@ async def test_policy_and_guard_are_collected() -> None:
     del policy, f
     gc.collect()
     assert ref() is None
+
+
+async def test_runaway_zero_delay_retry_stays_cancellable() -> None:
+    calls = 0
+
+    @retry(attempts=None, backoff=0)
+    async def never_suspends() -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError
+
+    task = asyncio.create_task(never_suspends())
+    while calls < 100:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert never_suspends.policy.stats()["giveup"] == 0

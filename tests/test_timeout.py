@@ -1093,3 +1093,22 @@ def test_subclassable_native_type() -> None:
         sys.modules["failsafe._core"].Component,
         _native.Timeout,
     )
+
+
+async def test_context_manager_methods() -> None:
+    policy = timeout(LONG)
+    enter = policy.__aenter__
+    assert enter.__name__ == "__aenter__"
+    assert enter.__self__ is policy
+    assert "bound method __aenter__" in repr(enter)
+    scope = await enter()
+    assert isinstance(scope, TimeoutScope)
+    assert await _native.Timeout.__aexit__(policy, None, None, None) is None
+    descr = vars(_native.Timeout)["__aexit__"]
+    with pytest.raises(TypeError, match="binds to a Timeout"):
+        descr.__get__(42)
+    with pytest.raises(TypeError, match="first argument"):
+        descr(42, None, None, None)
+    with pytest.raises(TypeError, match="positional"):
+        policy.__aexit__(None)  # type: ignore[call-arg]
+    assert _native._timeout_pending() == 0

@@ -82,6 +82,7 @@ typedef struct fs_state {
     PyTypeObject *CTask_Type;
     PyCFunction task_cancelling;
     PyCFunction task_uncancel;
+    PyCFunction task_cancel;        /* METH_FASTCALL | METH_KEYWORDS, or NULL */
     PyObject *ready_none;
 } fs_state;
 
@@ -101,7 +102,9 @@ typedef struct FsCall FsCall;
 typedef enum fs_next {
     FS_NEXT_RETURN = 0,     /* *out is the value to return (new reference) */
     FS_NEXT_RAISE = 1,      /* *out is the exception to raise (new reference) */
-    FS_NEXT_CONTINUE = 2    /* *out is a new awaitable to drive to the end, unobserved (new reference) */
+    FS_NEXT_CONTINUE = 2,   /* *out is a new awaitable to drive to the end, unobserved (new reference) */
+    FS_NEXT_AGAIN = 3       /* *out is a new awaitable to drive and observe again (new reference):
+                             * an attempt retried in C */
 } fs_next;
 
 typedef struct fs_policy_ops {
@@ -220,6 +223,7 @@ struct FsCall {
     Py_ssize_t ntotal;      /* positional + keyword values kept */
     int64_t t0_ns;          /* start time when FS_POL_NEEDS_T0 */
     uint8_t state;          /* FS_CALL_* */
+    uint32_t failures;      /* retry: attempts of this call that failed so far */
     PyObject *weakreflist;
     /* policy payload */
     double timeout_s;       /* timeout: the delay of this call */

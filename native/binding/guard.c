@@ -175,6 +175,10 @@ static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, Py
     int next = c->policy->ops->finish(c, result, exc, &out);
     Py_XDECREF(result);
     Py_XDECREF(exc);
+    if (next == FS_NEXT_AGAIN) {
+        Py_SETREF(c->inner, out);
+        return call_drive(c, Py_None, presult);
+    }
     if (next == FS_NEXT_CONTINUE) {
         PyObject *it = awaitable_iter(out);
         Py_DECREF(out);
@@ -591,6 +595,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     c->ntotal = 0;
     c->t0_ns = 0;
     c->weakreflist = NULL;
+    c->failures = 0;
     c->state = FS_CALL_FRESH;
     c->timeout_s = 0.0;
     memset(&c->entry, 0, sizeof(c->entry));

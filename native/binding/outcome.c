@@ -12,7 +12,70 @@ typedef struct FsOutcome {
     PyObject *budget;           /* FsBudgetObject or NULL: one deposit per call */
     int handoff_results;        /* every result goes to _on_result */
     int success_counter;        /* counter bumped on a first-attempt success, or -1 */
+    /* A handled exception answered in C (fallback) when nobody listens: */
+    PyObject *answer;           /* the value (ANSWER_VALUE) or a sync callable (ANSWER_CALL) */
+    int answer_kind;
+    int answer_counter;         /* counter bumped per answer */
+    /* Retries with no wait run in C while nobody listens: */
+    long immediate;             /* re-attempts allowed (-1: until success), or -2: none in C */
+    int attempt_counter;        /* counter bumped per re-attempt */
 } FsOutcome;
+
+#define FS_IMMEDIATE_OFF (-2)
+/* Every so many failures a C retry loop hands over to Python, whose wait of 0 s lets the
+ * event loop turn: a runaway retry of a function that never suspends stays cancellable. */
+#define FS_YIELD_EVERY 16u
+
+enum { ANSWER_NONE = 0, ANSWER_VALUE = 1, ANSWER_CALL = 2 };
+
+/* Answers a handled exception in C: the value, or handler(exc, *args, **kwargs). */
+static int outcome_answer(FsOutcome *o, FsCall *c, PyObject *exc, PyObject **out)
+{
+    c->policy->counters[o->answer_counter]++;
+    if (o->answer_kind == ANSWER_VALUE) {
+        *out = Py_NewRef(o->answer);
+        return FS_NEXT_RETURN;
+    }
+    PyObject *small[1 + FS_CALL_INLINE_ARGS];
+    PyObject **stack = small;
+    Py_ssize_t n = 1 + c->ntotal;
+    if (n > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        stack = PyMem_Malloc((size_t)n * sizeof(PyObject *));
+        if (stack == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    PyObject *const *argv = c->args != NULL ? &PyTuple_GET_ITEM(c->args, 0) : c->iargs;
+    stack[0] = exc;
+    for (Py_ssize_t i = 0; i < c->ntotal; i++) {
+        stack[1 + i] = argv[i];
+    }
+    PyObject *res = PyObject_Vectorcall(o->answer, stack, (size_t)(1 + c->nargs), c->kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    if (res == NULL) {
+        /* As an except block would: the handler's error shows what it was handling. */
+        PyObject *err = PyErr_GetRaisedException();
+        if (err != exc) {
+            PyObject *ctx = PyException_GetContext(err);
+            if (ctx == NULL) {
+                PyException_SetContext(err, Py_NewRef(exc));
+            }
+            Py_XDECREF(ctx);
+        }
+        *out = err;
+        return FS_NEXT_RAISE;
+    }
+    PyAsyncMethods *am = Py_TYPE(res)->tp_as_async;
+    if (am != NULL && am->am_await != NULL) {
+        *out = res;     /* an awaitable answer (e.g. a partial of an async function) */
+        return FS_NEXT_CONTINUE;
+    }
+    *out = res;
+    return FS_NEXT_RETURN;
+}
 
 static int outcome_admit(FsPolicy *p)
 {
@@ -24,7 +87,8 @@ static int outcome_admit(FsPolicy *p)
     return 1;
 }
 
-/* Calls self.<method>(value, fn, args, kwargs, t0_ns) and returns the slow path's awaitable. */
+/* Calls self.<method>(value, fn, args, kwargs, t0_ns, failures) and returns the slow path's
+ * awaitable. */
 static PyObject *outcome_slow_path(FsCall *c, PyObject *method, PyObject *value)
 {
     PyObject *args, *kwargs;
@@ -32,12 +96,14 @@ static PyObject *outcome_slow_path(FsCall *c, PyObject *method, PyObject *value)
         return NULL;
     }
     PyObject *t0 = PyLong_FromLongLong(c->t0_ns);
+    PyObject *failures = PyLong_FromUnsignedLong(c->failures);
     PyObject *res = NULL;
-    if (t0 != NULL) {
-        PyObject *stack[6] = {(PyObject *)c->policy, value, c->fn, args, kwargs, t0};
-        res = PyObject_VectorcallMethod(method, stack, 6, NULL);
-        Py_DECREF(t0);
+    if (t0 != NULL && failures != NULL) {
+        PyObject *stack[7] = {(PyObject *)c->policy, value, c->fn, args, kwargs, t0, failures};
+        res = PyObject_VectorcallMethod(method, stack, 7, NULL);
     }
+    Py_XDECREF(t0);
+    Py_XDECREF(failures);
     Py_DECREF(args);
     Py_DECREF(kwargs);
     return res;
@@ -77,7 +143,8 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
         if (o->success_counter >= 0) {
             c->policy->counters[o->success_counter]++;
             if (fs_listening(c->policy)) {
-                PyObject *r = PyObject_CallMethod((PyObject *)o, "_first_success", NULL);
+                PyObject *r = PyObject_CallMethod((PyObject *)o, "_first_success", "I",
+                                                  (unsigned int)c->failures);
                 if (r == NULL) {
                     PyErr_WriteUnraisable((PyObject *)o);
                 }
@@ -98,6 +165,22 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     if (m == 0) {
         *out = Py_NewRef(exc);
         return FS_NEXT_RAISE;
+    }
+    if (o->answer_kind != ANSWER_NONE && !fs_listening(c->policy)) {
+        return outcome_answer(o, c, exc, out);
+    }
+    c->failures++;
+    if (o->immediate != FS_IMMEDIATE_OFF && (o->immediate < 0 || (long)c->failures <= o->immediate)
+        && c->failures % FS_YIELD_EVERY != 0 && !fs_listening(c->policy)) {
+        /* Re-attempt at once: call fn again with the kept arguments, observe the new coroutine. */
+        PyObject *const *argv = c->args != NULL ? &PyTuple_GET_ITEM(c->args, 0) : c->iargs;
+        PyObject *coro = PyObject_Vectorcall(c->fn, argv, (size_t)c->nargs, c->kwnames);
+        if (coro == NULL) {
+            return -1;
+        }
+        c->policy->counters[o->attempt_counter]++;
+        *out = coro;
+        return FS_NEXT_AGAIN;
     }
     *out = outcome_slow_path(c, st->str_on_error, exc);
     return *out == NULL ? -1 : FS_NEXT_CONTINUE;
@@ -124,6 +207,7 @@ static PyObject *outcome_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         return NULL;
     }
     o->success_counter = -1;
+    o->immediate = FS_IMMEDIATE_OFF;
     if (fs_policy_init(&o->base, &outcome_ops, pattern, FS_POL_KEEP_ARGS, "outcome") < 0) {
         Py_DECREF(o);
         return NULL;
@@ -135,12 +219,29 @@ static PyObject *outcome_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
 static PyObject *outcome_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     FsOutcome *o = (FsOutcome *)self;
-    PyObject *on = Py_None, *on_pred = Py_None, *budget = Py_None;
+    PyObject *on = Py_None, *on_pred = Py_None, *budget = Py_None, *answer = NULL;
     int handoff_results = 0, success_counter = -1, needs_t0 = 0;
+    int answer_kind = ANSWER_NONE, answer_counter = 0, attempt_counter = 0;
+    long immediate = FS_IMMEDIATE_OFF;
     static char *kwlist[] = {"on", "on_pred", "budget", "handoff_results", "success_counter",
-                             "needs_t0", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOpip:_configure", kwlist, &on, &on_pred,
-                                     &budget, &handoff_results, &success_counter, &needs_t0)) {
+                             "needs_t0", "answer", "answer_kind", "answer_counter",
+                             "immediate", "attempt_counter", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOpipOiili:_configure", kwlist, &on,
+                                     &on_pred, &budget, &handoff_results, &success_counter,
+                                     &needs_t0, &answer, &answer_kind, &answer_counter,
+                                     &immediate, &attempt_counter)) {
+        return NULL;
+    }
+    if (immediate < FS_IMMEDIATE_OFF || attempt_counter < 0
+        || attempt_counter >= FS_MAX_COUNTERS) {
+        PyErr_SetString(PyExc_ValueError, "invalid immediate retry configuration");
+        return NULL;
+    }
+    if (answer_kind < ANSWER_NONE || answer_kind > ANSWER_CALL
+        || (answer_kind != ANSWER_NONE && answer == NULL)
+        || (answer_kind == ANSWER_CALL && !PyCallable_Check(answer))
+        || answer_counter < 0 || answer_counter >= FS_MAX_COUNTERS) {
+        PyErr_SetString(PyExc_ValueError, "invalid answer configuration");
         return NULL;
     }
     if (on != Py_None && !PyTuple_Check(on)) {
@@ -162,6 +263,11 @@ static PyObject *outcome_configure(PyObject *self, PyObject *args, PyObject *kwa
     Py_XSETREF(o->on, on == Py_None ? NULL : Py_NewRef(on));
     Py_XSETREF(o->on_pred, on_pred == Py_None ? NULL : Py_NewRef(on_pred));
     Py_XSETREF(o->budget, budget == Py_None ? NULL : Py_NewRef(budget));
+    Py_XSETREF(o->answer, answer_kind == ANSWER_NONE ? NULL : Py_NewRef(answer));
+    o->answer_kind = answer_kind;
+    o->immediate = immediate;
+    o->attempt_counter = attempt_counter;
+    o->answer_counter = answer_counter;
     o->handoff_results = handoff_results;
     o->success_counter = success_counter;
     if (needs_t0) {
@@ -180,6 +286,7 @@ static int outcome_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(o->on);
     Py_VISIT(o->on_pred);
     Py_VISIT(o->budget);
+    Py_VISIT(o->answer);
     return fs_policy_traverse(&o->base, visit, arg);
 }
 
@@ -189,6 +296,7 @@ static int outcome_clear(PyObject *self)
     Py_CLEAR(o->on);
     Py_CLEAR(o->on_pred);
     Py_CLEAR(o->budget);
+    Py_CLEAR(o->answer);
     Py_CLEAR(o->base.name);
     return 0;
 }

@@ -43,7 +43,10 @@ struct FsTimerQueue {
     PyObject *key;          /* id(loop): the key of this queue in st->queues */
     PyObject *handle;       /* weak reference to the armed TimerHandle (a strong one would pin
                              * the loop through handle._loop), or NULL */
-    uint64_t arm_gen;       /* generation of the armed timer: older ones fire as no-ops */
+    PyObject *fire_cb;      /* bound _fire, made once (a cycle through this queue, for the GC) */
+    PyObject *kw_context;   /* ("context",), the keyword names of every arm */
+    long arm_gen;           /* generation of the armed timer (mod 256, a small int): a stale
+                             * handle that could not be cancelled fires as a no-op */
     PyObject *ready_spare;  /* a Ready reused by __aenter__ while nobody else holds it */
     PyObject *scope_spare;  /* an exited TimeoutScope nobody else held, reused by __aenter__ */
     tmap_slot *map;         /* task -> innermost scope of the `async with` form (open addressing,
@@ -78,6 +81,7 @@ typedef struct TimeoutScope {
 typedef struct ReadyObject {
     PyObject_HEAD
     PyObject *value;        /* NULL: None */
+    PyObject *stop;         /* the StopIteration last raised, recycled once nobody holds it */
 } ReadyObject;
 
 static inline FsTimerEntry *entry_of(fs_heap_node *n)
@@ -210,7 +214,7 @@ static PyObject *tq_loop(FsTimerQueue *q)
 static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
 {
     fs_state *st = q->st;
-    q->arm_gen++;
+    q->arm_gen = (q->arm_gen + 1) & 0xff;
     q->armed_when = INFINITY;
     PyObject *old = q->handle;
     if (old != NULL) {
@@ -224,11 +228,17 @@ static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
         }
         Py_DECREF(r);
     }
-    PyObject *cb = PyCMethod_New(&tq_fire_def, (PyObject *)q, NULL, NULL);
-    PyObject *gen = PyLong_FromUnsignedLongLong(q->arm_gen);
-    PyObject *kwnames = PyTuple_Pack(1, st->str_context);
+    if (q->fire_cb == NULL
+        && (q->fire_cb = PyCMethod_New(&tq_fire_def, (PyObject *)q, NULL, NULL)) == NULL) {
+        return -1;
+    }
+    if (q->kw_context == NULL && (q->kw_context = PyTuple_Pack(1, st->str_context)) == NULL) {
+        return -1;
+    }
+    PyObject *cb = q->fire_cb, *kwnames = q->kw_context;
+    PyObject *gen = PyLong_FromLong(q->arm_gen);
     PyObject *h = NULL;
-    if (cb != NULL && gen != NULL && kwnames != NULL) {
+    if (gen != NULL) {
         if (when <= now) {
             PyObject *args[] = {loop, cb, gen, st->empty_context};
             h = PyObject_VectorcallMethod(st->str_call_soon, args, 3, kwnames);
@@ -242,9 +252,7 @@ static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
             }
         }
     }
-    Py_XDECREF(cb);
     Py_XDECREF(gen);
-    Py_XDECREF(kwnames);
     if (h == NULL) {
         return -1;
     }
@@ -402,7 +410,7 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
 {
     FsTimerQueue *q = (FsTimerQueue *)self;
     fs_state *st = q->st;
-    if (PyLong_AsUnsignedLongLong(gen) != q->arm_gen) {
+    if (PyLong_AsLong(gen) != q->arm_gen) {
         PyErr_Clear();
         Py_RETURN_NONE;     /* replaced by an earlier deadline but not cancelled */
     }
@@ -426,7 +434,14 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
         FsTimerEntry *e = entry_of(top);
         e->state = FS_TE_FIRED;
         PyObject *task = Py_NewRef(e->task);
-        PyObject *r = PyObject_CallMethodNoArgs(task, st->str_cancel);
+        PyObject *r;
+        if (st->task_cancel != NULL && Py_IS_TYPE(task, st->CTask_Type)) {
+            r = ((PyObject * (*)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *))(void (*)(void))
+                     st->task_cancel)(task, NULL, 0, NULL);
+        }
+        else {
+            r = PyObject_CallMethodNoArgs(task, st->str_cancel);
+        }
         if (r == NULL) {
             PyErr_WriteUnraisable(task);
         }
@@ -546,6 +561,8 @@ static FsTimerQueue *tq_new(fs_state *st, PyObject *loop, PyObject *key)
     q->loop = NULL;
     q->key = Py_NewRef(key);
     q->handle = NULL;
+    q->fire_cb = NULL;
+    q->kw_context = NULL;
     q->arm_gen = 0;
     q->armed_when = INFINITY;
     q->resolution = 0.0;
@@ -626,6 +643,7 @@ static int tq_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(q->loop_ref);
     Py_VISIT(q->loop);
     Py_VISIT(q->handle);
+    Py_VISIT(q->fire_cb);
     Py_VISIT(q->ready_spare);
     Py_VISIT(q->scope_spare);
     for (size_t i = 0; i < q->map_cap; i++) {
@@ -649,6 +667,8 @@ static int tq_clear(PyObject *self)
     Py_CLEAR(q->loop);
     Py_CLEAR(q->key);
     Py_CLEAR(q->handle);
+    Py_CLEAR(q->fire_cb);
+    Py_CLEAR(q->kw_context);
     Py_CLEAR(q->ready_spare);
     Py_CLEAR(q->scope_spare);
     /* Detached first: releasing a scope may run code that looks at the map. */
@@ -763,11 +783,16 @@ static void entry_unlink(FsTimerEntry *e)
 /* A new failsafe.timeout.TimeoutError whose __cause__ and __context__ are cause. */
 static PyObject *timeout_error(fs_state *st, PyObject *cause)
 {
-    fs_error(st, FS_E_TIMEOUT, NULL);
-    PyObject *te = PyErr_GetRaisedException();
-    if (te == NULL || !PyErr_GivenExceptionMatches(te, PyExc_TimeoutError)) {
-        PyErr_SetRaisedException(te);   /* creating it failed: raise that failure */
+    /* The class fs_error() raises for FS_E_TIMEOUT, instantiated directly: raising it would
+     * chain it to the handled exception, a walk whose result is replaced here anyway. */
+    PyObject *cls = st->errors[FS_E_TIMEOUT] ? st->errors[FS_E_TIMEOUT] : PyExc_TimeoutError;
+    PyObject *te = PyObject_CallNoArgs(cls);
+    if (te == NULL) {
         return NULL;
+    }
+    if (!PyExceptionInstance_Check(te)) {
+        Py_DECREF(te);
+        return fs_error(st, FS_E_TIMEOUT, NULL);
     }
     if (cause != NULL && cause != Py_None) {
         PyException_SetCause(te, Py_NewRef(cause));
@@ -981,6 +1006,7 @@ static PyObject *ready_new(fs_state *st, PyObject *value)
         return NULL;
     }
     r->value = Py_XNewRef(value);
+    r->stop = NULL;
     PyObject_GC_Track(r);
     return (PyObject *)r;
 }
@@ -995,19 +1021,52 @@ static PyObject *ready_iternext(PyObject *self)
         return NULL;
     }
     r->value = NULL;
+    PyObject *stop = r->stop;
+#ifndef Py_GIL_DISABLED
+    /* The awaiting SEND reads .value and drops the exception: when that left it to us alone, it
+     * serves again (allocating it is most of the cost of an `async with ... as`). */
+    if (stop != NULL && Py_REFCNT(stop) == 1) {
+        PyBaseExceptionObject *b = (PyBaseExceptionObject *)stop;
+        if (b->traceback || b->context || b->cause || b->notes || b->dict) {
+            Py_CLEAR(b->traceback);     /* it escaped into Python code once */
+            Py_CLEAR(b->context);
+            Py_CLEAR(b->cause);
+            Py_CLEAR(b->notes);
+            Py_CLEAR(b->dict);
+        }
+        b->suppress_context = 0;
+        Py_XSETREF(((PyStopIterationObject *)stop)->value, v);
+        PyErr_SetRaisedException(Py_NewRef(stop));
+        return NULL;
+    }
+#endif
     /* StopIteration(v) without the argument tuple and __init__: the awaiting SEND only reads
      * .value (about a third of the cost of calling the class). */
     PyTypeObject *tp = (PyTypeObject *)PyExc_StopIteration;
     PyObject *noargs = PyTuple_New(0);
-    PyObject *stop = noargs ? tp->tp_new(tp, noargs, NULL) : NULL;
+    stop = noargs ? tp->tp_new(tp, noargs, NULL) : NULL;
     Py_XDECREF(noargs);
     if (stop == NULL) {
         Py_DECREF(v);
         return NULL;
     }
     Py_XSETREF(((PyStopIterationObject *)stop)->value, v);
+#ifndef Py_GIL_DISABLED
+    if (r->stop == NULL) {
+        r->stop = Py_NewRef(stop);
+    }
+#endif
     PyErr_SetRaisedException(stop);
     return NULL;
+}
+
+/* Drops the recycled StopIteration's reference to value, so value can go when its user does. */
+static void ready_forget(PyObject *ready, PyObject *value)
+{
+    PyObject *stop = ready ? ((ReadyObject *)ready)->stop : NULL;
+    if (stop != NULL && Py_REFCNT(stop) == 1 && ((PyStopIterationObject *)stop)->value == value) {
+        Py_CLEAR(((PyStopIterationObject *)stop)->value);
+    }
 }
 
 static PySendResult ready_am_send(PyObject *self, PyObject *Py_UNUSED(arg), PyObject **presult)
@@ -1060,12 +1119,14 @@ static int ready_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(((ReadyObject *)self)->value);
+    Py_VISIT(((ReadyObject *)self)->stop);
     return 0;
 }
 
 static int ready_clear(PyObject *self)
 {
     Py_CLEAR(((ReadyObject *)self)->value);
+    Py_CLEAR(((ReadyObject *)self)->stop);
     return 0;
 }
 
@@ -1378,6 +1439,7 @@ static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
     PyObject *te;
     int r = entry_exit(st, &s->entry, args[0], args[1], &te);
     s->phase = fired ? SCOPE_EXPIRED : SCOPE_FINISHED;
+    ready_forget(q->ready_spare, (PyObject *)s);
     if (Py_REFCNT(s) == 1 && q->scope_spare == NULL) {
         /* Nobody bound it (`as`): keep it for the next entry instead of freeing it. */
         q->scope_spare = (PyObject *)s;
@@ -1448,6 +1510,12 @@ static PyObject *tm_descr_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED
     TimeoutMethod *d = (TimeoutMethod *)self;
     if (obj == NULL || obj == Py_None || d->self != NULL) {
         return Py_NewRef(self);
+    }
+    fs_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (!PyObject_TypeCheck(obj, st->Timeout_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s() binds to a Timeout, not %.200s", tm_names[d->which],
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
     }
     TimeoutMethod *m = d->free;
     if (m != NULL) {
@@ -1528,12 +1596,18 @@ static PyObject *tm_get_name(PyObject *self, void *Py_UNUSED(closure))
 static PyMemberDef tm_members[] = {
     {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(TimeoutMethod, vectorcall), Py_READONLY,
      NULL},
-    {"__self__", Py_T_OBJECT, offsetof(TimeoutMethod, self), Py_READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
+static PyObject *tm_get_self(PyObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *bound = ((TimeoutMethod *)self)->self;
+    return Py_NewRef(bound ? bound : Py_None);
+}
+
 static PyGetSetDef tm_getset[] = {
     {"__name__", tm_get_name, NULL, NULL, NULL},
+    {"__self__", tm_get_self, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1729,14 +1803,14 @@ static PyMethodDef timeout_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
-/* The direct C function of a METH_NOARGS method of type, or NULL. */
-static PyCFunction noargs_method(PyTypeObject *type, const char *name)
+/* The direct C function of a method of type with exactly these flags, or NULL. */
+static PyCFunction c_method(PyTypeObject *type, const char *name, int flags)
 {
     PyObject *d = PyObject_GetAttrString((PyObject *)type, name);
     PyCFunction f = NULL;
     if (d != NULL && Py_IS_TYPE(d, &PyMethodDescr_Type)) {
         PyMethodDef *ml = ((PyMethodDescrObject *)d)->d_method;
-        f = (ml->ml_flags & ~METH_COEXIST) == METH_NOARGS ? ml->ml_meth : NULL;
+        f = (ml->ml_flags & ~METH_COEXIST) == flags ? ml->ml_meth : NULL;
     }
     PyErr_Clear();
     Py_XDECREF(d);
@@ -1764,8 +1838,9 @@ static int setup_asyncio(fs_state *st)
     }
     if (ctask != NULL && PyType_Check(ctask) && ctask == py_task) {
         st->CTask_Type = (PyTypeObject *)Py_NewRef(ctask);
-        st->task_cancelling = noargs_method(st->CTask_Type, "cancelling");
-        st->task_uncancel = noargs_method(st->CTask_Type, "uncancel");
+        st->task_cancelling = c_method(st->CTask_Type, "cancelling", METH_NOARGS);
+        st->task_uncancel = c_method(st->CTask_Type, "uncancel", METH_NOARGS);
+        st->task_cancel = c_method(st->CTask_Type, "cancel", METH_FASTCALL | METH_KEYWORDS);
     }
     Py_DECREF(casyncio);
     Py_XDECREF(tasks);
@@ -1820,5 +1895,6 @@ void fs_timeout_clear(fs_state *st)
     Py_CLEAR(st->CTask_Type);
     st->task_cancelling = NULL;
     st->task_uncancel = NULL;
+    st->task_cancel = NULL;
     Py_CLEAR(st->ready_none);
 }

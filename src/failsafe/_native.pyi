@@ -22,7 +22,8 @@ class Outcome(_Policy):
     def _configure(self, *, on: tuple[type[BaseException], ...] | None = ...,
                    on_pred: Callable[[BaseException], object] | None = ...,
                    budget: RetryBudget | None = ..., handoff_results: bool = ...,
-                   success_counter: int = ..., needs_t0: bool = ...) -> None: ...
+                   success_counter: int = ..., needs_t0: bool = ..., answer: Any = ...,
+                   answer_kind: int = ..., answer_counter: int = ...) -> None: ...
 
 @final
 class Guard:

@@ -21,6 +21,13 @@ __all__ = [
 ]
 
 INVOKED = 0
+_ANSWER_NONE, _ANSWER_VALUE, _ANSWER_CALL = 0, 1, 2
+
+
+def _is_async_callable(obj: Any) -> bool:
+    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
+        getattr(obj, "__call__", None)  # noqa: B004
+    )
 
 
 class FallbackListener:
@@ -73,10 +80,20 @@ class Fallback(_core.Component, _native.Outcome):
         self._handler = handler
         self._call_handler = callable(handler)
         self._if = if_
+        # Without listeners, a value or a sync handler answers in C (no Python frame); an
+        # async handler, or any handler while somebody listens, takes the slow path below.
+        kind = _ANSWER_NONE
+        if not callable(handler):
+            kind = _ANSWER_VALUE
+        elif not _is_async_callable(handler):
+            kind = _ANSWER_CALL
         self._configure(
             on=types,
             on_pred=on if on is not None and types is None else None,
             handoff_results=if_ is not None,
+            answer=handler,
+            answer_kind=kind,
+            answer_counter=INVOKED,
         )
 
     def __call__[**P, T](
@@ -98,7 +115,8 @@ class Fallback(_core.Component, _native.Outcome):
         return out
 
     async def _on_error(
-        self, exc: BaseException, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t0: int
+        self, exc: BaseException, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t0: int,
+        failures: int,
     ) -> Any:
         try:
             return await self._answer(exc, args, kwargs)
@@ -109,7 +127,8 @@ class Fallback(_core.Component, _native.Outcome):
             raise
 
     async def _on_result(
-        self, result: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t0: int
+        self, result: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t0: int,
+        failures: int,
     ) -> Any:
         assert self._if is not None
         verdict = self._if(result, *args, **kwargs)

@@ -33,6 +33,23 @@ __all__ = [
 ]
 
 ATTEMPT, SUCCESS, GIVEUP = 0, 1, 2
+_YIELD_EVERY: Final = 16  # zero-delay retries between loop turns (FS_YIELD_EVERY in C)
+_IMMEDIATE_OFF: Final = -2
+
+
+def _is_zero_backoff(backoff: object) -> bool:
+    """Whether every delay of the schedule is 0 (so re-attempts may run at once, in C)."""
+    if isinstance(backoff, bool):
+        return False
+    if isinstance(backoff, (int, float)):
+        return backoff == 0
+    if isinstance(backoff, (list, tuple)):
+        return bool(backoff) and all(
+            isinstance(d, (int, float)) and not isinstance(d, bool) and d == 0 for d in backoff
+        )
+    if isinstance(backoff, backoffs.Backoff):
+        return backoff._is_zero()
+    return False
 
 BackoffT = float | int | Iterable[float] | Callable[[int], float]
 
@@ -179,6 +196,15 @@ class Retry(_core.Component, _native.Outcome):
             raise TypeError(f"budget must be a failsafe.retry.RetryBudget, not {budget!r}")
         self._budget = budget
         self._bucket = _bucket
+        # Retries with no wait and nothing to consult (budget, bucket, deadline) run in C.
+        immediate = _IMMEDIATE_OFF
+        if (
+            _is_zero_backoff(backoff)
+            and budget is None
+            and _bucket is None
+            and max_duration is None
+        ):
+            immediate = -1 if self._attempts is None else self._attempts
         self._configure(
             on=types,
             on_pred=self._on_pred,
@@ -186,6 +212,8 @@ class Retry(_core.Component, _native.Outcome):
             handoff_results=if_result is not None,
             success_counter=SUCCESS,
             needs_t0=max_duration is not None,
+            immediate=immediate,
+            attempt_counter=ATTEMPT,
         )
 
     # -- decorator -------------------------------------------------------------------------
@@ -200,23 +228,24 @@ class Retry(_core.Component, _native.Outcome):
 
     # -- slow paths, called by the C guard -------------------------------------------------
 
-    def _first_success(self) -> None:
-        events.emit(self, "on_success", (RetryCounter(0, self._attempts),))
+    def _first_success(self, failures: int) -> None:
+        events.emit(self, "on_success", (RetryCounter(failures, self._attempts),))
 
-    async def _on_error(
+    def _on_error(
         self, exc: BaseException, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-        kwargs: dict[str, Any], t0: int,
-    ) -> Any:
-        return await self._retry_loop(fn, args, kwargs, t0, exc, _NO_RESULT)
+        kwargs: dict[str, Any], t0: int, failures: int,
+    ) -> Coroutine[Any, Any, Any]:
+        # Returns the loop's coroutine itself: the C guard drives it, no extra frame.
+        return self._retry_loop(fn, args, kwargs, t0, exc, _NO_RESULT, failures)
 
     async def _on_result(
         self, result: Any, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-        kwargs: dict[str, Any], t0: int,
+        kwargs: dict[str, Any], t0: int, failures: int,
     ) -> Any:
         if not self._rejects(result):
-            self._succeeded(0)
+            self._succeeded(failures)
             return result
-        return await self._retry_loop(fn, args, kwargs, t0, None, result)
+        return await self._retry_loop(fn, args, kwargs, t0, None, result, failures + 1)
 
     def _rejects(self, result: Any) -> bool:
         return self._if_result is not None and bool(self._if_result(result))
@@ -230,7 +259,8 @@ class Retry(_core.Component, _native.Outcome):
 
     def _succeeded(self, failures: int) -> None:
         self._count(SUCCESS)
-        events.emit(self, "on_success", (RetryCounter(failures, self._attempts),))
+        if events.is_listening(self):
+            events.emit(self, "on_success", (RetryCounter(failures, self._attempts),))
 
     def _next_delay(
         self, failures: int, schedule: Iterator[float], t0: int, last_ns: int,
@@ -261,17 +291,23 @@ class Retry(_core.Component, _native.Outcome):
         retry_after: float = 0.0,
     ) -> Exception:
         self._count(GIVEUP)
-        events.emit(self, "on_attempts_exceeded", ())
+        if events.is_listening(self):
+            events.emit(self, "on_attempts_exceeded", ())
         if reason == "bucket":  # bucket_retry: failsafe-py's EmptyBucket, from the last error
             return EmptyBucket(retry_after_seconds=retry_after)
         return AttemptsExceeded(failures, exc, reason=reason, last_result=result)
 
     async def _retry_loop(
         self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any],
-        t0: int, exc: BaseException | None, result: Any,
+        t0: int, exc: BaseException | None, result: Any, failures: int = 1,
     ) -> Any:
+        """Retries after the failure of attempt number ``failures`` (earlier ones may have been
+        retried at once in C, which counted them)."""
         schedule = self._new_schedule()
-        failures = 1
+        if failures > 1:
+            # Immediate retries in C used a schedule of zeros: skip as many delays.
+            for _ in range(failures - 1):
+                next(schedule, None)
         # t0 is only measured with max_duration (and may be 0 under a FakeClock)
         last_ns = _native.now_ns() - t0 if self._max_duration_ns is not None else 0
         while True:
@@ -279,8 +315,13 @@ class Retry(_core.Component, _native.Outcome):
             if delay is None:
                 raise self._give_up(failures, reason, exc, result, retry_after) from exc
             self._count(ATTEMPT)
-            events.emit(self, "on_retry", (exc, RetryCounter(failures, self._attempts), delay))
-            await _testing.sleep(delay)
+            if events.is_listening(self):
+                counter = RetryCounter(failures, self._attempts)
+                events.emit(self, "on_retry", (exc, counter, delay))
+            if delay > 0 or failures % _YIELD_EVERY == 0:
+                # A zero delay costs no loop turn, except now and then, so that a runaway
+                # retry of a function that never suspends stays cancellable.
+                await _testing.sleep(delay)
             start = _native.now_ns()
             try:
                 result = await fn(*args, **kwargs)
@@ -362,7 +403,9 @@ class _Attempts(AsyncIterator[Attempt]):
             if delay is None:
                 raise p._give_up(self._failures, reason, exc, _NO_RESULT, retry_after) from exc
             p._count(ATTEMPT)
-            events.emit(p, "on_retry", (exc, RetryCounter(self._failures, p._attempts), delay))
+            if events.is_listening(p):
+                counter = RetryCounter(self._failures, p._attempts)
+                events.emit(p, "on_retry", (exc, counter, delay))
             await _testing.sleep(delay)
         self._start = _native.now_ns()
         self._current = _BlockAttempt(self._failures + 1, p)

@@ -48,7 +48,14 @@ class Backoff(Iterable[float]):
         kind_j = jitters.kind_of(jitter)
         self._custom_jitter = jitter if kind_j is None else None
         self._spec = _native.Backoff(kind, kind_j or 0, a, b, c, max_delay, seq)
+        self._zero = (kind == CONST and a == 0) or (
+            kind == INTERVAL and seq is not None and all(d == 0 for d in seq)
+        )
         self._shared: Iterator[float] | None = None
+
+    def _is_zero(self) -> bool:
+        """Whether every delay is 0."""
+        return self._custom_jitter is None and self._zero
 
     def __iter__(self) -> Iterator[float]:
         it: Iterator[float] = iter(self._spec)
