@@ -239,7 +239,8 @@ async def test_methods_bind_self() -> None:
     assert await b.get(plus=2) == 5
     assert await Box.get(b, 1) == 4
     made = await Box.make(9)
-    assert isinstance(made, Box) and made.v == 9
+    assert isinstance(made, Box)
+    assert made.v == 9
     assert await Box.static(4) == 8
     assert await b.static(4) == 8
     assert inspect.iscoroutinefunction(b.get)

@@ -17,7 +17,9 @@ from failsafe.timeout import timeout
 ORDERS = list(itertools.permutations(["retry", "timeout", "fallback"]))
 
 
-def build(order: tuple[str, ...], fn: Callable[..., Any], **opts: Any) -> tuple[Any, dict[str, Any]]:
+def build(
+    order: tuple[str, ...], fn: Callable[..., Any], **opts: Any
+) -> tuple[Any, dict[str, Any]]:
     """Decorates fn with the patterns, order[0] outermost; returns the guard and policies."""
     policies = {
         "retry": retry(on=opts.get("retry_on", ValueError), attempts=2, backoff=0),

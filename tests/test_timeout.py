@@ -460,7 +460,7 @@ async def test_scenarios_cover_both_outcomes() -> None:
 
 @pytest.mark.parametrize("form", ["shared", "decorator"])
 async def test_many_tasks_share_one_timeout(form: str) -> None:
-    policy = timeout(0.05)
+    policy = timeout(0.5)  # the quick tasks must finish well within it, even on a slow machine
 
     async def body(i: int) -> int:
         await asyncio.sleep(LONG if i % 3 == 0 else 0)
@@ -1097,18 +1097,18 @@ def test_subclassable_native_type() -> None:
 
 async def test_context_manager_methods() -> None:
     policy = timeout(LONG)
-    enter = policy.__aenter__
+    enter: Any = policy.__aenter__
     assert enter.__name__ == "__aenter__"
     assert enter.__self__ is policy
     assert "bound method __aenter__" in repr(enter)
     scope = await enter()
     assert isinstance(scope, TimeoutScope)
-    assert await _native.Timeout.__aexit__(policy, None, None, None) is None
+    await _native.Timeout.__aexit__(policy, None, None, None)
     descr = vars(_native.Timeout)["__aexit__"]
     with pytest.raises(TypeError, match="binds to a Timeout"):
         descr.__get__(42)
     with pytest.raises(TypeError, match="first argument"):
         descr(42, None, None, None)
     with pytest.raises(TypeError, match="positional"):
-        policy.__aexit__(None)  # type: ignore[call-arg]
+        enter(None)
     assert _native._timeout_pending() == 0

@@ -182,6 +182,8 @@ static PyObject *tq_fire(PyObject *self, PyObject *unused);
 static PyObject *tq_loop_gone(PyObject *self, PyObject *ref);
 
 static PyMethodDef tq_fire_def = {"_fire", tq_fire, METH_O, NULL};
+
+typedef PyObject *(*fastcall_kw)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *);
 static PyMethodDef tq_loop_gone_def = {"_loop_gone", tq_loop_gone, METH_O, NULL};
 
 /* The referent of a weak reference as a new reference, or NULL (no error) once it is gone. */
@@ -219,7 +221,7 @@ static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
     PyObject *old = q->handle;
     if (old != NULL) {
         q->handle = NULL;
-        PyObject *h = PyWeakref_Check(old) ? tq_deref(old) : Py_NewRef(old);
+        PyObject *h = tq_deref(old);
         Py_DECREF(old);
         PyObject *r = h ? PyObject_CallMethodNoArgs(h, st->str_cancel) : Py_NewRef(Py_None);
         Py_XDECREF(h);
@@ -436,8 +438,7 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
         PyObject *task = Py_NewRef(e->task);
         PyObject *r;
         if (st->task_cancel != NULL && Py_IS_TYPE(task, st->CTask_Type)) {
-            r = ((PyObject * (*)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *))(void (*)(void))
-                     st->task_cancel)(task, NULL, 0, NULL);
+            r = ((fastcall_kw)(void (*)(void))st->task_cancel)(task, NULL, 0, NULL);
         }
         else {
             r = PyObject_CallMethodNoArgs(task, st->str_cancel);
@@ -735,6 +736,8 @@ static void entry_init(FsTimerEntry *e, PyObject *owner)
     e->state = FS_TE_IDLE;
 }
 
+static void entry_unlink(FsTimerEntry *e);
+
 /* Registers e for task with deadline when (+inf: none yet), arming the loop timer if needed. */
 static int entry_register(FsTimerEntry *e, FsTimerQueue *q, PyObject *loop, PyObject *task,
                           double when, double now)
@@ -747,19 +750,18 @@ static int entry_register(FsTimerEntry *e, FsTimerQueue *q, PyObject *loop, PyOb
     }
     e->cancelling0 = c0;
     e->node.when = when;
-    if (when < INFINITY) {
-        if (tq_push(q, &e->node) < 0) {
-            return -1;
-        }
-        if (!q->firing && when < q->armed_when && tq_arm(q, loop, when, now) < 0) {
-            fs_heap_remove(&q->heap, &e->node);
-            return -1;
-        }
-    }
     e->task = Py_NewRef(task);
     e->queue = (FsTimerQueue *)Py_NewRef(q);
     e->state = FS_TE_ARMED;
     q->live++;
+    if (when < INFINITY
+        && (tq_push(q, &e->node) < 0
+            || (!q->firing && when < q->armed_when && tq_arm(q, loop, when, now) < 0))) {
+        PyObject *exc = PyErr_GetRaisedException();
+        entry_unlink(e);
+        PyErr_SetRaisedException(exc);
+        return -1;
+    }
     return 0;
 }
 

@@ -23,7 +23,8 @@ class Outcome(_Policy):
                    on_pred: Callable[[BaseException], object] | None = ...,
                    budget: RetryBudget | None = ..., handoff_results: bool = ...,
                    success_counter: int = ..., needs_t0: bool = ..., answer: Any = ...,
-                   answer_kind: int = ..., answer_counter: int = ...) -> None: ...
+                   answer_kind: int = ..., answer_counter: int = ...,
+                   immediate: int = ..., attempt_counter: int = ...) -> None: ...
 
 @final
 class Guard:

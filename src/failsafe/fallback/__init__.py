@@ -115,7 +115,12 @@ class Fallback(_core.Component, _native.Outcome):
         return out
 
     async def _on_error(
-        self, exc: BaseException, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t0: int,
+        self,
+        exc: BaseException,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        t0: int,
         failures: int,
     ) -> Any:
         try:
@@ -127,7 +132,12 @@ class Fallback(_core.Component, _native.Outcome):
             raise
 
     async def _on_result(
-        self, result: Any, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t0: int,
+        self,
+        result: Any,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        t0: int,
         failures: int,
     ) -> Any:
         assert self._if is not None

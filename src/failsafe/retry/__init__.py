@@ -11,7 +11,7 @@ import inspect
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import Any, ClassVar, overload
+from typing import Any, ClassVar, Final, overload
 
 from failsafe import _core, _native, events
 from failsafe import testing as _testing
@@ -51,6 +51,7 @@ def _is_zero_backoff(backoff: object) -> bool:
         return backoff._is_zero()
     return False
 
+
 BackoffT = float | int | Iterable[float] | Callable[[int], float]
 
 
@@ -64,7 +65,10 @@ class RetryCounter:
         self.max_attempts = max_attempts
 
     def __repr__(self) -> str:
-        return f"RetryCounter(current_attempt={self.current_attempt}, max_attempts={self.max_attempts})"
+        return (
+            f"RetryCounter(current_attempt={self.current_attempt},"
+            f" max_attempts={self.max_attempts})"
+        )
 
 
 class RetryListener:
@@ -88,6 +92,8 @@ def register_retry_listener(listener: Any) -> None:
 
 
 class RetryBudget(_native.RetryBudget):
+    _params: tuple[float, float, float]
+
     """A retry budget shared by policies: retries stay below ``ratio`` of calls, plus
     ``min_per_second`` retries always allowed, measured over the last ``ttl`` seconds."""
 
@@ -107,7 +113,9 @@ class RetryBudget(_native.RetryBudget):
 
     def __repr__(self) -> str:
         r, m, t = self._params
-        return f"RetryBudget(ratio={r}, min_per_second={m}, ttl={t}, available={self.available():.1f})"
+        return (
+            f"RetryBudget(ratio={r}, min_per_second={m}, ttl={t}, available={self.available():.1f})"
+        )
 
 
 def _schedule_factory(backoff: object) -> Callable[[], Iterator[float]]:
@@ -232,15 +240,25 @@ class Retry(_core.Component, _native.Outcome):
         events.emit(self, "on_success", (RetryCounter(failures, self._attempts),))
 
     def _on_error(
-        self, exc: BaseException, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-        kwargs: dict[str, Any], t0: int, failures: int,
+        self,
+        exc: BaseException,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        t0: int,
+        failures: int,
     ) -> Coroutine[Any, Any, Any]:
         # Returns the loop's coroutine itself: the C guard drives it, no extra frame.
         return self._retry_loop(fn, args, kwargs, t0, exc, _NO_RESULT, failures)
 
     async def _on_result(
-        self, result: Any, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-        kwargs: dict[str, Any], t0: int, failures: int,
+        self,
+        result: Any,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        t0: int,
+        failures: int,
     ) -> Any:
         if not self._rejects(result):
             self._succeeded(failures)
@@ -263,7 +281,11 @@ class Retry(_core.Component, _native.Outcome):
             events.emit(self, "on_success", (RetryCounter(failures, self._attempts),))
 
     def _next_delay(
-        self, failures: int, schedule: Iterator[float], t0: int, last_ns: int,
+        self,
+        failures: int,
+        schedule: Iterator[float],
+        t0: int,
+        last_ns: int,
         exc: BaseException | None,
     ) -> tuple[float | None, str, float]:
         """The wait before the next attempt, or None, why not to retry and (bucket) the
@@ -287,7 +309,11 @@ class Retry(_core.Component, _native.Outcome):
         return delay, "", 0.0
 
     def _give_up(
-        self, failures: int, reason: str, exc: BaseException | None, result: Any,
+        self,
+        failures: int,
+        reason: str,
+        exc: BaseException | None,
+        result: Any,
         retry_after: float = 0.0,
     ) -> Exception:
         self._count(GIVEUP)
@@ -298,8 +324,14 @@ class Retry(_core.Component, _native.Outcome):
         return AttemptsExceeded(failures, exc, reason=reason, last_result=result)
 
     async def _retry_loop(
-        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any],
-        t0: int, exc: BaseException | None, result: Any, failures: int = 1,
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        t0: int,
+        exc: BaseException | None,
+        result: Any,
+        failures: int = 1,
     ) -> Any:
         """Retries after the failure of attempt number ``failures`` (earlier ones may have been
         retried at once in C, which counted them)."""
@@ -367,8 +399,12 @@ class Attempt:
         if e is None:
             self._ok = True
             return False
+        return self._handle(e)
+
+    def _handle(self, e: BaseException) -> bool:
+        """Records the attempt's exception; True suppresses it (so the loop retries)."""
         self._exc = e
-        return False  # _Attempts decides; a matching exception is suppressed below
+        return False
 
 
 class _Attempts(AsyncIterator[Attempt]):
@@ -485,6 +521,11 @@ def bucket_retry(
         )
     bucket = _native.TokenBucket(interval_ns, size)
     return Retry(
-        on=on, attempts=attempts, backoff=backoff, name=name, listeners=listeners,
-        event_manager=event_manager, _bucket=bucket,
+        on=on,
+        attempts=attempts,
+        backoff=backoff,
+        name=name,
+        listeners=listeners,
+        event_manager=event_manager,
+        _bucket=bucket,
     )

@@ -84,7 +84,7 @@ def _checked_delay(value: object) -> float:
     return float(value)
 
 
-class const(Backoff):  # noqa: N801 - public name kept from failsafe-py
+class const(Backoff):
     """The same delay every time."""
 
     def __init__(self, delay_secs: float, *, jitter: Callable[[float], float] | None = None):
@@ -92,7 +92,7 @@ class const(Backoff):  # noqa: N801 - public name kept from failsafe-py
         super().__init__(CONST, a=d, jitter=jitter)
 
 
-class interval(Backoff):  # noqa: N801
+class interval(Backoff):
     """Cycles through the given delays: d0, d1, ..., dn, d0, ..."""
 
     def __init__(
@@ -106,7 +106,7 @@ class interval(Backoff):  # noqa: N801
         super().__init__(INTERVAL, seq=seq, jitter=jitter)
 
 
-class linear(Backoff):  # noqa: N801
+class linear(Backoff):
     """min_delay_secs + additive_secs * k, capped at max_delay_secs."""
 
     def __init__(
@@ -122,7 +122,7 @@ class linear(Backoff):  # noqa: N801
         super().__init__(LINEAR, a=a, b=b, max_delay=_cap(max_delay_secs, a), jitter=jitter)
 
 
-class expo(Backoff):  # noqa: N801
+class expo(Backoff):
     """min_delay_secs * base ** k, capped at max_delay_secs."""
 
     def __init__(
@@ -140,7 +140,7 @@ class expo(Backoff):  # noqa: N801
         super().__init__(EXPO, a=a, b=b, max_delay=_cap(max_delay_secs, a), jitter=jitter)
 
 
-class fibo(Backoff):  # noqa: N801
+class fibo(Backoff):
     """Fibonacci growth: a, a + factor, then the sum of the previous two; capped."""
 
     def __init__(
@@ -156,12 +156,10 @@ class fibo(Backoff):  # noqa: N801
         super().__init__(FIBO, a=a, b=b, max_delay=_cap(max_delay_secs, a), jitter=jitter)
 
 
-class decorrexp(Backoff):  # noqa: N801
+class decorrexp(Backoff):
     """AWS "decorrelated jitter": next = uniform(min, min(previous * base, max))."""
 
-    def __init__(
-        self, min_delay_secs: float, max_delay_secs: float | None, base: float = 3
-    ):
+    def __init__(self, min_delay_secs: float, max_delay_secs: float | None, base: float = 3):
         a = float(check_number(min_delay_secs, "min_delay_secs"))
         b = float(check_number(base, "base"))
         if b < 1:
@@ -172,7 +170,7 @@ class decorrexp(Backoff):  # noqa: N801
         super().__init__(DECORREXP, a=a, b=b, max_delay=cap)
 
 
-class softexp(Backoff):  # noqa: N801
+class softexp(Backoff):
     """Smooth exponential growth with jitter around a median delay (Polly's V2 jitter)."""
 
     def __init__(

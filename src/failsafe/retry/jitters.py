@@ -36,4 +36,6 @@ def kind_of(jitter: object) -> int | None:
         return EQUAL
     if callable(jitter):
         return None
-    raise TypeError(f"jitter must be failsafe.retry.jitters.full/equal, a callable or None, not {jitter!r}")
+    raise TypeError(
+        f"jitter must be failsafe.retry.jitters.full/equal, a callable or None, not {jitter!r}"
+    )
