@@ -216,6 +216,10 @@ static PyObject *tq_loop(FsTimerQueue *q)
 static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
 {
     fs_state *st = q->st;
+    if (st->empty_context == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "failsafe._native is finalized");
+        return -1;
+    }
     q->arm_gen = (q->arm_gen + 1) & 0xff;
     q->armed_when = INFINITY;
     PyObject *old = q->handle;
@@ -412,9 +416,10 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
 {
     FsTimerQueue *q = (FsTimerQueue *)self;
     fs_state *st = q->st;
-    if (PyLong_AsLong(gen) != q->arm_gen) {
+    if (PyLong_AsLong(gen) != q->arm_gen || st->str_cancel == NULL) {
         PyErr_Clear();
-        Py_RETURN_NONE;     /* replaced by an earlier deadline but not cancelled */
+        Py_RETURN_NONE;     /* replaced by an earlier deadline but not cancelled, or the module
+                             * state is already cleared (interpreter shutdown) */
     }
     Py_CLEAR(q->handle);
     q->armed_when = INFINITY;

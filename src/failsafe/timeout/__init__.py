@@ -43,6 +43,8 @@ _MISSING: Final = _Missing.MISSING
 
 def _check_seconds(value: object, param: str) -> float | None:
     # None disables, inf never expires, 0 expires at the first suspension (as asyncio.timeout).
+    if type(value) is float and value >= 0.0:  # the common case, cheaply (NaN fails >=)
+        return value
     checked = check_number(value, param, allow_none=True, allow_inf=True)
     return None if checked is None else float(checked)
 
@@ -70,7 +72,9 @@ class Timeout(Component, _native.Timeout):
         self._init_component(name, listeners)
         for listener in self._listeners:
             events.check_listener(listener, "listeners")
-        self._event_manager = events.check_event_manager(event_manager)
+        self._event_manager = (
+            None if event_manager is None else events.check_event_manager(event_manager)
+        )
 
     def __call__[**P, T](
         self, fn: Callable[P, Awaitable[T]]
