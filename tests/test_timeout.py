@@ -796,9 +796,6 @@ async def test_reschedule_earlier_and_later() -> None:
 # Outside a task, disabled, infinite
 
 
-# The decorated function's coroutine, created but never started, warns when dropped.
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_outside_a_task() -> None:
     policy = timeout(LONG)
 
@@ -820,8 +817,6 @@ async def test_outside_a_task() -> None:
     assert [str(e) for e in errors] == ["Timeout should be used inside a task"] * 2
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_outside_a_loop() -> None:
     policy = timeout(LONG)
 

@@ -63,6 +63,7 @@ typedef struct fs_state {
     PyObject *str_cancelling;
     PyObject *str_uncancel;
     PyObject *str_context;
+    PyObject *str_throw;
     /* time: a fake clock, when set, replaces CLOCK_MONOTONIC for every policy */
     int fake_clock;
     int64_t fake_now_ns;

@@ -158,6 +158,16 @@ static PyObject *awaitable_iter(PyObject *aw)
 
 static PySendResult call_drive(FsCall *c, PyObject *arg, PyObject **presult);
 
+/* 1 and *res set when obj has the attribute, 0 when not, -1 on another error. */
+static int lookup_optional_attr(PyObject *obj, PyObject *name, PyObject **res)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, res);
+#else
+    return _PyObject_LookupAttr(obj, name, res);
+#endif
+}
+
 /* The inner awaitable ended with result (owned) or exc (owned). */
 static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, PyObject **presult)
 {
@@ -223,6 +233,12 @@ static int call_begin(FsCall *c, PyObject *arg)
             if (c->policy->ops->abandon != NULL) {
                 c->policy->ops->abandon(c);
             }
+            /* Close the never-started coroutine: no "never awaited" warning. */
+            PyObject *r = PyObject_CallMethod(c->inner, "close", NULL);
+            if (r == NULL) {
+                PyErr_WriteUnraisable(c->inner);
+            }
+            Py_XDECREF(r);
             call_release(c);
             PyErr_SetRaisedException(err);
             return -1;
@@ -343,9 +359,22 @@ static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (c->state == FS_CALL_FRESH) {
         c->state = FS_CALL_RUNNING;     /* the inner coroutine raises at once: no start */
     }
-    PyObject *meth = PyObject_GetAttrString(c->inner, "throw");
     PyObject *res = NULL;
-    if (meth != NULL) {
+    PyObject *meth = NULL;
+    PyObject *str_throw = c->policy->st->str_throw;
+    if (PyCoro_CheckExact(c->inner) || PyGen_CheckExact(c->inner)) {
+        /* The common case: no bound method object. */
+        PyObject *stack[4] = {c->inner, args[0], nargs > 1 ? args[1] : NULL,
+                              nargs > 2 ? args[2] : NULL};
+        res = PyObject_VectorcallMethod(str_throw, stack, (size_t)nargs + 1, NULL);
+        if (res != NULL) {
+            return res;
+        }
+    }
+    else if (lookup_optional_attr(c->inner, str_throw, &meth) < 0) {
+        return NULL;
+    }
+    else if (meth != NULL) {
         res = PyObject_Vectorcall(meth, args, (size_t)nargs, NULL);
         Py_DECREF(meth);
         if (res != NULL) {

@@ -240,7 +240,7 @@ static int fs_exec(PyObject *module)
         || intern(&st->str_time, "time") < 0 || intern(&st->str_call_at, "call_at") < 0
         || intern(&st->str_call_soon, "call_soon") < 0 || intern(&st->str_cancel, "cancel") < 0
         || intern(&st->str_cancelling, "cancelling") < 0
-        || intern(&st->str_uncancel, "uncancel") < 0 || intern(&st->str_context, "context") < 0) {
+        || intern(&st->str_uncancel, "uncancel") < 0 || intern(&st->str_context, "context") < 0 || intern(&st->str_throw, "throw") < 0) {
         return -1;
     }
     uint64_t seed = 0;
@@ -319,6 +319,7 @@ static int fs_clear(PyObject *module)
     Py_CLEAR(st->str_cancelling);
     Py_CLEAR(st->str_uncancel);
     Py_CLEAR(st->str_context);
+    Py_CLEAR(st->str_throw);
     return 0;
 }
 

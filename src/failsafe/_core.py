@@ -20,10 +20,14 @@ _NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]{0,62}")
 _NAME_STRIP: Final = re.compile(r"[^A-Za-z0-9_.\-/]+")
 
 
+# Names already validated: policies are often built per use (`async with timeout(...)`).
+_valid_names: set[str] = set()
+
+
 def check_name(name: object) -> str | None:
     """Validates an explicit component name; None stays None."""
-    if name is None:
-        return None
+    if name is None or name in _valid_names:
+        return name  # type: ignore[return-value]
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, not {type(name).__name__}")
     if not _NAME_RE.fullmatch(name):
@@ -31,6 +35,8 @@ def check_name(name: object) -> str | None:
             f"name {name!r} is not a valid metric name segment: start with a letter, then use"
             " letters, digits, '_', '.', '-' or '/', at most 63 characters"
         )
+    if len(_valid_names) < 4096:
+        _valid_names.add(name)
     return name
 
 
@@ -132,8 +138,9 @@ class Component:
         self._explicit_name = checked is not None
         self._name = checked or self.PATTERN
         if listeners is None:
-            listeners = ()
-        elif not isinstance(listeners, Iterable) or isinstance(listeners, (str, bytes)):
+            self._listeners = ()
+            return
+        if not isinstance(listeners, Iterable) or isinstance(listeners, (str, bytes)):
             raise TypeError(f"listeners must be an iterable of listeners, not {listeners!r}")
         from failsafe import events  # events imports this module
 

@@ -43,16 +43,22 @@ _MISSING: Final = _Missing.MISSING
 
 def _check_seconds(value: object, param: str) -> float | None:
     # None disables, inf never expires, 0 expires at the first suspension (as asyncio.timeout).
-    if type(value) is float and value >= 0.0:  # the common case, cheaply (NaN fails >=)
-        return value
+    tp = type(value)
+    if (tp is float or tp is int) and value >= 0:  # the common case, cheaply (NaN fails >=)
+        return float(value)  # type: ignore[arg-type]
     checked = check_number(value, param, allow_none=True, allow_inf=True)
     return None if checked is None else float(checked)
 
 
 class Timeout(Component, _native.Timeout):
-    """A timeout policy: ``@policy`` decorates an async function, ``async with policy:`` (or
-    ``async with policy as scope:``) bounds a block. Per-call state never lives on the policy,
-    so one object serves concurrent tasks, nested blocks and many functions at once.
+    """``timeout(seconds)``: a timeout policy (``None``: disabled; ``0``: expires at the first
+    suspension; ``math.inf``: never; ``timeout_secs=`` is failsafe-py 0.0.1's name of
+    ``seconds``).
+
+    ``@policy`` decorates an async function, ``async with policy:`` (or ``async with policy as
+    scope:``) bounds a block; the scope has ``asyncio.Timeout``'s ``when()``, ``reschedule()``
+    and ``expired()``. Per-call state never lives on the policy, so one object serves concurrent
+    tasks, nested blocks and many functions at once.
 
     Metric: ``fired``, once per TimeoutError raised.
     """
@@ -64,14 +70,19 @@ class Timeout(Component, _native.Timeout):
         self,
         seconds: float | None = None,
         *,
+        timeout_secs: float | _Missing | None = _MISSING,
         name: str | None = None,
         listeners: Iterable[object] | None = None,
         event_manager: EventManager | None = None,
     ) -> None:
-        super().__init__(_check_seconds(seconds, "seconds"))
+        if timeout_secs is not _MISSING:
+            if seconds is not None:
+                raise TypeError("timeout() takes seconds or timeout_secs, not both")
+            seconds = _check_seconds(timeout_secs, "timeout_secs")
+        else:
+            seconds = _check_seconds(seconds, "seconds")
+        _native.Timeout.__init__(self, seconds)
         self._init_component(name, listeners)
-        for listener in self._listeners:
-            events.check_listener(listener, "listeners")
         self._event_manager = (
             None if event_manager is None else events.check_event_manager(event_manager)
         )
@@ -89,25 +100,9 @@ class Timeout(Component, _native.Timeout):
         return f"<timeout {self._name!r} seconds={self.seconds!r} fired={self._counters()[0]}>"
 
 
-def timeout(
-    seconds: float | None = None,
-    *,
-    timeout_secs: float | _Missing | None = _MISSING,
-    name: str | None = None,
-    listeners: Iterable[object] | None = None,
-    event_manager: EventManager | None = None,
-) -> Timeout:
-    """A timeout of ``seconds`` (``None``: disabled; ``0``: expires at the first suspension;
-    ``math.inf``: never). ``timeout_secs=`` is the failsafe-py 0.0.1 name of ``seconds``.
-
-    Use it as a decorator (``@timeout(0.5)``) or as ``async with timeout(0.5) [as scope]:``; the
-    scope has ``asyncio.Timeout``'s ``when()``, ``reschedule()`` and ``expired()``.
-    """
-    if timeout_secs is not _MISSING:
-        if seconds is not None:
-            raise TypeError("timeout() takes seconds or timeout_secs, not both")
-        seconds = _check_seconds(timeout_secs, "timeout_secs")
-    return Timeout(seconds, name=name, listeners=listeners, event_manager=event_manager)
+# The factory is the class itself: `async with timeout(0.3):` builds a policy per use, so
+# it must cost no extra call.
+timeout = Timeout
 
 
 class TimeoutListener:
