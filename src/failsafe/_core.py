@@ -27,7 +27,7 @@ _valid_names: set[str] = set()
 def check_name(name: object) -> str | None:
     """Validates an explicit component name; None stays None."""
     if name is None or name in _valid_names:
-        return name  # type: ignore[return-value]
+        return name
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, not {type(name).__name__}")
     if not _NAME_RE.fullmatch(name):

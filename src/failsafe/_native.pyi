@@ -9,8 +9,11 @@ def _set_clock(now_ns: int | None, /) -> None: ...
 def seed(seed: int, /) -> None: ...
 def _uniform() -> float: ...
 def _set_listening(pattern: int, on: bool, /) -> None: ...
-def _bind(*, emit: Callable[[Any, str, tuple[Any, ...]], None] | None = ...,
-          timeout_error: type[TimeoutError] | None = ...) -> None: ...
+def _bind(
+    *,
+    emit: Callable[[Any, str, tuple[Any, ...]], None] | None = ...,
+    timeout_error: type[TimeoutError] | None = ...,
+) -> None: ...
 
 class _Policy:
     _name: str
@@ -20,12 +23,21 @@ class _Policy:
 
 class Outcome(_Policy):
     def __new__(cls, pattern: int) -> Self: ...
-    def _configure(self, *, on: tuple[type[BaseException], ...] | None = ...,
-                   on_pred: Callable[[BaseException], object] | None = ...,
-                   budget: RetryBudget | None = ..., handoff_results: bool = ...,
-                   success_counter: int = ..., needs_t0: bool = ..., answer: Any = ...,
-                   answer_kind: int = ..., answer_counter: int = ...,
-                   immediate: int = ..., attempt_counter: int = ...) -> None: ...
+    def _configure(
+        self,
+        *,
+        on: tuple[type[BaseException], ...] | None = ...,
+        on_pred: Callable[[BaseException], object] | None = ...,
+        budget: RetryBudget | None = ...,
+        handoff_results: bool = ...,
+        success_counter: int = ...,
+        needs_t0: bool = ...,
+        answer: Any = ...,
+        answer_kind: int = ...,
+        answer_counter: int = ...,
+        immediate: int = ...,
+        attempt_counter: int = ...,
+    ) -> None: ...
 
 @final
 class Guard:
@@ -44,8 +56,16 @@ class GuardedCall:
 
 @final
 class Backoff:
-    def __new__(cls, kind: int, jitter: int, a: float = ..., b: float = ..., c: float = ...,
-                max: float = ..., seq: Sequence[float] | None = ...) -> Backoff: ...
+    def __new__(
+        cls,
+        kind: int,
+        jitter: int,
+        a: float = ...,
+        b: float = ...,
+        c: float = ...,
+        max: float = ...,
+        seq: Sequence[float] | None = ...,
+    ) -> Backoff: ...
     def __iter__(self) -> BackoffIter: ...
     @classmethod
     def apply_jitter(cls, kind: int, delay: float, /) -> float: ...
@@ -71,8 +91,13 @@ class Timeout(_Policy):
     @property
     def seconds(self) -> float | None: ...
     def __aenter__(self) -> Awaitable[TimeoutScope]: ...
-    def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                  tb: TracebackType | None, /) -> Awaitable[None]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Awaitable[None]: ...
 
 @final
 class TimeoutScope:

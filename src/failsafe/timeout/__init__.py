@@ -43,9 +43,8 @@ _MISSING: Final = _Missing.MISSING
 
 def _check_seconds(value: object, param: str) -> float | None:
     # None disables, inf never expires, 0 expires at the first suspension (as asyncio.timeout).
-    tp = type(value)
-    if (tp is float or tp is int) and value >= 0:  # the common case, cheaply (NaN fails >=)
-        return float(value)  # type: ignore[arg-type]
+    if (type(value) is float or type(value) is int) and value >= 0:  # cheap (NaN fails >=)
+        return float(value)
     checked = check_number(value, param, allow_none=True, allow_inf=True)
     return None if checked is None else float(checked)
 
