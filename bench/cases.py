@@ -166,6 +166,22 @@ def _failsafe_timeout(seconds: float) -> Any:
     return timeout(seconds)
 
 
+def _failsafe_stack3(fn: AsyncFn) -> Any:
+    from failsafe.fallback import fallback
+    from failsafe.retry import retry
+    from failsafe.timeout import timeout
+
+    return fallback(0)(retry(attempts=3, backoff=0)(timeout(10)(fn)))
+
+
+def _hyx_stack3(fn: AsyncFn) -> Any:
+    from hyx.fallback import fallback
+    from hyx.retry import retry
+    from hyx.timeout import timeout
+
+    return fallback(_zero)(retry(attempts=3, backoff=0)(timeout(10)(fn)))
+
+
 def _hyx_timeout() -> Any:
     from hyx.timeout import timeout
 
@@ -239,6 +255,13 @@ CASES += [
     Case(
         "timeout",
         "not reached",
+        "failsafe async with timeout(10) (one per use)",
+        lambda: {"g": _failsafe_timeout, "f": f},
+        "async with g(10):\n    r = await f()",
+    ),
+    Case(
+        "timeout",
+        "not reached",
         "async with asyncio.timeout(10)",
         lambda: {"g": asyncio.timeout, "f": f},
         "async with g(10):\n    r = await f()",
@@ -303,6 +326,16 @@ CASES += [
     ),
     Case("fallback", "taken", "hyx", lambda: _hyx_fallback(failing), expect=0),
     Case("fallback", "taken", "hand-rolled try/except", lambda: _try_fallback(failing), expect=0),
+]
+
+CASES += [
+    Case(
+        "stack",
+        "fallback+retry+timeout ok",
+        "failsafe",
+        lambda: _failsafe_stack3(f),
+    ),
+    Case("stack", "fallback+retry+timeout ok", "hyx", lambda: _hyx_stack3(f)),
 ]
 
 BY_KEY: dict[str, Case] = {case.key: case for case in CASES}
