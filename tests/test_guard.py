@@ -317,3 +317,164 @@ async def test_callable_object_with_async_call_is_accepted() -> None:
             return x + 1
 
     assert await retry(attempts=0)(Handler())(1) == 2
+
+
+# -- regressions: the awaitable behaves as a coroutine would ---------------------------------
+
+
+async def test_reentrant_close_from_inside_the_call_is_refused() -> None:
+    holder: dict[str, Any] = {}
+
+    @retry(on=KeyError, attempts=0, backoff=0)
+    async def f() -> int:
+        await asyncio.sleep(0)
+        holder["c"].close()
+        return 1
+
+    call = f()
+    holder["c"] = call
+    with pytest.raises(ValueError, match="already executing"):
+        await call
+
+
+async def test_predicate_closing_the_call_is_refused_not_a_crash() -> None:
+    holder: dict[str, Any] = {}
+
+    def pred(exc: BaseException) -> bool:
+        holder["c"].close()
+        return True
+
+    @retry(on=pred, attempts=1, backoff=0)
+    async def f() -> None:
+        raise KeyError
+
+    call = f()
+    holder["c"] = call
+    with pytest.raises(ValueError, match="already executing") as info:
+        await call
+    assert isinstance(info.value.__context__, KeyError)
+
+
+async def test_stop_iteration_from_policy_code_becomes_runtime_error() -> None:
+    def handler(exc: BaseException) -> None:
+        raise StopIteration("leaked")
+
+    @fallback(handler)
+    async def f() -> None:
+        raise ValueError
+
+    with pytest.raises(RuntimeError, match="raised StopIteration"):
+        await f()
+
+    @retry(on=lambda e: next(iter([])), attempts=1, backoff=0)
+    async def g() -> None:
+        raise ValueError
+
+    with pytest.raises(RuntimeError, match="raised StopIteration"):
+        await g()
+
+
+async def test_awaiting_the_same_call_twice_is_refused() -> None:
+    async def slow() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    call = retry(attempts=0)(slow)()
+
+    async def aw() -> Any:
+        return await call
+
+    results = await asyncio.gather(aw(), aw(), return_exceptions=True)
+    assert results[0] == 1
+    assert isinstance(results[1], RuntimeError)
+    assert "awaited already" in str(results[1])
+
+
+async def test_function_returning_a_future_is_awaited_through_its_iterator() -> None:
+    loop = asyncio.get_running_loop()
+    calls = 0
+
+    def returns_future() -> asyncio.Future[int]:
+        nonlocal calls
+        calls += 1
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, 5)
+        return fut
+
+    inspect.markcoroutinefunction(returns_future)
+    assert await retry(attempts=2, backoff=0)(returns_future)() == 5
+    assert await fallback(0)(returns_future)() == 5
+    assert calls == 2
+
+
+async def test_throw_into_a_fresh_call_never_runs_the_function_or_policy() -> None:
+    ran: list[str] = []
+
+    async def f() -> str:
+        ran.append("body")
+        return "ran"
+
+    g = fallback("fallback")(f)
+    call = g()
+    with pytest.raises(ValueError, match="boom"):
+        call.throw(ValueError("boom"))
+    assert ran == []
+    assert g.policy.stats()["invoked"] == 0
+
+
+async def test_close_propagates_errors_from_the_coroutine_finally() -> None:
+    @types.coroutine
+    def suspend() -> Any:
+        yield
+
+    async def f() -> None:
+        try:
+            await suspend()
+        finally:
+            raise AttributeError("from finally")
+
+    call = retry(attempts=0)(f)()
+    call.send(None)
+    with pytest.raises(AttributeError, match="from finally"):
+        call.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="close() returns a value since 3.13")
+async def test_close_returns_the_coroutine_value() -> None:
+    @types.coroutine
+    def suspend() -> Any:
+        yield
+
+    async def f() -> int:
+        try:
+            await suspend()
+        except GeneratorExit:
+            return 42
+        return 0
+
+    call = retry(attempts=0)(f)()
+    call.send(None)
+    assert call.close() == 42
+
+
+async def test_predicate_reraising_the_exception_keeps_a_sane_context() -> None:
+    def pred(exc: BaseException) -> bool:
+        raise exc
+
+    @retry(on=pred, attempts=1, backoff=0)
+    async def f() -> None:
+        raise KeyError("k")
+
+    with pytest.raises(KeyError) as info:
+        await f()
+    assert info.value.__context__ is not info.value
+
+
+async def test_keyboard_interrupt_from_a_listener_propagates() -> None:
+    class Listener:
+        def on_success(self, *args: Any) -> None:
+            raise KeyboardInterrupt
+
+    g = retry(attempts=0, listeners=[Listener()])(ident)
+    with pytest.raises(KeyboardInterrupt):
+        await g(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections.abc
 import contextlib
 import gc
 import inspect
@@ -11,6 +12,7 @@ import logging
 import math
 import sys
 import time
+import types
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -580,10 +582,17 @@ async def test_abandoned_guarded_call_unlinks() -> None:
     coro.close()
     assert _native._timeout_pending() == 0
 
-    coro = f()
+    # Dropped while pending: like a loop timer, the deadline keeps the call until it fires, and
+    # then, since nobody awaits the call any more, cancels nothing.
+    async def g() -> None:
+        await asyncio.sleep(LONG)
+
+    coro = timeout(SHORT)(g)()
     coro.send(None)
-    assert _native._timeout_pending() == 1
     del coro
+    gc.collect()
+    assert _native._timeout_pending() == 1
+    await asyncio.sleep(SHORT * 5)
     gc.collect()
     assert _native._timeout_pending() == 0
     assert me().cancelling() == 0
@@ -1107,3 +1116,62 @@ async def test_context_manager_methods() -> None:
     with pytest.raises(TypeError, match="positional"):
         enter(None)
     assert _native._timeout_pending() == 0
+
+
+async def test_pending_decorated_call_keeps_its_unreferenced_task_alive() -> None:
+    """asyncio.timeout's TimerHandle keeps a pending task alive; so does the C deadline."""
+    never = asyncio.get_running_loop().create_future()
+
+    @timeout(SHORT)
+    async def wait() -> None:
+        await never
+
+    outcomes: list[str] = []
+
+    async def runner() -> None:
+        try:
+            await wait()
+        except TimeoutError:
+            outcomes.append("timeout")
+
+    asyncio.ensure_future(runner())  # no reference kept  # noqa: RUF006
+    await asyncio.sleep(0)
+    gc.collect()
+    await asyncio.sleep(SHORT * 5)
+    assert outcomes == ["timeout"]
+
+
+async def test_closing_a_fired_decorated_call_takes_back_the_cancel() -> None:
+    @types.coroutine
+    def bare() -> Any:
+        yield
+
+    async def body() -> int:
+        await bare()
+        return 1
+
+    async def run() -> int:
+        coro = timeout(SHORT)(body)()
+        coro.send(None)  # registered, suspended at the bare yield
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(SHORT * 5)  # the deadline fires into this task
+        coro.close()  # as leaving asyncio.timeout would: our cancel request is taken back
+        return me().cancelling()
+
+    assert await asyncio.create_task(run()) == 0
+
+
+async def test_async_generator_closed_by_the_loop_leaves_its_scope() -> None:
+    """The loop closes an abandoned async generator in another task: __aexit__ still finds the
+    (only) scope of the policy, and nobody is cancelled later."""
+
+    async def gen() -> collections.abc.AsyncIterator[int]:
+        async with timeout(SHORT * 20):
+            yield 1
+            yield 2
+
+    async for _ in gen():
+        break
+    await asyncio.sleep(SHORT * 40)  # past the deadline: nothing may fire into this task
+    assert _native._timeout_pending() == 0
+    assert me().cancelling() == 0

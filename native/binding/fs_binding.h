@@ -64,6 +64,7 @@ typedef struct fs_state {
     PyObject *str_uncancel;
     PyObject *str_context;
     PyObject *str_throw;
+    PyObject *str_close;
     /* time: a fake clock, when set, replaces CLOCK_MONOTONIC for every policy */
     int fake_clock;
     int64_t fake_now_ns;
@@ -174,8 +175,15 @@ static inline bool fs_listening(const FsPolicy *p)
 }
 
 /* Reports event `method` (a listener method name) of component p with args (a tuple, stolen;
- * NULL means no extra arguments). Never raises: dispatcher errors are written as unraisable. */
-void fs_emit(FsPolicy *p, const char *method, PyObject *args);
+ * NULL means no extra arguments). Returns 0; listener errors are the dispatcher's to log, and any
+ * other Exception is written as unraisable. Returns -1 with the exception set only for what must
+ * stop the program (a BaseException that is not an Exception: KeyboardInterrupt, SystemExit).
+ * An exception pending on entry is kept. */
+int fs_emit(FsPolicy *p, const char *method, PyObject *args);
+
+/* After a failed call into Python from an event hook: 0 with the error written as unraisable
+ * when it is an Exception, -1 with it still set when it must propagate. */
+int fs_event_error(PyObject *where);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Timer entries (timeout deadlines), embedded in the objects that own them. See timeout.c. */
@@ -224,6 +232,7 @@ struct FsCall {
     Py_ssize_t ntotal;      /* positional + keyword values kept */
     int64_t t0_ns;          /* start time when FS_POL_NEEDS_T0 */
     uint8_t state;          /* FS_CALL_* */
+    uint8_t running;        /* inside send/throw/close: re-entry is refused */
     uint32_t failures;      /* retry: attempts of this call that failed so far */
     PyObject *weakreflist;
     /* policy payload */
@@ -237,6 +246,10 @@ typedef struct FsBudgetObject {
     fs_state *st;
     fs_budget b;
 } FsBudgetObject;
+
+/* The iterator that drives an awaitable: exact coroutines and generators as they are, others
+ * through __await__ (new reference), or NULL with TypeError. */
+PyObject *fs_awaitable_iter(PyObject *aw);
 
 /* Frees the recycled GuardedCall objects (module clear). */
 void fs_call_freelist_clear(fs_state *st);

@@ -142,15 +142,14 @@ error:
     return -1;
 }
 
-/* The iterator to drive for an awaitable: coroutines as they are, others through __await__. */
-static PyObject *awaitable_iter(PyObject *aw)
+PyObject *fs_awaitable_iter(PyObject *aw)
 {
     if (PyCoro_CheckExact(aw) || PyGen_CheckExact(aw)) {
         return Py_NewRef(aw);
     }
     PyAsyncMethods *am = Py_TYPE(aw)->tp_as_async;
     if (am == NULL || am->am_await == NULL) {
-        PyErr_Format(PyExc_TypeError, "a failsafe slow path returned a non-awaitable %.200s", Py_TYPE(aw)->tp_name);
+        PyErr_Format(PyExc_TypeError, "expected an awaitable, got %.200s", Py_TYPE(aw)->tp_name);
         return NULL;
     }
     return am->am_await(aw);
@@ -190,7 +189,7 @@ static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, Py
         return call_drive(c, Py_None, presult);
     }
     if (next == FS_NEXT_CONTINUE) {
-        PyObject *it = awaitable_iter(out);
+        PyObject *it = fs_awaitable_iter(out);
         Py_DECREF(out);
         if (it == NULL) {
             c->state = FS_CALL_DONE;
@@ -209,6 +208,14 @@ static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, Py
     }
     if (next == FS_NEXT_RAISE) {
         PyErr_SetRaisedException(out);
+    }
+    if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        PyObject *si = PyErr_GetRaisedException();
+        PyErr_SetString(PyExc_RuntimeError, "coroutine raised StopIteration");
+        PyObject *rt = PyErr_GetRaisedException();
+        PyException_SetCause(rt, Py_NewRef(si));
+        PyException_SetContext(rt, si);
+        PyErr_SetRaisedException(rt);
     }
     return PYGEN_ERROR;
 }
@@ -261,14 +268,30 @@ static PySendResult call_drive(FsCall *c, PyObject *arg, PyObject **presult)
     return call_finished(c, NULL, PyErr_GetRaisedException(), presult);
 }
 
+static int call_refuse_running(FsCall *c)
+{
+    if (c->running) {
+        PyErr_SetString(PyExc_ValueError, "coroutine already executing");
+        return -1;
+    }
+    return 0;
+}
+
 static PySendResult call_am_send(PyObject *self, PyObject *arg, PyObject **presult)
 {
     FsCall *c = (FsCall *)self;
     *presult = NULL;
-    if (call_begin(c, arg) < 0) {
+    if (call_refuse_running(c) < 0) {
         return PYGEN_ERROR;
     }
-    return call_drive(c, arg, presult);
+    c->running = 1;
+    if (call_begin(c, arg) < 0) {
+        c->running = 0;
+        return PYGEN_ERROR;
+    }
+    PySendResult r = call_drive(c, arg, presult);
+    c->running = 0;
+    return r;
 }
 
 /* Raises StopIteration(value), wrapping the value so tuples and exceptions survive intact. */
@@ -334,11 +357,15 @@ static PyObject *call_send(PyObject *self, PyObject *arg)
     return send_result(r, res, 0);
 }
 
+static PyObject *call_throw_impl(FsCall *c, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     FsCall *c = (FsCall *)self;
     if (nargs < 1 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    if (call_refuse_running(c) < 0) {
         return NULL;
     }
     if (c->state == FS_CALL_DONE || c->inner == NULL) {
@@ -357,8 +384,21 @@ static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     if (c->state == FS_CALL_FRESH) {
-        c->state = FS_CALL_RUNNING;     /* the inner coroutine raises at once: no start */
+        /* Thrown in before it ever ran: the function's body never runs, so neither does the
+         * policy; whatever comes out passes through. */
+        if (c->policy->ops->abandon != NULL) {
+            c->policy->ops->abandon(c);
+        }
+        c->state = FS_CALL_HANDOFF;
     }
+    c->running = 1;
+    PyObject *r_ = call_throw_impl(c, args, nargs);
+    c->running = 0;
+    return r_;
+}
+
+static PyObject *call_throw_impl(FsCall *c, PyObject *const *args, Py_ssize_t nargs)
+{
     PyObject *res = NULL;
     PyObject *meth = NULL;
     PyObject *str_throw = c->policy->st->str_throw;
@@ -411,20 +451,26 @@ static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
 static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(unused))
 {
     FsCall *c = (FsCall *)self;
+    if (call_refuse_running(c) < 0) {
+        return NULL;
+    }
     int state = c->state;
     if (state == FS_CALL_DONE) {
         Py_RETURN_NONE;
     }
     c->state = FS_CALL_DONE;
-    PyObject *res = NULL;
+    c->running = 1;
+    PyObject *res = Py_NewRef(Py_None);
     if (c->inner != NULL) {
-        PyObject *inner = Py_NewRef(c->inner);
-        res = PyObject_CallMethod(inner, "close", NULL);
-        if (res == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            res = Py_NewRef(Py_None);
+        PyObject *close = NULL;
+        if (lookup_optional_attr(c->inner, c->policy->st->str_close, &close) < 0) {
+            Py_CLEAR(res);
         }
-        Py_DECREF(inner);
+        else if (close != NULL) {
+            /* 3.13: close() returns the value the coroutine returned on GeneratorExit. */
+            Py_SETREF(res, PyObject_CallNoArgs(close));
+            Py_DECREF(close);
+        }
     }
     if (state != FS_CALL_HANDOFF && c->policy->ops->abandon != NULL) {
         PyObject *err = PyErr_GetRaisedException();
@@ -432,15 +478,17 @@ static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(unused))
         PyErr_SetRaisedException(err);
     }
     call_release(c);
-    if (res == NULL) {
-        return NULL;
-    }
-    Py_DECREF(res);
-    Py_RETURN_NONE;
+    c->running = 0;
+    return res;
 }
 
 static PyObject *call_await(PyObject *self)
 {
+    FsCall *c = (FsCall *)self;
+    if (c->state == FS_CALL_RUNNING || c->state == FS_CALL_HANDOFF) {
+        PyErr_SetString(PyExc_RuntimeError, "coroutine is being awaited already");
+        return NULL;
+    }
     return Py_NewRef(self);
 }
 
@@ -593,6 +641,11 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
 {
     FsGuard *g = (FsGuard *)self;
     FsPolicy *p = g->policy;
+    if (p == NULL || p->st->Call_Type == NULL) {
+        /* Cleared by the GC, or called during interpreter shutdown after module teardown. */
+        PyErr_SetString(PyExc_RuntimeError, "failsafe guard used after it was cleared");
+        return NULL;
+    }
     int mode = p->ops->admit(p);
     if (mode < 0) {
         return NULL;
@@ -600,6 +653,13 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     PyObject *coro = PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
     if (coro == NULL || mode == 0) {
         return coro;
+    }
+    if (!PyCoro_CheckExact(coro)) {
+        /* Another awaitable (a Future, an object with __await__): drive its iterator. */
+        Py_SETREF(coro, fs_awaitable_iter(coro));
+        if (coro == NULL) {
+            return NULL;
+        }
     }
     fs_state *st = p->st;
     FsCall *c = st->call_freelist;
@@ -626,6 +686,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     c->weakreflist = NULL;
     c->failures = 0;
     c->state = FS_CALL_FRESH;
+    c->running = 0;
     c->timeout_s = 0.0;
     memset(&c->entry, 0, sizeof(c->entry));
     fs_heap_node_init(&c->entry.node);
@@ -736,6 +797,9 @@ static void guard_dealloc(PyObject *self)
 static PyObject *guard_repr(PyObject *self)
 {
     FsGuard *g = (FsGuard *)self;
+    if (g->policy == NULL || g->fn == NULL) {
+        return PyUnicode_FromString("<failsafe guard (cleared)>");
+    }
     return PyUnicode_FromFormat("<failsafe guard %R of %R>", g->policy->name, g->fn);
 }
 

@@ -46,12 +46,21 @@ PyObject *fs_error(fs_state *st, fs_err code, const char *msg)
     return NULL;
 }
 
-void fs_emit(FsPolicy *p, const char *method, PyObject *args)
+int fs_event_error(PyObject *where)
+{
+    if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_WriteUnraisable(where);
+        return 0;
+    }
+    return -1;
+}
+
+int fs_emit(FsPolicy *p, const char *method, PyObject *args)
 {
     fs_state *st = p->st;
     if (st->emit == NULL) {
         Py_XDECREF(args);
-        return;
+        return 0;
     }
     /* Listeners run with no exception pending; the caller's pending one is restored after. */
     PyObject *saved = PyErr_GetRaisedException();
@@ -59,20 +68,26 @@ void fs_emit(FsPolicy *p, const char *method, PyObject *args)
     if (args == NULL) {
         args = PyTuple_New(0);
     }
+    int rc = 0;
     if (name != NULL && args != NULL) {
         PyObject *stack[3] = {(PyObject *)p, name, args};
         PyObject *res = PyObject_Vectorcall(st->emit, stack, 3, NULL);
         if (res == NULL) {
-            PyErr_WriteUnraisable(st->emit);
+            rc = fs_event_error(st->emit);
         }
         Py_XDECREF(res);
     }
     else {
-        PyErr_WriteUnraisable(NULL);
+        rc = fs_event_error(NULL);
     }
     Py_XDECREF(name);
     Py_XDECREF(args);
+    if (rc < 0) {
+        Py_XDECREF(saved);  /* KeyboardInterrupt / SystemExit win */
+        return -1;
+    }
     PyErr_SetRaisedException(saved);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -240,7 +255,7 @@ static int fs_exec(PyObject *module)
         || intern(&st->str_time, "time") < 0 || intern(&st->str_call_at, "call_at") < 0
         || intern(&st->str_call_soon, "call_soon") < 0 || intern(&st->str_cancel, "cancel") < 0
         || intern(&st->str_cancelling, "cancelling") < 0
-        || intern(&st->str_uncancel, "uncancel") < 0 || intern(&st->str_context, "context") < 0 || intern(&st->str_throw, "throw") < 0) {
+        || intern(&st->str_uncancel, "uncancel") < 0 || intern(&st->str_context, "context") < 0 || intern(&st->str_throw, "throw") < 0 || intern(&st->str_close, "close") < 0) {
         return -1;
     }
     uint64_t seed = 0;
@@ -320,6 +335,7 @@ static int fs_clear(PyObject *module)
     Py_CLEAR(st->str_uncancel);
     Py_CLEAR(st->str_context);
     Py_CLEAR(st->str_throw);
+    Py_CLEAR(st->str_close);
     return 0;
 }
 

@@ -145,8 +145,8 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
             if (fs_listening(c->policy)) {
                 PyObject *r = PyObject_CallMethod((PyObject *)o, "_first_success", "I",
                                                   (unsigned int)c->failures);
-                if (r == NULL) {
-                    PyErr_WriteUnraisable((PyObject *)o);
+                if (r == NULL && fs_event_error((PyObject *)o) < 0) {
+                    return -1;  /* a listener's KeyboardInterrupt or SystemExit */
                 }
                 Py_XDECREF(r);
             }
@@ -158,7 +158,9 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     if (m < 0) {
         /* The predicate failed: its error wins, chained to the call's exception. */
         PyObject *err = PyErr_GetRaisedException();
-        PyException_SetContext(err, Py_NewRef(exc));
+        if (err != exc) {
+            PyException_SetContext(err, Py_NewRef(exc));
+        }
         *out = err;
         return FS_NEXT_RAISE;
     }
@@ -175,6 +177,9 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
         /* Re-attempt at once: call fn again with the kept arguments, observe the new coroutine. */
         PyObject *const *argv = c->args != NULL ? &PyTuple_GET_ITEM(c->args, 0) : c->iargs;
         PyObject *coro = PyObject_Vectorcall(c->fn, argv, (size_t)c->nargs, c->kwnames);
+        if (coro != NULL && !PyCoro_CheckExact(coro)) {
+            Py_SETREF(coro, fs_awaitable_iter(coro));
+        }
         if (coro == NULL) {
             return -1;
         }

@@ -179,6 +179,7 @@ static Py_ssize_t task_counter(fs_state *st, PyObject *task, PyCFunction direct,
 /* TimerQueue */
 
 static PyObject *tq_fire(PyObject *self, PyObject *unused);
+static void entry_unlink(FsTimerEntry *e);
 static PyObject *tq_loop_gone(PyObject *self, PyObject *ref);
 
 static PyMethodDef tq_fire_def = {"_fire", tq_fire, METH_O, NULL};
@@ -285,20 +286,36 @@ static int tq_rearm(FsTimerQueue *q, PyObject *loop, double now)
     return tq_arm(q, loop, top->when, now);
 }
 
+/* Inserts n. Like a loop TimerHandle holding its callback, the heap holds a reference to the
+ * entry's owner (the call or scope, hence its await chain) until the deadline fires or the entry
+ * leaves: a pending deadline is not lost with an otherwise unreferenced task. */
 static int tq_push(FsTimerQueue *q, fs_heap_node *n)
 {
-    if (fs_heap_push(&q->heap, n) == 0) {
-        return 0;
+    if (fs_heap_push(&q->heap, n) != 0) {
+        size_t cap = q->heap.cap ? q->heap.cap * 2 : TMO_HEAP_MIN;
+        fs_heap_node **slots = PyMem_Realloc(q->heap.slots, cap * sizeof(*slots));
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        q->heap.slots = slots;
+        q->heap.cap = cap;
+        if (fs_heap_push(&q->heap, n) != 0) {
+            return -1;  /* cannot happen: there is room now */
+        }
     }
-    size_t cap = q->heap.cap ? q->heap.cap * 2 : TMO_HEAP_MIN;
-    fs_heap_node **slots = PyMem_Realloc(q->heap.slots, cap * sizeof(*slots));
-    if (slots == NULL) {
-        PyErr_NoMemory();
-        return -1;
+    Py_INCREF(entry_of(n)->owner);
+    return 0;
+}
+
+/* Takes e out of the heap if it is there, releasing the heap's reference to its owner. The
+ * caller must hold its own reference to the owner. */
+static void tq_remove(FsTimerQueue *q, FsTimerEntry *e)
+{
+    if (e->node.index != FS_HEAP_NONE) {
+        fs_heap_remove(&q->heap, &e->node);
+        Py_DECREF(e->owner);
     }
-    q->heap.slots = slots;
-    q->heap.cap = cap;
-    return fs_heap_push(&q->heap, n);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -439,6 +456,13 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
     while ((top = fs_heap_peek(&q->heap)) != NULL && top->when < limit) {
         fs_heap_pop(&q->heap);
         FsTimerEntry *e = entry_of(top);
+        PyObject *owner = e->owner;     /* the heap's reference passes to this pass */
+        if (Py_REFCNT(owner) == 1) {
+            /* Only the heap kept the call: nobody awaits it, its task is not ours to cancel. */
+            entry_unlink(e);
+            Py_DECREF(owner);
+            continue;
+        }
         e->state = FS_TE_FIRED;
         PyObject *task = Py_NewRef(e->task);
         PyObject *r;
@@ -453,6 +477,7 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
         }
         Py_XDECREF(r);
         Py_DECREF(task);
+        Py_DECREF(owner);
     }
     q->firing = 0;
     if (tq_rearm(q, loop, now) < 0) {
@@ -652,6 +677,9 @@ static int tq_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(q->fire_cb);
     Py_VISIT(q->ready_spare);
     Py_VISIT(q->scope_spare);
+    for (size_t i = 0; i < q->heap.len; i++) {
+        Py_VISIT(entry_of(q->heap.slots[i])->owner);    /* held while registered */
+    }
     for (size_t i = 0; i < q->map_cap; i++) {
         if (q->map[i].task != NULL) {
             Py_VISIT(q->map[i].head);
@@ -663,12 +691,12 @@ static int tq_traverse(PyObject *self, visitproc visit, void *arg)
 static int tq_clear(PyObject *self)
 {
     FsTimerQueue *q = (FsTimerQueue *)self;
-    /* Entries still registered keep their (borrowed) place no more: they find themselves out of
-     * the heap when they leave. */
-    for (size_t i = 0; i < q->heap.len; i++) {
-        q->heap.slots[i]->index = FS_HEAP_NONE;
+    /* Entries still registered leave the heap (dropping its references to their owners); they
+     * find themselves out of it when they unlink. */
+    fs_heap_node *n;
+    while ((n = fs_heap_pop(&q->heap)) != NULL) {
+        Py_DECREF(entry_of(n)->owner);   /* may free it: nothing of it is read after */
     }
-    q->heap.len = 0;
     Py_CLEAR(q->loop_ref);
     Py_CLEAR(q->loop);
     Py_CLEAR(q->key);
@@ -777,6 +805,8 @@ static void entry_unlink(FsTimerEntry *e)
     if (q == NULL) {
         return;
     }
+    PyObject *owner = e->owner;
+    int held = e->node.index != FS_HEAP_NONE;
     fs_heap_remove(&q->heap, &e->node);
     q->live--;
     e->queue = NULL;
@@ -785,6 +815,9 @@ static void entry_unlink(FsTimerEntry *e)
     e->task = NULL;
     Py_XDECREF(task);
     Py_DECREF(q);
+    if (held) {
+        Py_DECREF(owner);   /* the heap's reference; may be the last: e is not touched after */
+    }
 }
 
 /* A new failsafe.timeout.TimeoutError whose __cause__ and __context__ are cause. */
@@ -918,12 +951,13 @@ static int entry_exit(fs_state *st, FsTimerEntry *e, PyObject *exc_type, PyObjec
 
 /* Counts and reports one timeout of t (after the state change; listeners cannot change the
  * outcome, their failures are logged by the dispatcher). */
-static void timeout_fired(TimeoutObject *t)
+static int timeout_fired(TimeoutObject *t)
 {
     t->base.counters[0]++;
     if (fs_listening(&t->base)) {
-        fs_emit(&t->base, "on_timeout", NULL);
+        return fs_emit(&t->base, "on_timeout", NULL);
     }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -967,8 +1001,9 @@ static int tmo_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out
     if (r < 0) {
         return -1;
     }
-    if (r != EXIT_KEEP) {
-        timeout_fired((TimeoutObject *)c->policy);
+    if (r != EXIT_KEEP && timeout_fired((TimeoutObject *)c->policy) < 0) {
+        Py_XDECREF(te);
+        return -1;      /* a listener's KeyboardInterrupt or SystemExit */
     }
     if (r == EXIT_RAISE) {
         *out = te;
@@ -984,7 +1019,20 @@ static int tmo_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out
 
 static void tmo_abandon(FsCall *c)
 {
-    entry_unlink(&c->entry);
+    FsTimerEntry *e = &c->entry;
+    if (e->state == FS_TE_FIRED && e->task != NULL) {
+        /* Closed after the deadline fired: take back our cancel request, as asyncio does. */
+        fs_state *st = c->policy->st;
+        PyObject *task = Py_NewRef(e->task);
+        entry_unlink(e);
+        if (st->str_uncancel != NULL
+            && task_counter(st, task, st->task_uncancel, st->str_uncancel) < 0) {
+            PyErr_WriteUnraisable(task);
+        }
+        Py_DECREF(task);
+        return;
+    }
+    entry_unlink(e);
 }
 
 static int tmo_traverse_call(FsCall *c, visitproc visit, void *arg)
@@ -1215,7 +1263,7 @@ static PyObject *scope_reschedule(PyObject *self, PyObject *arg)
     }
     FsTimerQueue *q = s->entry.queue;
     if (arg == Py_None) {
-        fs_heap_remove(&q->heap, &s->entry.node);
+        tq_remove(q, &s->entry);
         s->entry.node.when = INFINITY;
         s->has_when = 0;
         Py_RETURN_NONE;
@@ -1239,7 +1287,7 @@ static PyObject *scope_reschedule(PyObject *self, PyObject *arg)
     }
     s->has_when = 1;
     if (when == INFINITY) {
-        fs_heap_remove(&q->heap, &s->entry.node);
+        tq_remove(q, &s->entry);
         s->entry.node.when = when;
     }
     else if (s->entry.node.index != FS_HEAP_NONE) {
@@ -1423,23 +1471,64 @@ done:
     return ready;
 }
 
+/* The only active scope of t in any loop's map, taken out (its reference passes to the
+ * caller), with its queue in *pq (borrowed); NULL when t has none or several. For exits that do
+ * not run in the entering task: an async generator closed by the loop's finalizer task, or a
+ * coroutine closed after its loop stopped. */
+static TimeoutScope *tmap_pop_unique(fs_state *st, TimeoutObject *t, FsTimerQueue **pq)
+{
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    FsTimerQueue *found_q = NULL;
+    PyObject *found_task = NULL;
+    int n = 0;
+    while (st->queues != NULL && PyDict_Next(st->queues, &pos, &key, &value)) {
+        FsTimerQueue *q = (FsTimerQueue *)value;
+        for (size_t i = 0; i < q->map_cap; i++) {
+            for (TimeoutScope *s = q->map[i].head; s != NULL; s = s->outer) {
+                if (s->policy == t) {
+                    n++;
+                    found_q = q;
+                    found_task = q->map[i].task;
+                }
+            }
+        }
+    }
+    if (n != 1) {
+        return NULL;
+    }
+    *pq = found_q;
+    return tmap_pop(found_q, found_task, t);
+}
+
 static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
 {
     TimeoutObject *t = (TimeoutObject *)self;
     fs_state *st = t->base.st;
     PyObject *loop, *task;
-    if (running_task(st, &loop, &task) < 0) {
+    FsTimerQueue *q = NULL;
+    TimeoutScope *s = NULL;
+    if (running_task(st, &loop, &task) == 0) {
+        q = tq_for_loop(st, loop);
+        s = q ? tmap_pop(q, task, t) : NULL;
+        Py_DECREF(loop);
+        Py_DECREF(task);
+        if (s == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    else if (PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+        PyErr_Clear();      /* no loop or no task: the fallback below decides */
+    }
+    else {
         return NULL;
     }
-    FsTimerQueue *q = tq_for_loop(st, loop);
-    TimeoutScope *s = q ? tmap_pop(q, task, t) : NULL;
-    Py_DECREF(loop);
-    Py_DECREF(task);
     if (s == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "Timeout.__aexit__ without a matching __aenter__ in this task");
-        }
+        s = tmap_pop_unique(st, t, &q);
+    }
+    if (s == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Timeout.__aexit__ without a matching __aenter__ in this task");
         return NULL;
     }
     int fired = s->entry.state == FS_TE_FIRED;
@@ -1458,8 +1547,9 @@ static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
     if (r < 0) {
         return NULL;
     }
-    if (r != EXIT_KEEP) {
-        timeout_fired(t);
+    if (r != EXIT_KEEP && timeout_fired(t) < 0) {
+        Py_XDECREF(te);
+        return NULL;    /* a listener's KeyboardInterrupt or SystemExit */
     }
     if (r == EXIT_RAISE) {
         PyErr_SetRaisedException(te);
