@@ -49,6 +49,11 @@ def name_from(fn: Callable[..., Any], pattern: str) -> str:
     return cleaned[:63]
 
 
+# Slots of Component's own state, for subclasses that avoid a per-instance __dict__ (policies
+# built per use, like `async with timeout(...)`).
+COMPONENT_SLOTS: Final = ("_explicit_name", "_listeners", "_event_manager", "_factory_listeners")
+
+
 def check_async(fn: object, pattern: str) -> Callable[..., Any]:
     """Rejects what cannot be decorated: only async callables are guarded."""
     if not callable(fn):
@@ -124,8 +129,11 @@ def check_exceptions(on: object, param: str = "on") -> tuple[type[BaseException]
 class Component:
     """Mixin of every policy: name, listeners, counters, stats() and a live repr.
 
-    Subclasses set PATTERN and METRICS (counter names, in the C counter order).
+    Subclasses set PATTERN and METRICS (counter names, in the C counter order). Its state
+    lives in the subclass (a __dict__, or the slots in COMPONENT_SLOTS).
     """
+
+    __slots__ = ()
 
     PATTERN: ClassVar[str]
     METRICS: ClassVar[tuple[str, ...]]

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ClassVar, Final
 
 from failsafe import _native, events
-from failsafe._core import Component, check_async, check_number, make_guard
+from failsafe._core import COMPONENT_SLOTS, Component, check_async, check_number, make_guard
 from failsafe._native import TimeoutScope
 from failsafe.events import EventManager
 from failsafe.timeout.exceptions import MaxDurationExceeded, TimeoutError
@@ -61,6 +61,8 @@ class Timeout(Component, _native.Timeout):
 
     Metric: ``fired``, once per TimeoutError raised.
     """
+
+    __slots__ = COMPONENT_SLOTS  # no __dict__: cheap to build per `async with timeout(...)`
 
     PATTERN: ClassVar[str] = "timeout"
     METRICS: ClassVar[tuple[str, ...]] = ("fired",)
