@@ -133,7 +133,8 @@ class Component:
     lives in the subclass (a __dict__, or the slots in COMPONENT_SLOTS).
     """
 
-    __slots__ = ()
+    if not TYPE_CHECKING:  # mypy would reject the attributes the methods below set
+        __slots__ = ()
 
     PATTERN: ClassVar[str]
     METRICS: ClassVar[tuple[str, ...]]
