@@ -478,3 +478,18 @@ async def test_keyboard_interrupt_from_a_listener_propagates() -> None:
     g = retry(attempts=0, listeners=[Listener()])(ident)
     with pytest.raises(KeyboardInterrupt):
         await g(1)
+
+
+async def test_bad_arguments_fail_at_call_time_and_leave_nothing_behind() -> None:
+    from failsafe.timeout import timeout
+
+    async def one(x: int) -> int:
+        return x
+
+    for g in (retry(attempts=3, backoff=0)(one), fallback(0)(one), timeout(5)(one)):
+        with pytest.raises(TypeError):
+            g(1, 2)  # the function's own TypeError, raised synchronously as by a plain call
+        assert await g(3) == 3
+    assert _native._timeout_pending() == 0
+    s = retry(attempts=3, backoff=0)(one).policy.stats()
+    assert (s["attempt"], s["giveup"]) == (0, 0)

@@ -110,9 +110,12 @@ typedef enum fs_next {
 } fs_next;
 
 typedef struct fs_policy_ops {
-    /* Before fn is called. Returns 0: hand fn's own coroutine back (nothing observed);
-     * 1: wrap it in an FsCall; -1 with an exception set: reject (fn is not called). */
-    int (*admit)(FsPolicy *p);
+    /* Before fn is called, with the call's arguments (vectorcall convention, borrowed: keyed
+     * policies compute their key here). Returns 0: hand fn's own coroutine back (nothing
+     * observed); 1: wrap it in an FsCall (if fn then fails synchronously, the FsCall is
+     * abandoned, so abandon must give back what admit took); -1 with an exception set: reject
+     * (fn is not called). */
+    int (*admit)(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject *kwnames);
     /* Sets up the FsCall right after it is filled in, before it is returned. May be NULL. -1 on error. */
     int (*init_call)(FsCall *c);
     /* First time the FsCall is driven, inside the task that awaits it. May be NULL. -1 on error. */

@@ -646,21 +646,12 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
         PyErr_SetString(PyExc_RuntimeError, "failsafe guard used after it was cleared");
         return NULL;
     }
-    int mode = p->ops->admit(p);
-    if (mode < 0) {
-        return NULL;
+    int mode = p->ops->admit(p, args, nargsf, kwnames);
+    if (mode <= 0) {
+        return mode < 0 ? NULL : PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
     }
-    PyObject *coro = PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
-    if (coro == NULL || mode == 0) {
-        return coro;
-    }
-    if (!PyCoro_CheckExact(coro)) {
-        /* Another awaitable (a Future, an object with __await__): drive its iterator. */
-        Py_SETREF(coro, fs_awaitable_iter(coro));
-        if (coro == NULL) {
-            return NULL;
-        }
-    }
+    /* The call object comes first: if fn fails synchronously (bad arguments), deallocating it
+     * runs the policy's abandon hook, which gives back whatever admit took. */
     fs_state *st = p->st;
     FsCall *c = st->call_freelist;
     if (c != NULL) {
@@ -671,11 +662,10 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     else {
         c = PyObject_GC_New(FsCall, st->Call_Type);
         if (c == NULL) {
-            Py_DECREF(coro);
             return NULL;
         }
     }
-    c->inner = coro;
+    c->inner = NULL;
     c->policy = (FsPolicy *)Py_NewRef(p);
     c->fn = NULL;
     c->args = NULL;
@@ -722,6 +712,16 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
         Py_DECREF(c);
         return NULL;
     }
+    PyObject *coro = PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
+    if (coro != NULL && !PyCoro_CheckExact(coro)) {
+        /* Another awaitable (a Future, an object with __await__): drive its iterator. */
+        Py_SETREF(coro, fs_awaitable_iter(coro));
+    }
+    if (coro == NULL) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    c->inner = coro;
     return (PyObject *)c;
 }
 

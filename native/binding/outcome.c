@@ -77,7 +77,8 @@ static int outcome_answer(FsOutcome *o, FsCall *c, PyObject *exc, PyObject **out
     return FS_NEXT_RETURN;
 }
 
-static int outcome_admit(FsPolicy *p)
+static int outcome_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args),
+                         size_t Py_UNUSED(nargsf), PyObject *Py_UNUSED(kwnames))
 {
     FsOutcome *o = (FsOutcome *)p;
     if (o->budget != NULL) {

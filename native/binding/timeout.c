@@ -963,7 +963,8 @@ static int timeout_fired(TimeoutObject *t)
 /* ------------------------------------------------------------------------------------------ */
 /* Decorator: the FsCall hooks */
 
-static int tmo_admit(FsPolicy *p)
+static int tmo_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
+                     PyObject *Py_UNUSED(kwnames))
 {
     TimeoutObject *t = (TimeoutObject *)p;
     return t->enabled && t->seconds < INFINITY;     /* never expires: fn's own coroutine */
