@@ -22,6 +22,12 @@ async def ident(x: Any) -> Any:
     return x
 
 
+@types.coroutine
+def suspend() -> Any:
+    """Suspends the awaiting coroutine once, yielding None to whoever drives it."""
+    yield
+
+
 def guarded(**kw: Any) -> Any:
     return retry(attempts=2, backoff=0, **kw)(ident)
 
@@ -119,10 +125,6 @@ async def test_throw_into_finished_call_reraises() -> None:
 async def test_close_runs_inner_finally_and_counts_nothing() -> None:
     ran: list[str] = []
 
-    @types.coroutine
-    def suspend() -> Any:
-        yield
-
     async def inner() -> None:
         try:
             await suspend()
@@ -141,10 +143,6 @@ async def test_close_runs_inner_finally_and_counts_nothing() -> None:
 
 async def test_dealloc_of_suspended_call_runs_inner_finally() -> None:
     ran: list[str] = []
-
-    @types.coroutine
-    def suspend() -> Any:
-        yield
 
     async def inner() -> None:
         try:
@@ -423,10 +421,6 @@ async def test_throw_into_a_fresh_call_never_runs_the_function_or_policy() -> No
 
 
 async def test_close_propagates_errors_from_the_coroutine_finally() -> None:
-    @types.coroutine
-    def suspend() -> Any:
-        yield
-
     async def f() -> None:
         try:
             await suspend()
@@ -441,10 +435,6 @@ async def test_close_propagates_errors_from_the_coroutine_finally() -> None:
 
 @pytest.mark.skipif(sys.version_info < (3, 13), reason="close() returns a value since 3.13")
 async def test_close_returns_the_coroutine_value() -> None:
-    @types.coroutine
-    def suspend() -> Any:
-        yield
-
     async def f() -> int:
         try:
             await suspend()
