@@ -41,6 +41,10 @@ def test_guard_looks_like_the_function() -> None:
     assert inspect.signature(g) == inspect.signature(ident)
     assert isinstance(g, _native.Guard)
     assert "ident" in repr(g)
+    # what FastAPI and Starlette look at before deciding to await a dependency or endpoint
+    assert inspect.isroutine(g)
+    assert asyncio.iscoroutinefunction(g)
+    assert inspect.iscoroutinefunction(inspect.unwrap(g))
 
 
 def test_guard_does_not_expose_func_so_marking_stays_on_the_guard() -> None:
