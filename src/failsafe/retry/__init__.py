@@ -287,26 +287,32 @@ class Retry(_core.Component, _native.Outcome):
         t0: int,
         last_ns: int,
         exc: BaseException | None,
-    ) -> tuple[float | None, str, float]:
-        """The wait before the next attempt, or None, why not to retry and (bucket) the
-        seconds until a token is available."""
-        if self._attempts is not None and failures > self._attempts:
-            return None, "attempts", 0.0
-        delay = next(schedule, None)
-        if delay is None:  # a finite user iterable ran out: no more retries
-            return None, "attempts", 0.0
-        if self._max_duration_ns is not None:
+        result: Any,
+    ) -> float:
+        """After ``failures`` failed attempts: the wait before the next one (counted and
+        reported), or raises the give-up from ``exc``."""
+        reason, retry_after = "", 0.0
+        delay = None
+        if self._attempts is None or failures <= self._attempts:
+            delay = next(schedule, None)  # None: a finite user iterable ran out
+        if delay is None:
+            reason = "attempts"
+        elif self._max_duration_ns is not None and (
             # Never start an attempt that cannot finish: assume it lasts as long as the last one.
-            finish = _native.now_ns() + int(delay * 1e9) + last_ns
-            if finish - t0 > self._max_duration_ns:
-                return None, "max_duration", 0.0
-        if self._budget is not None and not self._budget.try_withdraw():
-            return None, "budget", 0.0
-        if self._bucket is not None:
-            wait = self._bucket.try_take()
-            if wait:
-                return None, "bucket", wait
-        return delay, "", 0.0
+            _native.now_ns() + int(delay * 1e9) + last_ns - t0 > self._max_duration_ns
+        ):
+            reason = "max_duration"
+        elif self._budget is not None and not self._budget.try_withdraw():
+            reason = "budget"
+        elif self._bucket is not None and (retry_after := self._bucket.try_take()):
+            reason = "bucket"
+        if reason:
+            raise self._give_up(failures, reason, exc, result, retry_after) from exc
+        assert delay is not None
+        self._count(ATTEMPT)
+        if events.is_listening(self):
+            events.emit(self, "on_retry", (exc, RetryCounter(failures, self._attempts), delay))
+        return delay
 
     def _give_up(
         self,
@@ -335,26 +341,18 @@ class Retry(_core.Component, _native.Outcome):
     ) -> Any:
         """Retries after the failure of attempt number ``failures`` (earlier ones may have been
         retried at once in C, which counted them)."""
+        # Retries made at once in C (failures > 1) used a schedule of zeros: none to skip.
         schedule = self._new_schedule()
-        if failures > 1:
-            # Immediate retries in C used a schedule of zeros: skip as many delays.
-            for _ in range(failures - 1):
-                next(schedule, None)
-        # t0 is only measured with max_duration (and may be 0 under a FakeClock)
-        last_ns = _native.now_ns() - t0 if self._max_duration_ns is not None else 0
+        # Attempt durations matter only to max_duration (t0 is measured only for it).
+        timed = self._max_duration_ns is not None
+        last_ns = _native.now_ns() - t0 if timed else 0
         while True:
-            delay, reason, retry_after = self._next_delay(failures, schedule, t0, last_ns, exc)
-            if delay is None:
-                raise self._give_up(failures, reason, exc, result, retry_after) from exc
-            self._count(ATTEMPT)
-            if events.is_listening(self):
-                counter = RetryCounter(failures, self._attempts)
-                events.emit(self, "on_retry", (exc, counter, delay))
+            delay = self._next_delay(failures, schedule, t0, last_ns, exc, result)
             if delay > 0 or failures % _YIELD_EVERY == 0:
                 # A zero delay costs no loop turn, except now and then, so that a runaway
                 # retry of a function that never suspends stays cancellable.
                 await _testing.sleep(delay)
-            start = _native.now_ns()
+            start = _native.now_ns() if timed else 0
             try:
                 result = await fn(*args, **kwargs)
             except Exception as e:
@@ -366,7 +364,8 @@ class Retry(_core.Component, _native.Outcome):
                     self._succeeded(failures)
                     return result
                 exc = None
-            last_ns = _native.now_ns() - start
+            if timed:
+                last_ns = _native.now_ns() - start
             failures += 1
 
     # -- block form --------------------------------------------------------------------------
@@ -381,79 +380,19 @@ class Retry(_core.Component, _native.Outcome):
 
 
 class Attempt:
-    """One attempt of the block form: ``with attempt:`` records how the block ended."""
+    """One attempt of the block form. ``with attempt:`` suppresses an exception the policy
+    retries on (the loop then waits and yields the next attempt) and lets any other through."""
 
-    __slots__ = ("_exc", "_ok", "number")
+    __slots__ = ("_exc", "_ok", "_policy", "number")
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, policy: Retry) -> None:
         self.number = number
+        self._policy = policy
         self._ok = False
         self._exc: BaseException | None = None
 
     def __enter__(self) -> Attempt:
         return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        if e is None:
-            self._ok = True
-            return False
-        return self._handle(e)
-
-    def _handle(self, e: BaseException) -> bool:
-        """Records the attempt's exception; True suppresses it (so the loop retries)."""
-        self._exc = e
-        return False
-
-
-class _Attempts(AsyncIterator[Attempt]):
-    __slots__ = ("_current", "_failures", "_last_ns", "_policy", "_schedule", "_start", "_t0")
-
-    def __init__(self, policy: Retry) -> None:
-        self._policy = policy
-        self._schedule = policy._new_schedule()
-        self._failures = 0
-        self._current: _BlockAttempt | None = None
-        self._t0 = _native.now_ns()
-        self._start = self._t0
-        self._last_ns = 0
-        if policy._budget is not None:
-            policy._budget.deposit()
-
-    def __aiter__(self) -> _Attempts:
-        return self
-
-    async def __anext__(self) -> Attempt:
-        p = self._policy
-        cur = self._current
-        if cur is not None:
-            if cur._exc is None:  # a success was counted when its block exited
-                raise StopAsyncIteration
-            exc = cur._exc
-            self._failures += 1
-            self._last_ns = _native.now_ns() - self._start
-            delay, reason, retry_after = p._next_delay(
-                self._failures, self._schedule, self._t0, self._last_ns, exc
-            )
-            if delay is None:
-                raise p._give_up(self._failures, reason, exc, _NO_RESULT, retry_after) from exc
-            p._count(ATTEMPT)
-            if events.is_listening(p):
-                counter = RetryCounter(self._failures, p._attempts)
-                events.emit(p, "on_retry", (exc, counter, delay))
-            await _testing.sleep(delay)
-        self._start = _native.now_ns()
-        self._current = _BlockAttempt(self._failures + 1, p)
-        return self._current
-
-
-class _BlockAttempt(Attempt):
-    __slots__ = ("_policy",)
-
-    def __init__(self, number: int, policy: Retry) -> None:
-        super().__init__(number)
-        self._policy = policy
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -469,6 +408,39 @@ class _BlockAttempt(Attempt):
             return False
         self._exc = e
         return True
+
+
+class _Attempts(AsyncIterator[Attempt]):
+    __slots__ = ("_current", "_failures", "_policy", "_schedule", "_start", "_t0")
+
+    def __init__(self, policy: Retry) -> None:
+        self._policy = policy
+        self._schedule = policy._new_schedule()
+        self._failures = 0
+        self._current: Attempt | None = None
+        self._t0 = _native.now_ns()
+        self._start = self._t0
+        if policy._budget is not None:
+            policy._budget.deposit()
+
+    def __aiter__(self) -> _Attempts:
+        return self
+
+    async def __anext__(self) -> Attempt:
+        p = self._policy
+        cur = self._current
+        if cur is not None:
+            if cur._exc is None:  # a success was counted when its block exited
+                raise StopAsyncIteration
+            self._failures += 1
+            last_ns = _native.now_ns() - self._start
+            delay = p._next_delay(
+                self._failures, self._schedule, self._t0, last_ns, cur._exc, _NO_RESULT
+            )
+            await _testing.sleep(delay)
+        self._start = _native.now_ns()
+        self._current = Attempt(self._failures + 1, p)
+        return self._current
 
 
 @overload
