@@ -257,6 +257,17 @@ PyObject *fs_awaitable_iter(PyObject *aw);
 /* Frees the recycled GuardedCall objects (module clear). */
 void fs_call_freelist_clear(fs_state *st);
 
+/* The kept arguments (FS_POL_KEEP_ARGS) as a vectorcall array of c->ntotal items (borrowed). */
+static inline PyObject *const *fs_call_argv(FsCall *c)
+{
+    return c->args != NULL ? &PyTuple_GET_ITEM(c->args, 0) : c->iargs;
+}
+
+/* A new StopIteration carrying value (stolen) for an awaiting SEND, which reads only .value:
+ * built without the argument tuple and __init__ (a third of the cost of calling the class).
+ * NULL with an exception set on failure. */
+PyObject *fs_stop_iteration_new(PyObject *value);
+
 /* Builds the (args tuple, kwargs dict) pair of a call that kept its arguments, for a slow path. */
 int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs);
 

@@ -113,15 +113,10 @@ static void call_release(FsCall *c)
     Py_CLEAR(c->kwnames);
 }
 
-/* The kept arguments as a C array of c->ntotal items (borrowed). */
-static PyObject *const *call_argv(FsCall *c)
-{
-    return c->args != NULL ? &PyTuple_GET_ITEM(c->args, 0) : c->iargs;
-}
 
 int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs)
 {
-    PyObject *const *argv = call_argv(c);
+    PyObject *const *argv = fs_call_argv(c);
     *args = PyTuple_New(c->nargs);
     *kwargs = PyDict_New();
     if (*args == NULL || *kwargs == NULL) {
@@ -303,24 +298,21 @@ static void set_stop_iteration(PyObject *value)
     }
 }
 
-/* The await path: `await` reads only StopIteration.value, so build the instance directly
- * (value set, args left empty) instead of calling the class, which halves the cost of
- * returning a value from a C awaitable. Steals value. */
-static void set_stop_iteration_for_await(PyObject *value)
+PyObject *fs_stop_iteration_new(PyObject *value)
 {
     PyTypeObject *tp = (PyTypeObject *)PyExc_StopIteration;
     PyStopIterationObject *e = (PyStopIterationObject *)tp->tp_alloc(tp, 0);
     if (e == NULL) {
         Py_DECREF(value);
-        return;
+        return NULL;
     }
-    e->args = PyTuple_New(0);
     e->value = value;
+    e->args = PyTuple_New(0);
     if (e->args == NULL) {
         Py_DECREF(e);
-        return;
+        return NULL;
     }
-    PyErr_SetRaisedException((PyObject *)e);
+    return (PyObject *)e;
 }
 
 static PyObject *send_result(PySendResult r, PyObject *res, int from_await)
@@ -334,7 +326,10 @@ static PyObject *send_result(PySendResult r, PyObject *res, int from_await)
                 Py_DECREF(res);
                 return NULL;    /* a bare NULL ends iteration with value None */
             }
-            set_stop_iteration_for_await(res);
+            PyObject *e = fs_stop_iteration_new(res);
+            if (e != NULL) {
+                PyErr_SetRaisedException(e);
+            }
             return NULL;
         }
         set_stop_iteration(res);

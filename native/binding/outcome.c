@@ -46,7 +46,7 @@ static int outcome_answer(FsOutcome *o, FsCall *c, PyObject *exc, PyObject **out
             return -1;
         }
     }
-    PyObject *const *argv = c->args != NULL ? &PyTuple_GET_ITEM(c->args, 0) : c->iargs;
+    PyObject *const *argv = fs_call_argv(c);
     stack[0] = exc;
     for (Py_ssize_t i = 0; i < c->ntotal; i++) {
         stack[1 + i] = argv[i];
@@ -176,8 +176,8 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     if (o->immediate != FS_IMMEDIATE_OFF && (o->immediate < 0 || (long)c->failures <= o->immediate)
         && c->failures % FS_YIELD_EVERY != 0 && !fs_listening(c->policy)) {
         /* Re-attempt at once: call fn again with the kept arguments, observe the new coroutine. */
-        PyObject *const *argv = c->args != NULL ? &PyTuple_GET_ITEM(c->args, 0) : c->iargs;
-        PyObject *coro = PyObject_Vectorcall(c->fn, argv, (size_t)c->nargs, c->kwnames);
+        PyObject *coro =
+            PyObject_Vectorcall(c->fn, fs_call_argv(c), (size_t)c->nargs, c->kwnames);
         if (coro != NULL && !PyCoro_CheckExact(coro)) {
             Py_SETREF(coro, fs_awaitable_iter(coro));
         }

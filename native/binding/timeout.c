@@ -1096,17 +1096,10 @@ static PyObject *ready_iternext(PyObject *self)
         return NULL;
     }
 #endif
-    /* StopIteration(v) without the argument tuple and __init__: the awaiting SEND only reads
-     * .value (about a third of the cost of calling the class). */
-    PyTypeObject *tp = (PyTypeObject *)PyExc_StopIteration;
-    PyObject *noargs = PyTuple_New(0);
-    stop = noargs ? tp->tp_new(tp, noargs, NULL) : NULL;
-    Py_XDECREF(noargs);
+    stop = fs_stop_iteration_new(v);
     if (stop == NULL) {
-        Py_DECREF(v);
         return NULL;
     }
-    Py_XSETREF(((PyStopIterationObject *)stop)->value, v);
 #ifndef Py_GIL_DISABLED
     if (r->stop == NULL) {
         r->stop = Py_NewRef(stop);
