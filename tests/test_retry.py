@@ -1819,3 +1819,74 @@ async def test_runaway_zero_delay_retry_stays_cancellable() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert never_suspends.policy.stats()["giveup"] == 0
+
+
+async def test_many_concurrent_calls_share_one_budget_exactly() -> None:
+    """300 tasks fail at once against a budget whose floor allows 10 retries in the window:
+    exactly 10 retries happen in all, whoever gets them."""
+    budget = failsafe.retry.RetryBudget(0.0, min_per_second=1.0, ttl=10.0)
+    policy = retry(attempts=3, backoff=0.001, budget=budget)
+    calls = 0
+
+    @policy
+    async def always() -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        raise ValueError
+
+    results = await asyncio.gather(*(always() for _ in range(300)), return_exceptions=True)
+    assert all(isinstance(r, AttemptsExceeded) for r in results)
+    assert calls == 300 + 10
+    assert policy.stats()["attempt"] == 10
+    assert {r.reason for r in results} == {"budget"}  # 10 retries: nobody reaches attempts
+
+
+async def test_many_concurrent_calls_share_one_bucket_exactly() -> None:
+    policy = failsafe.retry.bucket_retry(attempts=3, backoff=0, per_time_secs=60, bucket_size=7)
+    calls = 0
+
+    @policy
+    async def always() -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        raise ValueError
+
+    results = await asyncio.gather(*(always() for _ in range(300)), return_exceptions=True)
+    assert calls == 300 + 7
+    assert sum(isinstance(r, EmptyBucket) for r in results) == 300 - sum(
+        isinstance(r, AttemptsExceeded) for r in results
+    )
+
+
+async def test_cancel_during_an_immediate_retry_in_c() -> None:
+    """No listener and no delay: re-attempts run in C. Cancelling one suspended in its third
+    attempt ends the call with CancelledError, counts no give-up and leaves the policy usable."""
+    policy = retry(attempts=5, backoff=0)
+    entered = asyncio.Event()
+    cleaned: list[int] = []
+    calls = 0
+
+    @policy
+    async def work() -> str:
+        nonlocal calls
+        calls += 1
+        try:
+            if calls < 3:
+                raise ValueError
+            entered.set()
+            await asyncio.Event().wait()
+            return "never"
+        finally:
+            cleaned.append(calls)
+
+    task = asyncio.create_task(work())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == [1, 2, 3]
+    assert counts(policy) == (2, 0, 0)
+    assert await guard(policy, Flaky(1))() == "ok"  # the policy still works
+    assert counts(policy) == (3, 1, 0)
