@@ -14,9 +14,11 @@ of a (pattern, path) group need not be anything special, every row is reported n
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 AsyncFn = Callable[[], Coroutine[Any, Any, Any]]
@@ -337,6 +339,11 @@ CASES += [
     ),
     Case("stack", "fallback+retry+timeout ok", "hyx", lambda: _hyx_stack3(f)),
 ]
+
+# Each later pattern keeps its rows in bench/cases_<pattern>.py, a module with its own CASES list
+# (it imports Case, f and friends from here).
+for _path in sorted(Path(__file__).parent.glob("cases_*.py")):
+    CASES += importlib.import_module(_path.stem).CASES
 
 BY_KEY: dict[str, Case] = {case.key: case for case in CASES}
 assert len(BY_KEY) == len(CASES), "duplicate case key"

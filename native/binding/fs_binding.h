@@ -19,17 +19,36 @@ enum {
     FS_PATTERN_RETRY = 0,
     FS_PATTERN_TIMEOUT,
     FS_PATTERN_FALLBACK,
+    FS_PATTERN_CIRCUITBREAKER,
+    FS_PATTERN_FAILFAST,
+    FS_PATTERN_BULKHEAD,
+    FS_PATTERN_RATELIMIT,
+    FS_PATTERN_CACHE,
+    FS_PATTERN_HEDGE,
+    FS_PATTERN_FEATURETOGGLE,
     FS_PATTERN_COUNT = 16   /* room for the patterns still to come */
 };
 
 /* Errors the binding raises, mapped to exception classes in fs_error(). The failsafe-specific
  * classes are defined in Python and handed over once by failsafe._core (_native._bind). */
 typedef enum fs_err {
-    FS_E_TIMEOUT = 0,       /* failsafe.timeout.TimeoutError */
+    FS_E_TIMEOUT = 0,           /* failsafe.timeout.TimeoutError */
+    FS_E_BREAKER_FAILING,       /* failsafe.circuitbreaker.BreakerFailing */
+    FS_E_FAILFAST_OPEN,         /* failsafe.failfast.FailFastOpen */
+    FS_E_BULKHEAD_FULL,         /* failsafe.bulkhead.BulkheadFull */
+    FS_E_RATE_LIMIT_EXCEEDED,   /* failsafe.ratelimit.RateLimitExceeded */
+    FS_E_HEDGE_TIMEOUT,         /* failsafe.hedge.HedgeTimeout */
+    FS_E_FEATURE_DISABLED,      /* failsafe.featuretoggle.FeatureDisabled */
     FS_E_COUNT
 } fs_err;
 
+/* The keyword of _native._bind() that hands over the class of each fs_err, in enum order. */
+#define FS_ERR_BIND_NAMES                                                                        \
+    "timeout_error", "breaker_failing", "failfast_open", "bulkhead_full",                        \
+        "rate_limit_exceeded", "hedge_timeout", "feature_disabled"
+
 #define FS_MAX_COUNTERS 8
+#define FS_MAX_POLICY_TYPES 16
 
 typedef struct fs_state {
     /* types (every policy type must be listed in fs_is_policy, guard.c) */
@@ -43,6 +62,25 @@ typedef struct fs_state {
     PyTypeObject *TimeoutScope_Type;
     PyTypeObject *TimerQueue_Type;
     PyTypeObject *Ready_Type;
+    /* Every policy type, for fs_is_policy (fs_register_policy_type). */
+    PyTypeObject *policy_types[FS_MAX_POLICY_TYPES];
+    int n_policy_types;
+    /* Types and state of the later parts; each part traverses and clears its own fields. */
+    /* circuitbreaker.c */
+    PyTypeObject *Breaker_Type;
+    /* failfast.c */
+    PyTypeObject *FailFast_Type;
+    /* bulkhead.c */
+    PyTypeObject *Bulkhead_Type;
+    /* ratelimit.c */
+    PyTypeObject *Limiter_Type;
+    PyTypeObject *KeyedLimiter_Type;
+    /* cache.c */
+    PyTypeObject *Cache_Type;
+    /* hedge.c */
+    PyTypeObject *Hedge_Type;
+    /* toggle.c */
+    PyTypeObject *Toggle_Type;
     /* imports from asyncio (asyncio is imported before _asyncio; see timeout.c) */
     PyObject *CancelledError;
     PyObject *get_running_loop;
@@ -65,6 +103,8 @@ typedef struct fs_state {
     PyObject *str_context;
     PyObject *str_throw;
     PyObject *str_close;
+    PyObject *str_retry_after;
+    PyObject *str_call_slow;
     /* time: a fake clock, when set, replaces CLOCK_MONOTONIC for every policy */
     int fake_clock;
     int64_t fake_now_ns;
@@ -94,6 +134,11 @@ int64_t fs_now_ns(fs_state *st);
 /* Sets the exception for code, with a message (may be NULL). Always returns NULL. */
 PyObject *fs_error(fs_state *st, fs_err code, const char *msg);
 
+/* Sets the exception for code built as cls(msg, retry_after=seconds), seconds < 0 meaning
+ * None: the rejections that know when to come back (breaker open, limit hit). Every class
+ * bound for such a code accepts that keyword. Always returns NULL. */
+PyObject *fs_error_after(fs_state *st, fs_err code, const char *msg, double retry_after_s);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Policies */
 
@@ -113,8 +158,10 @@ typedef struct fs_policy_ops {
     /* Before fn is called, with the call's arguments (vectorcall convention, borrowed: keyed
      * policies compute their key here). Returns 0: hand fn's own coroutine back (nothing
      * observed); 1: wrap it in an FsCall (if fn then fails synchronously, the FsCall is
-     * abandoned, so abandon must give back what admit took); -1 with an exception set: reject
-     * (fn is not called). */
+     * abandoned, so abandon must give back what admit took); 2 (FS_ADMIT_SLOW): the call is
+     * not decided yet (it must wait for a slot or a token), so the guard returns
+     * policy._call_slow(fn, *args, **kwargs), a Python awaitable that does the whole call;
+     * -1 with an exception set: reject (fn is not called). */
     int (*admit)(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject *kwnames);
     /* Sets up the FsCall right after it is filled in, before it is returned. May be NULL. -1 on error. */
     int (*init_call)(FsCall *c);
@@ -129,6 +176,8 @@ typedef struct fs_policy_ops {
     /* GC support for fields of the FsCall payload owned by the policy. May be NULL. */
     int (*traverse)(FsCall *c, visitproc visit, void *arg);
 } fs_policy_ops;
+
+#define FS_ADMIT_SLOW 2
 
 /* Flags of FsPolicy.flags */
 #define FS_POL_KEEP_ARGS  0x1u  /* FsCall keeps the call's arguments (slow paths re-call or pass them) */
@@ -170,6 +219,8 @@ int fs_policy_traverse(FsPolicy *p, visitproc visit, void *arg);
 void fs_policy_clear(FsPolicy *p);  /* also clears weak references: call first in tp_dealloc */
 /* True when obj is an instance of one of this module's policy types. */
 bool fs_is_policy(fs_state *st, PyObject *obj);
+/* Lists tp as a policy type (from a part's setup). 0, or -1 with an exception when full. */
+int fs_register_policy_type(fs_state *st, PyTypeObject *tp);
 
 /* True when an event of p would reach at least one listener. */
 static inline bool fs_listening(const FsPolicy *p)
@@ -241,6 +292,8 @@ struct FsCall {
     /* policy payload */
     double timeout_s;       /* timeout: the delay of this call */
     FsTimerEntry entry;     /* timeout: the deadline of this call */
+    PyObject *pobj;         /* owned by the policy's hooks (cleared with the call, visited) */
+    uint64_t pword;         /* policy scratch (e.g. a key hash, a probe flag) */
 };
 
 /* The retry budget object (shared by the policies that use it). */
@@ -270,6 +323,18 @@ PyObject *fs_stop_iteration_new(PyObject *value);
 
 /* Builds the (args tuple, kwargs dict) pair of a call that kept its arguments, for a slow path. */
 int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs);
+
+/* One binding file's share of module exec / traverse / clear. setup: 0 or -1 with an exception;
+ * traverse and clear cover the module-state fields the part owns (each may be NULL). */
+typedef struct fs_part {
+    int (*setup)(PyObject *module, fs_state *st);
+    int (*traverse)(fs_state *st, visitproc visit, void *arg);
+    void (*clear)(fs_state *st);
+} fs_part;
+
+/* The later parts, one per binding file (module.c runs them in this order). */
+extern const fs_part fs_breaker_part, fs_failfast_part, fs_bulkhead_part, fs_ratelimit_part,
+    fs_cache_part, fs_hedge_part, fs_toggle_part;
 
 /* Type setup of each binding file, called once from module exec. 0 or -1 with exception. */
 int fs_guard_setup(PyObject *module, fs_state *st);

@@ -87,13 +87,22 @@ PyObject *fs_policy_count(PyObject *self, PyObject *const *args, Py_ssize_t narg
 
 bool fs_is_policy(fs_state *st, PyObject *obj)
 {
-    PyTypeObject *types[] = {st->Outcome_Type, st->Timeout_Type};
-    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-        if (types[i] != NULL && PyObject_TypeCheck(obj, types[i])) {
+    for (int i = 0; i < st->n_policy_types; i++) {
+        if (PyObject_TypeCheck(obj, st->policy_types[i])) {
             return ((FsPolicy *)obj)->ops != NULL;
         }
     }
     return false;
+}
+
+int fs_register_policy_type(fs_state *st, PyTypeObject *tp)
+{
+    if (st->n_policy_types >= FS_MAX_POLICY_TYPES) {
+        PyErr_SetString(PyExc_RuntimeError, "too many policy types");
+        return -1;
+    }
+    st->policy_types[st->n_policy_types++] = (PyTypeObject *)Py_NewRef(tp);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -111,6 +120,7 @@ static void call_release(FsCall *c)
     c->ntotal = 0;
     Py_CLEAR(c->args);
     Py_CLEAR(c->kwnames);
+    Py_CLEAR(c->pobj);
 }
 
 
@@ -496,6 +506,7 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(c->fn);
     Py_VISIT(c->args);
     Py_VISIT(c->kwnames);
+    Py_VISIT(c->pobj);
     if (c->args == NULL) {
         for (Py_ssize_t i = 0; i < c->ntotal; i++) {
             Py_VISIT(c->iargs[i]);
@@ -631,6 +642,33 @@ static PyType_Spec call_spec = {
 /* ------------------------------------------------------------------------------------------ */
 /* Guard */
 
+/* policy._call_slow(fn, *args, **kwargs): a call that must wait before it may start. */
+static PyObject *guard_call_slow(FsGuard *g, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[2 + FS_CALL_INLINE_ARGS];
+    PyObject **stack = small;
+    if (total + 2 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        stack = PyMem_Malloc((size_t)(total + 2) * sizeof(PyObject *));
+        if (stack == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    stack[0] = (PyObject *)g->policy;
+    stack[1] = g->fn;
+    for (Py_ssize_t i = 0; i < total; i++) {
+        stack[2 + i] = args[i];
+    }
+    PyObject *res = PyObject_VectorcallMethod(g->policy->st->str_call_slow, stack,
+                                              (size_t)(nargs + 2), kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return res;
+}
+
 static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
                                   PyObject *kwnames)
 {
@@ -644,6 +682,9 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     int mode = p->ops->admit(p, args, nargsf, kwnames);
     if (mode <= 0) {
         return mode < 0 ? NULL : PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
+    }
+    if (mode == FS_ADMIT_SLOW) {
+        return guard_call_slow(g, args, nargsf, kwnames);
     }
     /* The call object comes first: if fn fails synchronously (bad arguments), deallocating it
      * runs the policy's abandon hook, which gives back whatever admit took. */
@@ -673,6 +714,8 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     c->state = FS_CALL_FRESH;
     c->running = 0;
     c->timeout_s = 0.0;
+    c->pobj = NULL;
+    c->pword = 0;
     memset(&c->entry, 0, sizeof(c->entry));
     fs_heap_node_init(&c->entry.node);
     if (p->flags & FS_POL_KEEP_ARGS) {

@@ -26,22 +26,44 @@ int64_t fs_now_ns(fs_state *st)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The class bound for code, or the builtin it stands for until failsafe binds its own. */
+static PyObject *error_class(fs_state *st, fs_err code)
+{
+    if ((int)code >= 0 && code < FS_E_COUNT && st->errors[code] != NULL) {
+        return st->errors[code];
+    }
+    return code == FS_E_TIMEOUT ? PyExc_TimeoutError : PyExc_RuntimeError;
+}
+
 PyObject *fs_error(fs_state *st, fs_err code, const char *msg)
 {
-    PyObject *cls = NULL;
-    switch (code) {
-    case FS_E_TIMEOUT:
-        cls = st->errors[FS_E_TIMEOUT] ? st->errors[FS_E_TIMEOUT] : PyExc_TimeoutError;
-        break;
-    default:
-        cls = PyExc_RuntimeError;
-        break;
-    }
+    PyObject *cls = error_class(st, code);
     if (msg != NULL) {
         PyErr_SetString(cls, msg);
     }
     else {
         PyErr_SetNone(cls);
+    }
+    return NULL;
+}
+
+PyObject *fs_error_after(fs_state *st, fs_err code, const char *msg, double retry_after_s)
+{
+    PyObject *cls = error_class(st, code);
+    PyObject *text = PyUnicode_FromString(msg != NULL ? msg : "");
+    PyObject *after = retry_after_s < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(retry_after_s);
+    PyObject *kwnames = PyTuple_Pack(1, st->str_retry_after);
+    PyObject *exc = NULL;
+    if (text != NULL && after != NULL && kwnames != NULL) {
+        PyObject *stack[2] = {text, after};
+        exc = PyObject_Vectorcall(cls, stack, 1, kwnames);
+    }
+    Py_XDECREF(text);
+    Py_XDECREF(after);
+    Py_XDECREF(kwnames);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
     }
     return NULL;
 }
@@ -182,26 +204,36 @@ static int bind_one(PyObject **slot, PyObject *value)
 static PyObject *mod_bind(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     fs_state *st = PyModule_GetState(module);
-    static char *kwlist[] = {"emit", "timeout_error", NULL};
-    PyObject *emit = NULL, *timeout_error = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:_bind", kwlist, &emit, &timeout_error)) {
+    static char *kwlist[] = {"emit", FS_ERR_BIND_NAMES, NULL};
+    PyObject *emit = NULL;
+    PyObject *errors[FS_E_COUNT] = {NULL};
+    _Static_assert(FS_E_COUNT == 7, "one _bind keyword and format unit per fs_err");
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOO:_bind", kwlist, &emit, &errors[0],
+                                     &errors[1], &errors[2], &errors[3], &errors[4], &errors[5],
+                                     &errors[6])) {
         return NULL;
     }
     if (emit != NULL && emit != Py_None && !PyCallable_Check(emit)) {
         PyErr_SetString(PyExc_TypeError, "emit must be callable");
         return NULL;
     }
-    if (timeout_error != NULL && timeout_error != Py_None
-        && !(PyType_Check(timeout_error)
-             && PyType_IsSubtype((PyTypeObject *)timeout_error, (PyTypeObject *)PyExc_TimeoutError))) {
-        PyErr_SetString(PyExc_TypeError, "timeout_error must be a TimeoutError subclass");
-        return NULL;
+    for (int i = 0; i < FS_E_COUNT; i++) {
+        PyObject *cls = errors[i];
+        PyObject *base = i == FS_E_TIMEOUT ? PyExc_TimeoutError : PyExc_Exception;
+        if (cls != NULL && cls != Py_None
+            && !(PyType_Check(cls) && PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)base))) {
+            PyErr_Format(PyExc_TypeError, "%s must be a %s subclass", kwlist[i + 1],
+                         ((PyTypeObject *)base)->tp_name);
+            return NULL;
+        }
     }
     if (emit != NULL) {
         bind_one(&st->emit, emit);
     }
-    if (timeout_error != NULL) {
-        bind_one(&st->errors[FS_E_TIMEOUT], timeout_error);
+    for (int i = 0; i < FS_E_COUNT; i++) {
+        if (errors[i] != NULL) {
+            bind_one(&st->errors[i], errors[i]);
+        }
     }
     Py_RETURN_NONE;
 }
@@ -226,6 +258,11 @@ static int intern(PyObject **slot, const char *s)
     *slot = PyUnicode_InternFromString(s);
     return *slot == NULL ? -1 : 0;
 }
+
+static const fs_part *const parts[] = {
+    &fs_breaker_part, &fs_failfast_part, &fs_bulkhead_part, &fs_ratelimit_part,
+    &fs_cache_part,   &fs_hedge_part,    &fs_toggle_part,
+};
 
 static int fs_exec(PyObject *module)
 {
@@ -255,7 +292,9 @@ static int fs_exec(PyObject *module)
         || intern(&st->str_time, "time") < 0 || intern(&st->str_call_at, "call_at") < 0
         || intern(&st->str_call_soon, "call_soon") < 0 || intern(&st->str_cancel, "cancel") < 0
         || intern(&st->str_cancelling, "cancelling") < 0
-        || intern(&st->str_uncancel, "uncancel") < 0 || intern(&st->str_context, "context") < 0 || intern(&st->str_throw, "throw") < 0 || intern(&st->str_close, "close") < 0) {
+        || intern(&st->str_uncancel, "uncancel") < 0 || intern(&st->str_context, "context") < 0 || intern(&st->str_throw, "throw") < 0 || intern(&st->str_close, "close") < 0
+        || intern(&st->str_retry_after, "retry_after") < 0
+        || intern(&st->str_call_slow, "_call_slow") < 0) {
         return -1;
     }
     uint64_t seed = 0;
@@ -266,6 +305,11 @@ static int fs_exec(PyObject *module)
     if (fs_guard_setup(module, st) < 0 || fs_outcome_setup(module, st) < 0
         || fs_backoff_setup(module, st) < 0 || fs_timeout_setup(module, st) < 0) {
         return -1;
+    }
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        if (parts[i]->setup != NULL && parts[i]->setup(module, st) < 0) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -295,6 +339,17 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
         Py_VISIT(st->errors[i]);
     }
     Py_VISIT(st->emit);
+    for (int i = 0; i < st->n_policy_types; i++) {
+        Py_VISIT(st->policy_types[i]);
+    }
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        if (parts[i]->traverse != NULL) {
+            int r = parts[i]->traverse(st, visit, arg);
+            if (r != 0) {
+                return r;
+            }
+        }
+    }
     return fs_timeout_traverse(st, visit, arg);
 }
 
@@ -304,6 +359,15 @@ static int fs_clear(PyObject *module)
     if (st == NULL) {
         return 0;
     }
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        if (parts[i]->clear != NULL) {
+            parts[i]->clear(st);
+        }
+    }
+    for (int i = 0; i < st->n_policy_types; i++) {
+        Py_CLEAR(st->policy_types[i]);
+    }
+    st->n_policy_types = 0;
     fs_timeout_clear(st);
     fs_call_freelist_clear(st);
     Py_CLEAR(st->Guard_Type);
@@ -336,6 +400,8 @@ static int fs_clear(PyObject *module)
     Py_CLEAR(st->str_context);
     Py_CLEAR(st->str_throw);
     Py_CLEAR(st->str_close);
+    Py_CLEAR(st->str_retry_after);
+    Py_CLEAR(st->str_call_slow);
     return 0;
 }
 

@@ -349,7 +349,7 @@ static PyType_Spec outcome_spec = {
 int fs_outcome_setup(PyObject *module, fs_state *st)
 {
     st->Outcome_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &outcome_spec, NULL);
-    if (st->Outcome_Type == NULL) {
+    if (st->Outcome_Type == NULL || fs_register_policy_type(st, st->Outcome_Type) < 0) {
         return -1;
     }
     return PyModule_AddType(module, st->Outcome_Type);

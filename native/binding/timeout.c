@@ -1953,7 +1953,8 @@ int fs_timeout_setup(PyObject *module, fs_state *st)
     st->TimeoutScope_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &scope_spec, NULL);
     st->Timeout_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &timeout_spec, NULL);
     if (st->TimerQueue_Type == NULL || st->Ready_Type == NULL || st->TimeoutScope_Type == NULL
-        || st->Timeout_Type == NULL || tm_install(module, st->Timeout_Type) < 0) {
+        || st->Timeout_Type == NULL || tm_install(module, st->Timeout_Type) < 0
+        || fs_register_policy_type(st, st->Timeout_Type) < 0) {
         return -1;
     }
     st->queues = PyDict_New();

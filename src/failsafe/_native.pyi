@@ -13,6 +13,12 @@ def _bind(
     *,
     emit: Callable[[Any, str, tuple[Any, ...]], None] | None = ...,
     timeout_error: type[TimeoutError] | None = ...,
+    breaker_failing: type[Exception] | None = ...,
+    failfast_open: type[Exception] | None = ...,
+    bulkhead_full: type[Exception] | None = ...,
+    rate_limit_exceeded: type[Exception] | None = ...,
+    hedge_timeout: type[Exception] | None = ...,
+    feature_disabled: type[Exception] | None = ...,
 ) -> None: ...
 
 class _Policy:

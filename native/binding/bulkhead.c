@@ -1,0 +1,4 @@
+/* bulkhead: not built yet; its part does nothing. */
+#include "fs_binding.h"
+
+const fs_part fs_bulkhead_part = {0};

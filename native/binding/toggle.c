@@ -1,0 +1,4 @@
+/* toggle: not built yet; its part does nothing. */
+#include "fs_binding.h"
+
+const fs_part fs_toggle_part = {0};
