@@ -841,6 +841,61 @@ static PyObject *guard_repr(PyObject *self)
     return PyUnicode_FromFormat("<failsafe guard %R of %R>", g->policy->name, g->fn);
 }
 
+/* `async with fn:` is the block form of fn's policy: these hand over to the policy's own
+ * __aenter__ / __aexit__ (TypeError for a policy without a block form). */
+static PyObject *guard_policy_method(PyObject *self, const char *name, PyObject *const *args,
+                                     Py_ssize_t nargs)
+{
+    FsGuard *g = (FsGuard *)self;
+    if (g->policy == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "failsafe guard used after it was cleared");
+        return NULL;
+    }
+    PyObject *str = PyUnicode_InternFromString(name);
+    if (str == NULL) {
+        return NULL;
+    }
+    PyObject *meth = NULL;
+    int found = lookup_optional_attr((PyObject *)Py_TYPE(g->policy), str, &meth);
+    Py_XDECREF(meth);
+    PyObject *res = NULL;
+    if (found == 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%.200s policies have no async with form, so neither has their guard",
+                     Py_TYPE(g->policy)->tp_name);
+    }
+    else if (found > 0) {
+        PyObject *stack[4] = {(PyObject *)g->policy, NULL, NULL, NULL};
+        for (Py_ssize_t i = 0; i < nargs && i < 3; i++) {
+            stack[1 + i] = args[i];
+        }
+        res = PyObject_VectorcallMethod(str, stack, (size_t)(1 + (nargs < 3 ? nargs : 3)), NULL);
+    }
+    Py_DECREF(str);
+    return res;
+}
+
+static PyObject *guard_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    return guard_policy_method(self, "__aenter__", NULL, 0);
+}
+
+static PyObject *guard_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "__aexit__ takes 3 arguments");
+        return NULL;
+    }
+    return guard_policy_method(self, "__aexit__", args, nargs);
+}
+
+static PyMethodDef guard_methods[] = {
+    {"__aenter__", guard_aenter, METH_NOARGS, "Enters the policy's async with form."},
+    {"__aexit__", (PyCFunction)(void (*)(void))guard_aexit, METH_FASTCALL,
+     "Leaves the policy's async with form."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMemberDef guard_members[] = {
     {"policy", Py_T_OBJECT_EX, offsetof(FsGuard, policy), Py_READONLY,
      "the policy guarding the calls"},
@@ -861,6 +916,7 @@ static PyType_Slot guard_slots[] = {
     {Py_tp_call, PyVectorcall_Call},
     {Py_tp_descr_get, guard_descr_get},
     {Py_tp_members, guard_members},
+    {Py_tp_methods, guard_methods},
     {Py_tp_getset, guard_getset},
     {Py_tp_traverse, guard_traverse},
     {Py_tp_clear, guard_clear},

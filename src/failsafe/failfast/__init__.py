@@ -1,0 +1,210 @@
+"""Fail-fast: stop calling what is known to be failing.
+
+``failfast(failure_threshold=3, recovery_time=30)`` opens after 3 consecutive failures (the call
+that opens it raises :class:`FailFastOpen` ``from`` its own exception), rejects every call at
+once while open, and closes again ``recovery_time`` seconds later (noticed at the next call) or
+on ``close()``. A ``predicate`` over the call's arguments (sync or async) rejects calls whose
+verdict is truthy. The latch is the C core's; one policy serves any number of concurrent tasks
+and functions. ``async with policy:`` guards a block the same way (the predicate is called with
+no arguments).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from types import TracebackType
+from typing import Any, ClassVar, Self, overload
+
+from failsafe import _core, _native, events
+from failsafe.failfast.exceptions import FailFastOpen
+
+__all__ = [
+    "FailFast",
+    "FailFastListener",
+    "FailFastManager",
+    "FailFastOpen",
+    "failfast",
+    "register_failfast_listener",
+]
+
+_native._bind(failfast_open=FailFastOpen)
+
+OPENED, CLOSED, REJECTED = 0, 1, 2
+_MAX_NS = 2**63 - 1
+
+
+def _is_async_callable(obj: Any) -> bool:
+    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
+        getattr(obj, "__call__", None)  # noqa: B004
+    )
+
+
+class FailFastListener:
+    """Fail-fast events. Methods may be sync or async; override the ones you need."""
+
+    def on_failfast_open(self, failfast: FailFast) -> Any:
+        """It opened: after the threshold of consecutive failures, or by ``open()``."""
+
+    def on_failfast_close(self, failfast: FailFast) -> Any:
+        """It closed: its recovery time passed (noticed at the next call), or ``close()``."""
+
+    def on_failfast_rejected(self, failfast: FailFast) -> Any:
+        """A call was refused (open, or the predicate said so)."""
+
+
+def register_failfast_listener(listener: Any) -> None:
+    """Adds a listener (or listener factory) to every fail-fast, existing and future."""
+    events.register_listener("failfast", listener)
+
+
+class FailFast(_core.Component, _native.FailFast):
+    """A fail-fast policy: decorate async functions with it, or ``async with`` it.
+
+    Metrics: ``opened`` and ``closed`` (transitions), ``rejected`` (refused calls).
+    ``open()`` and ``close()`` switch it by hand; ``is_open``, ``state``, ``failures`` and
+    ``retry_after`` tell where it stands.
+    """
+
+    PATTERN: ClassVar[str] = "failfast"
+    METRICS: ClassVar[tuple[str, ...]] = ("opened", "closed", "rejected")
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int | None = None,
+        predicate: Callable[..., Any] | None = None,
+        recovery_time: float | None = None,
+        on: Any = Exception,
+        name: str | None = None,
+        listeners: Iterable[Any] | None = None,
+        event_manager: events.EventManager | None = None,
+    ) -> None:
+        self._init_component(name, listeners)
+        self._event_manager = events.check_event_manager(event_manager)
+        threshold = _core.check_number(
+            failure_threshold, "failure_threshold", allow_none=True, allow_zero=False, integer=True
+        )
+        recovery_ns = -1
+        if recovery_time is not None:
+            seconds = _core.check_number(recovery_time, "recovery_time", allow_zero=False)
+            if seconds * 1e9 > _MAX_NS:
+                raise ValueError(f"recovery_time must be below 9.2e9 seconds, got {seconds}")
+            recovery_ns = max(1, round(seconds * 1e9))
+        types = _core.check_exceptions(on)
+        if types is None and _is_async_callable(on):
+            raise TypeError("on must be a sync predicate over the exception, not async")
+        if predicate is not None and not callable(predicate):
+            raise TypeError(f"predicate must be a callable (sync or async), not {predicate!r}")
+        self._failure_threshold: int | None = threshold
+        self._recovery_time: float | None = None if recovery_time is None else float(recovery_time)
+        self._predicate = predicate
+        self._observe = threshold is not None
+        self._configure(
+            threshold=threshold or 0,
+            recovery_ns=recovery_ns,
+            on=types,
+            on_pred=None if types is not None else on,
+            predicate=predicate,
+            pred_async=predicate is not None and _is_async_callable(predicate),
+        )
+
+    # -- decorator and block form ------------------------------------------------------------
+
+    def __call__[**P, T](
+        self, fn: Callable[P, Awaitable[T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorates an async function (or method); ``fn.policy`` is this policy."""
+        _core.check_async(fn, self.PATTERN)
+        self._adopt_name(fn)
+        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
+        guard._manager = self  # type: ignore[attr-defined]  # failsafe-py's decorated._manager
+        return guard
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        if self._predicate is not None:
+            verdict = self._predicate()
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            if verdict:
+                self._reject()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Raises FailFastOpen from exc when this failure opened it; never suppresses.
+        if self._observe:
+            self._exit(exc)
+
+    async def _call_slow(
+        self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """A call whose predicate is async (the C guard checked the latch already)."""
+        assert self._predicate is not None
+        if await self._predicate(*args, **kwargs):
+            self._reject()
+        self._check_open()  # it may have opened while the predicate ran
+        if not self._observe:
+            return await fn(*args, **kwargs)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._exit(exc)
+            raise
+        self._exit(None)
+        return result
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``"open"`` while calls are rejected, else ``"closed"``."""
+        return "open" if self.is_open else "closed"
+
+    @property
+    def failure_threshold(self) -> int | None:
+        return self._failure_threshold
+
+    @property
+    def recovery_time(self) -> float | None:
+        return self._recovery_time
+
+    @property
+    def _manager(self) -> Self:
+        """failsafe-py's manager object: the policy itself (``_manager.close()`` works)."""
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "state": self.state, "failures": self.failures}
+
+
+# failsafe-py's name of the object holding the state.
+FailFastManager = FailFast
+
+
+@overload
+def failfast[**P, T](fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
+@overload
+def failfast(
+    *,
+    failure_threshold: int | None = ...,
+    predicate: Callable[..., Any] | None = ...,
+    recovery_time: float | None = ...,
+    on: Any = ...,
+    name: str | None = ...,
+    listeners: Iterable[Any] | None = ...,
+    event_manager: events.EventManager | None = ...,
+) -> FailFast: ...
+def failfast(fn: Any = None, /, **kwargs: Any) -> Any:
+    """A fail-fast policy: ``@failfast(failure_threshold=3, recovery_time=30)``.
+
+    ``on`` (an exception class, a tuple of them or a predicate) says which exceptions are
+    failures; ``predicate(*args, **kwargs)`` (sync or async) rejects a call when truthy.
+    """
+    policy = FailFast(**kwargs)
+    return policy if fn is None else policy(fn)

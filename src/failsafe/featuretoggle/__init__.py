@@ -1,0 +1,195 @@
+"""Feature toggle: switch a code path on and off at runtime, or roll it out by percentage.
+
+``featuretoggle(enabled=True)`` admits calls while enabled and refuses them with
+:class:`FeatureDisabled` (without calling the function) while disabled. ``enable()`` and
+``disable()`` switch it at once; they return an already finished awaitable, so failsafe-py's
+``await toggle.enable()`` works too. A ``predicate(*args, **kwargs)`` (sync or async) must
+accept the call, and with ``rollout=30, key=lambda user, *a, **k: user.id`` only the keys whose
+stable bucket (a hash of the key's str / bytes / int, the same in every process) falls in the
+first 30 % run. Raising the percentage only adds keys, and every toggle puts a key in the same
+bucket. An admitted call is the function's own coroutine: nothing is wrapped.
+
+``async with toggle:`` (or ``async with decorated_fn:``) guards a block; there the predicate
+and the key function are called with no arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from types import TracebackType
+from typing import Any, ClassVar, Self, overload
+
+from failsafe import _core, _native, events
+from failsafe.featuretoggle.exceptions import FeatureDisabled
+
+__all__ = [
+    "FeatureDisabled",
+    "FeatureToggle",
+    "FeatureToggleListener",
+    "FeatureToggleManager",
+    "featuretoggle",
+    "register_featuretoggle_listener",
+    "rollout_bucket",
+]
+
+_native._bind(feature_disabled=FeatureDisabled)
+
+ENABLED, DISABLED = 0, 1
+
+
+def _is_async_callable(obj: Any) -> bool:
+    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
+        getattr(obj, "__call__", None)  # noqa: B004
+    )
+
+
+def rollout_bucket(key: str | bytes | int) -> int:
+    """The stable bucket (0 .. 999,999) of a rollout key: a key is in a rollout of ``p`` % when
+    its bucket is below ``p * 10,000``. The same in every process and on every platform."""
+    return _native._rollout_bucket(key)
+
+
+class FeatureToggleListener:
+    """Feature-toggle events. Methods may be sync or async; override the ones you need."""
+
+    def on_feature_enabled(self, toggle: FeatureToggle) -> Any:
+        """A call was admitted."""
+
+    def on_feature_disabled(self, toggle: FeatureToggle) -> Any:
+        """A call was refused (switched off, predicate, or outside the rollout)."""
+
+    def on_feature_toggled(self, toggle: FeatureToggle, enabled: bool) -> Any:
+        """``enable()``, ``disable()`` or ``enabled = ...`` changed the switch."""
+
+
+def register_featuretoggle_listener(listener: Any) -> None:
+    """Adds a listener (or listener factory) to every feature toggle, existing and future."""
+    events.register_listener("featuretoggle", listener)
+
+
+class FeatureToggle(_core.Component, _native.FeatureToggle):
+    """A feature toggle: decorate async functions with it, or ``async with`` it.
+
+    Metrics: ``enabled`` and ``disabled``, one per admitted or refused call.
+    """
+
+    PATTERN: ClassVar[str] = "featuretoggle"
+    METRICS: ClassVar[tuple[str, ...]] = ("enabled", "disabled")
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        predicate: Callable[..., Any] | None = None,
+        rollout: float | None = None,
+        key: Callable[..., str | bytes | int] | None = None,
+        name: str | None = None,
+        listeners: Iterable[Any] | None = None,
+        event_manager: events.EventManager | None = None,
+    ) -> None:
+        self._init_component(name, listeners)
+        self._event_manager = events.check_event_manager(event_manager)
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be a bool, not {type(enabled).__name__}")
+        if predicate is not None and not callable(predicate):
+            raise TypeError(f"predicate must be a callable (sync or async), not {predicate!r}")
+        percent = _core.check_number(rollout, "rollout", allow_none=True)
+        if percent is not None and percent > 100:
+            raise ValueError(f"rollout must be a percentage from 0 to 100, got {percent}")
+        if key is not None and not callable(key):
+            raise TypeError(f"key must be a callable returning a str, bytes or int, not {key!r}")
+        if key is not None and _is_async_callable(key):
+            raise TypeError("key must be a sync callable, not async")
+        if percent is not None and key is None:
+            raise ValueError("rollout needs key=: a callable giving each call's stable key")
+        if key is not None and percent is None:
+            raise ValueError("key= is only used with rollout=")
+        self._predicate = predicate
+        self._rollout: float | None = None if percent is None else float(percent)
+        self._configure(
+            enabled=enabled,
+            predicate=predicate,
+            pred_async=predicate is not None and _is_async_callable(predicate),
+            key=key,
+            rollout=100.0 if percent is None else float(percent),
+        )
+
+    # -- decorator and block form ------------------------------------------------------------
+
+    def __call__[**P, T](
+        self, fn: Callable[P, Awaitable[T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorates an async function (or method); the result also works as ``async with``."""
+        _core.check_async(fn, self.PATTERN)
+        self._adopt_name(fn)
+        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
+        guard._manager = self  # type: ignore[attr-defined]  # failsafe-py's decorated._manager
+        return guard
+
+    async def __aenter__(self) -> Self:
+        verdict: Any = True
+        if self.enabled and self._predicate is not None:
+            verdict = self._predicate()
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        self._decide(verdict, (), {})
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def _call_slow(
+        self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """A call whose predicate is async (the C guard found the toggle enabled)."""
+        assert self._predicate is not None
+        verdict = await self._predicate(*args, **kwargs)
+        self._decide(verdict, args, kwargs)
+        return await fn(*args, **kwargs)
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def rollout(self) -> float | None:
+        return self._rollout
+
+    @property
+    def _manager(self) -> Self:
+        """failsafe-py's manager object: the policy itself (``await _manager.enable()``)."""
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "state": "enabled" if self.enabled else "disabled"}
+
+
+# failsafe-py's name of the object holding the state.
+FeatureToggleManager = FeatureToggle
+
+
+@overload
+def featuretoggle[**P, T](
+    fn: Callable[P, Awaitable[T]], /
+) -> Callable[P, Coroutine[Any, Any, T]]: ...
+@overload
+def featuretoggle(
+    *,
+    enabled: bool = ...,
+    predicate: Callable[..., Any] | None = ...,
+    rollout: float | None = ...,
+    key: Callable[..., str | bytes | int] | None = ...,
+    name: str | None = ...,
+    listeners: Iterable[Any] | None = ...,
+    event_manager: events.EventManager | None = ...,
+) -> FeatureToggle: ...
+def featuretoggle(fn: Any = None, /, **kwargs: Any) -> Any:
+    """A feature toggle: ``@featuretoggle(enabled=True)``, switched with ``enable()`` /
+    ``disable()``; ``predicate`` (sync or async) and ``rollout`` + ``key`` narrow it further.
+    """
+    policy = FeatureToggle(**kwargs)
+    return policy if fn is None else policy(fn)
