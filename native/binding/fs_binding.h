@@ -54,6 +54,7 @@ typedef struct fs_state {
     /* types (every policy type must be listed in fs_is_policy, guard.c) */
     PyTypeObject *Guard_Type;
     PyTypeObject *Call_Type;
+    PyTypeObject *Rejected_Type;   /* a refused call's awaitable (guard.c) */
     PyTypeObject *Outcome_Type;
     PyTypeObject *Backoff_Type;
     PyTypeObject *BackoffIter_Type;
@@ -161,7 +162,9 @@ typedef struct fs_policy_ops {
      * abandoned, so abandon must give back what admit took); 2 (FS_ADMIT_SLOW): the call is
      * not decided yet (it must wait for a slot or a token), so the guard returns
      * policy._call_slow(fn, *args, **kwargs), a Python awaitable that does the whole call;
-     * -1 with an exception set: reject (fn is not called). */
+     * -1 with an exception set: reject (fn is not called). An Exception is raised where the
+     * call is awaited, as a coroutine would raise it (so outer policies see it); anything
+     * else (KeyboardInterrupt) at once. */
     int (*admit)(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject *kwnames);
     /* Sets up the FsCall right after it is filled in, before it is returned. May be NULL. -1 on error. */
     int (*init_call)(FsCall *c);

@@ -640,6 +640,140 @@ static PyType_Spec call_spec = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
+/* Rejected: what a refused call returns, an awaitable that raises the refusal when awaited (a
+ * coroutine raises nothing when it is made: `create_task(f())`, `gather(f(), ...)` and outer
+ * guards, which observe only what their awaitable raises, all see the refusal where they await) */
+
+typedef struct FsRejected {
+    PyObject_HEAD
+    PyObject *exc;      /* raised at the first send, then NULL */
+} FsRejected;
+
+static PyObject *rejected_raise(FsRejected *r)
+{
+    PyObject *exc = r->exc;
+    if (exc == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return NULL;
+    }
+    r->exc = NULL;
+    PyErr_SetRaisedException(exc);
+    return NULL;
+}
+
+static PySendResult rejected_am_send(PyObject *self, PyObject *Py_UNUSED(arg), PyObject **presult)
+{
+    *presult = NULL;
+    rejected_raise((FsRejected *)self);
+    return PYGEN_ERROR;
+}
+
+static PyObject *rejected_iternext(PyObject *self)
+{
+    return rejected_raise((FsRejected *)self);
+}
+
+static PyObject *rejected_send(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    return rejected_raise((FsRejected *)self);
+}
+
+/* Thrown in before it ran: the thrown exception surfaces and the refusal is dropped, as for a
+ * coroutine that never started. */
+static PyObject *rejected_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    Py_CLEAR(((FsRejected *)self)->exc);
+    PyObject *typ = args[0];
+    PyObject *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val == Py_None ? NULL : val);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *rejected_close(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    Py_CLEAR(((FsRejected *)self)->exc);
+    Py_RETURN_NONE;
+}
+
+static int rejected_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((FsRejected *)self)->exc);
+    return 0;
+}
+
+static int rejected_clear(PyObject *self)
+{
+    Py_CLEAR(((FsRejected *)self)->exc);
+    return 0;
+}
+
+static void rejected_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    rejected_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef rejected_methods[] = {
+    {"send", rejected_send, METH_O, "send(value) -> raises the refusal."},
+    {"throw", (PyCFunction)(void (*)(void))rejected_throw, METH_FASTCALL,
+     "throw(exc) -> raises exc."},
+    {"close", rejected_close, METH_NOARGS, "close() -> drops the refusal."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot rejected_slots[] = {
+    {Py_am_await, PyObject_SelfIter},
+    {Py_am_send, rejected_am_send},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, rejected_iternext},
+    {Py_tp_methods, rejected_methods},
+    {Py_tp_traverse, rejected_traverse},
+    {Py_tp_clear, rejected_clear},
+    {Py_tp_dealloc, rejected_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec rejected_spec = {
+    .name = "failsafe._native.RejectedCall",
+    .basicsize = sizeof(FsRejected),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = rejected_slots,
+};
+
+/* The awaitable of a call refused with the pending exception: an Exception is deferred to the
+ * await; anything else (KeyboardInterrupt from a listener) stays raised here. */
+static PyObject *guard_rejected(fs_state *st)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return NULL;
+    }
+    FsRejected *r = PyObject_GC_New(FsRejected, st->Rejected_Type);
+    if (r == NULL) {
+        return NULL;    /* MemoryError replaces the refusal */
+    }
+    r->exc = PyErr_GetRaisedException();
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Guard */
 
 /* policy._call_slow(fn, *args, **kwargs): a call that must wait before it may start. */
@@ -681,7 +815,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     }
     int mode = p->ops->admit(p, args, nargsf, kwnames);
     if (mode <= 0) {
-        return mode < 0 ? NULL : PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
+        return mode < 0 ? guard_rejected(p->st) : PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
     }
     if (mode == FS_ADMIT_SLOW) {
         return guard_call_slow(g, args, nargsf, kwnames);
@@ -941,6 +1075,10 @@ int fs_guard_setup(PyObject *module, fs_state *st)
     }
     st->Guard_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &guard_spec, NULL);
     if (st->Guard_Type == NULL) {
+        return -1;
+    }
+    st->Rejected_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &rejected_spec, NULL);
+    if (st->Rejected_Type == NULL) {
         return -1;
     }
     if (PyModule_AddType(module, st->Guard_Type) < 0

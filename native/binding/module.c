@@ -322,6 +322,7 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
     }
     Py_VISIT(st->Guard_Type);
     Py_VISIT(st->Call_Type);
+    Py_VISIT(st->Rejected_Type);
     Py_VISIT(st->Outcome_Type);
     Py_VISIT(st->Backoff_Type);
     Py_VISIT(st->BackoffIter_Type);
@@ -372,6 +373,7 @@ static int fs_clear(PyObject *module)
     fs_call_freelist_clear(st);
     Py_CLEAR(st->Guard_Type);
     Py_CLEAR(st->Call_Type);
+    Py_CLEAR(st->Rejected_Type);
     Py_CLEAR(st->Outcome_Type);
     Py_CLEAR(st->Backoff_Type);
     Py_CLEAR(st->BackoffIter_Type);
