@@ -41,8 +41,8 @@ static void ff_set_open_error(FsFailFast *f, int64_t retry_after_ns)
 {
     char msg[96];
     snprintf(msg, sizeof msg, "fail-fast %.64s is open", PyUnicode_AsUTF8(f->base.name));
-    fs_error_after(f->base.st, FS_E_FAILFAST_OPEN, msg,
-                   retry_after_ns < 0 ? -1.0 : ns_to_s(retry_after_ns));
+    fs_error_after_new(f->base.st, FS_E_FAILFAST_OPEN, msg,
+                       retry_after_ns < 0 ? -1.0 : ns_to_s(retry_after_ns));
 }
 
 /* A call refused: counted, reported, FailFastOpen set. Always -1. */
@@ -64,7 +64,9 @@ static int ff_check(FsFailFast *f)
         return 0;
     }
     int64_t after = -1;
-    int v = fs_failfast_admit(&f->ff, fs_now_ns(f->base.st), &after);
+    /* Closed only by hand: no clock to read. */
+    int64_t now = f->ff.recovery_ns < 0 ? 0 : fs_now_ns(f->base.st);
+    int v = fs_failfast_admit(&f->ff, now, &after);
     if (v == FS_FF_REJECT) {
         return ff_reject(f, after);
     }

@@ -68,6 +68,31 @@ PyObject *fs_error_after(fs_state *st, fs_err code, const char *msg, double retr
     return NULL;
 }
 
+PyObject *fs_error_after_new(fs_state *st, fs_err code, const char *msg, double retry_after_s)
+{
+    PyObject *cls = error_class(st, code);
+    PyObject *text = PyUnicode_FromString(msg != NULL ? msg : "");
+    PyObject *args = text != NULL ? PyTuple_Pack(1, text) : NULL;
+    Py_XDECREF(text);
+    if (args == NULL) {
+        return NULL;
+    }
+    PyObject *exc = ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, NULL);
+    Py_DECREF(args);
+    if (exc != NULL && retry_after_s >= 0) {
+        PyObject *after = PyFloat_FromDouble(retry_after_s);
+        if (after == NULL || PyObject_SetAttr(exc, st->str_retry_after, after) < 0) {
+            Py_CLEAR(exc);
+        }
+        Py_XDECREF(after);
+    }
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
 int fs_event_error(PyObject *where)
 {
     if (PyErr_ExceptionMatches(PyExc_Exception)) {

@@ -13,7 +13,12 @@ class FailFastOpen(FailsafeError):
     ``retry_after`` is how many seconds remain until it closes by itself, when known (None when
     only ``close()`` reopens it, or when the predicate refused the call). Raised by the call
     that opened it ``from`` that call's exception.
+
+    The C engine builds it without calling ``__init__`` (args ``(message,)`` and, when known,
+    ``retry_after`` set on the instance): keep ``__init__`` to storing those two.
     """
+
+    retry_after: float | None = None
 
     def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(message)
