@@ -1082,7 +1082,8 @@ int fs_guard_setup(PyObject *module, fs_state *st)
         return -1;
     }
     if (PyModule_AddType(module, st->Guard_Type) < 0
-        || PyModule_AddType(module, st->Call_Type) < 0) {
+        || PyModule_AddType(module, st->Call_Type) < 0
+        || PyModule_AddType(module, st->Rejected_Type) < 0) {
         return -1;
     }
     return 0;
