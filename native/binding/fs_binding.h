@@ -55,6 +55,7 @@ typedef struct fs_state {
     PyTypeObject *Guard_Type;
     PyTypeObject *Call_Type;
     PyTypeObject *Rejected_Type;   /* a refused call's awaitable (guard.c) */
+    PyTypeObject *StopIteration_Type;   /* recycled StopIteration of guarded returns (guard.c) */
     PyTypeObject *Outcome_Type;
     PyTypeObject *Backoff_Type;
     PyTypeObject *BackoffIter_Type;
@@ -116,6 +117,9 @@ typedef struct fs_state {
     /* recycled GuardedCall objects (GC-untracked, linked through ->inner) */
     struct FsCall *call_freelist;
     int call_free_count;
+    /* recycled StopIteration_Type instances (untracked, linked through ->value) */
+    PyObject *stop_freelist;
+    int stop_free_count;
     /* timeout: per-loop queues, see timeout.c */
     PyObject *queues;               /* dict loop -> TimerQueue (weak keys handled by loop close) */
     PyObject *last_loop;            /* one-slot cache: borrowed key of last_queue */
@@ -325,10 +329,12 @@ static inline PyObject *const *fs_call_argv(FsCall *c)
     return c->args != NULL ? &PyTuple_GET_ITEM(c->args, 0) : c->iargs;
 }
 
-/* A new StopIteration carrying value (stolen) for an awaiting SEND, which reads only .value:
- * built without the argument tuple and __init__ (a third of the cost of calling the class).
- * NULL with an exception set on failure. */
-PyObject *fs_stop_iteration_new(PyObject *value);
+/* A new StopIteration carrying value (stolen) for an awaiting SEND, which reads only .value and
+ * drops it: an instance of a recycled StopIteration subclass, built without __init__. NULL with
+ * an exception set on failure. */
+PyObject *fs_stop_iteration_new(fs_state *st, PyObject *value);
+/* Frees the recycled StopIteration instances (module clear). */
+void fs_stop_freelist_clear(fs_state *st);
 
 /* Builds the (args tuple, kwargs dict) pair of a call that kept its arguments, for a slow path. */
 int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs);

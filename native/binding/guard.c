@@ -308,16 +308,76 @@ static void set_stop_iteration(PyObject *value)
     }
 }
 
-PyObject *fs_stop_iteration_new(PyObject *value)
+/* The StopIteration an awaiting SEND receives for a non-None result. SEND reads .value and
+ * drops the exception at once, so instances are recycled: the type's dealloc releases what the
+ * instance holds (the value first, so nothing outlives the await) and keeps the memory for the
+ * next result. Saves the allocation, GC bookkeeping and free of every guarded return. */
+#define FS_STOP_FREELIST 8
+
+typedef struct FsStop {
+    PyStopIterationObject base;
+    fs_state *st;       /* borrowed: the module outlives its types' instances */
+} FsStop;
+
+static void stop_dealloc(PyObject *self)
 {
-    PyTypeObject *tp = (PyTypeObject *)PyExc_StopIteration;
-    PyStopIterationObject *e = (PyStopIterationObject *)tp->tp_alloc(tp, 0);
-    if (e == NULL) {
-        Py_DECREF(value);
-        return NULL;
+    PyStopIterationObject *e = (PyStopIterationObject *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    fs_state *st = ((FsStop *)self)->st;
+    if (PyObject_GC_IsTracked(self)) {
+        PyObject_GC_UnTrack(self);
     }
+    Py_CLEAR(e->value);
+    Py_CLEAR(e->dict);
+    Py_CLEAR(e->args);
+    Py_CLEAR(e->notes);
+    Py_CLEAR(e->traceback);
+    Py_CLEAR(e->context);
+    Py_CLEAR(e->cause);
+    e->suppress_context = 0;
+    if (st != NULL && tp == st->StopIteration_Type && st->stop_free_count < FS_STOP_FREELIST) {
+        /* PyObject_Init on reuse takes the type reference back. */
+        e->value = st->stop_freelist;
+        st->stop_freelist = self;
+        st->stop_free_count++;
+    }
+    else {
+        tp->tp_free(self);
+    }
+    Py_DECREF(tp);
+}
+
+void fs_stop_freelist_clear(fs_state *st)
+{
+    while (st->stop_freelist != NULL) {
+        PyStopIterationObject *e = (PyStopIterationObject *)st->stop_freelist;
+        st->stop_freelist = e->value;
+        PyObject_GC_Del(e);
+    }
+    st->stop_free_count = 0;
+}
+
+PyObject *fs_stop_iteration_new(fs_state *st, PyObject *value)
+{
+    PyStopIterationObject *e = (PyStopIterationObject *)st->stop_freelist;
+    if (e != NULL) {
+        st->stop_freelist = e->value;
+        st->stop_free_count--;
+        PyObject_Init((PyObject *)e, st->StopIteration_Type);
+    }
+    else {
+        e = (PyStopIterationObject *)PyObject_GC_New(FsStop, st->StopIteration_Type);
+        if (e == NULL) {
+            Py_DECREF(value);
+            return NULL;
+        }
+        ((FsStop *)e)->st = st;
+        e->dict = e->notes = e->traceback = e->context = e->cause = NULL;
+        e->suppress_context = 0;
+    }
+    /* Left untracked: it lives from here to the SEND that consumes it. */
     e->value = value;
-    e->args = PyTuple_New(0);
+    e->args = PyTuple_New(0);    /* the shared empty tuple */
     if (e->args == NULL) {
         Py_DECREF(e);
         return NULL;
@@ -325,7 +385,34 @@ PyObject *fs_stop_iteration_new(PyObject *value)
     return (PyObject *)e;
 }
 
-static PyObject *send_result(PySendResult r, PyObject *res, int from_await)
+static int stop_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return ((PyTypeObject *)PyExc_StopIteration)->tp_traverse(self, visit, arg);
+}
+
+static int stop_clear(PyObject *self)
+{
+    return ((PyTypeObject *)PyExc_StopIteration)->tp_clear(self);
+}
+
+static PyType_Slot stop_slots[] = {
+    {Py_tp_dealloc, stop_dealloc},
+    {Py_tp_traverse, stop_traverse},
+    {Py_tp_clear, stop_clear},
+    {Py_tp_doc, "StopIteration carrying a guarded call's result (recycled)."},
+    {0, NULL},
+};
+
+static PyType_Spec stop_spec = {
+    .name = "failsafe._native.StopIteration",
+    .basicsize = sizeof(FsStop),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = stop_slots,
+};
+
+static PyObject *send_result(fs_state *st, PySendResult r, PyObject *res, int from_await)
 {
     if (r == PYGEN_NEXT) {
         return res;
@@ -336,7 +423,7 @@ static PyObject *send_result(PySendResult r, PyObject *res, int from_await)
                 Py_DECREF(res);
                 return NULL;    /* a bare NULL ends iteration with value None */
             }
-            PyObject *e = fs_stop_iteration_new(res);
+            PyObject *e = fs_stop_iteration_new(st, res);
             if (e != NULL) {
                 PyErr_SetRaisedException(e);
             }
@@ -352,14 +439,14 @@ static PyObject *call_iternext(PyObject *self)
 {
     PyObject *res = NULL;
     PySendResult r = call_am_send(self, Py_None, &res);
-    return send_result(r, res, 1);
+    return send_result(((FsCall *)self)->policy->st, r, res, 1);
 }
 
 static PyObject *call_send(PyObject *self, PyObject *arg)
 {
     PyObject *res = NULL;
     PySendResult r = call_am_send(self, arg, &res);
-    return send_result(r, res, 0);
+    return send_result(NULL, r, res, 0);
 }
 
 static PyObject *call_throw_impl(FsCall *c, PyObject *const *args, Py_ssize_t nargs);
@@ -450,7 +537,7 @@ static PyObject *call_throw_impl(FsCall *c, PyObject *const *args, Py_ssize_t na
     else {
         r = call_finished(c, NULL, exc, &out);
     }
-    return send_result(r, out, 0);
+    return send_result(NULL, r, out, 0);
 }
 
 static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(unused))
@@ -1075,6 +1162,11 @@ int fs_guard_setup(PyObject *module, fs_state *st)
     }
     st->Guard_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &guard_spec, NULL);
     if (st->Guard_Type == NULL) {
+        return -1;
+    }
+    st->StopIteration_Type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &stop_spec, PyExc_StopIteration);
+    if (st->StopIteration_Type == NULL) {
         return -1;
     }
     st->Rejected_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &rejected_spec, NULL);

@@ -348,6 +348,7 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->Guard_Type);
     Py_VISIT(st->Call_Type);
     Py_VISIT(st->Rejected_Type);
+    Py_VISIT(st->StopIteration_Type);
     Py_VISIT(st->Outcome_Type);
     Py_VISIT(st->Backoff_Type);
     Py_VISIT(st->BackoffIter_Type);
@@ -396,9 +397,11 @@ static int fs_clear(PyObject *module)
     st->n_policy_types = 0;
     fs_timeout_clear(st);
     fs_call_freelist_clear(st);
+    fs_stop_freelist_clear(st);
     Py_CLEAR(st->Guard_Type);
     Py_CLEAR(st->Call_Type);
     Py_CLEAR(st->Rejected_Type);
+    Py_CLEAR(st->StopIteration_Type);
     Py_CLEAR(st->Outcome_Type);
     Py_CLEAR(st->Backoff_Type);
     Py_CLEAR(st->BackoffIter_Type);

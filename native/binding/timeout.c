@@ -1096,7 +1096,8 @@ static PyObject *ready_iternext(PyObject *self)
         return NULL;
     }
 #endif
-    stop = fs_stop_iteration_new(v);
+    fs_state *st = fs_state_from_type(Py_TYPE(self));
+    stop = st != NULL ? fs_stop_iteration_new(st, v) : NULL;
     if (stop == NULL) {
         return NULL;
     }
