@@ -927,7 +927,7 @@ static PyObject *series_attach(PyObject *self, PyObject *obj)
         return NULL;
     }
     if (!fs_is_policy(st, obj)) {
-        PyErr_Format(PyExc_TypeError, "attach() takes a policy, not %T", obj);
+        PyErr_Format(PyExc_TypeError, "attach() takes a policy, not %s", Py_TYPE(obj)->tp_name);
         return NULL;
     }
     FsPolicy *p = (FsPolicy *)obj;

@@ -1,0 +1,66 @@
+"""The demo (`uv run python examples/demo.py`, the README's run command) runs to completion
+well within a minute, and its tables make sense."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from failsafe._core import PATTERNS
+
+ROOT = Path(__file__).resolve().parent.parent
+ROW = re.compile(
+    r"^\s+(?P<label>without failsafe|with failsafe)\s+(?P<calls>\d+)\s+(?P<success>[\d.]+)%"
+    r"\s+(?P<fresh>[\d.]+)%\s+(?P<p50>[\d.]+)\s+(?P<p99>[\d.]+)\s",
+    re.M,
+)
+
+
+def test_demo_runs_and_reports_sensible_figures() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    elapsed = time.monotonic() - start
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert elapsed < 60, f"the demo took {elapsed:.1f} s"
+    out = done.stdout
+
+    rows = {m["label"]: m for m in ROW.finditer(out)}
+    assert set(rows) == {"without failsafe", "with failsafe"}, out
+    for row in rows.values():
+        assert int(row["calls"]) > 0
+        for column in ("success", "fresh"):
+            assert 0.0 <= float(row[column]) <= 100.0
+        assert 0.0 < float(row["p50"]) <= float(row["p99"])
+    without, with_ = rows["without failsafe"], rows["with failsafe"]
+    assert float(with_["success"]) >= float(without["success"])
+    assert float(without["success"]) < 100.0  # the dependency does fail
+    # A timeout bounds each attempt: the stalls (1 s) do not reach the guarded tail.
+    assert float(with_["p99"]) < float(without["p99"])
+
+    # Every pattern present in this failsafe shows its counters, read back from OpenTelemetry.
+    counters = out[out.index("failsafe counters") :]
+    shown = {line.split()[0] for line in counters.splitlines()[1:] if line.startswith("  ")}
+    present = {p for p in PATTERNS if importlib.util.find_spec(f"failsafe.{p}") is not None}
+    if importlib.util.find_spec("failsafe.ratelimit") is not None:
+        import failsafe.ratelimit
+
+        if not hasattr(failsafe.ratelimit, "tokenbucket"):
+            present.discard("ratelimit")  # its exceptions only: no limiter to guard with
+    assert present <= shown, counters
+    retry_line = next(line for line in counters.splitlines() if "quote_retry" in line)
+    assert re.search(r"attempt=[1-9]\d*", retry_line)
+    assert re.search(r"success=[1-9]\d*", retry_line)
