@@ -64,3 +64,12 @@ def test_demo_runs_and_reports_sensible_figures() -> None:
     retry_line = next(line for line in counters.splitlines() if "quote_retry" in line)
     assert re.search(r"attempt=[1-9]\d*", retry_line)
     assert re.search(r"success=[1-9]\d*", retry_line)
+
+    # The README's orders endpoint is served once hedge, failfast and featuretoggle exist.
+    orders_patterns = ("hedge", "failfast", "featuretoggle")
+    orders = re.search(r"orders endpoint: \{(?P<statuses>[^}]*)\}", out)
+    if all(p in present for p in orders_patterns):
+        assert orders is not None, out
+        assert re.search(r"\b200: [1-9]", orders["statuses"]), orders["statuses"]
+    else:
+        assert orders is None

@@ -573,3 +573,47 @@ async def test_featuretoggle_enabled_disabled(otel: Otel) -> None:
         await no()
     assert (await _expect_exported(otel, yes.policy, "featuretoggle", on))["enabled"] == 1
     assert (await _expect_exported(otel, no.policy, "featuretoggle", off))["disabled"] == 1
+
+
+def test_instrumentor_does_not_keep_meters_alive() -> None:
+    import weakref
+
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    o = Otel()
+    meter = o.provider.get_meter("short.lived")
+    timeout(1, name=unique("weak"))
+    inst.instrument(namespace=NS, meter=meter)
+    inst.uninstrument()
+    o.provider.shutdown()
+    ref = weakref.ref(meter)
+    del meter, o
+    gc.collect()
+    assert ref() is None
+
+
+def test_failing_series_hook_never_stops_a_component(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("exporter down")
+
+    _core.on_new_series(broken)
+    try:
+        name = unique("hooked")
+        t = timeout(1, name=name)
+        assert t.name == name
+    finally:
+        _core.off_new_series(broken)
+    assert "exporter down" in caplog.text
+
+
+def test_component_without_c_counters_reports_nothing() -> None:
+    class Plain(_core.Component):
+        PATTERN = "plain"
+        METRICS = ("x",)
+
+        def __init__(self, name: str | None) -> None:
+            self._init_component(name, None)
+
+    p = Plain(unique("plain"))
+    assert p.name.startswith("plain")
+    assert all(pattern != "plain" for _, pattern, _, _ in _core.all_series())

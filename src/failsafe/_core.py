@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
 import re
 from collections.abc import Callable, Coroutine, Iterable
@@ -156,8 +157,24 @@ def _new_series(component: Component) -> _native.Series:
         series = by_name[name] = _native.Series()
         _series_metrics[name, pattern] = component.METRICS
         for hook in tuple(_series_hooks):
-            hook(name, pattern, component.METRICS, series)
+            try:
+                hook(name, pattern, component.METRICS, series)
+            except Exception:  # an exporter's failure never stops a component
+                logging.getLogger("failsafe").exception("metrics series hook %r failed", hook)
     return series
+
+
+class _NoSeries(dict[str, Any]):
+    """_SERIES of a component class that has no C counters: its components report nothing."""
+
+    class _Null:
+        def attach(self, component: object) -> None:
+            pass
+
+    _null: Final = _Null()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._null
 
 
 def all_series() -> list[tuple[str, str, tuple[str, ...], _native.Series]]:
@@ -198,7 +215,9 @@ class Component:
         super().__init_subclass__(**kwargs)
         pattern = cls.__dict__.get("PATTERN")
         if isinstance(pattern, str):
-            cls._SERIES = _series.setdefault(pattern, {})
+            # Policies (C types) have _counters; anything else has nothing to report.
+            has_counters = hasattr(cls, "_counters")
+            cls._SERIES = _series.setdefault(pattern, {}) if has_counters else _NoSeries()
 
     _listeners: tuple[Any, ...]
     _explicit_name: bool

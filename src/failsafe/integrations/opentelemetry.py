@@ -16,6 +16,7 @@ import hashlib
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import ClassVar, Final
 
@@ -83,14 +84,15 @@ class _Export:
     instrumenting the same meter and namespace again revives them."""
 
     def __init__(self, meter: Meter, namespace: str) -> None:
-        self.meter = meter
+        self.meter = weakref.ref(meter)  # the meter provider owns its meters
         self.namespace = namespace
         self.active = False
         self.instruments: dict[str, _Instrument] = {}
         self.seen: set[int] = set()  # ids of series already exported (series live forever)
 
     def add(self, name: str, pattern: str, metrics_: tuple[str, ...], s: _native.Series) -> None:
-        if id(s) in self.seen:
+        meter = self.meter()
+        if meter is None or id(s) in self.seen:
             return
         self.seen.add(id(s))
         for index, metric in enumerate(metrics_):
@@ -98,7 +100,7 @@ class _Export:
             inst = self.instruments.get(full.lower())
             if inst is None:
                 inst = self.instruments[full.lower()] = _Instrument(self, full)
-                self.meter.create_observable_counter(
+                meter.create_observable_counter(
                     full,
                     callbacks=[inst.observe],
                     description=f"failsafe {pattern} '{name}': {metric}",
@@ -114,14 +116,14 @@ class FailsafeOtelInstrumentor:
     _lock: ClassVar = threading.RLock()
 
     _export: _Export | None
-    _exports: dict[tuple[int, str], _Export]
+    _exports: weakref.WeakKeyDictionary[Meter, dict[str, _Export]]  # by meter, then namespace
 
     def __new__(cls) -> FailsafeOtelInstrumentor:
         with cls._lock:
             if cls._instance is None:
                 self = super().__new__(cls)
                 self._export = None
-                self._exports = {}
+                self._exports = weakref.WeakKeyDictionary()
                 cls._instance = self
             return cls._instance
 
@@ -149,15 +151,17 @@ class FailsafeOtelInstrumentor:
             if meter is None:
                 provider = meter_provider or metrics.get_meter_provider()
                 meter = provider.get_meter("failsafe", __version__)
-            key = (id(meter), namespace)
-            export = self._exports.get(key)
-            if export is None or export.meter is not meter:
-                export = self._exports[key] = _Export(meter, namespace)
-            for name, pattern, metrics_, s in _core.all_series():
-                export.add(name, pattern, metrics_, s)
+            by_namespace = self._exports.setdefault(meter, {})
+            export = by_namespace.get(namespace)
+            if export is None:
+                export = by_namespace[namespace] = _Export(meter, namespace)
             export.active = True
             self._export = export
+            # Hook first, then the series so far: a series born in between is added once
+            # (add() skips a series it has), never missed.
             _core.on_new_series(self._on_new_series)
+            for name, pattern, metrics_, s in _core.all_series():
+                export.add(name, pattern, metrics_, s)
 
     def uninstrument(self) -> None:
         """Stops exporting: the instruments observe nothing from the next collection on."""
