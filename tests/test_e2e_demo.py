@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from failsafe._core import PATTERNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,21 +23,27 @@ ROW = re.compile(
 )
 
 
+# Under a sanitizer build everything runs many times slower: a shorter run, a looser bound.
+SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+@pytest.mark.timeout(600)
 def test_demo_runs_and_reports_sensible_figures() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    args = ["--calls", "100"] if SANITIZED else []
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        [sys.executable, str(ROOT / "examples" / "demo.py"), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=500,
         check=False,
     )
     elapsed = time.monotonic() - start
     assert done.returncode == 0, done.stderr[-3000:]
-    assert elapsed < 60, f"the demo took {elapsed:.1f} s"
+    assert elapsed < (400 if SANITIZED else 60), f"the demo took {elapsed:.1f} s"
     out = done.stdout
 
     rows = {m["label"]: m for m in ROW.finditer(out)}
