@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e_server import Receiver
 from failsafe._core import PATTERNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,3 +82,27 @@ def test_demo_runs_and_reports_sensible_figures() -> None:
         assert re.search(r"\b200: [1-9]", orders["statuses"]), orders["statuses"]
     else:
         assert orders is None
+
+
+@pytest.mark.timeout(600)
+def test_demo_exports_over_otlp_when_configured() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    with Receiver() as receiver:
+        env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = receiver.endpoint
+        env["OTEL_METRIC_EXPORT_INTERVAL"] = "600000"  # the export at exit only
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "demo.py"), "--calls", "40"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=500,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        metrics = receiver.latest()
+        assert receiver.resource_attributes()["service.name"] == "failsafe-service"
+    success = metrics["failsafe.service.quote_retry.retry.success"]
+    assert success.sum.is_monotonic
+    assert sum(p.as_int for p in success.sum.data_points) > 0
+    assert "failsafe.service.quote_timeout.timeout.fired" in metrics

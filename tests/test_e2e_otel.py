@@ -5,22 +5,14 @@ protobuf and (b) through the Prometheus exporter, scraped over HTTP."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import itertools
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -28,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e_server import serve
+from e2e_server import Receiver, serve
 from failsafe.fallback import fallback
 from failsafe.integrations.fastapi import install_exception_handlers
 from failsafe.integrations.opentelemetry import FailsafeOtelInstrumentor
@@ -107,64 +99,6 @@ def instrumentor() -> Iterator[FailsafeOtelInstrumentor]:
     inst.uninstrument()
     yield inst
     inst.uninstrument()
-
-
-class Receiver:
-    """An OTLP/HTTP metrics receiver on a free local port, in a thread."""
-
-    def __init__(self) -> None:
-        self.requests: list[ExportMetricsServiceRequest] = []
-        self.paths: list[str] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                request = ExportMetricsServiceRequest()
-                request.ParseFromString(body)
-                receiver.requests.append(request)
-                receiver.paths.append(self.path)
-                answer = ExportMetricsServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/metrics"
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-    def latest(self) -> dict[str, Any]:
-        """The sum data points of the last export: {metric name: metric}."""
-        found: dict[str, Any] = {}
-        for request in self.requests:
-            for rm in request.resource_metrics:
-                for sm in rm.scope_metrics:
-                    for m in sm.metrics:
-                        found[m.name] = m
-        return found
-
-    def resource_attributes(self) -> dict[str, str]:
-        rm = self.requests[-1].resource_metrics[0]
-        return {a.key: a.value.string_value for a in rm.resource.attributes}
 
 
 async def test_otlp_http_export(instrumentor: FailsafeOtelInstrumentor) -> None:
