@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Final
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -50,7 +52,7 @@ def retry_after_header(exc: BaseException) -> str | None:
 
 def exception_response(exc: BaseException, status: int, detail: str) -> JSONResponse:
     """The JSON answer for a failsafe exception."""
-    headers = {}
+    headers: dict[str, str] = {}
     retry_after = retry_after_header(exc)
     if retry_after is not None:
         headers["Retry-After"] = retry_after
@@ -59,14 +61,14 @@ def exception_response(exc: BaseException, status: int, detail: str) -> JSONResp
     )
 
 
-def _handler(status: int, detail: str) -> Any:
+def _handler(status: int, detail: str) -> Callable[[Request, Exception], Awaitable[Response]]:
     async def handle(request: Request, exc: Exception) -> Response:
         return exception_response(exc, status, detail)
 
     return handle
 
 
-def _exception_class(module: str, name: str) -> type[BaseException] | None:
+def _exception_class(module: str, name: str) -> type[Exception] | None:
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as e:
@@ -74,13 +76,13 @@ def _exception_class(module: str, name: str) -> type[BaseException] | None:
             return None  # this pattern is not part of the installed failsafe
         raise
     cls = getattr(mod, name, None)
-    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+    return cls if isinstance(cls, type) and issubclass(cls, Exception) else None
 
 
-def install_exception_handlers(app: Any) -> dict[type[BaseException], int]:
+def install_exception_handlers(app: Starlette) -> dict[type[Exception], int]:
     """Installs the handlers on a FastAPI or Starlette app; returns {exception class: status}
     for the classes handled."""
-    installed: dict[type[BaseException], int] = {}
+    installed: dict[type[Exception], int] = {}
     for module, name, status, detail in HANDLED:
         cls = _exception_class(module, name)
         if cls is not None:
