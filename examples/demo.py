@@ -1,100 +1,224 @@
-"""failsafe at work against a flaky, slow, simulated dependency.
+"""failsafe at work: the example service (examples/service) against a flaky, slow dependency.
 
-Run: uv run python examples/demo.py
+Starts the service in-process (uvicorn on a free local port), sends the same load to its quote
+endpoint without and with failsafe, and prints success rates, latencies and every pattern's
+counters as read back from OpenTelemetry (an in-process reader; set
+OTEL_EXPORTER_OTLP_ENDPOINT to also export to a collector).
+
+Run: uv run python examples/demo.py [--calls N]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import random
+import re
+import socket
+import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from failsafe.fallback import fallback
-from failsafe.retry import AttemptsExceeded, backoffs, retry
-from failsafe.timeout import TimeoutError as FsTimeoutError
-from failsafe.timeout import timeout
+import httpx
+import uvicorn
 
-CALLS = 400
-FAIL_RATE = 0.3  # the dependency raises ConnectionError this often
-STALL_RATE = 0.05  # ... and hangs for a second this often
-rng = random.Random(7)
-dependency_calls = Counter[str]()
+sys.path.insert(0, str(Path(__file__).resolve().parent / "service"))
 
+import main as service
+from dependency import dependency
+from quotes import patterns_in_use
+from telemetry import NAMESPACE
 
-async def dependency(item: int) -> str:
-    """A remote service that fails and stalls at random."""
-    dependency_calls["total"] += 1
-    await asyncio.sleep(0.001)
-    roll = rng.random()
-    if roll < FAIL_RATE:
-        dependency_calls["failed"] += 1
-        raise ConnectionError("connection reset")
-    if roll < FAIL_RATE + STALL_RATE:
-        dependency_calls["stalled"] += 1
-        await asyncio.sleep(1.0)
-    return f"price-{item}"
+from failsafe._core import PATTERNS
+
+CONCURRENCY = 10
 
 
-async def unguarded(item: int) -> str:
-    return await dependency(item)
+class Service:
+    """The example service served by uvicorn on a free local port, in this event loop."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit it: small responses leave at once (no Nagle delay).
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(service.app, log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> str:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        async with asyncio.timeout(20):
+            while not self.server.started:
+                if self.task.done():
+                    self.task.result()
+                    raise RuntimeError("the example service stopped")
+                await asyncio.sleep(0.01)
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+        self.sock.close()
 
 
-# Innermost first: each attempt is bounded to 50 ms, retried up to 3 times on connection errors
-# or timeouts with exponential backoff, and a cached default answers when all attempts fail.
-@fallback("price-from-cache", on=(AttemptsExceeded, ConnectionError), name="quote_fallback")
-@retry(
-    on=(ConnectionError, FsTimeoutError),
-    attempts=3,
-    backoff=backoffs.expo(min_delay_secs=0.002, max_delay_secs=0.02),
-    name="quote_retry",
-)
-@timeout(0.05, name="quote_timeout")
-async def guarded(item: int) -> str:
-    return await dependency(item)
+@dataclass
+class Run:
+    label: str
+    calls: int
+    statuses: Counter[int] = field(default_factory=Counter)
+    fresh: int = 0
+    latencies: list[float] = field(default_factory=list)
+    wall: float = 0.0
+
+    def rate(self, n: int) -> float:
+        return 100.0 * n / self.calls
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-async def drive(fn, label: str) -> None:  # type: ignore[no-untyped-def]
-    outcomes = Counter[str]()
-    latencies: list[float] = []
-    sem = asyncio.Semaphore(50)
+class Progress:
+    """A progress line: redrawn in place on a terminal, a few steps otherwise."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.tty = sys.stdout.isatty()
+        self.next_step = 0.25
+
+    def tick(self) -> None:
+        self.done += 1
+        share = self.done / self.total
+        if self.tty:
+            bar = "#" * int(30 * share)
+            print(f"\r  {self.label:<18} [{bar:<30}] {self.done}/{self.total}", end="", flush=True)
+            if self.done == self.total:
+                print()
+        elif share >= self.next_step:
+            print(f"  {self.label:<18} {share:.0%} ({self.done}/{self.total})", flush=True)
+            self.next_step += 0.25
+
+
+async def drive(client: httpx.AsyncClient, path: str, label: str, calls: int) -> Run:
+    run = Run(label, calls)
+    progress = Progress(label, calls)
+    sem = asyncio.Semaphore(CONCURRENCY)
 
     async def one(i: int) -> None:
         async with sem:
             start = time.perf_counter()
             try:
-                value = await fn(i)
-                outcomes["default answer" if value == "price-from-cache" else "ok"] += 1
-            except Exception as e:
-                outcomes[type(e).__name__] += 1
-            latencies.append(time.perf_counter() - start)
+                response = await client.get(f"{path}/{i % 200}")
+                run.statuses[response.status_code] += 1
+                if response.status_code == 200 and response.json().get("fresh"):
+                    run.fresh += 1
+            except httpx.HTTPError:
+                run.statuses[0] += 1
+            run.latencies.append(time.perf_counter() - start)
+            progress.tick()
 
-    dependency_calls.clear()
     t0 = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(CALLS)))
-    wall = time.perf_counter() - t0
-    latencies.sort()
-    p50 = latencies[len(latencies) // 2] * 1000
-    p99 = latencies[int(len(latencies) * 0.99)] * 1000
-    print(f"\n{label}: {CALLS} calls in {wall:.2f}s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    for outcome, n in outcomes.most_common():
-        print(f"  {outcome:<18} {n:>5}  ({100 * n / CALLS:.1f} %)")
-    print(f"  dependency calls: {dict(dependency_calls)}")
+    await asyncio.gather(*(one(i) for i in range(calls)))
+    run.wall = time.perf_counter() - t0
+    return run
 
 
-async def main() -> None:
+async def place_orders(client: httpx.AsyncClient, n: int) -> Counter[int]:
+    statuses = Counter[int]()
+
+    async def one(i: int) -> None:
+        response = await client.post("/orders", json={"venue": f"venue-{i % 3}"})
+        statuses[response.status_code] += 1
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return statuses
+
+
+def print_results(runs: list[Run]) -> None:
+    print("\nresults")
+    header = f"  {'':<18} {'calls':>6} {'success':>8} {'fresh':>7} {'p50 ms':>8} {'p99 ms':>8}"
+    print(header + f" {'wall s':>7}  statuses")
+    for r in runs:
+        statuses = ", ".join(f"{k or 'error'}: {v}" for k, v in sorted(r.statuses.items()))
+        success, fresh = r.rate(r.statuses[200]), r.rate(r.fresh)
+        print(
+            f"  {r.label:<18} {r.calls:>6} {success:>7.1f}% {fresh:>6.1f}%"
+            f" {r.percentile(0.5):>8.1f} {r.percentile(0.99):>8.1f} {r.wall:>7.2f}  {statuses}"
+        )
+    print("  success: HTTP 200; fresh: a price from the dependency (not the fallback default)")
+
+
+_METRIC = re.compile(
+    rf"{re.escape(NAMESPACE)}\.(?P<component>.+)\.(?P<pattern>{'|'.join(PATTERNS)})"
+    r"\.(?P<metric>.+)"
+)
+
+
+def print_counters(counters: dict[str, int]) -> None:
+    print(f"\nfailsafe counters, read back from OpenTelemetry ({NAMESPACE}.<component>...)")
+    rows: dict[tuple[str, str], list[str]] = {}
+    for name, value in counters.items():
+        m = _METRIC.fullmatch(name)
+        if m is not None:
+            key = (m["pattern"], m["component"])
+            rows.setdefault(key, []).append(f"{m['metric']}={value}")
+    for (pattern, component), values in sorted(rows.items()):
+        print(f"  {pattern:<15} {component:<20} {'  '.join(values)}")
+
+
+def plot(runs: list[Run]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in runs:
+        ordered = sorted(x * 1000 for x in r.latencies)
+        ax.plot([100 * (i + 1) / len(ordered) for i in range(len(ordered))], ordered, label=r.label)
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.legend()
+    path = Path("demo-latency.png").resolve()
+    fig.savefig(path, dpi=100)
+    print(f"\nlatency plot: {path}")
+
+
+async def main(calls: int) -> None:
     print(
-        f"A dependency that fails {FAIL_RATE:.0%} of calls and stalls for 1 s on"
-        f" {STALL_RATE:.0%} of them."
+        f"A price service that fails {dependency.fail_rate:.0%} of calls and stalls for"
+        f" {dependency.stall:.0f} s on {dependency.stall_rate:.0%} of them;"
+        f" {calls} requests per run, {CONCURRENCY} at a time."
     )
-    await drive(unguarded, "without failsafe")
-    await drive(guarded, "with timeout(50 ms) + retry(3, expo) + fallback")
-    print("\ncounters:")
-    layer = guarded
-    while hasattr(layer, "policy"):  # outermost first
-        print(f"  {layer.policy!r}")
-        layer = layer.__wrapped__
+    print(f"guarded by: {' > '.join(patterns_in_use())}\n")
+    async with Service() as url:
+        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            runs = [
+                await drive(client, "/quote-unguarded", "without failsafe", calls),
+                await drive(client, "/quote", "with failsafe", calls),
+            ]
+            orders: Counter[int] | None = None
+            if any(getattr(r, "path", None) == "/orders" for r in service.app.routes):
+                orders = await place_orders(client, 20)
+            counters: dict[str, Any] = (await client.get("/metrics/failsafe")).json()
+    print_results(runs)
+    if orders is not None:
+        print(f"  orders endpoint: {dict(sorted(orders.items()))}")
+    print(f"  dependency calls: {dict(dependency.calls)}")
+    print_counters(counters)
+    plot(runs)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=400, help="requests per run (default 400)")
+    asyncio.run(main(parser.parse_args().calls))

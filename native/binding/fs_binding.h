@@ -207,6 +207,13 @@ struct FsPolicy {
     int pattern;            /* FS_PATTERN_* */
     int local_listeners;    /* non-zero when the component has listeners of its own */
     uint64_t counters[FS_MAX_COUNTERS];
+    /* The metrics series this component reports to (a failsafe._native.Series, strong), or
+     * NULL; the series lists its live members through series_prev/series_next (borrowed).
+     * fs_policy_clear folds the counters into the series and unlinks, so a collected component
+     * keeps its counts in the series. */
+    struct FsSeries *series;
+    FsPolicy *series_prev;
+    FsPolicy *series_next;
 };
 
 /* Every policy type embeds these in its own tables (one Py_tp_members / Py_tp_methods slot per
@@ -229,7 +236,9 @@ PyObject *fs_policy_count(PyObject *self, PyObject *const *args, Py_ssize_t narg
 int fs_policy_init(FsPolicy *p, const fs_policy_ops *ops, int pattern, unsigned flags,
                    const char *default_name);
 int fs_policy_traverse(FsPolicy *p, visitproc visit, void *arg);
-void fs_policy_clear(FsPolicy *p);  /* also clears weak references: call first in tp_dealloc */
+/* Also clears weak references and leaves the metrics series (folding the counters into it):
+ * every policy type calls it first in tp_dealloc. */
+void fs_policy_clear(FsPolicy *p);
 /* True when obj is an instance of one of this module's policy types. */
 bool fs_is_policy(fs_state *st, PyObject *obj);
 /* Lists tp as a policy type (from a part's setup). 0, or -1 with an exception when full. */

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
 import re
 from collections.abc import Callable, Coroutine, Iterable
@@ -137,6 +138,65 @@ def check_exceptions(on: object, param: str = "on") -> tuple[type[BaseException]
     )
 
 
+# Metrics registry: one series per (component name, pattern), summing every component that
+# reports under that pair, live or gone (a component folds its counters into its series when it
+# is deallocated, in C). Named components join at construction, unnamed ones when they decorate
+# a function and take its name: an anonymous policy used only as `async with` reports nothing.
+# Joining is one dict lookup and one C call; the hot path never sees the registry.
+# Per pattern: component name -> series (each Component subclass holds its pattern's dict).
+_series: dict[str, dict[str, _native.Series]] = {}
+_series_metrics: dict[tuple[str, str], tuple[str, ...]] = {}
+_series_hooks: list[Callable[[str, str, tuple[str, ...], _native.Series], None]] = []
+
+
+def _new_series(component: Component) -> _native.Series:
+    name, pattern = component._name, component.PATTERN
+    by_name = _series.setdefault(pattern, {})
+    series = by_name.get(name)
+    if series is None:
+        series = by_name[name] = _native.Series()
+        _series_metrics[name, pattern] = component.METRICS
+        for hook in tuple(_series_hooks):
+            try:
+                hook(name, pattern, component.METRICS, series)
+            except Exception:  # an exporter's failure never stops a component
+                logging.getLogger("failsafe").exception("metrics series hook %r failed", hook)
+    return series
+
+
+class _NoSeries(dict[str, Any]):
+    """_SERIES of a component class that has no C counters: its components report nothing."""
+
+    class _Null:
+        def attach(self, component: object) -> None:
+            pass
+
+    _null: Final = _Null()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._null
+
+
+def all_series() -> list[tuple[str, str, tuple[str, ...], _native.Series]]:
+    """Every metrics series so far: (component name, pattern, metric names, series)."""
+    return [
+        (name, pattern, _series_metrics[name, pattern], s)
+        for pattern, by_name in list(_series.items())
+        for name, s in list(by_name.items())
+    ]
+
+
+def on_new_series(hook: Callable[[str, str, tuple[str, ...], _native.Series], None]) -> None:
+    """Calls hook(name, pattern, metrics, series) for each series created from now on."""
+    _series_hooks.append(hook)
+
+
+def off_new_series(hook: Callable[[str, str, tuple[str, ...], _native.Series], None]) -> None:
+    """Stops calling a hook given to on_new_series."""
+    if hook in _series_hooks:
+        _series_hooks.remove(hook)
+
+
 class Component:
     """Mixin of every policy: name, listeners, counters, stats() and a live repr.
 
@@ -149,6 +209,15 @@ class Component:
 
     PATTERN: ClassVar[str]
     METRICS: ClassVar[tuple[str, ...]]
+    _SERIES: ClassVar[dict[str, _native.Series]]  # this pattern's series by component name
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        pattern = cls.__dict__.get("PATTERN")
+        if isinstance(pattern, str):
+            # Policies (C types) have _counters; anything else has nothing to report.
+            has_counters = hasattr(cls, "_counters")
+            cls._SERIES = _series.setdefault(pattern, {}) if has_counters else _NoSeries()
 
     _listeners: tuple[Any, ...]
     _explicit_name: bool
@@ -157,6 +226,8 @@ class Component:
         checked = check_name(name)
         self._explicit_name = checked is not None
         self._name = checked or self.PATTERN
+        if checked is not None:
+            (self._SERIES.get(checked) or _new_series(self)).attach(self)
         if listeners is None:
             self._listeners = ()
             return
@@ -171,6 +242,7 @@ class Component:
         if not self._explicit_name:
             self._name = name_from(fn, self.PATTERN)
             self._explicit_name = True
+            (self._SERIES.get(self._name) or _new_series(self)).attach(self)
 
     @property
     def name(self) -> str:

@@ -1,0 +1,87 @@
+"""OpenTelemetry: the same named policies with failsafe's counters exported and without.
+
+Exported counters are observable: read from the C counters when a reader collects, so the
+instrumented rows must cost what the plain ones cost (DESIGN: within +5 %).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cases import ASYNC_WITH, Case, f
+
+
+def _instrumented(on: bool) -> None:
+    from failsafe.integrations.opentelemetry import FailsafeOtelInstrumentor
+
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    if on:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        reader = InMemoryMetricReader()
+        inst.instrument(namespace="bench", meter_provider=MeterProvider(metric_readers=[reader]))
+        reader.collect()  # the callbacks are live
+
+
+def _retry(on: bool) -> Any:
+    from failsafe.retry import retry
+
+    _instrumented(on)
+    return retry(attempts=3, backoff=0, name="bench_retry")(f)
+
+
+def _stack3(on: bool) -> Any:
+    from failsafe.fallback import fallback
+    from failsafe.retry import retry
+    from failsafe.timeout import timeout
+
+    _instrumented(on)
+    return fallback(0, name="bench_fallback")(
+        retry(attempts=3, backoff=0, name="bench_retry")(timeout(10, name="bench_timeout")(f))
+    )
+
+
+def _timeout_shared(on: bool) -> Any:
+    from failsafe.timeout import timeout
+
+    _instrumented(on)
+    return {"g": timeout(10, name="bench_timeout"), "f": f}
+
+
+def _timeout_per_use(on: bool) -> Any:
+    from failsafe.timeout import timeout
+
+    _instrumented(on)
+    return {"g": timeout, "f": f}
+
+
+CASES: list[Case] = []
+for _label, _on in (("not instrumented", False), ("instrumented", True)):
+    CASES += [
+        Case(
+            "otel", "retry ok (named)", f"failsafe, {_label}", lambda o=_on: _retry(o), budget=1_500
+        ),
+        Case(
+            "otel",
+            "fallback+retry+timeout ok (named)",
+            f"failsafe, {_label}",
+            lambda o=_on: _stack3(o),
+        ),
+        Case(
+            "otel",
+            "async with T (shared, named)",
+            f"failsafe, {_label}",
+            lambda o=_on: _timeout_shared(o),
+            ASYNC_WITH,
+            budget=3_500,
+        ),
+        Case(
+            "otel",
+            "async with timeout(10, name=...) (one per use)",
+            f"failsafe, {_label}",
+            lambda o=_on: _timeout_per_use(o),
+            "async with g(10, name='bench_per_use'):\n    r = await f()",
+        ),
+    ]

@@ -1,0 +1,108 @@
+"""The demo (`uv run python examples/demo.py`, the README's run command) runs to completion
+well within a minute, and its tables make sense."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from e2e_server import Receiver
+from failsafe._core import PATTERNS
+
+ROOT = Path(__file__).resolve().parent.parent
+ROW = re.compile(
+    r"^\s+(?P<label>without failsafe|with failsafe)\s+(?P<calls>\d+)\s+(?P<success>[\d.]+)%"
+    r"\s+(?P<fresh>[\d.]+)%\s+(?P<p50>[\d.]+)\s+(?P<p99>[\d.]+)\s",
+    re.M,
+)
+
+
+# Under a sanitizer build everything runs many times slower: a shorter run, a looser bound.
+SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+@pytest.mark.timeout(600)
+def test_demo_runs_and_reports_sensible_figures() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    args = ["--calls", "100"] if SANITIZED else []
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+        check=False,
+    )
+    elapsed = time.monotonic() - start
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert elapsed < (400 if SANITIZED else 60), f"the demo took {elapsed:.1f} s"
+    out = done.stdout
+
+    rows = {m["label"]: m for m in ROW.finditer(out)}
+    assert set(rows) == {"without failsafe", "with failsafe"}, out
+    for row in rows.values():
+        assert int(row["calls"]) > 0
+        for column in ("success", "fresh"):
+            assert 0.0 <= float(row[column]) <= 100.0
+        assert 0.0 < float(row["p50"]) <= float(row["p99"])
+    without, with_ = rows["without failsafe"], rows["with failsafe"]
+    assert float(with_["success"]) >= float(without["success"])
+    assert float(without["success"]) < 100.0  # the dependency does fail
+    # A timeout bounds each attempt: the stalls (1 s) do not reach the guarded tail.
+    assert float(with_["p99"]) < float(without["p99"])
+
+    # Every pattern present in this failsafe shows its counters, read back from OpenTelemetry.
+    counters = out[out.index("failsafe counters") :]
+    shown = {line.split()[0] for line in counters.splitlines()[1:] if line.startswith("  ")}
+    present = {p for p in PATTERNS if importlib.util.find_spec(f"failsafe.{p}") is not None}
+    if importlib.util.find_spec("failsafe.ratelimit") is not None:
+        import failsafe.ratelimit
+
+        if not hasattr(failsafe.ratelimit, "tokenbucket"):
+            present.discard("ratelimit")  # its exceptions only: no limiter to guard with
+    assert present <= shown, counters
+    retry_line = next(line for line in counters.splitlines() if "quote_retry" in line)
+    assert re.search(r"attempt=[1-9]\d*", retry_line)
+    assert re.search(r"success=[1-9]\d*", retry_line)
+
+    # The README's orders endpoint is served once hedge, failfast and featuretoggle exist.
+    orders_patterns = ("hedge", "failfast", "featuretoggle")
+    orders = re.search(r"orders endpoint: \{(?P<statuses>[^}]*)\}", out)
+    if all(p in present for p in orders_patterns):
+        assert orders is not None, out
+        assert re.search(r"\b200: [1-9]", orders["statuses"]), orders["statuses"]
+    else:
+        assert orders is None
+
+
+@pytest.mark.timeout(600)
+def test_demo_exports_over_otlp_when_configured() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    with Receiver() as receiver:
+        env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = receiver.endpoint
+        env["OTEL_METRIC_EXPORT_INTERVAL"] = "600000"  # the export at exit only
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "demo.py"), "--calls", "40"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=500,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        metrics = receiver.latest()
+        assert receiver.resource_attributes()["service.name"] == "failsafe-service"
+    success = metrics["failsafe.service.quote_retry.retry.success"]
+    assert success.sum.is_monotonic
+    assert sum(p.as_int for p in success.sum.data_points) > 0
+    assert "failsafe.service.quote_timeout.timeout.fired" in metrics
