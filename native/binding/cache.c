@@ -102,6 +102,10 @@ static int hash_of(PyObject *obj, const char *what, Py_ssize_t index, PyObject *
                              "need hashable arguments, or a key_func",
                              name, Py_TYPE(obj)->tp_name);
             }
+            else if (index < 0) {
+                PyErr_Format(PyExc_TypeError, "cache: %s an unhashable key (%.200s)", what,
+                             Py_TYPE(obj)->tp_name);
+            }
             else {
                 PyErr_Format(PyExc_TypeError,
                              "cache: %s %zd is unhashable (%.200s): cached calls need hashable "
@@ -125,14 +129,14 @@ static int probe_init(FsCacheObject *cc, PyObject *const *args, Py_ssize_t nargs
 {
     Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
     kp->fkey = NULL;
-    uint64_t h;
+    uint64_t h = 0;
     if (cc->key_func != NULL) {
         kp->kind = KEY_FUNC;
         kp->fkey = PyObject_Vectorcall(cc->key_func, args, (size_t)nargs, kwnames);
         if (kp->fkey == NULL) {
             return -1;
         }
-        if (hash_of(kp->fkey, "the key_func result", 0, NULL, &h) < 0) {
+        if (hash_of(kp->fkey, "key_func returned", -1, NULL, &h) < 0) {
             Py_CLEAR(kp->fkey);
             return -1;
         }
@@ -163,7 +167,7 @@ static int probe_init(FsCacheObject *cc, PyObject *const *args, Py_ssize_t nargs
     uint64_t sum = 0;
     for (Py_ssize_t j = 0; j < nkw; j++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, j);
-        uint64_t hn;
+        uint64_t hn = 0;
         if (hash_of(name, "keyword", j, NULL, &hn) < 0
             || hash_of(args[nargs + j], "keyword argument", j, name, &h) < 0) {
             return -1;
