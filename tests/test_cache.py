@@ -143,7 +143,8 @@ def test_valid_edge_values() -> None:
     c = cache(maxsize=1, ttl=1e-9, key_func=lambda *a, **k: 0, name="svc.users")
     assert (c.maxsize, c.ttl, c.name) == (1, 1e-9, "svc.users")
     assert cache(maxsize=2**30).maxsize == 2**30
-    assert cache().maxsize is None and cache().ttl is None
+    assert cache().maxsize is None
+    assert cache().ttl is None
 
 
 async def test_one_cache_guards_one_function() -> None:
@@ -168,7 +169,8 @@ async def test_guard_looks_like_the_function() -> None:
         return x
 
     assert inspect.iscoroutinefunction(fetch)
-    assert fetch.__name__ == "fetch" and fetch.__doc__ == "Doc."
+    assert fetch.__name__ == "fetch"
+    assert fetch.__doc__ == "Doc."
     assert isinstance(fetch.policy, Cache)  # type: ignore[attr-defined]
     assert fetch.policy.name.endswith("fetch")  # type: ignore[attr-defined]
     assert fetch.invalidate == fetch.policy.invalidate  # type: ignore[attr-defined]
@@ -195,7 +197,8 @@ async def test_a_hit_creates_no_coroutine_and_behaves_like_one() -> None:
     await f(1)
     aw = f(1)
     assert type(aw) is _native.CacheHit
-    assert not inspect.iscoroutine(aw) and inspect.isawaitable(aw)
+    assert not inspect.iscoroutine(aw)
+    assert inspect.isawaitable(aw)
     value = await aw
     assert value[1] == 1
     with pytest.raises(RuntimeError, match="reuse"):
@@ -371,7 +374,8 @@ async def test_unbounded_cache_grows(clock: FakeClock) -> None:
         await f(k)
     for k in range(5000):
         await f(k)
-    assert len(b.calls) == 5000 and len(f.policy) == 5000
+    assert len(b.calls) == 5000
+    assert len(f.policy) == 5000
     assert counts(f.policy)["evict"] == 0
 
 
@@ -445,7 +449,8 @@ async def test_concurrent_misses_of_different_keys_run_concurrently() -> None:
     f = cached(b, maxsize=2)
     tasks = [asyncio.create_task(f(k % 10)) for k in range(100)]
     await settle()
-    assert len(b.calls) == 10 and f.policy.stats()["in_flight"] == 10
+    assert len(b.calls) == 10
+    assert f.policy.stats()["in_flight"] == 10
     assert b.gate is not None
     b.gate.set()
     results = await asyncio.gather(*tasks)
@@ -464,7 +469,8 @@ async def test_an_error_reaches_every_waiter_and_is_not_cached() -> None:
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(r is b.fail for r in results)
     assert len(b.calls) == 1
-    assert len(f.policy) == 0 and f.policy.stats()["in_flight"] == 0
+    assert len(f.policy) == 0
+    assert f.policy.stats()["in_flight"] == 0
     c = counts(f.policy)
     assert (c["miss"], c["set"], c["shared"]) == (1, 0, 49)
     b.fail = None
@@ -506,7 +512,8 @@ async def test_cancelling_a_waiter_leaves_the_others_alone() -> None:
     assert b.gate is not None
     b.gate.set()
     value = await leader
-    assert await waiters[0] is value and await waiters[2] is value
+    assert await waiters[0] is value
+    assert await waiters[2] is value
     assert len(b.calls) == 1
     c = counts(f.policy)
     assert (c["miss"], c["shared"]) == (1, 2)
@@ -525,7 +532,8 @@ async def test_waiters_cancelled_all_at_once_leave_nothing_behind() -> None:
     assert all(w.cancelled() for w in waiters)
     leader.cancel()
     await asyncio.gather(leader, return_exceptions=True)
-    assert f.policy.stats()["in_flight"] == 0 and len(f.policy) == 0
+    assert f.policy.stats()["in_flight"] == 0
+    assert len(f.policy) == 0
     assert b.gate is not None
     b.gate.set()
     assert (await f(1))[1] == 2
@@ -717,7 +725,8 @@ async def test_cached_functions_and_their_values_are_collected() -> None:
 
     value_ref, fn_ref = await make()
     gc.collect()
-    assert value_ref() is None and fn_ref() is None
+    assert value_ref() is None
+    assert fn_ref() is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -763,7 +772,7 @@ class _Raising(CacheListener):
     def on_cache_hit(self, cache: Cache, key: Any, value: Any) -> None:
         raise RuntimeError("listener boom")
 
-    on_cache_miss = on_cache_set = lambda self, *a: 1 / 0  # type: ignore[assignment]  # noqa: E731
+    on_cache_miss = on_cache_set = lambda self, *a: 1 / 0  # type: ignore[assignment]
 
 
 async def test_a_raising_listener_changes_nothing(caplog: pytest.LogCaptureFixture) -> None:
@@ -816,7 +825,9 @@ async def test_stats_and_repr_are_live(clock: FakeClock) -> None:
     s = f.policy.stats()
     assert (s["hit"], s["miss"], s["set"], s["size"]) == (1, 1, 1, 1)
     r = repr(f.policy)
-    assert r.startswith("<cache 'svc.users'") and "hit=1" in r and "size=1" in r
+    assert r.startswith("<cache 'svc.users'")
+    assert "hit=1" in r
+    assert "size=1" in r
 
 
 # --------------------------------------------------------------------------------------------
@@ -863,7 +874,8 @@ async def test_timeout_over_cache_times_out_a_slow_miss_and_caches_nothing() -> 
     with pytest.raises(FailsafeTimeoutError):
         await f(1)
     inner = f.__wrapped__
-    assert len(inner.policy) == 0 and inner.policy.stats()["in_flight"] == 0
+    assert len(inner.policy) == 0
+    assert inner.policy.stats()["in_flight"] == 0
     assert b.gate is not None
     b.gate.set()
     assert (await f(1))[1] == 2
@@ -1007,4 +1019,3 @@ class CacheModel(RuleBasedStateMachine):
 
 CacheModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
 TestCacheModel = CacheModel.TestCase
-

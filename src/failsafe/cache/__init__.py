@@ -22,6 +22,7 @@ expires or is invalidated (``Class.method.invalidate(instance, ...)``). Bound ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ClassVar, Final
@@ -157,7 +158,9 @@ class Cache(_core.Component, _native.Cache):
 
     # -- slow path, called by the C guard when a call of the same key is in flight ---------
 
-    async def _call_slow(self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> Any:
+    async def _call_slow(
+        self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
+    ) -> Any:
         loop = asyncio.get_running_loop()
         while True:
             state, found = self._probe(*args, **kwargs)
@@ -188,10 +191,9 @@ class Cache(_core.Component, _native.Cache):
             if loop is running:
                 _resolve(fut, outcome, how)
                 continue
-            try:  # a waiter on another thread's loop
+            # A waiter on another thread's loop; if that loop is closed, nobody waits there.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, fut, outcome, how)
-            except RuntimeError:  # that loop is closed: nobody waits there any more
-                pass
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()
@@ -226,4 +228,3 @@ def cache(
         listeners=listeners,
         event_manager=event_manager,
     )
-
