@@ -147,6 +147,22 @@ def test_valid_edge_values() -> None:
     assert cache().ttl is None
 
 
+async def test_bare_decorator() -> None:
+    calls = 0
+
+    @cache
+    async def f(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        return x
+
+    assert await f(3) == await f(3) == 3
+    assert calls == 1
+    assert f.policy.maxsize is None  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="async function"):
+        cache(1, maxsize=3)  # type: ignore[call-overload]
+
+
 async def test_one_cache_guards_one_function() -> None:
     c = cache()
 

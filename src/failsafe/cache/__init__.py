@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, overload
 
 from failsafe import _core, _native, events
 from failsafe.cache.exceptions import CacheMiss
@@ -204,27 +204,27 @@ class Cache(_core.Component, _native.Cache):
         return s
 
 
+@overload
+def cache[**P, T](fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
+@overload
 def cache(
     *,
-    maxsize: int | None = None,
-    ttl: float | None = None,
-    key_func: Callable[..., Any] | None = None,
-    name: str | None = None,
-    listeners: Iterable[Any] | None = None,
-    event_manager: Any = None,
-) -> Cache:
-    """A cache policy: ``@cache(maxsize=1024, ttl=60)`` on an async function.
+    maxsize: int | None = ...,
+    ttl: float | None = ...,
+    key_func: Callable[..., Any] | None = ...,
+    name: str | None = ...,
+    listeners: Iterable[Any] | None = ...,
+    event_manager: Any = ...,
+) -> Cache: ...
+def cache(fn: Any = None, /, **kwargs: Any) -> Any:
+    """A cache policy: ``@cache(maxsize=1024, ttl=60)`` on an async function (bare ``@cache``:
+    unbounded, no expiry).
 
     ``maxsize`` bounds the entries (least recently used evicted first; None: unbounded),
-    ``ttl`` (seconds) bounds their age (None: forever), ``key_func(*args, **kwargs)`` makes
-    the key (default: the arguments). The decorated function gets ``invalidate(*args,
-    **kwargs)`` and ``clear()``; its ``policy`` attribute is this Cache (``stats()``).
+    ``ttl`` (seconds) bounds their age from when they were stored (None: forever),
+    ``key_func(*args, **kwargs)`` makes the key (default: the arguments). The decorated
+    function gets ``invalidate(*args, **kwargs)`` and ``clear()``; its ``policy`` attribute
+    is this Cache (``stats()``, ``len()``).
     """
-    return Cache(
-        maxsize=maxsize,
-        ttl=ttl,
-        key_func=key_func,
-        name=name,
-        listeners=listeners,
-        event_manager=event_manager,
-    )
+    policy = Cache(**kwargs)
+    return policy if fn is None else policy(fn)
