@@ -28,7 +28,7 @@ from failsafe.testing import FakeClock
 from failsafe.timeout import TimeoutError as FailsafeTimeoutError
 from failsafe.timeout import timeout
 
-METRICS = ("hit", "miss", "set", "evict", "expired", "shared")
+METRICS = ("hit", "miss", "set", "evict", "expired", "shared", "stale")
 
 
 def counts(policy: Cache) -> dict[str, int]:
@@ -114,6 +114,12 @@ def test_exported_names() -> None:
         ({"ttl": "1"}, TypeError, "ttl"),
         ({"ttl": True}, TypeError, "ttl"),
         ({"key_func": 3}, TypeError, "key_func"),
+        ({"ttl": 1, "stale_if_error": 0}, ValueError, "stale_if_error"),
+        ({"ttl": 1, "stale_if_error": -1}, ValueError, "stale_if_error"),
+        ({"ttl": 1, "stale_if_error": math.nan}, ValueError, "stale_if_error"),
+        ({"ttl": 1, "stale_if_error": 1e30}, ValueError, "stale_if_error"),
+        ({"ttl": 1, "stale_if_error": "1"}, TypeError, "stale_if_error"),
+        ({"stale_if_error": 1}, ValueError, "needs a ttl"),
         ({"name": "1bad"}, ValueError, "name"),
         ({"name": 3}, TypeError, "name"),
         ({"listeners": 3}, TypeError, "listeners"),
@@ -437,6 +443,114 @@ async def test_expired_entries_make_room_before_evictions(clock: FakeClock) -> N
     await f(4)
     c = counts(f.policy)
     assert (c["expired"], c["evict"]) == (2, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# stale_if_error
+
+
+async def test_a_failed_refresh_answers_with_the_stale_value(clock: FakeClock) -> None:
+    b = Backend()
+    f = cached(b, ttl=10, stale_if_error=5)
+    old = await f(1)
+    clock.advance(10)  # past the ttl, in the stale window
+    b.fail = ValueError("down")
+    assert await f(1) is old  # refreshed, failed: the old value answers
+    assert await f(1) is old  # and stays: every call tries again
+    assert len(b.calls) == 3
+    c = counts(f.policy)
+    assert (c["stale"], c["miss"], c["set"], c["expired"]) == (2, 3, 1, 0)
+    clock.advance(4.999)
+    assert await f(1) is old
+    clock.advance(0.001)  # the window is over
+    with pytest.raises(ValueError, match="down"):
+        await f(1)
+    assert counts(f.policy)["expired"] == 1
+    assert len(f.policy) == 0
+
+
+async def test_a_successful_refresh_replaces_the_stale_value(clock: FakeClock) -> None:
+    b = Backend()
+    f = cached(b, ttl=10, stale_if_error=5)
+    await f(1)
+    clock.advance(12)
+    new = await f(1)
+    assert new[1] == 2
+    clock.advance(9.9)  # fresh for a full ttl from the refresh
+    assert await f(1) is new
+    assert len(f.policy) == 1
+
+
+async def test_fresh_entries_and_base_exceptions_are_not_stale_answers(clock: FakeClock) -> None:
+    class Abort(BaseException):
+        pass
+
+    b = Backend()
+    f = cached(b, ttl=10, stale_if_error=5)
+    old = await f(1)
+    b.fail = ValueError("down")
+    assert await f(1) is old  # fresh: a hit, no call
+    assert len(b.calls) == 1
+    clock.advance(11)
+    b.fail = Abort()
+    with pytest.raises(Abort):
+        await f(1)
+    b.fail = ValueError("down")
+    assert await f(1) is old  # the stale entry was put back after the interruption
+
+
+async def test_waiters_of_a_failed_refresh_get_the_stale_value(clock: FakeClock) -> None:
+    b = Backend()
+    f = cached(b, ttl=10, stale_if_error=5)
+    old = await f(1)
+    clock.advance(11)
+    b.gate = asyncio.Event()
+    b.fail = ValueError("down")
+    tasks = [asyncio.create_task(f(1)) for _ in range(20)]
+    await settle()
+    assert len(b.calls) == 2  # one refresh
+    b.gate.set()
+    assert all(r is old for r in await asyncio.gather(*tasks))
+    c = counts(f.policy)
+    assert (c["stale"], c["shared"]) == (1, 19)
+
+
+async def test_a_cancelled_refresh_puts_the_stale_entry_back(clock: FakeClock) -> None:
+    b = Backend()
+    f = cached(b, ttl=10, stale_if_error=5)
+    old = await f(1)
+    clock.advance(11)
+    b.gate = asyncio.Event()
+    leader = asyncio.create_task(f(1))
+    await settle()
+    waiter = asyncio.create_task(f(1))
+    await settle()
+    assert len(f.policy) == 0  # taken out while refreshed
+    leader.cancel()
+    await asyncio.gather(leader, return_exceptions=True)
+    await settle()
+    assert len(b.calls) == 3  # the waiter refreshes it in turn
+    b.fail = ValueError("down")
+    b.gate.set()
+    assert await waiter is old
+    assert len(f.policy) == 1
+
+
+async def test_invalidating_a_refresh_forgets_the_stale_value(clock: FakeClock) -> None:
+    b = Backend()
+    f = cached(b, ttl=10, stale_if_error=5)
+    await f(1)
+    clock.advance(11)
+    b.gate = asyncio.Event()
+    b.fail = ValueError("down")
+    leader = asyncio.create_task(f(1))
+    await settle()
+    assert f.invalidate(1) is True
+    b.gate.set()
+    with pytest.raises(ValueError, match="down"):
+        await leader
+    assert len(f.policy) == 0
+    assert counts(f.policy)["stale"] == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -836,6 +950,9 @@ async def test_stats_and_repr_are_live(clock: FakeClock) -> None:
         "maxsize": 5,
         "ttl": 2.5,
     }
+    g = cached(Backend(), ttl=1, stale_if_error=2)
+    assert g.policy.stale_if_error == 2.0
+    assert g.policy.stats()["stale_if_error"] == 2.0
     await f(1)
     await f(1)
     s = f.policy.stats()
@@ -953,60 +1070,88 @@ async def test_stacked_on_a_method_with_retry_and_timeout() -> None:
 
 
 class CacheModel(RuleBasedStateMachine):
-    """Drives a cached function with hits, misses, invalidations, clears and time, and checks
-    the values, the LRU order and the counters against an OrderedDict model."""
+    """Drives a cached function (maxsize 3, ttl 5 s, stale_if_error 3 s) with hits, misses,
+    failures, invalidations, clears and time, and checks the values, the LRU order and the
+    counters against an OrderedDict model on the same fake clock."""
+
+    TTL_NS = 5_000_000_000
+    STALE_NS = 3_000_000_000
+    MAXSIZE = 3
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
         self.clock.install()
-        self.maxsize = 3
-        self.ttl_ns = 5_000_000_000
         self.calls = 0
-        self.model: OrderedDict[int, tuple[int, int]] = OrderedDict()  # key -> (value, expires)
+        self.failing = False
+        # key -> (value, fresh until, expires), least recently used first
+        self.model: OrderedDict[int, tuple[int, int, int]] = OrderedDict()
         self.expected = dict.fromkeys(METRICS, 0)
 
         async def fn(k: int) -> int:
             self.calls += 1
+            if self.failing:
+                raise ValueError(k)
             return k * 1000 + self.calls
 
-        self.f = cache(maxsize=self.maxsize, ttl=5)(fn)
+        self.f = cache(maxsize=self.MAXSIZE, ttl=5, stale_if_error=3)(fn)
 
     def teardown(self) -> None:
         self.clock.uninstall()
 
     def _drop_expired(self) -> None:
         now = self.clock.now_ns
-        for k, (_, exp) in list(self.model.items()):
-            if now >= exp:
+        for k, entry in list(self.model.items()):
+            if now >= entry[2]:
                 del self.model[k]
                 self.expected["expired"] += 1
+
+    def _store(self, k: int, entry: tuple[int, int, int]) -> None:
+        self._drop_expired()
+        if len(self.model) >= self.MAXSIZE:
+            self.model.popitem(last=False)
+            self.expected["evict"] += 1
+        self.model[k] = entry
 
     @rule(k=st.integers(0, 5))
     def call(self, k: int) -> None:
         now = self.clock.now_ns
         entry = self.model.get(k)
-        if entry is not None and now >= entry[1]:
+        if entry is not None and now >= entry[2]:
             del self.model[k]
             self.expected["expired"] += 1
             entry = None
-        if entry is not None:
+        expect: Any
+        if entry is not None and now < entry[1]:
             self.model.move_to_end(k)
             self.expected["hit"] += 1
             expect = entry[0]
         else:
+            stale = self.model.pop(k, None)  # taken out while refreshed
             self.expected["miss"] += 1
-            expect = k * 1000 + self.calls + 1
-            self._drop_expired()
-            if len(self.model) >= self.maxsize:
-                self.model.popitem(last=False)
-                self.expected["evict"] += 1
-            self.model[k] = (expect, now + self.ttl_ns)
-            self.expected["set"] += 1
+            if self.failing and stale is not None:
+                self.expected["stale"] += 1
+                self._store(k, stale)  # put back
+                expect = stale[0]
+            elif self.failing:
+                expect = ValueError
+            else:
+                expect = k * 1000 + self.calls + 1
+                fresh = now + self.TTL_NS
+                self._store(k, (expect, fresh, fresh + self.STALE_NS))
+                self.expected["set"] += 1
         aw = self.f(k)
+        if expect is ValueError:
+            with pytest.raises(ValueError, match=str(k)):
+                aw.send(None)
+            return
         with pytest.raises(StopIteration) as stop:
             aw.send(None)
         assert stop.value.value == expect
+
+    @rule(failing=st.booleans())
+    def backend(self, failing: bool) -> None:
+        self.failing = failing
 
     @rule(k=st.integers(0, 5))
     def invalidate(self, k: int) -> None:
@@ -1018,7 +1163,7 @@ class CacheModel(RuleBasedStateMachine):
         self.model.clear()
         self.f.clear()
 
-    @rule(ms=st.integers(0, 3000))
+    @rule(ms=st.integers(0, 4000))
     def advance(self, ms: int) -> None:
         self.clock.advance_ns(ms * 1_000_000)
 

@@ -15,7 +15,7 @@
 #include "fs_cache.h"
 
 /* Counters, in the order of failsafe.cache.Cache.METRICS. */
-enum { C_HIT = 0, C_MISS, C_SET, C_EVICT, C_EXPIRED, C_SHARED };
+enum { C_HIT = 0, C_MISS, C_SET, C_EVICT, C_EXPIRED, C_SHARED, C_STALE };
 
 /* How a key was derived; entries of different kinds never match. */
 enum {
@@ -36,6 +36,8 @@ typedef struct CacheSlot {
     PyObject *key;      /* stored key (see KEY_*), owned */
     PyObject *value;    /* ready: the value; in flight: the CacheFlight; owned */
     int kind;
+    int64_t fresh_until;    /* ready, with stale_if_error: the end of its ttl (the index's
+                             * expiry is the end of the stale window) */
 } CacheSlot;
 
 typedef struct CacheTable {
@@ -50,6 +52,7 @@ typedef struct FsCacheObject {
     CacheTable pending;     /* calls in flight */
     PyObject *key_func;     /* or NULL */
     int64_t ttl_ns;         /* -1: entries never expire */
+    int64_t stale_ns;       /* stale_if_error window after the ttl, or -1 */
     uint64_t version;       /* bumped by every change of either table (lookups restart) */
 } FsCacheObject;
 
@@ -57,6 +60,11 @@ typedef struct CacheFlight {
     PyObject_HEAD
     PyObject *waiters;      /* list of futures of the callers waiting for it, or NULL */
     int32_t slot;           /* its entry in the pending table, or -1 once detached */
+    /* A refresh of a stale entry (stale_if_error): the entry, taken out of the ready table
+     * while the call runs, answers an error and is put back if the call ends without a value. */
+    PyObject *stale;        /* owned, or NULL */
+    int64_t stale_fresh_until;
+    int64_t stale_expires;
 } CacheFlight;
 
 typedef struct CacheHit {
@@ -457,10 +465,11 @@ static void drop_expired(FsCacheObject *cc)
     }
 }
 
-/* Stores key (stolen) -> value (borrowed), making room first. Returns the entry, or -1 with
- * an exception. */
+/* Stores key (stolen) -> value (borrowed), making room first; fresh_until and expires are
+ * absolute (see CacheSlot), or both -1 for a new result (now + ttl, + the stale window).
+ * Returns the entry, or -1 with an exception. */
 static int32_t ready_store(FsCacheObject *cc, uint64_t hash, int kind, PyObject *key,
-                           PyObject *value)
+                           PyObject *value, int64_t fresh_until, int64_t expires)
 {
     CacheTable *t = &cc->ready;
     int64_t now = cc->ttl_ns >= 0 ? fs_now_ns(cc->base.st) : 0;
@@ -483,14 +492,22 @@ static int32_t ready_store(FsCacheObject *cc, uint64_t hash, int kind, PyObject 
         }
         break;
     }
-    int64_t expires = FS_CACHE_NEVER;
-    if (cc->ttl_ns >= 0) {
-        expires = now > INT64_MAX - cc->ttl_ns ? FS_CACHE_NEVER : now + cc->ttl_ns;
+    if (expires < 0) {
+        fresh_until = expires = FS_CACHE_NEVER;
+        if (cc->ttl_ns >= 0) {
+            fresh_until = now > INT64_MAX - cc->ttl_ns ? FS_CACHE_NEVER : now + cc->ttl_ns;
+            expires = fresh_until;
+            if (cc->stale_ns >= 0) {
+                expires = fresh_until > INT64_MAX - cc->stale_ns ? FS_CACHE_NEVER
+                                                                 : fresh_until + cc->stale_ns;
+            }
+        }
     }
     int32_t i = fs_cache_insert(&t->idx, hash, expires);
     t->slots[i].key = key;
     t->slots[i].value = Py_NewRef(value);
     t->slots[i].kind = kind;
+    t->slots[i].fresh_until = fresh_until;
     cc->version++;
     return i;
 }
@@ -503,6 +520,7 @@ static void table_clear(FsCacheObject *cc, CacheTable *t)
         CacheSlot s = table_take(cc, t, i);
         if (t == &cc->pending && s.value != NULL) {
             ((CacheFlight *)s.value)->slot = -1;
+            Py_CLEAR(((CacheFlight *)s.value)->stale);
         }
         Py_XDECREF(s.key);
         Py_XDECREF(s.value);
@@ -598,12 +616,14 @@ static int flight_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(((CacheFlight *)self)->waiters);
+    Py_VISIT(((CacheFlight *)self)->stale);
     return 0;
 }
 
 static int flight_clear(PyObject *self)
 {
     Py_CLEAR(((CacheFlight *)self)->waiters);
+    Py_CLEAR(((CacheFlight *)self)->stale);
     return 0;
 }
 
@@ -885,16 +905,29 @@ static PyObject *ready_hit(FsCacheObject *cc, int32_t i)
     return value;
 }
 
-/* Looks the call's key up in the ready table (dropping it when expired). Entry or
- * FS_CACHE_NONE, -2 on error. */
+/* Looks the call's key up in the ready table, dropping it when expired. Returns the entry of
+ * a fresh value, FS_CACHE_NONE, or -2 on error; *stale (when not NULL) is set to the entry of
+ * a value past its ttl but in its stale_if_error window (else FS_CACHE_NONE). */
 static int32_t ready_find(FsCacheObject *cc, KeyProbe *kp, PyObject *const *args,
-                          Py_ssize_t nargs, PyObject *kwnames)
+                          Py_ssize_t nargs, PyObject *kwnames, int32_t *stale)
 {
+    if (stale != NULL) {
+        *stale = FS_CACHE_NONE;
+    }
     int32_t i = table_lookup(cc, &cc->ready, kp, args, nargs, kwnames);
-    if (i >= 0 && cc->ttl_ns >= 0
-        && fs_cache_expired(&cc->ready.idx, i, fs_now_ns(cc->base.st))) {
+    if (i < 0 || cc->ttl_ns < 0) {
+        return i;
+    }
+    int64_t now = fs_now_ns(cc->base.st);
+    if (fs_cache_expired(&cc->ready.idx, i, now)) {
         cc->base.counters[C_EXPIRED]++;
         ready_drop(cc, i);
+        return FS_CACHE_NONE;
+    }
+    if (cc->stale_ns >= 0 && now >= cc->ready.slots[i].fresh_until) {
+        if (stale != NULL) {
+            *stale = i;
+        }
         return FS_CACHE_NONE;
     }
     return i;
@@ -909,7 +942,8 @@ static int cache_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObje
     if (probe_init(cc, args, nargs, kwnames, &kp) < 0) {
         return -1;
     }
-    int32_t i = ready_find(cc, &kp, args, nargs, kwnames);
+    int32_t stale;
+    int32_t i = ready_find(cc, &kp, args, nargs, kwnames, &stale);
     if (i >= 0) {
         PyObject *value = ready_hit(cc, i);
         probe_release(&kp);
@@ -927,16 +961,28 @@ static int cache_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObje
     if (i == -2) {
         goto error;
     }
+    uint64_t version = cc->version;
     i = table_lookup(cc, &cc->pending, &kp, args, nargs, kwnames);
     if (i == -2) {
         goto error;
     }
-    if (i >= 0) {
+    if (i >= 0 || (stale >= 0 && cc->version != version)) {
+        /* A call for this key is in flight: wait for it. (Or an __eq__ changed the cache
+         * under the stale entry found: the slow path looks again.) */
         probe_release(&kp);
-        return FS_ADMIT_SLOW;   /* a call for this key is in flight: wait for it */
+        return FS_ADMIT_SLOW;
     }
-    PyObject *key = probe_key(&kp, args, nargs, kwnames);
-    if (key == NULL) {
+    PyObject *key;
+    Py_CLEAR(st->cache_stale);
+    if (stale >= 0) {
+        /* A refresh: the stale entry rides with the call (its key is this call's key). */
+        st->cache_stale_fresh_until = cc->ready.slots[stale].fresh_until;
+        st->cache_stale_expires = cc->ready.idx.entries[stale].expires_ns;
+        CacheSlot s = table_take(cc, &cc->ready, stale);
+        key = s.key;
+        st->cache_stale = s.value;
+    }
+    else if ((key = probe_key(&kp, args, nargs, kwnames)) == NULL) {
         goto error;
     }
     /* For init_call, which the guard runs next with no Python code in between. */
@@ -962,16 +1008,18 @@ static int cache_init_call(FsCall *c)
         return -1;
     }
     CacheTable *t = &cc->pending;
-    if (t->idx.len == t->idx.cap && table_grow(t) < 0) {
+    CacheFlight *f = NULL;
+    if ((t->idx.len == t->idx.cap && table_grow(t) < 0)
+        || (f = PyObject_GC_New(CacheFlight, st->CacheFlight_Type)) == NULL) {
         Py_DECREF(key);
-        return -1;
-    }
-    CacheFlight *f = PyObject_GC_New(CacheFlight, st->CacheFlight_Type);
-    if (f == NULL) {
-        Py_DECREF(key);
+        Py_CLEAR(st->cache_stale);
         return -1;
     }
     f->waiters = NULL;
+    f->stale = st->cache_stale;
+    st->cache_stale = NULL;
+    f->stale_fresh_until = st->cache_stale_fresh_until;
+    f->stale_expires = st->cache_stale_expires;
     PyObject_GC_Track(f);
     int32_t i = fs_cache_insert(&t->idx, st->cache_hash, FS_CACHE_NEVER);
     t->slots[i].key = key;
@@ -990,32 +1038,63 @@ static int cache_init_call(FsCall *c)
     return 0;
 }
 
+/* Puts a refreshed stale entry back when its refresh ended without a value (if its key was
+ * not invalidated meanwhile and its window has not passed). key is borrowed. */
+static void flight_restore_stale(FsCacheObject *cc, CacheFlight *f, PyObject *key,
+                                 uint64_t hash, int kind)
+{
+    if (f->stale == NULL || key == NULL || fs_now_ns(cc->base.st) >= f->stale_expires) {
+        return;
+    }
+    if (ready_store(cc, hash, kind, Py_NewRef(key), f->stale, f->stale_fresh_until,
+                    f->stale_expires) < 0) {
+        PyErr_Clear();  /* no room to keep it: only a fallback is lost */
+    }
+}
+
 static int cache_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
 {
     FsCacheObject *cc = (FsCacheObject *)c->policy;
     CacheFlight *f = (CacheFlight *)c->pobj;
     PyObject *waiters = f->waiters;
     f->waiters = NULL;
+    PyObject *key = NULL;   /* set when the flight was still registered (not invalidated) */
+    uint64_t hash = 0;
+    int kind = 0;
+    flight_detach(cc, f, &key, &hash, &kind);
+    int rc;
     if (exc != NULL) {
         /* Not cached. Waiters share an error; a cancelled or interrupted leader (not an
-         * Exception) sends them back to be admitted again. */
-        flight_detach(cc, f, NULL, NULL, NULL);
+         * Exception) sends them back to be admitted again. A refresh that failed answers
+         * with the stale value. */
+        flight_restore_stale(cc, f, key, hash, kind);
         int is_error = PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception);
-        if (flight_settle(cc, waiters, is_error ? exc : NULL,
-                          is_error ? SETTLE_ERROR : SETTLE_RETRY) < 0) {
+        if (is_error && f->stale != NULL) {
+            cc->base.counters[C_STALE]++;
+            PyObject *stale = f->stale;
+            f->stale = NULL;
+            rc = flight_settle(cc, waiters, stale, SETTLE_VALUE);
+            *out = stale;
+            Py_XDECREF(key);
+            if (rc < 0) {
+                Py_CLEAR(*out);
+                return -1;
+            }
+            return FS_NEXT_RETURN;
+        }
+        Py_CLEAR(f->stale);
+        rc = flight_settle(cc, waiters, is_error ? exc : NULL,
+                           is_error ? SETTLE_ERROR : SETTLE_RETRY);
+        Py_XDECREF(key);
+        if (rc < 0) {
             return -1;
         }
         *out = Py_NewRef(exc);
         return FS_NEXT_RAISE;
     }
-    PyObject *key = NULL;
-    int32_t stored = -1;
-    int kind = 0;
-    if (f->slot >= 0) {     /* not invalidated meanwhile */
-        uint64_t hash = 0;
-        flight_detach(cc, f, &key, &hash, &kind);
-        stored = ready_store(cc, hash, kind, Py_NewRef(key), result);
-        if (stored < 0) {
+    Py_CLEAR(f->stale);
+    if (key != NULL) {
+        if (ready_store(cc, hash, kind, Py_NewRef(key), result, -1, -1) < 0) {
             Py_DECREF(key);
             PyObject *err = PyErr_GetRaisedException();
             if (flight_settle(cc, waiters, err, SETTLE_ERROR) < 0) {
@@ -1027,7 +1106,7 @@ static int cache_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
         }
         cc->base.counters[C_SET]++;
     }
-    int rc = flight_settle(cc, waiters, result, SETTLE_VALUE);
+    rc = flight_settle(cc, waiters, result, SETTLE_VALUE);
     if (rc == 0 && key != NULL) {
         rc = cache_event(cc, "on_cache_set", key, kind, result);
     }
@@ -1049,7 +1128,13 @@ static void cache_abandon(FsCall *c)
     }
     PyObject *waiters = f->waiters;
     f->waiters = NULL;
-    flight_detach(cc, f, NULL, NULL, NULL);
+    PyObject *key = NULL;
+    uint64_t hash = 0;
+    int kind = 0;
+    flight_detach(cc, f, &key, &hash, &kind);
+    flight_restore_stale(cc, f, key, hash, kind);
+    Py_XDECREF(key);
+    Py_CLEAR(f->stale);
     if (flight_settle(cc, waiters, NULL, SETTLE_RETRY) < 0) {
         PyErr_WriteUnraisable((PyObject *)cc);
     }
@@ -1073,6 +1158,7 @@ static PyObject *cache_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
         return NULL;
     }
     cc->ttl_ns = -1;
+    cc->stale_ns = -1;
     if (fs_policy_init(&cc->base, &cache_ops, FS_PATTERN_CACHE, 0, "cache") < 0
         || table_init(&cc->ready, 16, FS_CACHE_MAX_CAP) < 0
         || table_init(&cc->pending, PENDING_INITIAL, FS_CACHE_MAX_CAP) < 0) {
@@ -1087,12 +1173,13 @@ static PyObject *cache_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
 static PyObject *cache_configure(PyObject *self, PyObject *args)
 {
     FsCacheObject *cc = (FsCacheObject *)self;
-    long long maxsize, ttl_ns;
+    long long maxsize, ttl_ns, stale_ns = -1;
     PyObject *key_func;
-    if (!PyArg_ParseTuple(args, "LLO:_configure", &maxsize, &ttl_ns, &key_func)) {
+    if (!PyArg_ParseTuple(args, "LLO|L:_configure", &maxsize, &ttl_ns, &key_func, &stale_ns)) {
         return NULL;
     }
-    if (maxsize < 0 || maxsize > (long long)FS_CACHE_MAX_CAP || ttl_ns < -1 || ttl_ns == 0) {
+    if (maxsize < 0 || maxsize > (long long)FS_CACHE_MAX_CAP || ttl_ns < -1 || ttl_ns == 0
+        || stale_ns < -1 || (stale_ns >= 0 && ttl_ns < 0)) {
         PyErr_SetString(PyExc_ValueError, "invalid cache configuration");
         return NULL;
     }
@@ -1116,6 +1203,7 @@ static PyObject *cache_configure(PyObject *self, PyObject *args)
     table_free(&cc->ready);
     cc->ready = fresh;
     cc->ttl_ns = ttl_ns;
+    cc->stale_ns = stale_ns;
     Py_XSETREF(cc->key_func, key_func == Py_None ? NULL : Py_NewRef(key_func));
     Py_RETURN_NONE;
 }
@@ -1142,6 +1230,7 @@ static PyObject *cache_invalidate(PyObject *self, PyObject *const *args, size_t 
         if (i >= 0) {
             CacheFlight *f = (CacheFlight *)Py_NewRef(cc->pending.slots[i].value);
             flight_detach(cc, f, NULL, NULL, NULL);
+            Py_CLEAR(f->stale);     /* forgotten: not an answer to a failed refresh either */
             Py_DECREF(f);
             found = 1;
         }
@@ -1174,7 +1263,8 @@ static PyObject *cache_probe(PyObject *self, PyObject *const *args, size_t nargs
         return NULL;
     }
     PyObject *res = NULL;
-    int32_t i = ready_find(cc, &kp, args, nargs, kwnames);
+    /* A stale entry is a miss here: the caller is admitted again, and refreshes it. */
+    int32_t i = ready_find(cc, &kp, args, nargs, kwnames, NULL);
     if (i >= 0) {
         PyObject *value = ready_hit(cc, i);
         if (value != NULL) {
@@ -1296,7 +1386,8 @@ static PyMemberDef cache_members[] = {
 
 static PyMethodDef cache_methods[] = {
     FS_POLICY_METHODS,
-    {"_configure", cache_configure, METH_VARARGS, "_configure(maxsize, ttl_ns, key_func)"},
+    {"_configure", cache_configure, METH_VARARGS,
+     "_configure(maxsize, ttl_ns, key_func, stale_ns=-1)"},
     {"invalidate", (PyCFunction)(void (*)(void))cache_invalidate,
      METH_FASTCALL | METH_KEYWORDS,
      "invalidate(*args, **kwargs) -> bool: forgets the result of the call with these "
@@ -1352,6 +1443,7 @@ static int cache_part_traverse(fs_state *st, visitproc visit, void *arg)
     Py_VISIT(st->CacheFlight_Type);
     Py_VISIT(st->admit_value);
     Py_VISIT(st->cache_key);
+    Py_VISIT(st->cache_stale);
     return 0;
 }
 
@@ -1360,6 +1452,7 @@ static void cache_part_clear(fs_state *st)
     hit_freelist_clear(st);
     Py_CLEAR(st->admit_value);
     Py_CLEAR(st->cache_key);
+    Py_CLEAR(st->cache_stale);
     Py_CLEAR(st->Cache_Type);
     Py_CLEAR(st->CacheHit_Type);
     Py_CLEAR(st->CacheFlight_Type);

@@ -83,6 +83,9 @@ typedef struct fs_state {
     PyObject *cache_key;            /* the key of the miss admit let through, for init_call */
     uint64_t cache_hash;
     int cache_kind;
+    PyObject *cache_stale;          /* and the stale value it refreshes (stale_if_error), or NULL */
+    int64_t cache_stale_fresh_until;
+    int64_t cache_stale_expires;
     struct CacheHit *hit_freelist;  /* recycled CacheHit objects (GC-untracked) */
     int hit_free_count;
     /* hedge.c */

@@ -3,9 +3,11 @@
 ``@cache(maxsize=..., ttl=...)`` guards one async function. A call whose key is stored
 returns at once without calling the function (no coroutine is created). A miss calls it once:
 concurrent calls with the same key share that one call (single-flight) and its outcome,
-value or exception. Exceptions are never stored. ``invalidate(*args, **kwargs)`` and
-``clear()`` forget entries; a call in flight when its key is invalidated still answers its
-callers but does not store its result.
+value or exception. Exceptions are never stored. With ``stale_if_error=seconds``, an entry
+past its ``ttl`` stays that much longer as a fallback: the next call refreshes it, and if that
+call fails with an ``Exception`` the old value answers (and stays for the next try).
+``invalidate(*args, **kwargs)`` and ``clear()`` forget entries; a call in flight when its key
+is invalidated still answers its callers but does not store its result.
 
 Keys: ``key_func(*args, **kwargs)`` when given, else the call's arguments, compared as
 failsafe-py's ``(args, frozenset(kwargs.items()))`` would be: ``f(1)`` and ``f(x=1)`` are
@@ -38,7 +40,7 @@ __all__ = [
     "register_cache_listener",
 ]
 
-HIT, MISS, SET, EVICT, EXPIRED, SHARED = range(6)
+HIT, MISS, SET, EVICT, EXPIRED, SHARED, STALE = range(7)
 _PROBE_HIT, _PROBE_IN_FLIGHT = 0, 1
 _SETTLE_VALUE, _SETTLE_ERROR = 0, 1
 _MAX_TTL_NS: Final = 2**62
@@ -85,11 +87,20 @@ class Cache(_core.Component, _native.Cache):
 
     Metrics: ``hit`` (answered from the cache), ``miss`` (the function was called), ``set``
     (a result stored), ``evict`` (dropped for room, least recently used first), ``expired``
-    (dropped after ``ttl``), ``shared`` (a concurrent miss answered by the call in flight).
+    (dropped after ``ttl``, or after ``ttl + stale_if_error``), ``shared`` (a concurrent miss
+    answered by the call in flight), ``stale`` (a failed refresh answered with the stale value).
     """
 
     PATTERN: ClassVar[str] = "cache"
-    METRICS: ClassVar[tuple[str, ...]] = ("hit", "miss", "set", "evict", "expired", "shared")
+    METRICS: ClassVar[tuple[str, ...]] = (
+        "hit",
+        "miss",
+        "set",
+        "evict",
+        "expired",
+        "shared",
+        "stale",
+    )
 
     def __init__(
         self,
@@ -97,6 +108,7 @@ class Cache(_core.Component, _native.Cache):
         maxsize: int | None = None,
         ttl: float | None = None,
         key_func: Callable[..., Any] | None = None,
+        stale_if_error: float | None = None,
         name: str | None = None,
         listeners: Iterable[Any] | None = None,
         event_manager: Any = None,
@@ -114,6 +126,16 @@ class Cache(_core.Component, _native.Cache):
             ttl_ns = max(1, round(seconds * 1e9))
             if ttl_ns > _MAX_TTL_NS:
                 raise ValueError(f"ttl must be at most 2**62 ns (about 146 years), got {ttl}")
+        stale_ns = -1
+        if stale_if_error is not None:
+            window = _core.check_number(stale_if_error, "stale_if_error", allow_zero=False)
+            if ttl is None:
+                raise ValueError("stale_if_error needs a ttl: entries without one never go stale")
+            stale_ns = max(1, round(window * 1e9))
+            if stale_ns > _MAX_TTL_NS:
+                raise ValueError(
+                    f"stale_if_error must be at most 2**62 ns (about 146 years), got {window}"
+                )
         if key_func is not None:
             if not callable(key_func):
                 raise TypeError(f"key_func must be a callable, not {key_func!r}")
@@ -121,9 +143,10 @@ class Cache(_core.Component, _native.Cache):
                 raise TypeError("key_func must be a sync function, not an async function")
         self._maxsize: int | None = size
         self._ttl: float | None = None if ttl is None else float(ttl)
+        self._stale_if_error = None if stale_if_error is None else float(stale_if_error)
         self._key_func = key_func
         self._fn: Callable[..., Any] | None = None
-        self._configure(size or 0, ttl_ns, key_func)
+        self._configure(size or 0, ttl_ns, key_func, stale_ns)
 
     @property
     def maxsize(self) -> int | None:
@@ -132,6 +155,10 @@ class Cache(_core.Component, _native.Cache):
     @property
     def ttl(self) -> float | None:
         return self._ttl
+
+    @property
+    def stale_if_error(self) -> float | None:
+        return self._stale_if_error
 
     def __len__(self) -> int:
         """Entries stored now (expired ones are dropped first)."""
@@ -201,6 +228,8 @@ class Cache(_core.Component, _native.Cache):
         s["in_flight"] = self._in_flight()
         s["maxsize"] = self._maxsize
         s["ttl"] = self._ttl
+        if self._stale_if_error is not None:
+            s["stale_if_error"] = self._stale_if_error
         return s
 
 
@@ -212,6 +241,7 @@ def cache(
     maxsize: int | None = ...,
     ttl: float | None = ...,
     key_func: Callable[..., Any] | None = ...,
+    stale_if_error: float | None = ...,
     name: str | None = ...,
     listeners: Iterable[Any] | None = ...,
     event_manager: Any = ...,
@@ -222,7 +252,9 @@ def cache(fn: Any = None, /, **kwargs: Any) -> Any:
 
     ``maxsize`` bounds the entries (least recently used evicted first; None: unbounded),
     ``ttl`` (seconds) bounds their age from when they were stored (None: forever),
-    ``key_func(*args, **kwargs)`` makes the key (default: the arguments). The decorated
+    ``key_func(*args, **kwargs)`` makes the key (default: the arguments);
+    ``stale_if_error`` (seconds) keeps entries that long past their ttl, to answer with the
+    old value when the call refreshing one fails with an Exception. The decorated
     function gets ``invalidate(*args, **kwargs)`` and ``clear()``; its ``policy`` attribute
     is this Cache (``stats()``, ``len()``).
     """
