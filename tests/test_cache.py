@@ -957,6 +957,7 @@ async def test_stats_and_repr_are_live(clock: FakeClock) -> None:
     await f(1)
     s = f.policy.stats()
     assert (s["hit"], s["miss"], s["set"], s["size"]) == (1, 1, 1, 1)
+    assert bool(cache())  # empty, still a policy
     r = repr(f.policy)
     assert r.startswith("<cache 'svc.users'")
     assert "hit=1" in r

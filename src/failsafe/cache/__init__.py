@@ -164,6 +164,9 @@ class Cache(_core.Component, _native.Cache):
         """Entries stored now (expired ones are dropped first)."""
         return self._size()
 
+    def __bool__(self) -> bool:
+        return True  # a policy, even an empty one, is never "nothing"
+
     # -- decorator -------------------------------------------------------------------------
 
     def __call__[**P, T](
