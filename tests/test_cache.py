@@ -738,9 +738,11 @@ async def test_concurrent_calls_on_two_event_loops_in_threads() -> None:
     await asyncio.sleep(0)
     thread = threading.Thread(target=other_loop)
     thread.start()
-    while f.policy.stats()["in_flight"] == 0 or not calls:
+    while True:  # until the other loop's caller waits for this loop's call
+        state, flight = f.policy._probe(21)
+        if state == 1 and flight.waiting == 1:
+            break
         await asyncio.sleep(0.001)
-    await asyncio.sleep(0.01)
     release.set()
     assert await leader == 42
     await asyncio.get_running_loop().run_in_executor(None, thread.join)
