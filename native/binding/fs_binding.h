@@ -79,6 +79,17 @@ typedef struct fs_state {
     PyTypeObject *KeyedLimiter_Type;
     /* cache.c */
     PyTypeObject *Cache_Type;
+    PyTypeObject *CacheHit_Type;
+    PyTypeObject *CacheFlight_Type;
+    PyObject *admit_value;          /* FS_ADMIT_VALUE: what admit answered (guard.c takes it) */
+    PyObject *cache_key;            /* the key of the miss admit let through, for init_call */
+    uint64_t cache_hash;
+    int cache_kind;
+    PyObject *cache_stale;          /* and the stale value it refreshes (stale_if_error), or NULL */
+    int64_t cache_stale_fresh_until;
+    int64_t cache_stale_expires;
+    struct CacheHit *hit_freelist;  /* recycled CacheHit objects (GC-untracked) */
+    int hit_free_count;
     /* hedge.c */
     PyTypeObject *Hedge_Type;
     /* toggle.c */
@@ -172,6 +183,7 @@ typedef struct fs_policy_ops {
      * abandoned, so abandon must give back what admit took); 2 (FS_ADMIT_SLOW): the call is
      * not decided yet (it must wait for a slot or a token), so the guard returns
      * policy._call_slow(fn, *args, **kwargs), a Python awaitable that does the whole call;
+     * 3 (FS_ADMIT_VALUE): answered without calling fn (see below);
      * -1 with an exception set: reject (fn is not called). An Exception is raised where the
      * call is awaited, as a coroutine would raise it (so outer policies see it); anything
      * else (KeyboardInterrupt) at once. */
@@ -191,6 +203,9 @@ typedef struct fs_policy_ops {
 } fs_policy_ops;
 
 #define FS_ADMIT_SLOW 2
+/* admit answered the call itself (a cache hit): st->admit_value, a new reference that the guard
+ * takes, is the awaitable returned in place of calling fn. */
+#define FS_ADMIT_VALUE 3
 
 /* Flags of FsPolicy.flags */
 #define FS_POL_KEEP_ARGS  0x1u  /* FsCall keeps the call's arguments (slow paths re-call or pass them) */

@@ -913,6 +913,11 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     if (mode == FS_ADMIT_SLOW) {
         return guard_call_slow(g, args, nargsf, kwnames);
     }
+    if (mode == FS_ADMIT_VALUE) {
+        PyObject *answer = p->st->admit_value;
+        p->st->admit_value = NULL;
+        return answer;
+    }
     /* The call object comes first: if fn fails synchronously (bad arguments), deallocating it
      * runs the policy's abandon hook, which gives back whatever admit took. */
     fs_state *st = p->st;

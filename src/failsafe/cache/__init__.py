@@ -1,0 +1,265 @@
+"""Cache: reuse the results of an async function, with an LRU + TTL index in C.
+
+``@cache(maxsize=..., ttl=...)`` guards one async function. A call whose key is stored
+returns at once without calling the function (no coroutine is created). A miss calls it once:
+concurrent calls with the same key share that one call (single-flight) and its outcome,
+value or exception. Exceptions are never stored. With ``stale_if_error=seconds``, an entry
+past its ``ttl`` stays that much longer as a fallback: the next call refreshes it, and if that
+call fails with an ``Exception`` the old value answers (and stays for the next try).
+``invalidate(*args, **kwargs)`` and ``clear()`` forget entries; a call in flight when its key
+is invalidated still answers its callers but does not store its result.
+
+Keys: ``key_func(*args, **kwargs)`` when given, else the call's arguments, compared as
+failsafe-py's ``(args, frozenset(kwargs.items()))`` would be: ``f(1)`` and ``f(x=1)`` are
+different keys, as are ``f(1)`` and ``f((1,))``; keyword order does not matter; equal values
+are one key (``f(1)``, ``f(1.0)`` and ``f(True)`` share an entry, as in ``functools``' caches).
+Listeners receive the key in that form. Every argument must be hashable, else the call raises
+``TypeError`` naming the argument.
+
+Methods: the key includes ``self``, so an entry keeps its instance alive until it is evicted,
+expires or is invalidated (``Class.method.invalidate(instance, ...)``). Bound ``maxsize`` or
+``ttl`` when instances come and go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, ClassVar, Final, overload
+
+from failsafe import _core, _native, events
+from failsafe.cache.exceptions import CacheMiss
+
+__all__ = [
+    "Cache",
+    "CacheListener",
+    "CacheMiss",
+    "cache",
+    "register_cache_listener",
+]
+
+HIT, MISS, SET, EVICT, EXPIRED, SHARED, STALE = range(7)
+_PROBE_HIT, _PROBE_IN_FLIGHT = 0, 1
+_SETTLE_VALUE, _SETTLE_ERROR = 0, 1
+_MAX_TTL_NS: Final = 2**62
+
+
+class _Retry:
+    """What a waiter receives when the call it waited for was cancelled: try again."""
+
+    __slots__ = ()
+
+
+_RETRY: Final = _Retry()
+
+
+class CacheListener:
+    """Cache events. Methods may be sync or async; override the ones you need."""
+
+    def on_cache_hit(self, cache: Cache, key: Any, value: Any) -> Any:
+        """A call was answered from the cache."""
+
+    def on_cache_miss(self, cache: Cache, key: Any) -> Any:
+        """A call found nothing stored and calls the function."""
+
+    def on_cache_set(self, cache: Cache, key: Any, value: Any) -> Any:
+        """A result was stored."""
+
+
+def register_cache_listener(listener: Any) -> None:
+    """Adds a listener to every cache component, existing and future."""
+    events.register_listener("cache", listener)
+
+
+def _resolve(fut: asyncio.Future[Any], outcome: Any, how: int) -> None:
+    if fut.done():  # a waiter cancelled meanwhile
+        return
+    if how == _SETTLE_ERROR:
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome if how == _SETTLE_VALUE else _RETRY)
+
+
+class Cache(_core.Component, _native.Cache):
+    """A cache policy guarding one async function (see the module's documentation).
+
+    Metrics: ``hit`` (answered from the cache), ``miss`` (the function was called), ``set``
+    (a result stored), ``evict`` (dropped for room, least recently used first), ``expired``
+    (dropped after ``ttl``, or after ``ttl + stale_if_error``), ``shared`` (a concurrent miss
+    answered by the call in flight), ``stale`` (a failed refresh answered with the stale value).
+    """
+
+    PATTERN: ClassVar[str] = "cache"
+    METRICS: ClassVar[tuple[str, ...]] = (
+        "hit",
+        "miss",
+        "set",
+        "evict",
+        "expired",
+        "shared",
+        "stale",
+    )
+
+    def __init__(
+        self,
+        *,
+        maxsize: int | None = None,
+        ttl: float | None = None,
+        key_func: Callable[..., Any] | None = None,
+        stale_if_error: float | None = None,
+        name: str | None = None,
+        listeners: Iterable[Any] | None = None,
+        event_manager: Any = None,
+    ) -> None:
+        self._init_component(name, listeners)
+        self._event_manager = events.check_event_manager(event_manager)
+        size = _core.check_number(maxsize, "maxsize", allow_none=True, integer=True)
+        if size is not None and size < 1:
+            raise ValueError(f"maxsize must be >= 1 (or None: unbounded), got {size}")
+        if size is not None and size > 2**30:
+            raise ValueError(f"maxsize must be at most 2**30, got {size}")
+        ttl_ns = -1
+        if ttl is not None:
+            seconds = _core.check_number(ttl, "ttl", allow_zero=False)
+            ttl_ns = max(1, round(seconds * 1e9))
+            if ttl_ns > _MAX_TTL_NS:
+                raise ValueError(f"ttl must be at most 2**62 ns (about 146 years), got {ttl}")
+        stale_ns = -1
+        if stale_if_error is not None:
+            window = _core.check_number(stale_if_error, "stale_if_error", allow_zero=False)
+            if ttl is None:
+                raise ValueError("stale_if_error needs a ttl: entries without one never go stale")
+            stale_ns = max(1, round(window * 1e9))
+            if stale_ns > _MAX_TTL_NS:
+                raise ValueError(
+                    f"stale_if_error must be at most 2**62 ns (about 146 years), got {window}"
+                )
+        if key_func is not None:
+            if not callable(key_func):
+                raise TypeError(f"key_func must be a callable, not {key_func!r}")
+            if inspect.iscoroutinefunction(key_func):
+                raise TypeError("key_func must be a sync function, not an async function")
+        self._maxsize: int | None = size
+        self._ttl: float | None = None if ttl is None else float(ttl)
+        self._stale_if_error = None if stale_if_error is None else float(stale_if_error)
+        self._key_func = key_func
+        self._fn: Callable[..., Any] | None = None
+        self._configure(size or 0, ttl_ns, key_func, stale_ns)
+
+    @property
+    def maxsize(self) -> int | None:
+        return self._maxsize
+
+    @property
+    def ttl(self) -> float | None:
+        return self._ttl
+
+    @property
+    def stale_if_error(self) -> float | None:
+        return self._stale_if_error
+
+    def __len__(self) -> int:
+        """Entries stored now (expired ones are dropped first)."""
+        return self._size()
+
+    def __bool__(self) -> bool:
+        return True  # a policy, even an empty one, is never "nothing"
+
+    # -- decorator -------------------------------------------------------------------------
+
+    def __call__[**P, T](
+        self, fn: Callable[P, Awaitable[T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        _core.check_async(fn, "cache")
+        if self._fn is not None:
+            raise TypeError(
+                f"this cache already guards {self._fn!r}: its keys are that function's"
+                " arguments; make one cache(...) per function"
+            )
+        self._fn = fn
+        self._adopt_name(fn)
+        guard: Any = _core.make_guard(fn, self)
+        guard.invalidate = self.invalidate
+        guard.clear = self.clear
+        typed: Callable[P, Coroutine[Any, Any, T]] = guard
+        return typed
+
+    # -- slow path, called by the C guard when a call of the same key is in flight ---------
+
+    async def _call_slow(
+        self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        while True:
+            state, found = self._probe(*args, **kwargs)
+            if state == _PROBE_HIT:
+                return found
+            if state != _PROBE_IN_FLIGHT:
+                # The call we would have waited for ended without a result: lead one.
+                return await _native.Guard(fn, self)(*args, **kwargs)
+            waiter: asyncio.Future[Any] = loop.create_future()
+            found.join(waiter)
+            try:
+                value = await waiter
+            except BaseException:
+                if not waiter.done() or waiter.cancelled():  # this caller was cancelled
+                    found.leave(waiter)
+                    raise
+                self._count(SHARED)  # the leader's error, shared
+                raise
+            if value is not _RETRY:
+                self._count(SHARED)
+                return value
+
+    def _settle(self, waiters: list[asyncio.Future[Any]], outcome: Any, how: int) -> None:
+        """Hands the leader's outcome to the callers that waited for it."""
+        running = asyncio._get_running_loop()
+        for fut in waiters:
+            loop = fut.get_loop()
+            if loop is running:
+                _resolve(fut, outcome, how)
+                continue
+            # A waiter on another thread's loop; if that loop is closed, nobody waits there.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, fut, outcome, how)
+
+    def stats(self) -> dict[str, Any]:
+        s = super().stats()
+        s["size"] = self._size()
+        s["in_flight"] = self._in_flight()
+        s["maxsize"] = self._maxsize
+        s["ttl"] = self._ttl
+        if self._stale_if_error is not None:
+            s["stale_if_error"] = self._stale_if_error
+        return s
+
+
+@overload
+def cache[**P, T](fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
+@overload
+def cache(
+    *,
+    maxsize: int | None = ...,
+    ttl: float | None = ...,
+    key_func: Callable[..., Any] | None = ...,
+    stale_if_error: float | None = ...,
+    name: str | None = ...,
+    listeners: Iterable[Any] | None = ...,
+    event_manager: Any = ...,
+) -> Cache: ...
+def cache(fn: Any = None, /, **kwargs: Any) -> Any:
+    """A cache policy: ``@cache(maxsize=1024, ttl=60)`` on an async function (bare ``@cache``:
+    unbounded, no expiry).
+
+    ``maxsize`` bounds the entries (least recently used evicted first; None: unbounded),
+    ``ttl`` (seconds) bounds their age from when they were stored (None: forever),
+    ``key_func(*args, **kwargs)`` makes the key (default: the arguments);
+    ``stale_if_error`` (seconds) keeps entries that long past their ttl, to answer with the
+    old value when the call refreshing one fails with an Exception. The decorated
+    function gets ``invalidate(*args, **kwargs)`` and ``clear()``; its ``policy`` attribute
+    is this Cache (``stats()``, ``len()``).
+    """
+    policy = Cache(**kwargs)
+    return policy if fn is None else policy(fn)
