@@ -72,6 +72,8 @@ typedef struct fs_state {
     PyTypeObject *FailFast_Type;
     /* bulkhead.c */
     PyTypeObject *Bulkhead_Type;
+    PyTypeObject *BulkheadWaiter_Type;
+    PyObject *str_acquire_slow;     /* "_acquire_slow" */
     /* ratelimit.c */
     PyTypeObject *Limiter_Type;
     PyTypeObject *KeyedLimiter_Type;
