@@ -3,8 +3,12 @@
  *
  * The counts and every admission decision are the core's (fs_bulkhead). A call that finds a
  * free slot takes it in C and runs in an FsCall (decorator) or at once (`async with`); one that
- * must queue goes to the Python slow path (`_call_slow` / `_acquire_slow`), which decides again
- * when it first runs (`_enqueue`: nothing is taken by a slow coroutine that is never awaited).
+ * must queue goes to the Python slow path (`_queued_call` / `_acquire_slow`), which decides
+ * again when it first runs (`_enqueue`: a slow coroutine never awaited takes nothing).
+ *
+ * A decorated call refused because the bulkhead is full raises when awaited, not when made: an
+ * outer policy stacked on it (fallback or retry on BulkheadFull) then sees the refusal as the
+ * outcome of the call, as with any other exception of an async function.
  *
  * The queue is a C list of Waiter objects, each with the future its call awaits, so the queue
  * and the core's `queued` count change together and cannot drift. A slot released while calls
@@ -206,10 +210,7 @@ static int bh_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_UNU
         p->counters[BH_ADMITTED]++;
         return 1;
     }
-    if (v == FS_BH_WAIT && b->max_wait != 0.0) {
-        return FS_ADMIT_SLOW;   /* _call_slow queues when it first runs */
-    }
-    return bh_reject(b, v == FS_BH_WAIT);
+    return FS_ADMIT_SLOW;   /* _call_slow: queue, or an awaitable raising BulkheadFull */
 }
 
 static int bh_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
@@ -234,6 +235,162 @@ static const fs_policy_ops bh_ops = {
     .finish = bh_finish,
     .abandon = bh_abandon,
 };
+
+/* ------------------------------------------------------------------------------------------ */
+/* Rejection: what a refused decorated call returns, an awaitable that raises its BulkheadFull */
+
+typedef struct BulkheadRejection {
+    PyObject_HEAD
+    PyObject *exc;          /* raised by the first drive, then NULL */
+} BulkheadRejection;
+
+static PySendResult rej_am_send(PyObject *self, PyObject *Py_UNUSED(arg), PyObject **presult)
+{
+    BulkheadRejection *r = (BulkheadRejection *)self;
+    *presult = NULL;
+    if (r->exc == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return PYGEN_ERROR;
+    }
+    PyObject *exc = r->exc;
+    r->exc = NULL;
+    PyErr_SetRaisedException(exc);
+    return PYGEN_ERROR;
+}
+
+static PyObject *rej_iternext(PyObject *self)
+{
+    PyObject *res;
+    rej_am_send(self, Py_None, &res);
+    return NULL;
+}
+
+static PyObject *rej_send(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    return rej_iternext(self);
+}
+
+/* Thrown into before it ran: the thrown exception ends it (its own is dropped). */
+static PyObject *rej_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    Py_CLEAR(((BulkheadRejection *)self)->exc);
+    PyObject *typ = args[0];
+    PyObject *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val == Py_None ? NULL : val);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *rej_close(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    Py_CLEAR(((BulkheadRejection *)self)->exc);
+    Py_RETURN_NONE;
+}
+
+static int rej_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((BulkheadRejection *)self)->exc);
+    return 0;
+}
+
+static int rej_clear(PyObject *self)
+{
+    Py_CLEAR(((BulkheadRejection *)self)->exc);
+    return 0;
+}
+
+static void rej_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    rej_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef rej_methods[] = {
+    {"send", rej_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))rej_throw, METH_FASTCALL, NULL},
+    {"close", rej_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot rej_slots[] = {
+    {Py_am_await, PyObject_SelfIter},
+    {Py_am_send, rej_am_send},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, rej_iternext},
+    {Py_tp_methods, rej_methods},
+    {Py_tp_traverse, rej_traverse},
+    {Py_tp_clear, rej_clear},
+    {Py_tp_dealloc, rej_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec rej_spec = {
+    .name = "failsafe._native.BulkheadRejection",
+    .basicsize = sizeof(BulkheadRejection),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = rej_slots,
+};
+
+/* _call_slow(fn, *args, **kwargs): a decorated call that found no free slot. Full (or not
+ * allowed to wait): counted and reported now, raised when awaited. Otherwise the Python slow
+ * path, which queues when it first runs. */
+static PyObject *bh_call_slow(PyObject *self, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames)
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    fs_state *st = b->base.st;
+    fs_bh_verdict v = fs_bulkhead_peek(&b->core);
+    if (v == FS_BH_FULL || (v == FS_BH_WAIT && b->max_wait == 0.0)) {
+        bh_reject(b, v == FS_BH_WAIT);
+        if (!PyErr_ExceptionMatches(st->errors[FS_E_BULKHEAD_FULL] ? st->errors[FS_E_BULKHEAD_FULL]
+                                                                    : PyExc_RuntimeError)) {
+            return NULL;    /* a listener's KeyboardInterrupt, or no memory */
+        }
+        BulkheadRejection *r = PyObject_GC_New(BulkheadRejection, st->BulkheadRejection_Type);
+        if (r == NULL) {
+            return NULL;
+        }
+        r->exc = PyErr_GetRaisedException();
+        PyObject_GC_Track(r);
+        return (PyObject *)r;
+    }
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[1 + 1 + FS_CALL_INLINE_ARGS];
+    PyObject **stack = small;
+    if (total + 1 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        stack = PyMem_Malloc((size_t)(total + 1) * sizeof(PyObject *));
+        if (stack == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < total; i++) {
+        stack[1 + i] = args[i];
+    }
+    PyObject *res = PyObject_VectorcallMethod(st->str_queued_call, stack, (size_t)(nargs + 1),
+                                              kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return res;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Waiter */
@@ -625,6 +782,8 @@ static PyMethodDef bh_methods[] = {
     FS_POLICY_METHODS,
     {"__aenter__", bh_aenter, METH_NOARGS, "Takes a slot, waiting in the queue if needed."},
     {"__aexit__", (PyCFunction)(void (*)(void))bh_aexit, METH_FASTCALL, "Gives the slot back."},
+    {"_call_slow", (PyCFunction)(void (*)(void))bh_call_slow, METH_FASTCALL | METH_KEYWORDS,
+     "A decorated call with no free slot: the queued call, or an awaitable raising BulkheadFull."},
     {"_enqueue", bh_enqueue, METH_NOARGS,
      "Admits a call that may wait: None (slot taken), a waiter (queued), or BulkheadFull."},
     {"_abandon", bh_abandon_waiter, METH_O, "A waiter leaves: its place or slot goes back."},
@@ -660,7 +819,12 @@ static PyType_Spec bh_spec = {
 static int bh_setup(PyObject *module, fs_state *st)
 {
     st->str_acquire_slow = PyUnicode_InternFromString("_acquire_slow");
-    if (st->str_acquire_slow == NULL) {
+    st->str_queued_call = PyUnicode_InternFromString("_queued_call");
+    if (st->str_acquire_slow == NULL || st->str_queued_call == NULL) {
+        return -1;
+    }
+    st->BulkheadRejection_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &rej_spec, NULL);
+    if (st->BulkheadRejection_Type == NULL) {
         return -1;
     }
     st->BulkheadWaiter_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &waiter_spec, NULL);
@@ -676,6 +840,7 @@ static int bh_part_traverse(fs_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Bulkhead_Type);
     Py_VISIT(st->BulkheadWaiter_Type);
+    Py_VISIT(st->BulkheadRejection_Type);
     return 0;
 }
 
@@ -683,7 +848,9 @@ static void bh_part_clear(fs_state *st)
 {
     Py_CLEAR(st->Bulkhead_Type);
     Py_CLEAR(st->BulkheadWaiter_Type);
+    Py_CLEAR(st->BulkheadRejection_Type);
     Py_CLEAR(st->str_acquire_slow);
+    Py_CLEAR(st->str_queued_call);
 }
 
 const fs_part fs_bulkhead_part = {

@@ -9,6 +9,14 @@ int fs_bulkhead_init(fs_bulkhead *b, uint64_t max_concurrency, uint64_t max_capa
     return 0;
 }
 
+fs_bh_verdict fs_bulkhead_peek(const fs_bulkhead *b)
+{
+    if (b->running < b->max_concurrency && b->queued == 0) {
+        return FS_BH_RUN;
+    }
+    return b->running + b->queued < b->max_capacity ? FS_BH_WAIT : FS_BH_FULL;
+}
+
 fs_bh_verdict fs_bulkhead_try_run(fs_bulkhead *b)
 {
     /* Slots pass straight to waiters, so a free slot means an empty queue; checking both keeps

@@ -28,6 +28,9 @@ typedef enum fs_bh_verdict {
  * of range (b untouched). */
 int fs_bulkhead_init(fs_bulkhead *b, uint64_t max_concurrency, uint64_t max_capacity);
 
+/* What a new call willing to wait would get now; changes nothing. */
+fs_bh_verdict fs_bulkhead_peek(const fs_bulkhead *b);
+
 /* A new call that may not wait: RUN takes a slot (running + 1); WAIT and FULL change nothing
  * (WAIT says a call willing to wait would be queued). A slot is free only when nobody is queued. */
 fs_bh_verdict fs_bulkhead_try_run(fs_bulkhead *b);

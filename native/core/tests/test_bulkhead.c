@@ -19,13 +19,17 @@ static void bulkhead_run_wait_full(void)
 {
     fs_bulkhead b;
     fs_bulkhead_init(&b, 2, 3);
+    CHECK(fs_bulkhead_peek(&b) == FS_BH_RUN);
+    CHECK_EQ_INT(b.running, 0);
     CHECK(fs_bulkhead_acquire(&b) == FS_BH_RUN);
     CHECK(fs_bulkhead_acquire(&b) == FS_BH_RUN);
-    CHECK(fs_bulkhead_try_run(&b) == FS_BH_WAIT);   /* peeking takes nothing */
+    CHECK(fs_bulkhead_peek(&b) == FS_BH_WAIT);
+    CHECK(fs_bulkhead_try_run(&b) == FS_BH_WAIT);   /* takes nothing */
     CHECK_EQ_INT(b.queued, 0);
     CHECK(fs_bulkhead_acquire(&b) == FS_BH_WAIT);
     CHECK(fs_bulkhead_acquire(&b) == FS_BH_FULL);
     CHECK(fs_bulkhead_try_run(&b) == FS_BH_FULL);
+    CHECK(fs_bulkhead_peek(&b) == FS_BH_FULL);
     CHECK_EQ_INT(b.running, 2);
     CHECK_EQ_INT(b.queued, 1);
     CHECK_EQ_INT(b.peak_running, 2);
@@ -106,6 +110,9 @@ static void bulkhead_invariants_hold(void)
         CHECK(b.running <= b.max_concurrency);
         CHECK(b.running + b.queued <= b.max_capacity);
         CHECK(b.queued == 0 || b.running == b.max_concurrency);
+        fs_bulkhead copy = b;
+        fs_bh_verdict peeked = fs_bulkhead_peek(&copy);
+        CHECK(fs_bulkhead_try_run(&copy) == peeked);
     }
     CHECK(admitted > 1000 && rejected > 1000);
     CHECK_EQ_INT(b.peak_running, 4);

@@ -10,8 +10,9 @@ decorator and as ``async with``, shared by every call and task that uses it:
 * a call that finds no free slot but room in the queue waits, first come first served; a slot
   freed while calls wait passes straight to the first of them, so a new call never overtakes a
   queued one;
-* a full bulkhead raises :class:`BulkheadFull` at once, without calling the function (the
-  decorated call raises when it is called, before any coroutine exists);
+* a full bulkhead raises :class:`BulkheadFull` at once, without calling the function (a
+  decorated call is refused when it is made and raises when awaited, so a fallback or retry
+  stacked on it sees the refusal as the call's outcome);
 * a queued call waits at most ``max_wait`` seconds (``None``: as long as it takes; ``0``: never
   waits), then raises :class:`BulkheadFull` with ``timed_out`` True.
 
@@ -146,7 +147,7 @@ class Bulkhead(Component, _native.Bulkhead):
                 timed_out=True,
             )
 
-    async def _call_slow(
+    async def _queued_call(
         self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
     ) -> Any:
         """A decorated call that found no free slot: wait for one, run, give it back."""
