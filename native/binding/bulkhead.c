@@ -20,7 +20,6 @@
 
 #include <math.h>
 #include <stddef.h>
-#include <stdio.h>
 
 #include "fs_bulkhead.h"
 
@@ -48,10 +47,11 @@ typedef struct BulkheadObject {
     fs_bulkhead core;
     BulkheadWaiter *head, *tail;            /* FIFO of queued calls; queued == its length */
     double max_wait;                        /* seconds; < 0: wait as long as it takes */
-    /* Rejection messages, built again when the name changes (a decorator adopts a name). */
+    /* BulkheadFull arguments (a message in a tuple), built again when the name changes (a
+     * decorator adopts its function's name). */
     PyObject *msg_name;                     /* the name they were built for (strong) */
-    char msg_full[192];
-    char msg_no_wait[192];
+    PyObject *args_full;                    /* full: running + queued = max_capacity */
+    PyObject *args_no_wait;                 /* no free slot, and max_wait is 0 */
 } BulkheadObject;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -162,39 +162,61 @@ static void bh_release_slot(BulkheadObject *b)
 /* ------------------------------------------------------------------------------------------ */
 /* Rejection */
 
-static void bh_build_messages(BulkheadObject *b)
+static int bh_build_messages(BulkheadObject *b)
 {
     PyObject *name = b->base.name;
-    const char *s = name != NULL && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
-    if (s == NULL) {
-        PyErr_Clear();
-        s = "bulkhead";
+    unsigned long long conc = b->core.max_concurrency, cap = b->core.max_capacity;
+    PyObject *full = PyUnicode_FromFormat(
+        "bulkhead %R is full: %llu running and %llu queued (max_concurrency=%llu, "
+        "max_capacity=%llu)", name, conc, cap - conc, conc, cap);
+    PyObject *no_wait = PyUnicode_FromFormat(
+        "bulkhead %R has no free slot and max_wait is 0 (max_concurrency=%llu)", name, conc);
+    PyObject *args_full = full ? PyTuple_Pack(1, full) : NULL;
+    PyObject *args_no_wait = no_wait ? PyTuple_Pack(1, no_wait) : NULL;
+    Py_XDECREF(full);
+    Py_XDECREF(no_wait);
+    if (args_full == NULL || args_no_wait == NULL) {
+        Py_XDECREF(args_full);
+        Py_XDECREF(args_no_wait);
+        return -1;
     }
-    snprintf(b->msg_full, sizeof(b->msg_full),
-             "bulkhead '%.63s' is full: %llu running and %llu queued (max_concurrency=%llu, "
-             "max_capacity=%llu)",
-             s, (unsigned long long)b->core.max_concurrency,
-             (unsigned long long)(b->core.max_capacity - b->core.max_concurrency),
-             (unsigned long long)b->core.max_concurrency,
-             (unsigned long long)b->core.max_capacity);
-    snprintf(b->msg_no_wait, sizeof(b->msg_no_wait),
-             "bulkhead '%.63s' has no free slot and max_wait is 0 (max_concurrency=%llu)", s,
-             (unsigned long long)b->core.max_concurrency);
+    Py_XSETREF(b->args_full, args_full);
+    Py_XSETREF(b->args_no_wait, args_no_wait);
     Py_XSETREF(b->msg_name, Py_XNewRef(name));
+    return 0;
 }
 
-/* Counts a rejection, reports it, raises BulkheadFull. Returns -1. */
-static int bh_reject(BulkheadObject *b, bool no_wait)
+/* Counts a refusal, reports it, and returns a new BulkheadFull for it; NULL with an exception
+ * set on a listener's KeyboardInterrupt or SystemExit, or no memory. */
+static PyObject *bh_refusal(BulkheadObject *b, bool no_wait)
 {
     FsPolicy *p = &b->base;
     p->counters[BH_FULL]++;
     if (fs_listening(p) && fs_emit(p, "on_bulkhead_full", NULL) < 0) {
-        return -1;  /* a listener's KeyboardInterrupt or SystemExit */
+        return NULL;
     }
-    if (b->msg_name != p->name) {
-        bh_build_messages(b);
+    if (b->msg_name != p->name && bh_build_messages(b) < 0) {
+        return NULL;
     }
-    fs_error(p->st, FS_E_BULKHEAD_FULL, no_wait ? b->msg_no_wait : b->msg_full);
+    PyObject *cls = p->st->errors[FS_E_BULKHEAD_FULL];
+    PyObject *args = no_wait ? b->args_no_wait : b->args_full;
+    if (cls == NULL) {  /* not bound yet: fs_error's stand-in */
+        fs_error(p->st, FS_E_BULKHEAD_FULL, PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0)));
+        return PyErr_GetRaisedException();
+    }
+    /* The bound class built by its __new__ alone: the message becomes .args, and its other
+     * attributes keep their class defaults (retry_after None, timed_out False). Its Python
+     * __init__ would make up most of the cost of a refusal. */
+    return ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, NULL);
+}
+
+/* Counts a refusal, reports it, raises BulkheadFull. Returns -1. */
+static int bh_reject(BulkheadObject *b, bool no_wait)
+{
+    PyObject *exc = bh_refusal(b, no_wait);
+    if (exc != NULL) {
+        PyErr_SetRaisedException(exc);
+    }
     return -1;
 }
 
@@ -357,16 +379,16 @@ static PyObject *bh_call_slow(PyObject *self, PyObject *const *args, size_t narg
     fs_state *st = b->base.st;
     fs_bh_verdict v = fs_bulkhead_peek(&b->core);
     if (v == FS_BH_FULL || (v == FS_BH_WAIT && b->max_wait == 0.0)) {
-        bh_reject(b, v == FS_BH_WAIT);
-        if (!PyErr_ExceptionMatches(st->errors[FS_E_BULKHEAD_FULL] ? st->errors[FS_E_BULKHEAD_FULL]
-                                                                    : PyExc_RuntimeError)) {
-            return NULL;    /* a listener's KeyboardInterrupt, or no memory */
+        PyObject *exc = bh_refusal(b, v == FS_BH_WAIT);
+        if (exc == NULL) {
+            return NULL;
         }
         BulkheadRejection *r = PyObject_GC_New(BulkheadRejection, st->BulkheadRejection_Type);
         if (r == NULL) {
+            Py_DECREF(exc);
             return NULL;
         }
-        r->exc = PyErr_GetRaisedException();
+        r->exc = exc;
         PyObject_GC_Track(r);
         return (PyObject *)r;
     }
@@ -736,6 +758,8 @@ static int bh_traverse(PyObject *self, visitproc visit, void *arg)
     BulkheadObject *b = (BulkheadObject *)self;
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(b->msg_name);
+    Py_VISIT(b->args_full);
+    Py_VISIT(b->args_no_wait);
     for (BulkheadWaiter *w = b->head; w != NULL; w = w->next) {
         Py_VISIT(w);
     }
@@ -759,6 +783,8 @@ static int bh_clear(PyObject *self)
     BulkheadObject *b = (BulkheadObject *)self;
     bh_drop_queue(b);
     Py_CLEAR(b->msg_name);
+    Py_CLEAR(b->args_full);
+    Py_CLEAR(b->args_no_wait);
     Py_CLEAR(b->base.name);
     return 0;
 }

@@ -15,6 +15,10 @@ class BulkheadFull(FailsafeError):
     ``retry_after`` is always None: a bulkhead cannot tell when a slot will free up.
     """
 
+    # Class defaults: the C engine builds its refusals without running __init__.
+    retry_after: float | None = None
+    timed_out: bool = False
+
     def __init__(
         self, message: str = "", *, retry_after: float | None = None, timed_out: bool = False
     ) -> None:
