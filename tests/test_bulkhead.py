@@ -715,6 +715,46 @@ async def test_async_and_global_listeners() -> None:
     assert [r[0] for r in recorder.seen] == [before, after]
 
 
+class Abort(BaseException):
+    """A KeyboardInterrupt-like BaseException: not a listener failure, it propagates."""
+
+
+async def test_listener_base_exception_propagates() -> None:
+    class Aborting(BulkheadListener):
+        def on_bulkhead_full(self, bulkhead: Bulkhead) -> None:
+            raise Abort
+
+    b = bulkhead(1, listeners=[Aborting()])
+
+    @b
+    async def f() -> None: ...
+
+    async with b:
+        with pytest.raises(Abort):
+            f()
+        with pytest.raises(Abort):
+            async with b:
+                pass
+    assert b.stats()["full"] == 2
+    assert state(b) == IDLE
+
+
+async def test_refusal_is_a_plain_bulkhead_full() -> None:
+    b = bulkhead(1, name="x")
+
+    @b
+    async def f() -> None: ...
+
+    async with b:
+        with pytest.raises(BulkheadFull) as info:
+            await f()
+    e = info.value
+    assert type(e) is BulkheadFull
+    assert e.args == (str(e),)
+    assert (e.retry_after, e.timed_out) == (None, False)
+    assert e.__traceback__ is not None
+
+
 async def test_stats_and_repr() -> None:
     b = bulkhead(2, 5, max_wait=1.5, name="pool")
     gate = Gate()
