@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -921,6 +921,75 @@ async def test_fallback_on_full() -> None:
     gate.release("x")
     assert await busy("x") == "x"
     assert state(b) == IDLE
+
+
+# ------------------------------------------------------------------------------------------
+# Real tasks, random schedules: limits hold, FIFO holds, nothing leaks
+
+
+async def _random_schedule(conc: int, extra: int, ops: list[tuple[str, int]]) -> None:
+    b = bulkhead(conc, conc + extra)
+    guarded = b(_hold)
+    gates: list[asyncio.Event] = []
+    tasks: list[asyncio.Task[Any]] = []
+    arrivals: list[int] = []
+    starts: list[int] = []
+    inside = [0]
+
+    async def call(i: int) -> None:
+        arrivals.append(i)  # admission follows in this same step
+        if i % 2:
+            await guarded(i, gates[i], starts, inside)
+        else:
+            async with b:
+                await _hold(i, gates[i], starts, inside)
+
+    for op, k in ops:
+        if op == "start":
+            gates.append(asyncio.Event())
+            tasks.append(asyncio.create_task(call(len(tasks))))
+        elif op == "finish" and tasks:
+            gates[k % len(tasks)].set()
+        elif op == "cancel" and tasks:
+            tasks[k % len(tasks)].cancel()
+        else:
+            await asyncio.sleep(0)
+        assert inside[0] <= conc
+        assert b.running <= conc
+        assert b.running + b.queued <= conc + extra
+    for gate in gates:
+        gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(r is None or isinstance(r, (BulkheadFull, asyncio.CancelledError)) for r in results)
+    assert state(b) == IDLE
+    assert inside[0] == 0
+    # Calls start in the order they arrived: nobody overtakes the queue.
+    assert starts == sorted(starts, key=arrivals.index)
+    assert b.stats()["admitted"] >= len(starts)
+
+
+async def _hold(i: int, gate: asyncio.Event, starts: list[int], inside: list[int]) -> None:
+    starts.append(i)
+    inside[0] += 1
+    try:
+        await gate.wait()
+    finally:
+        inside[0] -= 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    conc=st.integers(1, 3),
+    extra=st.integers(0, 4),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["start", "start", "finish", "cancel", "turn"]), st.integers(0, 50)
+        ),
+        max_size=60,
+    ),
+)
+def test_random_schedules_of_real_tasks(conc: int, extra: int, ops: list[tuple[str, int]]) -> None:
+    asyncio.run(_random_schedule(conc, extra, ops))
 
 
 # ------------------------------------------------------------------------------------------
