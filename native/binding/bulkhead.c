@@ -1,4 +1,886 @@
-/* bulkhead: not built yet; its part does nothing. */
+/* bulkhead: at most max_concurrency calls run at once, at most max_capacity are inside (running
+ * plus queued), queued calls are served in FIFO order.
+ *
+ * The counts and every admission decision are the core's (fs_bulkhead). A call that finds a
+ * free slot takes it in C and runs in an FsCall (decorator) or at once (`async with`); one that
+ * must queue goes to the Python slow path (`_queued_call` / `_acquire_slow`), which decides
+ * again when it first runs (`_enqueue`: a slow coroutine never awaited takes nothing).
+ *
+ * A decorated call refused because the bulkhead is full raises when awaited, not when made: an
+ * outer policy stacked on it (fallback or retry on BulkheadFull) then sees the refusal as the
+ * outcome of the call, as with any other exception of an async function.
+ *
+ * The queue is a C list of Waiter objects, each with the future its call awaits, so the queue
+ * and the core's `queued` count change together and cannot drift. A slot released while calls
+ * wait never becomes free: it passes to the head waiter (its future gets True). A head waiter
+ * whose future was cancelled before its task could leave the queue is skipped, and the slot it
+ * was given is released again on its behalf. A waiter that leaves (cancelled, timed out) before
+ * being served gives its place back; one cancelled after being served passes its slot on. */
 #include "fs_binding.h"
 
-const fs_part fs_bulkhead_part = {0};
+#include <math.h>
+#include <stddef.h>
+
+#include "fs_bulkhead.h"
+
+/* Counters, in failsafe.bulkhead.Bulkhead.METRICS order. */
+enum { BH_FULL = 0, BH_ADMITTED, BH_WAITED, BH_TIMED_OUT };
+
+/* Waiter states */
+enum {
+    W_QUEUED = 0,   /* in the queue (the queue holds a reference) */
+    W_GRANTED,      /* handed a slot: its call owns the slot */
+    W_EXPIRED,      /* left the queue at max_wait, without a slot */
+    W_GONE          /* left the queue without a slot, or passed its slot on */
+};
+
+typedef struct BulkheadWaiter {
+    PyObject_HEAD
+    struct BulkheadWaiter *prev, *next;     /* queue links while W_QUEUED */
+    PyObject *owner;                        /* the Bulkhead (strong) */
+    PyObject *future;                       /* what the waiting call awaits (strong) */
+    int state;
+} BulkheadWaiter;
+
+typedef struct BulkheadObject {
+    FsPolicy base;
+    fs_bulkhead core;
+    BulkheadWaiter *head, *tail;            /* FIFO of queued calls; queued == its length */
+    double max_wait;                        /* seconds; < 0: wait as long as it takes */
+    /* BulkheadFull arguments (a message in a tuple), built again when the name changes (a
+     * decorator adopts its function's name). */
+    PyObject *msg_name;                     /* the name they were built for (strong) */
+    PyObject *args_full;                    /* full: running + queued = max_capacity */
+    PyObject *args_no_wait;                 /* no free slot, and max_wait is 0 */
+} BulkheadObject;
+
+/* ------------------------------------------------------------------------------------------ */
+/* The queue */
+
+/* Appends w; the queue takes a reference. */
+static void queue_push(BulkheadObject *b, BulkheadWaiter *w)
+{
+    w->prev = b->tail;
+    w->next = NULL;
+    if (b->tail != NULL) {
+        b->tail->next = w;
+    }
+    else {
+        b->head = w;
+    }
+    b->tail = w;
+    Py_INCREF(w);
+}
+
+/* Takes w out; the queue's reference passes to the caller. */
+static void queue_unlink(BulkheadObject *b, BulkheadWaiter *w)
+{
+    if (w->prev != NULL) {
+        w->prev->next = w->next;
+    }
+    else {
+        b->head = w->next;
+    }
+    if (w->next != NULL) {
+        w->next->prev = w->prev;
+    }
+    else {
+        b->tail = w->prev;
+    }
+    w->prev = w->next = NULL;
+}
+
+/* 1 when fut is done, 0 when not, -1 with an exception set. */
+static int future_done(PyObject *fut)
+{
+    PyObject *r = PyObject_CallMethod(fut, "done", NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    int done = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return done;
+}
+
+/* Resolves fut with value unless it is done already; errors are written as unraisable (a
+ * loop closed under a waiter): never raises. */
+static void future_resolve(PyObject *fut, PyObject *value)
+{
+    int done = future_done(fut);
+    if (done == 0) {
+        PyObject *r = PyObject_CallMethod(fut, "set_result", "O", value);
+        if (r == NULL) {
+            done = -1;
+        }
+        Py_XDECREF(r);
+    }
+    if (done < 0) {
+        PyErr_WriteUnraisable(fut);
+    }
+}
+
+/* Ends a slot's use: frees it, or passes it to the first waiter still waiting. Never raises
+ * (runs from abandon and from finish, which keep the call's own outcome). */
+static void bh_release_slot(BulkheadObject *b)
+{
+    if (!fs_bulkhead_release(&b->core)) {
+        return;
+    }
+    PyObject *saved = PyErr_GetRaisedException();
+    bool pass = true;
+    while (pass) {
+        BulkheadWaiter *w = b->head;
+        if (w == NULL) {
+            /* Unreachable: the queue's length is the core's queued count. Free the slot. */
+            if (b->core.running > 0) {
+                b->core.running--;
+            }
+            break;
+        }
+        queue_unlink(b, w);     /* the queue's reference is ours now */
+        int done = future_done(w->future);
+        if (done == 0) {
+            /* State first: whatever set_result runs (the loop's call_soon) sees it served. */
+            w->state = W_GRANTED;
+            b->base.counters[BH_ADMITTED]++;
+            future_resolve(w->future, Py_True);
+            Py_DECREF(w);
+            break;
+        }
+        if (done < 0) {
+            PyErr_WriteUnraisable(w->future);
+        }
+        /* Cancelled while queued, its task not yet told: it gets nothing; the slot it was
+         * given goes on to the next one. */
+        w->state = W_GONE;
+        Py_DECREF(w);
+        pass = fs_bulkhead_release(&b->core);
+    }
+    PyErr_SetRaisedException(saved);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Rejection */
+
+static int bh_build_messages(BulkheadObject *b)
+{
+    PyObject *name = b->base.name;
+    unsigned long long conc = b->core.max_concurrency, cap = b->core.max_capacity;
+    PyObject *full = PyUnicode_FromFormat(
+        "bulkhead %R is full: %llu running and %llu queued (max_concurrency=%llu, "
+        "max_capacity=%llu)", name, conc, cap - conc, conc, cap);
+    PyObject *no_wait = PyUnicode_FromFormat(
+        "bulkhead %R has no free slot and max_wait is 0 (max_concurrency=%llu)", name, conc);
+    PyObject *args_full = full ? PyTuple_Pack(1, full) : NULL;
+    PyObject *args_no_wait = no_wait ? PyTuple_Pack(1, no_wait) : NULL;
+    Py_XDECREF(full);
+    Py_XDECREF(no_wait);
+    if (args_full == NULL || args_no_wait == NULL) {
+        Py_XDECREF(args_full);
+        Py_XDECREF(args_no_wait);
+        return -1;
+    }
+    Py_XSETREF(b->args_full, args_full);
+    Py_XSETREF(b->args_no_wait, args_no_wait);
+    Py_XSETREF(b->msg_name, Py_XNewRef(name));
+    return 0;
+}
+
+/* Counts a refusal, reports it, and returns a new BulkheadFull for it; NULL with an exception
+ * set on a listener's KeyboardInterrupt or SystemExit, or no memory. */
+static PyObject *bh_refusal(BulkheadObject *b, bool no_wait)
+{
+    FsPolicy *p = &b->base;
+    p->counters[BH_FULL]++;
+    if (fs_listening(p) && fs_emit(p, "on_bulkhead_full", NULL) < 0) {
+        return NULL;
+    }
+    if (b->msg_name != p->name && bh_build_messages(b) < 0) {
+        return NULL;
+    }
+    PyObject *cls = p->st->errors[FS_E_BULKHEAD_FULL];
+    PyObject *args = no_wait ? b->args_no_wait : b->args_full;
+    if (cls == NULL) {  /* not bound yet: fs_error's stand-in */
+        fs_error(p->st, FS_E_BULKHEAD_FULL, PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0)));
+        return PyErr_GetRaisedException();
+    }
+    /* The bound class built by its __new__ alone: the message becomes .args, and its other
+     * attributes keep their class defaults (retry_after None, timed_out False). Its Python
+     * __init__ would make up most of the cost of a refusal. */
+    return ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, NULL);
+}
+
+/* Counts a refusal, reports it, raises BulkheadFull. Returns -1. */
+static int bh_reject(BulkheadObject *b, bool no_wait)
+{
+    PyObject *exc = bh_refusal(b, no_wait);
+    if (exc != NULL) {
+        PyErr_SetRaisedException(exc);
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Decorator: the FsCall hooks */
+
+static int bh_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
+                    PyObject *Py_UNUSED(kwnames))
+{
+    BulkheadObject *b = (BulkheadObject *)p;
+    fs_bh_verdict v = fs_bulkhead_try_run(&b->core);
+    if (v == FS_BH_RUN) {
+        p->counters[BH_ADMITTED]++;
+        return 1;
+    }
+    return FS_ADMIT_SLOW;   /* _call_slow: queue, or an awaitable raising BulkheadFull */
+}
+
+static int bh_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
+{
+    bh_release_slot((BulkheadObject *)c->policy);
+    if (exc != NULL) {
+        *out = Py_NewRef(exc);
+        return FS_NEXT_RAISE;
+    }
+    *out = Py_NewRef(result);
+    return FS_NEXT_RETURN;
+}
+
+/* Closed, thrown into before it started, or collected unfinished: the slot goes back. */
+static void bh_abandon(FsCall *c)
+{
+    bh_release_slot((BulkheadObject *)c->policy);
+}
+
+static const fs_policy_ops bh_ops = {
+    .admit = bh_admit,
+    .finish = bh_finish,
+    .abandon = bh_abandon,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Rejection: what a refused decorated call returns, an awaitable that raises its BulkheadFull */
+
+typedef struct BulkheadRejection {
+    PyObject_HEAD
+    PyObject *exc;          /* raised by the first drive, then NULL */
+} BulkheadRejection;
+
+static PySendResult rej_am_send(PyObject *self, PyObject *Py_UNUSED(arg), PyObject **presult)
+{
+    BulkheadRejection *r = (BulkheadRejection *)self;
+    *presult = NULL;
+    if (r->exc == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return PYGEN_ERROR;
+    }
+    PyObject *exc = r->exc;
+    r->exc = NULL;
+    PyErr_SetRaisedException(exc);
+    return PYGEN_ERROR;
+}
+
+static PyObject *rej_iternext(PyObject *self)
+{
+    PyObject *res;
+    rej_am_send(self, Py_None, &res);
+    return NULL;
+}
+
+static PyObject *rej_send(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    return rej_iternext(self);
+}
+
+/* Thrown into before it ran: the thrown exception ends it (its own is dropped). */
+static PyObject *rej_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    Py_CLEAR(((BulkheadRejection *)self)->exc);
+    PyObject *typ = args[0];
+    PyObject *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val == Py_None ? NULL : val);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *rej_close(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    Py_CLEAR(((BulkheadRejection *)self)->exc);
+    Py_RETURN_NONE;
+}
+
+static int rej_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((BulkheadRejection *)self)->exc);
+    return 0;
+}
+
+static int rej_clear(PyObject *self)
+{
+    Py_CLEAR(((BulkheadRejection *)self)->exc);
+    return 0;
+}
+
+static void rej_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    rej_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef rej_methods[] = {
+    {"send", rej_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))rej_throw, METH_FASTCALL, NULL},
+    {"close", rej_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot rej_slots[] = {
+    {Py_am_await, PyObject_SelfIter},
+    {Py_am_send, rej_am_send},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, rej_iternext},
+    {Py_tp_methods, rej_methods},
+    {Py_tp_traverse, rej_traverse},
+    {Py_tp_clear, rej_clear},
+    {Py_tp_dealloc, rej_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec rej_spec = {
+    .name = "failsafe._native.BulkheadRejection",
+    .basicsize = sizeof(BulkheadRejection),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = rej_slots,
+};
+
+/* _call_slow(fn, *args, **kwargs): a decorated call that found no free slot. Full (or not
+ * allowed to wait): counted and reported now, raised when awaited. Otherwise the Python slow
+ * path, which queues when it first runs. */
+static PyObject *bh_call_slow(PyObject *self, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames)
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    fs_state *st = b->base.st;
+    fs_bh_verdict v = fs_bulkhead_peek(&b->core);
+    if (v == FS_BH_FULL || (v == FS_BH_WAIT && b->max_wait == 0.0)) {
+        PyObject *exc = bh_refusal(b, v == FS_BH_WAIT);
+        if (exc == NULL) {
+            return NULL;
+        }
+        BulkheadRejection *r = PyObject_GC_New(BulkheadRejection, st->BulkheadRejection_Type);
+        if (r == NULL) {
+            Py_DECREF(exc);
+            return NULL;
+        }
+        r->exc = exc;
+        PyObject_GC_Track(r);
+        return (PyObject *)r;
+    }
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[1 + 1 + FS_CALL_INLINE_ARGS];
+    PyObject **stack = small;
+    if (total + 1 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        stack = PyMem_Malloc((size_t)(total + 1) * sizeof(PyObject *));
+        if (stack == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < total; i++) {
+        stack[1 + i] = args[i];
+    }
+    PyObject *res = PyObject_VectorcallMethod(st->str_queued_call, stack, (size_t)(nargs + 1),
+                                              kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return res;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Waiter */
+
+static PyObject *waiter_get_future(PyObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(((BulkheadWaiter *)self)->future);
+}
+
+static PyObject *waiter_repr(PyObject *self)
+{
+    static const char *names[] = {"queued", "granted", "expired", "gone"};
+    return PyUnicode_FromFormat("<bulkhead waiter %s>", names[((BulkheadWaiter *)self)->state & 3]);
+}
+
+static int waiter_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    BulkheadWaiter *w = (BulkheadWaiter *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(w->owner);
+    Py_VISIT(w->future);
+    return 0;
+}
+
+static int waiter_clear(PyObject *self)
+{
+    BulkheadWaiter *w = (BulkheadWaiter *)self;
+    Py_CLEAR(w->owner);
+    Py_CLEAR(w->future);
+    return 0;
+}
+
+static void waiter_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    waiter_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyGetSetDef waiter_getset[] = {
+    {"future", waiter_get_future, NULL, "the future the queued call awaits: True when served, "
+     "False when max_wait expired", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot waiter_slots[] = {
+    {Py_tp_getset, waiter_getset},
+    {Py_tp_repr, waiter_repr},
+    {Py_tp_traverse, waiter_traverse},
+    {Py_tp_clear, waiter_clear},
+    {Py_tp_dealloc, waiter_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec waiter_spec = {
+    .name = "failsafe._native.BulkheadWaiter",
+    .basicsize = sizeof(BulkheadWaiter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = waiter_slots,
+};
+
+/* The waiter w, checked to be one of b's; NULL with TypeError otherwise. */
+static BulkheadWaiter *bh_own_waiter(BulkheadObject *b, PyObject *w)
+{
+    if (!Py_IS_TYPE(w, b->base.st->BulkheadWaiter_Type) || ((BulkheadWaiter *)w)->owner != (PyObject *)b) {
+        PyErr_Format(PyExc_TypeError, "expected a waiter of this bulkhead, got %R", w);
+        return NULL;
+    }
+    return (BulkheadWaiter *)w;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Bulkhead: slow-path primitives (called by failsafe.bulkhead) */
+
+/* _enqueue(): admission of a call that may wait, in its own task. None: a slot is taken;
+ * a waiter: the call is queued and must await waiter.future; BulkheadFull otherwise. */
+static PyObject *bh_enqueue(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    fs_state *st = b->base.st;
+    fs_bh_verdict v = fs_bulkhead_try_run(&b->core);
+    if (v == FS_BH_RUN) {
+        b->base.counters[BH_ADMITTED]++;
+        Py_RETURN_NONE;
+    }
+    if (v == FS_BH_FULL || b->max_wait == 0.0) {
+        bh_reject(b, v == FS_BH_WAIT);
+        return NULL;
+    }
+    PyObject *loop = PyObject_CallNoArgs(st->get_running_loop);
+    if (loop == NULL) {
+        return NULL;
+    }
+    PyObject *fut = PyObject_CallMethod(loop, "create_future", NULL);
+    Py_DECREF(loop);
+    if (fut == NULL) {
+        return NULL;
+    }
+    BulkheadWaiter *w = PyObject_GC_New(BulkheadWaiter, st->BulkheadWaiter_Type);
+    if (w == NULL) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    w->prev = w->next = NULL;
+    w->owner = Py_NewRef(self);
+    w->future = fut;
+    w->state = W_GONE;
+    PyObject_GC_Track(w);
+    /* Decided again: creating the future ran the loop's code. */
+    v = fs_bulkhead_acquire(&b->core);
+    if (v == FS_BH_RUN) {
+        Py_DECREF(w);
+        b->base.counters[BH_ADMITTED]++;
+        Py_RETURN_NONE;
+    }
+    if (v == FS_BH_FULL) {
+        Py_DECREF(w);
+        bh_reject(b, false);
+        return NULL;
+    }
+    w->state = W_QUEUED;
+    queue_push(b, w);
+    b->base.counters[BH_WAITED]++;
+    return (PyObject *)w;
+}
+
+/* _abandon(waiter): the waiting call ends before running (cancelled, closed): a place in the
+ * queue is given back, a slot already handed to it is passed on. Idempotent. */
+static PyObject *bh_abandon_waiter(PyObject *self, PyObject *arg)
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    BulkheadWaiter *w = bh_own_waiter(b, arg);
+    if (w == NULL) {
+        return NULL;
+    }
+    int state = w->state;
+    w->state = W_GONE;
+    if (state == W_QUEUED) {
+        queue_unlink(b, w);
+        fs_bulkhead_leave(&b->core);
+        Py_DECREF(w);   /* the queue's reference */
+    }
+    else if (state == W_GRANTED) {
+        bh_release_slot(b);
+    }
+    Py_RETURN_NONE;
+}
+
+/* _expire(waiter): max_wait elapsed (a loop timer). A waiter still queued leaves the queue and
+ * its future says False; a served one keeps its slot. */
+static PyObject *bh_expire(PyObject *self, PyObject *arg)
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    BulkheadWaiter *w = bh_own_waiter(b, arg);
+    if (w == NULL) {
+        return NULL;
+    }
+    if (w->state == W_QUEUED) {
+        w->state = W_EXPIRED;
+        queue_unlink(b, w);
+        fs_bulkhead_leave(&b->core);
+        future_resolve(w->future, Py_False);
+        Py_DECREF(w);
+    }
+    Py_RETURN_NONE;
+}
+
+/* _release(): a call that ran ends; its slot is freed or passed on. */
+static PyObject *bh_release(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    if (b->core.running == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "bulkhead released more often than acquired");
+        return NULL;
+    }
+    bh_release_slot(b);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* async with */
+
+/* A free slot is taken at once (a ready awaitable); otherwise the slow path waits for one. */
+static PyObject *bh_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    fs_state *st = b->base.st;
+    fs_bh_verdict v = fs_bulkhead_try_run(&b->core);
+    if (v == FS_BH_RUN) {
+        b->base.counters[BH_ADMITTED]++;
+        return Py_NewRef(st->ready_none);
+    }
+    if (v == FS_BH_WAIT && b->max_wait != 0.0) {
+        return PyObject_CallMethodNoArgs(self, st->str_acquire_slow);
+    }
+    bh_reject(b, v == FS_BH_WAIT);
+    return NULL;
+}
+
+static PyObject *bh_aexit(PyObject *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "__aexit__() takes 3 positional arguments");
+        return NULL;
+    }
+    BulkheadObject *b = (BulkheadObject *)self;
+    if (b->core.running == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Bulkhead.__aexit__ without a matching __aenter__");
+        return NULL;
+    }
+    bh_release_slot(b);
+    return Py_NewRef(b->base.st->ready_none);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Bulkhead: construction, attributes, GC */
+
+static PyObject *bh_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kw))
+{
+    BulkheadObject *b = (BulkheadObject *)type->tp_alloc(type, 0);
+    if (b == NULL) {
+        return NULL;
+    }
+    fs_bulkhead_init(&b->core, 1, 1);
+    b->max_wait = -1.0;
+    if (fs_policy_init(&b->base, &bh_ops, FS_PATTERN_BULKHEAD, 0, "bulkhead") < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    return (PyObject *)b;
+}
+
+static int parse_count(PyObject *arg, const char *param, uint64_t *out)
+{
+    if (!PyLong_Check(arg) || PyBool_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.200s", param,
+                     Py_TYPE(arg)->tp_name);
+        return -1;
+    }
+    long long v = PyLong_AsLongLong(arg);
+    if (v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Format(PyExc_ValueError, "%s must be < 2**63, got %R", param, arg);
+        }
+        return -1;
+    }
+    if (v < 1) {
+        PyErr_Format(PyExc_ValueError, "%s must be > 0, got %R", param, arg);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* Bulkhead(max_concurrency, max_capacity=max_concurrency, max_wait=None) */
+static int bh_init(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    static char *kwlist[] = {"max_concurrency", "max_capacity", "max_wait", NULL};
+    PyObject *conc_arg, *cap_arg = Py_None, *wait_arg = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:Bulkhead", kwlist, &conc_arg, &cap_arg,
+                                     &wait_arg)) {
+        return -1;
+    }
+    uint64_t conc, cap;
+    if (parse_count(conc_arg, "max_concurrency", &conc) < 0) {
+        return -1;
+    }
+    cap = conc;
+    if (cap_arg != Py_None && parse_count(cap_arg, "max_capacity", &cap) < 0) {
+        return -1;
+    }
+    if (cap < conc) {
+        PyErr_Format(PyExc_ValueError,
+                     "max_capacity (running + queued) must be >= max_concurrency, got %R < %R",
+                     cap_arg, conc_arg);
+        return -1;
+    }
+    double wait = -1.0;
+    if (wait_arg != Py_None) {
+        if (PyBool_Check(wait_arg) || !(PyFloat_Check(wait_arg) || PyLong_Check(wait_arg))) {
+            PyErr_Format(PyExc_TypeError, "max_wait must be a number or None, not %.200s",
+                         Py_TYPE(wait_arg)->tp_name);
+            return -1;
+        }
+        wait = PyFloat_AsDouble(wait_arg);
+        if (wait == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (isnan(wait) || wait < 0.0) {
+            PyErr_Format(PyExc_ValueError, "max_wait must be >= 0, got %R", wait_arg);
+            return -1;
+        }
+        if (isinf(wait)) {
+            wait = -1.0;
+        }
+    }
+    if (b->core.running != 0 || b->core.queued != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reconfigure a bulkhead in use");
+        return -1;
+    }
+    fs_bulkhead_init(&b->core, conc, cap);
+    b->max_wait = wait;
+    Py_CLEAR(b->msg_name);
+    return 0;
+}
+
+static PyObject *get_u64(PyObject *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(
+        *(uint64_t *)((char *)&((BulkheadObject *)self)->core + (size_t)closure));
+}
+
+static PyObject *bh_get_max_wait(PyObject *self, void *Py_UNUSED(closure))
+{
+    double w = ((BulkheadObject *)self)->max_wait;
+    if (w < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(w);
+}
+
+#define CORE_FIELD(name, doc)                                                                    \
+    {#name, get_u64, NULL, doc, (void *)offsetof(fs_bulkhead, name)}
+
+static PyGetSetDef bh_getset[] = {
+    CORE_FIELD(max_concurrency, "how many calls may run at once"),
+    CORE_FIELD(max_capacity, "how many calls may be inside, running plus queued"),
+    CORE_FIELD(running, "calls holding a slot now"),
+    CORE_FIELD(queued, "calls waiting for a slot now"),
+    CORE_FIELD(peak_running, "the most calls that held a slot at once"),
+    CORE_FIELD(peak_queued, "the most calls that waited at once"),
+    {"max_wait", bh_get_max_wait, NULL, "seconds a call may wait in the queue, None: no limit",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static int bh_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(b->msg_name);
+    Py_VISIT(b->args_full);
+    Py_VISIT(b->args_no_wait);
+    for (BulkheadWaiter *w = b->head; w != NULL; w = w->next) {
+        Py_VISIT(w);
+    }
+    return fs_policy_traverse(&b->base, visit, arg);
+}
+
+/* Drops the queue (its calls are unreachable too when the GC clears us). */
+static void bh_drop_queue(BulkheadObject *b)
+{
+    while (b->head != NULL) {
+        BulkheadWaiter *w = b->head;
+        queue_unlink(b, w);
+        w->state = W_GONE;
+        fs_bulkhead_leave(&b->core);
+        Py_DECREF(w);
+    }
+}
+
+static int bh_clear(PyObject *self)
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    bh_drop_queue(b);
+    Py_CLEAR(b->msg_name);
+    Py_CLEAR(b->args_full);
+    Py_CLEAR(b->args_no_wait);
+    Py_CLEAR(b->base.name);
+    return 0;
+}
+
+static void bh_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    fs_policy_clear((FsPolicy *)self);
+    bh_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef bh_members[] = {
+    FS_POLICY_MEMBERS,
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef bh_methods[] = {
+    FS_POLICY_METHODS,
+    {"__aenter__", bh_aenter, METH_NOARGS, "Takes a slot, waiting in the queue if needed."},
+    {"__aexit__", (PyCFunction)(void (*)(void))bh_aexit, METH_FASTCALL, "Gives the slot back."},
+    {"_call_slow", (PyCFunction)(void (*)(void))bh_call_slow, METH_FASTCALL | METH_KEYWORDS,
+     "A decorated call with no free slot: the queued call, or an awaitable raising BulkheadFull."},
+    {"_enqueue", bh_enqueue, METH_NOARGS,
+     "Admits a call that may wait: None (slot taken), a waiter (queued), or BulkheadFull."},
+    {"_abandon", bh_abandon_waiter, METH_O, "A waiter leaves: its place or slot goes back."},
+    {"_expire", bh_expire, METH_O, "max_wait elapsed for a waiter."},
+    {"_release", bh_release, METH_NOARGS, "A call holding a slot ended."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot bh_slots[] = {
+    {Py_tp_doc, "Bulkhead(max_concurrency, max_capacity=None, max_wait=None): the C engine of "
+                "failsafe.bulkhead.Bulkhead."},
+    {Py_tp_new, bh_new},
+    {Py_tp_init, bh_init},
+    {Py_tp_members, bh_members},
+    {Py_tp_getset, bh_getset},
+    {Py_tp_methods, bh_methods},
+    {Py_tp_traverse, bh_traverse},
+    {Py_tp_clear, bh_clear},
+    {Py_tp_dealloc, bh_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec bh_spec = {
+    .name = "failsafe._native.Bulkhead",
+    .basicsize = sizeof(BulkheadObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = bh_slots,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Part */
+
+static int bh_setup(PyObject *module, fs_state *st)
+{
+    st->str_acquire_slow = PyUnicode_InternFromString("_acquire_slow");
+    st->str_queued_call = PyUnicode_InternFromString("_queued_call");
+    if (st->str_acquire_slow == NULL || st->str_queued_call == NULL) {
+        return -1;
+    }
+    st->BulkheadRejection_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &rej_spec, NULL);
+    if (st->BulkheadRejection_Type == NULL) {
+        return -1;
+    }
+    st->BulkheadWaiter_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &waiter_spec, NULL);
+    st->Bulkhead_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &bh_spec, NULL);
+    if (st->BulkheadWaiter_Type == NULL || st->Bulkhead_Type == NULL
+        || fs_register_policy_type(st, st->Bulkhead_Type) < 0) {
+        return -1;
+    }
+    return PyModule_AddType(module, st->Bulkhead_Type);
+}
+
+static int bh_part_traverse(fs_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->Bulkhead_Type);
+    Py_VISIT(st->BulkheadWaiter_Type);
+    Py_VISIT(st->BulkheadRejection_Type);
+    return 0;
+}
+
+static void bh_part_clear(fs_state *st)
+{
+    Py_CLEAR(st->Bulkhead_Type);
+    Py_CLEAR(st->BulkheadWaiter_Type);
+    Py_CLEAR(st->BulkheadRejection_Type);
+    Py_CLEAR(st->str_acquire_slow);
+    Py_CLEAR(st->str_queued_call);
+}
+
+const fs_part fs_bulkhead_part = {
+    .setup = bh_setup,
+    .traverse = bh_part_traverse,
+    .clear = bh_part_clear,
+};

@@ -74,6 +74,10 @@ typedef struct fs_state {
     PyTypeObject *FailFast_Type;
     /* bulkhead.c */
     PyTypeObject *Bulkhead_Type;
+    PyTypeObject *BulkheadWaiter_Type;
+    PyTypeObject *BulkheadRejection_Type;
+    PyObject *str_acquire_slow;     /* "_acquire_slow" */
+    PyObject *str_queued_call;      /* "_queued_call" */
     /* ratelimit.c */
     PyTypeObject *Limiter_Type;
     PyTypeObject *KeyedLimiter_Type;
