@@ -155,11 +155,14 @@ class _Race:
 
     def _abandon(self) -> None:
         """The call was closed before its end: nothing may keep running for it."""
-        self.inline = False
-        self._stop()
-        if self._cancel_requested and self._task is not None and not self._task.done():
-            self._cancel_requested = False
-            self._task.uncancel()
+        try:
+            self.inline = False
+            self._stop()
+            if self._cancel_requested and self._task is not None and not self._task.done():
+                self._cancel_requested = False
+                self._task.uncancel()
+        except AttributeError:
+            pass  # cleared by the GC with its call (a dead cycle): nothing is left to stop
 
     # -- the race --------------------------------------------------------------------------
 
