@@ -867,3 +867,69 @@ def test_exceptions() -> None:
     err = HedgeAllFailed([ValueError("v")])
     assert "1" in str(err)
     assert "ValueError" in str(err)
+
+
+# ------------------------------------------------------------------------------------------
+# A cap on extra load
+
+
+async def test_max_hedged_ratio_caps_later_attempts() -> None:
+    # Every call deposits, every hedge withdraws: at most half the calls may hedge.
+    policy = hedge(attempts=2, delay=DELAY, timeout=DELAY * 4, max_hedged_ratio=0.5)
+    outcomes = []
+    for _ in range(10):
+        try:
+            outcomes.append(await policy(Script(Hang(), "hedge"))())
+        except HedgeTimeout:
+            outcomes.append("refused")
+    assert outcomes == ["refused", "hedge"] * 5  # a hedge needs a whole unit of budget
+    assert policy.stats()["hedged"] == 5
+    assert policy.stats()["timeout"] == 5
+
+
+async def test_budget_refusal_after_a_failure_ends_the_call() -> None:
+    from failsafe.retry import RetryBudget
+
+    budget = RetryBudget(0.0, min_per_second=0.0)
+    guarded = hedge(attempts=3, delay=LONG, budget=budget)(Script(ValueError("only"), "never"))
+    with pytest.raises(HedgeAllFailed) as info:
+        await guarded()
+    assert len(info.value.errors) == 1
+    assert stats(guarded)["hedged"] == 0
+    assert guarded.policy.budget is budget  # type: ignore[attr-defined]
+
+
+async def test_budget_refusal_with_delay_zero() -> None:
+    script = Script(Hang("first"), "second")
+    guarded = hedge(attempts=2, delay=0, max_hedged_ratio=0)(script)
+    task = asyncio.create_task(guarded())
+    await until(lambda: len(script.started) == 1)
+    await asyncio.sleep(DELAY)
+    assert len(script.started) == 1
+    script.plans[0].release()
+    assert await task == "first"
+
+
+async def test_budget_shared_with_retry() -> None:
+    from failsafe.retry import RetryBudget
+
+    budget = RetryBudget(1.0, min_per_second=0.0)
+    guarded = hedge(attempts=2, delay=DELAY, budget=budget)(
+        retry(attempts=1, backoff=0, budget=budget)(Script(Hang(), "second"))
+    )
+    assert await guarded() == "second"
+    assert stats(guarded)["hedged"] == 1
+
+
+def test_budget_validation() -> None:
+    from failsafe.retry import RetryBudget
+
+    with pytest.raises(TypeError, match="not both"):
+        hedge(budget=RetryBudget(), max_hedged_ratio=0.1)
+    with pytest.raises(TypeError, match="budget"):
+        hedge(budget=0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_hedged_ratio"):
+        hedge(max_hedged_ratio=-1)
+    with pytest.raises(TypeError, match="budget"):
+        _native.Hedge(2, 0.0, None, object())
+    assert hedge().budget is None

@@ -22,6 +22,7 @@ typedef struct HedgeObject {
     double delay;       /* seconds before the next attempt starts */
     double timeout;     /* seconds the whole call may take; +inf: unbounded */
     long attempts;      /* attempts in all, >= 1 */
+    FsBudgetObject *budget; /* or NULL: every call deposits, every later attempt withdraws */
 } HedgeObject;
 
 /* 0 (fn's own coroutine) never: every call is observed. All attempts at once (delay 0) start
@@ -30,6 +31,9 @@ static int hedge_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_
                        PyObject *Py_UNUSED(kwnames))
 {
     HedgeObject *h = (HedgeObject *)p;
+    if (h->budget != NULL) {
+        fs_budget_deposit(&h->budget->b, fs_now_ns(p->st));
+    }
     return h->attempts > 1 && h->delay <= 0.0 ? FS_ADMIT_SLOW : 1;
 }
 
@@ -197,16 +201,21 @@ static PyObject *hedge_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     return (PyObject *)h;
 }
 
-/* Hedge(attempts, delay, timeout): already validated by failsafe.hedge (timeout None: none). */
+/* Hedge(attempts, delay, timeout, budget): already validated by failsafe.hedge (timeout None:
+ * none; budget None or a RetryBudget). */
 static int hedge_init(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     HedgeObject *h = (HedgeObject *)self;
-    static char *kwlist[] = {"attempts", "delay", "timeout", NULL};
+    static char *kwlist[] = {"attempts", "delay", "timeout", "budget", NULL};
     long attempts = 2;
     double delay = 0.0;
-    PyObject *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|ldO:Hedge", kwlist, &attempts, &delay,
-                                     &timeout)) {
+    PyObject *timeout = Py_None, *budget = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|ldOO:Hedge", kwlist, &attempts, &delay,
+                                     &timeout, &budget)) {
+        return -1;
+    }
+    if (budget != Py_None && !PyObject_TypeCheck(budget, h->base.st->Budget_Type)) {
+        PyErr_SetString(PyExc_TypeError, "budget must be a RetryBudget or None");
         return -1;
     }
     double t = INFINITY;
@@ -224,6 +233,7 @@ static int hedge_init(PyObject *self, PyObject *args, PyObject *kwargs)
     h->attempts = attempts;
     h->delay = delay;
     h->timeout = t;
+    Py_XSETREF(h->budget, budget == Py_None ? NULL : (FsBudgetObject *)Py_NewRef(budget));
     return 0;
 }
 
@@ -235,6 +245,12 @@ static PyObject *hedge_get_attempts(PyObject *self, void *Py_UNUSED(closure))
 static PyObject *hedge_get_delay(PyObject *self, void *Py_UNUSED(closure))
 {
     return PyFloat_FromDouble(((HedgeObject *)self)->delay);
+}
+
+static PyObject *hedge_get_budget(PyObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *b = (PyObject *)((HedgeObject *)self)->budget;
+    return Py_NewRef(b != NULL ? b : Py_None);
 }
 
 static PyObject *hedge_get_timeout(PyObject *self, void *Py_UNUSED(closure))
@@ -249,11 +265,13 @@ static PyObject *hedge_get_timeout(PyObject *self, void *Py_UNUSED(closure))
 static int hedge_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((HedgeObject *)self)->budget);
     return fs_policy_traverse((FsPolicy *)self, visit, arg);
 }
 
 static int hedge_clear(PyObject *self)
 {
+    Py_CLEAR(((HedgeObject *)self)->budget);
     Py_CLEAR(((FsPolicy *)self)->name);
     return 0;
 }
@@ -277,6 +295,7 @@ static PyGetSetDef hedge_getset[] = {
     {"attempts", hedge_get_attempts, NULL, "attempts in all, the first one included", NULL},
     {"delay", hedge_get_delay, NULL, "seconds without success before the next attempt", NULL},
     {"timeout", hedge_get_timeout, NULL, "seconds the whole call may take, or None", NULL},
+    {"budget", hedge_get_budget, NULL, "the RetryBudget later attempts draw from, or None", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -117,8 +117,14 @@ def _timeout_pending() -> int: ...
 
 class Hedge(_Policy):
     def __init__(
-        self, attempts: int = 2, delay: float = 0.0, timeout: float | None = None
+        self,
+        attempts: int = 2,
+        delay: float = 0.0,
+        timeout: float | None = None,
+        budget: RetryBudget | None = None,
     ) -> None: ...
+    @property
+    def budget(self) -> RetryBudget | None: ...
     @property
     def attempts(self) -> int: ...
     @property

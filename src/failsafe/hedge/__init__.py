@@ -31,6 +31,7 @@ from failsafe import _native, events
 from failsafe._core import Component, check_async, check_number, make_guard
 from failsafe.events import EventManager
 from failsafe.hedge.exceptions import HedgeAllFailed, HedgeTimeout
+from failsafe.retry import RetryBudget
 from failsafe.timeout.exceptions import TimeoutError as _FsTimeoutError
 
 __all__ = [
@@ -46,6 +47,9 @@ _native._bind(hedge_timeout=HedgeTimeout)
 
 # C counter indexes (hedge.c)
 SUCCESS, FAILURE, ALL_FAILED, TIMEOUT, HEDGED = range(5)
+
+# The window (seconds) of the budget that max_hedged_ratio builds
+_RATIO_WINDOW = 10.0
 
 # Outcomes of a race
 _OPEN, _WON, _ALL_FAILED, _TIMED_OUT, _STOPPED = range(5)
@@ -75,6 +79,7 @@ class _Race:
         "_fn",
         "_kwargs",
         "_launched",
+        "_limit",
         "_loop",
         "_next",
         "_outcome",
@@ -108,6 +113,7 @@ class _Race:
         get_context = getattr(task, "get_context", None)
         self._context = get_context() if get_context is not None else contextvars.copy_context()
         self._launched = 1  # the first attempt, running inline
+        self._limit = policy.attempts  # lowered when the budget refuses an attempt
         self._running: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._errors: list[BaseException] = []
@@ -185,7 +191,11 @@ class _Race:
             self._next.cancel()
             self._next = None
         policy = self._policy
-        while self._outcome == _OPEN and self._launched < policy.attempts:
+        budget = policy.budget
+        while self._outcome == _OPEN and self._launched < self._limit:
+            if self._launched and budget is not None and not budget.try_withdraw():
+                self._limit = self._launched  # over the budget: no more attempts
+                return
             self._launched += 1
             if self._launched > 1:
                 policy._count(HEDGED)
@@ -204,7 +214,7 @@ class _Race:
             self._running.add(task)  # until its done callback, even if it finished eagerly
             task.add_done_callback(self._on_done)
             if policy.delay > 0:
-                if self._outcome == _OPEN and self._launched < policy.attempts:
+                if self._outcome == _OPEN and self._launched < self._limit:
                     self._next = self._loop.call_later(policy.delay, self._launch)
                 return
 
@@ -232,9 +242,14 @@ class _Race:
                 events.emit(policy, "on_hedge_failure", (exc,))
         if self._outcome != _OPEN:
             return
-        if self._launched < policy.attempts:
+        if self._launched < self._limit:
             self._launch()
-        elif not self._running and not self.inline:
+        if (
+            self._outcome == _OPEN
+            and self._launched >= self._limit
+            and not self._running
+            and not self.inline
+        ):
             self._decide(_ALL_FAILED, None)
 
     def _on_timeout(self) -> None:
@@ -325,6 +340,11 @@ class Hedge(Component, _native.Hedge):
     with policy:`` bounds a block by ``timeout`` only. One policy serves any number of
     concurrent calls.
 
+    Extra load is capped with ``max_hedged_ratio`` (attempts after the first stay at or below
+    that fraction of the calls of the last 10 seconds) or a shared ``budget`` (a
+    :class:`failsafe.retry.RetryBudget`, which retry policies may draw from too): every call
+    deposits, every later attempt withdraws, and an attempt the budget refuses is not started.
+
     Metrics: ``success`` (calls answered), ``failure`` (failed attempts), ``all_failed``,
     ``timeout`` (calls or blocks that ran out of time), ``hedged`` (attempts started after the
     first).
@@ -342,12 +362,21 @@ class Hedge(Component, _native.Hedge):
         name: str | None = None,
         listeners: Iterable[object] | None = None,
         event_manager: EventManager | None = None,
+        budget: RetryBudget | None = None,
+        max_hedged_ratio: float | None = None,
     ) -> None:
         attempts = _check_attempts(attempts)
         delay = float(check_number(delay, "delay"))
         checked = check_number(timeout, "timeout", allow_zero=False, allow_none=True)
         seconds = None if checked is None else float(checked)
-        _native.Hedge.__init__(self, attempts, delay, seconds)
+        if max_hedged_ratio is not None:
+            if budget is not None:
+                raise TypeError("hedge() takes budget or max_hedged_ratio, not both")
+            ratio = float(check_number(max_hedged_ratio, "max_hedged_ratio"))
+            budget = RetryBudget(ratio, min_per_second=0.0, ttl=_RATIO_WINDOW)
+        elif budget is not None and not isinstance(budget, _native.RetryBudget):
+            raise TypeError(f"budget must be a failsafe.retry.RetryBudget, not {budget!r}")
+        _native.Hedge.__init__(self, attempts, delay, seconds, budget)
         self._init_component(name, listeners)
         self._event_manager = (
             None if event_manager is None else events.check_event_manager(event_manager)
