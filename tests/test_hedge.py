@@ -23,10 +23,12 @@ from failsafe.hedge import (
     HedgeListener,
     HedgeTimeout,
     hedge,
+    percentile,
     register_hedge_listener,
 )
 from failsafe.hedge import exceptions as hedge_exceptions
 from failsafe.retry import retry
+from failsafe.testing import FakeClock
 from failsafe.timeout import TimeoutError as FsTimeoutError
 from failsafe.timeout import timeout
 
@@ -378,7 +380,7 @@ async def test_outer_cancel_just_after_the_hedge_won_propagates() -> None:
     caller: list[asyncio.Task[Any]] = []
 
     async def second() -> str:
-        loop.call_soon(loop.call_soon, caller[0].cancel)
+        loop.call_soon(loop.call_soon, caller[0].cancel)  # type: ignore[arg-type]
         return "second"
 
     script = Script(Hang(), None)
@@ -814,7 +816,7 @@ def test_validation(kwargs: dict[str, Any], error: type[Exception], match: str) 
 
 def test_positional_arguments_rejected() -> None:
     with pytest.raises(TypeError):
-        hedge(2)  # type: ignore[misc]
+        hedge(2)  # type: ignore[call-arg]
 
 
 def test_sync_callable_rejected() -> None:
@@ -931,5 +933,103 @@ def test_budget_validation() -> None:
     with pytest.raises(ValueError, match="max_hedged_ratio"):
         hedge(max_hedged_ratio=-1)
     with pytest.raises(TypeError, match="budget"):
-        _native.Hedge(2, 0.0, None, object())
+        _native.Hedge(2, 0.0, None, object())  # type: ignore[arg-type]
     assert hedge().budget is None
+
+
+# ------------------------------------------------------------------------------------------
+# Adaptive delay
+
+
+def _timed(clock: FakeClock, seconds: float) -> Any:
+    """An attempt that takes `seconds` on the fake clock (the one latencies are measured on)."""
+
+    async def fn() -> str:
+        clock.advance(seconds)
+        await asyncio.sleep(0)
+        return "ok"
+
+    return fn
+
+
+async def test_percentile_delay_learns_from_fast_calls(clock: FakeClock) -> None:
+    policy = hedge(attempts=2, delay=percentile(95, fallback=LONG, min_samples=20))
+    fast = policy(_timed(clock, 0.002))
+    for _ in range(19):
+        assert await fast() == "ok"
+    assert policy.delay == LONG  # fallback: too few samples
+    assert await fast() == "ok"
+    assert 0.002 <= policy.delay <= 0.002 * 1.125
+    assert "p95(" in repr(policy)
+    # A slow first attempt is now hedged after the learnt delay, not the fallback's 10 s.
+    assert await policy(Script(Hang(), "second"))() == "second"
+    assert policy.stats()["hedged"] == 1
+
+
+async def test_percentile_follows_the_tail(clock: FakeClock) -> None:
+    policy = hedge(attempts=2, delay=hedge.percentile(90, fallback=LONG, min_samples=10))
+    fast, slow = policy(_timed(clock, 0.001)), policy(_timed(clock, 0.050))
+    for i in range(100):
+        await (slow() if i % 10 == 0 else fast())
+    clock.advance(0.1)  # the delay is refreshed every 16 samples or 100 ms
+    assert 0.001 <= policy.delay <= 0.001 * 1.125  # 90 % of calls take 1 ms
+    for _ in range(20):
+        await slow()
+    clock.advance(0.1)
+    assert 0.050 <= policy.delay <= 0.050 * 1.125  # now more than 10 % take 50 ms
+
+
+async def test_percentile_window_forgets(clock: FakeClock) -> None:
+    policy = hedge(attempts=2, delay=percentile(50, fallback=0.5, window=1.0, min_samples=5))
+    fast = policy(_timed(clock, 0.001))
+    for _ in range(5):
+        await fast()
+    assert policy.delay < 0.5
+    clock.advance(1.0)
+    assert policy.delay == 0.5
+
+
+async def test_percentile_records_winning_hedges(clock: FakeClock) -> None:
+    policy = hedge(attempts=2, delay=percentile(50, fallback=DELAY, min_samples=1))
+    calls = [0]
+
+    async def fn() -> str:
+        calls[0] += 1
+        if calls[0] == 1:
+            await asyncio.sleep(LONG)
+        clock.advance(0.004)
+        return "second"
+
+    assert await policy(fn)() == "second"
+    assert 0.004 <= policy.delay <= 0.004 * 1.125
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((0,), {"fallback": 1}, ValueError, "p must"),
+        ((101,), {"fallback": 1}, ValueError, "p must"),
+        ((math.nan,), {"fallback": 1}, ValueError, "p must"),
+        (("95",), {"fallback": 1}, TypeError, "p must"),
+        ((95,), {"fallback": 0}, ValueError, "fallback"),
+        ((95,), {"fallback": math.inf}, ValueError, "fallback"),
+        ((95,), {"fallback": 1, "window": 0}, ValueError, "window"),
+        ((95,), {"fallback": 1, "window": 1e-9}, ValueError, "window"),
+        ((95,), {"fallback": 1, "min_samples": 0}, ValueError, "min_samples"),
+        ((95,), {"fallback": 1, "min_samples": 1.5}, TypeError, "min_samples"),
+    ],
+)
+def test_percentile_validation(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        percentile(*args, **kwargs)
+
+
+def test_percentile_native_validation() -> None:
+    policy = hedge()
+    with pytest.raises(ValueError, match="_adapt"):
+        policy._adapt(0.0, 1.0, 10**9, 1)
+    with pytest.raises(ValueError, match="window"):
+        policy._adapt(0.5, 1.0, 1, 1)
+    assert policy.delay == 0.0

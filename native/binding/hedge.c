@@ -12,6 +12,8 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "fs_quantile.h"
+
 enum { H_SUCCESS = 0, H_FAILURE, H_ALL_FAILED, H_TIMEOUT, H_HEDGED };
 
 /* c->pword of a call: its deadline starts the next attempt (else it cancels, or is none). */
@@ -23,7 +25,50 @@ typedef struct HedgeObject {
     double timeout;     /* seconds the whole call may take; +inf: unbounded */
     long attempts;      /* attempts in all, >= 1 */
     FsBudgetObject *budget; /* or NULL: every call deposits, every later attempt withdraws */
+    /* Adaptive delay (lat != NULL): the pct-quantile of the latencies of successful attempts
+     * in the window, or fallback while fewer than min_samples are in it. Recomputed every
+     * H_REFRESH_SAMPLES samples or H_REFRESH_NS, not per call (at each new sample while
+     * warming up, which only counts them). */
+    fs_quantile *lat;       /* owned (PyMem) */
+    double pct;             /* in (0, 1] */
+    double fallback;        /* seconds */
+    uint64_t min_samples;
+    double cur;             /* the delay last computed, seconds */
+    int64_t cur_at;         /* when, ns; -1: never */
+    uint32_t since;         /* samples recorded since */
+    int warm;               /* min_samples were in the window then: cur is a quantile */
 } HedgeObject;
+
+#define H_REFRESH_SAMPLES 16u
+#define H_REFRESH_NS 100000000LL
+
+/* The delay of a call starting at now_ns. */
+static double hedge_delay(HedgeObject *h, int64_t now_ns)
+{
+    if (h->lat == NULL) {
+        return h->delay;
+    }
+    if (h->since >= H_REFRESH_SAMPLES || (h->since && !h->warm) || h->cur_at < 0
+        || now_ns - h->cur_at >= H_REFRESH_NS) {
+        h->since = 0;
+        h->cur_at = now_ns;
+        h->cur = h->fallback;
+        h->warm = fs_quantile_count(h->lat, now_ns) >= h->min_samples;
+        if (h->warm) {
+            int64_t v = fs_quantile_value(h->lat, now_ns, h->pct);
+            if (v >= 0) {
+                h->cur = (double)v / 1e9;
+            }
+        }
+    }
+    return h->cur;
+}
+
+static void hedge_record(HedgeObject *h, int64_t now_ns, int64_t latency_ns)
+{
+    fs_quantile_record(h->lat, now_ns, latency_ns);
+    h->since++;
+}
 
 /* 0 (fn's own coroutine) never: every call is observed. All attempts at once (delay 0) start
  * as tasks from Python. */
@@ -42,7 +87,9 @@ static int hedge_fire(FsTimerEntry *e);
 static int hedge_init_call(FsCall *c)
 {
     HedgeObject *h = (HedgeObject *)c->policy;
-    int hedges = h->attempts > 1 && h->delay < h->timeout;
+    double delay = hedge_delay(h, c->t0_ns);
+    int hedges = h->attempts > 1 && delay < h->timeout;
+    c->timeout_s = hedges ? delay : h->timeout;  /* the deadline's delay, until started */
     c->pword = hedges ? H_CALL_HEDGES : 0;
     fs_timer_init(&c->entry, (PyObject *)c, hedges ? hedge_fire : NULL);
     return 0;
@@ -50,25 +97,25 @@ static int hedge_init_call(FsCall *c)
 
 static int hedge_start(FsCall *c)
 {
-    HedgeObject *h = (HedgeObject *)c->policy;
     double now;
-    if (fs_timer_enter(c->policy->st, &c->entry, (c->pword & H_CALL_HEDGES) ? h->delay : h->timeout,
-                       &now) < 0) {
+    if (fs_timer_enter(c->policy->st, &c->entry, c->timeout_s, &now) < 0) {
         return -1;
     }
     c->timeout_s = now;     /* the call's start in the loop's clock, for the race */
     return 0;
 }
 
-/* policy._race(task, fn, args, kwargs, t0, c0): the Python race of call c (new reference). */
+/* policy._race(task, fn, args, kwargs, t0, c0, t0_ns): the Python race of call c (new
+ * reference). */
 static PyObject *hedge_race(FsCall *c, PyObject *task)
 {
     PyObject *args, *kwargs;
     if (fs_call_unpack_args(c, &args, &kwargs) < 0) {
         return NULL;
     }
-    PyObject *race = PyObject_CallMethod((PyObject *)c->policy, "_race", "OOOOdn", task, c->fn,
-                                         args, kwargs, c->timeout_s, c->entry.cancelling0);
+    PyObject *race = PyObject_CallMethod((PyObject *)c->policy, "_race", "OOOOdnL", task, c->fn,
+                                         args, kwargs, c->timeout_s, c->entry.cancelling0,
+                                         (long long)c->t0_ns);
     Py_DECREF(args);
     Py_DECREF(kwargs);
     return race;
@@ -123,6 +170,10 @@ static int hedge_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
     }
     if (exc == NULL) {
         Py_XDECREF(task);
+        if (h->lat != NULL) {
+            int64_t now = fs_now_ns(st);
+            hedge_record(h, now, now - c->t0_ns);
+        }
         h->base.counters[H_SUCCESS]++;
         if (fs_listening(&h->base)) {
             PyObject *args = PyTuple_Pack(1, result);
@@ -194,6 +245,7 @@ static PyObject *hedge_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     h->attempts = 2;
     h->delay = 0.0;
     h->timeout = INFINITY;
+    h->cur_at = -1;
     if (fs_policy_init(&h->base, &hedge_ops, FS_PATTERN_HEDGE, FS_POL_KEEP_ARGS, "hedge") < 0) {
         Py_DECREF(h);
         return NULL;
@@ -244,7 +296,61 @@ static PyObject *hedge_get_attempts(PyObject *self, void *Py_UNUSED(closure))
 
 static PyObject *hedge_get_delay(PyObject *self, void *Py_UNUSED(closure))
 {
-    return PyFloat_FromDouble(((HedgeObject *)self)->delay);
+    HedgeObject *h = (HedgeObject *)self;
+    return PyFloat_FromDouble(hedge_delay(h, h->lat ? fs_now_ns(h->base.st) : 0));
+}
+
+/* _adapt(pct, fallback, window_ns, min_samples): the delay follows the pct-quantile (0 < pct
+ * <= 1) of successful attempts' latencies in the last window_ns, fallback (> 0 seconds) until
+ * min_samples are in the window. Validated by failsafe.hedge. */
+static PyObject *hedge_adapt(PyObject *self, PyObject *args)
+{
+    HedgeObject *h = (HedgeObject *)self;
+    double pct, fallback;
+    long long window_ns;
+    unsigned long long min_samples;
+    if (!PyArg_ParseTuple(args, "ddLK:_adapt", &pct, &fallback, &window_ns, &min_samples)) {
+        return NULL;
+    }
+    if (!(pct > 0.0 && pct <= 1.0) || !(fallback > 0.0) || !isfinite(fallback)) {
+        PyErr_SetString(PyExc_ValueError, "_adapt needs 0 < pct <= 1 and a finite fallback > 0");
+        return NULL;
+    }
+    fs_quantile *lat = h->lat != NULL ? h->lat : PyMem_Malloc(sizeof(fs_quantile));
+    if (lat == NULL) {
+        return PyErr_NoMemory();
+    }
+    if (fs_quantile_init(lat, window_ns) < 0) {
+        if (lat != h->lat) {
+            PyMem_Free(lat);
+        }
+        PyErr_SetString(PyExc_ValueError, "_adapt needs window_ns >= 2");
+        return NULL;
+    }
+    h->lat = lat;
+    h->pct = pct;
+    h->fallback = fallback;
+    h->delay = fallback;
+    h->min_samples = min_samples;
+    h->cur_at = -1;
+    h->since = 0;
+    h->warm = 0;
+    h->base.flags |= FS_POL_NEEDS_T0;
+    Py_RETURN_NONE;
+}
+
+/* _record(latency_ns): one successful attempt's latency, from the Python race. */
+static PyObject *hedge_record_py(PyObject *self, PyObject *arg)
+{
+    HedgeObject *h = (HedgeObject *)self;
+    long long ns = PyLong_AsLongLong(arg);
+    if (ns == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (h->lat != NULL) {
+        hedge_record(h, fs_now_ns(h->base.st), ns);
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *hedge_get_budget(PyObject *self, void *Py_UNUSED(closure))
@@ -280,6 +386,7 @@ static void hedge_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    PyMem_Free(((HedgeObject *)self)->lat);
     fs_policy_clear((FsPolicy *)self);
     hedge_clear(self);
     tp->tp_free(self);
@@ -293,7 +400,8 @@ static PyMemberDef hedge_members[] = {
 
 static PyGetSetDef hedge_getset[] = {
     {"attempts", hedge_get_attempts, NULL, "attempts in all, the first one included", NULL},
-    {"delay", hedge_get_delay, NULL, "seconds without success before the next attempt", NULL},
+    {"delay", hedge_get_delay, NULL,
+     "seconds without success before the next attempt (now, when it adapts)", NULL},
     {"timeout", hedge_get_timeout, NULL, "seconds the whole call may take, or None", NULL},
     {"budget", hedge_get_budget, NULL, "the RetryBudget later attempts draw from, or None", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -301,6 +409,8 @@ static PyGetSetDef hedge_getset[] = {
 
 static PyMethodDef hedge_methods[] = {
     FS_POLICY_METHODS,
+    {"_adapt", hedge_adapt, METH_VARARGS, "Makes the delay follow a latency quantile."},
+    {"_record", hedge_record_py, METH_O, "Records a successful attempt's latency (ns)."},
     {NULL, NULL, 0, NULL},
 };
 

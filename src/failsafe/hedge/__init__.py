@@ -24,6 +24,7 @@ import asyncio
 import contextvars
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -39,7 +40,9 @@ __all__ = [
     "HedgeAllFailed",
     "HedgeListener",
     "HedgeTimeout",
+    "Percentile",
     "hedge",
+    "percentile",
     "register_hedge_listener",
 ]
 
@@ -85,6 +88,8 @@ class _Race:
         "_outcome",
         "_policy",
         "_running",
+        "_starts",
+        "_t0_ns",
         "_task",
         "_tasks",
         "_timer",
@@ -102,8 +107,14 @@ class _Race:
         kwargs: dict[str, Any],
         t0: float,
         c0: int,
+        t0_ns: int = 0,
     ) -> None:
         self._policy = policy
+        self._t0_ns = t0_ns  # the first attempt's start (now_ns), when the delay adapts
+        # Start times (now_ns) of the later attempts, when the delay adapts.
+        self._starts: dict[asyncio.Task[Any], int] | None = (
+            {} if policy._percentile is not None else None
+        )
         self._task = task
         self._fn = fn
         self._args = args
@@ -148,6 +159,8 @@ class _Race:
                         raise exc
                     raise asyncio.CancelledError
             elif exc is None:
+                if self._starts is not None and self._t0_ns:
+                    self._policy._record(_native.now_ns() - self._t0_ns)
                 self._decide(_WON, result)
             elif isinstance(exc, Exception):
                 self._failed(exc)
@@ -211,6 +224,8 @@ class _Race:
                 self._failed(exc)  # the next attempt starts at once
                 return
             self._tasks.append(task)
+            if self._starts is not None:
+                self._starts[task] = _native.now_ns()
             self._running.add(task)  # until its done callback, even if it finished eagerly
             task.add_done_callback(self._on_done)
             if policy.delay > 0:
@@ -229,6 +244,8 @@ class _Race:
         if self._outcome != _OPEN:
             return
         if exc is None:
+            if self._starts is not None:
+                self._policy._record(_native.now_ns() - self._starts[task])
             self._decide(_WON, task.result())
         else:
             self._failed(exc)
@@ -323,6 +340,39 @@ class _BlockTimeout(_native.Timeout):
         self._listeners: tuple[object, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Percentile:
+    """An adaptive hedge delay: see :func:`percentile`."""
+
+    percentile: float
+    fallback: float
+    window: float
+    min_samples: int
+
+    def __str__(self) -> str:
+        return f"p{self.percentile:g}"
+
+
+def percentile(
+    p: float, *, fallback: float, window: float = 60.0, min_samples: int = 20
+) -> Percentile:
+    """A hedge delay that follows the ``p``-th percentile (0 < p <= 100) of the latency of
+    successful attempts over the last ``window`` seconds (kept in C: a log histogram, within
+    12.5 %), and is ``fallback`` seconds until ``min_samples`` latencies are in the window:
+    ``hedge(delay=percentile(95, fallback=0.05))`` hedges the slowest 5 % or so.
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise TypeError(f"p must be a number, not {type(p).__name__}")
+    if not 0 < p <= 100:  # NaN fails too
+        raise ValueError(f"p must be in (0, 100], got {p}")
+    fb = float(check_number(fallback, "fallback", allow_zero=False))
+    w = float(check_number(window, "window", allow_zero=False))
+    if not 1e-6 <= w <= 1e9:
+        raise ValueError(f"window must be between 1e-06 and 1e9 seconds, got {w}")
+    n = check_number(min_samples, "min_samples", allow_zero=False, integer=True)
+    return Percentile(float(p), fb, w, n)
+
+
 def _check_attempts(attempts: object) -> int:
     if isinstance(attempts, bool) or not isinstance(attempts, int):
         raise TypeError(f"attempts must be an int, not {type(attempts).__name__}")
@@ -335,7 +385,8 @@ class Hedge(Component, _native.Hedge):
     """``hedge(*, attempts=2, delay=0.0, timeout=None)``: a hedging policy.
 
     ``attempts`` counts every attempt, the first included; ``delay`` is how long an attempt may
-    go without a success before the next one starts (0: all at once); ``timeout`` (seconds or
+    go without a success before the next one starts (0: all at once; ``percentile(95,
+    fallback=0.05)``: adapts to the observed latency); ``timeout`` (seconds or
     None) bounds the whole call. ``@policy`` decorates an async function or method; ``async
     with policy:`` bounds a block by ``timeout`` only. One policy serves any number of
     concurrent calls.
@@ -357,7 +408,7 @@ class Hedge(Component, _native.Hedge):
         self,
         *,
         attempts: int = 2,
-        delay: float = 0.0,
+        delay: float | Percentile = 0.0,
         timeout: float | None = None,
         name: str | None = None,
         listeners: Iterable[object] | None = None,
@@ -366,7 +417,10 @@ class Hedge(Component, _native.Hedge):
         max_hedged_ratio: float | None = None,
     ) -> None:
         attempts = _check_attempts(attempts)
-        delay = float(check_number(delay, "delay"))
+        self._percentile = delay if isinstance(delay, Percentile) else None
+        seconds_delay = (
+            delay.fallback if isinstance(delay, Percentile) else float(check_number(delay, "delay"))
+        )
         checked = check_number(timeout, "timeout", allow_zero=False, allow_none=True)
         seconds = None if checked is None else float(checked)
         if max_hedged_ratio is not None:
@@ -376,7 +430,10 @@ class Hedge(Component, _native.Hedge):
             budget = RetryBudget(ratio, min_per_second=0.0, ttl=_RATIO_WINDOW)
         elif budget is not None and not isinstance(budget, _native.RetryBudget):
             raise TypeError(f"budget must be a failsafe.retry.RetryBudget, not {budget!r}")
-        _native.Hedge.__init__(self, attempts, delay, seconds, budget)
+        _native.Hedge.__init__(self, attempts, seconds_delay, seconds, budget)
+        if self._percentile is not None:
+            pct = self._percentile
+            self._adapt(pct.percentile / 100, pct.fallback, int(pct.window * 1e9), pct.min_samples)
         self._init_component(name, listeners)
         self._event_manager = (
             None if event_manager is None else events.check_event_manager(event_manager)
@@ -400,8 +457,9 @@ class Hedge(Component, _native.Hedge):
         kwargs: dict[str, Any],
         t0: float,
         c0: int,
+        t0_ns: int,
     ) -> _Race:
-        return _Race(self, task, fn, args, kwargs, t0, c0)
+        return _Race(self, task, fn, args, kwargs, t0, c0, t0_ns)
 
     async def _call_slow(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """delay 0: every attempt starts at once, as a task."""
@@ -434,10 +492,15 @@ class Hedge(Component, _native.Hedge):
                 f"hedge {self.name!r} block timed out after {self.timeout}s"
             ) from expired.__cause__
 
+    percentile = staticmethod(percentile)
+
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in zip(self.METRICS, self._counters(), strict=False))
+        delay = f"{self.delay!r}"
+        if self._percentile is not None:
+            delay = f"{self._percentile}({self.delay:.6g}s)"
         return (
-            f"<hedge {self._name!r} attempts={self.attempts} delay={self.delay!r}"
+            f"<hedge {self._name!r} attempts={self.attempts} delay={delay}"
             f" timeout={self.timeout!r} {counts}>"
         )
 
