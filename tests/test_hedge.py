@@ -13,6 +13,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from failsafe import _native, events
 from failsafe.exceptions import FailsafeError
@@ -1033,3 +1036,110 @@ def test_percentile_native_validation() -> None:
     with pytest.raises(ValueError, match="window"):
         policy._adapt(0.5, 1.0, 1, 1)
     assert policy.delay == 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# The C latency histogram against a Python model (stateful)
+
+_SUB, _MIN_SHIFT, _BUCKETS = 3, 10, 28 << 3
+
+
+def _bucket(ns: int) -> int:
+    if ns < 1 << _MIN_SHIFT:
+        return 0
+    m = ns.bit_length() - 1
+    b = ((m - _MIN_SHIFT) << _SUB) | ((ns >> (m - _SUB)) & 7)
+    return min(b, _BUCKETS - 1)
+
+
+def _upper(b: int) -> int:
+    m = _MIN_SHIFT + (b >> _SUB)
+    return ((8 + (b & 7) + 1) << (m - _SUB)) - 1
+
+
+class _Model:
+    """The adaptive delay as specified: two half-window slots of a log histogram, the
+    ceil(p * n)-th smallest sample's bucket bound, refreshed every 16 samples or 100 ms (and at
+    each sample while fewer than min_samples are in the window)."""
+
+    def __init__(self, pct: float, fallback: float, window_ns: int, min_samples: int) -> None:
+        self.pct, self.fallback, self.min_samples = pct, fallback, min_samples
+        self.slot_ns = window_ns // 2
+        self.head = 0
+        self.slots: list[list[int]] = [[], []]
+        self.cur, self.cur_at, self.since, self.warm = fallback, -1, 0, False
+
+    def _advance(self, now: int) -> None:
+        idx = now // self.slot_ns
+        if idx <= self.head:
+            return
+        if idx - self.head >= 2:
+            self.slots = [[], []]
+        else:
+            for i in range(self.head + 1, idx + 1):
+                self.slots[i % 2] = []
+        self.head = idx
+
+    def record(self, now: int, ns: int) -> None:
+        self._advance(now)
+        self.slots[self.head % 2].append(ns)
+        self.since += 1
+
+    def delay(self, now: int) -> float:
+        if (
+            self.since >= 16
+            or (self.since and not self.warm)
+            or self.cur_at < 0
+            or now - self.cur_at >= 100_000_000
+        ):
+            self.since, self.cur_at, self.cur = 0, now, self.fallback
+            self._advance(now)
+            values = sorted(_bucket(v) for s in self.slots for v in s)
+            self.warm = len(values) >= self.min_samples
+            if self.warm:
+                rank = max(1, min(len(values), math.ceil(self.pct * len(values))))
+                self.cur = _upper(values[rank - 1]) / 1e9
+        return self.cur
+
+
+class HistogramMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock(10**9).install()
+        self.policy: Hedge | None = None
+        self.model: _Model | None = None
+
+    @initialize(
+        p=st.sampled_from([1.0, 50.0, 90.0, 99.9, 100.0]),
+        window_ms=st.integers(1, 2000),
+        min_samples=st.integers(1, 30),
+    )
+    def build(self, p: float, window_ms: int, min_samples: int) -> None:
+        self.policy = hedge(
+            attempts=2,
+            delay=percentile(p, fallback=0.25, window=window_ms / 1000, min_samples=min_samples),
+        )
+        self.model = _Model(p / 100, 0.25, window_ms * 1_000_000, min_samples)
+
+    @rule(ns=st.one_of(st.integers(0, 5000), st.integers(0, 2**40)))
+    def record(self, ns: int) -> None:
+        assert self.policy is not None
+        assert self.model is not None
+        self.policy._record(ns)
+        self.model.record(self.clock.now_ns, ns)
+
+    @rule(ms=st.integers(0, 3000))
+    def advance(self, ms: int) -> None:
+        self.clock.advance(ms / 1000)
+
+    @invariant()
+    def same_delay(self) -> None:
+        if self.policy is not None and self.model is not None:
+            assert self.policy.delay == self.model.delay(self.clock.now_ns)
+
+    def teardown(self) -> None:
+        self.clock.uninstall()
+
+
+TestHistogram = HistogramMachine.TestCase
+TestHistogram.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)

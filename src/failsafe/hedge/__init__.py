@@ -433,7 +433,9 @@ class Hedge(Component, _native.Hedge):
         _native.Hedge.__init__(self, attempts, seconds_delay, seconds, budget)
         if self._percentile is not None:
             pct = self._percentile
-            self._adapt(pct.percentile / 100, pct.fallback, int(pct.window * 1e9), pct.min_samples)
+            self._adapt(
+                pct.percentile / 100, pct.fallback, round(pct.window * 1e9), pct.min_samples
+            )
         self._init_component(name, listeners)
         self._event_manager = (
             None if event_manager is None else events.check_event_manager(event_manager)
