@@ -31,6 +31,12 @@ def _failsafe_hedge(fn: AsyncFn, delay: float) -> Any:
     return hedge(attempts=2, delay=delay)(fn)
 
 
+def _failsafe_adaptive(fn: AsyncFn) -> Any:
+    from failsafe.hedge import hedge, percentile
+
+    return hedge(attempts=2, delay=percentile(95, fallback=10))(fn)
+
+
 def _hand_hedge(fn: AsyncFn, delay: float) -> Any:
     """The usual hand-written hedge: a task per attempt, asyncio.wait with the delay."""
 
@@ -64,6 +70,13 @@ CASES: list[Case] = [
         "primary fast",
         "failsafe @hedge(attempts=2, delay=10)",
         lambda: _failsafe_hedge(f, 10),
+        budget=4_000,
+    ),
+    Case(
+        "hedge",
+        "primary fast",
+        "failsafe @hedge(attempts=2, delay=percentile(95))",
+        lambda: _failsafe_adaptive(f),
         budget=4_000,
     ),
     Case(
