@@ -1143,3 +1143,47 @@ class HistogramMachine(RuleBasedStateMachine):
 
 TestHistogram = HistogramMachine.TestCase
 TestHistogram.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
+
+
+async def test_caller_cancelled_while_losers_clean_up() -> None:
+    # The first attempt wins late; the hedge attempt, cancelled, takes a while to clean up, and
+    # the caller is cancelled while waiting for it: the cancellation propagates, and the loser
+    # still finishes (its outcome retrieved).
+    primary = Hang("primary")
+    cleaned = asyncio.Event()
+    calls: list[int] = []
+
+    async def fn() -> str:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            await primary.gate.wait()
+            return "primary"
+        try:
+            await asyncio.sleep(LONG)
+        finally:
+            await asyncio.sleep(DELAY)
+            cleaned.set()
+        return "never"
+
+    guarded = hedge(attempts=2, delay=DELAY)(fn)
+    task = asyncio.create_task(guarded())
+    await asyncio.sleep(DELAY * 3)  # the hedge attempt is running
+    primary.release()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the call now waits for the loser's cleanup
+    await _cancelled(task)
+    await asyncio.wait_for(cleaned.wait(), LONG)
+
+
+async def test_races_do_not_outlive_their_calls() -> None:
+    from failsafe.hedge import _Race
+
+    guarded = hedge(attempts=3, delay=0.001, timeout=LONG)(Script(Hang(), Hang(), "third"))
+    for _ in range(3):
+        await guarded()
+    failing = hedge(attempts=2, delay=LONG)(Script(ValueError("x")))
+    with pytest.raises(HedgeAllFailed):
+        await failing()
+    await asyncio.sleep(0)
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is _Race]
