@@ -1187,3 +1187,44 @@ async def test_races_do_not_outlive_their_calls() -> None:
     await asyncio.sleep(0)
     gc.collect()
     assert not [o for o in gc.get_objects() if type(o) is _Race]
+
+
+async def test_hedge_over_hedge() -> None:
+    # Both hedges run their first attempt inline in the same task; each takes back only its own
+    # cancellation.
+    script = Script(Hang(), Hang(), "inner hedge", "outer hedge")
+    inner = hedge(attempts=2, delay=DELAY)(script)
+    outer = hedge(attempts=2, delay=DELAY * 3)(inner)
+    assert await outer() in {"inner hedge", "outer hedge"}
+    assert 0 in script.cancelled
+    me = asyncio.current_task()
+    assert me is not None
+    assert me.cancelling() == 0
+
+
+async def test_guarded_attempt_cancelled_before_it_starts() -> None:
+    # A later attempt that is a guarded call (hedge over retry), cancelled by somebody else
+    # before its task ever ran: closed, not left "never awaited"; the call goes on.
+    loop = asyncio.get_running_loop()
+
+    def cancel_at_once(
+        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        task.cancel()
+        return task
+
+    primary = Hang("primary")
+    script = Script(primary, "never")
+    guarded = hedge(attempts=2, delay=DELAY)(retry(attempts=1, backoff=0)(script))
+    call = asyncio.create_task(guarded())
+    await until(lambda: len(script.started) == 1)
+    loop.set_task_factory(cancel_at_once)  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(DELAY * 3)
+    finally:
+        loop.set_task_factory(None)
+    primary.release()
+    assert await call == "primary"
+    assert len(script.started) == 1
+    gc.collect()

@@ -62,6 +62,17 @@ async def _await(aw: Awaitable[Any]) -> Any:
     return await aw
 
 
+def _closer(aw: Any) -> Callable[[asyncio.Task[Any]], None]:
+    """A done callback closing aw: when its task is cancelled before its first step, the
+    awaitable (a guarded call) is never awaited, and closing it closes the coroutine inside
+    (no "never awaited" warning). Closing a finished one does nothing."""
+
+    def close(_task: asyncio.Task[Any]) -> None:
+        aw.close()
+
+    return close
+
+
 class _Race:
     """The attempts of one hedged call after its first attempt needed help (the delay passed,
     or it failed), or of a call whose attempts all start at once.
@@ -213,16 +224,20 @@ class _Race:
             if self._launched > 1:
                 policy._count(HEDGED)
             coro: Any = None
+            aw: Any = None
             try:
                 coro = self._fn(*self._args, **self._kwargs)
                 if type(coro) is not types.CoroutineType:
-                    coro = _await(coro)  # a guarded call, a future, any awaitable
+                    aw, coro = coro, _await(coro)  # a guarded call, a future, any awaitable
                 task = self._loop.create_task(coro, context=self._context.copy())
             except Exception as exc:
-                if isinstance(coro, types.CoroutineType):
-                    coro.close()
+                for obj in (coro, aw):
+                    if callable(getattr(obj, "close", None)):
+                        obj.close()
                 self._failed(exc)  # the next attempt starts at once
                 return
+            if callable(getattr(aw, "close", None)):
+                task.add_done_callback(_closer(aw))
             self._tasks.append(task)
             if self._starts is not None:
                 self._starts[task] = _native.now_ns()
