@@ -287,14 +287,37 @@ typedef struct FsTimerQueue FsTimerQueue;
 
 enum { FS_TE_IDLE = 0, FS_TE_ARMED, FS_TE_FIRED, FS_TE_DONE };
 
-typedef struct FsTimerEntry {
+typedef struct FsTimerEntry FsTimerEntry;
+
+/* What a due entry does instead of cancelling its task, called from the loop callback with the
+ * entry out of the heap but still registered (e->task and e->queue set) and its owner alive.
+ * 0, or -1 with an exception (written as unraisable). */
+typedef int (*fs_timer_fire_fn)(FsTimerEntry *e);
+
+struct FsTimerEntry {
     fs_heap_node node;      /* when = deadline in the loop's clock */
     FsTimerQueue *queue;    /* strong while registered */
     PyObject *task;         /* strong while registered */
     PyObject *owner;        /* borrowed: the object embedding the entry */
+    fs_timer_fire_fn fire;  /* NULL: the deadline cancels the task (timeout semantics) */
     Py_ssize_t cancelling0; /* task.cancelling() at entry */
     uint8_t state;          /* FS_TE_* */
-} FsTimerEntry;
+};
+
+/* Prepares e, embedded in owner, before fs_timer_enter; fire as in FsTimerEntry. */
+void fs_timer_init(FsTimerEntry *e, PyObject *owner, fs_timer_fire_fn fire);
+/* Registers e for the running task, due delay seconds from now (+inf: never) in the loop's
+ * clock, arming the loop's timer if needed; *now gets the loop's time. Records
+ * task.cancelling(). 0, or -1 with an exception (RuntimeError outside a task). */
+int fs_timer_enter(fs_state *st, FsTimerEntry *e, double delay, double *now);
+/* Unregisters e as asyncio.timeout's exit does, the body having ended with exc (borrowed; NULL
+ * when it returned): after a cancelling fire, uncancels and, when the CancelledError was ours,
+ * returns 1 with *out a new error of code's class (cause: the CancelledError) to raise instead;
+ * 2 when such an error went into exc's context chain (3.13 rules); 0 when exc (or the result)
+ * goes on unchanged; -1 with an exception. */
+int fs_timer_exit(fs_state *st, FsTimerEntry *e, PyObject *exc, fs_err code, PyObject **out);
+/* Unregisters e of a call closed before its end, uncancelling if it fired. Never raises. */
+void fs_timer_abandon(fs_state *st, FsTimerEntry *e);
 
 /* ------------------------------------------------------------------------------------------ */
 /* The guarded call */

@@ -463,6 +463,14 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
             Py_DECREF(owner);
             continue;
         }
+        if (e->fire != NULL) {
+            /* Not a cancelling deadline: the owner's own action (a hedge's next attempt). */
+            if (e->fire(e) < 0) {
+                PyErr_WriteUnraisable(owner);
+            }
+            Py_DECREF(owner);
+            continue;
+        }
         e->state = FS_TE_FIRED;
         PyObject *task = Py_NewRef(e->task);
         PyObject *r;
@@ -765,6 +773,7 @@ static void entry_init(FsTimerEntry *e, PyObject *owner)
     e->queue = NULL;
     e->task = NULL;
     e->owner = owner;
+    e->fire = NULL;
     e->cancelling0 = 0;
     e->state = FS_TE_IDLE;
 }
@@ -820,19 +829,20 @@ static void entry_unlink(FsTimerEntry *e)
     }
 }
 
-/* A new failsafe.timeout.TimeoutError whose __cause__ and __context__ are cause. */
-static PyObject *timeout_error(fs_state *st, PyObject *cause)
+/* A new error of code (failsafe.timeout.TimeoutError for FS_E_TIMEOUT) whose __cause__ and
+ * __context__ are cause. */
+static PyObject *timeout_error(fs_state *st, fs_err code, PyObject *cause)
 {
-    /* The class fs_error() raises for FS_E_TIMEOUT, instantiated directly: raising it would
-     * chain it to the handled exception, a walk whose result is replaced here anyway. */
-    PyObject *cls = st->errors[FS_E_TIMEOUT] ? st->errors[FS_E_TIMEOUT] : PyExc_TimeoutError;
+    /* The class fs_error() raises for code, instantiated directly: raising it would chain it to
+     * the handled exception, a walk whose result is replaced here anyway. */
+    PyObject *cls = st->errors[code] ? st->errors[code] : PyExc_TimeoutError;
     PyObject *te = PyObject_CallNoArgs(cls);
     if (te == NULL) {
         return NULL;
     }
     if (!PyExceptionInstance_Check(te)) {
         Py_DECREF(te);
-        return fs_error(st, FS_E_TIMEOUT, NULL);
+        return fs_error(st, code, NULL);
     }
     if (cause != NULL && cause != Py_None) {
         PyException_SetCause(te, Py_NewRef(cause));
@@ -844,7 +854,7 @@ static PyObject *timeout_error(fs_state *st, PyObject *cause)
 #if TMO_RULES_313
 /* asyncio 3.13 Timeout._insert_timeout_error: a TimeoutError above the first CancelledError of
  * exc's context chain. 1 if inserted, 0 if none, -1 on error. */
-static int insert_timeout_error(fs_state *st, PyObject *exc)
+static int insert_timeout_error(fs_state *st, fs_err code, PyObject *exc)
 {
     PyObject *cur = Py_NewRef(exc);
     for (;;) {
@@ -854,7 +864,7 @@ static int insert_timeout_error(fs_state *st, PyObject *exc)
             return 0;
         }
         if (PyObject_TypeCheck(ctx, (PyTypeObject *)st->CancelledError)) {
-            PyObject *te = timeout_error(st, ctx);
+            PyObject *te = timeout_error(st, code, ctx);
             Py_DECREF(ctx);
             if (te == NULL) {
                 Py_DECREF(cur);
@@ -868,9 +878,9 @@ static int insert_timeout_error(fs_state *st, PyObject *exc)
     }
 }
 
-static int insert_timeout_errors(fs_state *st, PyObject *exc)
+static int insert_timeout_errors(fs_state *st, fs_err code, PyObject *exc)
 {
-    int done = insert_timeout_error(st, exc);
+    int done = insert_timeout_error(st, code, exc);
     if (done < 0) {
         return -1;
     }
@@ -892,7 +902,7 @@ static int insert_timeout_errors(fs_state *st, PyObject *exc)
         return -1;
     }
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        int r = insert_timeout_error(st, PySequence_Fast_GET_ITEM(seq, i));
+        int r = insert_timeout_error(st, code, PySequence_Fast_GET_ITEM(seq, i));
         if (r < 0) {
             Py_DECREF(seq);
             return -1;
@@ -911,7 +921,7 @@ enum { EXIT_KEEP = 0, EXIT_RAISE = 1, EXIT_INSERTED = 2 };
  * replaces exc, EXIT_INSERTED when a TimeoutError went into exc's chain (3.13), EXIT_KEEP when
  * exc goes on unchanged, or -1 with an exception set. */
 static int entry_exit(fs_state *st, FsTimerEntry *e, PyObject *exc_type, PyObject *exc,
-                      PyObject **out)
+                      fs_err code, PyObject **out)
 {
     *out = NULL;
     if (e->state != FS_TE_FIRED || e->task == NULL) {
@@ -937,7 +947,7 @@ static int entry_exit(fs_state *st, FsTimerEntry *e, PyObject *exc_type, PyObjec
         if (exc == NULL || exc == Py_None) {
             return EXIT_KEEP;
         }
-        int r = insert_timeout_errors(st, exc);
+        int r = insert_timeout_errors(st, code, exc);
         return r < 0 ? -1 : (r ? EXIT_INSERTED : EXIT_KEEP);
     }
 #else
@@ -945,7 +955,7 @@ static int entry_exit(fs_state *st, FsTimerEntry *e, PyObject *exc_type, PyObjec
         return EXIT_KEEP;
     }
 #endif
-    *out = timeout_error(st, exc);
+    *out = timeout_error(st, code, exc);
     return *out ? EXIT_RAISE : -1;
 }
 
@@ -958,6 +968,52 @@ static int timeout_fired(TimeoutObject *t)
         return fs_emit(&t->base, "on_timeout", NULL);
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Entries of other policies (declared in fs_binding.h) */
+
+void fs_timer_init(FsTimerEntry *e, PyObject *owner, fs_timer_fire_fn fire)
+{
+    entry_init(e, owner);
+    e->fire = fire;
+}
+
+int fs_timer_enter(fs_state *st, FsTimerEntry *e, double delay, double *now)
+{
+    PyObject *loop, *task;
+    if (running_task(st, &loop, &task) < 0) {
+        return -1;
+    }
+    int rc = -1;
+    FsTimerQueue *q = tq_for_loop(st, loop);
+    if (q != NULL && tq_now(q, loop, now) == 0) {
+        rc = entry_register(e, q, loop, task, delay < INFINITY ? *now + delay : INFINITY, *now);
+    }
+    Py_DECREF(loop);
+    Py_DECREF(task);
+    return rc;
+}
+
+int fs_timer_exit(fs_state *st, FsTimerEntry *e, PyObject *exc, fs_err code, PyObject **out)
+{
+    return entry_exit(st, e, exc ? (PyObject *)Py_TYPE(exc) : NULL, exc, code, out);
+}
+
+void fs_timer_abandon(fs_state *st, FsTimerEntry *e)
+{
+    if (e->state == FS_TE_FIRED && e->task != NULL) {
+        /* Closed after the deadline fired: take back our cancel request, as asyncio does. */
+        PyObject *task = Py_NewRef(e->task);
+        entry_unlink(e);
+        if (st->str_uncancel != NULL
+            && task_counter(st, task, st->task_uncancel, st->str_uncancel) < 0) {
+            PyErr_WriteUnraisable(task);
+        }
+        Py_DECREF(task);
+        return;
+    }
+    entry_unlink(e);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -979,26 +1035,15 @@ static int tmo_init_call(FsCall *c)
 
 static int tmo_start(FsCall *c)
 {
-    fs_state *st = c->policy->st;
-    PyObject *loop, *task;
-    if (running_task(st, &loop, &task) < 0) {
-        return -1;
-    }
-    int rc = -1;
     double now;
-    FsTimerQueue *q = tq_for_loop(st, loop);
-    if (q != NULL && tq_now(q, loop, &now) == 0) {
-        rc = entry_register(&c->entry, q, loop, task, now + c->timeout_s, now);
-    }
-    Py_DECREF(loop);
-    Py_DECREF(task);
-    return rc;
+    return fs_timer_enter(c->policy->st, &c->entry, c->timeout_s, &now);
 }
 
 static int tmo_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
 {
     PyObject *te;
-    int r = entry_exit(c->policy->st, &c->entry, exc ? (PyObject *)Py_TYPE(exc) : NULL, exc, &te);
+    int r = entry_exit(c->policy->st, &c->entry, exc ? (PyObject *)Py_TYPE(exc) : NULL, exc,
+                       FS_E_TIMEOUT, &te);
     if (r < 0) {
         return -1;
     }
@@ -1020,20 +1065,7 @@ static int tmo_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out
 
 static void tmo_abandon(FsCall *c)
 {
-    FsTimerEntry *e = &c->entry;
-    if (e->state == FS_TE_FIRED && e->task != NULL) {
-        /* Closed after the deadline fired: take back our cancel request, as asyncio does. */
-        fs_state *st = c->policy->st;
-        PyObject *task = Py_NewRef(e->task);
-        entry_unlink(e);
-        if (st->str_uncancel != NULL
-            && task_counter(st, task, st->task_uncancel, st->str_uncancel) < 0) {
-            PyErr_WriteUnraisable(task);
-        }
-        Py_DECREF(task);
-        return;
-    }
-    entry_unlink(e);
+    fs_timer_abandon(c->policy->st, &c->entry);
 }
 
 static int tmo_traverse_call(FsCall *c, visitproc visit, void *arg)
@@ -1528,7 +1560,7 @@ static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
     }
     int fired = s->entry.state == FS_TE_FIRED;
     PyObject *te;
-    int r = entry_exit(st, &s->entry, args[0], args[1], &te);
+    int r = entry_exit(st, &s->entry, args[0], args[1], FS_E_TIMEOUT, &te);
     s->phase = fired ? SCOPE_EXPIRED : SCOPE_FINISHED;
     ready_forget(q->ready_spare, (PyObject *)s);
     if (Py_REFCNT(s) == 1 && q->scope_spare == NULL) {

@@ -52,5 +52,6 @@ extern const fs_test failfast_tests[];
 extern const fs_test hash_tests[];
 extern const fs_test cache_tests[];
 extern const fs_test bulkhead_tests[];
+extern const fs_test quantile_tests[];
 
 #endif
