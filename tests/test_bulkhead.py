@@ -957,14 +957,18 @@ async def _random_schedule(conc: int, extra: int, ops: list[tuple[str, int]]) ->
         assert inside[0] <= conc
         assert b.running <= conc
         assert b.running + b.queued <= conc + extra
+        # No barging: a call waits only while every slot is taken (a slot handed to the head
+        # waiter counts as taken), so a newcomer never overtakes the queue.
+        assert b.queued == 0 or b.running == conc
     for gate in gates:
         gate.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(r is None or isinstance(r, (BulkheadFull, asyncio.CancelledError)) for r in results)
     assert state(b) == IDLE
     assert inside[0] == 0
-    # Calls start in the order they arrived: nobody overtakes the queue.
-    assert starts == sorted(starts, key=arrivals.index)
+    # Bodies start in arrival order, except that a waiter handed a slot runs a loop turn later
+    # than a newcomer who found another slot free: so only check no call started twice.
+    assert len(starts) == len(set(starts))
     assert b.stats()["admitted"] >= len(starts)
 
 
