@@ -48,5 +48,7 @@ extern const fs_test backoff_tests[];
 extern const fs_test budget_tests[];
 extern const fs_test heap_tests[];
 extern const fs_test gcra_tests[];
+extern const fs_test swlog_tests[];
+extern const fs_test keytab_tests[];
 
 #endif
