@@ -75,6 +75,8 @@ typedef struct fs_state {
     /* ratelimit.c */
     PyTypeObject *Limiter_Type;
     PyTypeObject *KeyedLimiter_Type;
+    PyTypeObject *Rejection_Type;   /* the awaitable a rejected call returns */
+    PyObject *str_waiting;          /* "_waiting" */
     /* cache.c */
     PyTypeObject *Cache_Type;
     /* hedge.c */
