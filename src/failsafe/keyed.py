@@ -17,14 +17,13 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 from failsafe import _core, _native
 from failsafe.exceptions import FailsafeError
 
 __all__ = ["Keyed", "RegistryFull", "keyed"]
 
-P = TypeVar("P")
 _NS: Final = 1_000_000_000
 # Places looked at (oldest first) for one to free when a new key needs one: bounded work per
 # call. Policies that hold state are moved to the recent end, so later looks reach the others.
@@ -49,7 +48,7 @@ def _holds_state(policy: Any) -> bool:
     return bool(check()) if check is not None else False
 
 
-class Keyed(Generic[P]):
+class Keyed[P]:
     """A bounded registry of policies by key; decorate async functions with it."""
 
     def __init__(
@@ -111,9 +110,7 @@ class Keyed(Generic[P]):
                 del entries[key]
                 return
             entries.move_to_end(key)
-        raise RegistryFull(
-            f"all {self.max_keys} keyed policies hold state; refusing a new key"
-        )
+        raise RegistryFull(f"all {self.max_keys} keyed policies hold state; refusing a new key")
 
     def get(self, key: Hashable) -> P:
         """The policy of key, made by factory(key) if the registry has none."""
@@ -147,7 +144,7 @@ class Keyed(Generic[P]):
             entry = self._entry(key_of(*args, **kwargs))
             guard = entry.guards.get(fn)
             if guard is None:
-                guard = entry.guards[fn] = entry.policy(fn)  # type: ignore[operator]
+                guard = entry.guards[fn] = entry.policy(fn)
             result: T = await guard(*args, **kwargs)
             return result
 
@@ -157,7 +154,7 @@ class Keyed(Generic[P]):
         return f"<keyed {len(self._entries)}/{self.max_keys} keys idle_after={self.idle_after}>"
 
 
-def keyed(
+def keyed[P](
     factory: Callable[[Any], P],
     *,
     key: Callable[..., Hashable],

@@ -26,7 +26,7 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, runtime_checkable
+from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 from failsafe import _core, _native, events
 from failsafe import testing as _testing
@@ -68,24 +68,23 @@ def register_ratelimit_listener(listener: Any) -> None:
 
 
 def _check_count(value: object, param: str) -> int:
-    count: int = _core.check_number(value, param, allow_zero=False, integer=True)
-    return count
+    return int(_core.check_number(value, param, allow_zero=False, integer=True))
 
 
 def _check_period_ns(value: object, param: str) -> int:
     secs = _core.check_number(value, param, allow_zero=False)
-    ns = round(secs * _NS)
+    ns = round(float(secs) * _NS)
     if not 1 <= ns <= _MAX_NS:
         raise ValueError(f"{param} must be between 1e-09 and {_MAX_NS / _NS:.0f} seconds")
     return ns
 
 
 def _check_max_wait_ns(value: object) -> int:
-    secs = _core.check_number(value, "max_wait", allow_inf=True)
+    secs = float(_core.check_number(value, "max_wait", allow_inf=True))
     return _MAX_NS if math.isinf(secs) else min(_MAX_NS, round(secs * _NS))
 
 
-class _Limiter(_core.Component):
+class _Limiter(_core.Component, _native.Limiter):
     """What every limiter adds in Python: validation, the decorator and ``async with`` forms,
     ``acquire()``, the waiting slow path and stats. The C base decides every call."""
 
@@ -95,20 +94,6 @@ class _Limiter(_core.Component):
     max_executions: int
     per_time_secs: float
     max_wait: float
-
-    if TYPE_CHECKING:  # provided by the C base types
-
-        def _configure(self, **kwargs: Any) -> None: ...
-        def _acquire(
-            self, key: Any = None, max_wait_ns: int = -1
-        ) -> tuple[int, int, int] | None: ...
-        def try_acquire(self, key: Any = None) -> bool: ...
-        def _give_back(self, a: int, b: int, key: Any = None) -> bool: ...
-        def _retry_after(self, key: Any = None) -> float: ...
-        def _tokens(self) -> float: ...
-        def _holds_state(self) -> bool: ...
-        def _key_stats(self) -> tuple[int, int, int, int]: ...
-        def _reset(self) -> None: ...
 
     def _setup(
         self,
@@ -132,9 +117,7 @@ class _Limiter(_core.Component):
         # Rounded up: the limit never admits faster than max_executions per per_time_secs.
         interval_ns = -(-period_ns // count)
         if burst > _MAX_NS // interval_ns:
-            raise ValueError(
-                f"bucket_size ({burst}) * per_time_secs / max_executions is too large"
-            )
+            raise ValueError(f"bucket_size ({burst}) * per_time_secs / max_executions is too large")
         if sliding and count > 1 << 24:
             raise ValueError(f"max_executions must be at most 2**24 for a sliding window: {count}")
         wait_ns = _check_max_wait_ns(max_wait)
@@ -237,7 +220,7 @@ class _Limiter(_core.Component):
         return s
 
 
-class TokenBucketLimiter(_Limiter, _native.Limiter):
+class TokenBucketLimiter(_Limiter):
     """A token bucket shared by every call: ``max_executions`` per ``per_time_secs`` seconds,
     bursts of ``bucket_size`` (default ``max_executions``). Exact GCRA in C."""
 
@@ -277,7 +260,7 @@ class TokenBucketLimiter(_Limiter, _native.Limiter):
         return s
 
 
-class SlidingWindowLimiter(_Limiter, _native.Limiter):
+class SlidingWindowLimiter(_Limiter):
     """At most ``max_executions`` calls in any window of ``per_time_secs`` seconds, exactly:
     a C log of the last ``max_executions`` admission times (8 bytes each)."""
 
