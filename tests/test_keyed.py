@@ -17,12 +17,9 @@ from failsafe.timeout import timeout
 class Plain:
     """A policy without _holds_state: forgettable whenever idle."""
 
-    made: list[Any] = []
-
     def __init__(self, key: Any) -> None:
         self.key = key
         self.calls = 0
-        Plain.made.append(key)
 
     def __call__(self, fn: Any) -> Any:
         async def wrapped(*args: Any, **kwargs: Any) -> Any:

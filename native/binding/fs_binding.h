@@ -77,6 +77,8 @@ typedef struct fs_state {
     PyTypeObject *KeyedLimiter_Type;
     PyTypeObject *Rejection_Type;   /* the awaitable a rejected call returns */
     PyObject *str_waiting;          /* "_waiting" */
+    PyObject *str_after;            /* "_after": RateLimitExceeded's one attribute */
+    PyObject *rl_args;              /* ("Rate limit exceeded",): its args */
     /* cache.c */
     PyTypeObject *Cache_Type;
     /* hedge.c */

@@ -180,11 +180,44 @@ static int limiter_rejected(FsLimiter *o, int64_t retry_after_ns)
     return 0;
 }
 
-/* Sets RateLimitExceeded(retry_after=...) and returns NULL. */
+/* A new RateLimitExceeded for a refusal, or NULL with an exception. The bound class (see
+ * fs_error_after) is made without running its Python __init__, a third of a rejection's cost:
+ * BaseException's tp_new sets its args, and its one attribute `_after` (seconds) is set here,
+ * from which its retry_after_seconds / retry_after_ms properties derive. A class bound that
+ * is not a BaseException subclass goes through fs_error_after. */
+static PyObject *limiter_exception(FsLimiter *o, int64_t retry_after_ns)
+{
+    fs_state *st = o->base.st;
+    double after = (double)retry_after_ns / 1e9;
+    PyObject *cls = st->errors[FS_E_RATE_LIMIT_EXCEEDED];
+    if (cls == NULL || !PyType_Check(cls)
+        || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_BaseException)) {
+        fs_error_after(st, FS_E_RATE_LIMIT_EXCEEDED, "Rate limit exceeded", after);
+        return PyErr_GetRaisedException();
+    }
+    PyObject *exc = ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, st->rl_args, NULL);
+    if (exc == NULL) {
+        return NULL;
+    }
+    PyObject *value = PyFloat_FromDouble(after);
+    if (value == NULL || PyObject_GenericSetAttr(exc, st->str_after, value) < 0) {
+        Py_XDECREF(value);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(value);
+    return exc;
+}
+
+/* Sets RateLimitExceeded for a refusal and returns NULL. */
 static PyObject *limiter_error(FsLimiter *o, int64_t retry_after_ns)
 {
-    return fs_error_after(o->base.st, FS_E_RATE_LIMIT_EXCEEDED, "Rate limit exceeded",
-                          (double)retry_after_ns / 1e9);
+    PyObject *exc = limiter_exception(o, retry_after_ns);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
 }
 
 /* Admit hooks: the whole decision (see the file comment). */
@@ -404,8 +437,7 @@ static PyObject *limiter_call_slow(PyObject *self, PyObject *const *args, size_t
     o->pending = PEND_NONE;
     if (pending == PEND_REJECT) {
         Py_XDECREF(key);
-        limiter_error(o, wait);
-        PyObject *exc = PyErr_GetRaisedException();
+        PyObject *exc = limiter_exception(o, wait);
         if (exc == NULL) {
             return NULL;
         }
@@ -886,7 +918,9 @@ static PyType_Spec keyed_spec = {
 static int ratelimit_setup(PyObject *module, fs_state *st)
 {
     st->str_waiting = PyUnicode_InternFromString("_waiting");
-    if (st->str_waiting == NULL) {
+    st->str_after = PyUnicode_InternFromString("_after");
+    st->rl_args = Py_BuildValue("(s)", "Rate limit exceeded");
+    if (st->str_waiting == NULL || st->str_after == NULL || st->rl_args == NULL) {
         return -1;
     }
     st->Rejection_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &rejection_spec, NULL);
@@ -922,6 +956,8 @@ static void ratelimit_clear(fs_state *st)
     Py_CLEAR(st->KeyedLimiter_Type);
     Py_CLEAR(st->Rejection_Type);
     Py_CLEAR(st->str_waiting);
+    Py_CLEAR(st->str_after);
+    Py_CLEAR(st->rl_args);
 }
 
 const fs_part fs_ratelimit_part = {
