@@ -15,7 +15,9 @@ BIG = 10**9  # calls per second: never refused in a run
 LONG = 10**6  # seconds: one call, then refused for the whole run
 
 REFUSED = "try:\n    r = await g()\nexcept Exception:\n    r = 'limited'"
-REFUSED_WITH = "try:\n    async with g:\n        r = await f()\nexcept Exception:\n    r = 'limited'"
+REFUSED_WITH = (
+    "try:\n    async with g:\n        r = await f()\nexcept Exception:\n    r = 'limited'"
+)
 LIMITS_HIT = "r = (await f()) if await lim.hit(item) else 'limited'"
 AIOLIMITER_CHECK = (
     "if g.has_capacity():\n    async with g:\n        r = await f()\nelse:\n    r = 'limited'"

@@ -541,6 +541,71 @@ static PyObject *limiter_acquire(PyObject *self, PyObject *args, PyObject *kwarg
     }
 }
 
+/* `async with limiter:` (unkeyed): __aenter__ answers a ready awaitable when admitted (no
+ * coroutine), a Rejection when refused, and the Python waiter self._sleep_until(ticket, None)
+ * when a place was reserved. */
+static PyObject *limiter_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsLimiter *o = (FsLimiter *)self;
+    fs_state *st = o->base.st;
+    if (o->key_fn != NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "a keyed limiter needs a key: use `await limiter.acquire(key)`");
+        return NULL;
+    }
+    int64_t now = fs_now_ns(st), wait, a, b;
+    int dec = limiter_decide(o, NULL, now, o->max_wait_ns, &wait, &a, &b);
+    if (dec == DEC_NOW && st->ready_none != NULL) {
+        o->base.counters[C_ADMITTED]++;
+        return Py_NewRef(st->ready_none);
+    }
+    if (dec == DEC_REJECT) {
+        if (limiter_rejected(o, wait) < 0) {
+            return NULL;
+        }
+        PyObject *exc = limiter_exception(o, wait);
+        if (exc == NULL) {
+            return NULL;
+        }
+        PyObject *r = rejection_new(st, exc);
+        Py_DECREF(exc);
+        return r;
+    }
+    if (dec == DEC_ERROR) {
+        return NULL;
+    }
+    if (dec == DEC_NOW) {
+        /* No shared ready awaitable (module being torn down): a waiter with nothing to wait. */
+        o->base.counters[C_ADMITTED]--;
+        wait = 0;
+    }
+    PyObject *ticket = Py_BuildValue("(LLL)", (long long)(now + wait), (long long)a,
+                                     (long long)b);
+    if (ticket == NULL) {
+        limiter_give_back(o, NULL, a, b);
+        return NULL;
+    }
+    PyObject *res = PyObject_CallMethod(self, "_sleep_until", "OO", ticket, Py_None);
+    Py_DECREF(ticket);
+    if (res == NULL) {
+        PyObject *err = PyErr_GetRaisedException();
+        limiter_give_back(o, NULL, a, b);
+        PyErr_SetRaisedException(err);
+    }
+    return res;
+}
+
+static PyObject *limiter_aexit(PyObject *self, PyObject *const *Py_UNUSED(args),
+                               Py_ssize_t Py_UNUSED(nargs))
+{
+    fs_state *st = ((FsLimiter *)self)->base.st;
+    if (st->ready_none == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "failsafe is shutting down");
+        return NULL;
+    }
+    return Py_NewRef(st->ready_none);
+}
+
 /* try_acquire(key=None): takes a token now if there is one; never waits, never raises for
  * a refusal (counted and reported all the same). */
 static PyObject *limiter_try_acquire(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -875,6 +940,8 @@ static PyMethodDef limiter_methods[] = {
     {"_key_stats", limiter_key_stats, METH_NOARGS,
      "(keys held, keys limited, max_keys, C bytes per key)."},
     {"_reset", limiter_reset, METH_NOARGS, "Forgets every admission."},
+    {"__aenter__", limiter_aenter, METH_NOARGS, "Takes a token (or waits for its place)."},
+    {"__aexit__", (PyCFunction)(void (*)(void))limiter_aexit, METH_FASTCALL, "Does nothing."},
     {NULL, NULL, 0, NULL},
 };
 

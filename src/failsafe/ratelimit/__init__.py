@@ -162,19 +162,6 @@ class _Limiter(_core.Component, _native.Limiter):
         if ticket is not None:
             await self._sleep_until(ticket, key)
 
-    async def __aenter__(self) -> None:
-        ticket = self._acquire()
-        if ticket is not None:
-            await self._sleep_until(ticket, None)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
     # -- waiting slow path (called by the C base) ------------------------------------------
 
     async def _sleep_until(self, ticket: tuple[int, int, int], key: Any) -> None:
@@ -330,9 +317,6 @@ class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
             listeners=listeners,
             event_manager=event_manager,
         )
-
-    async def __aenter__(self) -> None:
-        raise TypeError("a keyed limiter needs a key: use `await limiter.acquire(key)`")
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()
