@@ -926,3 +926,11 @@ def test_native_types_are_policies() -> None:
     assert issubclass(KeyedTokenBucketLimiter, _native.KeyedLimiter)
     guard: Callable[..., Any] = _native.Guard(ident, TokenBucketLimiter(1, 1))
     assert callable(guard)
+
+
+def test_failsafe_py_names() -> None:
+    import failsafe.ratelimit as rl
+
+    for name in ("ratelimiter", "tokenbucket", "TokenBucketLimiter", "TokenBucket"):
+        assert hasattr(rl, name)
+    assert issubclass(EmptyBucket, RateLimitExceeded)
