@@ -53,19 +53,9 @@ typedef struct FsRejection {
 /* ------------------------------------------------------------------------------------------ */
 /* Decisions */
 
-/* Entry of key in the table, inserting it when absent. Returns the entry, or -1 with
- * *retry_after_ns > 0 when the table is full of limited keys, or -2 with an exception. The key
- * evicted to make room, if any, is returned in *dropped (a reference the caller releases once
- * done with the table: releasing it may run arbitrary code). */
-static int64_t keyed_entry(FsLimiter *o, PyObject *key, int64_t now, int64_t *retry_after_ns,
-                           PyObject **dropped)
+/* Entry of key (a key equal to it) in the table: >= 0, -1 when absent, -2 with an exception. */
+static int64_t keyed_find(FsLimiter *o, PyObject *key, uint64_t hash)
 {
-    *dropped = NULL;
-    Py_hash_t h = PyObject_Hash(key);
-    if (h == -1 && PyErr_Occurred()) {
-        return -2;
-    }
-    uint64_t hash = (uint64_t)h;
 again:;
     uint64_t version = o->kt.version;
     uint32_t pos = fs_keytab_start(&o->kt, hash);
@@ -87,6 +77,26 @@ again:;
         if (eq) {
             return e;
         }
+    }
+    return -1;
+}
+
+/* Entry of key in the table, inserting it when absent. Returns the entry, or -1 with
+ * *retry_after_ns > 0 when the table is full of limited keys, or -2 with an exception. The key
+ * evicted to make room, if any, is returned in *dropped (a reference the caller releases once
+ * done with the table: releasing it may run arbitrary code). */
+static int64_t keyed_entry(FsLimiter *o, PyObject *key, int64_t now, int64_t *retry_after_ns,
+                           PyObject **dropped)
+{
+    *dropped = NULL;
+    Py_hash_t h = PyObject_Hash(key);
+    if (h == -1 && PyErr_Occurred()) {
+        return -2;
+    }
+    uint64_t hash = (uint64_t)h;
+    int64_t e = keyed_find(o, key, hash);
+    if (e != -1) {
+        return e;
     }
     bool evicted;
     e = fs_keytab_insert(&o->kt, hash, now, &evicted, retry_after_ns);
@@ -150,18 +160,14 @@ static int limiter_give_back(FsLimiter *o, PyObject *key, int64_t a, int64_t b)
     if (h == -1 && PyErr_Occurred()) {
         return -1;
     }
-    uint64_t hash = (uint64_t)h;
-    uint32_t pos = fs_keytab_start(&o->kt, hash);
-    int64_t e;
-    while ((e = fs_keytab_next(&o->kt, hash, &pos)) >= 0) {
-        /* Only this exact key object: no user __eq__ here, and a waiter holds its key. */
-        if (o->keys[e] == key) {
-            if (fs_gcra_give_back_tat(&o->g, &o->kt.tats[e], a)) {
-                fs_keytab_lowered(&o->kt, (uint32_t)e);
-                return 1;
-            }
-            return 0;
-        }
+    int64_t e = keyed_find(o, key, (uint64_t)h);
+    if (e == -2) {
+        return -1;
+    }
+    /* Absent: evicted once its bucket was full again, nothing left to give back. */
+    if (e >= 0 && fs_gcra_give_back_tat(&o->g, &o->kt.tats[e], a)) {
+        fs_keytab_lowered(&o->kt, (uint32_t)e);
+        return 1;
     }
     return 0;
 }
@@ -666,23 +672,15 @@ static PyObject *limiter_retry_after(PyObject *self, PyObject *args, PyObject *k
     else {
         int64_t tat = o->g.tat_ns;
         if (key != NULL) {
-            tat = FS_GCRA_FULL;
             Py_hash_t h = PyObject_Hash(key);
             if (h == -1 && PyErr_Occurred()) {
                 return NULL;
             }
-            uint32_t pos = fs_keytab_start(&o->kt, (uint64_t)h);
-            int64_t e;
-            while ((e = fs_keytab_next(&o->kt, (uint64_t)h, &pos)) >= 0) {
-                int eq = PyObject_RichCompareBool(o->keys[e], key, Py_EQ);
-                if (eq < 0) {
-                    return NULL;
-                }
-                if (eq) {
-                    tat = o->kt.tats[e];
-                    break;
-                }
+            int64_t e = keyed_find(o, key, (uint64_t)h);
+            if (e == -2) {
+                return NULL;
             }
+            tat = e >= 0 ? o->kt.tats[e] : FS_GCRA_FULL;
         }
         int64_t t = tat > now ? tat : now;
         int64_t allow_at = t - o->g.tolerance_ns;
@@ -734,9 +732,9 @@ static PyObject *limiter_key_stats(PyObject *self, PyObject *Py_UNUSED(unused))
 
 static void keys_release(FsLimiter *o)
 {
-    if (o->keys != NULL) {
+    if (o->keys != NULL && o->kt_mem != NULL) {
         uint32_t n = o->kt.count;
-        o->kt.count = 0;
+        fs_keytab_clear(&o->kt);
         for (uint32_t i = 0; i < n; i++) {
             Py_CLEAR(o->keys[i]);
         }
@@ -751,14 +749,7 @@ static PyObject *limiter_reset(PyObject *self, PyObject *Py_UNUSED(unused))
     if (o->algo == ALG_SLIDING) {
         fs_swlog_init(&o->w, o->ring, o->w.limit, o->w.window_ns);
     }
-    if (o->kt_mem != NULL) {
-        PyObject **keys = o->keys;
-        uint32_t n = o->kt.count;
-        fs_keytab_clear(&o->kt);
-        for (uint32_t i = 0; i < n; i++) {
-            Py_CLEAR(keys[i]);
-        }
-    }
+    keys_release(o);
     Py_RETURN_NONE;
 }
 
