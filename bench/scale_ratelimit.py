@@ -51,7 +51,7 @@ def main() -> None:
         timed(f"new key ({n:,} keys, table filling)", n, insert_all)
         grown = rss_bytes() - before
         timed("known key (lookup + take)", n, insert_all)
-        held, limited, max_keys, _ = limiter._key_stats()
+        held, limited, _, _ = limiter._key_stats()
         assert held == n, held
         assert limited == n, limited
         # every key limited: a new key is refused without a sweep (until the first refills)
