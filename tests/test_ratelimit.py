@@ -935,3 +935,41 @@ def test_failsafe_py_names() -> None:
     for name in ("ratelimiter", "tokenbucket", "TokenBucketLimiter", "TokenBucket"):
         assert hasattr(rl, name)
     assert issubclass(EmptyBucket, RateLimitExceeded)
+
+
+async def test_cancelling_an_admitted_call_changes_nothing(clock: FakeClock) -> None:
+    limiter = tokenbucket(2, 1)
+    started = asyncio.Event()
+
+    @limiter
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(slow())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # the token is spent (the call started); nothing else is held or counted
+    assert limiter.stats()["admitted"] == 1
+    assert limiter.stats()["rejected"] == 0
+    assert limiter.stats()["tokens"] == 1.0
+
+
+async def test_cancelled_waiter_in_async_with(clock: FakeClock) -> None:
+    limiter = tokenbucket(1, 1, max_wait=10)
+    await limiter.acquire()
+
+    async def block() -> None:
+        async with limiter:
+            pytest.fail("entered before its place")
+
+    task = asyncio.create_task(block())
+    await asyncio.sleep(0)
+    assert limiter.retry_after() == pytest.approx(2.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert limiter.retry_after() == pytest.approx(1.0)
+    assert limiter.stats()["admitted"] == 1
