@@ -41,8 +41,8 @@ bool fs_gcra_reserve_tat(const fs_gcra *g, int64_t *tat, int64_t now_ns, int64_t
  * cannot be given back without letting a later one run early, so its token stays spent. */
 bool fs_gcra_give_back_tat(const fs_gcra *g, int64_t *tat, int64_t tat_after);
 
-/* Whole and partial tokens available at now_ns, in interval_ns units scaled by 1: the credit
- * in nanoseconds, between 0 and interval_ns * burst. */
+/* The bucket's credit at now_ns in nanoseconds, between 0 and interval_ns * burst: divided by
+ * interval_ns, the tokens available (a partial token as a fraction). */
 int64_t fs_gcra_credit_ns(const fs_gcra *g, int64_t tat, int64_t now_ns);
 
 /* A bucket whose TAT is tat is full at now_ns: it remembers nothing and may be forgotten. */

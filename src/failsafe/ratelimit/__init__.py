@@ -283,9 +283,9 @@ class SlidingWindowLimiter(_Limiter):
 class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
     """One token bucket per key, ``key(*args, **kwargs)`` of each call, in a bounded C table.
 
-    At most ``max_keys`` keys are held (about 40 bytes each in C, plus the key objects). A key
-    whose bucket is full again is forgotten when its place is needed; a key still limited
-    never is. When all ``max_keys`` keys are limited, calls with a new key are refused
+    At most ``max_keys`` keys are held (32 bytes each in C, allocated up front, plus the
+    key objects). A key whose bucket is full again is forgotten when its place is needed; a
+    key still limited never is. When all ``max_keys`` keys are limited, calls with a new key are refused
     (RateLimitExceeded, retry_after = when the first held key refills): the bound on memory
     never weakens the limit of a key.
     """
