@@ -81,6 +81,10 @@ typedef struct fs_state {
     /* ratelimit.c */
     PyTypeObject *Limiter_Type;
     PyTypeObject *KeyedLimiter_Type;
+    PyTypeObject *Rejection_Type;   /* the awaitable a rejected call returns */
+    PyObject *str_waiting;          /* "_waiting" */
+    PyObject *str_after;            /* "_after": RateLimitExceeded's one attribute */
+    PyObject *rl_args;              /* ("Rate limit exceeded",): its args */
     /* cache.c */
     PyTypeObject *Cache_Type;
     PyTypeObject *CacheHit_Type;

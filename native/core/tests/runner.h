@@ -53,5 +53,7 @@ extern const fs_test hash_tests[];
 extern const fs_test cache_tests[];
 extern const fs_test bulkhead_tests[];
 extern const fs_test quantile_tests[];
+extern const fs_test swlog_tests[];
+extern const fs_test keytab_tests[];
 
 #endif

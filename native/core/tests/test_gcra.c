@@ -63,7 +63,37 @@ static void gcra_never_over_admits(void)
     }
 }
 
+/* Waiting reservations are spaced one interval apart, in order, and only the latest can be
+ * given back. */
+static void gcra_reserve_and_give_back(void)
+{
+    fs_gcra g;
+    fs_gcra_init(&g, 10 * MS, 2);
+    int64_t now = 1000 * MS, wait = -1;
+    int64_t tat = FS_GCRA_FULL;
+    CHECK(fs_gcra_reserve_tat(&g, &tat, now, 0, &wait) && wait == 0);
+    CHECK(fs_gcra_reserve_tat(&g, &tat, now, 0, &wait) && wait == 0);
+    CHECK(!fs_gcra_reserve_tat(&g, &tat, now, 5 * MS, &wait));
+    CHECK_EQ_INT(wait, 10 * MS);
+    CHECK(fs_gcra_reserve_tat(&g, &tat, now, 100 * MS, &wait));
+    CHECK_EQ_INT(wait, 10 * MS);
+    int64_t first = tat;
+    CHECK(fs_gcra_reserve_tat(&g, &tat, now, 100 * MS, &wait));
+    CHECK_EQ_INT(wait, 20 * MS);
+    int64_t second = tat;
+    CHECK(!fs_gcra_give_back_tat(&g, &tat, first));   /* a later one exists */
+    CHECK(fs_gcra_give_back_tat(&g, &tat, second));
+    CHECK(!fs_gcra_give_back_tat(&g, &tat, second));  /* only once */
+    CHECK(fs_gcra_reserve_tat(&g, &tat, now, 100 * MS, &wait));
+    CHECK_EQ_INT(wait, 20 * MS);                      /* the given-back place again */
+    CHECK(!fs_gcra_idle(tat, now));
+    CHECK(fs_gcra_idle(tat, now + 40 * MS));
+    CHECK_EQ_INT(fs_gcra_credit_ns(&g, tat, now + 40 * MS), 20 * MS);
+    CHECK_EQ_INT(fs_gcra_credit_ns(&g, tat, now), 0);
+}
+
 const fs_test gcra_tests[] = {
+    TEST_CASE(gcra_reserve_and_give_back),
     TEST_CASE(gcra_rejects_bad_args),
     TEST_CASE(gcra_burst_then_rate),
     TEST_CASE(gcra_never_over_admits),

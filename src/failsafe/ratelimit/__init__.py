@@ -1,5 +1,485 @@
-"""Rate limiting. The token bucket used by ``bucket_retry`` raises these exceptions."""
+"""Rate limiting: an exact token bucket (GCRA), a sliding-window log, per-key limits.
 
+``tokenbucket(max_executions, per_time_secs, bucket_size=None)`` admits ``max_executions`` calls
+per ``per_time_secs`` seconds with bursts of up to ``bucket_size`` (default
+``max_executions``): over any interval of length t it never admits more than
+``rate * t + bucket_size``, with integer nanoseconds (no drift, no fractional tokens).
+``slidingwindow(max_executions, per_time_secs)`` admits at most ``max_executions`` calls in any
+window of ``per_time_secs`` seconds, exactly (a log of the last admissions).
+
+A refused call raises :class:`RateLimitExceeded` (``retry_after_seconds``, ``retry_after_ms``)
+when it is awaited, so a fallback or retry around it sees it as any failure. With
+``max_wait=s`` a call that would be refused waits instead, when its turn comes within ``s``
+seconds: it reserves the next free place at once (first come, first served) and sleeps until
+then; a cancelled waiter gives its place back when nobody reserved after it. With
+``key=callable`` each key (``key(*args, **kwargs)``) gets its own bucket, in a bounded C table
+(``max_keys``) that only forgets keys whose bucket is full again.
+
+An admitted call costs one check in C and runs the function's own coroutine. The token is
+taken when the decorated function is called (when its coroutine is made), not when it is
+awaited.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from types import TracebackType
+from typing import Any, ClassVar, Final, Protocol, runtime_checkable
+
+from failsafe import _core, _native, events
+from failsafe import testing as _testing
 from failsafe.ratelimit.exceptions import EmptyBucket, RateLimitExceeded
 
-__all__ = ["EmptyBucket", "RateLimitExceeded"]
+__all__ = [
+    "EmptyBucket",
+    "KeyedTokenBucketLimiter",
+    "RateLimitExceeded",
+    "RateLimitListener",
+    "RateLimiter",
+    "SlidingWindowLimiter",
+    "TokenBucket",
+    "TokenBucketLimiter",
+    "ratelimiter",
+    "register_ratelimit_listener",
+    "slidingwindow",
+    "tokenbucket",
+]
+
+_native._bind(rate_limit_exceeded=RateLimitExceeded)
+
+ADMITTED, REJECTED = 0, 1
+_NS: Final = 1_000_000_000
+_MAX_NS: Final = (2**63 - 1) // 4  # the C core's margin for int64 time arithmetic
+_MAX_KEYS: Final = 1 << 30
+
+
+class RateLimitListener:
+    """Rate-limit events. Methods may be sync or async; override the ones you need."""
+
+    def on_rate_limited(self, limiter: Any, retry_after: float) -> Any:
+        """A call was refused; the limit admits again in ``retry_after`` seconds."""
+
+
+def register_ratelimit_listener(listener: Any) -> None:
+    """Adds a listener to every rate limiter, existing and future."""
+    events.register_listener("ratelimit", listener)
+
+
+def _check_count(value: object, param: str) -> int:
+    return int(_core.check_number(value, param, allow_zero=False, integer=True))
+
+
+def _check_period_ns(value: object, param: str) -> int:
+    secs = _core.check_number(value, param, allow_zero=False)
+    ns = round(float(secs) * _NS)
+    if not 1 <= ns <= _MAX_NS:
+        raise ValueError(f"{param} must be between 1e-09 and {_MAX_NS / _NS:.0f} seconds")
+    return ns
+
+
+def _check_max_wait_ns(value: object) -> int:
+    secs = float(_core.check_number(value, "max_wait", allow_inf=True))
+    return _MAX_NS if math.isinf(secs) else min(_MAX_NS, round(secs * _NS))
+
+
+class _Limiter(_core.Component, _native.Limiter):
+    """What every limiter adds in Python: validation, the decorator and ``async with`` forms,
+    ``acquire()``, the waiting slow path and stats. The C base decides every call."""
+
+    PATTERN: ClassVar[str] = "ratelimit"
+    METRICS: ClassVar[tuple[str, ...]] = ("admitted", "rejected")
+
+    max_executions: int
+    per_time_secs: float
+    max_wait: float
+
+    def _setup(
+        self,
+        max_executions: object,
+        per_time_secs: object,
+        bucket_size: object,
+        *,
+        sliding: bool,
+        max_wait: object,
+        key: object,
+        max_keys: object,
+        name: str | None,
+        listeners: Iterable[Any] | None,
+        event_manager: Any,
+    ) -> None:
+        self._init_component(name, listeners)
+        self._event_manager = events.check_event_manager(event_manager)
+        count = _check_count(max_executions, "max_executions")
+        period_ns = _check_period_ns(per_time_secs, "per_time_secs")
+        burst = count if bucket_size is None else _check_count(bucket_size, "bucket_size")
+        # Rounded up: the limit never admits faster than max_executions per per_time_secs.
+        interval_ns = -(-period_ns // count)
+        if burst > _MAX_NS // interval_ns:
+            raise ValueError(f"bucket_size ({burst}) * per_time_secs / max_executions is too large")
+        if sliding and count > 1 << 24:
+            raise ValueError(f"max_executions must be at most 2**24 for a sliding window: {count}")
+        wait_ns = _check_max_wait_ns(max_wait)
+        kwargs: dict[str, Any] = {}
+        if key is not None:
+            if not callable(key):
+                raise TypeError(f"key must be a callable (*args, **kwargs) -> key, not {key!r}")
+            if inspect.iscoroutinefunction(key):
+                raise TypeError("key must be a sync callable, not an async function")
+            keys = _core.check_number(max_keys, "max_keys", allow_zero=False, integer=True)
+            if keys > _MAX_KEYS:
+                raise ValueError(f"max_keys must be at most 2**30, got {keys}")
+            kwargs = {"key": key, "max_keys": keys}
+        self._configure(
+            interval_ns=interval_ns,
+            burst=count if sliding else burst,
+            sliding=sliding,
+            window_ns=period_ns,
+            max_wait_ns=wait_ns,
+            **kwargs,
+        )
+        self.max_executions = count
+        self.per_time_secs = period_ns / _NS
+        self.bucket_size = count if sliding else burst
+        self.max_wait = math.inf if wait_ns == _MAX_NS else wait_ns / _NS
+
+    # -- decorator and block forms ---------------------------------------------------------
+
+    def __call__[**P, T](
+        self, fn: Callable[P, Awaitable[T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorates an async function (or method): each call must be admitted first."""
+        _core.check_async(fn, "ratelimit")
+        self._adopt_name(fn)
+        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
+        return guard
+
+    async def acquire(self, key: Any = None) -> None:
+        """Takes a token: at once, or after waiting for a reserved place (up to ``max_wait``);
+        raises :class:`RateLimitExceeded` when refused. ``key`` only for a keyed limiter."""
+        ticket = self._acquire(key)
+        if ticket is not None:
+            await self._sleep_until(ticket, key)
+
+    # -- waiting slow path (called by the C base) ------------------------------------------
+
+    async def _sleep_until(self, ticket: tuple[int, int, int], key: Any) -> None:
+        due, a, b = ticket
+        try:
+            # Measured when the waiter runs: with instant waits, earlier waiters have already
+            # moved the fake clock.
+            delay = (due - _native.now_ns()) / _NS
+            if delay > 0:
+                await _testing.sleep(delay)
+        except BaseException:
+            # Cancelled (or closed) while waiting: the place goes back if it is the latest.
+            self._give_back(a, b, key)
+            raise
+        self._count(ADMITTED)
+
+    async def _waiting(
+        self,
+        due: int,
+        a: int,
+        b: int,
+        key: Any,
+        fn: Callable[..., Awaitable[Any]],
+        /,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        await self._sleep_until((due, a, b), key)
+        return await fn(*args, **kwargs)
+
+    def retry_after(self, key: Any = None) -> float:
+        """Seconds until a call would be admitted without waiting (0.0: now)."""
+        return self._retry_after(key)
+
+    def reset(self) -> None:
+        """Forgets every admission: a full bucket (or empty window), no keys."""
+        self._reset()
+
+    def stats(self) -> dict[str, Any]:
+        s = super().stats()
+        s["max_executions"] = self.max_executions
+        s["per_time_secs"] = self.per_time_secs
+        return s
+
+
+class TokenBucketLimiter(_Limiter):
+    """A token bucket shared by every call: ``max_executions`` per ``per_time_secs`` seconds,
+    bursts of ``bucket_size`` (default ``max_executions``). Exact GCRA in C."""
+
+    def __init__(
+        self,
+        max_executions: int,
+        per_time_secs: float,
+        bucket_size: int | None = None,
+        *,
+        max_wait: float = 0,
+        name: str | None = None,
+        listeners: Iterable[Any] | None = None,
+        event_manager: Any = None,
+    ) -> None:
+        self._setup(
+            max_executions,
+            per_time_secs,
+            bucket_size,
+            sliding=False,
+            max_wait=max_wait,
+            key=None,
+            max_keys=None,
+            name=name,
+            listeners=listeners,
+            event_manager=event_manager,
+        )
+
+    @property
+    def bucket(self) -> TokenBucket:
+        """This limiter's bucket (failsafe-py's ``TokenBucket`` interface)."""
+        return TokenBucket._of(self)
+
+    def stats(self) -> dict[str, Any]:
+        s = super().stats()
+        s["bucket_size"] = self.bucket_size
+        s["tokens"] = self._tokens()
+        return s
+
+
+class SlidingWindowLimiter(_Limiter):
+    """At most ``max_executions`` calls in any window of ``per_time_secs`` seconds, exactly:
+    a C log of the last ``max_executions`` admission times (8 bytes each)."""
+
+    def __init__(
+        self,
+        max_executions: int,
+        per_time_secs: float,
+        *,
+        max_wait: float = 0,
+        name: str | None = None,
+        listeners: Iterable[Any] | None = None,
+        event_manager: Any = None,
+    ) -> None:
+        self._setup(
+            max_executions,
+            per_time_secs,
+            None,
+            sliding=True,
+            max_wait=max_wait,
+            key=None,
+            max_keys=None,
+            name=name,
+            listeners=listeners,
+            event_manager=event_manager,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        s = super().stats()
+        s["available"] = int(self._tokens())
+        return s
+
+
+class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
+    """One token bucket per key, ``key(*args, **kwargs)`` of each call, in a bounded C table.
+
+    At most ``max_keys`` keys are held (32 bytes each in C, allocated up front, plus the
+    key objects). A key whose bucket is full again is forgotten when its place is needed; a
+    key still limited never is. When all ``max_keys`` keys are limited, calls with a new key are refused
+    (RateLimitExceeded, retry_after = when the first held key refills): the bound on memory
+    never weakens the limit of a key.
+    """
+
+    def __init__(
+        self,
+        max_executions: int,
+        per_time_secs: float,
+        bucket_size: int | None = None,
+        *,
+        key: Callable[..., Any],
+        max_keys: int = 10_000,
+        max_wait: float = 0,
+        name: str | None = None,
+        listeners: Iterable[Any] | None = None,
+        event_manager: Any = None,
+    ) -> None:
+        if key is None:
+            raise TypeError("key must be a callable (*args, **kwargs) -> key, not None")
+        self._setup(
+            max_executions,
+            per_time_secs,
+            bucket_size,
+            sliding=False,
+            max_wait=max_wait,
+            key=key,
+            max_keys=max_keys,
+            name=name,
+            listeners=listeners,
+            event_manager=event_manager,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        s = super().stats()
+        held, limited, max_keys, _ = self._key_stats()
+        s.update(bucket_size=self.bucket_size, keys=held, limited_keys=limited, max_keys=max_keys)
+        return s
+
+
+RateLimiter = TokenBucketLimiter | SlidingWindowLimiter | KeyedTokenBucketLimiter
+
+
+def tokenbucket(
+    max_executions: int,
+    per_time_secs: float,
+    bucket_size: int | None = None,
+    *,
+    max_wait: float = 0,
+    key: Callable[..., Any] | None = None,
+    max_keys: int = 10_000,
+    name: str | None = None,
+    listeners: Iterable[Any] | None = None,
+    event_manager: Any = None,
+) -> TokenBucketLimiter | KeyedTokenBucketLimiter:
+    """A token-bucket rate limit, as a decorator and an ``async with`` block.
+
+    ``max_wait`` (seconds, default 0): how long a call may wait for its turn instead of being
+    refused. ``key``: a callable of the call's arguments giving the key that has its own
+    bucket (``max_keys`` keys at most, see :class:`KeyedTokenBucketLimiter`).
+    """
+    if key is not None:
+        return KeyedTokenBucketLimiter(
+            max_executions,
+            per_time_secs,
+            bucket_size,
+            key=key,
+            max_keys=max_keys,
+            max_wait=max_wait,
+            name=name,
+            listeners=listeners,
+            event_manager=event_manager,
+        )
+    return TokenBucketLimiter(
+        max_executions,
+        per_time_secs,
+        bucket_size,
+        max_wait=max_wait,
+        name=name,
+        listeners=listeners,
+        event_manager=event_manager,
+    )
+
+
+def slidingwindow(
+    max_executions: int,
+    per_time_secs: float,
+    *,
+    max_wait: float = 0,
+    name: str | None = None,
+    listeners: Iterable[Any] | None = None,
+    event_manager: Any = None,
+) -> SlidingWindowLimiter:
+    """At most ``max_executions`` calls in any window of ``per_time_secs`` seconds (exact),
+    as a decorator and an ``async with`` block; ``max_wait`` as for :func:`tokenbucket`."""
+    return SlidingWindowLimiter(
+        max_executions,
+        per_time_secs,
+        max_wait=max_wait,
+        name=name,
+        listeners=listeners,
+        event_manager=event_manager,
+    )
+
+
+@runtime_checkable
+class _Acquirable(Protocol):
+    def acquire(self) -> Awaitable[Any]: ...
+
+
+class _AcquireFirst:
+    """``ratelimiter(obj)`` for any object with ``async acquire()``: awaits it before each call
+    or block."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: _Acquirable) -> None:
+        self._limiter = limiter
+
+    def __call__[**P, T](
+        self, fn: Callable[P, Awaitable[T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        _core.check_async(fn, "ratelimiter")
+        limiter = self._limiter
+
+        async def limited(*args: P.args, **kwargs: P.kwargs) -> T:
+            await limiter.acquire()
+            return await fn(*args, **kwargs)
+
+        import functools
+
+        return functools.wraps(fn)(limited)
+
+    async def __aenter__(self) -> None:
+        await self._limiter.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+def ratelimiter(limiter: Any) -> Any:
+    """A decorator and ``async with`` block around ``limiter``: a failsafe limiter itself
+    (its C fast path), or any object with ``async acquire()`` awaited before each call."""
+    if isinstance(limiter, _Limiter):
+        return limiter
+    if not isinstance(limiter, _Acquirable) or not callable(limiter.acquire):
+        raise TypeError(f"limiter must have an async acquire() method, not {limiter!r}")
+    return _AcquireFirst(limiter)
+
+
+class TokenBucket:
+    """failsafe-py's bucket interface: ``tokens``, ``empty`` and ``await take()`` (raises
+    :class:`EmptyBucket` when no token is left). Backed by a :class:`TokenBucketLimiter`."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(
+        self, max_executions: int, per_time_secs: float, bucket_size: int | None = None
+    ) -> None:
+        self._limiter = TokenBucketLimiter(max_executions, per_time_secs, bucket_size)
+
+    @classmethod
+    def _of(cls, limiter: TokenBucketLimiter) -> TokenBucket:
+        bucket = cls.__new__(cls)
+        bucket._limiter = limiter
+        return bucket
+
+    @property
+    def limiter(self) -> TokenBucketLimiter:
+        return self._limiter
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now (a partial token shows as a fraction)."""
+        return self._limiter._tokens()
+
+    @property
+    def empty(self) -> bool:
+        """No whole token available now."""
+        return self._limiter._tokens() < 1
+
+    async def take(self) -> None:
+        """Takes a token now, or raises EmptyBucket (with retry_after) when none is left."""
+        if not self._limiter.try_acquire():
+            raise EmptyBucket(retry_after=self._limiter._retry_after())
+
+    def __repr__(self) -> str:
+        lim = self._limiter
+        return (
+            f"TokenBucket(max_executions={lim.max_executions},"
+            f" per_time_secs={lim.per_time_secs}, bucket_size={lim.bucket_size},"
+            f" tokens={self.tokens:.3f})"
+        )
