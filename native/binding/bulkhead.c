@@ -160,7 +160,7 @@ static void bh_release_slot(BulkheadObject *b)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Rejection */
+/* Refusals */
 
 static int bh_build_messages(BulkheadObject *b)
 {
@@ -258,117 +258,6 @@ static const fs_policy_ops bh_ops = {
     .abandon = bh_abandon,
 };
 
-/* ------------------------------------------------------------------------------------------ */
-/* Rejection: what a refused decorated call returns, an awaitable that raises its BulkheadFull */
-
-typedef struct BulkheadRejection {
-    PyObject_HEAD
-    PyObject *exc;          /* raised by the first drive, then NULL */
-} BulkheadRejection;
-
-static PySendResult rej_am_send(PyObject *self, PyObject *Py_UNUSED(arg), PyObject **presult)
-{
-    BulkheadRejection *r = (BulkheadRejection *)self;
-    *presult = NULL;
-    if (r->exc == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
-        return PYGEN_ERROR;
-    }
-    PyObject *exc = r->exc;
-    r->exc = NULL;
-    PyErr_SetRaisedException(exc);
-    return PYGEN_ERROR;
-}
-
-static PyObject *rej_iternext(PyObject *self)
-{
-    PyObject *res;
-    rej_am_send(self, Py_None, &res);
-    return NULL;
-}
-
-static PyObject *rej_send(PyObject *self, PyObject *Py_UNUSED(arg))
-{
-    return rej_iternext(self);
-}
-
-/* Thrown into before it ran: the thrown exception ends it (its own is dropped). */
-static PyObject *rej_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
-        return NULL;
-    }
-    Py_CLEAR(((BulkheadRejection *)self)->exc);
-    PyObject *typ = args[0];
-    PyObject *val = nargs > 1 ? args[1] : Py_None;
-    if (PyExceptionInstance_Check(typ)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-    }
-    else if (PyExceptionClass_Check(typ)) {
-        PyErr_SetObject(typ, val == Py_None ? NULL : val);
-    }
-    else {
-        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
-    }
-    return NULL;
-}
-
-static PyObject *rej_close(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    Py_CLEAR(((BulkheadRejection *)self)->exc);
-    Py_RETURN_NONE;
-}
-
-static int rej_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((BulkheadRejection *)self)->exc);
-    return 0;
-}
-
-static int rej_clear(PyObject *self)
-{
-    Py_CLEAR(((BulkheadRejection *)self)->exc);
-    return 0;
-}
-
-static void rej_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    rej_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef rej_methods[] = {
-    {"send", rej_send, METH_O, NULL},
-    {"throw", (PyCFunction)(void (*)(void))rej_throw, METH_FASTCALL, NULL},
-    {"close", rej_close, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot rej_slots[] = {
-    {Py_am_await, PyObject_SelfIter},
-    {Py_am_send, rej_am_send},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, rej_iternext},
-    {Py_tp_methods, rej_methods},
-    {Py_tp_traverse, rej_traverse},
-    {Py_tp_clear, rej_clear},
-    {Py_tp_dealloc, rej_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec rej_spec = {
-    .name = "failsafe._native.BulkheadRejection",
-    .basicsize = sizeof(BulkheadRejection),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = rej_slots,
-};
-
 /* _call_slow(fn, *args, **kwargs): a decorated call that found no free slot. Full (or not
  * allowed to wait): counted and reported now, raised when awaited. Otherwise the Python slow
  * path, which queues when it first runs. */
@@ -379,18 +268,7 @@ static PyObject *bh_call_slow(PyObject *self, PyObject *const *args, size_t narg
     fs_state *st = b->base.st;
     fs_bh_verdict v = fs_bulkhead_peek(&b->core);
     if (v == FS_BH_FULL || (v == FS_BH_WAIT && b->max_wait == 0.0)) {
-        PyObject *exc = bh_refusal(b, v == FS_BH_WAIT);
-        if (exc == NULL) {
-            return NULL;
-        }
-        BulkheadRejection *r = PyObject_GC_New(BulkheadRejection, st->BulkheadRejection_Type);
-        if (r == NULL) {
-            Py_DECREF(exc);
-            return NULL;
-        }
-        r->exc = exc;
-        PyObject_GC_Track(r);
-        return (PyObject *)r;
+        return fs_rejected_new(st, bh_refusal(b, v == FS_BH_WAIT));
     }
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
@@ -849,10 +727,6 @@ static int bh_setup(PyObject *module, fs_state *st)
     if (st->str_acquire_slow == NULL || st->str_queued_call == NULL) {
         return -1;
     }
-    st->BulkheadRejection_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &rej_spec, NULL);
-    if (st->BulkheadRejection_Type == NULL) {
-        return -1;
-    }
     st->BulkheadWaiter_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &waiter_spec, NULL);
     st->Bulkhead_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &bh_spec, NULL);
     if (st->BulkheadWaiter_Type == NULL || st->Bulkhead_Type == NULL
@@ -866,7 +740,6 @@ static int bh_part_traverse(fs_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Bulkhead_Type);
     Py_VISIT(st->BulkheadWaiter_Type);
-    Py_VISIT(st->BulkheadRejection_Type);
     return 0;
 }
 
@@ -874,7 +747,6 @@ static void bh_part_clear(fs_state *st)
 {
     Py_CLEAR(st->Bulkhead_Type);
     Py_CLEAR(st->BulkheadWaiter_Type);
-    Py_CLEAR(st->BulkheadRejection_Type);
     Py_CLEAR(st->str_acquire_slow);
     Py_CLEAR(st->str_queued_call);
 }

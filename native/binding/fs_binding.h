@@ -75,13 +75,11 @@ typedef struct fs_state {
     /* bulkhead.c */
     PyTypeObject *Bulkhead_Type;
     PyTypeObject *BulkheadWaiter_Type;
-    PyTypeObject *BulkheadRejection_Type;
     PyObject *str_acquire_slow;     /* "_acquire_slow" */
     PyObject *str_queued_call;      /* "_queued_call" */
     /* ratelimit.c */
     PyTypeObject *Limiter_Type;
     PyTypeObject *KeyedLimiter_Type;
-    PyTypeObject *Rejection_Type;   /* the awaitable a rejected call returns */
     PyObject *str_waiting;          /* "_waiting" */
     PyObject *str_after;            /* "_after": RateLimitExceeded's one attribute */
     PyObject *rl_args;              /* ("Rate limit exceeded",): its args */
@@ -374,6 +372,10 @@ typedef struct FsBudgetObject {
 /* The iterator that drives an awaitable: exact coroutines and generators as they are, others
  * through __await__ (new reference), or NULL with TypeError. */
 PyObject *fs_awaitable_iter(PyObject *aw);
+
+/* The awaitable a refused call returns: it raises exc (stolen) where it is awaited, as a
+ * coroutine would. NULL (exc released) with an exception set on failure, or when exc is NULL. */
+PyObject *fs_rejected_new(fs_state *st, PyObject *exc);
 
 /* Frees the recycled GuardedCall objects (module clear). */
 void fs_call_freelist_clear(fs_state *st);

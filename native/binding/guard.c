@@ -857,11 +857,20 @@ static PyObject *guard_rejected(fs_state *st)
     if (!PyErr_ExceptionMatches(PyExc_Exception)) {
         return NULL;
     }
+    return fs_rejected_new(st, PyErr_GetRaisedException());
+}
+
+PyObject *fs_rejected_new(fs_state *st, PyObject *exc)
+{
+    if (exc == NULL) {
+        return NULL;
+    }
     FsRejected *r = PyObject_GC_New(FsRejected, st->Rejected_Type);
     if (r == NULL) {
+        Py_DECREF(exc);
         return NULL;    /* MemoryError replaces the refusal */
     }
-    r->exc = PyErr_GetRaisedException();
+    r->exc = exc;
     PyObject_GC_Track(r);
     return (PyObject *)r;
 }

@@ -7,7 +7,7 @@
  * An admitted call costs the admit hook only: it returns 0 and the guard hands back fn's own
  * coroutine. Any other decision returns FS_ADMIT_SLOW after leaving it in the `pending` fields;
  * the guard calls _call_slow(fn, *args, **kwargs) at once (no Python code runs in between),
- * which turns it into a Rejection (an awaitable raising RateLimitExceeded when awaited, so a
+ * which turns it into a RejectedCall (an awaitable raising RateLimitExceeded when awaited, so a
  * rejection reaches the awaiting code as any failure of the call would: fallback and retry see
  * it) or into the Python waiter `_waiting`, which sleeps until the place it reserved. */
 #include "fs_binding.h"
@@ -44,11 +44,6 @@ typedef struct FsLimiter {
     int64_t pending_a, pending_b;   /* reservation ticket (see limiter_decide) */
     PyObject *pending_key;      /* strong or NULL */
 } FsLimiter;
-
-typedef struct FsRejection {
-    PyObject_HEAD
-    PyObject *exc;              /* raised at the first await; NULL afterwards */
-} FsRejection;
 
 /* ------------------------------------------------------------------------------------------ */
 /* Decisions */
@@ -289,131 +284,6 @@ static const fs_policy_ops limiter_ops = {.admit = limiter_admit};
 static const fs_policy_ops keyed_ops = {.admit = keyed_admit};
 
 /* ------------------------------------------------------------------------------------------ */
-/* Rejection: an awaitable that raises its exception at the first await */
-
-static PyObject *rejection_new(fs_state *st, PyObject *exc)
-{
-    FsRejection *r = PyObject_GC_New(FsRejection, st->Rejection_Type);
-    if (r == NULL) {
-        return NULL;
-    }
-    r->exc = Py_NewRef(exc);
-    PyObject_GC_Track(r);
-    return (PyObject *)r;
-}
-
-static PySendResult rejection_am_send(PyObject *self, PyObject *Py_UNUSED(arg),
-                                      PyObject **result)
-{
-    FsRejection *r = (FsRejection *)self;
-    *result = NULL;
-    PyObject *exc = r->exc;
-    if (exc == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
-        return PYGEN_ERROR;
-    }
-    r->exc = NULL;
-    PyErr_SetRaisedException(exc);
-    return PYGEN_ERROR;
-}
-
-static PyObject *rejection_iternext(PyObject *self)
-{
-    PyObject *res;
-    rejection_am_send(self, Py_None, &res);
-    return NULL;
-}
-
-static PyObject *rejection_send(PyObject *self, PyObject *arg)
-{
-    PyObject *res;
-    rejection_am_send(self, arg, &res);
-    return NULL;
-}
-
-/* throw(exc) / throw(type[, value[, tb]]): as a coroutine that never started, raises it. */
-static PyObject *rejection_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
-        return NULL;
-    }
-    Py_CLEAR(((FsRejection *)self)->exc);
-    PyObject *typ = args[0];
-    if (PyExceptionInstance_Check(typ)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-        return NULL;
-    }
-    if (PyExceptionClass_Check(typ)) {
-        PyErr_SetObject(typ, nargs > 1 ? args[1] : NULL);
-        return NULL;
-    }
-    PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
-    return NULL;
-}
-
-static PyObject *rejection_close(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    Py_CLEAR(((FsRejection *)self)->exc);
-    Py_RETURN_NONE;
-}
-
-static PyObject *rejection_await(PyObject *self)
-{
-    return Py_NewRef(self);
-}
-
-static int rejection_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((FsRejection *)self)->exc);
-    return 0;
-}
-
-static int rejection_clear(PyObject *self)
-{
-    Py_CLEAR(((FsRejection *)self)->exc);
-    return 0;
-}
-
-static void rejection_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    rejection_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef rejection_methods[] = {
-    {"send", rejection_send, METH_O, "Raises the rejection."},
-    {"throw", (PyCFunction)(void (*)(void))rejection_throw, METH_FASTCALL,
-     "Raises the exception thrown in."},
-    {"close", rejection_close, METH_NOARGS, "Drops the rejection."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot rejection_slots[] = {
-    {Py_am_await, rejection_await},
-    {Py_am_send, rejection_am_send},
-    {Py_tp_iter, rejection_await},
-    {Py_tp_iternext, rejection_iternext},
-    {Py_tp_methods, rejection_methods},
-    {Py_tp_traverse, rejection_traverse},
-    {Py_tp_clear, rejection_clear},
-    {Py_tp_dealloc, rejection_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec rejection_spec = {
-    .name = "failsafe._native.Rejection",
-    .basicsize = sizeof(FsRejection),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = rejection_slots,
-};
-
-/* ------------------------------------------------------------------------------------------ */
 /* Limiter methods */
 
 /* _call_slow(fn, *args, **kwargs): the decision admit left pending, as an awaitable. */
@@ -447,9 +317,7 @@ static PyObject *limiter_call_slow(PyObject *self, PyObject *const *args, size_t
         if (exc == NULL) {
             return NULL;
         }
-        PyObject *r = rejection_new(o->base.st, exc);
-        Py_DECREF(exc);
-        return r;
+        return fs_rejected_new(o->base.st, exc);
     }
     /* self._waiting(due_ns, a, b, key, fn, *args, **kwargs) */
     Py_ssize_t total = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
@@ -548,7 +416,7 @@ static PyObject *limiter_acquire(PyObject *self, PyObject *args, PyObject *kwarg
 }
 
 /* `async with limiter:` (unkeyed): __aenter__ answers a ready awaitable when admitted (no
- * coroutine), a Rejection when refused, and the Python waiter self._sleep_until(ticket, None)
+ * coroutine), a RejectedCall when refused, and the Python waiter self._sleep_until(ticket, None)
  * when a place was reserved. */
 static PyObject *limiter_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
 {
@@ -573,9 +441,7 @@ static PyObject *limiter_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
         if (exc == NULL) {
             return NULL;
         }
-        PyObject *r = rejection_new(st, exc);
-        Py_DECREF(exc);
-        return r;
+        return fs_rejected_new(st, exc);
     }
     if (dec == DEC_ERROR) {
         return NULL;
@@ -981,10 +847,6 @@ static int ratelimit_setup(PyObject *module, fs_state *st)
     if (st->str_waiting == NULL || st->str_after == NULL || st->rl_args == NULL) {
         return -1;
     }
-    st->Rejection_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &rejection_spec, NULL);
-    if (st->Rejection_Type == NULL || PyModule_AddType(module, st->Rejection_Type) < 0) {
-        return -1;
-    }
     st->Limiter_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &limiter_spec, NULL);
     if (st->Limiter_Type == NULL) {
         return -1;
@@ -1004,7 +866,6 @@ static int ratelimit_traverse(fs_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Limiter_Type);
     Py_VISIT(st->KeyedLimiter_Type);
-    Py_VISIT(st->Rejection_Type);
     return 0;
 }
 
@@ -1012,7 +873,6 @@ static void ratelimit_clear(fs_state *st)
 {
     Py_CLEAR(st->Limiter_Type);
     Py_CLEAR(st->KeyedLimiter_Type);
-    Py_CLEAR(st->Rejection_Type);
     Py_CLEAR(st->str_waiting);
     Py_CLEAR(st->str_after);
     Py_CLEAR(st->rl_args);

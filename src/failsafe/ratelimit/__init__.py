@@ -285,8 +285,8 @@ class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
 
     At most ``max_keys`` keys are held (32 bytes each in C, allocated up front, plus the
     key objects). A key whose bucket is full again is forgotten when its place is needed; a
-    key still limited never is. When all ``max_keys`` keys are limited, calls with a new key are refused
-    (RateLimitExceeded, retry_after = when the first held key refills): the bound on memory
+    key still limited never is. When all ``max_keys`` keys are limited, calls with a new key are
+    refused (RateLimitExceeded, retry_after = when the first held key refills): the bound on memory
     never weakens the limit of a key.
     """
 
