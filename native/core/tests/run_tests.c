@@ -21,7 +21,7 @@ void fs_test_fail(const char *file, int line, const char *fmt, ...)
 
 int main(void)
 {
-    const fs_test *suites[] = {rng_tests, backoff_tests, budget_tests, heap_tests, gcra_tests};
+    const fs_test *suites[] = {rng_tests, backoff_tests, budget_tests, heap_tests, gcra_tests, breaker_tests};
     int passed = 0, failed = 0;
     for (size_t s = 0; s < sizeof suites / sizeof suites[0]; s++) {
         for (const fs_test *t = suites[s]; t->fn; t++) {

@@ -48,5 +48,6 @@ extern const fs_test backoff_tests[];
 extern const fs_test budget_tests[];
 extern const fs_test heap_tests[];
 extern const fs_test gcra_tests[];
+extern const fs_test breaker_tests[];
 
 #endif
