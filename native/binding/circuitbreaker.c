@@ -5,7 +5,12 @@
  * A call's admission token (its state period, and whether it holds a probe slot) lives in the
  * FsCall (pword), never on the policy. Outcomes: a result is a success; an Exception matching
  * `on` is a failure; anything else (a non-matching exception, CancelledError, GeneratorExit,
- * close()) ends the admission without an outcome, freeing its probe slot. */
+ * close()) ends the admission without an outcome, freeing its probe slot.
+ *
+ * A rejected call raises BreakerFailing when it is awaited, not when the function is called,
+ * as an `async def` would: admit answers FS_ADMIT_SLOW, and _call_slow (in C) hands back a
+ * Rejection awaitable that raises on its first step. So a guard stacked outside the breaker
+ * (fallback, retry) sees the rejection as the outcome of the call it guards. */
 #include "fs_binding.h"
 #include "fs_breaker.h"
 
@@ -131,8 +136,10 @@ static int breaker_end(FsBreaker *b, uint64_t token, int64_t t0_ns, PyObject *ex
             return failure;
         }
     }
+    /* A success needs the time only for a time window or slow calls; a failure may open
+     * the breaker, which starts the break now. */
     int64_t now = 0, duration = 0;
-    if (b->time_at_end) {
+    if (b->time_at_end || failure) {
         now = fs_now_ns(b->base.st);
         duration = now - t0_ns;
     }
@@ -153,7 +160,7 @@ static int breaker_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args),
     if (b->core.state == FS_BR_WORKING) {
         return 1;
     }
-    /* Reject before any call object exists; an admission is taken in init_call. */
+    /* The admission itself is taken in init_call; a rejection goes to _call_slow. */
     int64_t after = -1;
     unsigned tr = 0;
     int old = b->core.state;
@@ -161,7 +168,7 @@ static int breaker_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args),
     if (tr != 0 && breaker_events(b, EV_NONE, NULL, old, tr) < 0) {
         return -1;
     }
-    return reject ? breaker_reject(b, after) : 1;
+    return reject ? FS_ADMIT_SLOW : 1;
 }
 
 static int breaker_init_call(FsCall *c)
@@ -210,6 +217,176 @@ static const fs_policy_ops breaker_ops = {
     .finish = breaker_finish,
     .abandon = breaker_abandon,
 };
+
+/* ------------------------------------------------------------------------------------------ */
+/* Rejection: what a rejected guarded call returns; its first step raises the exception */
+
+typedef struct RejectionObject {
+    PyObject_HEAD
+    PyObject *exc;              /* raised once, then NULL */
+} RejectionObject;
+
+static PyObject *rejection_raise(PyObject *self)
+{
+    RejectionObject *r = (RejectionObject *)self;
+    PyObject *exc = r->exc;
+    if (exc == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return NULL;
+    }
+    r->exc = NULL;
+    PyErr_SetRaisedException(exc);
+    return NULL;
+}
+
+static PySendResult rejection_am_send(PyObject *self, PyObject *Py_UNUSED(arg),
+                                      PyObject **presult)
+{
+    *presult = NULL;
+    rejection_raise(self);
+    return PYGEN_ERROR;
+}
+
+static PyObject *rejection_send(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    return rejection_raise(self);
+}
+
+/* throw(): the thrown exception ends it, as for a coroutine that never started. */
+static PyObject *rejection_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    Py_CLEAR(((RejectionObject *)self)->exc);
+    PyObject *typ = args[0];
+    PyObject *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val == Py_None ? NULL : val);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *rejection_close(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    Py_CLEAR(((RejectionObject *)self)->exc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *rejection_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static int rejection_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((RejectionObject *)self)->exc);
+    return 0;
+}
+
+static int rejection_clear(PyObject *self)
+{
+    Py_CLEAR(((RejectionObject *)self)->exc);
+    return 0;
+}
+
+static void rejection_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    rejection_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef rejection_methods[] = {
+    {"send", rejection_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))rejection_throw, METH_FASTCALL, NULL},
+    {"close", rejection_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot rejection_slots[] = {
+    {Py_am_await, rejection_await},
+    {Py_am_send, rejection_am_send},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, rejection_raise},
+    {Py_tp_methods, rejection_methods},
+    {Py_tp_traverse, rejection_traverse},
+    {Py_tp_clear, rejection_clear},
+    {Py_tp_dealloc, rejection_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec rejection_spec = {
+    .name = "failsafe._native.BreakerRejection",
+    .basicsize = sizeof(RejectionObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = rejection_slots,
+};
+
+/* _call_slow(fn, *args, **kwargs): the guard's call when admit found the breaker rejecting.
+ * Returns a Rejection carrying BreakerFailing; should the breaker admit after all, the call
+ * goes through self._call_admitted(fn, *args, **kwargs) (an `async with self` around it). */
+static PyObject *breaker_call_slow(PyObject *self, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames)
+{
+    FsBreaker *b = (FsBreaker *)self;
+    fs_state *st = b->base.st;
+    int64_t after = -1;
+    unsigned tr = 0;
+    int old = b->core.state;
+    int reject = fs_breaker_would_reject(&b->core, fs_now_ns(st), &after, &tr);
+    if (tr != 0 && breaker_events(b, EV_NONE, NULL, old, tr) < 0) {
+        return NULL;
+    }
+    if (!reject) {
+        Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+        Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+        PyObject *name = PyUnicode_InternFromString("_call_admitted");
+        if (name == NULL) {
+            return NULL;
+        }
+        PyObject **stack = PyMem_Malloc((size_t)(total + 1) * sizeof(PyObject *));
+        if (stack == NULL) {
+            Py_DECREF(name);
+            return PyErr_NoMemory();
+        }
+        stack[0] = self;
+        for (Py_ssize_t i = 0; i < total; i++) {
+            stack[1 + i] = args[i];
+        }
+        PyObject *res =
+            PyObject_VectorcallMethod(name, stack, (size_t)(nargs + 1), kwnames);
+        PyMem_Free(stack);
+        Py_DECREF(name);
+        return res;
+    }
+    breaker_reject(b, after);
+    PyObject *exc = PyErr_GetRaisedException();
+    if (exc == NULL || !PyObject_TypeCheck(exc, (PyTypeObject *)st->errors[FS_E_BREAKER_FAILING])) {
+        /* A listener's interrupt, or no class bound: raise it now. */
+        PyErr_SetRaisedException(exc);
+        return NULL;
+    }
+    RejectionObject *r = PyObject_GC_New(RejectionObject, st->Rejection_Type);
+    if (r == NULL) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    r->exc = exc;
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Type */
@@ -455,6 +632,8 @@ static PyMethodDef breaker_methods[] = {
     FS_POLICY_METHODS,
     {"_configure", (PyCFunction)(void (*)(void))breaker_configure, METH_VARARGS | METH_KEYWORDS,
      "Sets up a fresh working breaker."},
+    {"_call_slow", (PyCFunction)(void (*)(void))breaker_call_slow,
+     METH_FASTCALL | METH_KEYWORDS, "The call of a guard while the breaker rejects."},
     {"_enter", breaker_enter, METH_NOARGS, "Admission of an async with block: a token."},
     {"_exit", (PyCFunction)(void (*)(void))breaker_exit, METH_FASTCALL,
      "_exit(token, t0_ns, exc): the end of an async with block."},
@@ -488,6 +667,11 @@ static PyType_Spec breaker_spec = {
 
 static int breaker_part_setup(PyObject *module, fs_state *st)
 {
+    st->Rejection_Type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &rejection_spec, NULL);
+    if (st->Rejection_Type == NULL) {
+        return -1;
+    }
     st->Breaker_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &breaker_spec, NULL);
     if (st->Breaker_Type == NULL || fs_register_policy_type(st, st->Breaker_Type) < 0) {
         return -1;
@@ -498,12 +682,14 @@ static int breaker_part_setup(PyObject *module, fs_state *st)
 static int breaker_part_traverse(fs_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Breaker_Type);
+    Py_VISIT(st->Rejection_Type);
     return 0;
 }
 
 static void breaker_part_clear(fs_state *st)
 {
     Py_CLEAR(st->Breaker_Type);
+    Py_CLEAR(st->Rejection_Type);
 }
 
 const fs_part fs_breaker_part = {

@@ -68,6 +68,7 @@ typedef struct fs_state {
     /* Types and state of the later parts; each part traverses and clears its own fields. */
     /* circuitbreaker.c */
     PyTypeObject *Breaker_Type;
+    PyTypeObject *Rejection_Type;   /* the awaitable a rejected guarded call returns */
     /* failfast.c */
     PyTypeObject *FailFast_Type;
     /* bulkhead.c */

@@ -348,6 +348,13 @@ class CircuitBreaker(_core.Component, _native.Breaker):
             del self._entries[key]
         self._exit(token, t0, exc)
 
+    async def _call_admitted(
+        self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        # A guarded call that found the breaker rejecting, which admits it after all.
+        async with self:
+            return await fn(*args, **kwargs)
+
     def _events(self, kind: int, exc: BaseException | None, old: int, bits: int) -> None:
         """Called by the C core, only when somebody listens."""
         state = _STATES[old]
