@@ -19,6 +19,7 @@ from hypothesis.stateful import (
     consumes,
     initialize,
     invariant,
+    multiple,
     rule,
 )
 
@@ -1110,6 +1111,10 @@ configs = st.one_of(
 )
 
 
+outcomes = st.sampled_from(["success", "success", "failure", "failure", "ignored", "cancelled"])
+durations = st.sampled_from([0, 0, S, 2 * S])
+
+
 class BreakerMachine(RuleBasedStateMachine):
     """Drives a CircuitBreaker's C engine (its async-with entry points) and the model with the
     same operations and fake clock, and compares them after every step."""
@@ -1153,8 +1158,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.breaker = circuitbreaker(**kwargs)
         self.model = Model(cfg)
 
-    @rule(target=calls)
-    def start(self) -> Any:
+    def _acquire(self) -> tuple[int, int] | None:
         now = self.clock.now_ns
         expected = self.model.acquire(now)
         if expected[0] == "rejected":
@@ -1167,14 +1171,7 @@ class BreakerMachine(RuleBasedStateMachine):
         assert token == expected[1]
         return (token, now)
 
-    @rule(
-        call=consumes(calls),
-        outcome=st.sampled_from(["success", "failure", "ignored", "cancelled"]),
-        extra_ns=st.sampled_from([0, S, 2 * S]),
-    )
-    def end(self, call: tuple[int, int] | None, outcome: str, extra_ns: int) -> None:
-        if call is None:
-            return
+    def _finish(self, call: tuple[int, int], outcome: str, extra_ns: int) -> None:
         token, t0 = call
         now = self.clock.now_ns
         exc: BaseException | None = {
@@ -1187,19 +1184,34 @@ class BreakerMachine(RuleBasedStateMachine):
         kind = outcome if outcome in ("success", "failure") else "ignored"
         self.model.end(token, kind, now - t0 + extra_ns, now)
 
+    @rule(outcome=outcomes, extra_ns=durations)
+    def call(self, outcome: str, extra_ns: int) -> None:
+        """A call that starts and ends before anything else happens (the common case)."""
+        call = self._acquire()
+        if call is not None:
+            self._finish(call, outcome, extra_ns)
+
+    @rule(target=calls)
+    def start(self) -> Any:
+        call = self._acquire()
+        return multiple() if call is None else call
+
+    @rule(call=consumes(calls), outcome=outcomes, extra_ns=durations)
+    def end(self, call: tuple[int, int], outcome: str, extra_ns: int) -> None:
+        self._finish(call, outcome, extra_ns)
+
     @rule(seconds=st.sampled_from([0.5, 1, 2, 3, 5]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
-    @rule()
-    def isolate(self) -> None:
-        self.breaker.isolate()
-        self.model.isolate(self.clock.now_ns)
-
-    @rule()
-    def reset(self) -> None:
-        self.breaker.reset()
-        self.model.reset()
+    @rule(op=st.sampled_from(["isolate", "reset", "neither", "neither", "neither"]))
+    def manual(self, op: str) -> None:
+        if op == "isolate":
+            self.breaker.isolate()
+            self.model.isolate(self.clock.now_ns)
+        elif op == "reset":
+            self.breaker.reset()
+            self.model.reset()
 
     @invariant()
     def same(self) -> None:
@@ -1222,7 +1234,7 @@ class BreakerMachine(RuleBasedStateMachine):
 
 
 TestBreakerModel = BreakerMachine.TestCase
-TestBreakerModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestBreakerModel.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
 
 
 def test_native_type_is_registered() -> None:

@@ -37,7 +37,7 @@ typedef struct FsBreaker {
     void *window;               /* the core's window storage (PyMem), or NULL */
     PyObject *on;               /* tuple of exception classes, or NULL */
     PyObject *on_pred;          /* predicate over the exception, or NULL */
-    int time_at_end;            /* outcomes need the time (time window or slow calls) */
+    int time_at_end;            /* every outcome needs the time (windows, slow calls) */
 } FsBreaker;
 
 /* Bumps the transition counters of bits and, when somebody listens, hands the events to
@@ -136,8 +136,8 @@ static int breaker_end(FsBreaker *b, uint64_t token, int64_t t0_ns, PyObject *ex
             return failure;
         }
     }
-    /* A success needs the time only for a time window or slow calls; a failure may open
-     * the breaker, which starts the break now. */
+    /* A success of a consecutive breaker without slow-call detection needs no time; any
+     * outcome that may open the breaker does (the break starts now). */
     int64_t now = 0, duration = 0;
     if (b->time_at_end || failure) {
         now = fs_now_ns(b->base.st);
@@ -500,7 +500,8 @@ static PyObject *breaker_configure(PyObject *self, PyObject *args, PyObject *kwa
     }
     Py_XSETREF(b->on, on == Py_None ? NULL : Py_NewRef(on));
     Py_XSETREF(b->on_pred, on_pred == Py_None ? NULL : Py_NewRef(on_pred));
-    b->time_at_end = mode == FS_BR_TIME_WINDOW || slow_ns > 0;
+    /* A window may trip on a success too, and the break starts at that time. */
+    b->time_at_end = mode != FS_BR_CONSECUTIVE || slow_ns > 0;
     if (slow_ns > 0) {
         b->base.flags |= FS_POL_NEEDS_T0;
     }
