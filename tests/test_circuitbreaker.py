@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import pickle
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -816,6 +817,13 @@ def test_breaker_failing() -> None:
     assert e.retry_after is None
     e = BreakerFailing("m", retry_after=1.5)
     assert e.retry_after == 1.5 == e.retry_after_seconds
+    assert BreakerFailing(message="kw").args == ("kw",)
+    e.add_note("note")
+    copy = pickle.loads(pickle.dumps(e))
+    assert type(copy) is BreakerFailing
+    assert copy.args == ("m",)
+    assert copy.retry_after == 1.5
+    assert copy.__notes__ == ["note"]
     with pytest.raises(TypeError):
         BreakerFailing("m", 1.5)  # type: ignore[misc]
 
