@@ -10,7 +10,10 @@ from typing import Any
 
 from cases import Case, f
 
-REJECT = "try:\n    r = await g()\nexcept ValueError:\n    r = 'called'\nexcept Exception:\n    r = 'rejected'"
+REJECT = (
+    "try:\n    r = await g()\nexcept ValueError:\n    r = 'called'\n"
+    "except Exception:\n    r = 'rejected'"
+)
 
 
 async def _failing() -> int:
@@ -95,12 +98,13 @@ CASES.append(
     )
 )
 for _impl, _setup, _closed, _open in IMPLS:
+    _n = TRIP.get(_impl, 5)
     CASES.append(
         Case(
             "breaker",
             "open (rejecting)",
             _impl,
-            lambda s=_setup, n=TRIP.get(_impl, 5): _trip(s(_failing), n),
+            lambda s=_setup, n=_n: _trip(s(_failing), n),
             REJECT,
             expect="rejected",
             budget=_open,

@@ -503,6 +503,37 @@ async def test_throw_into_a_probe(clock: FakeClock) -> None:
     assert br.state == "failing"  # the probe failed with a matching exception
 
 
+async def test_rejection_is_raised_when_awaited(clock: FakeClock) -> None:
+    br = consecutive_breaker(Boom, 1, 10)
+    run = guarded(br)
+    await fail_n(run, 1)
+    call = run(ok)  # no exception yet: as an async def, the call fails when awaited
+    assert asyncio.iscoroutine(call)
+    with pytest.raises(BreakerFailing):
+        await call
+    with pytest.raises(RuntimeError, match="reuse"):
+        await call
+    unawaited = run(ok)
+    unawaited.close()  # no "never awaited" warning (warnings are errors here)
+    with pytest.raises(BreakerFailing):
+        await asyncio.create_task(run(ok))
+    thrown = run(ok)
+    with pytest.raises(KeyError):
+        thrown.throw(KeyError("in"))
+    assert br.stats()["rejected"] == 4
+
+
+async def test_call_slow_admits_when_the_breaker_let_go(clock: FakeClock) -> None:
+    br = consecutive_breaker(Boom, 1, 10, 1)
+
+    async def add(a: int, *, b: int) -> int:
+        return a + b
+
+    # The guard's slow path decides again when called: working now, so the call runs.
+    assert await br._call_slow(add, 1, b=2) == 3
+    assert br.stats()["success"] == 1
+
+
 # ------------------------------------------------------------------------------------------
 # async with
 
