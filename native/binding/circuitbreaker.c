@@ -67,12 +67,20 @@ static int breaker_events(FsBreaker *b, int kind, PyObject *exc, int old, unsign
     return 0;
 }
 
-/* Raises BreakerFailing for a rejection at now (always returns -1). */
-static int breaker_reject(FsBreaker *b, int64_t retry_after_ns)
+/* Counts a rejection and reports it, then raises BreakerFailing. Always returns -1; *raised
+ * (when not NULL) tells whether the exception set is BreakerFailing (1) or a listener's
+ * KeyboardInterrupt / SystemExit (0). */
+static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised)
 {
     b->base.counters[C_REJECTED]++;
+    if (raised != NULL) {
+        *raised = 0;
+    }
     if (breaker_events(b, EV_REJECTED, NULL, b->core.state, 0) < 0) {
         return -1;
+    }
+    if (raised != NULL) {
+        *raised = 1;
     }
     fs_error_after(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG,
                    retry_after_ns < 0 ? -1.0 : (double)retry_after_ns / 1e9);
@@ -97,7 +105,7 @@ static int breaker_acquire(FsBreaker *b, uint64_t *token)
         return -1;
     }
     if (a == FS_BR_REJECTED) {
-        return breaker_reject(b, after);
+        return breaker_reject(b, after, NULL);
     }
     return 0;
 }
@@ -371,13 +379,12 @@ static PyObject *breaker_call_slow(PyObject *self, PyObject *const *args, size_t
         Py_DECREF(name);
         return res;
     }
-    breaker_reject(b, after);
-    PyObject *exc = PyErr_GetRaisedException();
-    if (exc == NULL || !PyObject_TypeCheck(exc, (PyTypeObject *)st->errors[FS_E_BREAKER_FAILING])) {
-        /* A listener's interrupt, or no class bound: raise it now. */
-        PyErr_SetRaisedException(exc);
-        return NULL;
+    int raised;
+    breaker_reject(b, after, &raised);
+    if (!raised) {
+        return NULL;    /* a listener's interrupt: raised now */
     }
+    PyObject *exc = PyErr_GetRaisedException();
     RejectionObject *r = PyObject_GC_New(RejectionObject, st->Rejection_Type);
     if (r == NULL) {
         Py_DECREF(exc);
