@@ -342,6 +342,90 @@ static PyType_Spec rejection_spec = {
     .slots = rejection_slots,
 };
 
+/* BreakerFailingBase: the C base of failsafe.circuitbreaker.BreakerFailing. Its tp_init takes
+ * (message="", *, retry_after=None) and stores retry_after as an attribute, so raising a
+ * rejection runs no Python frame. */
+static int bfb_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (n > 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "%.200s() takes at most 1 positional argument (%zd given)",
+                     Py_TYPE(self)->tp_name, n);
+        return -1;
+    }
+    PyObject *message = n == 1 ? PyTuple_GET_ITEM(args, 0) : NULL;
+    PyObject *after = Py_None;
+    if (kwds != NULL) {
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(kwds, &pos, &key, &value)) {
+            if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "retry_after") == 0) {
+                after = value;
+            }
+            else if (message == NULL && PyUnicode_Check(key)
+                     && PyUnicode_CompareWithASCIIString(key, "message") == 0) {
+                /* BaseException.__new__ took args from the positional arguments only. */
+                PyObject *t = PyTuple_Pack(1, value);
+                if (t == NULL) {
+                    return -1;
+                }
+                Py_XSETREF(((PyBaseExceptionObject *)self)->args, t);
+                message = value;
+            }
+            else {
+                PyErr_Format(PyExc_TypeError, "%.200s() got an unexpected keyword argument %R",
+                             Py_TYPE(self)->tp_name, key);
+                return -1;
+            }
+        }
+    }
+    fs_state *st = fs_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return -1;
+    }
+    return PyObject_SetAttr(self, st->str_retry_after, after);
+}
+
+static int bfb_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return ((PyTypeObject *)PyExc_Exception)->tp_traverse(self, visit, arg);
+}
+
+static void bfb_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    ((PyTypeObject *)PyExc_Exception)->tp_dealloc(self);
+    Py_DECREF(tp);  /* a heap type's instances own a reference to it */
+}
+
+static PyType_Slot bfb_slots[] = {
+    {Py_tp_init, bfb_init},
+    {Py_tp_traverse, bfb_traverse},
+    {Py_tp_dealloc, bfb_dealloc},
+    {Py_tp_doc, "Base of BreakerFailing: __init__(message='', *, retry_after=None) in C."},
+    {0, NULL},
+};
+
+static PyType_Spec bfb_spec = {
+    .name = "failsafe._native.BreakerFailingBase",
+    .basicsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = bfb_slots,
+};
+
+static int bfb_setup(PyObject *module)
+{
+    PyObject *base = PyType_FromModuleAndSpec(module, &bfb_spec, PyExc_Exception);
+    if (base == NULL) {
+        return -1;
+    }
+    int r = PyModule_AddObjectRef(module, "BreakerFailingBase", base);
+    Py_DECREF(base);
+    return r;
+}
+
 /* _call_slow(fn, *args, **kwargs): the guard's call when admit found the breaker rejecting.
  * Returns a Rejection carrying BreakerFailing; should the breaker admit after all, the call
  * goes through self._call_admitted(fn, *args, **kwargs) (an `async with self` around it). */
@@ -675,6 +759,9 @@ static PyType_Spec breaker_spec = {
 
 static int breaker_part_setup(PyObject *module, fs_state *st)
 {
+    if (bfb_setup(module) < 0) {
+        return -1;
+    }
     st->Rejection_Type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, &rejection_spec, NULL);
     if (st->Rejection_Type == NULL) {

@@ -115,6 +115,9 @@ def _timeout_pending() -> int: ...
 
 # circuitbreaker.c
 
+class BreakerFailingBase(Exception):
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None: ...
+
 class Breaker(_Policy):
     def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
     def _configure(

@@ -4,27 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from failsafe import _native
 from failsafe.exceptions import FailsafeError
 
 __all__ = ["BreakerFailing"]
 
 
-class BreakerFailing(FailsafeError):
+class BreakerFailing(_native.BreakerFailingBase, FailsafeError):
     """A call was rejected because its circuit breaker is failing (open), or recovering
     (half-open) with every probe slot taken.
 
-    ``retry_after`` is how many seconds remain of the break, when known (``None`` while the
-    breaker is isolated or recovering).
+    ``BreakerFailing(message="", *, retry_after=None)``: ``retry_after`` is how many seconds
+    remain of the break, when known (``None`` while the breaker is isolated or recovering).
     """
 
     __slots__ = ("retry_after",)
 
-    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
-        # BaseException.__new__ already set args from the positional arguments; only the
-        # keyword spelling of message needs them set here (a rejection stays cheap).
-        if message and not self.args:
-            self.args = (message,)
-        self.retry_after = retry_after
+    retry_after: float | None
+
+    # __init__(message="", *, retry_after=None) is the C base's: a rejection runs no Python.
 
     def __reduce__(self) -> tuple[Any, ...]:
         # retry_after lives in a slot, which BaseException's own reduce does not see.
