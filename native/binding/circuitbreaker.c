@@ -91,7 +91,7 @@ static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised)
 static int breaker_acquire(FsBreaker *b, uint64_t *token)
 {
     if (b->core.state == FS_BR_WORKING) {
-        *token = (uint64_t)b->core.epoch << 1;     /* fs_breaker_acquire's working answer */
+        *token = fs_breaker_working_token(&b->core);   /* no clock read on the hot path */
         return 0;
     }
     int64_t after = -1;

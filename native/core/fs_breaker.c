@@ -189,7 +189,7 @@ fs_br_admit fs_breaker_acquire(fs_breaker *b, int64_t now_ns, uint64_t *token,
         return FS_BR_REJECTED;
     }
     if (b->state == FS_BR_WORKING) {
-        *token = make_token(b->epoch, 0);
+        *token = fs_breaker_working_token(b);
         return FS_BR_ADMITTED;
     }
     b->probes++;

@@ -145,6 +145,13 @@ unsigned fs_breaker_record(fs_breaker *b, uint64_t token, fs_br_outcome outcome,
 /* Whether the token's outcome would count (its period is still the current one). */
 int fs_breaker_token_current(const fs_breaker *b, uint64_t token);
 
+/* The token of a working-state admission, for callers that checked b->state == FS_BR_WORKING
+ * themselves (what fs_breaker_acquire answers then, without needing the time). */
+static inline uint64_t fs_breaker_working_token(const fs_breaker *b)
+{
+    return (uint64_t)b->epoch << 1;
+}
+
 /* Whether a token was admitted as a probe. */
 int fs_breaker_token_is_probe(uint64_t token);
 
