@@ -577,6 +577,57 @@ async def test_async_with_nested_and_shared_with_decorator(clock: FakeClock) -> 
     assert br.state == "failing"
 
 
+async def test_async_with_entries_are_per_task(clock: FakeClock) -> None:
+    br = circuitbreaker(on=Boom, failure_threshold=2, slow_call_duration=3)
+    a_in, b_in, a_out = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def a() -> None:
+        async with br:  # enters at 0 s, leaves at 6 s: slow
+            a_in.set()
+            await a_out.wait()
+
+    async def b() -> None:
+        await a_in.wait()
+        clock.advance(5)
+        async with br:  # enters at 5 s, leaves at 6 s: fast
+            b_in.set()
+            await a_out.wait()
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(a()), asyncio.create_task(b())]
+    await b_in.wait()
+    clock.advance(1)
+    a_out.set()
+    await asyncio.gather(*tasks)
+    # a's slow call (a failure for the breaker), then b's fast one: the run of failures is
+    # over. Swapped start times would leave one failure.
+    assert br.stats()["consecutive_failures"] == 0
+    assert br.stats()["success"] == 2  # the metrics say how calls ended: both returned
+    assert br._entries == {}
+
+
+def test_async_with_driven_by_hand() -> None:
+    br = consecutive_breaker(Boom, 1)
+
+    async def block() -> None:
+        async with br:
+            raise Boom
+
+    coro = block()
+    with pytest.raises(Boom):
+        coro.send(None)
+    assert br.state == "failing"
+    assert br._entries == {}
+
+
+async def test_aexit_wants_an_exception_instance() -> None:
+    br = consecutive_breaker()
+    await br.__aenter__()
+    with pytest.raises(TypeError, match="exc"):
+        await br.__aexit__(Boom, Boom, None)  # type: ignore[arg-type]
+    assert br._entries == {}
+
+
 async def test_aexit_without_aenter() -> None:
     br = consecutive_breaker()
     with pytest.raises(RuntimeError, match="without a matching __aenter__"):

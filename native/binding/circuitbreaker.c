@@ -38,6 +38,7 @@ typedef struct FsBreaker {
     PyObject *on;               /* tuple of exception classes, or NULL */
     PyObject *on_pred;          /* predicate over the exception, or NULL */
     int time_at_end;            /* every outcome needs the time (windows, slow calls) */
+    PyObject *entries;          /* `async with`: {task or None: [token, t0_ns, ...]} (owned) */
 } FsBreaker;
 
 /* Bumps the transition counters of bits and, when somebody listens, hands the events to
@@ -232,14 +233,30 @@ static const fs_policy_ops breaker_ops = {
 typedef struct RejectionObject {
     PyObject_HEAD
     PyObject *exc;              /* raised once, then NULL */
+    PyObject *value;            /* or returned once (exc NULL), then NULL */
 } RejectionObject;
 
+/* The first step: raises exc, or ends with value (as a StopIteration when value is not
+ * None). */
 static PyObject *rejection_raise(PyObject *self)
 {
     RejectionObject *r = (RejectionObject *)self;
     PyObject *exc = r->exc;
-    if (exc == NULL) {
+    if (exc == NULL && r->value == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return NULL;
+    }
+    if (exc == NULL) {
+        PyObject *v = r->value;
+        r->value = NULL;
+        if (v == Py_None) {
+            Py_DECREF(v);
+            return NULL;    /* a bare NULL ends iteration with None */
+        }
+        PyObject *stop = fs_stop_iteration_new(v);
+        if (stop != NULL) {
+            PyErr_SetRaisedException(stop);
+        }
         return NULL;
     }
     r->exc = NULL;
@@ -250,13 +267,31 @@ static PyObject *rejection_raise(PyObject *self)
 static PySendResult rejection_am_send(PyObject *self, PyObject *Py_UNUSED(arg),
                                       PyObject **presult)
 {
+    RejectionObject *r = (RejectionObject *)self;
     *presult = NULL;
+    if (r->exc == NULL && r->value != NULL) {
+        *presult = r->value;
+        r->value = NULL;
+        return PYGEN_RETURN;
+    }
     rejection_raise(self);
     return PYGEN_ERROR;
 }
 
 static PyObject *rejection_send(PyObject *self, PyObject *Py_UNUSED(arg))
 {
+    RejectionObject *r = (RejectionObject *)self;
+    if (r->exc == NULL && r->value != NULL) {
+        /* send() reports the end as StopIteration(value), whatever the value. */
+        PyObject *v = r->value;
+        r->value = NULL;
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, v);
+        Py_DECREF(v);
+        if (stop != NULL) {
+            PyErr_SetRaisedException(stop);
+        }
+        return NULL;
+    }
     return rejection_raise(self);
 }
 
@@ -268,6 +303,7 @@ static PyObject *rejection_throw(PyObject *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     Py_CLEAR(((RejectionObject *)self)->exc);
+    Py_CLEAR(((RejectionObject *)self)->value);
     PyObject *typ = args[0];
     PyObject *val = nargs > 1 ? args[1] : Py_None;
     if (PyExceptionInstance_Check(typ)) {
@@ -285,6 +321,7 @@ static PyObject *rejection_throw(PyObject *self, PyObject *const *args, Py_ssize
 static PyObject *rejection_close(PyObject *self, PyObject *Py_UNUSED(unused))
 {
     Py_CLEAR(((RejectionObject *)self)->exc);
+    Py_CLEAR(((RejectionObject *)self)->value);
     Py_RETURN_NONE;
 }
 
@@ -297,13 +334,30 @@ static int rejection_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(((RejectionObject *)self)->exc);
+    Py_VISIT(((RejectionObject *)self)->value);
     return 0;
 }
 
 static int rejection_clear(PyObject *self)
 {
     Py_CLEAR(((RejectionObject *)self)->exc);
+    Py_CLEAR(((RejectionObject *)self)->value);
     return 0;
+}
+
+/* A new awaitable whose first step raises exc or returns value (one of them, stolen). */
+static PyObject *rejection_new(fs_state *st, PyObject *exc, PyObject *value)
+{
+    RejectionObject *r = PyObject_GC_New(RejectionObject, st->Rejection_Type);
+    if (r == NULL) {
+        Py_XDECREF(exc);
+        Py_XDECREF(value);
+        return NULL;
+    }
+    r->exc = exc;
+    r->value = value;
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
 }
 
 static void rejection_dealloc(PyObject *self)
@@ -468,15 +522,7 @@ static PyObject *breaker_call_slow(PyObject *self, PyObject *const *args, size_t
     if (!raised) {
         return NULL;    /* a listener's interrupt: raised now */
     }
-    PyObject *exc = PyErr_GetRaisedException();
-    RejectionObject *r = PyObject_GC_New(RejectionObject, st->Rejection_Type);
-    if (r == NULL) {
-        Py_DECREF(exc);
-        return NULL;
-    }
-    r->exc = exc;
-    PyObject_GC_Track(r);
-    return (PyObject *)r;
+    return rejection_new(st, PyErr_GetRaisedException(), NULL);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -516,6 +562,11 @@ static PyObject *breaker_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     }
     if (fs_policy_init(&b->base, &breaker_ops, FS_PATTERN_CIRCUITBREAKER, 0, "circuitbreaker")
         < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    b->entries = PyDict_New();
+    if (b->entries == NULL) {
         Py_DECREF(b);
         return NULL;
     }
@@ -600,6 +651,111 @@ static PyObject *breaker_configure(PyObject *self, PyObject *args, PyObject *kwa
         b->base.flags &= ~FS_POL_NEEDS_T0;
     }
     Py_RETURN_NONE;
+}
+
+/* The key of the running task's `async with` entries: the task, or None outside one (a
+ * coroutine driven by hand). New reference, or NULL with an error. */
+static PyObject *breaker_task_key(fs_state *st)
+{
+    PyObject *loop = PyObject_Vectorcall(st->get_running_loop, NULL, 0, NULL);
+    if (loop == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        return Py_NewRef(Py_None);
+    }
+    PyObject *task;
+    if (st->current_tasks != NULL) {
+        task = Py_XNewRef(PyDict_GetItemWithError(st->current_tasks, loop));
+        if (task == NULL && !PyErr_Occurred()) {
+            task = Py_NewRef(Py_None);
+        }
+    }
+    else {
+        task = PyObject_CallOneArg(st->current_task, loop);
+    }
+    Py_DECREF(loop);
+    return task;
+}
+
+/* __aenter__(): the admission (BreakerFailing when rejected), kept for this task's __aexit__
+ * as two ints in its stack (token, t0_ns). Returns an awaitable that gives back self. */
+static PyObject *breaker_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsBreaker *b = (FsBreaker *)self;
+    fs_state *st = b->base.st;
+    uint64_t token;
+    if (breaker_acquire(b, &token) < 0) {
+        return NULL;
+    }
+    int64_t t0 = (b->base.flags & FS_POL_NEEDS_T0) ? fs_now_ns(st) : 0;
+    PyObject *key = breaker_task_key(st);
+    PyObject *tok = PyLong_FromUnsignedLongLong(token);
+    PyObject *start = PyLong_FromLongLong(t0);
+    PyObject *stack = NULL;
+    int ok = key != NULL && tok != NULL && start != NULL;
+    if (ok) {
+        stack = Py_XNewRef(PyDict_GetItemWithError(b->entries, key));
+        if (stack == NULL && !PyErr_Occurred()) {
+            stack = PyList_New(0);
+            ok = stack != NULL && PyDict_SetItem(b->entries, key, stack) == 0;
+        }
+        ok = ok && stack != NULL && PyList_Append(stack, tok) == 0
+             && PyList_Append(stack, start) == 0;
+    }
+    Py_XDECREF(key);
+    Py_XDECREF(tok);
+    Py_XDECREF(start);
+    Py_XDECREF(stack);
+    if (!ok) {
+        fs_breaker_release(&b->core, token);
+        return NULL;
+    }
+    return rejection_new(st, NULL, Py_NewRef(self));
+}
+
+/* __aexit__(exc_type, exc, tb): this task's innermost entry ends with exc (None: completed).
+ * Never suppresses the exception. */
+static PyObject *breaker_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    FsBreaker *b = (FsBreaker *)self;
+    fs_state *st = b->base.st;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "__aexit__ takes 3 arguments");
+        return NULL;
+    }
+    PyObject *key = breaker_task_key(st);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *stack = PyDict_GetItemWithError(b->entries, key);    /* borrowed */
+    Py_ssize_t n = stack != NULL ? PyList_GET_SIZE(stack) : 0;
+    if (n < 2) {
+        Py_DECREF(key);
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "CircuitBreaker.__aexit__ without a matching __aenter__ in this task");
+        }
+        return NULL;
+    }
+    uint64_t token = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(stack, n - 2));
+    int64_t t0 = PyLong_AsLongLong(PyList_GET_ITEM(stack, n - 1));
+    int rc = n == 2 ? PyDict_DelItem(b->entries, key) : PyList_SetSlice(stack, n - 2, n, NULL);
+    Py_DECREF(key);
+    if (rc < 0) {
+        return NULL;
+    }
+    PyObject *exc = args[1] == Py_None ? NULL : args[1];
+    if (exc != NULL && !PyExceptionInstance_Check(exc)) {
+        fs_breaker_release(&b->core, token);
+        PyErr_SetString(PyExc_TypeError, "__aexit__: exc must be an exception or None");
+        return NULL;
+    }
+    if (breaker_end(b, token, t0, exc) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(st->ready_none);
 }
 
 /* _enter() -> token: admission of an `async with` block (BreakerFailing when rejected). */
@@ -690,6 +846,7 @@ static int breaker_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(b->on);
     Py_VISIT(b->on_pred);
+    Py_VISIT(b->entries);
     return fs_policy_traverse(&b->base, visit, arg);
 }
 
@@ -698,6 +855,7 @@ static int breaker_clear(PyObject *self)
     FsBreaker *b = (FsBreaker *)self;
     Py_CLEAR(b->on);
     Py_CLEAR(b->on_pred);
+    Py_CLEAR(b->entries);
     Py_CLEAR(b->base.name);
     return 0;
 }
@@ -717,6 +875,8 @@ static void breaker_dealloc(PyObject *self)
 
 static PyMemberDef breaker_members[] = {
     FS_POLICY_MEMBERS,
+    {"_entries", Py_T_OBJECT_EX, offsetof(FsBreaker, entries), Py_READONLY,
+     "async with entries per task"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -726,6 +886,9 @@ static PyMethodDef breaker_methods[] = {
      "Sets up a fresh working breaker."},
     {"_call_slow", (PyCFunction)(void (*)(void))breaker_call_slow,
      METH_FASTCALL | METH_KEYWORDS, "The call of a guard while the breaker rejects."},
+    {"__aenter__", breaker_aenter, METH_NOARGS, "Admission of an async with block."},
+    {"__aexit__", (PyCFunction)(void (*)(void))breaker_aexit, METH_FASTCALL,
+     "The end of an async with block: its outcome."},
     {"_enter", breaker_enter, METH_NOARGS, "Admission of an async with block: a token."},
     {"_exit", (PyCFunction)(void (*)(void))breaker_exit, METH_FASTCALL,
      "_exit(token, t0_ns, exc): the end of an async with block."},

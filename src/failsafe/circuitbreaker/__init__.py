@@ -13,7 +13,9 @@ What counts:
 * with ``slow_call_duration``, a call that takes at least that long (failsafe's clock, which
   ``failsafe.testing.FakeClock`` drives) is slow: without ``slow_call_rate`` a slow call is a
   failure; with it, slow calls have a ratio threshold of their own (window breakers only). A
-  slow probe is a failed probe.
+  slow probe is a failed probe. (The ``success`` and ``failure`` metrics and events say how a
+  call ended: a slow call that returned is a success there, and ``window_slow_calls`` in
+  ``stats()`` shows the slow ones.)
 
 When it opens (one mode per breaker):
 
@@ -33,12 +35,10 @@ when it ends.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from types import TracebackType
-from typing import Any, ClassVar, Final, Self
+from typing import Any, ClassVar, Final
 
 from failsafe import _core, _native, events
 from failsafe.circuitbreaker.exceptions import BreakerFailing
@@ -148,13 +148,6 @@ def _ratio(value: object, param: str) -> float:
     if checked > 1:
         raise ValueError(f"{param} is a ratio in (0, 1], got {checked}")
     return checked
-
-
-def _task_key() -> object:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # no running loop: a coroutine driven by hand
-        return None
 
 
 class CircuitBreaker(_core.Component, _native.Breaker):
@@ -296,7 +289,6 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         )
         self._configure(**config)
         self._recovery_time = recovery
-        self._entries: dict[object, list[tuple[int, int]]] = {}
 
     def __call__[**P, T](
         self, fn: Callable[P, Awaitable[T]]
@@ -316,37 +308,6 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     def recovery_time(self) -> float:
         """The first break's length, in seconds."""
         return self._recovery_time
-
-    # ``async with breaker:``: admission on entry, the outcome on exit. Entries are matched
-    # to exits per task (a stack, so nested blocks work).
-
-    async def __aenter__(self) -> Self:
-        token = self._enter()
-        t0 = _native.now_ns() if self._slow else 0
-        key = _task_key()
-        stack = self._entries.get(key)
-        if stack is None:
-            self._entries[key] = [(token, t0)]
-        else:
-            stack.append((token, t0))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        key = _task_key()
-        stack = self._entries.get(key)
-        if not stack:
-            raise RuntimeError(
-                "CircuitBreaker.__aexit__ without a matching __aenter__ in this task"
-            )
-        token, t0 = stack.pop()
-        if not stack:
-            del self._entries[key]
-        self._exit(token, t0, exc)
 
     async def _call_admitted(
         self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
