@@ -228,7 +228,8 @@ static const fs_policy_ops breaker_ops = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
-/* Rejection: what a rejected guarded call returns; its first step raises the exception */
+/* Rejection: what a rejected guarded call returns (its first step raises BreakerFailing),
+ * also what __aenter__ returns (its first step gives back the breaker) */
 
 typedef struct RejectionObject {
     PyObject_HEAD
