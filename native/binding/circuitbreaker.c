@@ -1,4 +1,733 @@
-/* circuitbreaker: not built yet; its part does nothing. */
+/* Breaker: the circuit breaker policy. The state machine is the core's (fs_breaker); this file
+ * admits or rejects calls, tells the core how each admitted call ended, counts, and reports
+ * events to Python when somebody listens.
+ *
+ * A call's admission token (its state period, and whether it holds a probe slot) lives in the
+ * FsCall (pword), never on the policy. Outcomes: a result is a success; an Exception matching
+ * `on` is a failure; anything else (a non-matching exception, CancelledError, GeneratorExit,
+ * close()) ends the admission without an outcome, freeing its probe slot.
+ *
+ * A rejected call raises BreakerFailing when it is awaited, not when the function is called,
+ * as an `async def` would (the guard's RejectedCall), so a guard stacked outside the breaker
+ * (fallback, retry) sees the rejection as the outcome of the call it guards. */
 #include "fs_binding.h"
+#include "fs_breaker.h"
 
-const fs_part fs_breaker_part = {0};
+#include <stddef.h>
+
+/* Counters, in the order of CircuitBreaker.METRICS. */
+enum {
+    C_WORKING = 0,
+    C_RECOVERING = 1,
+    C_FAILING = 2,
+    C_SUCCESS = 3,
+    C_FAILURE = 4,
+    C_REJECTED = 5
+};
+
+/* Kinds of event report handed to the Python subclass's _events(). */
+enum { EV_NONE = 0, EV_SUCCESS = 1, EV_FAILURE = 2, EV_REJECTED = 3 };
+
+static const char REJECT_MSG[] = "Circuit Breaker is in the failing state";
+
+typedef struct FsBreaker {
+    FsPolicy base;
+    fs_breaker core;
+    void *window;               /* the core's window storage (PyMem), or NULL */
+    PyObject *on;               /* tuple of exception classes, or NULL */
+    PyObject *on_pred;          /* predicate over the exception, or NULL */
+    int time_at_end;            /* every outcome needs the time (windows, slow calls) */
+    PyObject *entries;          /* `async with`: {task or None: [token, t0_ns, ...]} (owned) */
+} FsBreaker;
+
+/* Bumps the transition counters of bits and, when somebody listens, hands the events to
+ * self._events(kind, exc, old_state, bits). 0, or -1 with a KeyboardInterrupt / SystemExit
+ * raised by a listener. */
+static int breaker_events(FsBreaker *b, int kind, PyObject *exc, int old, unsigned bits)
+{
+    uint64_t *n = b->base.counters;
+    if (bits & FS_BR_TO_RECOVERING) {
+        n[C_RECOVERING]++;
+    }
+    if (bits & FS_BR_TO_FAILING) {
+        n[C_FAILING]++;
+    }
+    if (bits & FS_BR_TO_WORKING) {
+        n[C_WORKING]++;
+    }
+    if (!fs_listening(&b->base) || (kind == EV_NONE && bits == 0)) {
+        return 0;
+    }
+    PyObject *r = PyObject_CallMethod((PyObject *)b, "_events", "iOiI", kind,
+                                      exc != NULL ? exc : Py_None, old, bits);
+    if (r == NULL) {
+        return fs_event_error((PyObject *)b);
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Counts a rejection and reports it, then raises BreakerFailing. Always returns -1; *raised
+ * (when not NULL) tells whether the exception set is BreakerFailing (1) or a listener's
+ * KeyboardInterrupt / SystemExit (0). */
+static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised)
+{
+    b->base.counters[C_REJECTED]++;
+    if (raised != NULL) {
+        *raised = 0;
+    }
+    if (breaker_events(b, EV_REJECTED, NULL, b->core.state, 0) < 0) {
+        return -1;
+    }
+    if (raised != NULL) {
+        *raised = 1;
+    }
+    fs_error_after(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG,
+                   retry_after_ns < 0 ? -1.0 : (double)retry_after_ns / 1e9);
+    return -1;
+}
+
+/* Admission: a token in *token, or -1 with BreakerFailing (or a listener's BaseException). */
+static int breaker_acquire(FsBreaker *b, uint64_t *token)
+{
+    if (b->core.state == FS_BR_WORKING) {
+        *token = fs_breaker_working_token(&b->core);   /* no clock read on the hot path */
+        return 0;
+    }
+    int64_t after = -1;
+    unsigned tr = 0;
+    int old = b->core.state;
+    fs_br_admit a = fs_breaker_acquire(&b->core, fs_now_ns(b->base.st), token, &after, &tr);
+    if (tr != 0 && breaker_events(b, EV_NONE, NULL, old, tr) < 0) {
+        if (a == FS_BR_PROBE) {
+            fs_breaker_release(&b->core, *token);
+        }
+        return -1;
+    }
+    if (a == FS_BR_REJECTED) {
+        return breaker_reject(b, after, NULL);
+    }
+    return 0;
+}
+
+/* 1 when exc is a failure, 0 when it changes nothing, -1 on a predicate error (set). */
+static int breaker_is_failure(FsBreaker *b, PyObject *exc)
+{
+    /* CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit: never failures. */
+    if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
+        return 0;
+    }
+    if (b->on != NULL) {
+        return PyErr_GivenExceptionMatches(exc, b->on);
+    }
+    if (b->on_pred != NULL) {
+        PyObject *r = PyObject_CallOneArg(b->on_pred, exc);
+        if (r == NULL) {
+            return -1;
+        }
+        int t = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        return t;
+    }
+    return 0;
+}
+
+/* The admission token started at t0_ns ended with exc (NULL: a result). Returns 0, or -1 with
+ * an exception set (the predicate's error, or a listener's KeyboardInterrupt / SystemExit). */
+static int breaker_end(FsBreaker *b, uint64_t token, int64_t t0_ns, PyObject *exc)
+{
+    int failure = 0;
+    if (exc != NULL) {
+        failure = breaker_is_failure(b, exc);
+        if (failure <= 0) {
+            fs_breaker_release(&b->core, token);
+            return failure;
+        }
+    }
+    /* A success of a consecutive breaker without slow-call detection needs no time; any
+     * outcome that may open the breaker does (the break starts now). */
+    int64_t now = 0, duration = 0;
+    if (b->time_at_end || failure) {
+        now = fs_now_ns(b->base.st);
+        duration = now - t0_ns;
+    }
+    int old = b->core.state;
+    unsigned tr = fs_breaker_record(&b->core, token, failure ? FS_BR_FAILURE : FS_BR_SUCCESS,
+                                    duration, now);
+    b->base.counters[failure ? C_FAILURE : C_SUCCESS]++;
+    return breaker_events(b, failure ? EV_FAILURE : EV_SUCCESS, exc, old, tr);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Policy hooks */
+
+static int breaker_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args),
+                         size_t Py_UNUSED(nargsf), PyObject *Py_UNUSED(kwnames))
+{
+    FsBreaker *b = (FsBreaker *)p;
+    if (b->core.state == FS_BR_WORKING) {
+        return 1;
+    }
+    /* The admission itself is taken in init_call. */
+    int64_t after = -1;
+    unsigned tr = 0;
+    int old = b->core.state;
+    int reject = fs_breaker_would_reject(&b->core, fs_now_ns(p->st), &after, &tr);
+    if (tr != 0 && breaker_events(b, EV_NONE, NULL, old, tr) < 0) {
+        return -1;
+    }
+    return reject ? breaker_reject(b, after, NULL) : 1;
+}
+
+static int breaker_init_call(FsCall *c)
+{
+    /* pword is 0 until here: a call abandoned before holds no probe (bit 0 clear). */
+    uint64_t token;
+    if (breaker_acquire((FsBreaker *)c->policy, &token) < 0) {
+        return -1;
+    }
+    c->pword = token;
+    return 0;
+}
+
+static int breaker_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
+{
+    if (breaker_end((FsBreaker *)c->policy, c->pword, c->t0_ns, exc) < 0) {
+        /* The predicate's error (or a listener's interrupt) wins, chained to the call's. */
+        PyObject *err = PyErr_GetRaisedException();
+        if (exc != NULL && err != exc) {
+            PyObject *ctx = PyException_GetContext(err);
+            if (ctx == NULL) {
+                PyException_SetContext(err, Py_NewRef(exc));
+            }
+            Py_XDECREF(ctx);
+        }
+        *out = err;
+        return FS_NEXT_RAISE;
+    }
+    if (exc != NULL) {
+        *out = Py_NewRef(exc);
+        return FS_NEXT_RAISE;
+    }
+    *out = Py_NewRef(result);
+    return FS_NEXT_RETURN;
+}
+
+static void breaker_abandon(FsCall *c)
+{
+    fs_breaker_release(&((FsBreaker *)c->policy)->core, c->pword);
+    c->pword = 0;
+}
+
+static const fs_policy_ops breaker_ops = {
+    .admit = breaker_admit,
+    .init_call = breaker_init_call,
+    .finish = breaker_finish,
+    .abandon = breaker_abandon,
+};
+
+/* BreakerFailingBase: the C base of failsafe.circuitbreaker.BreakerFailing. Its tp_init takes
+ * (message="", *, retry_after=None) and stores retry_after as an attribute, so raising a
+ * rejection runs no Python frame. */
+static int bfb_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (n > 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "%.200s() takes at most 1 positional argument (%zd given)",
+                     Py_TYPE(self)->tp_name, n);
+        return -1;
+    }
+    PyObject *message = n == 1 ? PyTuple_GET_ITEM(args, 0) : NULL;
+    PyObject *after = Py_None;
+    if (kwds != NULL) {
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(kwds, &pos, &key, &value)) {
+            if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "retry_after") == 0) {
+                after = value;
+            }
+            else if (message == NULL && PyUnicode_Check(key)
+                     && PyUnicode_CompareWithASCIIString(key, "message") == 0) {
+                /* BaseException.__new__ took args from the positional arguments only. */
+                PyObject *t = PyTuple_Pack(1, value);
+                if (t == NULL) {
+                    return -1;
+                }
+                Py_XSETREF(((PyBaseExceptionObject *)self)->args, t);
+                message = value;
+            }
+            else {
+                PyErr_Format(PyExc_TypeError, "%.200s() got an unexpected keyword argument %R",
+                             Py_TYPE(self)->tp_name, key);
+                return -1;
+            }
+        }
+    }
+    fs_state *st = fs_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return -1;
+    }
+    return PyObject_SetAttr(self, st->str_retry_after, after);
+}
+
+static int bfb_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return ((PyTypeObject *)PyExc_Exception)->tp_traverse(self, visit, arg);
+}
+
+static void bfb_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    ((PyTypeObject *)PyExc_Exception)->tp_dealloc(self);
+    Py_DECREF(tp);  /* a heap type's instances own a reference to it */
+}
+
+static PyType_Slot bfb_slots[] = {
+    {Py_tp_init, bfb_init},
+    {Py_tp_traverse, bfb_traverse},
+    {Py_tp_dealloc, bfb_dealloc},
+    {Py_tp_doc, "Base of BreakerFailing: __init__(message='', *, retry_after=None) in C."},
+    {0, NULL},
+};
+
+static PyType_Spec bfb_spec = {
+    .name = "failsafe._native.BreakerFailingBase",
+    .basicsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = bfb_slots,
+};
+
+static int bfb_setup(PyObject *module)
+{
+    PyObject *base = PyType_FromModuleAndSpec(module, &bfb_spec, PyExc_Exception);
+    if (base == NULL) {
+        return -1;
+    }
+    int r = PyModule_AddObjectRef(module, "BreakerFailingBase", base);
+    Py_DECREF(base);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Type */
+
+static int breaker_setup_core(FsBreaker *b, const fs_breaker_config *cfg)
+{
+    if (fs_breaker_config_check(cfg) < 0) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent circuit breaker configuration");
+        return -1;
+    }
+    size_t need = fs_breaker_buffer_size(cfg);
+    void *buf = NULL;
+    if (need > 0) {
+        buf = PyMem_Malloc(need);
+        if (buf == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    if (fs_breaker_init(&b->core, cfg, buf, need) < 0) {
+        PyMem_Free(buf);
+        PyErr_SetString(PyExc_ValueError, "inconsistent circuit breaker configuration");
+        return -1;
+    }
+    PyMem_Free(b->window);
+    b->window = buf;
+    return 0;
+}
+
+static PyObject *breaker_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
+                             PyObject *Py_UNUSED(kwargs))
+{
+    FsBreaker *b = (FsBreaker *)type->tp_alloc(type, 0);
+    if (b == NULL) {
+        return NULL;
+    }
+    if (fs_policy_init(&b->base, &breaker_ops, FS_PATTERN_CIRCUITBREAKER, 0, "circuitbreaker")
+        < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    b->entries = PyDict_New();
+    if (b->entries == NULL) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    /* failsafe-py's consecutive_breaker defaults, until _configure. */
+    fs_breaker_config cfg = {
+        .mode = FS_BR_CONSECUTIVE,
+        .failure_threshold = 5,
+        .half_open_max_calls = 3,
+        .recovery_threshold = 3,
+        .recovery_ns = 30000000000LL,
+        .recovery_growth = 1.0,
+        .max_recovery_ns = 30000000000LL,
+    };
+    if (breaker_setup_core(b, &cfg) < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    return (PyObject *)b;
+}
+
+/* _configure(*, mode, failure_threshold, failure_rate, window_size, window_ns, min_calls,
+ *            slow_ns, slow_rate, half_open_max_calls, recovery_threshold, recovery_ns,
+ *            recovery_growth, max_recovery_ns, on, on_pred): a fresh working breaker. */
+static PyObject *breaker_configure(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    FsBreaker *b = (FsBreaker *)self;
+    int mode = FS_BR_CONSECUTIVE;
+    unsigned int failure_threshold = 1, window_size = 1, min_calls = 1, half_open = 1,
+                 recovery_threshold = 1;
+    double failure_rate = 1.0, slow_rate = 0.0, growth = 1.0;
+    long long window_ns = 1, slow_ns = 0, recovery_ns = 0, max_recovery_ns = -1;
+    PyObject *on = Py_None, *on_pred = Py_None;
+    static char *kwlist[] = {"mode", "failure_threshold", "failure_rate", "window_size",
+                             "window_ns", "min_calls", "slow_ns", "slow_rate",
+                             "half_open_max_calls", "recovery_threshold", "recovery_ns",
+                             "recovery_growth", "max_recovery_ns", "on", "on_pred", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$iIdILILdIILdLOO:_configure", kwlist, &mode,
+                                     &failure_threshold, &failure_rate, &window_size, &window_ns,
+                                     &min_calls, &slow_ns, &slow_rate, &half_open,
+                                     &recovery_threshold, &recovery_ns, &growth,
+                                     &max_recovery_ns, &on, &on_pred)) {
+        return NULL;
+    }
+    if (on != Py_None && !PyTuple_Check(on)) {
+        PyErr_SetString(PyExc_TypeError, "on must be a tuple of exception classes or None");
+        return NULL;
+    }
+    if (on_pred != Py_None && !PyCallable_Check(on_pred)) {
+        PyErr_SetString(PyExc_TypeError, "on_pred must be callable or None");
+        return NULL;
+    }
+    if (mode < FS_BR_CONSECUTIVE || mode > FS_BR_TIME_WINDOW) {
+        PyErr_SetString(PyExc_ValueError, "mode out of range");
+        return NULL;
+    }
+    fs_breaker_config cfg = {
+        .mode = (fs_br_mode)mode,
+        .failure_threshold = failure_threshold,
+        .failure_rate = failure_rate,
+        .window_size = window_size,
+        .window_ns = window_ns,
+        .min_calls = min_calls,
+        .slow_ns = slow_ns,
+        .slow_rate = slow_rate,
+        .half_open_max_calls = half_open,
+        .recovery_threshold = recovery_threshold,
+        .recovery_ns = recovery_ns,
+        .recovery_growth = growth,
+        .max_recovery_ns = max_recovery_ns < 0 ? recovery_ns : max_recovery_ns,
+    };
+    if (breaker_setup_core(b, &cfg) < 0) {
+        return NULL;
+    }
+    Py_XSETREF(b->on, on == Py_None ? NULL : Py_NewRef(on));
+    Py_XSETREF(b->on_pred, on_pred == Py_None ? NULL : Py_NewRef(on_pred));
+    /* A window may trip on a success too, and the break starts at that time. */
+    b->time_at_end = mode != FS_BR_CONSECUTIVE || slow_ns > 0;
+    if (slow_ns > 0) {
+        b->base.flags |= FS_POL_NEEDS_T0;
+    }
+    else {
+        b->base.flags &= ~FS_POL_NEEDS_T0;
+    }
+    Py_RETURN_NONE;
+}
+
+/* The key of the running task's `async with` entries: the task, or None outside one (a
+ * coroutine driven by hand). New reference, or NULL with an error. */
+static PyObject *breaker_task_key(fs_state *st)
+{
+    PyObject *loop = PyObject_Vectorcall(st->get_running_loop, NULL, 0, NULL);
+    if (loop == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        return Py_NewRef(Py_None);
+    }
+    PyObject *task;
+    if (st->current_tasks != NULL) {
+        task = Py_XNewRef(PyDict_GetItemWithError(st->current_tasks, loop));
+        if (task == NULL && !PyErr_Occurred()) {
+            task = Py_NewRef(Py_None);
+        }
+    }
+    else {
+        task = PyObject_CallOneArg(st->current_task, loop);
+    }
+    Py_DECREF(loop);
+    return task;
+}
+
+/* __aenter__(): the admission (BreakerFailing when rejected), kept for this task's __aexit__
+ * as two ints in its stack (token, t0_ns). Returns an awaitable that gives back self. */
+static PyObject *breaker_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsBreaker *b = (FsBreaker *)self;
+    fs_state *st = b->base.st;
+    uint64_t token;
+    if (breaker_acquire(b, &token) < 0) {
+        return NULL;
+    }
+    int64_t t0 = (b->base.flags & FS_POL_NEEDS_T0) ? fs_now_ns(st) : 0;
+    PyObject *key = breaker_task_key(st);
+    PyObject *tok = PyLong_FromUnsignedLongLong(token);
+    PyObject *start = PyLong_FromLongLong(t0);
+    PyObject *stack = NULL;
+    int ok = key != NULL && tok != NULL && start != NULL;
+    if (ok) {
+        stack = Py_XNewRef(PyDict_GetItemWithError(b->entries, key));
+        if (stack == NULL && !PyErr_Occurred()) {
+            stack = PyList_New(0);
+            ok = stack != NULL && PyDict_SetItem(b->entries, key, stack) == 0;
+        }
+        ok = ok && stack != NULL && PyList_Append(stack, tok) == 0
+             && PyList_Append(stack, start) == 0;
+    }
+    Py_XDECREF(key);
+    Py_XDECREF(tok);
+    Py_XDECREF(start);
+    Py_XDECREF(stack);
+    if (!ok) {
+        fs_breaker_release(&b->core, token);
+        return NULL;
+    }
+    return fs_ready_new(st, self);
+}
+
+/* __aexit__(exc_type, exc, tb): this task's innermost entry ends with exc (None: completed).
+ * Never suppresses the exception. */
+static PyObject *breaker_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    FsBreaker *b = (FsBreaker *)self;
+    fs_state *st = b->base.st;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "__aexit__ takes 3 arguments");
+        return NULL;
+    }
+    PyObject *key = breaker_task_key(st);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *stack = PyDict_GetItemWithError(b->entries, key);    /* borrowed */
+    Py_ssize_t n = stack != NULL ? PyList_GET_SIZE(stack) : 0;
+    if (n < 2) {
+        Py_DECREF(key);
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "CircuitBreaker.__aexit__ without a matching __aenter__ in this task");
+        }
+        return NULL;
+    }
+    uint64_t token = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(stack, n - 2));
+    int64_t t0 = PyLong_AsLongLong(PyList_GET_ITEM(stack, n - 1));
+    int rc = n == 2 ? PyDict_DelItem(b->entries, key) : PyList_SetSlice(stack, n - 2, n, NULL);
+    Py_DECREF(key);
+    if (rc < 0) {
+        return NULL;
+    }
+    PyObject *exc = args[1] == Py_None ? NULL : args[1];
+    if (exc != NULL && !PyExceptionInstance_Check(exc)) {
+        fs_breaker_release(&b->core, token);
+        PyErr_SetString(PyExc_TypeError, "__aexit__: exc must be an exception or None");
+        return NULL;
+    }
+    if (breaker_end(b, token, t0, exc) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(st->ready_none);
+}
+
+/* _enter() -> token: admission of an `async with` block (BreakerFailing when rejected). */
+static PyObject *breaker_enter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    uint64_t token;
+    if (breaker_acquire((FsBreaker *)self, &token) < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(token);
+}
+
+/* _exit(token, t0_ns, exc): the end of an `async with` block (exc None: it completed). */
+static PyObject *breaker_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_exit(token, t0_ns, exc) takes 3 arguments");
+        return NULL;
+    }
+    unsigned long long token = PyLong_AsUnsignedLongLong(args[0]);
+    if (token == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    long long t0 = PyLong_AsLongLong(args[1]);
+    if (t0 == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *exc = args[2] == Py_None ? NULL : args[2];
+    if (exc != NULL && !PyExceptionInstance_Check(exc)) {
+        PyErr_SetString(PyExc_TypeError, "exc must be an exception or None");
+        return NULL;
+    }
+    if (breaker_end((FsBreaker *)self, (uint64_t)token, (int64_t)t0, exc) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *breaker_isolate(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsBreaker *b = (FsBreaker *)self;
+    int old = b->core.state;
+    unsigned tr = fs_breaker_isolate(&b->core, fs_now_ns(b->base.st));
+    if (breaker_events(b, EV_NONE, NULL, old, tr) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *breaker_reset(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsBreaker *b = (FsBreaker *)self;
+    int old = b->core.state;
+    unsigned tr = fs_breaker_reset(&b->core);
+    if (breaker_events(b, EV_NONE, NULL, old, tr) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *breaker_state(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    return PyLong_FromLong(((FsBreaker *)self)->core.state);
+}
+
+static PyObject *breaker_holds_state(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsBreaker *b = (FsBreaker *)self;
+    return PyBool_FromLong(fs_breaker_holds_state(&b->core, fs_now_ns(b->base.st)));
+}
+
+/* _snapshot() -> (state, isolated, consecutive, calls, failures, slow, probes,
+ *                 probe_successes, retry_after_ns or -1, openings) at the current time. */
+static PyObject *breaker_snapshot(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsBreaker *b = (FsBreaker *)self;
+    fs_breaker *k = &b->core;
+    int64_t now = fs_now_ns(b->base.st);
+    fs_breaker_expire(k, now);
+    return Py_BuildValue("(iiIIIIIILI)", (int)k->state, k->isolated, k->consecutive, k->calls,
+                         k->failures, k->slow, k->probes, k->probe_successes,
+                         (long long)fs_breaker_retry_after(k, now), k->openings);
+}
+
+static int breaker_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    FsBreaker *b = (FsBreaker *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(b->on);
+    Py_VISIT(b->on_pred);
+    Py_VISIT(b->entries);
+    return fs_policy_traverse(&b->base, visit, arg);
+}
+
+static int breaker_clear(PyObject *self)
+{
+    FsBreaker *b = (FsBreaker *)self;
+    Py_CLEAR(b->on);
+    Py_CLEAR(b->on_pred);
+    Py_CLEAR(b->entries);
+    Py_CLEAR(b->base.name);
+    return 0;
+}
+
+static void breaker_dealloc(PyObject *self)
+{
+    FsBreaker *b = (FsBreaker *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    fs_policy_clear(&b->base);
+    breaker_clear(self);
+    PyMem_Free(b->window);
+    b->window = NULL;
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef breaker_members[] = {
+    FS_POLICY_MEMBERS,
+    {"_entries", Py_T_OBJECT_EX, offsetof(FsBreaker, entries), Py_READONLY,
+     "async with entries per task"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef breaker_methods[] = {
+    FS_POLICY_METHODS,
+    {"_configure", (PyCFunction)(void (*)(void))breaker_configure, METH_VARARGS | METH_KEYWORDS,
+     "Sets up a fresh working breaker."},
+    {"__aenter__", breaker_aenter, METH_NOARGS, "Admission of an async with block."},
+    {"__aexit__", (PyCFunction)(void (*)(void))breaker_aexit, METH_FASTCALL,
+     "The end of an async with block: its outcome."},
+    {"_enter", breaker_enter, METH_NOARGS, "Admission of an async with block: a token."},
+    {"_exit", (PyCFunction)(void (*)(void))breaker_exit, METH_FASTCALL,
+     "_exit(token, t0_ns, exc): the end of an async with block."},
+    {"isolate", breaker_isolate, METH_NOARGS,
+     "Forces the breaker open (failing) until reset(); rejections carry no retry_after."},
+    {"reset", breaker_reset, METH_NOARGS,
+     "Closes the breaker (working) with an empty window, ending any isolation."},
+    {"_state", breaker_state, METH_NOARGS, "0 working, 1 recovering, 2 failing."},
+    {"_holds_state", breaker_holds_state, METH_NOARGS,
+     "True when forgetting this breaker would lose information."},
+    {"_snapshot", breaker_snapshot, METH_NOARGS, "The state machine's figures."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot breaker_slots[] = {
+    {Py_tp_new, breaker_new},
+    {Py_tp_members, breaker_members},
+    {Py_tp_methods, breaker_methods},
+    {Py_tp_traverse, breaker_traverse},
+    {Py_tp_clear, breaker_clear},
+    {Py_tp_dealloc, breaker_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec breaker_spec = {
+    .name = "failsafe._native.Breaker",
+    .basicsize = sizeof(FsBreaker),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = breaker_slots,
+};
+
+static int breaker_part_setup(PyObject *module, fs_state *st)
+{
+    if (bfb_setup(module) < 0) {
+        return -1;
+    }
+    st->Breaker_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &breaker_spec, NULL);
+    if (st->Breaker_Type == NULL || fs_register_policy_type(st, st->Breaker_Type) < 0) {
+        return -1;
+    }
+    return PyModule_AddType(module, st->Breaker_Type);
+}
+
+static int breaker_part_traverse(fs_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->Breaker_Type);
+    return 0;
+}
+
+static void breaker_part_clear(fs_state *st)
+{
+    Py_CLEAR(st->Breaker_Type);
+}
+
+const fs_part fs_breaker_part = {
+    .setup = breaker_part_setup,
+    .traverse = breaker_part_traverse,
+    .clear = breaker_part_clear,
+};

@@ -373,6 +373,10 @@ typedef struct FsBudgetObject {
  * through __await__ (new reference), or NULL with TypeError. */
 PyObject *fs_awaitable_iter(PyObject *aw);
 
+/* An awaitable already done: awaiting it gives value (borrowed; NULL: None) once. timeout.c's
+ * Ready type. New reference, or NULL with an exception set. */
+PyObject *fs_ready_new(fs_state *st, PyObject *value);
+
 /* The awaitable a refused call returns: it raises exc (stolen) where it is awaited, as a
  * coroutine would. NULL (exc released) with an exception set on failure, or when exc is NULL. */
 PyObject *fs_rejected_new(fs_state *st, PyObject *exc);

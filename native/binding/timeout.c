@@ -1087,7 +1087,7 @@ static const fs_policy_ops tmo_ops = {
 /* ------------------------------------------------------------------------------------------ */
 /* Ready: an awaitable that completes at once with its value */
 
-static PyObject *ready_new(fs_state *st, PyObject *value)
+PyObject *fs_ready_new(fs_state *st, PyObject *value)
 {
     ReadyObject *r = PyObject_GC_New(ReadyObject, st->Ready_Type);
     if (r == NULL) {
@@ -1480,7 +1480,7 @@ static PyObject *timeout_aenter(PyObject *self)
         Py_XSETREF(r->value, Py_NewRef(s));
         ready = Py_NewRef(r);
     }
-    else if ((ready = ready_new(st, (PyObject *)s)) != NULL) {
+    else if ((ready = fs_ready_new(st, (PyObject *)s)) != NULL) {
         if (q->ready_spare == NULL) {
             q->ready_spare = Py_NewRef(ready);
         }
@@ -1991,7 +1991,7 @@ int fs_timeout_setup(PyObject *module, fs_state *st)
         return -1;
     }
     st->queues = PyDict_New();
-    st->ready_none = ready_new(st, NULL);
+    st->ready_none = fs_ready_new(st, NULL);
     if (st->queues == NULL || st->ready_none == NULL) {
         return -1;
     }

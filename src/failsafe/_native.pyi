@@ -307,3 +307,46 @@ class Hedge(_Policy):
     def timeout(self) -> float | None: ...
 
 class KeyedLimiter(Limiter): ...
+
+# circuitbreaker.c
+
+class BreakerFailingBase(Exception):
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None: ...
+
+class Breaker(_Policy):
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
+    def _configure(
+        self,
+        *,
+        mode: int = ...,
+        failure_threshold: int = ...,
+        failure_rate: float = ...,
+        window_size: int = ...,
+        window_ns: int = ...,
+        min_calls: int = ...,
+        slow_ns: int = ...,
+        slow_rate: float = ...,
+        half_open_max_calls: int = ...,
+        recovery_threshold: int = ...,
+        recovery_ns: int = ...,
+        recovery_growth: float = ...,
+        max_recovery_ns: int = ...,
+        on: tuple[type[BaseException], ...] | None = ...,
+        on_pred: Callable[[BaseException], object] | None = ...,
+    ) -> None: ...
+    _entries: dict[object, list[int]]
+    def __aenter__(self) -> Awaitable[Self]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Awaitable[None]: ...
+    def _enter(self) -> int: ...
+    def _exit(self, token: int, t0_ns: int, exc: BaseException | None, /) -> None: ...
+    def isolate(self) -> None: ...
+    def reset(self) -> None: ...
+    def _state(self) -> int: ...
+    def _holds_state(self) -> bool: ...
+    def _snapshot(self) -> tuple[int, int, int, int, int, int, int, int, int, int]: ...

@@ -1,0 +1,471 @@
+"""Circuit breaker: stop calling a dependency that keeps failing, and probe it before trusting it
+again.
+
+States (``breaker.state``): **working** (closed: calls pass and their outcomes are judged),
+**failing** (open: calls are rejected with :class:`BreakerFailing` until the break ends),
+**recovering** (half-open: up to ``half_open_max_calls`` probe calls at a time;
+``recovery_threshold`` successful probes close the breaker, one failed probe opens it again).
+
+What counts:
+
+* a result is a success; an exception matching ``on`` is a failure;
+* any other exception, and a cancellation, changes nothing (a probe slot it held is freed);
+* with ``slow_call_duration``, a call that takes at least that long (failsafe's clock, which
+  ``failsafe.testing.FakeClock`` drives) is slow: without ``slow_call_rate`` a slow call is a
+  failure; with it, slow calls have a ratio threshold of their own (window breakers only). A
+  slow probe is a failed probe. (The ``success`` and ``failure`` metrics and events say how a
+  call ended: a slow call that returned is a success there, and ``window_slow_calls`` in
+  ``stats()`` shows the slow ones.)
+
+When it opens (one mode per breaker):
+
+* consecutive (default): ``failure_threshold`` failures in a row;
+* ``failure_rate`` with ``window_calls``: the failure ratio of the last ``window_calls`` calls;
+* ``failure_rate`` with ``window_time``: the failure ratio of the calls that ended in the last
+  ``window_time`` seconds, kept in ``window_buckets`` buckets (the window slides one bucket at
+  a time);
+
+a window is judged once it holds at least ``min_calls`` calls. The break lasts
+``recovery_time`` seconds, multiplied by ``recovery_backoff`` for each further opening without
+a close in between, up to ``max_recovery_time``. The move from failing to recovering happens
+at the first call after the break (``state`` reads "failing" until then). An outcome counts only
+in the state it was admitted in: a call still running when the breaker opens changes nothing
+when it ends.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, ClassVar, Final
+
+from failsafe import _core, _native, events
+from failsafe.circuitbreaker.exceptions import BreakerFailing
+
+__all__ = [
+    "BreakerFailing",
+    "BreakerListener",
+    "BreakerState",
+    "CircuitBreaker",
+    "circuitbreaker",
+    "consecutive_breaker",
+    "register_breaker_listener",
+]
+
+_native._bind(breaker_failing=BreakerFailing)
+
+# Counter indexes (circuitbreaker.c), transition bits (fs_breaker.h), event kinds.
+TRANSITION_WORKING, TRANSITION_RECOVERING, TRANSITION_FAILING = 0, 1, 2
+SUCCESS, FAILURE, REJECTED = 3, 4, 5
+_TO_WORKING, _TO_RECOVERING, _TO_FAILING = 0x1, 0x2, 0x4
+_EV_SUCCESS, _EV_FAILURE, _EV_REJECTED = 1, 2, 3
+_CONSECUTIVE, _COUNT_WINDOW, _TIME_WINDOW = 0, 1, 2
+
+_NS: Final = 1_000_000_000
+_MAX_SECONDS: Final = 1e9  # about 31 years: every duration fits the core's int64 nanoseconds
+_MAX_WINDOW_CALLS: Final = 1_000_000
+_MAX_BUCKETS: Final = 1_000
+_MAX_COUNT: Final = 2**31 - 1
+
+
+class BreakerState(enum.StrEnum):
+    """A breaker state; equal to its name (``state == "working"``). ``.name`` and ``.NAME`` are
+    "working", "failing" or "recovering", as failsafe-py's state objects had."""
+
+    working = "working"
+    recovering = "recovering"
+    failing = "failing"
+
+    @property
+    def NAME(self) -> str:  # failsafe-py's attribute name
+        return self.value
+
+
+# Indexed by the C state (fs_br_state).
+_STATES: Final = (BreakerState.working, BreakerState.recovering, BreakerState.failing)
+
+
+class BreakerListener:
+    """Circuit breaker events. Methods may be sync or async; override the ones you need.
+
+    ``breaker`` is the CircuitBreaker; states are BreakerState members.
+    """
+
+    def on_working(
+        self, breaker: CircuitBreaker, current_state: BreakerState, next_state: BreakerState
+    ) -> Any:
+        """The breaker closed (after enough successful probes, or reset())."""
+
+    def on_recovering(
+        self, breaker: CircuitBreaker, current_state: BreakerState, next_state: BreakerState
+    ) -> Any:
+        """The break is over: the breaker admits probe calls."""
+
+    def on_failing(
+        self, breaker: CircuitBreaker, current_state: BreakerState, next_state: BreakerState
+    ) -> Any:
+        """The breaker opened (failures, a failed probe, or isolate())."""
+
+    def on_success(self, breaker: CircuitBreaker, state: BreakerState) -> Any:
+        """A call succeeded; state is the breaker's state when it ended (before any transition
+        it causes, which is reported after)."""
+
+    def on_failure(
+        self, breaker: CircuitBreaker, exception: BaseException, state: BreakerState
+    ) -> Any:
+        """A call failed with an exception matching ``on``."""
+
+    def on_rejected(self, breaker: CircuitBreaker, state: BreakerState) -> Any:
+        """A call was rejected with BreakerFailing."""
+
+
+def register_breaker_listener(listener: Any) -> None:
+    """Adds a listener (or listener factory) of every circuit breaker, existing and future."""
+    events.register_listener("circuitbreaker", listener)
+
+
+def _seconds(value: object, param: str, *, allow_zero: bool = True) -> float:
+    checked = float(_core.check_number(value, param, allow_zero=allow_zero))
+    if checked > _MAX_SECONDS:
+        raise ValueError(f"{param} must be at most {_MAX_SECONDS:g} seconds, got {checked}")
+    return checked
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * _NS)
+
+
+def _count(value: object, param: str, *, maximum: int = _MAX_COUNT) -> int:
+    checked: int = _core.check_number(value, param, allow_zero=False, integer=True)
+    if checked > maximum:
+        raise ValueError(f"{param} must be at most {maximum}, got {checked}")
+    return checked
+
+
+def _ratio(value: object, param: str) -> float:
+    checked = float(_core.check_number(value, param, allow_zero=False))
+    if checked > 1:
+        raise ValueError(f"{param} is a ratio in (0, 1], got {checked}")
+    return checked
+
+
+class CircuitBreaker(_core.Component, _native.Breaker):
+    """A circuit breaker (see the module docstring). Decorate async functions with it (all of
+    them share its state), or guard a block with ``async with breaker:``.
+
+    Methods: ``isolate()`` forces it failing until ``reset()``, which closes it with an empty
+    window. ``state`` is the current BreakerState. ``stats()`` has the counters and the
+    window's figures.
+
+    ``_holds_state()`` is for keyed registries that evict idle breakers: True when forgetting
+    this breaker (and building a fresh one later) would lose information, that is when it is
+    not working, is isolated, has failures or slow calls in its window (or run of consecutive
+    failures), or has probes in flight. A working breaker with only successes (or nothing) in
+    its window may be dropped.
+
+    Metrics: ``transition.working``, ``transition.recovering``, ``transition.failing``,
+    ``success``, ``failure``, ``rejected``.
+    """
+
+    PATTERN: ClassVar[str] = "circuitbreaker"
+    METRICS: ClassVar[tuple[str, ...]] = (
+        "transition.working",
+        "transition.recovering",
+        "transition.failing",
+        "success",
+        "failure",
+        "rejected",
+    )
+
+    def __init__(
+        self,
+        *,
+        on: Any = Exception,
+        failure_threshold: int | None = None,
+        failure_rate: float | None = None,
+        window_calls: int | None = None,
+        window_time: float | None = None,
+        window_buckets: int = 10,
+        min_calls: int | None = None,
+        slow_call_duration: float | None = None,
+        slow_call_rate: float | None = None,
+        recovery_time: float = 30.0,
+        recovery_threshold: int = 3,
+        half_open_max_calls: int | None = None,
+        recovery_backoff: float = 1.0,
+        max_recovery_time: float | None = None,
+        name: str | None = None,
+        listeners: Iterable[Any] | None = None,
+        event_manager: Any = None,
+    ) -> None:
+        self._init_component(name, listeners)
+        self._event_manager = events.check_event_manager(event_manager)
+        types = _core.check_exceptions(on)
+        if types is None and inspect.iscoroutinefunction(on):
+            raise TypeError("on must be a sync predicate, not an async function")
+        config: dict[str, Any] = {"on": types, "on_pred": None if types is not None else on}
+
+        if failure_rate is None:
+            for param, value in (
+                ("window_calls", window_calls),
+                ("window_time", window_time),
+                ("min_calls", min_calls),
+                ("slow_call_rate", slow_call_rate),
+            ):
+                if value is not None:
+                    raise ValueError(f"{param} needs failure_rate (a window breaker)")
+            threshold = 5 if failure_threshold is None else failure_threshold
+            config.update(
+                mode=_CONSECUTIVE, failure_threshold=_count(threshold, "failure_threshold")
+            )
+            self._mode = "consecutive"
+        else:
+            if failure_threshold is not None:
+                raise ValueError(
+                    "failure_threshold counts consecutive failures; a failure_rate breaker"
+                    " opens on its window's ratio (use min_calls for the minimum throughput)"
+                )
+            config["failure_rate"] = _ratio(failure_rate, "failure_rate")
+            if window_time is not None:
+                if window_calls is not None:
+                    raise ValueError("window_calls and window_time exclude each other")
+                buckets = _count(window_buckets, "window_buckets", maximum=_MAX_BUCKETS)
+                window_ns = _ns(_seconds(window_time, "window_time", allow_zero=False))
+                if window_ns < buckets:
+                    raise ValueError(
+                        f"window_time must last at least window_buckets ({buckets}) nanoseconds"
+                    )
+                least = 10 if min_calls is None else _count(min_calls, "min_calls")
+                config.update(
+                    mode=_TIME_WINDOW, window_size=buckets, window_ns=window_ns, min_calls=least
+                )
+                self._mode = "time_window"
+            else:
+                size = 100 if window_calls is None else window_calls
+                size = _count(size, "window_calls", maximum=_MAX_WINDOW_CALLS)
+                least = min(10, size) if min_calls is None else _count(min_calls, "min_calls")
+                if least > size:
+                    raise ValueError(
+                        f"min_calls ({least}) must not exceed window_calls ({size}):"
+                        " the window would never be judged"
+                    )
+                config.update(mode=_COUNT_WINDOW, window_size=size, min_calls=least)
+                self._mode = "count_window"
+            _count(window_buckets, "window_buckets", maximum=_MAX_BUCKETS)
+
+        self._slow = slow_call_duration is not None
+        if slow_call_duration is not None:
+            config["slow_ns"] = max(
+                1, _ns(_seconds(slow_call_duration, "slow_call_duration", allow_zero=False))
+            )
+        if slow_call_rate is not None:
+            if slow_call_duration is None:
+                raise ValueError("slow_call_rate needs slow_call_duration")
+            config["slow_rate"] = _ratio(slow_call_rate, "slow_call_rate")
+
+        recovery = _seconds(recovery_time, "recovery_time")
+        threshold_ok = _count(recovery_threshold, "recovery_threshold")
+        probes = (
+            threshold_ok
+            if half_open_max_calls is None
+            else _count(half_open_max_calls, "half_open_max_calls")
+        )
+        growth = float(_core.check_number(recovery_backoff, "recovery_backoff"))
+        if not 1 <= growth <= 1e9:
+            raise ValueError(f"recovery_backoff must be between 1 and 1e9, got {growth}")
+        if max_recovery_time is None:
+            cap = recovery * 10 if growth > 1 else recovery
+        else:
+            cap = _seconds(max_recovery_time, "max_recovery_time")
+            if cap < recovery:
+                raise ValueError(f"max_recovery_time ({cap}) must be >= recovery_time ({recovery})")
+        config.update(
+            recovery_ns=_ns(recovery),
+            recovery_threshold=threshold_ok,
+            half_open_max_calls=probes,
+            recovery_growth=growth,
+            max_recovery_ns=min(_ns(cap), _ns(_MAX_SECONDS * 10)),
+        )
+        self._configure(**config)
+        self._recovery_time = recovery
+
+    def __call__[**P, T](
+        self, fn: Callable[P, Awaitable[T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorates an async function (or method): its calls go through this breaker."""
+        _core.check_async(fn, self.PATTERN)
+        self._adopt_name(fn)
+        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
+        return guard
+
+    @property
+    def state(self) -> BreakerState:
+        """The current state (working, failing or recovering)."""
+        return _STATES[self._state()]
+
+    @property
+    def recovery_time(self) -> float:
+        """The first break's length, in seconds."""
+        return self._recovery_time
+
+    def _events(self, kind: int, exc: BaseException | None, old: int, bits: int) -> None:
+        """Called by the C core, only when somebody listens."""
+        state = _STATES[old]
+        if kind == _EV_SUCCESS:
+            events.emit(self, "on_success", (state,))
+        elif kind == _EV_FAILURE:
+            events.emit(self, "on_failure", (exc, state))
+        elif kind == _EV_REJECTED:
+            events.emit(self, "on_rejected", (state,))
+        for bit, method, target in (
+            (_TO_RECOVERING, "on_recovering", BreakerState.recovering),
+            (_TO_FAILING, "on_failing", BreakerState.failing),
+            (_TO_WORKING, "on_working", BreakerState.working),
+        ):
+            if bits & bit:
+                events.emit(self, method, (state, target))
+                state = target
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, state, and the figures of the current period: consecutive failures and
+        the window's calls, failures and slow calls (working), probes in flight and probe
+        successes (recovering), seconds left of the break (failing, None when isolated)."""
+        state, isolated, consecutive, calls, failures, slow, probes, successes, after, _ = (
+            self._snapshot()
+        )
+        out = super().stats()
+        out.update(
+            state=_STATES[state].value,
+            isolated=bool(isolated),
+            mode=self._mode,
+            consecutive_failures=consecutive,
+            window_calls=calls,
+            window_failures=failures,
+            window_slow_calls=slow,
+            probes_in_flight=probes,
+            probe_successes=successes,
+            retry_after=None if after < 0 else after / _NS,
+        )
+        return out
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return (
+            f"<circuitbreaker {self._name!r} state={s['state']} mode={self._mode}"
+            f" success={s['success']} failure={s['failure']} rejected={s['rejected']}>"
+        )
+
+
+def circuitbreaker(
+    *,
+    on: Any = Exception,
+    failure_threshold: int | None = None,
+    failure_rate: float | None = None,
+    window_calls: int | None = None,
+    window_time: float | None = None,
+    window_buckets: int = 10,
+    min_calls: int | None = None,
+    slow_call_duration: float | None = None,
+    slow_call_rate: float | None = None,
+    recovery_time: float = 30.0,
+    recovery_threshold: int = 3,
+    half_open_max_calls: int | None = None,
+    recovery_backoff: float = 1.0,
+    max_recovery_time: float | None = None,
+    name: str | None = None,
+    listeners: Iterable[Any] | None = None,
+    event_manager: Any = None,
+) -> CircuitBreaker:
+    """A circuit breaker (decorator or ``async with``).
+
+    * ``on``: what is a failure: an exception class, a tuple of them, or a sync predicate.
+    * ``failure_threshold`` (default 5): consecutive failures that open it (consecutive mode,
+      used when ``failure_rate`` is not given).
+    * ``failure_rate``: a ratio in (0, 1]; the breaker opens when failures / calls in its
+      window reach it. The window is the last ``window_calls`` calls (default 100), or with
+      ``window_time`` the calls of the last that many seconds, in ``window_buckets`` buckets
+      (default 10). ``min_calls``: calls the window must hold before it is judged (default
+      10, at most ``window_calls``).
+    * ``slow_call_duration`` (seconds): calls at least that long are slow; slow calls are
+      failures, unless ``slow_call_rate`` (a ratio, window breakers) gives them a threshold
+      of their own.
+    * ``recovery_time`` (seconds, default 30): the break before probing. ``recovery_backoff``
+      (>= 1, default 1): multiplies the break at each further opening without a close, up to
+      ``max_recovery_time`` (default 10 x recovery_time when backing off).
+    * ``recovery_threshold`` (default 3): successful probes that close it;
+      ``half_open_max_calls`` (default ``recovery_threshold``): probes at a time.
+    """
+    return CircuitBreaker(
+        on=on,
+        failure_threshold=failure_threshold,
+        failure_rate=failure_rate,
+        window_calls=window_calls,
+        window_time=window_time,
+        window_buckets=window_buckets,
+        min_calls=min_calls,
+        slow_call_duration=slow_call_duration,
+        slow_call_rate=slow_call_rate,
+        recovery_time=recovery_time,
+        recovery_threshold=recovery_threshold,
+        half_open_max_calls=half_open_max_calls,
+        recovery_backoff=recovery_backoff,
+        max_recovery_time=max_recovery_time,
+        name=name,
+        listeners=listeners,
+        event_manager=event_manager,
+    )
+
+
+class _Missing(enum.Enum):
+    MISSING = enum.auto()
+
+
+_MISSING: Final = _Missing.MISSING
+
+
+def consecutive_breaker(
+    exceptions: Any = _MISSING,
+    failure_threshold: int = 5,
+    recovery_time_secs: float | _Missing = _MISSING,
+    recovery_threshold: int = 3,
+    listeners: Iterable[Any] | None = None,
+    name: str | None = None,
+    event_manager: Any = None,
+    *,
+    on: Any = _MISSING,
+    recovery_time: float | _Missing = _MISSING,
+    half_open_max_calls: int | None = None,
+    slow_call_duration: float | None = None,
+    recovery_backoff: float = 1.0,
+    max_recovery_time: float | None = None,
+) -> CircuitBreaker:
+    """failsafe-py's breaker: opens after ``failure_threshold`` consecutive failures (of
+    ``exceptions``, also spelled ``on``), rejects for ``recovery_time_secs`` (also spelled
+    ``recovery_time``) seconds, then closes after ``recovery_threshold`` successful probes.
+    Unlike failsafe-py's, at most ``half_open_max_calls`` probes (default
+    ``recovery_threshold``) run at once while recovering."""
+    if exceptions is not _MISSING and on is not _MISSING:
+        raise TypeError("consecutive_breaker() takes exceptions or on, not both")
+    if recovery_time_secs is not _MISSING and recovery_time is not _MISSING:
+        raise TypeError("consecutive_breaker() takes recovery_time_secs or recovery_time, not both")
+    if on is _MISSING:
+        on = Exception if exceptions is _MISSING else exceptions
+    seconds: float = 30.0
+    if recovery_time_secs is not _MISSING:
+        seconds = _seconds(recovery_time_secs, "recovery_time_secs")
+    elif recovery_time is not _MISSING:
+        seconds = recovery_time  # checked as recovery_time below
+    return CircuitBreaker(
+        on=on,
+        failure_threshold=failure_threshold,
+        recovery_time=seconds,
+        recovery_threshold=recovery_threshold,
+        half_open_max_calls=half_open_max_calls,
+        slow_call_duration=slow_call_duration,
+        recovery_backoff=recovery_backoff,
+        max_recovery_time=max_recovery_time,
+        name=name,
+        listeners=listeners,
+        event_manager=event_manager,
+    )
