@@ -184,3 +184,32 @@ async def test_on_methods_and_concurrency(clock: FakeClock) -> None:
     ok = [r for r in results if not isinstance(r, BaseException)]
     assert len(ok) == 500
     assert len(registry) == 50
+
+
+async def test_a_breaker_per_host_never_forgets_an_open_one(clock: FakeClock) -> None:
+    from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
+
+    per_host = keyed(
+        lambda host: consecutive_breaker(ConnectionError, 1, 30, 1),
+        key=lambda host: host,
+        max_keys=2,
+    )
+
+    @per_host
+    async def fetch(host: str) -> str:
+        if host == "down":
+            raise ConnectionError(host)
+        return host
+
+    with pytest.raises(ConnectionError):
+        await fetch("down")
+    opened = per_host.get("down")
+    assert opened.state == "failing"
+    # Many other hosts come and go: the idle, working breakers make room, the open one stays.
+    for i in range(50):
+        assert await fetch(f"up{i}") == f"up{i}"
+    assert per_host.get("down") is opened
+    with pytest.raises(BreakerFailing):
+        await fetch("down")
+    assert opened._holds_state()
+    assert len(per_host) <= 2
