@@ -1,5 +1,4 @@
 """The orders endpoint of the README's FastAPI example."""
-# ruff: noqa: I001  (imports in the order the README shows them)
 
 from __future__ import annotations
 
