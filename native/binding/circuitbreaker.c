@@ -82,7 +82,7 @@ static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised)
     if (raised != NULL) {
         *raised = 1;
     }
-    fs_error_after(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG,
+    fs_error_after_new(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG,
                    retry_after_ns < 0 ? -1.0 : (double)retry_after_ns / 1e9);
     return -1;
 }
