@@ -373,6 +373,10 @@ typedef struct FsBudgetObject {
  * through __await__ (new reference), or NULL with TypeError. */
 PyObject *fs_awaitable_iter(PyObject *aw);
 
+/* throw(typ[, val[, tb]]) into an awaitable that is not running (finished, or never started):
+ * raises what was thrown, as a coroutine does (nargs is 1 to 3). Always returns NULL. */
+PyObject *fs_raise_thrown(PyObject *const *args, Py_ssize_t nargs);
+
 /* An awaitable already done: awaiting it gives value (borrowed; NULL: None) once. timeout.c's
  * Ready type. New reference, or NULL with an exception set. */
 PyObject *fs_ready_new(fs_state *st, PyObject *value);

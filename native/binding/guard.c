@@ -455,6 +455,22 @@ static PyObject *call_send(PyObject *self, PyObject *arg)
     return send_result(NULL, r, res, 0);
 }
 
+PyObject *fs_raise_thrown(PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *typ = args[0];
+    PyObject *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val == Py_None ? NULL : val);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+    }
+    return NULL;
+}
+
 static PyObject *call_throw_impl(FsCall *c, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -468,18 +484,7 @@ static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     if (c->state == FS_CALL_DONE || c->inner == NULL) {
         /* Finished: the thrown exception surfaces as is, as for a finished coroutine. */
-        PyObject *typ = args[0];
-        PyObject *val = nargs > 1 ? args[1] : Py_None;
-        if (PyExceptionInstance_Check(typ)) {
-            PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-        }
-        else if (PyExceptionClass_Check(typ)) {
-            PyErr_SetObject(typ, val == Py_None ? NULL : val);
-        }
-        else {
-            PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
-        }
-        return NULL;
+        return fs_raise_thrown(args, nargs);
     }
     if (c->state == FS_CALL_FRESH) {
         /* Thrown in before it ever ran: the function's body never runs, so neither does the
@@ -780,18 +785,7 @@ static PyObject *rejected_throw(PyObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     }
     Py_CLEAR(((FsRejected *)self)->exc);
-    PyObject *typ = args[0];
-    PyObject *val = nargs > 1 ? args[1] : Py_None;
-    if (PyExceptionInstance_Check(typ)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-    }
-    else if (PyExceptionClass_Check(typ)) {
-        PyErr_SetObject(typ, val == Py_None ? NULL : val);
-    }
-    else {
-        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
-    }
-    return NULL;
+    return fs_raise_thrown(args, nargs);
 }
 
 static PyObject *rejected_close(PyObject *self, PyObject *Py_UNUSED(unused))

@@ -1172,18 +1172,7 @@ static PyObject *ready_throw(PyObject *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     Py_CLEAR(r->value);
-    PyObject *typ = args[0];
-    PyObject *val = nargs > 1 ? args[1] : Py_None;
-    if (PyExceptionInstance_Check(typ)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-    }
-    else if (PyExceptionClass_Check(typ)) {
-        PyErr_SetObject(typ, val == Py_None ? NULL : val);
-    }
-    else {
-        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
-    }
-    return NULL;
+    return fs_raise_thrown(args, nargs);
 }
 
 static PyObject *ready_close(PyObject *self, PyObject *Py_UNUSED(unused))
