@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the specified code is kept verbatim)
 """The code of the README failsafe was specified by (its telemetry module and FastAPI service),
 kept here verbatim, runs as written: the service answers its orders endpoint."""
 
@@ -13,9 +14,73 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http.metric_exporter")
 
-TELEMETRY = '# service/src/telemetry.py\nfrom opentelemetry.sdk.resources import Resource\nfrom opentelemetry.sdk.metrics import MeterProvider\nfrom opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader\nfrom opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter\nfrom opentelemetry.metrics import set_meter_provider\n\nfrom integrations.opentelemetry import FailsafeOtelInstrumentor  # or: from failsafe.integrations.opentelemetry ...\n\ndef setup_otel(service_name: str) -> MeterProvider:\n    resource = Resource.create({"service.name": service_name})\n    reader = PeriodicExportingMetricReader(\n        OTLPMetricExporter(endpoint="http://localhost:4318/v1/metrics", timeout=5)\n    )\n    provider = MeterProvider(resource=resource, metric_readers=[reader])\n    set_meter_provider(provider)\n\n    FailsafeOtelInstrumentor().instrument(\n        namespace="failsafe.service",\n        meter_provider=provider,\n    )\n    return provider\n'
+TELEMETRY = r"""# service/src/telemetry.py
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.metrics import set_meter_provider
 
-MAIN = '# service/src/main.py\nimport asyncio\nfrom fastapi import FastAPI, HTTPException\n\nfrom telemetry import setup_otel\n\nfrom failsafe.retry import retry\nfrom failsafe.failfast import failfast, FailFastOpen\nfrom failsafe.featuretoggle import featuretoggle, FeatureDisabled\nfrom failsafe.hedge import hedge, HedgeTimeout\nfrom failsafe.timeout import timeout, TimeoutError as FsTimeoutError\n# add bulkhead/circuitbreaker/fallback imports as needed\n\nsetup_otel("failsafe-service")\napp = FastAPI()\n\n@hedge(name="price_quote", attempts=3, delay=0.03, timeout=0.25)\n@retry(name="price_quote", attempts=3)  # backoff args per your retry API\nasync def fetch_price(venue: str) -> float:\n    await asyncio.sleep(0.1)\n    return 123.45\n\n@featuretoggle(name="beta_orders", enabled=True)\n@failfast(name="orders_write_guard", failure_threshold=1)\nasync def create_order_impl(payload: dict) -> dict:\n    async with timeout(name="db_write_timeout", seconds=0.3):\n        await asyncio.sleep(0.05)\n    price = await fetch_price(payload["venue"])\n    return {"ok": True, "price": price}\n\n@app.post("/orders")\nasync def create_order(payload: dict):\n    try:\n        return await create_order_impl(payload)\n    except FeatureDisabled:\n        raise HTTPException(status_code=403, detail="feature disabled")\n    except FailFastOpen:\n        raise HTTPException(status_code=503, detail="fail-fast open")\n    except HedgeTimeout:\n        raise HTTPException(status_code=504, detail="pricing timed out")\n    except FsTimeoutError:\n        raise HTTPException(status_code=504, detail="db timeout")\n'
+from integrations.opentelemetry import FailsafeOtelInstrumentor  # or: from failsafe.integrations.opentelemetry ...
+
+def setup_otel(service_name: str) -> MeterProvider:
+    resource = Resource.create({"service.name": service_name})
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint="http://localhost:4318/v1/metrics", timeout=5)
+    )
+    provider = MeterProvider(resource=resource, metric_readers=[reader])
+    set_meter_provider(provider)
+
+    FailsafeOtelInstrumentor().instrument(
+        namespace="failsafe.service",
+        meter_provider=provider,
+    )
+    return provider
+"""
+
+MAIN = r"""# service/src/main.py
+import asyncio
+from fastapi import FastAPI, HTTPException
+
+from telemetry import setup_otel
+
+from failsafe.retry import retry
+from failsafe.failfast import failfast, FailFastOpen
+from failsafe.featuretoggle import featuretoggle, FeatureDisabled
+from failsafe.hedge import hedge, HedgeTimeout
+from failsafe.timeout import timeout, TimeoutError as FsTimeoutError
+# add bulkhead/circuitbreaker/fallback imports as needed
+
+setup_otel("failsafe-service")
+app = FastAPI()
+
+@hedge(name="price_quote", attempts=3, delay=0.03, timeout=0.25)
+@retry(name="price_quote", attempts=3)  # backoff args per your retry API
+async def fetch_price(venue: str) -> float:
+    await asyncio.sleep(0.1)
+    return 123.45
+
+@featuretoggle(name="beta_orders", enabled=True)
+@failfast(name="orders_write_guard", failure_threshold=1)
+async def create_order_impl(payload: dict) -> dict:
+    async with timeout(name="db_write_timeout", seconds=0.3):
+        await asyncio.sleep(0.05)
+    price = await fetch_price(payload["venue"])
+    return {"ok": True, "price": price}
+
+@app.post("/orders")
+async def create_order(payload: dict):
+    try:
+        return await create_order_impl(payload)
+    except FeatureDisabled:
+        raise HTTPException(status_code=403, detail="feature disabled")
+    except FailFastOpen:
+        raise HTTPException(status_code=503, detail="fail-fast open")
+    except HedgeTimeout:
+        raise HTTPException(status_code=504, detail="pricing timed out")
+    except FsTimeoutError:
+        raise HTTPException(status_code=504, detail="db timeout")
+"""
 
 
 async def test_the_specified_service_runs_as_written(tmp_path: Path) -> None:
