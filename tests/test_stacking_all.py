@@ -1,0 +1,577 @@
+"""Every pattern stacked on every other, in both orders, on functions and on methods.
+
+Each scenario builds fresh policies from the table below (each lets a passing call through)
+and compares the stack with a small model of the documented reactions: retry retries,
+fallback answers, hedge starts its next attempt at once after a failure, breaker and fail-fast
+count what reaches them, the cache stores only results. Cancellation must cross both layers and
+leave every policy idle; an inner layer's refusal must reach the outer one as the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from failsafe import _native
+from failsafe.bulkhead import BulkheadFull, bulkhead
+from failsafe.cache import cache
+from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
+from failsafe.failfast import FailFastOpen, failfast
+from failsafe.fallback import fallback
+from failsafe.featuretoggle import FeatureDisabled, featuretoggle
+from failsafe.hedge import HedgeAllFailed, hedge
+from failsafe.ratelimit import RateLimitExceeded, tokenbucket
+from failsafe.retry import AttemptsExceeded, retry
+from failsafe.timeout import timeout
+
+FALLBACK = "fallback"
+RETRIES = 2  # retry(attempts=2): up to 3 calls
+HEDGES = 2  # hedge(attempts=2)
+THRESHOLD = 10  # breaker and fail-fast: never reached by one call of a pair (at most 6 errors)
+
+
+def _make(name: str, *, rejecting: bool = False) -> Any:
+    """A fresh policy; rejecting: a configuration that can be made to refuse every call."""
+    match name:
+        case "retry":
+            return retry(attempts=RETRIES, backoff=0)
+        case "timeout":
+            return timeout(5)
+        case "fallback":
+            return fallback(lambda exc, *args, **kwargs: FALLBACK, on=Exception)
+        case "circuitbreaker":
+            # recovery_time=0: a failing breaker admits its next call as a probe at once.
+            return consecutive_breaker(
+                failure_threshold=THRESHOLD,
+                recovery_time=0,
+                recovery_threshold=1,
+                half_open_max_calls=1,
+            )
+        case "failfast":
+            return failfast(failure_threshold=THRESHOLD)
+        case "bulkhead":
+            return bulkhead(1) if rejecting else bulkhead(10, 20)
+        case "ratelimit":
+            return tokenbucket(1, 3600) if rejecting else tokenbucket(1000, 1)
+        case "cache":
+            return cache(maxsize=16)
+        case "hedge":
+            return hedge(attempts=HEDGES, delay=5)
+        case "featuretoggle":
+            return featuretoggle(enabled=not rejecting)
+    raise AssertionError(name)
+
+
+PATTERNS = [
+    "retry",
+    "timeout",
+    "fallback",
+    "circuitbreaker",
+    "failfast",
+    "bulkhead",
+    "ratelimit",
+    "cache",
+    "hedge",
+    "featuretoggle",
+]
+PAIRS = list(itertools.permutations(PATTERNS, 2))
+REJECTIONS: dict[str, type[Exception]] = {
+    "circuitbreaker": BreakerFailing,
+    "failfast": FailFastOpen,
+    "bulkhead": BulkheadFull,
+    "ratelimit": RateLimitExceeded,
+    "featuretoggle": FeatureDisabled,
+}
+REJECTING_PAIRS = [(o, i) for o, i in PAIRS if i in REJECTIONS]
+HOSTS = ["function", "method"]
+
+
+def _pair_id(pair: tuple[str, ...]) -> str:
+    return ">".join(pair)
+
+
+@dataclass
+class Leaf:
+    """The guarded function's behaviour and what it saw."""
+
+    mode: str = "ok"  # ok, fail or hang
+    calls: int = 0
+    cleaned: int = 0
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    selves: list[object] = field(default_factory=list)
+
+    async def body(self, x: int) -> int:
+        self.calls += 1
+        if self.mode == "hang":
+            self.entered.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.cleaned += 1
+        await asyncio.sleep(0)  # every call suspends once
+        if self.mode == "fail":
+            raise ValueError(x)
+        return x * 2
+
+
+@dataclass
+class Stack:
+    call: Callable[[int], Awaitable[Any]]
+    policies: dict[str, Any]
+    leaf: Leaf
+    host: object | None
+
+
+def build(
+    names: tuple[str, ...],
+    host: str,
+    rejecting: str | None = None,
+    policies: dict[str, Any] | None = None,
+) -> Stack:
+    """names[0] outermost; on a method the stack decorates a function defined in a class.
+    policies: ones to use instead of the table's."""
+    leaf = Leaf()
+    policies = {n: _make(n, rejecting=n == rejecting) for n in names} | (policies or {})
+
+    if host == "function":
+
+        async def fn(x: int) -> int:
+            return await leaf.body(x)
+
+        guarded: Any = fn
+        for n in reversed(names):
+            guarded = policies[n](guarded)
+        return Stack(guarded, policies, leaf, None)
+
+    class Service:
+        async def get(self, x: int) -> int:
+            leaf.selves.append(self)
+            return await leaf.body(x)
+
+    guarded = Service.__dict__["get"]
+    for n in reversed(names):
+        guarded = policies[n](guarded)
+    Service.get = guarded  # type: ignore[method-assign]
+    svc = Service()
+    return Stack(svc.get, policies, leaf, svc)
+
+
+# -- the model -----------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """What one layer saw over the calls the model ran."""
+
+    calls: int = 0  # calls of this layer
+    hits: int = 0  # answered from the cache (cache only)
+    inner_ok: int = 0  # calls of the next layer that succeeded
+    inner_err: int = 0  # ... that failed
+    out_err: int = 0  # calls of this layer that ended with an error
+    streak: int = 0  # failures of the next layer since its last success
+
+
+class Model:
+    """The documented reactions of each pattern, for calls that are not cancelled."""
+
+    def __init__(self, names: tuple[str, ...], rejecting: str | None = None) -> None:
+        self.names = names
+        self.rejecting = rejecting
+        self.seen = {n: Seen() for n in names}
+        self.stored: dict[int, Any] = {}
+        self.leaf_calls = 0
+
+    def call(self, x: int, fails: bool) -> tuple[bool, Any]:
+        """(ok, value or exception type) of one call."""
+        return self._run(0, x, fails)
+
+    def _run(self, i: int, x: int, fails: bool) -> tuple[bool, Any]:
+        if i == len(self.names):
+            self.leaf_calls += 1
+            return (False, ValueError) if fails else (True, x * 2)
+        name = self.names[i]
+        seen = self.seen[name]
+        seen.calls += 1
+        if name == self.rejecting:
+            seen.out_err += 1
+            return False, REJECTIONS[name]
+
+        def inner() -> tuple[bool, Any]:
+            ok, what = self._run(i + 1, x, fails)
+            if ok:
+                seen.inner_ok += 1
+                seen.streak = 0
+            else:
+                seen.inner_err += 1
+                seen.streak += 1
+            return ok, what
+
+        result: tuple[bool, Any]
+        if name == "cache" and x in self.stored:
+            seen.hits += 1
+            result = True, self.stored[x]
+        elif name in ("retry", "hedge"):
+            tries = RETRIES + 1 if name == "retry" else HEDGES
+            for _ in range(tries):
+                result = inner()
+                if result[0]:
+                    break
+            else:
+                result = False, AttemptsExceeded if name == "retry" else HedgeAllFailed
+        else:
+            result = inner()
+            if name == "fallback" and not result[0]:
+                result = True, FALLBACK
+            if name == "cache" and result[0]:
+                self.stored[x] = result[1]
+        if not result[0]:
+            seen.out_err += 1
+        return result
+
+
+def check_against(stack: Stack, model: Model) -> None:
+    """Every layer's counters are what the model's calls imply, and every layer is idle."""
+    assert stack.leaf.calls == model.leaf_calls
+    for name, s in model.seen.items():
+        p = stack.policies[name]
+        st = p.stats()
+        refused = s.calls if name == model.rejecting else 0
+        passed = s.calls - refused
+        if name == "retry":
+            assert st["attempt"] == s.inner_ok + s.inner_err - s.calls
+            assert st["giveup"] == s.out_err
+            assert st["success"] == s.calls - s.out_err
+        elif name == "timeout":
+            assert st["fired"] == 0
+        elif name == "fallback":
+            assert st["invoked"] == s.inner_err
+        elif name == "circuitbreaker":
+            assert st["failure"] == s.inner_err
+            assert st["success"] == s.inner_ok
+            assert st["rejected"] == refused
+            assert st["probes_in_flight"] == 0
+        elif name == "failfast":
+            assert p.failures == s.streak
+            assert st["rejected"] == refused
+        elif name == "bulkhead":
+            assert st["admitted"] == passed + (1 if refused else 0)  # + the holder's
+            assert st["full"] == refused
+            assert (st["running"], st["queued"]) == ((1, 0) if refused else (0, 0))
+        elif name == "ratelimit":
+            assert st["admitted"] == passed + (1 if refused else 0)  # + the token taken first
+            assert st["rejected"] == refused
+        elif name == "cache":
+            assert st["hit"] == s.hits
+            assert st["miss"] == s.calls - s.hits
+            assert st["set"] == s.inner_ok
+            assert st["size"] == len(model.stored)
+            assert st["in_flight"] == 0
+        elif name == "hedge":
+            assert st["success"] == s.calls - s.out_err
+            assert st["all_failed"] == s.out_err
+            assert st["failure"] == s.inner_err
+            assert st["hedged"] == s.inner_ok + s.inner_err - s.calls
+            assert st["timeout"] == 0
+        elif name == "featuretoggle":
+            assert st["enabled"] == passed
+            assert st["disabled"] == refused
+    assert _native._timeout_pending() == 0
+
+
+async def outcome(stack: Stack, x: int) -> tuple[bool, Any]:
+    try:
+        return True, await stack.call(x)
+    except Exception as exc:  # the model compares the type
+        return False, exc
+
+
+def assert_outcome(got: tuple[bool, Any], expected: tuple[bool, Any]) -> None:
+    ok, what = got
+    if expected[0]:
+        assert got == expected
+    else:
+        assert not ok, f"expected {expected[1].__name__}, got {what!r}"
+        assert type(what) is expected[1], repr(what)
+
+
+# -- scenarios -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", PAIRS, ids=_pair_id)
+async def test_success(pair: tuple[str, str], host: str) -> None:
+    stack = build(pair, host)
+    model = Model(pair)
+    assert await stack.call(21) == 42
+    assert model.call(21, fails=False) == (True, 42)
+    assert stack.leaf.calls == 1
+    check_against(stack, model)
+    # A second call: answered by the cache where there is one, else the function runs again.
+    assert await stack.call(21) == 42
+    assert model.call(21, fails=False) == (True, 42)
+    assert stack.leaf.calls == (1 if "cache" in pair else 2)
+    check_against(stack, model)
+    if stack.host is not None:
+        assert all(s is stack.host for s in stack.leaf.selves)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", PAIRS, ids=_pair_id)
+async def test_failure(pair: tuple[str, str], host: str) -> None:
+    stack = build(pair, host)
+    stack.leaf.mode = "fail"
+    model = Model(pair)
+    expected = model.call(5, fails=True)
+    got = await outcome(stack, 5)
+    assert_outcome(got, expected)
+    if not got[0] and type(got[1]) in (AttemptsExceeded, HedgeAllFailed):
+        assert got[1].__cause__ is not None  # raised from the last failure
+    check_against(stack, model)
+    # The same call once the function recovers: nothing was cached, the counts go on.
+    stack.leaf.mode = "ok"
+    assert_outcome(await outcome(stack, 5), model.call(5, fails=False))
+    check_against(stack, model)
+
+
+async def _prepare_for_cancel(stack: Stack) -> None:
+    breaker = stack.policies.get("circuitbreaker")
+    if breaker is not None:
+        # Failing, with a zero break: the cancelled call is the one probe allowed.
+        for _ in range(THRESHOLD):
+            with contextlib.suppress(ValueError):
+                async with breaker:
+                    raise ValueError
+        assert breaker.state == "failing"
+
+
+def check_idle_after_cancel(stack: Stack) -> None:
+    for name, p in stack.policies.items():
+        st = p.stats()
+        if name == "retry":
+            assert (st["attempt"], st["success"], st["giveup"]) == (0, 0, 0)
+        elif name == "timeout":
+            assert st["fired"] == 0
+        elif name == "fallback":
+            assert st["invoked"] == 0
+        elif name == "circuitbreaker":
+            assert st["state"] == "recovering"
+            assert st["probes_in_flight"] == 0
+            assert (st["success"], st["failure"], st["rejected"]) == (0, THRESHOLD, 0)
+        elif name == "failfast":
+            assert (p.failures, st["rejected"], p.is_open) == (0, 0, False)
+        elif name == "bulkhead":
+            assert (st["running"], st["queued"], st["admitted"]) == (0, 0, 1)
+        elif name == "ratelimit":
+            assert (st["admitted"], st["rejected"]) == (1, 0)
+        elif name == "cache":
+            assert (st["in_flight"], st["size"], st["miss"], st["set"]) == (0, 0, 1, 0)
+        elif name == "hedge":
+            assert all(v == 0 for k, v in st.items() if k in p.METRICS), st
+        elif name == "featuretoggle":
+            assert (st["enabled"], st["disabled"]) == (1, 0)
+    assert _native._timeout_pending() == 0
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", PAIRS, ids=_pair_id)
+async def test_cancelled_while_suspended(pair: tuple[str, str], host: str) -> None:
+    stack = build(pair, host)
+    await _prepare_for_cancel(stack)
+    stack.leaf.mode = "hang"
+    task = asyncio.create_task(stack.call(1))
+    await stack.leaf.entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (stack.leaf.calls, stack.leaf.cleaned) == (1, 1)
+    check_idle_after_cancel(stack)
+    # Nothing held: the next call goes through (the breaker's probe slot is free again).
+    stack.leaf.mode = "ok"
+    assert await stack.call(1) == 2
+    if "circuitbreaker" in pair:
+        assert stack.policies["circuitbreaker"].state == "working"
+    assert _native._timeout_pending() == 0
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", REJECTING_PAIRS, ids=_pair_id)
+async def test_inner_rejection_reaches_outer(pair: tuple[str, str], host: str) -> None:
+    outer, inner = pair
+    stack = build(pair, host, rejecting=inner)
+    refuser = stack.policies[inner]
+    release = asyncio.Event()
+    holder: asyncio.Task[None] | None = None
+    match inner:
+        case "circuitbreaker":
+            refuser.isolate()
+        case "failfast":
+            refuser.open()
+        case "ratelimit":
+            assert refuser.try_acquire()
+        case "bulkhead":
+
+            async def hold() -> None:
+                async with refuser:
+                    await release.wait()
+
+            holder = asyncio.create_task(hold())
+            await asyncio.sleep(0)
+            assert refuser.running == 1
+    model = Model(pair, rejecting=inner)
+    expected = model.call(3, fails=False)
+    got = await outcome(stack, 3)
+    assert_outcome(got, expected)
+    if outer in ("retry", "hedge"):
+        assert isinstance(got[1].__cause__, REJECTIONS[inner])
+    assert stack.leaf.calls == 0
+    check_against(stack, model)
+    if holder is not None:
+        release.set()
+        await holder
+        assert (refuser.running, refuser.queued) == (0, 0)
+
+
+# -- longer stacks -------------------------------------------------------------------------
+
+
+FIVE = ("fallback", "retry", "circuitbreaker", "bulkhead", "timeout")
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_five_pattern_stack(host: str) -> None:
+    breaker = consecutive_breaker(failure_threshold=4, recovery_time=60)
+    stack = build(FIVE, host, policies={"circuitbreaker": breaker})
+    fb, rt, cb, bh, to = (stack.policies[n] for n in FIVE)
+    model = Model(FIVE)
+    for x, fails in ((1, False), (2, True), (3, False)):
+        stack.leaf.mode = "fail" if fails else "ok"
+        assert_outcome(await outcome(stack, x), model.call(x, fails))
+    check_against(stack, model)
+
+    # Cancelled in the function: nothing counted, nothing held.
+    stack.leaf.mode = "hang"
+    task = asyncio.create_task(stack.call(4))
+    await stack.leaf.entered.wait()
+    assert (bh.running, _native._timeout_pending()) == (1, 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (bh.running, bh.queued, _native._timeout_pending()) == (0, 0, 0)
+    assert cb.stats()["failure"] == 3
+    assert rt.stats()["giveup"] == 1
+    assert fb.stats()["invoked"] == 1
+
+    # Failures open the breaker: the retries inside the fallback then meet its refusals.
+    stack.leaf.mode = "fail"
+    calls = stack.leaf.calls
+    assert await stack.call(5) == FALLBACK  # failures 1, 2, 3 in a row
+    assert await stack.call(6) == FALLBACK  # the 4th opens it; two refusals
+    assert stack.leaf.calls == calls + 4
+    st = cb.stats()
+    assert (st["state"], st["failure"], st["rejected"]) == ("failing", 3 + 4, 2)
+    assert rt.stats()["giveup"] == 3
+    assert fb.stats()["invoked"] == 3
+    assert to.stats()["fired"] == 0
+    assert (bh.running, bh.queued, bh.stats()["full"]) == (0, 0, 0)
+
+
+TEN = (
+    "featuretoggle",
+    "cache",
+    "fallback",
+    "bulkhead",
+    "ratelimit",
+    "retry",
+    "circuitbreaker",
+    "failfast",
+    "hedge",
+    "timeout",
+)
+
+
+async def test_ten_pattern_stack_300_tasks() -> None:
+    """Successes, failures and cancellations (running and queued) share one 10-pattern stack."""
+    policies = {n: _make(n) for n in TEN}
+    policies["bulkhead"] = bulkhead(50, 300)  # every call fits, many wait in the queue
+    policies["circuitbreaker"] = consecutive_breaker(failure_threshold=10**6)
+    policies["failfast"] = failfast(failure_threshold=10**6)
+    policies["cache"] = cache(maxsize=1000)
+    calls = {"ok": 0, "fail": 0, "hang": 0}
+    hanging = 0
+    full = asyncio.Event()
+    cleaned = 0
+
+    async def work(i: int) -> int:
+        nonlocal hanging, cleaned
+        kind = ("fail", "ok", "hang")[i % 3]
+        calls[kind] += 1
+        if kind == "hang":
+            hanging += 1
+            if hanging == 50:  # every slot is held by a hanging call
+                full.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cleaned += 1
+        await asyncio.sleep(0)
+        if kind == "fail":
+            raise ValueError(i)
+        return i
+
+    guarded: Any = work
+    for n in reversed(TEN):
+        guarded = policies[n](guarded)
+
+    tasks = [asyncio.create_task(guarded(i)) for i in range(300)]
+    await full.wait()
+    bh = policies["bulkhead"]
+    assert bh.running == 50
+    assert bh.queued > 0
+    for i, t in enumerate(tasks):
+        if i % 3 == 2:
+            t.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, r in enumerate(results):
+        kind = ("fail", "ok", "hang")[i % 3]
+        if kind == "hang":
+            assert isinstance(r, asyncio.CancelledError)
+        else:
+            assert r == (FALLBACK if kind == "fail" else i)
+    assert calls["ok"] == 100
+    assert calls["fail"] == 100 * (RETRIES + 1) * HEDGES
+    started = calls["hang"]
+    assert 50 <= started <= 100
+    assert cleaned == started
+
+    s = {n: p.stats() for n, p in policies.items()}
+    assert (s["bulkhead"]["running"], s["bulkhead"]["queued"]) == (0, 0)
+    assert s["bulkhead"]["full"] == 0
+    admitted = s["bulkhead"]["admitted"]  # calls given a slot; the others were cancelled queued
+    assert 200 + started <= admitted <= 300
+    assert s["ratelimit"]["admitted"] == admitted
+    assert s["ratelimit"]["rejected"] == 0
+    assert s["retry"]["attempt"] == 100 * RETRIES
+    assert (s["retry"]["giveup"], s["retry"]["success"]) == (100, 100)
+    assert s["circuitbreaker"]["failure"] == 100 * (RETRIES + 1)
+    assert s["circuitbreaker"]["success"] == 100
+    assert s["circuitbreaker"]["probes_in_flight"] == 0
+    assert s["failfast"]["rejected"] == 0
+    assert not policies["failfast"].is_open
+    assert s["hedge"]["success"] == 100
+    assert s["hedge"]["all_failed"] == 100 * (RETRIES + 1)
+    assert s["hedge"]["failure"] == s["hedge"]["hedged"] * 2 == calls["fail"]
+    assert s["hedge"]["timeout"] == 0
+    assert s["timeout"]["fired"] == 0
+    assert s["fallback"]["invoked"] == 100
+    assert s["cache"]["miss"] == 300
+    assert s["cache"]["hit"] == 0
+    assert s["cache"]["set"] == s["cache"]["size"] == 200  # the fallback's answers too
+    assert s["cache"]["in_flight"] == 0
+    assert s["featuretoggle"]["enabled"] == 300
+    assert _native._timeout_pending() == 0
