@@ -100,7 +100,8 @@ def _pair_id(pair: tuple[str, ...]) -> str:
 class Leaf:
     """The guarded function's behaviour and what it saw."""
 
-    mode: str = "ok"  # ok, fail or hang
+    mode: str = "ok"  # ok, fail, hang, or gate (answers once gate is set)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
     calls: int = 0
     cleaned: int = 0
     entered: asyncio.Event = field(default_factory=asyncio.Event)
@@ -108,6 +109,9 @@ class Leaf:
 
     async def body(self, x: int) -> int:
         self.calls += 1
+        if self.mode == "gate":
+            self.entered.set()
+            await self.gate.wait()
         if self.mode == "hang":
             self.entered.set()
             try:
@@ -575,3 +579,225 @@ async def test_ten_pattern_stack_300_tasks() -> None:
     assert s["cache"]["in_flight"] == 0
     assert s["featuretoggle"]["enabled"] == 300
     assert _native._timeout_pending() == 0
+
+
+# -- cancelled while waiting inside the inner layer ----------------------------------------
+
+
+async def _never(*args: Any, **kwargs: Any) -> bool:
+    await asyncio.Event().wait()
+    return True
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Lets the loop run until condition holds (timers included: a hedge delay of 1 ms)."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0 if _ % 2 else 0.001)
+    raise AssertionError("condition never held")
+
+
+def _inner_waiting(name: str) -> Any:
+    """A policy for the inner layer whose own await point a call can be cancelled at."""
+    match name:
+        case "bulkhead":
+            return bulkhead(1, 2)  # the slot is held; the call queues
+        case "cache":
+            return cache()  # a second call of the key waits for the one in flight
+        case "ratelimit":
+            return tokenbucket(1, 60, max_wait=3600)  # the token is taken; the call waits
+        case "retry":
+            return retry(attempts=2, backoff=3600)  # sleeps after the first failure
+        case "hedge":
+            return hedge(attempts=2, delay=0.001)  # both attempts run, as the call is cancelled
+        case "featuretoggle":
+            return featuretoggle(predicate=_never)
+        case "failfast":
+            return failfast(failure_threshold=THRESHOLD, predicate=_never)
+        case "fallback":
+            return fallback(_never, on=Exception)  # the handler never answers
+    raise AssertionError(name)
+
+
+INNER_WAITS = [
+    "bulkhead",
+    "cache",
+    "ratelimit",
+    "retry",
+    "hedge",
+    "featuretoggle",
+    "failfast",
+    "fallback",
+]
+WAITING_PAIRS = [(o, i) for o, i in PAIRS if i in INNER_WAITS]
+
+
+def check_outer_clean(name: str, p: Any) -> None:
+    """The outer layer saw a cancellation: not a failure, nothing held."""
+    st = p.stats()
+    if name == "retry":
+        assert (st["attempt"], st["giveup"]) == (0, 0)
+    elif name == "fallback":
+        assert st["invoked"] == 0
+    elif name == "circuitbreaker":
+        assert (st["failure"], st["probes_in_flight"], st["state"]) == (0, 0, "working")
+    elif name == "failfast":
+        assert (p.failures, p.is_open) == (0, False)
+    elif name == "bulkhead":
+        assert (st["running"], st["queued"]) == (0, 0)
+    elif name == "cache":
+        assert st["in_flight"] == 0
+    elif name == "hedge":
+        assert (st["failure"], st["hedged"], st["all_failed"]) == (0, 0, 0)
+    elif name == "timeout":
+        assert st["fired"] == 0
+    elif name == "ratelimit":
+        assert st["rejected"] == 0
+    elif name == "featuretoggle":
+        assert st["disabled"] == 0
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", WAITING_PAIRS, ids=_pair_id)
+async def test_cancelled_while_waiting_in_inner_layer(pair: tuple[str, str], host: str) -> None:
+    outer, inner = pair
+    p = _inner_waiting(inner)
+    stack = build(pair, host, policies={inner: p})
+    leaf = stack.leaf
+    gate = asyncio.Event()
+    leader: asyncio.Task[Any] | None = None
+    key = (1,) if stack.host is None else (stack.host, 1)  # the cache's key includes self
+    holder: asyncio.Task[None] | None = None
+    waiting: Callable[[], bool]
+    match inner:
+        case "bulkhead":
+
+            async def hold() -> None:
+                async with p:
+                    await gate.wait()
+
+            holder = asyncio.create_task(hold())
+            await _until(lambda: p.running == 1)
+            waiting = lambda: p.queued == 1  # noqa: E731
+        case "cache":
+            leaf.mode = "gate"
+            leaf.gate = gate
+            leader = asyncio.create_task(stack.call(1))
+            await leaf.entered.wait()
+            waiting = lambda: p._probe(*key)[1].waiting == 1  # noqa: E731
+        case "ratelimit":
+            assert p.try_acquire()
+            waiting = lambda: p.retry_after() > 90  # noqa: E731
+        case "retry":
+            leaf.mode = "fail"
+            waiting = lambda: p.stats()["attempt"] == 1  # noqa: E731
+        case "hedge":
+            leaf.mode = "hang"
+            waiting = lambda: leaf.calls == 2  # noqa: E731
+        case "fallback":
+            leaf.mode = "fail"
+            waiting = lambda: p.stats()["invoked"] == 1  # noqa: E731
+        case _:
+            waiting = lambda: True  # noqa: E731  # the predicate runs at once
+    task = asyncio.create_task(stack.call(1))
+    await _until(waiting)
+    for _ in range(3):
+        await asyncio.sleep(0)  # well inside the wait
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    st = p.stats()
+    match inner:
+        case "bulkhead":
+            assert (p.running, p.queued, leaf.calls) == (1, 0, 0)
+            gate.set()
+            assert holder is not None
+            await holder
+            assert (p.running, p.queued) == (0, 0)
+        case "cache":
+            assert leader is not None
+            assert not leader.done()  # the leader goes on for its own caller
+            assert p._probe(*key)[1].waiting == 0
+            gate.set()
+            assert await leader == 2
+            assert (st["in_flight"], p.stats()["in_flight"], len(p)) == (1, 0, 1)
+            assert leaf.calls == 1
+        case "ratelimit":
+            assert p.retry_after() <= 60  # the reserved place was given back
+            assert (st["admitted"], st["rejected"], leaf.calls) == (1, 0, 0)
+        case "retry":
+            assert (st["attempt"], st["giveup"], st["success"], leaf.calls) == (1, 0, 0, 1)
+        case "hedge":
+            assert (leaf.calls, leaf.cleaned) == (2, 2)
+            assert (st["hedged"], st["failure"], st["success"], st["all_failed"]) == (1, 0, 0, 0)
+        case "featuretoggle":
+            assert (st["enabled"], st["disabled"], leaf.calls) == (0, 0, 0)
+        case "failfast":
+            assert (st["rejected"], p.failures, leaf.calls) == (0, 0, 0)
+        case "fallback":
+            assert leaf.calls == 1
+    check_outer_clean(outer, stack.policies[outer])
+    assert _native._timeout_pending() == 0
+
+
+# -- calls stopped before their first step -------------------------------------------------
+
+
+def check_nothing_held(stack: Stack) -> None:
+    """Whatever the call took when it was made (a slot, a token, a probe) is given back, and
+    nothing counted it as a failure."""
+    for name, p in stack.policies.items():
+        st = p.stats()
+        if name == "retry":
+            assert (st["attempt"], st["giveup"]) == (0, 0)
+        elif name == "fallback":
+            assert st["invoked"] == 0
+        elif name == "circuitbreaker":
+            assert (st["probes_in_flight"], st["failure"], st["rejected"]) == (0, THRESHOLD, 0)
+        elif name == "failfast":
+            assert (p.failures, st["rejected"]) == (0, 0)
+        elif name == "bulkhead":
+            assert (st["running"], st["queued"]) == (0, 0)
+        elif name == "cache":
+            assert (st["in_flight"], st["size"]) == (0, 0)
+        elif name == "hedge":
+            assert (st["failure"], st["hedged"], st["success"]) == (0, 0, 0)
+        elif name == "timeout":
+            assert st["fired"] == 0
+    assert _native._timeout_pending() == 0
+
+
+async def _after_stop(stack: Stack) -> None:
+    """The stack still works, and the breaker's probe slot was given back."""
+    assert stack.leaf.calls == 0
+    assert await stack.call(1) == 2
+    if "circuitbreaker" in stack.policies:
+        assert stack.policies["circuitbreaker"].state == "working"
+    assert _native._timeout_pending() == 0
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", PAIRS, ids=_pair_id)
+async def test_cancelled_before_first_step(pair: tuple[str, str], host: str) -> None:
+    stack = build(pair, host)
+    await _prepare_for_cancel(stack)
+    task = asyncio.create_task(stack.call(1))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    check_nothing_held(stack)
+    await _after_stop(stack)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", PAIRS, ids=_pair_id)
+async def test_closed_before_first_step(pair: tuple[str, str], host: str) -> None:
+    stack = build(pair, host)
+    await _prepare_for_cancel(stack)
+    call = stack.call(1)
+    call.close()  # type: ignore[attr-defined]
+    check_nothing_held(stack)
+    await _after_stop(stack)
