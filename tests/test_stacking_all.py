@@ -100,7 +100,7 @@ def _pair_id(pair: tuple[str, ...]) -> str:
 class Leaf:
     """The guarded function's behaviour and what it saw."""
 
-    mode: str = "ok"  # ok, fail, hang, or gate (answers once gate is set)
+    mode: str = "ok"  # ok, fail, hang, first hangs, or gate (answers once gate is set)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     calls: int = 0
     cleaned: int = 0
@@ -112,7 +112,7 @@ class Leaf:
         if self.mode == "gate":
             self.entered.set()
             await self.gate.wait()
-        if self.mode == "hang":
+        if self.mode == "hang" or (self.mode == "first hangs" and self.calls == 1):
             self.entered.set()
             try:
                 await asyncio.Event().wait()
@@ -801,3 +801,68 @@ async def test_closed_before_first_step(pair: tuple[str, str], host: str) -> Non
     call.close()  # type: ignore[attr-defined]
     check_nothing_held(stack)
     await _after_stop(stack)
+
+
+# -- a hedged attempt through the other layer ----------------------------------------------
+
+
+HEDGE_PAIRS = [pair for pair in PAIRS if "hedge" in pair]
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", HEDGE_PAIRS, ids=_pair_id)
+async def test_second_attempt_wins(pair: tuple[str, str], host: str) -> None:
+    """The first attempt hangs past the delay; the second answers. The first is cancelled
+    through the other layer (inline, by cancelling the caller's task and taking that back)."""
+    other = pair[0] if pair[1] == "hedge" else pair[1]
+    h = hedge(attempts=2, delay=0.001)
+    stack = build(pair, host, policies={"hedge": h})
+    leaf = stack.leaf
+    p = stack.policies[other]
+    shared = other == "cache" and pair[1] == "cache"  # the second attempt joins the first
+    if shared:
+        leaf.mode = "gate"
+    else:
+        leaf.mode = "first hangs"
+
+    async def caller() -> tuple[Any, int]:
+        value = await stack.call(4)
+        task = asyncio.current_task()
+        assert task is not None
+        return value, task.cancelling()
+
+    task = asyncio.create_task(caller())
+    if shared:
+        await leaf.entered.wait()
+        await _until(lambda: h.stats()["hedged"] == 1)
+        await asyncio.sleep(0)
+        leaf.gate.set()
+    assert await task == (8, 0)
+    st, hs = p.stats(), h.stats()
+    assert (hs["success"], hs["failure"], hs["all_failed"], hs["timeout"]) == (1, 0, 0, 0)
+    assert hs["hedged"] == 1
+    if shared:
+        assert leaf.calls == 1
+    else:
+        assert (leaf.calls, leaf.cleaned) == (2, 1)
+    inner_calls = 2 if pair[1] == other else 1
+    match other:
+        case "retry":
+            assert (st["attempt"], st["giveup"], st["success"]) == (0, 0, 1)
+        case "timeout":
+            assert st["fired"] == 0
+        case "fallback":
+            assert st["invoked"] == 0
+        case "circuitbreaker":
+            assert (st["success"], st["failure"], st["probes_in_flight"]) == (1, 0, 0)
+        case "failfast":
+            assert (p.failures, st["rejected"]) == (0, 0)
+        case "bulkhead":
+            assert (st["running"], st["queued"], st["admitted"]) == (0, 0, inner_calls)
+        case "ratelimit":
+            assert (st["admitted"], st["rejected"]) == (inner_calls, 0)
+        case "cache":
+            assert (st["in_flight"], st["size"], st["set"]) == (0, 1, 1)
+        case "featuretoggle":
+            assert st["enabled"] == inner_calls
+    assert _native._timeout_pending() == 0
