@@ -28,6 +28,7 @@ from failsafe.featuretoggle import FeatureDisabled, featuretoggle
 from failsafe.hedge import HedgeAllFailed, hedge
 from failsafe.ratelimit import RateLimitExceeded, tokenbucket
 from failsafe.retry import AttemptsExceeded, retry
+from failsafe.timeout import TimeoutError as FsTimeoutError
 from failsafe.timeout import timeout
 
 FALLBACK = "fallback"
@@ -581,6 +582,73 @@ async def test_ten_pattern_stack_300_tasks() -> None:
     assert _native._timeout_pending() == 0
 
 
+async def test_ten_pattern_stack_shared_keys() -> None:
+    """300 calls over 20 keys: the cache makes one call per key; the callers of some keys are
+    cancelled, leaders and waiters alike, while their calls hang."""
+    policies = {n: _make(n) for n in TEN}
+    policies["bulkhead"] = bulkhead(50, 300)
+    policies["circuitbreaker"] = consecutive_breaker(failure_threshold=10**6)
+    policies["failfast"] = failfast(failure_threshold=10**6)
+    policies["cache"] = cache(maxsize=1000)
+    calls = {"ok": 0, "fail": 0, "hang": 0}
+    kinds = ("fail", "ok", "hang")
+    hang_keys = [k for k in range(20) if k % 3 == 2]
+    entered = asyncio.Event()
+
+    async def work(key: int) -> int:
+        kind = kinds[key % 3]
+        calls[kind] += 1
+        if kind == "hang":
+            if calls["hang"] == len(hang_keys):
+                entered.set()
+            await asyncio.Event().wait()
+        await asyncio.sleep(0)
+        if kind == "fail":
+            raise ValueError(key)
+        return key
+
+    guarded: Any = work
+    for n in reversed(TEN):
+        guarded = policies[n](guarded)
+
+    tasks = [asyncio.create_task(guarded(i % 20)) for i in range(300)]
+    await entered.wait()
+    for i, t in enumerate(tasks):
+        if kinds[i % 20 % 3] == "hang":
+            t.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for i, r in enumerate(results):
+        key = i % 20
+        kind = kinds[key % 3]
+        if kind == "hang":
+            assert isinstance(r, asyncio.CancelledError)
+        else:
+            assert r == (FALLBACK if kind == "fail" else key)
+    ok_keys, fail_keys = (len([k for k in range(20) if k % 3 == r]) for r in (1, 0))
+    assert calls == {
+        "ok": ok_keys,
+        "fail": fail_keys * (RETRIES + 1) * HEDGES,
+        "hang": len(hang_keys),
+    }
+    s = {n: p.stats() for n, p in policies.items()}
+    c = s["cache"]
+    assert c["miss"] == ok_keys + fail_keys + len(hang_keys)
+    answered = 300 - 15 * len(hang_keys)
+    assert c["miss"] - len(hang_keys) + c["hit"] + c["shared"] == answered
+    assert c["set"] == c["size"] == ok_keys + fail_keys
+    assert c["in_flight"] == 0
+    assert (s["bulkhead"]["running"], s["bulkhead"]["queued"]) == (0, 0)
+    assert s["bulkhead"]["admitted"] == c["miss"]
+    assert s["retry"]["giveup"] == fail_keys
+    assert s["fallback"]["invoked"] == fail_keys
+    assert s["circuitbreaker"]["failure"] == fail_keys * (RETRIES + 1)
+    assert s["hedge"]["failure"] == calls["fail"]
+    assert s["hedge"]["success"] == ok_keys
+    assert s["timeout"]["fired"] == 0
+    assert s["featuretoggle"]["enabled"] == 300
+    assert _native._timeout_pending() == 0
+
+
 # -- cancelled while waiting inside the inner layer ----------------------------------------
 
 
@@ -650,20 +718,32 @@ def check_outer_clean(name: str, p: Any) -> None:
         assert st["in_flight"] == 0
     elif name == "hedge":
         assert (st["failure"], st["hedged"], st["all_failed"]) == (0, 0, 0)
-    elif name == "timeout":
-        assert st["fired"] == 0
     elif name == "ratelimit":
         assert st["rejected"] == 0
     elif name == "featuretoggle":
         assert st["disabled"] == 0
 
 
+# Stopped by a cancellation, or by an outer timeout's deadline (a real 0.1 s timer); not the
+# cache: its leader, under the same deadline, would time out first.
+STOPS = [(pair, "cancel") for pair in WAITING_PAIRS] + [
+    (("timeout", inner), "deadline") for inner in INNER_WAITS if inner != "cache"
+]
+
+
 @pytest.mark.parametrize("host", HOSTS)
-@pytest.mark.parametrize("pair", WAITING_PAIRS, ids=_pair_id)
-async def test_cancelled_while_waiting_in_inner_layer(pair: tuple[str, str], host: str) -> None:
+@pytest.mark.parametrize(
+    ("pair", "stop"), STOPS, ids=lambda v: v if isinstance(v, str) else ">".join(v)
+)
+async def test_stopped_while_waiting_in_inner_layer(
+    pair: tuple[str, str], stop: str, host: str
+) -> None:
     outer, inner = pair
     p = _inner_waiting(inner)
-    stack = build(pair, host, policies={inner: p})
+    policies = {inner: p}
+    if stop == "deadline":
+        policies["timeout"] = timeout(0.1)
+    stack = build(pair, host, policies=policies)
     leaf = stack.leaf
     gate = asyncio.Event()
     leader: asyncio.Task[Any] | None = None
@@ -705,9 +785,14 @@ async def test_cancelled_while_waiting_in_inner_layer(pair: tuple[str, str], hos
     for _ in range(3):
         await asyncio.sleep(0)  # well inside the wait
     assert not task.done()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    if stop == "cancel":
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        with pytest.raises(FsTimeoutError):
+            await task
+        assert stack.policies["timeout"].stats()["fired"] == 1
 
     st = p.stats()
     match inner:
@@ -740,6 +825,8 @@ async def test_cancelled_while_waiting_in_inner_layer(pair: tuple[str, str], hos
         case "fallback":
             assert leaf.calls == 1
     check_outer_clean(outer, stack.policies[outer])
+    if outer == "timeout" and stop == "cancel":
+        assert stack.policies["timeout"].stats()["fired"] == 0
     assert _native._timeout_pending() == 0
 
 
