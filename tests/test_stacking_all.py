@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies
 
 from failsafe import _native
 from failsafe.bulkhead import BulkheadFull, bulkhead
@@ -647,6 +648,43 @@ async def test_ten_pattern_stack_shared_keys() -> None:
     assert s["timeout"]["fired"] == 0
     assert s["featuretoggle"]["enabled"] == 300
     assert _native._timeout_pending() == 0
+
+
+# -- deeper stacks, against the model --------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    names=strategies.lists(strategies.sampled_from(PATTERNS), min_size=2, max_size=6, unique=True),
+    host=strategies.sampled_from(HOSTS),
+    calls=strategies.lists(
+        strategies.tuples(strategies.integers(0, 2), strategies.booleans()), min_size=1, max_size=6
+    ),
+)
+def test_random_stacks_follow_the_model(
+    names: list[str], host: str, calls: list[tuple[int, bool]]
+) -> None:
+    """Any 2 to 6 patterns in any order, a sequence of passing and failing calls over a few
+    keys: every outcome and every counter as the model says."""
+
+    async def scenario() -> None:
+        order = tuple(names)
+        # Thresholds out of reach of a sequence (up to 6 failures per call).
+        stack = build(
+            order,
+            host,
+            policies={
+                "circuitbreaker": consecutive_breaker(failure_threshold=1000),
+                "failfast": failfast(failure_threshold=1000),
+            },
+        )
+        model = Model(order)
+        for x, fails in calls:
+            stack.leaf.mode = "fail" if fails else "ok"
+            assert_outcome(await outcome(stack, x), model.call(x, fails))
+            check_against(stack, model)
+
+    asyncio.run(scenario())
 
 
 # -- cancelled while waiting inside the inner layer ----------------------------------------
