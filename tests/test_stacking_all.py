@@ -687,6 +687,90 @@ def test_random_stacks_follow_the_model(
     asyncio.run(scenario())
 
 
+ALLOWED = (AttemptsExceeded, HedgeAllFailed, ValueError, *REJECTIONS.values())
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    names=strategies.lists(strategies.sampled_from(PATTERNS), min_size=2, max_size=6, unique=True),
+    calls=strategies.lists(
+        strategies.tuples(strategies.integers(0, 8), strategies.booleans()),
+        min_size=1,
+        max_size=24,
+    ),
+    before_cancel=strategies.integers(0, 6),
+    before_release=strategies.integers(0, 6),
+    hedge_delay=strategies.sampled_from([5.0, 0.001, 0.0]),
+    host=strategies.sampled_from(HOSTS),
+)
+def test_random_concurrent_stacks_end_idle(
+    names: list[str],
+    calls: list[tuple[int, bool]],
+    before_cancel: int,
+    before_release: int,
+    hedge_delay: float,
+    host: str,
+) -> None:
+    """Concurrent calls (passing, failing, waiting on a gate) through any stack; some are
+    cancelled wherever they are. Every call ends with its own outcome and every policy idle."""
+
+    async def scenario() -> None:
+        order = tuple(names)
+        # A small bulkhead: calls queue and are refused. Hedges start their second attempt
+        # late, soon (a 1 ms timer) or at once.
+        policies = {"bulkhead": bulkhead(2, 4), "hedge": hedge(attempts=2, delay=hedge_delay)}
+        stack = build(order, host, policies=policies)
+        gate = asyncio.Event()
+        active = 0
+
+        async def body(x: int) -> int:
+            nonlocal active
+            active += 1
+            try:
+                if x % 3 == 2:
+                    await gate.wait()
+                await asyncio.sleep(0)
+                if x % 3 == 0:
+                    raise ValueError(x)
+                return x * 2
+            finally:
+                active -= 1
+
+        stack.leaf.body = body  # type: ignore[method-assign]
+        tasks = [asyncio.create_task(stack.call(x)) for x, _ in calls]
+        for i in range(before_cancel):
+            await asyncio.sleep(0.001 if i == 3 else 0)
+        for task, (_, cancel) in zip(tasks, calls, strict=True):
+            if cancel:
+                task.cancel()
+        for _ in range(before_release):
+            await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, (x, _), r in zip(tasks, calls, results, strict=True):
+            if task.cancelled():
+                continue
+            if isinstance(r, BaseException):
+                assert isinstance(r, ALLOWED), repr(r)
+            else:
+                assert r in (x * 2, FALLBACK)
+        assert active == 0
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # no attempt left behind
+        for name, p in stack.policies.items():
+            st = p.stats()
+            if name == "bulkhead":
+                assert (st["running"], st["queued"]) == (0, 0)
+            elif name == "cache":
+                assert st["in_flight"] == 0
+            elif name == "circuitbreaker":
+                assert st["probes_in_flight"] == 0
+            elif name == "timeout":
+                assert st["fired"] == 0
+        assert _native._timeout_pending() == 0
+
+    asyncio.run(scenario())
+
+
 # -- cancelled while waiting inside the inner layer ----------------------------------------
 
 
