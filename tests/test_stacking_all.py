@@ -1075,3 +1075,47 @@ async def test_second_attempt_wins(pair: tuple[str, str], host: str) -> None:
         case "featuretoggle":
             assert st["enabled"] == inner_calls
     assert _native._timeout_pending() == 0
+
+
+def _drop(call: object) -> None:
+    del call
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", PAIRS, ids=_pair_id)
+async def test_dropped_without_awaiting(pair: tuple[str, str], host: str) -> None:
+    """A call made and dropped gives back what it took when it is collected; the only warning
+    is Python's own for the function's coroutine that never ran."""
+    stack = build(pair, host)
+    await _prepare_for_cancel(stack)
+    with pytest.warns(RuntimeWarning, match="never awaited") as record:
+        _drop(stack.call(1))  # freed by its refcount: no collection needed
+    assert len(record) == 1
+    check_nothing_held(stack)
+    await _after_stop(stack)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", REJECTING_PAIRS, ids=_pair_id)
+async def test_dropped_refusal_is_silent(pair: tuple[str, str], host: str) -> None:
+    """A refused call dropped unawaited: no warning (the function never ran), no error left
+    unretrieved, nothing counted by the outer layer as a failure."""
+    outer, inner = pair
+    stack = build(pair, host, rejecting=inner)
+    refuser = stack.policies[inner]
+    match inner:
+        case "circuitbreaker":
+            refuser.isolate()
+        case "failfast":
+            refuser.open()
+        case "ratelimit":
+            assert refuser.try_acquire()
+        case "bulkhead":
+            await refuser.__aenter__()  # holds the only slot
+    _drop(stack.call(3))  # a warning or an unraisable error fails the test
+    check_outer_clean(outer, stack.policies[outer])
+    assert stack.leaf.calls == 0
+    if inner == "bulkhead":
+        await refuser.__aexit__(None, None, None)
+        assert (refuser.running, refuser.queued) == (0, 0)
+    assert _native._timeout_pending() == 0
