@@ -392,9 +392,10 @@ async def test_cancelled_while_suspended(pair: tuple[str, str], host: str) -> No
     stack.leaf.mode = "hang"
     task = asyncio.create_task(stack.call(1))
     await stack.leaf.entered.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
+    task.cancel("stop")
+    with pytest.raises(asyncio.CancelledError) as info:
         await task
+    assert info.value.args == ("stop",)  # the caller's own cancellation, message and all
     assert (stack.leaf.calls, stack.leaf.cleaned) == (1, 1)
     check_idle_after_cancel(stack)
     # Nothing held: the next call goes through (the breaker's probe slot is free again).
@@ -1118,4 +1119,33 @@ async def test_dropped_refusal_is_silent(pair: tuple[str, str], host: str) -> No
     if inner == "bulkhead":
         await refuser.__aexit__(None, None, None)
         assert (refuser.running, refuser.queued) == (0, 0)
+    assert _native._timeout_pending() == 0
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", PAIRS, ids=_pair_id)
+async def test_asyncio_timeout_around_the_stack(pair: tuple[str, str], host: str) -> None:
+    """asyncio.timeout counts the task's cancellations: no layer may take back one it did not
+    make (a hedge, here with its second attempt started after 1 ms, cancels its own task)."""
+    stack = build(pair, host, policies={"hedge": hedge(attempts=2, delay=0.001)})
+    stack.leaf.mode = "hang"
+
+    async def caller() -> int:
+        with pytest.raises(TimeoutError) as info:
+            async with asyncio.timeout(0.005):
+                await stack.call(1)
+        assert type(info.value) is TimeoutError  # asyncio's, not a layer's
+        task = asyncio.current_task()
+        assert task is not None
+        return task.cancelling()
+
+    assert await asyncio.create_task(caller()) == 0
+    assert stack.leaf.cleaned == stack.leaf.calls >= 1
+    if pair[0] != "hedge":  # an outer hedge may have started its second attempt
+        check_outer_clean(pair[0], stack.policies[pair[0]])
+    for name, p in stack.policies.items():
+        if name == "bulkhead":
+            assert (p.running, p.queued) == (0, 0)
+        elif name == "cache":
+            assert p.stats()["in_flight"] == 0
     assert _native._timeout_pending() == 0
