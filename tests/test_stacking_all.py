@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies
 
-from failsafe import _native
+from failsafe import _native, events
 from failsafe.bulkhead import BulkheadFull, bulkhead
 from failsafe.cache import cache
 from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
@@ -770,6 +771,104 @@ def test_random_concurrent_stacks_end_idle(
         assert _native._timeout_pending() == 0
 
     asyncio.run(scenario())
+
+
+EVENTS = [
+    "on_attempts_exceeded",
+    "on_bulkhead_full",
+    "on_cache_hit",
+    "on_cache_miss",
+    "on_cache_set",
+    "on_failfast_close",
+    "on_failfast_open",
+    "on_failfast_rejected",
+    "on_failing",
+    "on_failure",
+    "on_fallback",
+    "on_feature_disabled",
+    "on_feature_enabled",
+    "on_feature_toggled",
+    "on_hedge_all_failed",
+    "on_hedge_failure",
+    "on_hedge_success",
+    "on_hedge_timeout",
+    "on_rate_limited",
+    "on_recovering",
+    "on_rejected",
+    "on_retry",
+    "on_success",
+    "on_timeout",
+    "on_working",
+]
+
+
+def _raising_listener(kind: str) -> object:
+    """A listener of every event of every pattern that raises (sync) or fails in a task."""
+
+    def hook(*args: Any) -> None:
+        raise RuntimeError("listener")
+
+    async def async_hook(*args: Any) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("listener")
+
+    chosen = hook if kind == "sync" else async_hook
+    return type("Raising", (), {name: staticmethod(chosen) for name in EVENTS})()
+
+
+@contextlib.contextmanager
+def _listening(kind: str | None) -> Iterator[None]:
+    if kind is None:
+        yield
+        return
+    listener = _raising_listener(kind)
+    for pattern in PATTERNS:
+        events.register_listener(pattern, listener)
+    try:
+        yield
+    finally:
+        for pattern in PATTERNS:
+            events.unregister_listener(pattern, listener)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    names=strategies.lists(strategies.sampled_from(PATTERNS), min_size=2, max_size=6, unique=True),
+    host=strategies.sampled_from(HOSTS),
+    calls=strategies.lists(
+        strategies.tuples(strategies.integers(0, 2), strategies.booleans()), min_size=1, max_size=4
+    ),
+    kind=strategies.sampled_from(["sync", "async"]),
+)
+def test_raising_listeners_change_nothing(
+    names: list[str], host: str, calls: list[tuple[int, bool]], kind: str
+) -> None:
+    """Every pattern's events go to a global listener that raises: outcomes and counters are
+    the model's all the same, and the listeners' tasks end with the calls."""
+
+    async def scenario() -> None:
+        order = tuple(names)
+        stack = build(
+            order,
+            host,
+            policies={
+                "circuitbreaker": consecutive_breaker(failure_threshold=1000),
+                "failfast": failfast(failure_threshold=1000),
+            },
+        )
+        model = Model(order)
+        with _listening(kind):
+            for x, fails in calls:
+                stack.leaf.mode = "fail" if fails else "ok"
+                assert_outcome(await outcome(stack, x), model.call(x, fails))
+                check_against(stack, model)
+            await events.get_event_manager().wait_for_tasks()
+
+    logging.getLogger("failsafe").disabled = True
+    try:
+        asyncio.run(scenario())
+    finally:
+        logging.getLogger("failsafe").disabled = False
 
 
 # -- cancelled while waiting inside the inner layer ----------------------------------------
