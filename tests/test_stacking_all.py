@@ -187,9 +187,15 @@ class Seen:
 class Model:
     """The documented reactions of each pattern, for calls that are not cancelled."""
 
-    def __init__(self, names: tuple[str, ...], rejecting: str | None = None) -> None:
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        rejecting: str | None = None,
+        leaf_error: type[Exception] = ValueError,
+    ) -> None:
         self.names = names
         self.rejecting = rejecting
+        self.leaf_error = leaf_error  # FsTimeoutError: the function hangs, the timeout fires
         self.seen = {n: Seen() for n in names}
         self.stored: dict[int, Any] = {}
         self.leaf_calls = 0
@@ -201,7 +207,7 @@ class Model:
     def _run(self, i: int, x: int, fails: bool) -> tuple[bool, Any]:
         if i == len(self.names):
             self.leaf_calls += 1
-            return (False, ValueError) if fails else (True, x * 2)
+            return (False, self.leaf_error) if fails else (True, x * 2)
         name = self.names[i]
         seen = self.seen[name]
         seen.calls += 1
@@ -255,7 +261,7 @@ def check_against(stack: Stack, model: Model) -> None:
             assert st["giveup"] == s.out_err
             assert st["success"] == s.calls - s.out_err
         elif name == "timeout":
-            assert st["fired"] == 0
+            assert st["fired"] == (s.inner_err if model.leaf_error is FsTimeoutError else 0)
         elif name == "fallback":
             assert st["invoked"] == s.inner_err
         elif name == "circuitbreaker":
@@ -341,6 +347,22 @@ async def test_failure(pair: tuple[str, str], host: str) -> None:
         assert got[1].__cause__ is not None  # raised from the last failure
     check_against(stack, model)
     # The same call once the function recovers: nothing was cached, the counts go on.
+    stack.leaf.mode = "ok"
+    assert_outcome(await outcome(stack, 5), model.call(5, fails=False))
+    check_against(stack, model)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("pair", [p for p in PAIRS if p[1] == "timeout"], ids=_pair_id)
+async def test_inner_timeout_fires(pair: tuple[str, str], host: str) -> None:
+    """The inner timeout's TimeoutError is a failure like any other to the outer layer (a real
+    5 ms timer per attempt)."""
+    stack = build(pair, host, policies={"timeout": timeout(0.005)})
+    stack.leaf.mode = "hang"
+    model = Model(pair, leaf_error=FsTimeoutError)
+    assert_outcome(await outcome(stack, 5), model.call(5, fails=True))
+    assert stack.leaf.cleaned == stack.leaf.calls
+    check_against(stack, model)
     stack.leaf.mode = "ok"
     assert_outcome(await outcome(stack, 5), model.call(5, fails=False))
     check_against(stack, model)
