@@ -30,6 +30,7 @@ from failsafe.featuretoggle import FeatureDisabled, featuretoggle
 from failsafe.hedge import HedgeAllFailed, hedge
 from failsafe.ratelimit import RateLimitExceeded, tokenbucket
 from failsafe.retry import AttemptsExceeded, retry
+from failsafe.testing import instant_waits
 from failsafe.timeout import TimeoutError as FsTimeoutError
 from failsafe.timeout import timeout
 
@@ -701,6 +702,35 @@ async def test_ten_pattern_stack_shared_keys() -> None:
 # -- deeper stacks, against the model --------------------------------------------------------
 
 
+async def _async_true(*args: Any, **kwargs: Any) -> bool:
+    await asyncio.sleep(0)
+    return True
+
+
+async def _async_false(*args: Any, **kwargs: Any) -> bool:
+    await asyncio.sleep(0)
+    return False
+
+
+async def _async_answer(*args: Any, **kwargs: Any) -> str:
+    await asyncio.sleep(0)
+    return FALLBACK
+
+
+def _variant_policies(slow: dict[str, bool]) -> dict[str, Any]:
+    """The table's policies, or the same semantics through each pattern's Python slow path
+    (retry sleeping between attempts, async handlers and predicates)."""
+    return {
+        "circuitbreaker": consecutive_breaker(failure_threshold=1000),
+        "failfast": failfast(
+            failure_threshold=1000, predicate=_async_false if slow["failfast"] else None
+        ),
+        "retry": retry(attempts=RETRIES, backoff=0.5 if slow["retry"] else 0),
+        "fallback": fallback(_async_answer if slow["fallback"] else FALLBACK, on=Exception),
+        "featuretoggle": featuretoggle(predicate=_async_true if slow["featuretoggle"] else None),
+    }
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     names=strategies.lists(strategies.sampled_from(PATTERNS), min_size=2, max_size=6, unique=True),
@@ -708,31 +738,28 @@ async def test_ten_pattern_stack_shared_keys() -> None:
     calls=strategies.lists(
         strategies.tuples(strategies.integers(0, 2), strategies.booleans()), min_size=1, max_size=6
     ),
+    slow=strategies.fixed_dictionaries(
+        {name: strategies.booleans() for name in ("retry", "fallback", "featuretoggle", "failfast")}
+    ),
 )
 def test_random_stacks_follow_the_model(
-    names: list[str], host: str, calls: list[tuple[int, bool]]
+    names: list[str], host: str, calls: list[tuple[int, bool]], slow: dict[str, bool]
 ) -> None:
-    """Any 2 to 6 patterns in any order, a sequence of passing and failing calls over a few
-    keys: every outcome and every counter as the model says."""
+    """Any 2 to 6 patterns in any order, fast or slow paths, a sequence of passing and failing
+    calls over a few keys: every outcome and every counter as the model says."""
 
     async def scenario() -> None:
         order = tuple(names)
         # Thresholds out of reach of a sequence (up to 6 failures per call).
-        stack = build(
-            order,
-            host,
-            policies={
-                "circuitbreaker": consecutive_breaker(failure_threshold=1000),
-                "failfast": failfast(failure_threshold=1000),
-            },
-        )
+        stack = build(order, host, policies=_variant_policies(slow))
         model = Model(order)
         for x, fails in calls:
             stack.leaf.mode = "fail" if fails else "ok"
             assert_outcome(await outcome(stack, x), model.call(x, fails))
             check_against(stack, model)
 
-    asyncio.run(scenario())
+    with instant_waits():  # a retry's 0.5 s backoff lets the loop turn once
+        asyncio.run(scenario())
 
 
 ALLOWED = (AttemptsExceeded, HedgeAllFailed, ValueError, *REJECTIONS.values())
