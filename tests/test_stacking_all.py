@@ -5,6 +5,14 @@ and compares the stack with a small model of the documented reactions: retry ret
 fallback answers, hedge starts its next attempt at once after a failure, breaker and fail-fast
 count what reaches them, the cache stores only results. Cancellation must cross both layers and
 leave every policy idle; an inner layer's refusal must reach the outer one as the outcome.
+
+Scenarios per ordered pair: success (and a cache hit), failure, an inner timeout firing,
+cancellation while the function is suspended, while the call waits inside the inner layer
+(queue, token, single flight, backoff, hedge race, async predicate or handler) or before its
+first step, a call closed or dropped unawaited, a refusal by the inner layer, a hedged second
+attempt winning through the other layer, asyncio.timeout around the stack. Then a 5- and a
+10-pattern stack, and random stacks of up to 6 patterns (against the model; concurrent with
+cancellations; with raising listeners).
 """
 
 from __future__ import annotations
