@@ -973,3 +973,34 @@ async def test_cancelled_waiter_in_async_with(clock: FakeClock) -> None:
         await task
     assert limiter.retry_after() == pytest.approx(1.0)
     assert limiter.stats()["admitted"] == 1
+
+
+def test_reset_survives_a_key_whose_release_inserts_keys(clock: FakeClock) -> None:
+    # reset() releases the held keys; a key's __del__ that uses the limiter inserts new keys
+    # into the emptied table while the old ones are still being released: none of the new
+    # ones may be released with them (the table would then hold a freed or NULL key).
+    limiter = KeyedTokenBucketLimiter(1, 1.0, key=lambda k: k, max_keys=8)
+
+    class Key:
+        def __init__(self, v: int, spawn: int = 0) -> None:
+            self.v = v
+            self.spawn = spawn
+
+        def __hash__(self) -> int:
+            return hash(self.v)
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Key) and other.v == self.v
+
+        def __del__(self) -> None:
+            for i in range(self.spawn):
+                limiter.try_acquire(key=("new", i))
+
+    for i in range(8):
+        assert limiter.try_acquire(key=Key(i, spawn=6 if i == 1 else 0))
+    limiter.reset()
+    assert limiter._key_stats()[0] == 6
+    for i in range(6):
+        assert not limiter.try_acquire(key=("new", i))  # each new key holds its token
+    assert limiter.try_acquire(key=("new", 6))
+    assert limiter._key_stats()[0] == 7

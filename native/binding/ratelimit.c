@@ -596,15 +596,30 @@ static PyObject *limiter_key_stats(PyObject *self, PyObject *Py_UNUSED(unused))
                          (Py_ssize_t)(bytes / o->kt.max_keys));
 }
 
+/* Empties the table, then releases its keys. A key's release may run code that inserts keys
+ * again (a __del__ using the limiter): the old keys leave the array first, so new entries are
+ * never released with them. */
 static void keys_release(FsLimiter *o)
 {
-    if (o->keys != NULL && o->kt_mem != NULL) {
-        uint32_t n = o->kt.count;
-        fs_keytab_clear(&o->kt);
-        for (uint32_t i = 0; i < n; i++) {
-            Py_CLEAR(o->keys[i]);
-        }
+    if (o->keys == NULL || o->kt_mem == NULL) {
+        return;
     }
+    uint32_t n = o->kt.count;
+    PyObject **old = o->keys;
+    PyObject **fresh = PyMem_Calloc(o->kt.max_keys, sizeof(PyObject *));
+    fs_keytab_clear(&o->kt);
+    if (fresh == NULL) {
+        /* No memory for a new array: released in place, the best left to do. */
+        for (uint32_t i = 0; i < n; i++) {
+            Py_CLEAR(old[i]);
+        }
+        return;
+    }
+    o->keys = fresh;
+    for (uint32_t i = 0; i < n; i++) {
+        Py_XDECREF(old[i]);
+    }
+    PyMem_Free(old);
 }
 
 /* _reset(): forgets every admission (a full bucket, an empty window, no keys). */
