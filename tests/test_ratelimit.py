@@ -1004,3 +1004,36 @@ def test_reset_survives_a_key_whose_release_inserts_keys(clock: FakeClock) -> No
         assert not limiter.try_acquire(key=("new", i))  # each new key holds its token
     assert limiter.try_acquire(key=("new", 6))
     assert limiter._key_stats()[0] == 7
+
+
+@pytest.mark.parametrize("kind", ["sliding", "bucket", "keyed"])
+def test_a_ticket_from_before_reset_gives_nothing_back(clock: FakeClock, kind: str) -> None:
+    # A waiter of before reset() that stops waiting gives its ticket back; after the reset the
+    # same decisions make an identical ticket for another caller (the same sequence number, or
+    # the same TAT under the same clock), whose reservation must stay.
+    limiter: Any
+    kw: dict[str, Any] = {}
+    if kind == "sliding":
+        limiter = SlidingWindowLimiter(2, 1.0, max_wait=10)
+    elif kind == "bucket":
+        limiter = TokenBucketLimiter(2, 1.0, max_wait=10)
+    else:
+        limiter = KeyedTokenBucketLimiter(2, 1.0, key=lambda k: k, max_wait=10)
+        kw = {"key": "k"}
+    assert limiter._acquire(**kw) is None
+    assert limiter._acquire(**kw) is None
+    stale = limiter._acquire(**kw)
+    assert stale is not None
+    limiter.reset()
+    assert limiter._acquire(**kw) is None
+    assert limiter._acquire(**kw) is None
+    mine = limiter._acquire(**kw)
+    assert mine is not None
+    after = limiter.retry_after(**kw)
+    assert limiter._give_back(stale[1], stale[2], **kw) is False
+    assert limiter.retry_after(**kw) == after
+    assert limiter._give_back(mine[1], mine[2], **kw) is True
+    stale_again = limiter._acquire(**kw)
+    limiter.reset()
+    assert stale_again is not None
+    assert limiter._give_back(stale_again[1], stale_again[2], **kw) is False
