@@ -1318,3 +1318,36 @@ TestBreakerModel.settings = settings(max_examples=200, stateful_step_count=50, d
 
 def test_native_type_is_registered() -> None:
     assert CircuitBreaker.__mro__[2] is _native.Breaker
+
+
+def test_refusal_after_a_listener_took_the_probe_is_raised_when_awaited(clock: FakeClock) -> None:
+    # The call that moves the breaker to recovering runs the listener, which takes the only
+    # probe slot with a call of its own: the first call is then refused, and the refusal must
+    # be raised where it is awaited (as every refusal is), not when the function is called.
+    held: list[Awaitable[str]] = []
+
+    class Probe(BreakerListener):
+        def on_recovering(
+            self, breaker: CircuitBreaker, current_state: BreakerState, next_state: BreakerState
+        ) -> None:
+            held.append(run(ok))
+
+    br = CircuitBreaker(
+        failure_threshold=1,
+        recovery_time=1.0,
+        half_open_max_calls=1,
+        recovery_threshold=1,
+        listeners=[Probe()],
+    )
+    run = guarded(br)
+
+    async def main() -> None:
+        await fail_n(run, 1)
+        clock.advance(2.0)
+        refused = run(ok)
+        with pytest.raises(BreakerFailing):
+            await refused
+        assert await held[0] == "ok"
+        assert br.stats()["state"] == "working"
+
+    asyncio.run(main())

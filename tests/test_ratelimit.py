@@ -973,3 +973,67 @@ async def test_cancelled_waiter_in_async_with(clock: FakeClock) -> None:
         await task
     assert limiter.retry_after() == pytest.approx(1.0)
     assert limiter.stats()["admitted"] == 1
+
+
+def test_reset_survives_a_key_whose_release_inserts_keys(clock: FakeClock) -> None:
+    # reset() releases the held keys; a key's __del__ that uses the limiter inserts new keys
+    # into the emptied table while the old ones are still being released: none of the new
+    # ones may be released with them (the table would then hold a freed or NULL key).
+    limiter = KeyedTokenBucketLimiter(1, 1.0, key=lambda k: k, max_keys=8)
+
+    class Key:
+        def __init__(self, v: int, spawn: int = 0) -> None:
+            self.v = v
+            self.spawn = spawn
+
+        def __hash__(self) -> int:
+            return hash(self.v)
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Key) and other.v == self.v
+
+        def __del__(self) -> None:
+            for i in range(self.spawn):
+                limiter.try_acquire(key=("new", i))
+
+    for i in range(8):
+        assert limiter.try_acquire(key=Key(i, spawn=6 if i == 1 else 0))
+    limiter.reset()
+    assert limiter._key_stats()[0] == 6
+    for i in range(6):
+        assert not limiter.try_acquire(key=("new", i))  # each new key holds its token
+    assert limiter.try_acquire(key=("new", 6))
+    assert limiter._key_stats()[0] == 7
+
+
+@pytest.mark.parametrize("kind", ["sliding", "bucket", "keyed"])
+def test_a_ticket_from_before_reset_gives_nothing_back(clock: FakeClock, kind: str) -> None:
+    # A waiter of before reset() that stops waiting gives its ticket back; after the reset the
+    # same decisions make an identical ticket for another caller (the same sequence number, or
+    # the same TAT under the same clock), whose reservation must stay.
+    limiter: Any
+    kw: dict[str, Any] = {}
+    if kind == "sliding":
+        limiter = SlidingWindowLimiter(2, 1.0, max_wait=10)
+    elif kind == "bucket":
+        limiter = TokenBucketLimiter(2, 1.0, max_wait=10)
+    else:
+        limiter = KeyedTokenBucketLimiter(2, 1.0, key=lambda k: k, max_wait=10)
+        kw = {"key": "k"}
+    assert limiter._acquire(**kw) is None
+    assert limiter._acquire(**kw) is None
+    stale = limiter._acquire(**kw)
+    assert stale is not None
+    limiter.reset()
+    assert limiter._acquire(**kw) is None
+    assert limiter._acquire(**kw) is None
+    mine = limiter._acquire(**kw)
+    assert mine is not None
+    after = limiter.retry_after(**kw)
+    assert limiter._give_back(stale[1], stale[2], **kw) is False
+    assert limiter.retry_after(**kw) == after
+    assert limiter._give_back(mine[1], mine[2], **kw) is True
+    stale_again = limiter._acquire(**kw)
+    limiter.reset()
+    assert stale_again is not None
+    assert limiter._give_back(stale_again[1], stale_again[2], **kw) is False

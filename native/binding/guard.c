@@ -982,8 +982,10 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     }
     PyObject_GC_Track(c);
     if (p->ops->init_call != NULL && p->ops->init_call(c) < 0) {
+        /* A refusal decided here (a listener run by admit used the policy in between) is
+         * raised where the call is awaited, as admit's are. */
         Py_DECREF(c);
-        return NULL;
+        return guard_rejected(st);
     }
     PyObject *coro = PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
     if (coro != NULL && !PyCoro_CheckExact(coro)) {

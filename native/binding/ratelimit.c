@@ -33,6 +33,7 @@ typedef struct FsLimiter {
     fs_swlog w;                 /* ALG_SLIDING (unkeyed only) */
     int64_t *ring;              /* owned: w's times */
     int64_t max_wait_ns;        /* 0: reject at once */
+    int64_t resets;             /* _reset() calls: a GCRA ticket's b, so none outlives one */
     /* KeyedLimiter */
     PyObject *key_fn;
     fs_keytab kt;
@@ -107,7 +108,8 @@ static int64_t keyed_entry(FsLimiter *o, PyObject *key, int64_t now, int64_t *re
 
 /* Decides a call at now, for key (borrowed; NULL when unkeyed), waiting at most max_wait_ns.
  * DEC_NOW: admitted now; DEC_WAIT: a place reserved *wait_ns from now, identified by the
- * ticket (*a, *b) (GCRA: *a the TAT after it; sliding: *a the sequence, *b the time replaced);
+ * ticket (*a, *b) (GCRA: *a the TAT after it, *b the reset count; sliding: *a the sequence, *b
+ * the time replaced);
  * DEC_REJECT: *wait_ns is when to come back; DEC_ERROR: exception set. */
 static int limiter_decide(FsLimiter *o, PyObject *key, int64_t now, int64_t max_wait_ns,
                           int64_t *wait_ns, int64_t *a, int64_t *b)
@@ -133,6 +135,7 @@ static int limiter_decide(FsLimiter *o, PyObject *key, int64_t now, int64_t max_
     int rc = DEC_REJECT;
     if (fs_gcra_reserve_tat(&o->g, tat, now, max_wait_ns, wait_ns)) {
         *a = *tat;
+        *b = o->resets;
         rc = *wait_ns > 0 ? DEC_WAIT : DEC_NOW;
     }
     Py_XDECREF(dropped);
@@ -144,6 +147,9 @@ static int limiter_give_back(FsLimiter *o, PyObject *key, int64_t a, int64_t b)
 {
     if (o->algo == ALG_SLIDING) {
         return fs_swlog_give_back(&o->w, (uint64_t)a, b);
+    }
+    if (b != o->resets) {
+        return 0;   /* reserved before a reset: forgotten with it (a new one may equal it) */
     }
     if (key == NULL || key == Py_None) {
         return fs_gcra_give_back_tat(&o->g, &o->g.tat_ns, a);
@@ -596,15 +602,30 @@ static PyObject *limiter_key_stats(PyObject *self, PyObject *Py_UNUSED(unused))
                          (Py_ssize_t)(bytes / o->kt.max_keys));
 }
 
+/* Empties the table, then releases its keys. A key's release may run code that inserts keys
+ * again (a __del__ using the limiter): the old keys leave the array first, so new entries are
+ * never released with them. */
 static void keys_release(FsLimiter *o)
 {
-    if (o->keys != NULL && o->kt_mem != NULL) {
-        uint32_t n = o->kt.count;
-        fs_keytab_clear(&o->kt);
-        for (uint32_t i = 0; i < n; i++) {
-            Py_CLEAR(o->keys[i]);
-        }
+    if (o->keys == NULL || o->kt_mem == NULL) {
+        return;
     }
+    uint32_t n = o->kt.count;
+    PyObject **old = o->keys;
+    PyObject **fresh = PyMem_Calloc(o->kt.max_keys, sizeof(PyObject *));
+    fs_keytab_clear(&o->kt);
+    if (fresh == NULL) {
+        /* No memory for a new array: released in place, the best left to do. */
+        for (uint32_t i = 0; i < n; i++) {
+            Py_CLEAR(old[i]);
+        }
+        return;
+    }
+    o->keys = fresh;
+    for (uint32_t i = 0; i < n; i++) {
+        Py_XDECREF(old[i]);
+    }
+    PyMem_Free(old);
 }
 
 /* _reset(): forgets every admission (a full bucket, an empty window, no keys). */
@@ -612,8 +633,12 @@ static PyObject *limiter_reset(PyObject *self, PyObject *Py_UNUSED(unused))
 {
     FsLimiter *o = (FsLimiter *)self;
     o->g.tat_ns = FS_GCRA_FULL;
+    o->resets++;
     if (o->algo == ALG_SLIDING) {
+        /* Sequences go on past the reset, so no ticket of before it matches a later one. */
+        uint64_t seq = o->w.seq;
         fs_swlog_init(&o->w, o->ring, o->w.limit, o->w.window_ns);
+        o->w.seq = seq + 1;
     }
     keys_release(o);
     Py_RETURN_NONE;
