@@ -381,13 +381,15 @@ PyObject *fs_stop_iteration_new(fs_state *st, PyObject *value)
         e->dict = e->notes = e->traceback = e->context = e->cause = NULL;
         e->suppress_context = 0;
     }
-    /* Left untracked: it lives from here to the SEND that consumes it. */
     e->value = value;
     e->args = PyTuple_New(0);    /* the shared empty tuple */
     if (e->args == NULL) {
         Py_DECREF(e);
         return NULL;
     }
+    /* Tracked: one that reaches Python code (next() on a guarded call) may join a cycle
+     * through its traceback. */
+    PyObject_GC_Track(e);
     return (PyObject *)e;
 }
 
