@@ -14,7 +14,20 @@ from pathlib import Path
 from cases import BARE, Case
 from measure import BLOCK, WARMUP
 
-PACKAGES = ("failsafe", "tenacity", "stamina", "backoff", "hyx")
+PACKAGES = (
+    "failsafe",
+    "tenacity",
+    "stamina",
+    "backoff",
+    "hyx",
+    "purgatory",
+    "aiobreaker",
+    "aiolimiter",
+    "limits",
+    "aiocache",
+    "cashews",
+    "opentelemetry-sdk",
+)
 HEADER = ("pattern (path)", "implementation", "ns/call", "net ns", "Ir/call", "net Ir", "budget")
 
 

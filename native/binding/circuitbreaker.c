@@ -83,7 +83,15 @@ static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised)
         *raised = 1;
     }
     fs_error_after_new(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG,
-                   retry_after_ns < 0 ? -1.0 : (double)retry_after_ns / 1e9);
+                       retry_after_ns < 0 ? -1.0 : (double)retry_after_ns / 1e9);
+    if (retry_after_ns < 0 && PyErr_ExceptionMatches(PyExc_Exception)) {
+        /* Isolated: BreakerFailing keeps retry_after in a slot, which has no class default. */
+        PyObject *exc = PyErr_GetRaisedException();
+        if (PyObject_SetAttr(exc, b->base.st->str_retry_after, Py_None) < 0) {
+            Py_SETREF(exc, PyErr_GetRaisedException());
+        }
+        PyErr_SetRaisedException(exc);
+    }
     return -1;
 }
 
@@ -182,8 +190,13 @@ static int breaker_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args),
 static int breaker_init_call(FsCall *c)
 {
     /* pword is 0 until here: a call abandoned before holds no probe (bit 0 clear). */
+    FsBreaker *b = (FsBreaker *)c->policy;
+    if (b->core.state == FS_BR_WORKING) {
+        c->pword = fs_breaker_working_token(&b->core);
+        return 0;
+    }
     uint64_t token;
-    if (breaker_acquire((FsBreaker *)c->policy, &token) < 0) {
+    if (breaker_acquire(b, &token) < 0) {
         return -1;
     }
     c->pword = token;
@@ -192,7 +205,17 @@ static int breaker_init_call(FsCall *c)
 
 static int breaker_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
 {
-    if (breaker_end((FsBreaker *)c->policy, c->pword, c->t0_ns, exc) < 0) {
+    FsBreaker *b = (FsBreaker *)c->policy;
+    if (exc == NULL && fs_breaker_quick_success(&b->core, c->pword)) {
+        b->base.counters[C_SUCCESS]++;
+        if (fs_listening(&b->base) && breaker_events(b, EV_SUCCESS, NULL, FS_BR_WORKING, 0) < 0) {
+            *out = PyErr_GetRaisedException();  /* a listener's interrupt */
+            return FS_NEXT_RAISE;
+        }
+        *out = Py_NewRef(result);
+        return FS_NEXT_RETURN;
+    }
+    if (breaker_end(b, c->pword, c->t0_ns, exc) < 0) {
         /* The predicate's error (or a listener's interrupt) wins, chained to the call's. */
         PyObject *err = PyErr_GetRaisedException();
         if (exc != NULL && err != exc) {

@@ -162,9 +162,10 @@ PyObject *fs_error(fs_state *st, fs_err code, const char *msg);
 PyObject *fs_error_after(fs_state *st, fs_err code, const char *msg, double retry_after_s);
 
 /* As fs_error_after, without running the class's __init__ (a Python __init__ is most of the
- * cost of a refusal): the instance comes from the class's __new__ with args (msg,), and its
- * retry_after attribute is set (None when retry_after_s < 0). For classes whose __init__ only
- * stores those two. Always returns NULL. */
+ * cost of a refusal): the instance comes from the class's __new__ with args (msg,), and
+ * retry_after is set on it when >= 0 (else the class's default stands: setting None would give
+ * the instance a __dict__ of its own). For classes whose __init__ only stores those two.
+ * Always returns NULL. */
 PyObject *fs_error_after_new(fs_state *st, fs_err code, const char *msg, double retry_after_s);
 
 /* ------------------------------------------------------------------------------------------ */

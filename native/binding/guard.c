@@ -387,9 +387,10 @@ PyObject *fs_stop_iteration_new(fs_state *st, PyObject *value)
         Py_DECREF(e);
         return NULL;
     }
-    /* Tracked: one that reaches Python code (next() on a guarded call) may join a cycle
-     * through its traceback. */
-    PyObject_GC_Track(e);
+    /* Left untracked (tracking costs every guarded return ~50 instructions): it lives from
+     * here to the SEND that consumes it. One that reaches Python code by hand (next() on a
+     * guarded call) and is then kept in a reference cycle would not be collected, as with any
+     * untracked object; an `except StopIteration as e` block drops e on exit. */
     return (PyObject *)e;
 }
 

@@ -79,8 +79,8 @@ PyObject *fs_error_after_new(fs_state *st, fs_err code, const char *msg, double 
     }
     PyObject *exc = ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, NULL);
     Py_DECREF(args);
-    if (exc != NULL) {
-        PyObject *after = retry_after_s >= 0 ? PyFloat_FromDouble(retry_after_s) : Py_NewRef(Py_None);
+    if (exc != NULL && retry_after_s >= 0) {
+        PyObject *after = PyFloat_FromDouble(retry_after_s);
         if (after == NULL || PyObject_SetAttr(exc, st->str_retry_after, after) < 0) {
             Py_CLEAR(exc);
         }

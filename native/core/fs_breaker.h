@@ -152,6 +152,19 @@ static inline uint64_t fs_breaker_working_token(const fs_breaker *b)
     return (uint64_t)b->epoch << 1;
 }
 
+/* The common outcome in one step: a success of an admission made in the current working period
+ * of a consecutive breaker without slow-call detection ends the failure run, and nothing else.
+ * Returns 1 when recorded so, 0 when fs_breaker_record must judge the outcome. */
+static inline int fs_breaker_quick_success(fs_breaker *b, uint64_t token)
+{
+    if (b->cfg.mode != FS_BR_CONSECUTIVE || b->cfg.slow_ns > 0 || b->state != FS_BR_WORKING
+        || token != fs_breaker_working_token(b)) {
+        return 0;
+    }
+    b->consecutive = 0;
+    return 1;
+}
+
 /* Whether a token was admitted as a probe. */
 int fs_breaker_token_is_probe(uint64_t token);
 

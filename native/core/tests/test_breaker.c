@@ -296,7 +296,32 @@ static void test_saturating_break(void)
     CHECK(fs_breaker_retry_after(&b, 5 * S) == INT64_MAX - 5 * S);
 }
 
+/* The one-step success agrees with fs_breaker_record where it applies, and declines elsewhere. */
+static void test_quick_success(void)
+{
+    fs_breaker_config c = consecutive_cfg(3);
+    fs_breaker b;
+    CHECK(fs_breaker_init(&b, &c, NULL, 0) == 0);
+    CHECK(call(&b, 0, FS_BR_FAILURE, 0) == 0);
+    CHECK(call(&b, 0, FS_BR_FAILURE, 0) == 0);
+    uint64_t token = fs_breaker_working_token(&b);
+    CHECK(fs_breaker_quick_success(&b, token) == 1);
+    CHECK(b.consecutive == 0);
+    /* The run starts over: two more failures do not open it, a third does. */
+    CHECK(call(&b, 0, FS_BR_FAILURE, 0) == 0);
+    CHECK(call(&b, 0, FS_BR_FAILURE, 0) == 0);
+    CHECK(call(&b, 0, FS_BR_FAILURE, 0) & FS_BR_TO_FAILING);
+    /* A token of an earlier period, or any token while not working: declined. */
+    CHECK(fs_breaker_quick_success(&b, token) == 0);
+    CHECK(fs_breaker_quick_success(&b, fs_breaker_working_token(&b)) == 0);
+    /* Slow-call detection needs the duration: declined. */
+    c.slow_ns = S;
+    CHECK(fs_breaker_init(&b, &c, NULL, 0) == 0);
+    CHECK(fs_breaker_quick_success(&b, fs_breaker_working_token(&b)) == 0);
+}
+
 const fs_test breaker_tests[] = {
+    TEST_CASE(test_quick_success),
     TEST_CASE(test_config_check),
     TEST_CASE(test_consecutive_opens_and_recovers),
     TEST_CASE(test_failed_probe_reopens_with_growth),
