@@ -38,7 +38,82 @@ NAMES = {
         "get_default_name",
     ],
     "failsafe.ratelimit.exceptions": ["EmptyBucket", "RateLimitExceeded"],
+    "failsafe.ratelimit": [
+        "ratelimiter",
+        "tokenbucket",
+        "TokenBucketLimiter",
+        "TokenBucket",
+        "RateLimitExceeded",
+        "EmptyBucket",
+    ],
+    "failsafe.circuitbreaker": [
+        "consecutive_breaker",
+        "BreakerListener",
+        "register_breaker_listener",
+        "BreakerFailing",
+    ],
+    "failsafe.circuitbreaker.exceptions": ["BreakerFailing"],
+    "failsafe.failfast": [
+        "failfast",
+        "FailFastListener",
+        "register_failfast_listener",
+        "FailFastManager",
+        "FailFastOpen",
+    ],
+    "failsafe.failfast.exceptions": ["FailFastOpen"],
+    "failsafe.bulkhead": [
+        "bulkhead",
+        "BulkheadListener",
+        "register_bulkhead_listener",
+        "BulkheadFull",
+    ],
+    "failsafe.bulkhead.exceptions": ["BulkheadFull"],
+    "failsafe.cache": ["cache", "CacheListener", "register_cache_listener"],
+    "failsafe.cache.exceptions": ["CacheMiss"],
+    "failsafe.hedge": [
+        "hedge",
+        "HedgeListener",
+        "register_hedge_listener",
+        "HedgeAllFailed",
+        "HedgeTimeout",
+    ],
+    "failsafe.hedge.exceptions": ["HedgeAllFailed", "HedgeTimeout"],
+    "failsafe.featuretoggle": [
+        "featuretoggle",
+        "FeatureToggleListener",
+        "register_featuretoggle_listener",
+        "FeatureToggleManager",
+        "FeatureDisabled",
+    ],
+    "failsafe.featuretoggle.exceptions": ["FeatureDisabled"],
+    "failsafe.integrations.opentelemetry": ["FailsafeOtelInstrumentor"],
+    "integrations.opentelemetry": ["FailsafeOtelInstrumentor"],
 }
+
+
+def test_every_pattern_exception_is_a_failsafe_error() -> None:
+    from failsafe.bulkhead import BulkheadFull
+    from failsafe.cache.exceptions import CacheMiss
+    from failsafe.circuitbreaker import BreakerFailing
+    from failsafe.exceptions import FailsafeError
+    from failsafe.failfast import FailFastOpen
+    from failsafe.featuretoggle import FeatureDisabled
+    from failsafe.hedge import HedgeAllFailed, HedgeTimeout
+    from failsafe.ratelimit import EmptyBucket, RateLimitExceeded
+
+    for cls in (
+        BulkheadFull,
+        CacheMiss,
+        BreakerFailing,
+        FailFastOpen,
+        FeatureDisabled,
+        HedgeAllFailed,
+        HedgeTimeout,
+        EmptyBucket,
+        RateLimitExceeded,
+    ):
+        assert issubclass(cls, FailsafeError), cls
+        assert cls() is not None  # constructible with no arguments, as before
 
 
 @pytest.mark.parametrize(("module", "names"), NAMES.items(), ids=list(NAMES))
