@@ -121,23 +121,7 @@ static int breaker_acquire(FsBreaker *b, uint64_t *token)
 /* 1 when exc is a failure, 0 when it changes nothing, -1 on a predicate error (set). */
 static int breaker_is_failure(FsBreaker *b, PyObject *exc)
 {
-    /* CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit: never failures. */
-    if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
-        return 0;
-    }
-    if (b->on != NULL) {
-        return PyErr_GivenExceptionMatches(exc, b->on);
-    }
-    if (b->on_pred != NULL) {
-        PyObject *r = PyObject_CallOneArg(b->on_pred, exc);
-        if (r == NULL) {
-            return -1;
-        }
-        int t = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        return t;
-    }
-    return 0;
+    return fs_exception_matches(exc, b->on, b->on_pred, 0);
 }
 
 /* The admission token started at t0_ns ended with exc (NULL: a result). Returns 0, or -1 with

@@ -80,23 +80,7 @@ static int ff_check(FsFailFast *f)
 /* 1 when exc counts as a failure, 0 when not, -1 when the `on` predicate raised. */
 static int ff_matches(FsFailFast *f, PyObject *exc)
 {
-    /* CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit: never failures. */
-    if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
-        return 0;
-    }
-    if (f->on != NULL) {
-        return PyErr_GivenExceptionMatches(exc, f->on);
-    }
-    if (f->on_pred != NULL) {
-        PyObject *r = PyObject_CallOneArg(f->on_pred, exc);
-        if (r == NULL) {
-            return -1;
-        }
-        int t = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        return t;
-    }
-    return 1;
+    return fs_exception_matches(exc, f->on, f->on_pred, 1);
 }
 
 /* The outcome of a call or block: exc NULL for a success. Returns NULL when nothing changes the

@@ -261,6 +261,11 @@ int fs_policy_traverse(FsPolicy *p, visitproc visit, void *arg);
 /* Also clears weak references and leaves the metrics series (folding the counters into it):
  * every policy type calls it first in tp_dealloc. */
 void fs_policy_clear(FsPolicy *p);
+/* Whether exc is one a policy's `on` covers: a class tuple (on) or a predicate (on_pred, called
+ * with exc), else `otherwise`. Never for what is not an Exception (CancelledError,
+ * KeyboardInterrupt, SystemExit, GeneratorExit). 1 or 0, or -1 with the predicate's error set. */
+int fs_exception_matches(PyObject *exc, PyObject *on, PyObject *on_pred, int otherwise);
+
 /* True when obj is an instance of one of this module's policy types. */
 bool fs_is_policy(fs_state *st, PyObject *obj);
 /* Lists tp as a policy type (from a part's setup). 0, or -1 with an exception when full. */

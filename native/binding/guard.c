@@ -91,6 +91,27 @@ PyObject *fs_policy_count(PyObject *self, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
+int fs_exception_matches(PyObject *exc, PyObject *on, PyObject *on_pred, int otherwise)
+{
+    /* CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit: never. */
+    if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
+        return 0;
+    }
+    if (on != NULL) {
+        return PyErr_GivenExceptionMatches(exc, on);
+    }
+    if (on_pred != NULL) {
+        PyObject *r = PyObject_CallOneArg(on_pred, exc);
+        if (r == NULL) {
+            return -1;
+        }
+        int t = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        return t;
+    }
+    return otherwise;
+}
+
 bool fs_is_policy(fs_state *st, PyObject *obj)
 {
     for (int i = 0; i < st->n_policy_types; i++) {

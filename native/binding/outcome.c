@@ -113,23 +113,7 @@ static PyObject *outcome_slow_path(FsCall *c, PyObject *method, PyObject *value)
 /* 1 when exc should go to the slow path, 0 when it propagates, -1 on a predicate error. */
 static int outcome_matches(FsOutcome *o, PyObject *exc)
 {
-    /* CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit: never handled. */
-    if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
-        return 0;
-    }
-    if (o->on != NULL) {
-        return PyErr_GivenExceptionMatches(exc, o->on);
-    }
-    if (o->on_pred != NULL) {
-        PyObject *r = PyObject_CallOneArg(o->on_pred, exc);
-        if (r == NULL) {
-            return -1;
-        }
-        int t = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        return t;
-    }
-    return 0;
+    return fs_exception_matches(exc, o->on, o->on_pred, 0);
 }
 
 static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
