@@ -7,7 +7,7 @@ import inspect
 import logging
 import math
 import re
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from failsafe import _native
@@ -243,6 +243,17 @@ class Component:
             self._name = name_from(fn, self.PATTERN)
             self._explicit_name = True
             (self._SERIES.get(self._name) or _new_series(self)).attach(self)
+
+    def __call__[**P, T](
+        self, fn: Callable[P, Awaitable[T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorates an async function (or method) with this policy: the C guard returned
+        looks like fn to inspect, FastAPI and type checkers; ``fn.policy`` is this policy."""
+        check_async(fn, self.PATTERN)
+        self._adopt_name(fn)
+        guard: Callable[P, Coroutine[Any, Any, T]] = make_guard(fn, self)
+        guard._manager = self  # type: ignore[attr-defined]  # failsafe-py's decorated._manager
+        return guard
 
     @property
     def name(self) -> str:

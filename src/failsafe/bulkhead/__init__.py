@@ -25,11 +25,11 @@ the place or the slot; a call cancelled just after being handed a slot passes it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar, Final
 
 from failsafe import _native, events
-from failsafe._core import Component, check_async, check_number, make_guard
+from failsafe._core import Component, check_number
 from failsafe.bulkhead.exceptions import BulkheadFull
 from failsafe.events import EventManager
 
@@ -107,15 +107,6 @@ class Bulkhead(Component, _native.Bulkhead):
         _native.Bulkhead.__init__(self, concurrency, capacity, wait)
         self._init_component(name, listeners)
         self._event_manager = events.check_event_manager(event_manager)
-
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorates an async function (or method): each call runs in this bulkhead."""
-        check_async(fn, self.PATTERN)
-        self._adopt_name(fn)
-        guard: Callable[P, Coroutine[Any, Any, T]] = make_guard(fn, self)
-        return guard
 
     # -- slow paths, called by the C guard and __aenter__ ----------------------------------
 

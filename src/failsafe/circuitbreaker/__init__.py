@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 
 from failsafe import _core, _native, events
@@ -289,15 +289,6 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         )
         self._configure(**config)
         self._recovery_time = recovery
-
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorates an async function (or method): its calls go through this breaker."""
-        _core.check_async(fn, self.PATTERN)
-        self._adopt_name(fn)
-        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
-        return guard
 
     @property
     def state(self) -> BreakerState:

@@ -7,7 +7,7 @@ A handler that raises propagates; it is never handled again.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from failsafe import _core, _native, events
@@ -95,14 +95,6 @@ class Fallback(_core.Component, _native.Outcome):
             answer_kind=kind,
             answer_counter=INVOKED,
         )
-
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
-        _core.check_async(fn, "fallback")
-        self._adopt_name(fn)
-        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
-        return guard
 
     async def _answer(self, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self._count(INVOKED)

@@ -117,16 +117,6 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
 
     # -- decorator and block form ------------------------------------------------------------
 
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorates an async function (or method); the result also works as ``async with``."""
-        _core.check_async(fn, self.PATTERN)
-        self._adopt_name(fn)
-        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
-        guard._manager = self  # type: ignore[attr-defined]  # failsafe-py's decorated._manager
-        return guard
-
     async def __aenter__(self) -> Self:
         verdict: Any = True
         if self.enabled and self._predicate is not None:

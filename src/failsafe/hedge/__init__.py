@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
 from failsafe import _native, events
-from failsafe._core import Component, check_async, check_number, make_guard
+from failsafe._core import Component, check_number
 from failsafe.events import EventManager
 from failsafe.hedge.exceptions import HedgeAllFailed, HedgeTimeout
 from failsafe.retry import RetryBudget
@@ -456,15 +456,6 @@ class Hedge(Component, _native.Hedge):
             None if event_manager is None else events.check_event_manager(event_manager)
         )
         self._block = None if seconds is None else _BlockTimeout(seconds)
-
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorates an async function (or method): each call is hedged."""
-        check_async(fn, self.PATTERN)
-        self._adopt_name(fn)
-        guard: Callable[P, Coroutine[Any, Any, T]] = make_guard(fn, self)
-        return guard
 
     def _race(
         self,

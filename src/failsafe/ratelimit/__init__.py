@@ -146,15 +146,6 @@ class _Limiter(_core.Component, _native.Limiter):
 
     # -- decorator and block forms ---------------------------------------------------------
 
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorates an async function (or method): each call must be admitted first."""
-        _core.check_async(fn, "ratelimit")
-        self._adopt_name(fn)
-        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
-        return guard
-
     async def acquire(self, key: Any = None) -> None:
         """Takes a token: at once, or after waiting for a reserved place (up to ``max_wait``);
         raises :class:`RateLimitExceeded` when refused. ``key`` only for a keyed limiter."""

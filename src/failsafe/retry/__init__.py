@@ -226,14 +226,6 @@ class Retry(_core.Component, _native.Outcome):
 
     # -- decorator -------------------------------------------------------------------------
 
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
-        _core.check_async(fn, "retry")
-        self._adopt_name(fn)
-        guard: Callable[P, Coroutine[Any, Any, T]] = _core.make_guard(fn, self)
-        return guard
-
     # -- slow paths, called by the C guard -------------------------------------------------
 
     def _first_success(self, failures: int) -> None:

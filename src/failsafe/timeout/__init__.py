@@ -12,11 +12,11 @@ heap: no task and no loop timer are created per call.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, ClassVar, Final
+from collections.abc import Iterable
+from typing import ClassVar, Final
 
 from failsafe import _native, events
-from failsafe._core import COMPONENT_SLOTS, Component, check_async, check_number, make_guard
+from failsafe._core import COMPONENT_SLOTS, Component, check_number
 from failsafe._native import TimeoutScope
 from failsafe.events import EventManager
 from failsafe.timeout.exceptions import MaxDurationExceeded, TimeoutError
@@ -87,15 +87,6 @@ class Timeout(Component, _native.Timeout):
         self._event_manager = (
             None if event_manager is None else events.check_event_manager(event_manager)
         )
-
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorates an async function (or method): each call runs under this timeout."""
-        check_async(fn, self.PATTERN)
-        self._adopt_name(fn)
-        guard: Callable[P, Coroutine[Any, Any, T]] = make_guard(fn, self)
-        return guard
 
     def __repr__(self) -> str:
         return f"<timeout {self._name!r} seconds={self.seconds!r} fired={self._counters()[0]}>"
