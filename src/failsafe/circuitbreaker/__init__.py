@@ -154,6 +154,23 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     """A circuit breaker (see the module docstring). Decorate async functions with it (all of
     them share its state), or guard a block with ``async with breaker:``.
 
+    * ``on``: what is a failure: an exception class, a tuple of them, or a sync predicate.
+    * ``failure_threshold`` (default 5): consecutive failures that open it (consecutive mode,
+      used when ``failure_rate`` is not given).
+    * ``failure_rate``: a ratio in (0, 1]; the breaker opens when failures / calls in its
+      window reach it. The window is the last ``window_calls`` calls (default 100), or with
+      ``window_time`` the calls of the last that many seconds, in ``window_buckets`` buckets
+      (default 10). ``min_calls``: calls the window must hold before it is judged (default
+      10, at most ``window_calls``).
+    * ``slow_call_duration`` (seconds): calls at least that long are slow; slow calls are
+      failures, unless ``slow_call_rate`` (a ratio, window breakers) gives them a threshold
+      of their own.
+    * ``recovery_time`` (seconds, default 30): the break before probing. ``recovery_backoff``
+      (>= 1, default 1): multiplies the break at each further opening without a close, up to
+      ``max_recovery_time`` (default 10 x recovery_time when backing off).
+    * ``recovery_threshold`` (default 3): successful probes that close it;
+      ``half_open_max_calls`` (default ``recovery_threshold``): probes at a time.
+
     Methods: ``isolate()`` forces it failing until ``reset()``, which closes it with an empty
     window. ``state`` is the current BreakerState. ``stats()`` has the counters and the
     window's figures.
@@ -348,64 +365,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         )
 
 
-def circuitbreaker(
-    *,
-    on: Any = Exception,
-    failure_threshold: int | None = None,
-    failure_rate: float | None = None,
-    window_calls: int | None = None,
-    window_time: float | None = None,
-    window_buckets: int = 10,
-    min_calls: int | None = None,
-    slow_call_duration: float | None = None,
-    slow_call_rate: float | None = None,
-    recovery_time: float = 30.0,
-    recovery_threshold: int = 3,
-    half_open_max_calls: int | None = None,
-    recovery_backoff: float = 1.0,
-    max_recovery_time: float | None = None,
-    name: str | None = None,
-    listeners: Iterable[Any] | None = None,
-    event_manager: Any = None,
-) -> CircuitBreaker:
-    """A circuit breaker (decorator or ``async with``).
-
-    * ``on``: what is a failure: an exception class, a tuple of them, or a sync predicate.
-    * ``failure_threshold`` (default 5): consecutive failures that open it (consecutive mode,
-      used when ``failure_rate`` is not given).
-    * ``failure_rate``: a ratio in (0, 1]; the breaker opens when failures / calls in its
-      window reach it. The window is the last ``window_calls`` calls (default 100), or with
-      ``window_time`` the calls of the last that many seconds, in ``window_buckets`` buckets
-      (default 10). ``min_calls``: calls the window must hold before it is judged (default
-      10, at most ``window_calls``).
-    * ``slow_call_duration`` (seconds): calls at least that long are slow; slow calls are
-      failures, unless ``slow_call_rate`` (a ratio, window breakers) gives them a threshold
-      of their own.
-    * ``recovery_time`` (seconds, default 30): the break before probing. ``recovery_backoff``
-      (>= 1, default 1): multiplies the break at each further opening without a close, up to
-      ``max_recovery_time`` (default 10 x recovery_time when backing off).
-    * ``recovery_threshold`` (default 3): successful probes that close it;
-      ``half_open_max_calls`` (default ``recovery_threshold``): probes at a time.
-    """
-    return CircuitBreaker(
-        on=on,
-        failure_threshold=failure_threshold,
-        failure_rate=failure_rate,
-        window_calls=window_calls,
-        window_time=window_time,
-        window_buckets=window_buckets,
-        min_calls=min_calls,
-        slow_call_duration=slow_call_duration,
-        slow_call_rate=slow_call_rate,
-        recovery_time=recovery_time,
-        recovery_threshold=recovery_threshold,
-        half_open_max_calls=half_open_max_calls,
-        recovery_backoff=recovery_backoff,
-        max_recovery_time=max_recovery_time,
-        name=name,
-        listeners=listeners,
-        event_manager=event_manager,
-    )
+circuitbreaker = CircuitBreaker  # the factory is the class itself, as for timeout and bulkhead
 
 
 class _Missing(enum.Enum):
