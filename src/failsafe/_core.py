@@ -66,15 +66,20 @@ def name_from(fn: Callable[..., Any], pattern: str) -> str:
 COMPONENT_SLOTS: Final = ("_explicit_name", "_listeners", "_event_manager", "_factory_listeners")
 
 
+def is_async_callable(obj: object) -> bool:
+    """An async function, or an object (not a class) whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(obj) or (
+        not inspect.isroutine(obj)
+        and not isinstance(obj, type)
+        and inspect.iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
+    )
+
+
 def check_async(fn: object, pattern: str) -> Callable[..., Any]:
     """Rejects what cannot be decorated: only async callables are guarded."""
     if not callable(fn):
         raise TypeError(f"@{pattern} decorates an async function, not {type(fn).__name__}")
-    if not inspect.iscoroutinefunction(fn) and not (
-        not inspect.isroutine(fn)
-        and not isinstance(fn, type)
-        and inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
-    ):
+    if not is_async_callable(fn):
         raise TypeError(
             f"@{pattern} requires an async function (async def), got {fn!r}: "
             "failsafe guards coroutines only"
@@ -132,6 +137,8 @@ def check_exceptions(on: object, param: str = "on") -> tuple[type[BaseException]
     if isinstance(on, tuple):
         raise ValueError(f"{param} must not be an empty tuple")
     if callable(on):
+        if is_async_callable(on):  # the C engines call it inline, where nothing is awaited
+            raise TypeError(f"{param} must be a sync predicate over the exception, not async")
         return None
     raise TypeError(
         f"{param} must be an exception class, a tuple of them or a predicate, got {on!r}"
@@ -222,7 +229,14 @@ class Component:
     _listeners: tuple[Any, ...]
     _explicit_name: bool
 
-    def _init_component(self, name: str | None, listeners: Iterable[Any] | None) -> None:
+    def _init_component(
+        self, name: str | None, listeners: Iterable[Any] | None, event_manager: Any = None
+    ) -> None:
+        if event_manager is not None:
+            from failsafe import events  # events imports this module
+
+            event_manager = events.check_event_manager(event_manager)
+        self._event_manager = event_manager
         checked = check_name(name)
         self._explicit_name = checked is not None
         self._name = checked or self.PATTERN

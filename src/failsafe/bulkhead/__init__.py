@@ -105,8 +105,7 @@ class Bulkhead(Component, _native.Bulkhead):
             )
         wait = check_number(max_wait, "max_wait", allow_none=True, allow_inf=True)
         _native.Bulkhead.__init__(self, concurrency, capacity, wait)
-        self._init_component(name, listeners)
-        self._event_manager = events.check_event_manager(event_manager)
+        self._init_component(name, listeners, event_manager)
 
     # -- slow paths, called by the C guard and __aenter__ ----------------------------------
 

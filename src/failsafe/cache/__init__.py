@@ -113,8 +113,7 @@ class Cache(_core.Component, _native.Cache):
         listeners: Iterable[Any] | None = None,
         event_manager: Any = None,
     ) -> None:
-        self._init_component(name, listeners)
-        self._event_manager = events.check_event_manager(event_manager)
+        self._init_component(name, listeners, event_manager)
         size = _core.check_number(maxsize, "maxsize", allow_none=True, integer=True)
         if size is not None and size < 1:
             raise ValueError(f"maxsize must be >= 1 (or None: unbounded), got {size}")

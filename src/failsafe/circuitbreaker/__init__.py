@@ -36,7 +36,6 @@ when it ends.
 from __future__ import annotations
 
 import enum
-import inspect
 from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 
@@ -216,11 +215,8 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         listeners: Iterable[Any] | None = None,
         event_manager: Any = None,
     ) -> None:
-        self._init_component(name, listeners)
-        self._event_manager = events.check_event_manager(event_manager)
+        self._init_component(name, listeners, event_manager)
         types = _core.check_exceptions(on)
-        if types is None and inspect.iscoroutinefunction(on):
-            raise TypeError("on must be a sync predicate, not an async function")
         config: dict[str, Any] = {"on": types, "on_pred": None if types is not None else on}
 
         if failure_rate is None:

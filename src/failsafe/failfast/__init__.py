@@ -34,12 +34,6 @@ OPENED, CLOSED, REJECTED = 0, 1, 2
 _MAX_NS = 2**63 - 1
 
 
-def _is_async_callable(obj: Any) -> bool:
-    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
-        getattr(obj, "__call__", None)  # noqa: B004
-    )
-
-
 class FailFastListener:
     """Fail-fast events. Methods may be sync or async; override the ones you need."""
 
@@ -80,8 +74,7 @@ class FailFast(_core.Component, _native.FailFast):
         listeners: Iterable[Any] | None = None,
         event_manager: events.EventManager | None = None,
     ) -> None:
-        self._init_component(name, listeners)
-        self._event_manager = events.check_event_manager(event_manager)
+        self._init_component(name, listeners, event_manager)
         threshold = _core.check_number(
             failure_threshold, "failure_threshold", allow_none=True, allow_zero=False, integer=True
         )
@@ -92,8 +85,6 @@ class FailFast(_core.Component, _native.FailFast):
                 raise ValueError(f"recovery_time must be below 9.2e9 seconds, got {seconds}")
             recovery_ns = max(1, round(seconds * 1e9))
         types = _core.check_exceptions(on)
-        if types is None and _is_async_callable(on):
-            raise TypeError("on must be a sync predicate over the exception, not async")
         if predicate is not None and not callable(predicate):
             raise TypeError(f"predicate must be a callable (sync or async), not {predicate!r}")
         self._failure_threshold: int | None = threshold
@@ -106,7 +97,7 @@ class FailFast(_core.Component, _native.FailFast):
             on=types,
             on_pred=None if types is not None else on,
             predicate=predicate,
-            pred_async=predicate is not None and _is_async_callable(predicate),
+            pred_async=predicate is not None and _core.is_async_callable(predicate),
         )
 
     # -- decorator and block form ------------------------------------------------------------

@@ -24,12 +24,6 @@ INVOKED = 0
 _ANSWER_NONE, _ANSWER_VALUE, _ANSWER_CALL = 0, 1, 2
 
 
-def _is_async_callable(obj: Any) -> bool:
-    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
-        getattr(obj, "__call__", None)  # noqa: B004
-    )
-
-
 class FallbackListener:
     """Fallback events. Methods may be sync or async."""
 
@@ -66,13 +60,10 @@ class Fallback(_core.Component, _native.Outcome):
         listeners: Iterable[Any] | None = None,
         event_manager: Any = None,
     ) -> None:
-        self._init_component(name, listeners)
-        self._event_manager = events.check_event_manager(event_manager)
+        self._init_component(name, listeners, event_manager)
         types = None
         if on is not None:
             types = _core.check_exceptions(on)
-            if types is None and inspect.iscoroutinefunction(on):
-                raise TypeError("on must be a sync predicate, not an async function")
         if if_ is not None and not callable(if_):
             raise TypeError(f"if_ must be a predicate (sync or async), not {if_!r}")
         if on is None and if_ is None:
@@ -85,7 +76,7 @@ class Fallback(_core.Component, _native.Outcome):
         kind = _ANSWER_NONE
         if not callable(handler):
             kind = _ANSWER_VALUE
-        elif not _is_async_callable(handler):
+        elif not _core.is_async_callable(handler):
             kind = _ANSWER_CALL
         self._configure(
             on=types,

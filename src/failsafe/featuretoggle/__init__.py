@@ -38,12 +38,6 @@ _native._bind(feature_disabled=FeatureDisabled)
 ENABLED, DISABLED = 0, 1
 
 
-def _is_async_callable(obj: Any) -> bool:
-    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
-        getattr(obj, "__call__", None)  # noqa: B004
-    )
-
-
 def rollout_bucket(key: str | bytes | int) -> int:
     """The stable bucket (0 .. 999,999) of a rollout key: a key is in a rollout of ``p`` % when
     its bucket is below ``p * 10,000``. The same in every process and on every platform."""
@@ -88,8 +82,7 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
         listeners: Iterable[Any] | None = None,
         event_manager: events.EventManager | None = None,
     ) -> None:
-        self._init_component(name, listeners)
-        self._event_manager = events.check_event_manager(event_manager)
+        self._init_component(name, listeners, event_manager)
         if not isinstance(enabled, bool):
             raise TypeError(f"enabled must be a bool, not {type(enabled).__name__}")
         if predicate is not None and not callable(predicate):
@@ -99,7 +92,7 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
             raise ValueError(f"rollout must be a percentage from 0 to 100, got {percent}")
         if key is not None and not callable(key):
             raise TypeError(f"key must be a callable returning a str, bytes or int, not {key!r}")
-        if key is not None and _is_async_callable(key):
+        if key is not None and _core.is_async_callable(key):
             raise TypeError("key must be a sync callable, not async")
         if percent is not None and key is None:
             raise ValueError("rollout needs key=: a callable giving each call's stable key")
@@ -110,7 +103,7 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
         self._configure(
             enabled=enabled,
             predicate=predicate,
-            pred_async=predicate is not None and _is_async_callable(predicate),
+            pred_async=predicate is not None and _core.is_async_callable(predicate),
             key=key,
             rollout=100.0 if percent is None else float(percent),
         )

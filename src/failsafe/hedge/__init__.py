@@ -451,10 +451,7 @@ class Hedge(Component, _native.Hedge):
             self._adapt(
                 pct.percentile / 100, pct.fallback, round(pct.window * 1e9), pct.min_samples
             )
-        self._init_component(name, listeners)
-        self._event_manager = (
-            None if event_manager is None else events.check_event_manager(event_manager)
-        )
+        self._init_component(name, listeners, event_manager)
         self._block = None if seconds is None else _BlockTimeout(seconds)
 
     def _race(

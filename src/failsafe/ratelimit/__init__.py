@@ -109,8 +109,7 @@ class _Limiter(_core.Component, _native.Limiter):
         listeners: Iterable[Any] | None,
         event_manager: Any,
     ) -> None:
-        self._init_component(name, listeners)
-        self._event_manager = events.check_event_manager(event_manager)
+        self._init_component(name, listeners, event_manager)
         count = _check_count(max_executions, "max_executions")
         period_ns = _check_period_ns(per_time_secs, "per_time_secs")
         burst = count if bucket_size is None else _check_count(bucket_size, "bucket_size")

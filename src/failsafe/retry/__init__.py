@@ -182,11 +182,8 @@ class Retry(_core.Component, _native.Outcome):
         event_manager: Any = None,
         _bucket: Any = None,
     ) -> None:
-        self._init_component(name, listeners)
-        self._event_manager = events.check_event_manager(event_manager)
+        self._init_component(name, listeners, event_manager)
         types = _core.check_exceptions(on)
-        if types is None and inspect.iscoroutinefunction(on):
-            raise TypeError("on must be a sync predicate, not an async function")
         self._on_types = types
         self._on_pred = None if types is not None else on
         self._attempts = _core.check_number(attempts, "attempts", allow_none=True, integer=True)

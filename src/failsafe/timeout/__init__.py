@@ -83,10 +83,7 @@ class Timeout(Component, _native.Timeout):
         else:
             seconds = _check_seconds(seconds, "seconds")
         _native.Timeout.__init__(self, seconds)
-        self._init_component(name, listeners)
-        self._event_manager = (
-            None if event_manager is None else events.check_event_manager(event_manager)
-        )
+        self._init_component(name, listeners, event_manager)
 
     def __repr__(self) -> str:
         return f"<timeout {self._name!r} seconds={self.seconds!r} fired={self._counters()[0]}>"
