@@ -84,14 +84,6 @@ static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised)
     }
     fs_error_after_new(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG,
                        retry_after_ns < 0 ? -1.0 : (double)retry_after_ns / 1e9);
-    if (retry_after_ns < 0 && PyErr_ExceptionMatches(PyExc_Exception)) {
-        /* Isolated: BreakerFailing keeps retry_after in a slot, which has no class default. */
-        PyObject *exc = PyErr_GetRaisedException();
-        if (PyObject_SetAttr(exc, b->base.st->str_retry_after, Py_None) < 0) {
-            Py_SETREF(exc, PyErr_GetRaisedException());
-        }
-        PyErr_SetRaisedException(exc);
-    }
     return -1;
 }
 
@@ -234,8 +226,26 @@ static const fs_policy_ops breaker_ops = {
 };
 
 /* BreakerFailingBase: the C base of failsafe.circuitbreaker.BreakerFailing. Its tp_init takes
- * (message="", *, retry_after=None) and stores retry_after as an attribute, so raising a
- * rejection runs no Python frame. */
+ * (message="", *, retry_after=None), so raising a rejection runs no Python frame; retry_after
+ * is a field that reads None until set, so a refusal built without __init__ needs no default
+ * stored in it. */
+typedef struct FsBreakerFailing {
+    PyBaseExceptionObject base;
+    PyObject *retry_after;      /* float seconds, None, or NULL (reads None) */
+} FsBreakerFailing;
+
+static PyObject *bfb_get_retry_after(PyObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *v = ((FsBreakerFailing *)self)->retry_after;
+    return Py_NewRef(v != NULL ? v : Py_None);
+}
+
+static int bfb_set_retry_after(PyObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    Py_XSETREF(((FsBreakerFailing *)self)->retry_after, Py_XNewRef(value));
+    return 0;
+}
+
 static int bfb_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(args);
@@ -271,37 +281,50 @@ static int bfb_init(PyObject *self, PyObject *args, PyObject *kwds)
             }
         }
     }
-    fs_state *st = fs_state_from_type(Py_TYPE(self));
-    if (st == NULL) {
-        return -1;
-    }
-    return PyObject_SetAttr(self, st->str_retry_after, after);
+    return bfb_set_retry_after(self, after, NULL);
 }
 
 static int bfb_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((FsBreakerFailing *)self)->retry_after);
     return ((PyTypeObject *)PyExc_Exception)->tp_traverse(self, visit, arg);
+}
+
+static int bfb_clear(PyObject *self)
+{
+    Py_CLEAR(((FsBreakerFailing *)self)->retry_after);
+    return ((PyTypeObject *)PyExc_Exception)->tp_clear(self);
 }
 
 static void bfb_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(((FsBreakerFailing *)self)->retry_after);
     ((PyTypeObject *)PyExc_Exception)->tp_dealloc(self);
     Py_DECREF(tp);  /* a heap type's instances own a reference to it */
 }
 
+static PyGetSetDef bfb_getset[] = {
+    {"retry_after", bfb_get_retry_after, bfb_set_retry_after,
+     "seconds until the breaker probes again, or None (isolated, or unknown)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyType_Slot bfb_slots[] = {
     {Py_tp_init, bfb_init},
     {Py_tp_traverse, bfb_traverse},
+    {Py_tp_clear, bfb_clear},
     {Py_tp_dealloc, bfb_dealloc},
+    {Py_tp_getset, bfb_getset},
     {Py_tp_doc, "Base of BreakerFailing: __init__(message='', *, retry_after=None) in C."},
     {0, NULL},
 };
 
 static PyType_Spec bfb_spec = {
     .name = "failsafe._native.BreakerFailingBase",
-    .basicsize = 0,
+    .basicsize = sizeof(FsBreakerFailing),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = bfb_slots,
 };

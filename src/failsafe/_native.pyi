@@ -311,6 +311,7 @@ class KeyedLimiter(Limiter): ...
 # circuitbreaker.c
 
 class BreakerFailingBase(Exception):
+    retry_after: float | None
     def __init__(self, message: str = "", *, retry_after: float | None = None) -> None: ...
 
 class Breaker(_Policy):

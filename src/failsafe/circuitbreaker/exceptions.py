@@ -18,14 +18,10 @@ class BreakerFailing(_native.BreakerFailingBase, FailsafeError):
     remain of the break, when known (``None`` while the breaker is isolated or recovering).
     """
 
-    __slots__ = ("retry_after",)
-
-    retry_after: float | None
-
     # __init__(message="", *, retry_after=None) is the C base's: a rejection runs no Python.
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # retry_after lives in a slot, which BaseException's own reduce does not see.
+        # retry_after is a field of the C base, which BaseException's own reduce does not see.
         return (type(self), self.args, {**self.__dict__, "retry_after": self.retry_after})
 
     @property
