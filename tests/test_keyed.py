@@ -213,3 +213,33 @@ async def test_a_breaker_per_host_never_forgets_an_open_one(clock: FakeClock) ->
         await fetch("down")
     assert opened._holds_state()
     assert len(per_host) <= 2
+
+
+async def test_cancelled_calls_leave_every_keyed_policy_idle() -> None:
+    from failsafe.bulkhead import bulkhead
+
+    registry = keyed(lambda k: bulkhead(2, 10), key=lambda user: user, max_keys=10)
+    gate = asyncio.Event()
+
+    @registry
+    async def work(user: int) -> int:
+        await gate.wait()
+        return user
+
+    tasks = [asyncio.create_task(work(i % 5)) for i in range(40)]  # per key: 2 run, 6 queue
+    await asyncio.sleep(0)
+    assert all(registry.get(k).running == 2 and registry.get(k).queued == 6 for k in range(5))
+    for t in tasks[::2]:  # running and queued calls alike
+        t.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 20
+    assert sorted(r for r in results if isinstance(r, int)) == sorted(
+        i % 5 for i in range(1, 40, 2)
+    )
+    assert all(registry.get(k).running == 0 and registry.get(k).queued == 0 for k in range(5))
+    # Idle again, they hold nothing: new keys may take their places.
+    for k in range(5, 15):
+        assert await work(k) == k
+    assert len(registry) == 10
