@@ -4,6 +4,7 @@ Environment knobs: FAILSAFE_DEBUG=1 (-O0 -g, asserts on), FAILSAFE_SANITIZE=1 (A
 """
 
 import os
+import sys
 from glob import glob
 
 from setuptools import Extension, setup
@@ -21,6 +22,8 @@ elif os.environ.get("FAILSAFE_DEBUG"):
     cflags += ["-O0", "-g", "-UNDEBUG"]
 else:
     cflags += ["-O2", "-DNDEBUG"]
+if sys.platform == "win32":  # MSVC takes its own flags (C11 since Visual Studio 2019 16.8)
+    cflags, ldflags = ["/std:c11", "/O2", "/W3", "/DNDEBUG"], []
 
 setup(
     ext_modules=[

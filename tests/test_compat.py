@@ -87,7 +87,6 @@ NAMES = {
     ],
     "failsafe.featuretoggle.exceptions": ["FeatureDisabled"],
     "failsafe.integrations.opentelemetry": ["FailsafeOtelInstrumentor"],
-    "integrations.opentelemetry": ["FailsafeOtelInstrumentor"],
 }
 
 

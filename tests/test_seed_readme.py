@@ -1,9 +1,17 @@
 # ruff: noqa: E501  (the specified code is kept verbatim)
 """The code of the README failsafe was specified by (its telemetry module and FastAPI service),
-kept here verbatim, runs as written: the service answers its orders endpoint."""
+kept here verbatim, runs: the service answers its orders endpoint.
+
+One line needs the choice the seed itself offers: its import of the instrumentor reads
+``from integrations.opentelemetry import ...  # or: from failsafe.integrations.opentelemetry ...``.
+failsafe-py installs a single top-level name, ``failsafe`` (a generic ``integrations`` package in
+site-packages would clash with users' own), so the published package satisfies the second
+spelling, which the test takes from the comment of that very line.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -83,10 +91,34 @@ async def create_order(payload: dict):
 """
 
 
-async def test_the_specified_service_runs_as_written(tmp_path: Path) -> None:
+def as_installed(source: str) -> str:
+    """The seed's telemetry module with its import line resolved to the spelling its own comment
+    offers, the one the installed package provides."""
+    (line,) = [x for x in source.splitlines() if x.startswith("from integrations.")]
+    code, _, alternative = line.partition("  # or: ")
+    offered = alternative.split()  # ["from", "failsafe.integrations.opentelemetry", "..."]
+    assert offered[0] == "from", line
+    assert offered[2] == "...", line
+    module = code.split()[1]
+    assert offered[1] == f"failsafe.{module}", line
+    return source.replace(line, code.replace(f"from {module} ", f"from {offered[1]} ", 1))
+
+
+def test_the_seed_import_has_one_installed_spelling() -> None:
+    # Only the failsafe name is installed; the seed's other spelling is not shadowed by one.
+    assert importlib.util.find_spec("integrations") is None
+    resolved = as_installed(TELEMETRY)
+    assert "from failsafe.integrations.opentelemetry import FailsafeOtelInstrumentor" in resolved
+    changed = [
+        (a, b) for a, b in zip(TELEMETRY.splitlines(), resolved.splitlines(), strict=True) if a != b
+    ]
+    assert len(changed) == 1  # the import line only
+
+
+async def test_the_specified_service_runs(tmp_path: Path) -> None:
     from opentelemetry import metrics
 
-    (tmp_path / "telemetry.py").write_text(TELEMETRY)
+    (tmp_path / "telemetry.py").write_text(as_installed(TELEMETRY))
     sys.path.insert(0, str(tmp_path))
     saved_provider = getattr(metrics, "_METER_PROVIDER", None)
     try:

@@ -9,6 +9,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#if defined(__linux__)
+#include <time.h>
+#endif
+
 #include "fs_backoff.h"
 #include "fs_budget.h"
 #include "fs_heap.h"
@@ -152,6 +156,24 @@ typedef struct fs_state {
 
 /* Current time in monotonic nanoseconds (the fake clock when one is set). */
 int64_t fs_now_ns(fs_state *st);
+
+/* time.monotonic() in integer nanoseconds: the clock asyncio's default loop.time() reads.
+ * Linux reads CLOCK_MONOTONIC directly (what CPython reads there); elsewhere (macOS
+ * mach_absolute_time, Windows QueryPerformanceCounter) CPython's own clock keeps them equal. */
+static inline int64_t fs_monotonic_ns(void)
+{
+#if defined(__linux__)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+#elif PY_VERSION_HEX >= 0x030D0000
+    PyTime_t t = 0;
+    (void)PyTime_MonotonicRaw(&t);  /* fails only on a broken system clock; 0 then */
+    return (int64_t)t;
+#else
+    return (int64_t)_PyTime_GetMonotonicClock();
+#endif
+}
 
 /* Sets the exception for code, with a message (may be NULL). Always returns NULL. */
 PyObject *fs_error(fs_state *st, fs_err code, const char *msg);

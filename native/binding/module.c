@@ -2,8 +2,7 @@
  * place where binding errors become exceptions. */
 #include "fs_binding.h"
 
-#include <sys/random.h>
-#include <time.h>
+#include <string.h>
 
 static struct PyModuleDef fs_module_def;
 
@@ -21,9 +20,7 @@ int64_t fs_now_ns(fs_state *st)
     if (st->fake_clock) {
         return st->fake_now_ns;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return fs_monotonic_ns();
 }
 
 /* The class bound for code, or the builtin it stands for until failsafe binds its own. */
@@ -289,6 +286,28 @@ static const fs_part *const parts[] = {
     &fs_cache_part,   &fs_hedge_part,    &fs_toggle_part,
 };
 
+/* 8 bytes of os.urandom() (getrandom, getentropy or BCryptGenRandom, whichever the platform
+ * has) for the jitter RNG's seed. Returns 0, or -1 with an exception set. */
+static int os_random_seed(uint64_t *seed)
+{
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *b = os ? PyObject_CallMethod(os, "urandom", "i", (int)sizeof(*seed)) : NULL;
+    Py_XDECREF(os);
+    if (b == NULL) {
+        return -1;
+    }
+    int ok = PyBytes_Check(b) && PyBytes_GET_SIZE(b) == (Py_ssize_t)sizeof(*seed);
+    if (ok) {
+        memcpy(seed, PyBytes_AS_STRING(b), sizeof(*seed));
+    }
+    Py_DECREF(b);
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "os.urandom returned an unexpected value");
+        return -1;
+    }
+    return 0;
+}
+
 static int fs_exec(PyObject *module)
 {
     fs_state *st = PyModule_GetState(module);
@@ -323,8 +342,8 @@ static int fs_exec(PyObject *module)
         return -1;
     }
     uint64_t seed = 0;
-    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
-        seed = (uint64_t)(uintptr_t)module ^ (uint64_t)fs_now_ns(st);
+    if (os_random_seed(&seed) < 0) {
+        return -1;
     }
     fs_rng_seed(&st->rng, seed);
     if (fs_guard_setup(module, st) < 0 || fs_outcome_setup(module, st) < 0

@@ -12,7 +12,6 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
-#include <time.h>
 
 /* 3.13 also converts CancelledError subclasses and inserts a TimeoutError into other chains. */
 #if PY_VERSION_HEX >= 0x030D0000
@@ -95,9 +94,7 @@ static inline FsTimerEntry *entry_of(fs_heap_node *n)
 /* time.monotonic(), converted exactly as CPython converts it, so deadlines equal loop.time(). */
 static double monotonic_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    int64_t ns = fs_monotonic_ns();
     volatile double d;  /* as PyTime_AsSecondsDouble: no excess precision */
     if (ns % 1000000000 == 0) {
         d = (double)(ns / 1000000000);
