@@ -6,9 +6,10 @@ Patterns live in their own modules: ``failsafe.retry``, ``failsafe.timeout``,
 """
 
 from failsafe import _native, events
+from failsafe._types import CachedFunction, Decorated
 from failsafe.exceptions import FailsafeError
 
 _native._bind(emit=events.emit)
 
-__all__ = ["FailsafeError"]
+__all__ = ["CachedFunction", "Decorated", "FailsafeError"]
 __version__ = "0.1.0"

@@ -8,9 +8,10 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 from failsafe import _native
+from failsafe._types import Decorated
 
 # Pattern indexes of the C module's global "somebody listens" flags (fs_binding.h FS_PATTERN_*).
 PATTERNS: Final[dict[str, int]] = {
@@ -258,16 +259,15 @@ class Component:
             self._explicit_name = True
             (self._SERIES.get(self._name) or _new_series(self)).attach(self)
 
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
+    def __call__[**P, T](self, fn: Callable[P, Awaitable[T]]) -> Decorated[P, T, Self]:
         """Decorates an async function (or method) with this policy: the C guard returned
         looks like fn to inspect, FastAPI and type checkers; ``fn.policy`` is this policy."""
         check_async(fn, self.PATTERN)
         self._adopt_name(fn)
-        guard: Callable[P, Coroutine[Any, Any, T]] = make_guard(fn, self)
-        guard._manager = self  # type: ignore[attr-defined]  # failsafe-py's decorated._manager
-        return guard
+        guard = make_guard(fn, self)
+        guard._manager = self  # failsafe-py's decorated._manager
+        typed: Decorated[P, T, Self] = guard
+        return typed
 
     @property
     def name(self) -> str:

@@ -26,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, ClassVar, Final, overload
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, ClassVar, Final, Self, overload
 
 from failsafe import _core, _native, events
+from failsafe._types import CachedFunction
 from failsafe.cache.exceptions import CacheMiss
 
 __all__ = [
@@ -168,9 +169,7 @@ class Cache(_core.Component, _native.Cache):
 
     # -- decorator -------------------------------------------------------------------------
 
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
+    def __call__[**P, T](self, fn: Callable[P, Awaitable[T]]) -> CachedFunction[P, T, Self]:
         _core.check_async(fn, "cache")
         if self._fn is not None:
             raise TypeError(
@@ -182,7 +181,7 @@ class Cache(_core.Component, _native.Cache):
         guard: Any = _core.make_guard(fn, self)
         guard.invalidate = self.invalidate
         guard.clear = self.clear
-        typed: Callable[P, Coroutine[Any, Any, T]] = guard
+        typed: CachedFunction[P, T, Self] = guard
         return typed
 
     # -- slow path, called by the C guard when a call of the same key is in flight ---------
@@ -236,9 +235,11 @@ class Cache(_core.Component, _native.Cache):
 
 
 @overload
-def cache[**P, T](fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
+def cache[**P, T](fn: Callable[P, Awaitable[T]], /) -> CachedFunction[P, T, Cache]: ...
 @overload
 def cache(
+    fn: None = None,
+    /,
     *,
     maxsize: int | None = ...,
     ttl: float | None = ...,
@@ -248,7 +249,18 @@ def cache(
     listeners: Iterable[Any] | None = ...,
     event_manager: Any = ...,
 ) -> Cache: ...
-def cache(fn: Any = None, /, **kwargs: Any) -> Any:
+def cache(
+    fn: Callable[..., Awaitable[Any]] | None = None,
+    /,
+    *,
+    maxsize: int | None = None,
+    ttl: float | None = None,
+    key_func: Callable[..., Any] | None = None,
+    stale_if_error: float | None = None,
+    name: str | None = None,
+    listeners: Iterable[Any] | None = None,
+    event_manager: Any = None,
+) -> Cache | CachedFunction[..., Any, Cache]:
     """A cache policy: ``@cache(maxsize=1024, ttl=60)`` on an async function (bare ``@cache``:
     unbounded, no expiry).
 
@@ -260,5 +272,13 @@ def cache(fn: Any = None, /, **kwargs: Any) -> Any:
     function gets ``invalidate(*args, **kwargs)`` and ``clear()``; its ``policy`` attribute
     is this Cache (``stats()``, ``len()``).
     """
-    policy = Cache(**kwargs)
+    policy = Cache(
+        maxsize=maxsize,
+        ttl=ttl,
+        key_func=key_func,
+        stale_if_error=stale_if_error,
+        name=name,
+        listeners=listeners,
+        event_manager=event_manager,
+    )
     return policy if fn is None else policy(fn)

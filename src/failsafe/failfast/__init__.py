@@ -12,11 +12,12 @@ no arguments).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Self, overload
 
 from failsafe import _core, _native, events
+from failsafe._types import Decorated
 from failsafe.failfast.exceptions import FailFastOpen
 
 __all__ = [
@@ -169,9 +170,11 @@ FailFastManager = FailFast
 
 
 @overload
-def failfast[**P, T](fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
+def failfast[**P, T](fn: Callable[P, Awaitable[T]], /) -> Decorated[P, T, FailFast]: ...
 @overload
 def failfast(
+    fn: None = None,
+    /,
     *,
     failure_threshold: int | None = ...,
     predicate: Callable[..., Any] | None = ...,
@@ -181,11 +184,30 @@ def failfast(
     listeners: Iterable[Any] | None = ...,
     event_manager: events.EventManager | None = ...,
 ) -> FailFast: ...
-def failfast(fn: Any = None, /, **kwargs: Any) -> Any:
+def failfast(
+    fn: Callable[..., Awaitable[Any]] | None = None,
+    /,
+    *,
+    failure_threshold: int | None = None,
+    predicate: Callable[..., Any] | None = None,
+    recovery_time: float | None = None,
+    on: Any = Exception,
+    name: str | None = None,
+    listeners: Iterable[Any] | None = None,
+    event_manager: events.EventManager | None = None,
+) -> FailFast | Decorated[..., Any, FailFast]:
     """A fail-fast policy: ``@failfast(failure_threshold=3, recovery_time=30)``.
 
     ``on`` (an exception class, a tuple of them or a predicate) says which exceptions are
     failures; ``predicate(*args, **kwargs)`` (sync or async) rejects a call when truthy.
     """
-    policy = FailFast(**kwargs)
+    policy = FailFast(
+        failure_threshold=failure_threshold,
+        predicate=predicate,
+        recovery_time=recovery_time,
+        on=on,
+        name=name,
+        listeners=listeners,
+        event_manager=event_manager,
+    )
     return policy if fn is None else policy(fn)

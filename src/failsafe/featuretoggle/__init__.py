@@ -16,11 +16,12 @@ and the key function are called with no arguments.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Self, overload
 
 from failsafe import _core, _native, events
+from failsafe._types import Decorated
 from failsafe.featuretoggle.exceptions import FeatureDisabled
 
 __all__ = [
@@ -156,11 +157,11 @@ FeatureToggleManager = FeatureToggle
 
 
 @overload
-def featuretoggle[**P, T](
-    fn: Callable[P, Awaitable[T]], /
-) -> Callable[P, Coroutine[Any, Any, T]]: ...
+def featuretoggle[**P, T](fn: Callable[P, Awaitable[T]], /) -> Decorated[P, T, FeatureToggle]: ...
 @overload
 def featuretoggle(
+    fn: None = None,
+    /,
     *,
     enabled: bool = ...,
     predicate: Callable[..., Any] | None = ...,
@@ -170,9 +171,28 @@ def featuretoggle(
     listeners: Iterable[Any] | None = ...,
     event_manager: events.EventManager | None = ...,
 ) -> FeatureToggle: ...
-def featuretoggle(fn: Any = None, /, **kwargs: Any) -> Any:
+def featuretoggle(
+    fn: Callable[..., Awaitable[Any]] | None = None,
+    /,
+    *,
+    enabled: bool = True,
+    predicate: Callable[..., Any] | None = None,
+    rollout: float | None = None,
+    key: Callable[..., str | bytes | int] | None = None,
+    name: str | None = None,
+    listeners: Iterable[Any] | None = None,
+    event_manager: events.EventManager | None = None,
+) -> FeatureToggle | Decorated[..., Any, FeatureToggle]:
     """A feature toggle: ``@featuretoggle(enabled=True)``, switched with ``enable()`` /
     ``disable()``; ``predicate`` (sync or async) and ``rollout`` + ``key`` narrow it further.
     """
-    policy = FeatureToggle(**kwargs)
+    policy = FeatureToggle(
+        enabled=enabled,
+        predicate=predicate,
+        rollout=rollout,
+        key=key,
+        name=name,
+        listeners=listeners,
+        event_manager=event_manager,
+    )
     return policy if fn is None else policy(fn)

@@ -26,7 +26,7 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, ClassVar, Final, Protocol, runtime_checkable
+from typing import Any, ClassVar, Final, Protocol, overload, runtime_checkable
 
 from failsafe import _core, _native, events
 from failsafe import testing as _testing
@@ -318,6 +318,32 @@ class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
 RateLimiter = TokenBucketLimiter | SlidingWindowLimiter | KeyedTokenBucketLimiter
 
 
+@overload
+def tokenbucket(
+    max_executions: int,
+    per_time_secs: float,
+    bucket_size: int | None = ...,
+    *,
+    max_wait: float = ...,
+    key: None = ...,
+    max_keys: int = ...,
+    name: str | None = ...,
+    listeners: Iterable[Any] | None = ...,
+    event_manager: Any = ...,
+) -> TokenBucketLimiter: ...
+@overload
+def tokenbucket(
+    max_executions: int,
+    per_time_secs: float,
+    bucket_size: int | None = ...,
+    *,
+    max_wait: float = ...,
+    key: Callable[..., Any],
+    max_keys: int = ...,
+    name: str | None = ...,
+    listeners: Iterable[Any] | None = ...,
+    event_manager: Any = ...,
+) -> KeyedTokenBucketLimiter: ...
 def tokenbucket(
     max_executions: int,
     per_time_secs: float,
@@ -420,6 +446,10 @@ class _AcquireFirst:
         return None
 
 
+@overload
+def ratelimiter[L: _Limiter](limiter: L) -> L: ...
+@overload
+def ratelimiter(limiter: _Acquirable) -> _AcquireFirst: ...
 def ratelimiter(limiter: Any) -> Any:
     """A decorator and ``async with`` block around ``limiter``: a failsafe limiter itself
     (its C fast path), or any object with ``async acquire()`` awaited before each call."""

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Final, overload
 
 from failsafe import _core, _native, events
 from failsafe import testing as _testing
+from failsafe._types import Decorated
 from failsafe.ratelimit.exceptions import EmptyBucket
 from failsafe.retry import backoffs, jitters
 from failsafe.retry.exceptions import _NO_RESULT, AttemptsExceeded
@@ -433,9 +434,11 @@ class _Attempts(AsyncIterator[Attempt]):
 
 
 @overload
-def retry[**P, T](fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]]: ...
+def retry[**P, T](fn: Callable[P, Awaitable[T]], /) -> Decorated[P, T, Retry]: ...
 @overload
 def retry(
+    fn: None = None,
+    /,
     *,
     on: Any = ...,
     attempts: int | None = ...,
@@ -447,14 +450,37 @@ def retry(
     listeners: Iterable[Any] | None = ...,
     event_manager: Any = ...,
 ) -> Retry: ...
-def retry(fn: Any = None, /, **kwargs: Any) -> Any:
-    """A retry policy: ``@retry(attempts=3, backoff=expo(...))``.
+def retry(
+    fn: Callable[..., Awaitable[Any]] | None = None,
+    /,
+    *,
+    on: Any = Exception,
+    attempts: int | None = 3,
+    backoff: BackoffT = 0.5,
+    if_result: Callable[[Any], bool] | None = None,
+    max_duration: float | None = None,
+    budget: RetryBudget | None = None,
+    name: str | None = None,
+    listeners: Iterable[Any] | None = None,
+    event_manager: Any = None,
+) -> Retry | Decorated[..., Any, Retry]:
+    """A retry policy: ``@retry(attempts=3, backoff=expo(...))`` (bare ``@retry``: defaults).
 
     ``attempts`` counts retries (calls = attempts + 1; None retries until success), ``on`` is
     an exception class, a tuple of them or a predicate; ``if_result`` retries on a result;
     ``max_duration`` (seconds) bounds the whole call; ``budget`` shares a RetryBudget.
     """
-    policy = Retry(**kwargs)
+    policy = Retry(
+        on=on,
+        attempts=attempts,
+        backoff=backoff,
+        if_result=if_result,
+        max_duration=max_duration,
+        budget=budget,
+        name=name,
+        listeners=listeners,
+        event_manager=event_manager,
+    )
     return policy if fn is None else policy(fn)
 
 
