@@ -217,6 +217,7 @@ class Component:
 
     PATTERN: ClassVar[str]
     METRICS: ClassVar[tuple[str, ...]]
+    DECORATOR: ClassVar[str | None] = None  # the factory users write, when not PATTERN
     _SERIES: ClassVar[dict[str, _native.Series]]  # this pattern's series by component name
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -262,7 +263,7 @@ class Component:
     def __call__[**P, T](self, fn: Callable[P, Awaitable[T]]) -> Decorated[P, T, Self]:
         """Decorates an async function (or method) with this policy: the C guard returned
         looks like fn to inspect, FastAPI and type checkers; ``fn.policy`` is this policy."""
-        check_async(fn, self.PATTERN)
+        check_async(fn, self.DECORATOR or self.PATTERN)
         self._adopt_name(fn)
         guard = make_guard(fn, self)
         guard._manager = self  # failsafe-py's decorated._manager

@@ -302,6 +302,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         )
         self._configure(**config)
         self._recovery_time = recovery
+        self._settings = config
 
     @property
     def state(self) -> BreakerState:
@@ -312,6 +313,37 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     def recovery_time(self) -> float:
         """The first break's length, in seconds."""
         return self._recovery_time
+
+    # failsafe-py's BreakerContext, the first argument of its listeners, held these; the
+    # breaker itself is that argument now (failsafe.circuitbreaker.context).
+
+    @property
+    def breaker_name(self) -> str:
+        """The component name (failsafe-py's ``BreakerContext.breaker_name``)."""
+        return self.name
+
+    @property
+    def exceptions(self) -> Any:
+        """What counts as a failure: the exception classes, or the predicate given as ``on``."""
+        settings = self._settings
+        return settings["on"] if settings["on"] is not None else settings["on_pred"]
+
+    @property
+    def failure_threshold(self) -> int | None:
+        """Consecutive failures that open a consecutive breaker; None for a window breaker."""
+        threshold: int | None = self._settings.get("failure_threshold")
+        return threshold
+
+    @property
+    def recovery_time_secs(self) -> float:
+        """failsafe-py's name of :attr:`recovery_time`."""
+        return self._recovery_time
+
+    @property
+    def recovery_threshold(self) -> int:
+        """Successful probes that close the breaker."""
+        threshold: int = self._settings["recovery_threshold"]
+        return threshold
 
     def _events(self, kind: int, exc: BaseException | None, old: int, bits: int) -> None:
         """Called by the C core, only when somebody listens."""

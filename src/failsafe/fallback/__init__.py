@@ -17,7 +17,6 @@ __all__ = [
     "FallbackListener",
     "fallback",
     "register_fallback_listener",
-    "register_timeout_listener",
 ]
 
 INVOKED = 0
@@ -37,7 +36,8 @@ def register_fallback_listener(listener: Any) -> None:
     events.register_listener("fallback", listener)
 
 
-# failsafe-py exported the fallback registrar under this name.
+# failsafe-py exported the fallback registrar under this misleading name: importable for old
+# code, kept out of __all__ and the docs.
 register_timeout_listener = register_fallback_listener
 
 

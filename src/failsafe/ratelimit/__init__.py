@@ -201,6 +201,8 @@ class TokenBucketLimiter(_Limiter):
     """A token bucket shared by every call: ``max_executions`` per ``per_time_secs`` seconds,
     bursts of ``bucket_size`` (default ``max_executions``). Exact GCRA in C."""
 
+    DECORATOR: ClassVar[str | None] = "tokenbucket"
+
     def __init__(
         self,
         max_executions: int,
@@ -241,6 +243,8 @@ class SlidingWindowLimiter(_Limiter):
     """At most ``max_executions`` calls in any window of ``per_time_secs`` seconds, exactly:
     a C log of the last ``max_executions`` admission times (8 bytes each)."""
 
+    DECORATOR: ClassVar[str | None] = "slidingwindow"
+
     def __init__(
         self,
         max_executions: int,
@@ -279,6 +283,8 @@ class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
     refused (RateLimitExceeded, retry_after = when the first held key refills): the bound on memory
     never weakens the limit of a key.
     """
+
+    DECORATOR: ClassVar[str | None] = "tokenbucket"
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ import inspect
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import Any, ClassVar, Final, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, overload
 
 from failsafe import _core, _native, events
 from failsafe import testing as _testing
@@ -362,6 +362,17 @@ class Retry(_core.Component, _native.Outcome):
 
     def __aiter__(self) -> AsyncIterator[Attempt]:
         return _Attempts(self)
+
+    if not TYPE_CHECKING:  # at run time only: to type checkers a retry has no `async with`
+
+        def __aenter__(self):
+            raise TypeError(
+                "a retry has no async with form (a block cannot be run again by a context"
+                " manager): use `async for attempt in retry(...): with attempt: ...`"
+            )
+
+        def __aexit__(self, exc_type, exc, tb):  # pragma: no cover - __aenter__ raised
+            return None
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()
