@@ -13,9 +13,10 @@ from pathlib import Path
 
 from cases import BARE, Case
 from measure import BLOCK, WARMUP
+from plots import FIGURES
 
 PACKAGES = (
-    "failsafe",
+    "failsafe-py",
     "tenacity",
     "stamina",
     "backoff",
@@ -274,4 +275,12 @@ def markdown(
     ]
     if errors:
         parts += ["Rows marked n/a could not be measured in this run; the error is shown.", ""]
+    parts += [
+        "## Plots",
+        "",
+        "Drawn from the table above by `bench/plots.py` (net Ir: repeatable on a shared machine).",
+        "",
+    ]
+    for name, alt in FIGURES.items():
+        parts += [f"![{alt}](img/{name})", ""]
     return "\n".join(parts)

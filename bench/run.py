@@ -150,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(markdown(results, settings, valgrind, info, command.strip()))
         log(f"wrote {output}")
+        try:
+            import plots
+        except ImportError:  # pragma: no cover - the bench group brings matplotlib
+            log("matplotlib is missing: plots not redrawn (uv run --group bench ...)")
+        else:
+            plots.main(["--doc", str(output), "--out", str(output.parent / "img")])
     return 0
 
 
