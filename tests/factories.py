@@ -14,12 +14,23 @@ from failsafe.featuretoggle import featuretoggle
 from failsafe.hedge import hedge, percentile
 from failsafe.keyed import keyed
 from failsafe.ratelimit import slidingwindow, tokenbucket
-from failsafe.retry import RetryBudget, bucket_retry, retry
+from failsafe.retry import RetryBudget, backoffs, bucket_retry, retry
 from failsafe.timeout import timeout
 
 # pattern (its docs page) -> factories documented there
 BY_PATTERN: dict[str, list[Callable[..., Any]]] = {
-    "retry": [retry, bucket_retry, RetryBudget],
+    "retry": [
+        retry,
+        bucket_retry,
+        RetryBudget,
+        backoffs.const,
+        backoffs.interval,
+        backoffs.linear,
+        backoffs.expo,
+        backoffs.fibo,
+        backoffs.decorrexp,
+        backoffs.softexp,
+    ],
     "timeout": [timeout],
     "fallback": [fallback],
     "circuitbreaker": [circuitbreaker, consecutive_breaker],

@@ -53,6 +53,14 @@ NAMES = {
         "BreakerFailing",
     ],
     "failsafe.circuitbreaker.exceptions": ["BreakerFailing"],
+    "failsafe.circuitbreaker.states": [
+        "BreakerState",
+        "WorkingState",
+        "FailingState",
+        "RecoveringState",
+    ],
+    "failsafe.circuitbreaker.context": ["BreakerContext"],
+    "failsafe.ratelimit.buckets": ["TokenBucket"],
     "failsafe.failfast": [
         "failfast",
         "FailFastListener",

@@ -93,10 +93,10 @@ def register_retry_listener(listener: Any) -> None:
 
 
 class RetryBudget(_native.RetryBudget):
-    _params: tuple[float, float, float]
-
     """A retry budget shared by policies: retries stay below ``ratio`` of calls, plus
     ``min_per_second`` retries always allowed, measured over the last ``ttl`` seconds."""
+
+    _params: tuple[float, float, float]
 
     def __new__(
         cls, ratio: float = 0.2, *, min_per_second: float = 10.0, ttl: float = 10.0

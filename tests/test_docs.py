@@ -1,0 +1,103 @@
+"""The API reference covers the API: every public parameter of every factory is on its
+pattern's page, with each metric and listener event of the pattern."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factories import BY_PATTERN
+from failsafe import _core
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+PAGES = {pattern: DOCS / "patterns" / f"{pattern}.md" for pattern in BY_PATTERN}
+CASES = [
+    (pattern, factory, name)
+    for pattern, factories in BY_PATTERN.items()
+    for factory in factories
+    for name, p in inspect.signature(factory).parameters.items()
+    if p.kind is not inspect.Parameter.POSITIONAL_ONLY and not name.startswith("_")
+]
+
+
+def page(pattern: str) -> str:
+    return PAGES[pattern].read_text()
+
+
+def documented(text: str, name: str) -> bool:
+    """name appears as code: `name`, or as a parameter of a signature in code, `f(name=...)`."""
+    spans = re.findall(r"`([^`\n]+)`", text)
+    pattern = re.compile(rf"[(, ]{re.escape(name)}[=,)]")
+    return any(span == name or pattern.search(span) for span in spans)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "factory", "name"),
+    CASES,
+    ids=[f"{pattern}:{factory.__name__}:{name}" for pattern, factory, name in CASES],
+)
+def test_parameter_is_on_its_pattern_page(
+    pattern: str, factory: Callable[..., Any], name: str
+) -> None:
+    assert documented(page(pattern), name), f"{factory.__name__}({name}=...) not on {pattern}.md"
+
+
+def test_every_page_lists_metrics_and_events() -> None:
+    import failsafe.bulkhead
+    import failsafe.cache
+    import failsafe.circuitbreaker
+    import failsafe.failfast
+    import failsafe.fallback
+    import failsafe.featuretoggle
+    import failsafe.hedge
+    import failsafe.ratelimit
+    import failsafe.retry
+    import failsafe.timeout
+
+    policies: dict[str, tuple[type[_core.Component], type]] = {
+        "retry": (failsafe.retry.Retry, failsafe.retry.RetryListener),
+        "timeout": (failsafe.timeout.Timeout, failsafe.timeout.TimeoutListener),
+        "fallback": (failsafe.fallback.Fallback, failsafe.fallback.FallbackListener),
+        "circuitbreaker": (
+            failsafe.circuitbreaker.CircuitBreaker,
+            failsafe.circuitbreaker.BreakerListener,
+        ),
+        "failfast": (failsafe.failfast.FailFast, failsafe.failfast.FailFastListener),
+        "bulkhead": (failsafe.bulkhead.Bulkhead, failsafe.bulkhead.BulkheadListener),
+        "ratelimit": (
+            failsafe.ratelimit.TokenBucketLimiter,
+            failsafe.ratelimit.RateLimitListener,
+        ),
+        "cache": (failsafe.cache.Cache, failsafe.cache.CacheListener),
+        "hedge": (failsafe.hedge.Hedge, failsafe.hedge.HedgeListener),
+        "featuretoggle": (
+            failsafe.featuretoggle.FeatureToggle,
+            failsafe.featuretoggle.FeatureToggleListener,
+        ),
+    }
+    missing = []
+    for pattern, (policy, listener) in policies.items():
+        text = page(pattern)
+        missing += [(pattern, m) for m in policy.METRICS if f"`{m}`" not in text]
+        events = [n for n in vars(listener) if n.startswith("on_")]
+        assert events, listener
+        missing += [(pattern, e) for e in events if f"`{e}(" not in text]
+    assert missing == []
+
+
+def test_nav_lists_every_page() -> None:
+    nav = (DOCS.parent / "mkdocs.yml").read_text()
+    pages = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
+    assert [p for p in pages if p not in nav] == []
+
+
+def test_compat_alias_is_not_documented() -> None:
+    # failsafe.fallback's misnamed alias stays out of the docs, but for the migration note.
+    for path in DOCS.rglob("*.md"):
+        if path.name != "migrating.md":
+            assert "fallback.register_timeout_listener" not in path.read_text(), path
