@@ -260,6 +260,10 @@ def kill_switch() -> None:
 async def toggled_block() -> None:
     async with new_checkout as toggle:  # `async with fn:` on a decorated function
         assert_type(toggle, FeatureToggle)
+    async with reserve as latch_of_reserve:
+        assert_type(latch_of_reserve, FailFast)
+    async with get_user:  # type: ignore[misc]  # a fallback has no block form
+        pass
 
 
 # -- bulkhead -------------------------------------------------------------------------------
@@ -303,6 +307,11 @@ async def search(q: str) -> list[str]:
 assert_type(search.policy, TokenBucketLimiter)
 search_call = search("q")
 assert_type(search_call, Coroutine[Any, Any, list[str]]).close()
+
+
+async def limited_block() -> None:
+    async with search as nothing:  # a limiter's block binds nothing
+        assert_type(nothing, None)
 
 
 async def answer(q: str) -> list[str] | str:
@@ -437,6 +446,8 @@ async def quote(venue: str) -> float | None:
 async def hedge_block() -> None:
     async with hedge(timeout=1.0) as nothing:
         assert_type(nothing, None)
+    async with fetch_price as bound:  # a hedge's block form: the timeout only
+        assert_type(bound, None)
 
 
 # -- stacking: each layer's policy, and the call, keep their types --------------------------
