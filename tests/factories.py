@@ -13,7 +13,7 @@ from failsafe.fallback import fallback
 from failsafe.featuretoggle import featuretoggle
 from failsafe.hedge import hedge, percentile
 from failsafe.keyed import keyed
-from failsafe.ratelimit import slidingwindow, tokenbucket
+from failsafe.ratelimit import ratelimiter, slidingwindow, tokenbucket
 from failsafe.retry import RetryBudget, backoffs, bucket_retry, retry
 from failsafe.timeout import timeout
 
@@ -36,7 +36,7 @@ BY_PATTERN: dict[str, list[Callable[..., Any]]] = {
     "circuitbreaker": [circuitbreaker, consecutive_breaker],
     "failfast": [failfast],
     "bulkhead": [bulkhead],
-    "ratelimit": [tokenbucket, slidingwindow],
+    "ratelimit": [tokenbucket, slidingwindow, ratelimiter],
     "cache": [cache],
     "hedge": [hedge, percentile],
     "featuretoggle": [featuretoggle],
