@@ -405,10 +405,10 @@ async def test_a_failfast_threshold_in_range_counts_every_failure() -> None:
 
     @policy
     async def fail() -> None:
-        raise OSError
+        raise OSError("down")
 
     for _ in range(3):
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="down"):
             await fail()
     assert not policy.is_open
 

@@ -46,6 +46,33 @@ _SETTLE_VALUE, _SETTLE_ERROR = 0, 1
 _MAX_TTL_NS: Final = 2**62
 
 
+def _is_method(fn: Callable[..., Any]) -> bool:
+    try:
+        first = next(iter(inspect.signature(fn).parameters), None)
+    except (TypeError, ValueError):  # no signature to read
+        return False
+    return first == "self"
+
+
+def _method_invalidate(policy: Cache, fn: Callable[..., Any], guard: Any) -> Callable[..., bool]:
+    """invalidate() of a cached method: the key holds the instance, which ``obj.method`` cannot
+    hand to ``invalidate`` (a bound method looks its attributes up on the function), so a call
+    without the instance first is refused instead of silently forgetting nothing."""
+    name = fn.__name__
+
+    def invalidate(*args: Any, **kwargs: Any) -> bool:
+        if not args or getattr(type(args[0]), name, None) is not guard:
+            raise TypeError(
+                f"{fn.__qualname__}.invalidate takes the instance first, as the call's key"
+                f" holds it: type(obj).{name}.invalidate(obj, ...); obj.{name}.invalidate(...)"
+                " cannot see obj"
+            )
+        result: bool = policy.invalidate(*args, **kwargs)
+        return result
+
+    return invalidate
+
+
 class _Retry:
     """What a waiter receives when the call it waited for was cancelled: try again."""
 
@@ -168,7 +195,9 @@ class Cache(_core.Component, _native.Cache):
         self._fn = fn
         self._adopt_name(fn)
         guard: Any = _core.make_guard(fn, self)
-        guard.invalidate = self.invalidate
+        guard.invalidate = (
+            _method_invalidate(self, fn, guard) if _is_method(fn) else self.invalidate
+        )
         guard.clear = self.clear
         typed: Callable[P, Coroutine[Any, Any, T]] = guard
         return typed
