@@ -454,3 +454,20 @@ async def test_huge_timeouts_never_expire(clock: FakeClock) -> None:
 
         assert await nap() == 1
         assert await hedge(timeout=seconds)(_ok)() == 1
+
+
+@pytest.mark.parametrize(
+    ("configure", "param"),
+    [
+        (lambda: FailFast()._configure(threshold=2**64 + 1), "threshold"),
+        (lambda: FailFast()._configure(threshold=2**70), "threshold"),
+        (lambda: hedge()._adapt(0.5, 0.1, 10**9, 2**64 + 3), "min_samples"),
+        (lambda: circuitbreaker()._configure(failure_threshold=2**32 + 1), "failure_threshold"),
+        (lambda: circuitbreaker()._configure(recovery_threshold=-1), "recovery_threshold"),
+    ],
+)
+def test_the_c_binding_never_wraps_an_int(configure: Callable[[], Any], param: str) -> None:
+    """Below the Python validation, the C conversions check their range too ("K" and "I"
+    wrapped 2**64 + 1 to 1 silently)."""
+    with pytest.raises(ValueError, match=param):
+        configure()
