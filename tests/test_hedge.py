@@ -831,7 +831,7 @@ def test_sync_callable_rejected() -> None:
 
 
 def test_native_type_validates_too() -> None:
-    with pytest.raises(ValueError, match="Hedge needs"):
+    with pytest.raises(ValueError, match="attempts must be between 1 and"):
         _native.Hedge(0, 0.0, None)
     with pytest.raises(ValueError, match="Hedge needs"):
         _native.Hedge(2, -1.0, None)

@@ -409,8 +409,11 @@ static PyObject *breaker_configure(PyObject *self, PyObject *args, PyObject *kwa
 {
     FsBreaker *b = (FsBreaker *)self;
     int mode = FS_BR_CONSECUTIVE;
-    unsigned int failure_threshold = 1, window_size = 1, min_calls = 1, half_open = 1,
-                 recovery_threshold = 1;
+    fs_int_arg failure_threshold = {"failure_threshold", 0, UINT32_MAX, 1},
+               window_size = {"window_size", 0, UINT32_MAX, 1},
+               min_calls = {"min_calls", 0, UINT32_MAX, 1},
+               half_open = {"half_open_max_calls", 0, UINT32_MAX, 1},
+               recovery_threshold = {"recovery_threshold", 0, UINT32_MAX, 1};
     double failure_rate = 1.0, slow_rate = 0.0, growth = 1.0;
     long long window_ns = 1, slow_ns = 0, recovery_ns = 0, max_recovery_ns = -1;
     PyObject *on = Py_None, *on_pred = Py_None;
@@ -418,11 +421,12 @@ static PyObject *breaker_configure(PyObject *self, PyObject *args, PyObject *kwa
                              "window_ns", "min_calls", "slow_ns", "slow_rate",
                              "half_open_max_calls", "recovery_threshold", "recovery_ns",
                              "recovery_growth", "max_recovery_ns", "on", "on_pred", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$iIdILILdIILdLOO:_configure", kwlist, &mode,
-                                     &failure_threshold, &failure_rate, &window_size, &window_ns,
-                                     &min_calls, &slow_ns, &slow_rate, &half_open,
-                                     &recovery_threshold, &recovery_ns, &growth,
-                                     &max_recovery_ns, &on, &on_pred)) {
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "|$iO&dO&LO&LdO&O&LdLOO:_configure", kwlist, &mode, fs_int_arg_conv,
+            &failure_threshold, &failure_rate, fs_int_arg_conv, &window_size, &window_ns,
+            fs_int_arg_conv, &min_calls, &slow_ns, &slow_rate, fs_int_arg_conv, &half_open,
+            fs_int_arg_conv, &recovery_threshold, &recovery_ns, &growth, &max_recovery_ns, &on,
+            &on_pred)) {
         return NULL;
     }
     if (on != Py_None && !PyTuple_Check(on)) {
@@ -439,15 +443,15 @@ static PyObject *breaker_configure(PyObject *self, PyObject *args, PyObject *kwa
     }
     fs_breaker_config cfg = {
         .mode = (fs_br_mode)mode,
-        .failure_threshold = failure_threshold,
+        .failure_threshold = (uint32_t)failure_threshold.value,
         .failure_rate = failure_rate,
-        .window_size = window_size,
+        .window_size = (uint32_t)window_size.value,
         .window_ns = window_ns,
-        .min_calls = min_calls,
+        .min_calls = (uint32_t)min_calls.value,
         .slow_ns = slow_ns,
         .slow_rate = slow_rate,
-        .half_open_max_calls = half_open,
-        .recovery_threshold = recovery_threshold,
+        .half_open_max_calls = (uint32_t)half_open.value,
+        .recovery_threshold = (uint32_t)recovery_threshold.value,
         .recovery_ns = recovery_ns,
         .recovery_growth = growth,
         .max_recovery_ns = max_recovery_ns < 0 ? recovery_ns : max_recovery_ns,

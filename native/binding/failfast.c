@@ -212,13 +212,14 @@ static PyObject *ff_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
 static PyObject *ff_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     FsFailFast *f = (FsFailFast *)self;
-    unsigned long long threshold = 0;
+    fs_int_arg threshold = {"threshold", 0, INT64_MAX, 0};
     long long recovery_ns = -1;
     PyObject *on = Py_None, *on_pred = Py_None, *predicate = Py_None;
     int pred_async = 0;
     static char *kwlist[] = {"threshold", "recovery_ns", "on", "on_pred", "predicate",
                              "pred_async", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$KLOOOp:_configure", kwlist, &threshold,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$O&LOOOp:_configure", kwlist,
+                                     fs_int_arg_conv, &threshold,
                                      &recovery_ns, &on, &on_pred, &predicate, &pred_async)) {
         return NULL;
     }
@@ -232,7 +233,7 @@ static PyObject *ff_configure(PyObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     fs_failfast ff;
-    if (fs_failfast_init(&ff, threshold, recovery_ns) < 0) {
+    if (fs_failfast_init(&ff, (uint64_t)threshold.value, recovery_ns) < 0) {
         PyErr_SetString(PyExc_ValueError, "recovery_ns must be > 0, or < 0 for none");
         return NULL;
     }
@@ -241,7 +242,7 @@ static PyObject *ff_configure(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(f->on_pred, on_pred == Py_None ? NULL : Py_NewRef(on_pred));
     Py_XSETREF(f->predicate, predicate == Py_None ? NULL : Py_NewRef(predicate));
     f->pred_async = pred_async;
-    f->observe = threshold > 0;
+    f->observe = threshold.value > 0;
     Py_RETURN_NONE;
 }
 

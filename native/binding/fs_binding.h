@@ -409,6 +409,21 @@ PyObject *fs_raise_thrown(PyObject *const *args, Py_ssize_t nargs);
  * Ready type. New reference, or NULL with an exception set. */
 PyObject *fs_ready_new(fs_state *st, PyObject *value);
 
+/* An integer argument with its C range, parsed by the "O&" unit with fs_int_arg_conv:
+ *     fs_int_arg n = {"min_samples", 1, INT64_MAX, 0};
+ *     PyArg_ParseTuple(args, "O&", fs_int_arg_conv, &n) ... n.value
+ * An int outside [min, max] is a ValueError naming `name`, a non-int (or a bool) a TypeError:
+ * never a silent wrap ("K", "I") or an OverflowError ("L", "l"). */
+typedef struct fs_int_arg {
+    const char *name;
+    long long min;
+    long long max;
+    long long value;
+} fs_int_arg;
+
+/* The "O&" converter of an fs_int_arg (arg points to it). 1 on success, 0 with an exception. */
+int fs_int_arg_conv(PyObject *obj, void *arg);
+
 /* The awaitable a refused call returns: it raises exc (stolen) where it is awaited, as a
  * coroutine would. NULL (exc released) with an exception set on failure, or when exc is NULL. */
 PyObject *fs_rejected_new(fs_state *st, PyObject *exc);

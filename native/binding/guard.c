@@ -718,10 +718,46 @@ static PyObject *call_get_name_attr(PyObject *self, void *closure)
     return PyUnicode_FromString("GuardedCall");
 }
 
+/* cr_frame / cr_code / cr_suspended: the guarded coroutine's (None or False once done, or for
+ * an awaitable that has none), so Task.get_stack(), print_stack() and task reprs show the
+ * guarded function where it is suspended. Read only on introspection. */
+static PyObject *call_get_inner_attr(PyObject *self, void *closure)
+{
+    FsCall *c = (FsCall *)self;
+    const char *attr = (const char *)closure;
+    int is_flag = strcmp(attr, "cr_suspended") == 0;
+    if (c->inner != NULL) {
+        PyObject *v = PyObject_GetAttrString(c->inner, attr);
+        if (v != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return v;
+        }
+        PyErr_Clear();
+    }
+    return Py_NewRef(is_flag ? Py_False : Py_None);
+}
+
+/* cr_await: what the call awaits now, the guarded coroutine itself (None once done). */
+static PyObject *call_get_await(PyObject *self, void *Py_UNUSED(closure))
+{
+    FsCall *c = (FsCall *)self;
+    return Py_NewRef(c->inner != NULL && c->state != FS_CALL_FRESH ? c->inner : Py_None);
+}
+
+static PyObject *call_get_running(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(((FsCall *)self)->running);
+}
+
 static PyGetSetDef call_getset[] = {
     {"__name__", call_get_name_attr, NULL, "name of the guarded coroutine", "__name__"},
     {"__qualname__", call_get_name_attr, NULL, "qualified name of the guarded coroutine",
      "__qualname__"},
+    {"cr_frame", call_get_inner_attr, NULL, "frame of the guarded coroutine", "cr_frame"},
+    {"cr_code", call_get_inner_attr, NULL, "code of the guarded coroutine", "cr_code"},
+    {"cr_suspended", call_get_inner_attr, NULL, "the guarded coroutine is suspended",
+     "cr_suspended"},
+    {"cr_await", call_get_await, NULL, "the awaitable this call is driving", NULL},
+    {"cr_running", call_get_running, NULL, "the call is executing", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -769,6 +805,7 @@ static PyType_Spec call_spec = {
 typedef struct FsRejected {
     PyObject_HEAD
     PyObject *exc;      /* raised at the first send, then NULL */
+    PyObject *fn;       /* the guarded function (owned), for its names; NULL when unknown */
 } FsRejected;
 
 static PyObject *rejected_raise(FsRejected *r)
@@ -822,14 +859,53 @@ static int rejected_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(((FsRejected *)self)->exc);
+    Py_VISIT(((FsRejected *)self)->fn);
     return 0;
 }
 
 static int rejected_clear(PyObject *self)
 {
     Py_CLEAR(((FsRejected *)self)->exc);
+    Py_CLEAR(((FsRejected *)self)->fn);
     return 0;
 }
+
+/* __name__ / __qualname__ of the refused function, for task reprs and debuggers. */
+static PyObject *rejected_get_name_attr(PyObject *self, void *closure)
+{
+    FsRejected *r = (FsRejected *)self;
+    if (r->fn != NULL) {
+        PyObject *v = PyObject_GetAttrString(r->fn, (const char *)closure);
+        if (v != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return v;
+        }
+        PyErr_Clear();
+    }
+    return PyUnicode_FromString("RejectedCall");
+}
+
+/* A refused call never runs: no frame, nothing awaited, never running or suspended. */
+static PyObject *rejected_get_none(PyObject *Py_UNUSED(self), void *Py_UNUSED(closure))
+{
+    Py_RETURN_NONE;
+}
+
+static PyObject *rejected_get_false(PyObject *Py_UNUSED(self), void *Py_UNUSED(closure))
+{
+    Py_RETURN_FALSE;
+}
+
+static PyGetSetDef rejected_getset[] = {
+    {"__name__", rejected_get_name_attr, NULL, "name of the refused function", "__name__"},
+    {"__qualname__", rejected_get_name_attr, NULL, "qualified name of the refused function",
+     "__qualname__"},
+    {"cr_frame", rejected_get_none, NULL, "None: a refused call never runs", NULL},
+    {"cr_await", rejected_get_none, NULL, "None: a refused call awaits nothing", NULL},
+    {"cr_code", rejected_get_none, NULL, "None: a refused call runs no code", NULL},
+    {"cr_running", rejected_get_false, NULL, "False", NULL},
+    {"cr_suspended", rejected_get_false, NULL, "False", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 static void rejected_dealloc(PyObject *self)
 {
@@ -854,6 +930,7 @@ static PyType_Slot rejected_slots[] = {
     {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, rejected_iternext},
     {Py_tp_methods, rejected_methods},
+    {Py_tp_getset, rejected_getset},
     {Py_tp_traverse, rejected_traverse},
     {Py_tp_clear, rejected_clear},
     {Py_tp_dealloc, rejected_dealloc},
@@ -868,14 +945,18 @@ static PyType_Spec rejected_spec = {
     .slots = rejected_slots,
 };
 
-/* The awaitable of a call refused with the pending exception: an Exception is deferred to the
- * await; anything else (KeyboardInterrupt from a listener) stays raised here. */
-static PyObject *guard_rejected(fs_state *st)
+/* The awaitable of a call of fn refused with the pending exception: an Exception is deferred
+ * to the await; anything else (KeyboardInterrupt from a listener) stays raised here. */
+static PyObject *guard_rejected(fs_state *st, PyObject *fn)
 {
     if (!PyErr_ExceptionMatches(PyExc_Exception)) {
         return NULL;
     }
-    return fs_rejected_new(st, PyErr_GetRaisedException());
+    PyObject *r = fs_rejected_new(st, PyErr_GetRaisedException());
+    if (r != NULL) {
+        ((FsRejected *)r)->fn = Py_NewRef(fn);
+    }
+    return r;
 }
 
 PyObject *fs_rejected_new(fs_state *st, PyObject *exc)
@@ -889,6 +970,7 @@ PyObject *fs_rejected_new(fs_state *st, PyObject *exc)
         return NULL;    /* MemoryError replaces the refusal */
     }
     r->exc = exc;
+    r->fn = NULL;
     PyObject_GC_Track(r);
     return (PyObject *)r;
 }
@@ -920,6 +1002,10 @@ static PyObject *guard_call_slow(FsGuard *g, PyObject *const *args, size_t nargs
     if (stack != small) {
         PyMem_Free(stack);
     }
+    if (res != NULL && Py_IS_TYPE(res, g->policy->st->Rejected_Type)
+        && ((FsRejected *)res)->fn == NULL) {
+        ((FsRejected *)res)->fn = Py_NewRef(g->fn);     /* refused by the slow path */
+    }
     return res;
 }
 
@@ -935,7 +1021,8 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     }
     int mode = p->ops->admit(p, args, nargsf, kwnames);
     if (mode <= 0) {
-        return mode < 0 ? guard_rejected(p->st) : PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
+        return mode < 0 ? guard_rejected(p->st, g->fn)
+                        : PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
     }
     if (mode == FS_ADMIT_SLOW) {
         return guard_call_slow(g, args, nargsf, kwnames);
@@ -1009,7 +1096,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
         /* A refusal decided here (a listener run by admit used the policy in between) is
          * raised where the call is awaited, as admit's are. */
         Py_DECREF(c);
-        return guard_rejected(st);
+        return guard_rejected(st, g->fn);
     }
     PyObject *coro = PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
     if (coro != NULL && !PyCoro_CheckExact(coro)) {

@@ -259,10 +259,11 @@ static int hedge_init(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     HedgeObject *h = (HedgeObject *)self;
     static char *kwlist[] = {"attempts", "delay", "timeout", "budget", NULL};
-    long attempts = 2;
+    fs_int_arg attempts = {"attempts", 1, LONG_MAX, 2};
     double delay = 0.0;
     PyObject *timeout = Py_None, *budget = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|ldOO:Hedge", kwlist, &attempts, &delay,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O&dOO:Hedge", kwlist, fs_int_arg_conv,
+                                     &attempts, &delay,
                                      &timeout, &budget)) {
         return -1;
     }
@@ -277,12 +278,12 @@ static int hedge_init(PyObject *self, PyObject *args, PyObject *kwargs)
             return -1;
         }
     }
-    if (attempts < 1 || !(delay >= 0.0) || !isfinite(delay) || !(t > 0.0)) {
+    if (!(delay >= 0.0) || !isfinite(delay) || !(t > 0.0)) {
         PyErr_SetString(PyExc_ValueError,
-                        "Hedge needs attempts >= 1, a finite delay >= 0 and a timeout > 0");
+                        "Hedge needs a finite delay >= 0 and a timeout > 0");
         return -1;
     }
-    h->attempts = attempts;
+    h->attempts = (long)attempts.value;
     h->delay = delay;
     h->timeout = t;
     Py_XSETREF(h->budget, budget == Py_None ? NULL : (FsBudgetObject *)Py_NewRef(budget));
@@ -308,8 +309,9 @@ static PyObject *hedge_adapt(PyObject *self, PyObject *args)
     HedgeObject *h = (HedgeObject *)self;
     double pct, fallback;
     long long window_ns;
-    unsigned long long min_samples;
-    if (!PyArg_ParseTuple(args, "ddLK:_adapt", &pct, &fallback, &window_ns, &min_samples)) {
+    fs_int_arg min_samples = {"min_samples", 1, INT64_MAX, 0};
+    if (!PyArg_ParseTuple(args, "ddLO&:_adapt", &pct, &fallback, &window_ns, fs_int_arg_conv,
+                          &min_samples)) {
         return NULL;
     }
     if (!(pct > 0.0 && pct <= 1.0) || !(fallback > 0.0) || !isfinite(fallback)) {
@@ -331,7 +333,7 @@ static PyObject *hedge_adapt(PyObject *self, PyObject *args)
     h->pct = pct;
     h->fallback = fallback;
     h->delay = fallback;
-    h->min_samples = min_samples;
+    h->min_samples = (uint64_t)min_samples.value;
     h->cur_at = -1;
     h->since = 0;
     h->warm = 0;

@@ -90,6 +90,28 @@ PyObject *fs_error_after_new(fs_state *st, fs_err code, const char *msg, double 
     return NULL;
 }
 
+int fs_int_arg_conv(PyObject *obj, void *arg)
+{
+    fs_int_arg *a = (fs_int_arg *)arg;
+    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.200s", a->name,
+                     Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (v == -1 && !overflow && PyErr_Occurred()) {
+        return 0;
+    }
+    if (overflow != 0 || v < a->min || v > a->max) {
+        PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", a->name,
+                     a->min, a->max, obj);
+        return 0;
+    }
+    a->value = v;
+    return 1;
+}
+
 int fs_event_error(PyObject *where)
 {
     if (PyErr_ExceptionMatches(PyExc_Exception)) {

@@ -96,6 +96,21 @@ def make_guard(fn: Callable[..., Any], policy: Any) -> Any:
     return guard
 
 
+INT64_MAX: Final = 2**63 - 1
+NS_PER_S: Final = 1_000_000_000
+
+
+def _bound(limit: float) -> str:
+    """A bound as a person reads it: 2**63 - 1 rather than 9223372036854775807."""
+    if isinstance(limit, int) and limit > 2**20:
+        for k in range(21, 130):
+            if limit == 2**k:
+                return f"2**{k}"
+            if limit == 2**k - 1:
+                return f"2**{k} - 1"
+    return f"{limit:g}" if isinstance(limit, float) else str(limit)
+
+
 def check_number(
     value: object,
     param: str,
@@ -104,8 +119,14 @@ def check_number(
     allow_none: bool = False,
     allow_inf: bool = False,
     integer: bool = False,
+    maximum: float | None = None,
 ) -> Any:
-    """Validates a non-negative number, naming param in the error."""
+    """Validates a non-negative number, naming param in the error.
+
+    An integer is at most ``maximum`` (default 2**63 - 1: every count the C engines keep fits
+    its C type, never wraps); a float is at most ``maximum`` when given. An int too large for
+    a float counts as infinite (float(2**1024) would raise OverflowError).
+    """
     if value is None:
         if allow_none:
             return None
@@ -113,6 +134,11 @@ def check_number(
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         kind = "an int" if integer else "a number"
         raise TypeError(f"{param} must be {kind}, not {type(value).__name__}")
+    if not integer and isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            value = math.inf if value > 0 else -math.inf
     if isinstance(value, float) and math.isnan(value):
         raise ValueError(f"{param} must not be NaN")
     if isinstance(value, float) and math.isinf(value) and not allow_inf:
@@ -121,7 +147,54 @@ def check_number(
         raise ValueError(f"{param} must be >= 0, got {value}")
     if value == 0 and not allow_zero:
         raise ValueError(f"{param} must be > 0, got {value}")
+    limit = INT64_MAX if integer and maximum is None else maximum
+    if limit is not None and value > limit and not (allow_inf and math.isinf(value)):
+        raise ValueError(f"{param} must be at most {_bound(limit)}, got {value}")
     return value
+
+
+def check_int(
+    value: object,
+    param: str,
+    *,
+    minimum: int = 1,
+    maximum: int = INT64_MAX,
+    allow_none: bool = False,
+) -> Any:
+    """Validates an int count in [minimum, maximum] (maximum: what its C field holds)."""
+    if value is None and allow_none:
+        return None
+    checked: int = check_number(value, param, integer=True, maximum=maximum)
+    if checked < minimum:
+        bound = "> 0" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{param} must be {bound}, got {checked}")
+    return checked
+
+
+def check_ns(
+    value: object,
+    param: str,
+    *,
+    allow_zero: bool = False,
+    min_ns: int = 0,
+    max_ns: int = INT64_MAX,
+    saturate: bool = False,
+) -> int:
+    """A duration in seconds, validated and converted to integer nanoseconds in [0, max_ns]
+    (a positive duration is at least 1 ns; one shorter than min_ns is a ValueError).
+
+    A duration beyond max_ns is a ValueError naming param; with ``saturate`` (the parameters
+    that take ``inf`` to mean "never"), inf and every longer duration are max_ns instead.
+    """
+    secs = check_number(value, param, allow_zero=allow_zero, allow_inf=saturate)
+    ns = float(secs) * NS_PER_S  # inf for inf or any duration beyond the float range
+    if ns > max_ns:
+        if saturate:
+            return max_ns
+        raise ValueError(f"{param} must be at most {max_ns / NS_PER_S:.4g} seconds, got {secs}")
+    if ns < min_ns:
+        raise ValueError(f"{param} must be at least {min_ns / NS_PER_S:g} seconds, got {secs}")
+    return max(1, round(ns)) if secs > 0 else 0
 
 
 def check_exceptions(on: object, param: str = "on") -> tuple[type[BaseException], ...] | None:

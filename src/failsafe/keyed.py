@@ -24,7 +24,6 @@ from failsafe.exceptions import FailsafeError
 
 __all__ = ["Keyed", "RegistryFull", "keyed"]
 
-_NS: Final = 1_000_000_000
 # Places looked at (oldest first) for one to free when a new key needs one: bounded work per
 # call. Policies that hold state are moved to the recent end, so later looks reach the others.
 _SCAN: Final = 64
@@ -65,12 +64,11 @@ class Keyed[P]:
             raise TypeError(f"key must be a callable (*args, **kwargs) -> key, not {key!r}")
         self._factory = factory
         self._key = key
-        self.max_keys: int = _core.check_number(
-            max_keys, "max_keys", allow_zero=False, integer=True
+        self.max_keys: int = _core.check_int(max_keys, "max_keys")
+        self._idle_ns: int | None = (
+            None if idle_after is None else _core.check_ns(idle_after, "idle_after")
         )
-        idle = _core.check_number(idle_after, "idle_after", allow_none=True, allow_zero=False)
-        self.idle_after: float | None = idle
-        self._idle_ns: int | None = None if idle is None else round(idle * _NS)
+        self.idle_after: float | None = idle_after
         self._entries: OrderedDict[Any, _Entry] = OrderedDict()
 
     # -- registry ----------------------------------------------------------------------------

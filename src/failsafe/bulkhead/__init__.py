@@ -25,11 +25,12 @@ the place or the slot; a call cancelled just after being handed a slot passes it
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar, Final
 
 from failsafe import _native, events
-from failsafe._core import Component, check_number
+from failsafe._core import Component, check_int, check_number
 from failsafe.bulkhead.exceptions import BulkheadFull
 from failsafe.events import EventManager
 
@@ -45,16 +46,11 @@ _native._bind(bulkhead_full=BulkheadFull)
 
 FULL, ADMITTED, WAITED, TIMED_OUT = range(4)  # C counter order (bulkhead.c)
 _MAX_COUNT: Final = 2**63 - 1
+_MAX_WAIT: Final = 1e9  # seconds (about 31 years); any longer wait is no limit
 
 
 def _check_count(value: object, param: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{param} must be an int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{param} must be > 0, got {value}")
-    if value > _MAX_COUNT:
-        raise ValueError(f"{param} must be < 2**63, got {value}")
-    return value
+    return int(check_int(value, param, maximum=_MAX_COUNT))
 
 
 class BulkheadListener:
@@ -104,6 +100,8 @@ class Bulkhead(Component, _native.Bulkhead):
                 f" got {capacity}"
             )
         wait = check_number(max_wait, "max_wait", allow_none=True, allow_inf=True)
+        if wait is not None and wait > _MAX_WAIT:
+            wait = math.inf  # as long as it takes: no loop's timer holds more
         _native.Bulkhead.__init__(self, concurrency, capacity, wait)
         self._init_component(name, listeners, event_manager)
 

@@ -47,6 +47,33 @@ _SETTLE_VALUE, _SETTLE_ERROR = 0, 1
 _MAX_TTL_NS: Final = 2**62
 
 
+def _is_method(fn: Callable[..., Any]) -> bool:
+    try:
+        first = next(iter(inspect.signature(fn).parameters), None)
+    except (TypeError, ValueError):  # no signature to read
+        return False
+    return first == "self"
+
+
+def _method_invalidate(policy: Cache, fn: Callable[..., Any], guard: Any) -> Callable[..., bool]:
+    """invalidate() of a cached method: the key holds the instance, which ``obj.method`` cannot
+    hand to ``invalidate`` (a bound method looks its attributes up on the function), so a call
+    without the instance first is refused instead of silently forgetting nothing."""
+    name = fn.__name__
+
+    def invalidate(*args: Any, **kwargs: Any) -> bool:
+        if not args or getattr(type(args[0]), name, None) is not guard:
+            raise TypeError(
+                f"{fn.__qualname__}.invalidate takes the instance first, as the call's key"
+                f" holds it: type(obj).{name}.invalidate(obj, ...); obj.{name}.invalidate(...)"
+                " cannot see obj"
+            )
+        result: bool = policy.invalidate(*args, **kwargs)
+        return result
+
+    return invalidate
+
+
 class _Retry:
     """What a waiter receives when the call it waited for was cancelled: try again."""
 
@@ -115,27 +142,15 @@ class Cache(_core.Component, _native.Cache):
         event_manager: Any = None,
     ) -> None:
         self._init_component(name, listeners, event_manager)
-        size = _core.check_number(maxsize, "maxsize", allow_none=True, integer=True)
-        if size is not None and size < 1:
-            raise ValueError(f"maxsize must be >= 1 (or None: unbounded), got {size}")
-        if size is not None and size > 2**30:
-            raise ValueError(f"maxsize must be at most 2**30, got {size}")
+        size = _core.check_int(maxsize, "maxsize", maximum=2**30, allow_none=True)
         ttl_ns = -1
         if ttl is not None:
-            seconds = _core.check_number(ttl, "ttl", allow_zero=False)
-            ttl_ns = max(1, round(seconds * 1e9))
-            if ttl_ns > _MAX_TTL_NS:
-                raise ValueError(f"ttl must be at most 2**62 ns (about 146 years), got {ttl}")
+            ttl_ns = _core.check_ns(ttl, "ttl", max_ns=_MAX_TTL_NS)
         stale_ns = -1
         if stale_if_error is not None:
-            window = _core.check_number(stale_if_error, "stale_if_error", allow_zero=False)
+            stale_ns = _core.check_ns(stale_if_error, "stale_if_error", max_ns=_MAX_TTL_NS)
             if ttl is None:
                 raise ValueError("stale_if_error needs a ttl: entries without one never go stale")
-            stale_ns = max(1, round(window * 1e9))
-            if stale_ns > _MAX_TTL_NS:
-                raise ValueError(
-                    f"stale_if_error must be at most 2**62 ns (about 146 years), got {window}"
-                )
         if key_func is not None:
             if not callable(key_func):
                 raise TypeError(f"key_func must be a callable, not {key_func!r}")
@@ -179,7 +194,9 @@ class Cache(_core.Component, _native.Cache):
         self._fn = fn
         self._adopt_name(fn)
         guard: Any = _core.make_guard(fn, self)
-        guard.invalidate = self.invalidate
+        guard.invalidate = (
+            _method_invalidate(self, fn, guard) if _is_method(fn) else self.invalidate
+        )
         guard.clear = self.clear
         typed: CachedFunction[P, T, Self] = guard
         return typed

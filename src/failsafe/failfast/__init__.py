@@ -32,7 +32,6 @@ __all__ = [
 _native._bind(failfast_open=FailFastOpen)
 
 OPENED, CLOSED, REJECTED = 0, 1, 2
-_MAX_NS = 2**63 - 1
 
 
 class FailFastListener:
@@ -76,15 +75,10 @@ class FailFast(_core.Component, _native.FailFast):
         event_manager: events.EventManager | None = None,
     ) -> None:
         self._init_component(name, listeners, event_manager)
-        threshold = _core.check_number(
-            failure_threshold, "failure_threshold", allow_none=True, allow_zero=False, integer=True
-        )
+        threshold = _core.check_int(failure_threshold, "failure_threshold", allow_none=True)
         recovery_ns = -1
         if recovery_time is not None:
-            seconds = _core.check_number(recovery_time, "recovery_time", allow_zero=False)
-            if seconds * 1e9 > _MAX_NS:
-                raise ValueError(f"recovery_time must be below 9.2e9 seconds, got {seconds}")
-            recovery_ns = max(1, round(seconds * 1e9))
+            recovery_ns = _core.check_ns(recovery_time, "recovery_time")
         types = _core.check_exceptions(on)
         if predicate is not None and not callable(predicate):
             raise TypeError(f"predicate must be a callable (sync or async), not {predicate!r}")

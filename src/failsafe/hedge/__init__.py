@@ -26,10 +26,10 @@ import types
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from failsafe import _native, events
-from failsafe._core import Component, check_number
+from failsafe._core import Component, check_int, check_number
 from failsafe.events import EventManager
 from failsafe.hedge.exceptions import HedgeAllFailed, HedgeTimeout
 from failsafe.retry import RetryBudget
@@ -384,16 +384,16 @@ def percentile(
     w = float(check_number(window, "window", allow_zero=False))
     if not 1e-6 <= w <= 1e9:
         raise ValueError(f"window must be between 1e-06 and 1e9 seconds, got {w}")
-    n = check_number(min_samples, "min_samples", allow_zero=False, integer=True)
+    n = check_int(min_samples, "min_samples")
     return Percentile(float(p), fb, w, n)
 
 
+# Every attempt may run at once (delay 0): more copies of one call than this is a mistake.
+_MAX_ATTEMPTS: Final = 1000
+
+
 def _check_attempts(attempts: object) -> int:
-    if isinstance(attempts, bool) or not isinstance(attempts, int):
-        raise TypeError(f"attempts must be an int, not {type(attempts).__name__}")
-    if attempts < 1:
-        raise ValueError(f"attempts must be >= 1, got {attempts}")
-    return attempts
+    return int(check_int(attempts, "attempts", maximum=_MAX_ATTEMPTS))
 
 
 class Hedge(Component, _native.Hedge):
@@ -436,7 +436,9 @@ class Hedge(Component, _native.Hedge):
         seconds_delay = (
             delay.fallback if isinstance(delay, Percentile) else float(check_number(delay, "delay"))
         )
-        checked = check_number(timeout, "timeout", allow_zero=False, allow_none=True)
+        checked = check_number(
+            timeout, "timeout", allow_zero=False, allow_none=True, allow_inf=True
+        )
         seconds = None if checked is None else float(checked)
         if max_hedged_ratio is not None:
             if budget is not None:

@@ -68,20 +68,16 @@ def register_ratelimit_listener(listener: Any) -> None:
 
 
 def _check_count(value: object, param: str) -> int:
-    return int(_core.check_number(value, param, allow_zero=False, integer=True))
+    return int(_core.check_int(value, param))
 
 
 def _check_period_ns(value: object, param: str) -> int:
-    secs = _core.check_number(value, param, allow_zero=False)
-    ns = round(float(secs) * _NS)
-    if not 1 <= ns <= _MAX_NS:
-        raise ValueError(f"{param} must be between 1e-09 and {_MAX_NS / _NS:.0f} seconds")
-    return ns
+    return _core.check_ns(value, param, min_ns=1, max_ns=_MAX_NS)
 
 
 def _check_max_wait_ns(value: object) -> int:
-    secs = float(_core.check_number(value, "max_wait", allow_inf=True))
-    return _MAX_NS if math.isinf(secs) else min(_MAX_NS, round(secs * _NS))
+    # inf, and any wait beyond the core's range, waits as long as it takes.
+    return _core.check_ns(value, "max_wait", allow_zero=True, max_ns=_MAX_NS, saturate=True)
 
 
 class _Limiter(_core.Component, _native.Limiter):
@@ -126,9 +122,7 @@ class _Limiter(_core.Component, _native.Limiter):
                 raise TypeError(f"key must be a callable (*args, **kwargs) -> key, not {key!r}")
             if inspect.iscoroutinefunction(key):
                 raise TypeError("key must be a sync callable, not an async function")
-            keys = _core.check_number(max_keys, "max_keys", allow_zero=False, integer=True)
-            if keys > _MAX_KEYS:
-                raise ValueError(f"max_keys must be at most 2**30, got {keys}")
+            keys = _core.check_int(max_keys, "max_keys", maximum=_MAX_KEYS)
             kwargs = {"key": key, "max_keys": keys}
         self._configure(
             interval_ns=interval_ns,

@@ -187,7 +187,7 @@ class Retry(_core.Component, _native.Outcome):
         types = _core.check_exceptions(on)
         self._on_types = types
         self._on_pred = None if types is not None else on
-        self._attempts = _core.check_number(attempts, "attempts", allow_none=True, integer=True)
+        self._attempts = _core.check_int(attempts, "attempts", minimum=0, allow_none=True)
         self._new_schedule = _schedule_factory(backoff)
         if if_result is not None and not callable(if_result):
             raise TypeError(f"if_result must be a callable predicate, not {if_result!r}")
@@ -196,8 +196,7 @@ class Retry(_core.Component, _native.Outcome):
         self._if_result = if_result
         self._max_duration_ns: int | None = None
         if max_duration is not None:
-            md = _core.check_number(max_duration, "max_duration", allow_zero=False)
-            self._max_duration_ns = int(md * 1e9)
+            self._max_duration_ns = _core.check_ns(max_duration, "max_duration")
         if budget is not None and not isinstance(budget, _native.RetryBudget):
             raise TypeError(f"budget must be a failsafe.retry.RetryBudget, not {budget!r}")
         self._budget = budget
@@ -289,7 +288,8 @@ class Retry(_core.Component, _native.Outcome):
             reason = "attempts"
         elif self._max_duration_ns is not None and (
             # Never start an attempt that cannot finish: assume it lasts as long as the last one.
-            _native.now_ns() + int(delay * 1e9) + last_ns - t0 > self._max_duration_ns
+            # In float: a schedule's delay may be any size, up to inf.
+            _native.now_ns() + delay * 1e9 + last_ns - t0 > self._max_duration_ns
         ):
             reason = "max_duration"
         elif self._budget is not None and not self._budget.try_withdraw():
@@ -509,13 +509,14 @@ def bucket_retry(
     """A retry whose re-attempts also draw tokens from a bucket refilling ``attempts`` tokens
     per ``per_time_secs`` (burst ``bucket_size``), shared by all calls of the policy. With no
     token left the call ends with ``EmptyBucket`` (from the last error) instead of retrying."""
-    count = _core.check_number(attempts, "attempts", allow_zero=False, integer=True)
-    per = _core.check_number(per_time_secs, "per_time_secs", allow_zero=False)
-    size = _core.check_number(bucket_size, "bucket_size", allow_zero=False, integer=True)
-    interval_ns = max(1, math.floor(per * 1e9 / count))
+    count = _core.check_int(attempts, "attempts")
+    period_ns = _core.check_ns(per_time_secs, "per_time_secs")
+    size = _core.check_int(bucket_size, "bucket_size")
+    interval_ns = max(1, period_ns // count)
     if interval_ns * size > 2**63 - 1:  # the C bucket keeps int64 nanoseconds
         raise ValueError(
-            f"per_time_secs ({per}) / attempts ({count}) * bucket_size ({size}) is too large"
+            f"per_time_secs ({per_time_secs}) / attempts ({count}) * bucket_size ({size})"
+            " is too large"
         )
     bucket = _native.TokenBucket(interval_ns, size)
     return Retry(

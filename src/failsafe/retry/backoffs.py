@@ -22,12 +22,12 @@ CONST, INTERVAL, LINEAR, EXPO, FIBO, DECORREXP, SOFTEXP = range(7)
 _DECORR_NO_CAP: Final = 86_400.0
 
 
-def _cap(max_delay_secs: float | None, minimum: float, param: str = "max_delay_secs") -> float:
+def _cap(max_delay_secs: float | None, minimum: float, min_param: str = "min_delay_secs") -> float:
     if max_delay_secs is None:
         return math.inf
-    value = float(check_number(max_delay_secs, param, allow_inf=True))
+    value = float(check_number(max_delay_secs, "max_delay_secs", allow_inf=True))
     if value < minimum:
-        raise ValueError(f"{param} ({value}) must be >= the minimum delay ({minimum})")
+        raise ValueError(f"max_delay_secs ({value}) must be >= {min_param} ({minimum})")
     return value
 
 
@@ -184,4 +184,6 @@ class softexp(Backoff):
         a = float(check_number(median_delay_secs, "median_delay_secs", allow_zero=False))
         b = float(check_number(pfactor, "pfactor", allow_zero=False))
         c = float(check_number(rp_scaling_factor, "rp_scaling_factor", allow_zero=False))
-        super().__init__(SOFTEXP, a=a, b=b, c=c, max_delay=_cap(max_delay_secs, 0.0))
+        super().__init__(
+            SOFTEXP, a=a, b=b, c=c, max_delay=_cap(max_delay_secs, a, "median_delay_secs")
+        )

@@ -39,11 +39,14 @@ class _Missing(enum.Enum):
 
 
 _MISSING: Final = _Missing.MISSING
+_INT_SECONDS: Final = 2**53  # ints up to here convert to float exactly (no OverflowError)
 
 
 def _check_seconds(value: object, param: str) -> float | None:
     # None disables, inf never expires, 0 expires at the first suspension (as asyncio.timeout).
-    if (type(value) is float or type(value) is int) and value >= 0:  # cheap (NaN fails >=)
+    if type(value) is float and value >= 0:  # cheap (NaN fails >=)
+        return value
+    if type(value) is int and 0 <= value <= _INT_SECONDS:
         return float(value)
     checked = check_number(value, param, allow_none=True, allow_inf=True)
     return None if checked is None else float(checked)
