@@ -540,6 +540,14 @@ static PyObject *bh_release(PyObject *self, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
+/* _holds_state(): whether calls hold slots or wait (for keyed registries: forgetting the
+ * bulkhead then would let a second one admit past the limit). */
+static PyObject *bh_holds_state(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    return PyBool_FromLong(b->core.running != 0 || b->core.queued != 0);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* async with */
 
@@ -760,6 +768,7 @@ static PyMethodDef bh_methods[] = {
     {"_abandon", bh_abandon_waiter, METH_O, "A waiter leaves: its place or slot goes back."},
     {"_expire", bh_expire, METH_O, "max_wait elapsed for a waiter."},
     {"_release", bh_release, METH_NOARGS, "A call holding a slot ended."},
+    {"_holds_state", bh_holds_state, METH_NOARGS, "Whether calls run or wait."},
     {NULL, NULL, 0, NULL},
 };
 

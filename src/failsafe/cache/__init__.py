@@ -224,6 +224,11 @@ class Cache(_core.Component, _native.Cache):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, fut, outcome, how)
 
+    def _holds_state(self) -> bool:
+        """For keyed registries: a call in flight has callers waiting on it (a new cache for
+        the key would start a second one)."""
+        return bool(self._in_flight())
+
     def stats(self) -> dict[str, Any]:
         s = super().stats()
         s["size"] = self._size()
