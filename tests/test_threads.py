@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
 
+from failsafe import _native
 from failsafe.bulkhead import BulkheadFull, bulkhead
 from failsafe.cache import cache
+from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
+from failsafe.failfast import failfast
+from failsafe.featuretoggle import featuretoggle
+from failsafe.hedge import hedge
+from failsafe.keyed import keyed
+from failsafe.ratelimit import slidingwindow, tokenbucket
+from failsafe.retry import retry
+from failsafe.timeout import timeout
 
 # Bounds that only a lost wake-up reaches (a healthy run takes milliseconds).
 _WAIT = 5.0
@@ -185,5 +196,360 @@ def test_bulkhead_full_across_threads_refuses_without_leaking() -> None:
     assert (bh.running, bh.queued) == (0, 0)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    pytest.main([__file__, "-q"])
+# -- every pattern under load from 4 threads ---------------------------------------------------
+
+THREADS = 4
+ROUNDS = 5
+BATCH = 12
+
+
+def _on_threads(main: Callable[[int], Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Runs main(i) in THREADS threads, each in its own asyncio.run, started together."""
+    start = threading.Barrier(THREADS)
+
+    def body(i: int) -> Callable[[], Coroutine[Any, Any, Any]]:
+        async def run() -> Any:
+            result = await main(i)
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            assert not others, f"tasks left on thread {i}'s loop: {others}"
+            return result
+
+        def started() -> Coroutine[Any, Any, Any]:
+            start.wait(_WAIT)
+            return run()
+
+        return started
+
+    threads = [_in_thread(body(i)) for i in range(THREADS)]
+    return [_joined(t) for t in threads]
+
+
+async def _batches(
+    call: Callable[[int], Awaitable[Any]], *, cancel_every: int = 4, batch: int = BATCH
+) -> Counter[str]:
+    """ROUNDS batches of concurrent calls, some cancelled; the outcomes by type name."""
+    outcomes: Counter[str] = Counter()
+    for r in range(ROUNDS):
+        tasks = [asyncio.ensure_future(call(r * batch + j)) for j in range(batch)]
+        await asyncio.sleep(0)
+        for t in tasks[1::cancel_every]:
+            t.cancel()
+        for res in await asyncio.gather(*tasks, return_exceptions=True):
+            outcomes[type(res).__name__] += 1
+    return outcomes
+
+
+def _total(results: list[Counter[str]]) -> Counter[str]:
+    return sum(results, Counter())
+
+
+class _Inside:
+    """Counts calls inside a section across threads, and the most at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = self.peak = self.entered = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.entered += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.now -= 1
+
+
+def _eventually(cond: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + _WAIT
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+@pytest.mark.parametrize("max_wait", [None, 0.002])
+def test_bulkhead_under_threads(max_wait: float | None) -> None:
+    bh = bulkhead(2, 8, max_wait=max_wait)
+    inside = _Inside()
+
+    @bh
+    async def work(j: int) -> int:
+        with inside:
+            await asyncio.sleep(0.001 if j % 3 else 0)
+        return j
+
+    async def main(i: int) -> Counter[str]:
+        async def either(j: int) -> int:
+            if j % 5:
+                return await work(j)
+            async with bh:  # the block form shares the slots and the queue
+                with inside:
+                    await asyncio.sleep(0)
+            return j
+
+        return await _batches(either)
+
+    total = _total(_on_threads(main))
+    assert inside.peak <= 2
+    assert bh.peak_running <= 2
+    assert bh.peak_queued <= 6
+    assert set(total) <= {"int", "BulkheadFull", "CancelledError"}
+    assert total["int"] > 0
+    assert total["BulkheadFull"] > 0
+    assert total["int"] <= inside.entered <= bh.stats()["admitted"]
+    assert (bh.running, bh.queued) == (0, 0)
+    assert not bh._holds_state()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tokenbucket(10, 0.5, max_wait=0.05),
+        lambda: slidingwindow(10, 0.5, max_wait=0.05),
+    ],
+    ids=["tokenbucket", "slidingwindow"],
+)
+def test_limiter_under_threads(make: Callable[[], Any]) -> None:
+    """Never admits more than the limit allows over the whole run, waiters and all."""
+    limiter = make()
+    inside = _Inside()
+
+    @limiter
+    async def work(j: int) -> int:
+        with inside:
+            pass
+        return j
+
+    started = time.monotonic()
+    total = _total(_on_threads(lambda i: _batches(work)))
+    elapsed = time.monotonic() - started
+    # 10 per 0.5 s: a burst of 10, then one per 50 ms (the sliding window admits no more).
+    bound = 10 + elapsed / 0.05 + 1
+    assert set(total) <= {"int", "RateLimitExceeded", "CancelledError"}
+    assert total["RateLimitExceeded"] > 0
+    assert total["int"] <= inside.entered <= limiter.stats()["admitted"] <= bound
+    assert _eventually(lambda: not limiter._holds_state())  # no reservation left behind
+
+
+def test_cache_single_flight_under_threads() -> None:
+    """Each key is computed to the end once, whoever leads; every caller gets its value."""
+    lock = threading.Lock()
+    computed: Counter[int] = Counter()
+
+    @cache
+    async def load(key: int) -> int:
+        await asyncio.sleep(0.001)
+        with lock:
+            computed[key] += 1
+        return key * 10
+
+    async def main(i: int) -> Counter[str]:
+        async def call(j: int) -> int:
+            key = j % 6
+            value = await load(key)
+            assert value == key * 10
+            return value
+
+        return await _batches(call, cancel_every=5)
+
+    total = _total(_on_threads(main))
+    assert set(total) <= {"int", "CancelledError"}
+    assert dict(computed) == dict.fromkeys(range(6), 1)
+    stats = load.policy.stats()  # type: ignore[attr-defined]
+    assert stats["in_flight"] == 0
+    assert stats["set"] == 6
+    assert not load.policy._holds_state()  # type: ignore[attr-defined]
+
+
+def test_breaker_under_threads() -> None:
+    br = consecutive_breaker(ConnectionError, 3, 0.01, 2)
+
+    @br
+    async def work(j: int) -> int:
+        await asyncio.sleep(0)
+        if (j // 6) % 2 == 0:  # runs of failures, then of successes
+            raise ConnectionError(j)
+        return j
+
+    total = _total(_on_threads(lambda i: _batches(work)))
+    assert set(total) <= {"int", "ConnectionError", "BreakerFailing", "CancelledError"}
+    stats = br.stats()
+    assert stats["success"] == total["int"]
+    assert stats["failure"] == total["ConnectionError"]
+    assert stats["rejected"] == total["BreakerFailing"]
+    assert stats["transition.failing"] > 0
+    assert stats["transition.failing"] - stats["transition.working"] in (0, 1)
+
+    async def until_closed() -> None:  # no probe slot was leaked by a cancelled call
+        while br.state != "working":
+            try:
+                await work(6)
+            except BreakerFailing:
+                await asyncio.sleep(0.002)
+
+    asyncio.run(asyncio.wait_for(until_closed(), _WAIT))
+    assert br.stats()["probes_in_flight"] == 0
+    assert not br._holds_state()
+
+
+def test_failfast_under_threads() -> None:
+    ff = failfast(failure_threshold=3, recovery_time=0.01)
+
+    @ff
+    async def work(j: int) -> int:
+        await asyncio.sleep(0)
+        if (j // 6) % 2 == 0:
+            raise ConnectionError(j)
+        return j
+
+    total = _total(_on_threads(lambda i: _batches(work)))
+    assert set(total) <= {"int", "ConnectionError", "FailFastOpen", "CancelledError"}
+    stats = ff.stats()
+    assert stats["opened"] > 0
+    assert stats["opened"] - stats["closed"] in (0, 1)
+    assert stats["rejected"] <= total["FailFastOpen"]
+    assert _eventually(lambda: not ff.is_open)
+    assert asyncio.run(work(6)) == 6
+    assert not ff._holds_state()
+
+
+def test_timeout_under_threads() -> None:
+    """Each loop's deadlines fire on that loop only: slow calls time out, quick ones never."""
+    @timeout(0.02)
+    async def work(j: int) -> int:
+        if j % 2:
+            await asyncio.sleep(_WAIT)  # only the deadline ends it
+        return j  # quick ones never suspend: nothing can interrupt them
+
+    async def main(i: int) -> Counter[str]:
+        async def call(j: int) -> str:
+            try:
+                await work(j)
+            except TimeoutError:
+                assert j % 2, "a quick call timed out"
+                return "timed out"
+            assert not j % 2, "a slow call was not timed out"
+            return "done"
+
+        outcomes = await _batches(call)
+        assert _native._timeout_pending() == 0
+        return outcomes
+
+    total = _total(_on_threads(main))
+    assert set(total) <= {"str", "CancelledError"}
+    assert work.policy.stats()["fired"] > 0  # type: ignore[attr-defined]
+
+
+def test_hedge_under_threads() -> None:
+    h = hedge(attempts=2, delay=0.002)
+    lock = threading.Lock()
+    attempts: Counter[int] = Counter()
+
+    @h
+    async def work(j: int) -> int:
+        with lock:
+            attempts[j] += 1
+            first = attempts[j] == 1
+        if first and j % 2:
+            await asyncio.sleep(_WAIT)  # a slow first attempt: the second one wins
+        return j
+
+    async def main(i: int) -> Counter[str]:
+        return await _batches(lambda j: work(i * 1000 + j))
+
+    total = _total(_on_threads(main))
+    assert set(total) <= {"int", "CancelledError"}
+    assert all(n <= 2 for n in attempts.values())
+    assert h.stats()["success"] == total["int"]
+
+
+def test_retry_and_toggle_under_threads() -> None:
+    toggle = featuretoggle()
+    lock = threading.Lock()
+    tries: Counter[tuple[int, int]] = Counter()
+
+    @retry(attempts=2, backoff=0, on=ConnectionError)
+    @toggle
+    async def work(i: int, j: int) -> int:
+        with lock:
+            tries[i, j] += 1
+            first = tries[i, j] == 1
+        await asyncio.sleep(0)
+        if first:
+            raise ConnectionError
+        return j
+
+    made = [0] * THREADS
+
+    async def main(i: int) -> Counter[str]:
+        def call(j: int) -> Awaitable[int]:
+            if i == 0 and j % 7 == 0:
+                toggle.disable() if toggle.enabled else toggle.enable()
+            made[i] += 1
+            return work(i, j)
+
+        return await _batches(call)
+
+    total = _total(_on_threads(main))
+    toggle.enable()
+    assert set(total) <= {"int", "FeatureDisabled", "CancelledError"}
+    assert total["int"] > 0
+    stats = work.policy.stats()  # type: ignore[attr-defined]
+    assert stats["success"] == total["int"]
+    t = toggle.stats()
+    assert t["enabled"] + t["disabled"] >= sum(made)  # every call, and every retry, admitted
+
+
+def test_keyed_makes_one_policy_per_key_across_threads() -> None:
+    """Issue 10, item 9: threads asking for one new key at once share one policy (one admission
+    per key of tokenbucket(1, 3600)), made by one factory call."""
+    lock = threading.Lock()
+    made: Counter[int] = Counter()
+
+    def factory(key: int) -> Any:
+        with lock:
+            made[key] += 1
+        time.sleep(0.001)  # lets the other threads in while this key's policy is being made
+        return tokenbucket(1, 3600)
+
+    registry = keyed(factory, key=lambda key, j: key, max_keys=100)
+    admitted: Counter[int] = Counter()
+
+    @registry
+    async def work(key: int, j: int) -> int:
+        with lock:
+            admitted[key] += 1
+        return key
+
+    async def main(i: int) -> Counter[str]:
+        return await _batches(lambda j: work(j % 8, j), cancel_every=BATCH)
+
+    total = _total(_on_threads(main))
+    assert dict(made) == dict.fromkeys(range(8), 1)
+    assert dict(admitted) == dict.fromkeys(range(8), 1)
+    assert set(total) <= {"int", "RateLimitExceeded", "CancelledError"}
+
+
+def test_keyed_bulkheads_under_threads() -> None:
+    """A registry of 2 bulkheads shared by threads: a bulkhead with calls inside is never
+    forgotten, so no key ever has more calls inside than its limit."""
+    insides = {k: _Inside() for k in range(4)}
+    registry = keyed(lambda k: bulkhead(1, 3), key=lambda k, j: k, max_keys=2)
+
+    @registry
+    async def work(k: int, j: int) -> int:
+        with insides[k]:
+            await asyncio.sleep(0.001 if j % 2 else 0)
+        return k
+
+    async def main(i: int) -> Counter[str]:
+        return await _batches(lambda j: work(j % 4, j))
+
+    total = _total(_on_threads(main))
+    assert set(total) <= {"int", "BulkheadFull", "RegistryFull", "CancelledError"}
+    assert total["int"] > 0
+    assert all(inside.peak <= 1 for inside in insides.values())
+    assert all(not registry.get(k)._holds_state() for k in list(registry))
