@@ -199,7 +199,8 @@ class Cache(_core.Component, _native.Cache):
                 # The call we would have waited for ended without a result: lead one.
                 return await _native.Guard(fn, self)(*args, **kwargs)
             waiter: asyncio.Future[Any] = loop.create_future()
-            found.join(waiter)
+            if not found.join(waiter):  # it ended meanwhile, in another thread: look again
+                continue
             try:
                 value = await waiter
             except BaseException:
