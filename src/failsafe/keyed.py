@@ -195,20 +195,30 @@ class Keyed[P]:
         """Decorates an async function: each call runs under the policy of its key."""
         _core.check_async(fn, "keyed")
         key_of = self._key
+        entries = self._entries
+        now_ns = _native.now_ns
+        timed = self._idle_ns is not None
 
         @functools.wraps(fn)
         async def routed(*args: A.args, **kwargs: A.kwargs) -> T:
             key = key_of(*args, **kwargs)
-            while True:
-                entry = self._entry(key)
-                pins = entry.pins
-                pins.append(None)
-                # Pinned, then checked: a thread forgetting an entry looks at its pins after
-                # taking it out, so either it sees this pin and puts the entry back, or this
-                # sees the entry gone and looks again.
-                if self._entries.get(key) is entry:
-                    break
-                pins.pop()
+            entry = entries.get(key)
+            if entry is None:
+                entry = self._pinned(key)
+            else:  # the known key (_entry and _pinned, inline)
+                entry.pins.append(None)
+                if entries.get(key) is not entry:  # forgotten meanwhile by another thread
+                    entry.pins.pop()
+                    entry = self._pinned(key)
+                else:
+                    # Taken out by a forgetter, that puts it back (suppress() would cost a call).
+                    try:  # noqa: SIM105
+                        entries.move_to_end(key)
+                    except KeyError:
+                        pass
+                    if timed:  # used_ns serves idle_after only
+                        now = entry.used_ns = now_ns()
+                        self._expire_one(now)
             try:
                 guard = entry.guards.get(fn)
                 if guard is None:
@@ -216,9 +226,20 @@ class Keyed[P]:
                 result: T = await guard(*args, **kwargs)
                 return result
             finally:
-                pins.pop()
+                entry.pins.pop()
 
         return routed
+
+    def _pinned(self, key: Any) -> _Entry:
+        """key's entry, pinned for a call. Pinned, then checked: a thread forgetting an entry
+        looks at its pins after taking it out, so either it sees this pin and puts the entry
+        back, or this sees the entry gone and looks again."""
+        while True:
+            entry = self._entry(key)
+            entry.pins.append(None)
+            if self._entries.get(key) is entry:
+                return entry
+            entry.pins.pop()
 
     def _guard(self, entry: _Entry, fn: Callable[..., Any]) -> Any:
         """The entry's policy applied to fn, once (a cache may decorate only one function)."""
