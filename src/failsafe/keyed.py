@@ -8,8 +8,10 @@ breaker not back to a clean closed state, a limiter whose bucket is not full aga
 with calls running or queued, a fail-fast latch open or counting failures, a cache with a call
 in flight, a toggle switched at runtime, ``bucket_retry``'s bucket short of tokens), and so
 does any policy while a call decorated through the registry runs. A policy without
-``_holds_state`` is forgettable whenever no such call runs. (``get(key)`` only looks a policy
-up: a block ``async with registry.get(key)`` is not a call of the registry.)
+``_holds_state`` is forgettable whenever no such call runs (timeout, fallback and plain retry
+keep nothing; a hedge's learned delay starts again from its fallback, its extra-load budget
+from empty). ``get(key)`` only looks a policy up: a block ``async with registry.get(key)`` is
+not a call of the registry, and relies on the policy's own ``_holds_state``.
 
 When every place is taken by policies that hold state, a call with a new key raises
 :class:`RegistryFull` rather than forget one of them (which would reset a breaker or a limit).
