@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 
+from failsafe.exceptions import FailsafeError
 from failsafe.keyed import Keyed, RegistryFull, keyed
 from failsafe.ratelimit import RateLimitExceeded, TokenBucketLimiter, tokenbucket
 from failsafe.retry import retry
@@ -243,3 +245,323 @@ async def test_cancelled_calls_leave_every_keyed_policy_idle() -> None:
     for k in range(5, 15):
         assert await work(k) == k
     assert len(registry) == 10
+
+
+# -- nothing that holds state is forgotten (issue 9, defect 2) ----------------------------------
+
+
+async def test_a_running_bulkhead_is_not_forgotten_for_other_users() -> None:
+    """alice's first call still runs while two other users pass: her second one is refused by
+    the same bulkhead, not admitted by a fresh one."""
+    from failsafe.bulkhead import BulkheadFull, bulkhead
+
+    registry = keyed(lambda user: bulkhead(1), key=lambda user: user, max_keys=2)
+    gate = asyncio.Event()
+    inside: dict[str, int] = {}
+
+    @registry
+    async def work(user: str) -> str:
+        inside[user] = inside.get(user, 0) + 1
+        assert inside[user] == 1, f"two calls of {user} inside one bulkhead"
+        try:
+            if user == "alice":
+                await gate.wait()
+            return user
+        finally:
+            inside[user] -= 1
+
+    first = asyncio.create_task(work("alice"))
+    await asyncio.sleep(0)
+    alice = registry.get("alice")
+    assert await work("bob") == "bob"
+    assert await work("carol") == "carol"
+    assert registry.get("alice") is alice
+    with pytest.raises(BulkheadFull):
+        await work("alice")
+    gate.set()
+    assert await first == "alice"
+
+
+async def test_a_bulkhead_held_by_a_block_is_not_forgotten(clock: FakeClock) -> None:
+    """Outside the registry's own calls (``async with registry.get(key)``), the bulkhead itself
+    says it holds state; with idle_after too."""
+    from failsafe.bulkhead import bulkhead
+
+    registry = keyed(lambda user: bulkhead(1, 3), key=lambda user: user, max_keys=2, idle_after=1)
+    alice = registry.get("alice")
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with alice:
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    queued = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    assert (alice.running, alice.queued) == (1, 1)
+    assert alice._holds_state()
+    for i in range(5):
+        clock.advance(2)  # alice idle for longer than idle_after
+        registry.get(f"user{i}")
+        assert registry.get("alice") is alice
+    release.set()
+    await asyncio.gather(holder, queued)
+    assert not alice._holds_state()
+    clock.advance(2)
+    registry.get("x")
+    registry.get("y")
+    assert "alice" not in registry
+
+
+@pytest.mark.parametrize("idle_after", [None, 1.0])
+async def test_an_open_failfast_is_not_forgotten(
+    clock: FakeClock, idle_after: float | None
+) -> None:
+    """A host that is down stays refused: its open latch is kept while other hosts come."""
+    from failsafe.failfast import FailFastOpen, failfast
+
+    registry = keyed(
+        lambda host: failfast(failure_threshold=1, recovery_time=60),
+        key=lambda host: host,
+        max_keys=2,
+        idle_after=idle_after,
+    )
+    called: list[str] = []
+
+    @registry
+    async def fetch(host: str) -> str:
+        called.append(host)
+        if host == "down":
+            raise ConnectionError(host)
+        return host
+
+    with pytest.raises(FailFastOpen):
+        await fetch("down")
+    for i in range(5):
+        clock.advance(2)
+        assert await fetch(f"up{i}") == f"up{i}"
+    with pytest.raises(FailFastOpen):
+        await fetch("down")
+    assert called.count("down") == 1  # the host that is down was not called again
+    clock.advance(60)  # closed again: forgettable
+    assert not registry.get("down")._holds_state()
+
+
+async def test_a_factory_that_does_not_make_a_policy_is_named() -> None:
+    """Issue 10, item 9: checked when made (never kept), with the factory's name."""
+
+    def make_limit(user: str) -> int:
+        return 3
+
+    registry: Keyed[Any] = keyed(make_limit, key=lambda user: user)
+
+    @registry
+    async def handle(user: str) -> str:
+        return user
+
+    for _ in range(2):
+        with pytest.raises(TypeError, match="make_limit returned 3 for key 'ann'"):
+            await handle("ann")
+    assert len(registry) == 0
+    with pytest.raises(TypeError, match="make_limit"):
+        registry.get("bob")
+
+
+# -- every stateful pattern under a registry of 2 ----------------------------------------------
+
+
+class _Spec:
+    """How to make one pattern's policy hold state through a registry, and let go of it."""
+
+    def __init__(
+        self,
+        name: str,
+        factory: Any,
+        hold: Any,
+        release: Any = None,
+        settle: float = 0,
+    ) -> None:
+        self.name, self.factory, self.hold, self.release = name, factory, hold, release
+        self.settle = settle  # seconds of (fake) time after release until nothing is held
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+async def _fail(call: Any, n: int = 1) -> None:
+    for _ in range(n):
+        with pytest.raises((ConnectionError, FailsafeError)):  # the failure, or its wrapping
+            await call("held", fail=True)
+
+
+def _specs() -> list[_Spec]:
+    from failsafe.bulkhead import bulkhead
+    from failsafe.cache import cache
+    from failsafe.circuitbreaker import circuitbreaker, consecutive_breaker
+    from failsafe.failfast import failfast
+    from failsafe.featuretoggle import featuretoggle
+    from failsafe.ratelimit import slidingwindow
+    from failsafe.retry import bucket_retry
+
+    async def hold_block(registry: Keyed[Any], call: Any) -> Any:
+        policy, release = registry.get("held"), asyncio.Event()
+
+        async def inside() -> None:
+            async with policy:
+                await release.wait()
+
+        tasks = [asyncio.create_task(inside()) for _ in range(2)]  # one runs, one queues
+        await asyncio.sleep(0)
+        return release, tasks
+
+    async def release_block(state: Any, call: Any) -> None:
+        release, tasks = state
+        release.set()
+        await asyncio.gather(*tasks)
+
+    async def hold_flight(registry: Keyed[Any], call: Any) -> Any:
+        release = asyncio.Event()
+
+        async def slow(key: str) -> str:
+            await release.wait()
+            return key
+
+        cached = registry.get("held")(slow)  # decorated outside the registry: no pin
+        tasks = [asyncio.create_task(cached("k")) for _ in range(2)]  # a leader and a waiter
+        await asyncio.sleep(0)
+        return release, tasks
+
+    async def call_once(registry: Keyed[Any], call: Any) -> None:
+        await call("held")
+
+    async def succeed(state: Any, call: Any) -> None:
+        await call("held")
+
+    async def fail_once(registry: Keyed[Any], call: Any) -> None:
+        await _fail(call)
+
+    async def fail_twice(registry: Keyed[Any], call: Any) -> None:
+        await _fail(call, 2)
+
+    async def switch_off(registry: Keyed[Any], call: Any) -> Any:
+        registry.get("held").disable()
+        return registry.get("held")
+
+    async def switch_on(toggle: Any, call: Any) -> None:
+        toggle.enable()
+
+    async def take_retry_token(registry: Keyed[Any], call: Any) -> None:
+        await _fail(call)
+
+    return [
+        _Spec("bulkhead", lambda k: bulkhead(1, 2), hold_block, release_block),
+        _Spec("cache in flight", lambda k: cache(), hold_flight, release_block),
+        _Spec(
+            "failfast open",
+            lambda k: failfast(failure_threshold=1, recovery_time=100),
+            fail_once,
+            settle=100,
+        ),
+        _Spec("failfast counting", lambda k: failfast(failure_threshold=3), fail_once, succeed),
+        _Spec(
+            "consecutive breaker",
+            lambda k: consecutive_breaker(ConnectionError, 2, 100, 1),
+            fail_twice,
+            succeed,  # the probe after recovery_time closes it
+            settle=100,
+        ),
+        _Spec(
+            "rate breaker",
+            lambda k: circuitbreaker(
+                on=ConnectionError, failure_rate=0.5, window_time=100, min_calls=4
+            ),
+            fail_once,  # one failure in the window: not open, but remembered
+            settle=100,
+        ),
+        _Spec("tokenbucket", lambda k: tokenbucket(1, 100), call_once, settle=100),
+        _Spec(
+            "tokenbucket waiting",
+            lambda k: tokenbucket(1, 100, max_wait=1000),
+            call_once,
+            settle=100,
+        ),
+        _Spec("slidingwindow", lambda k: slidingwindow(2, 100), call_once, settle=100),
+        _Spec(
+            "keyed limiter",
+            lambda k: tokenbucket(1, 100, key=lambda *a, **kw: 0),
+            call_once,
+            settle=100,
+        ),
+        _Spec("featuretoggle", lambda k: featuretoggle(), switch_off, switch_on),
+        _Spec(
+            "bucket_retry",
+            lambda k: bucket_retry(
+                on=ConnectionError, attempts=1, backoff=0, per_time_secs=100, bucket_size=1
+            ),
+            take_retry_token,
+            settle=100,
+        ),
+        _Spec(
+            "keyed in keyed",
+            lambda k: keyed(lambda kk: tokenbucket(1, 100), key=lambda *a, **kw: 0, max_keys=1),
+            call_once,
+            settle=100,
+        ),
+    ]
+
+
+@pytest.mark.parametrize("idle_after", [None, 1.0], ids=["lru", "idle"])
+@pytest.mark.parametrize("spec", _specs(), ids=repr)
+async def test_nothing_that_holds_state_is_forgotten(
+    clock: FakeClock, instant: None, spec: _Spec, idle_after: float | None
+) -> None:
+    registry: Keyed[Any] = keyed(
+        spec.factory, key=lambda k, **kw: k, max_keys=2, idle_after=idle_after
+    )
+
+    @registry
+    async def call(key: str, fail: bool = False) -> str:
+        if fail:
+            raise ConnectionError(key)
+        return key
+
+    state = await spec.hold(registry, call)
+    held = registry.get("held")
+    assert held._holds_state(), f"{spec.name}: holds state but says it does not"
+    for i in range(6):  # other keys come and go, with time passing beyond idle_after
+        clock.advance(2 if i % 2 else 0.5)
+        with contextlib.suppress(RegistryFull):
+            await call(f"other{i}")
+        assert "held" in registry, f"{spec.name}: forgotten"
+        assert registry.get("held") is held
+    clock.advance(spec.settle)
+    if spec.release is not None:
+        await spec.release(state, call)
+    assert not held._holds_state(), f"{spec.name}: still says it holds state"
+    for i in range(2):
+        await call(f"late{i}")
+    assert "held" not in registry  # nothing held: its place went to a newer key
+
+
+async def test_a_policy_is_kept_while_a_call_runs_through_the_registry() -> None:
+    """Even a policy that keeps no state of its own (a Plain one) stays while its call runs:
+    a second call of that key finds the same policy."""
+    registry: Keyed[Plain] = keyed(Plain, key=lambda k: k, max_keys=1)
+    gate = asyncio.Event()
+
+    @registry
+    async def work(k: str) -> str:
+        if k == "slow":
+            await gate.wait()
+        return k
+
+    slow = asyncio.create_task(work("slow"))
+    await asyncio.sleep(0)
+    policy = registry.get("slow")
+    with pytest.raises(RegistryFull):
+        await work("other")
+    gate.set()
+    assert await slow == "slow"
+    assert policy.calls == 1
+    assert await work("other") == "other"  # now its place is free
+    assert "slow" not in registry

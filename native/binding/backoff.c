@@ -320,9 +320,17 @@ static PyObject *bucket_try_take(PyObject *self, PyObject *Py_UNUSED(unused))
     return PyFloat_FromDouble((double)wait_ns / 1e9);
 }
 
+/* _holds_state(): whether tokens were taken that have not come back yet. */
+static PyObject *bucket_holds_state(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsBucketObject *o = (FsBucketObject *)self;
+    return PyBool_FromLong(!fs_gcra_idle(o->g.tat_ns, fs_now_ns(o->st)));
+}
+
 static PyMethodDef bucket_methods[] = {
     {"try_take", bucket_try_take, METH_NOARGS,
      "Takes a token: 0.0 if taken, else seconds until one is available."},
+    {"_holds_state", bucket_holds_state, METH_NOARGS, "Whether tokens are missing."},
     {NULL, NULL, 0, NULL},
 };
 

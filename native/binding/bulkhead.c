@@ -15,7 +15,11 @@
  * wait never becomes free: it passes to the head waiter (its future gets True). A head waiter
  * whose future was cancelled before its task could leave the queue is skipped, and the slot it
  * was given is released again on its behalf. A waiter that leaves (cancelled, timed out) before
- * being served gives its place back; one cancelled after being served passes its slot on. */
+ * being served gives its place back; one cancelled after being served passes its slot on.
+ *
+ * One bulkhead may be shared by threads each running its own event loop: a waiter is woken on
+ * its own loop (call_soon_threadsafe when that is not the running one), and a waiter whose loop
+ * is closed can never run, so it is treated as cancelled and the slot goes on. */
 #include "fs_binding.h"
 
 #include <math.h>
@@ -39,6 +43,7 @@ typedef struct BulkheadWaiter {
     struct BulkheadWaiter *prev, *next;     /* queue links while W_QUEUED */
     PyObject *owner;                        /* the Bulkhead (strong) */
     PyObject *future;                       /* what the waiting call awaits (strong) */
+    PyObject *loop;                         /* the loop of future (strong) */
     int state;
 } BulkheadWaiter;
 
@@ -119,6 +124,50 @@ static void future_resolve(PyObject *fut, PyObject *value)
     }
 }
 
+/* Resolves w's future with value on w's own loop: at once when that loop is the running one,
+ * else through its call_soon_threadsafe (the waiter's _wake). Returns 0 when woken or
+ * scheduled, -1 when w can never be woken (its loop is closed, or the wake failed: written as
+ * unraisable). Never raises. */
+static int waiter_wake(BulkheadObject *b, BulkheadWaiter *w, PyObject *value)
+{
+    fs_state *st = b->base.st;
+    PyObject *running = PyObject_CallNoArgs(st->running_loop_or_none);
+    if (running == w->loop) {   /* the common case: the waiter's loop released the slot */
+        Py_DECREF(running);
+        future_resolve(w->future, value);
+        return 0;
+    }
+    if (running == NULL) {
+        PyErr_WriteUnraisable((PyObject *)w);
+    }
+    Py_XDECREF(running);
+    PyObject *wake = PyObject_GetAttrString((PyObject *)w, "_wake");
+    PyObject *args[3] = {w->loop, wake, value};
+    PyObject *r = wake == NULL ? NULL
+        : PyObject_VectorcallMethod(st->str_threadsafe, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                    NULL);
+    Py_XDECREF(wake);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    /* A closed loop refuses callbacks: nobody waits there any more (no report). */
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *closed = PyObject_CallMethod(w->loop, "is_closed", NULL);
+    int quiet = closed != NULL && PyErr_GivenExceptionMatches(exc, PyExc_RuntimeError)
+        && PyObject_IsTrue(closed) == 1;
+    Py_XDECREF(closed);
+    PyErr_Clear();
+    if (quiet) {
+        Py_DECREF(exc);
+    }
+    else {
+        PyErr_SetRaisedException(exc);
+        PyErr_WriteUnraisable((PyObject *)w);
+    }
+    return -1;
+}
+
 /* Ends a slot's use: frees it, or passes it to the first waiter still waiting. Never raises
  * (runs from abandon and from finish, which keep the call's own outcome). */
 static void bh_release_slot(BulkheadObject *b)
@@ -140,18 +189,19 @@ static void bh_release_slot(BulkheadObject *b)
         queue_unlink(b, w);     /* the queue's reference is ours now */
         int done = future_done(w->future);
         if (done == 0) {
-            /* State first: whatever set_result runs (the loop's call_soon) sees it served. */
+            /* State first: whatever the wake runs (loop code, other threads) sees it served. */
             w->state = W_GRANTED;
             b->base.counters[BH_ADMITTED]++;
-            future_resolve(w->future, Py_True);
-            Py_DECREF(w);
-            break;
+            if (waiter_wake(b, w, Py_True) == 0 || w->state != W_GRANTED) {
+                Py_DECREF(w);   /* woken, or it left meanwhile (passing the slot on itself) */
+                break;
+            }
         }
-        if (done < 0) {
+        else if (done < 0) {
             PyErr_WriteUnraisable(w->future);
         }
-        /* Cancelled while queued, its task not yet told: it gets nothing; the slot it was
-         * given goes on to the next one. */
+        /* Cancelled while queued, its task not yet told, or its loop closed: it gets nothing;
+         * the slot it was given goes on to the next one. */
         w->state = W_GONE;
         Py_DECREF(w);
         pass = fs_bulkhead_release(&b->core);
@@ -300,6 +350,18 @@ static PyObject *waiter_get_future(PyObject *self, void *Py_UNUSED(closure))
     return Py_NewRef(((BulkheadWaiter *)self)->future);
 }
 
+/* _wake(value): resolves the future unless it is done (a callback run on the waiter's loop). */
+static PyObject *waiter_wake_method(PyObject *self, PyObject *value)
+{
+    future_resolve(((BulkheadWaiter *)self)->future, value);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef waiter_methods[] = {
+    {"_wake", waiter_wake_method, METH_O, "Resolves the future unless it is done."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyObject *waiter_repr(PyObject *self)
 {
     static const char *names[] = {"queued", "granted", "expired", "gone"};
@@ -312,6 +374,7 @@ static int waiter_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(w->owner);
     Py_VISIT(w->future);
+    Py_VISIT(w->loop);
     return 0;
 }
 
@@ -320,6 +383,7 @@ static int waiter_clear(PyObject *self)
     BulkheadWaiter *w = (BulkheadWaiter *)self;
     Py_CLEAR(w->owner);
     Py_CLEAR(w->future);
+    Py_CLEAR(w->loop);
     return 0;
 }
 
@@ -340,6 +404,7 @@ static PyGetSetDef waiter_getset[] = {
 
 static PyType_Slot waiter_slots[] = {
     {Py_tp_getset, waiter_getset},
+    {Py_tp_methods, waiter_methods},
     {Py_tp_repr, waiter_repr},
     {Py_tp_traverse, waiter_traverse},
     {Py_tp_clear, waiter_clear},
@@ -388,18 +453,20 @@ static PyObject *bh_enqueue(PyObject *self, PyObject *Py_UNUSED(unused))
         return NULL;
     }
     PyObject *fut = PyObject_CallMethod(loop, "create_future", NULL);
-    Py_DECREF(loop);
     if (fut == NULL) {
+        Py_DECREF(loop);
         return NULL;
     }
     BulkheadWaiter *w = PyObject_GC_New(BulkheadWaiter, st->BulkheadWaiter_Type);
     if (w == NULL) {
+        Py_DECREF(loop);
         Py_DECREF(fut);
         return NULL;
     }
     w->prev = w->next = NULL;
     w->owner = Py_NewRef(self);
     w->future = fut;
+    w->loop = loop;
     w->state = W_GONE;
     PyObject_GC_Track(w);
     /* Decided again: creating the future ran the loop's code. */
@@ -471,6 +538,14 @@ static PyObject *bh_release(PyObject *self, PyObject *Py_UNUSED(unused))
     }
     bh_release_slot(b);
     Py_RETURN_NONE;
+}
+
+/* _holds_state(): whether calls hold slots or wait (for keyed registries: forgetting the
+ * bulkhead then would let a second one admit past the limit). */
+static PyObject *bh_holds_state(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    BulkheadObject *b = (BulkheadObject *)self;
+    return PyBool_FromLong(b->core.running != 0 || b->core.queued != 0);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -693,6 +768,7 @@ static PyMethodDef bh_methods[] = {
     {"_abandon", bh_abandon_waiter, METH_O, "A waiter leaves: its place or slot goes back."},
     {"_expire", bh_expire, METH_O, "max_wait elapsed for a waiter."},
     {"_release", bh_release, METH_NOARGS, "A call holding a slot ended."},
+    {"_holds_state", bh_holds_state, METH_NOARGS, "Whether calls run or wait."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -724,7 +800,14 @@ static int bh_setup(PyObject *module, fs_state *st)
 {
     st->str_acquire_slow = PyUnicode_InternFromString("_acquire_slow");
     st->str_queued_call = PyUnicode_InternFromString("_queued_call");
-    if (st->str_acquire_slow == NULL || st->str_queued_call == NULL) {
+    st->str_threadsafe = PyUnicode_InternFromString("call_soon_threadsafe");
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    if (asyncio != NULL) {
+        st->running_loop_or_none = PyObject_GetAttrString(asyncio, "_get_running_loop");
+        Py_DECREF(asyncio);
+    }
+    if (st->str_acquire_slow == NULL || st->str_queued_call == NULL
+        || st->str_threadsafe == NULL || st->running_loop_or_none == NULL) {
         return -1;
     }
     st->BulkheadWaiter_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &waiter_spec, NULL);
@@ -740,6 +823,7 @@ static int bh_part_traverse(fs_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Bulkhead_Type);
     Py_VISIT(st->BulkheadWaiter_Type);
+    Py_VISIT(st->running_loop_or_none);
     return 0;
 }
 
@@ -749,6 +833,8 @@ static void bh_part_clear(fs_state *st)
     Py_CLEAR(st->BulkheadWaiter_Type);
     Py_CLEAR(st->str_acquire_slow);
     Py_CLEAR(st->str_queued_call);
+    Py_CLEAR(st->str_threadsafe);
+    Py_CLEAR(st->running_loop_or_none);
 }
 
 const fs_part fs_bulkhead_part = {

@@ -60,6 +60,8 @@ typedef struct CacheFlight {
     PyObject_HEAD
     PyObject *waiters;      /* list of futures of the callers waiting for it, or NULL */
     int32_t slot;           /* its entry in the pending table, or -1 once detached */
+    int settled;            /* its waiters were answered: a caller that found it in flight
+                             * just before (in another thread) must look again */
     /* A refresh of a stale entry (stale_if_error): the entry, taken out of the ready table
      * while the call runs, answers an error and is put back if the call ends without a value. */
     PyObject *stale;        /* owned, or NULL */
@@ -581,16 +583,21 @@ static int flight_settle(FsCacheObject *cc, PyObject *waiters, PyObject *obj, in
     return rc;
 }
 
+/* join(fut): True when fut will get the call's outcome; False when the call has ended since
+ * the caller found it (another thread ran meanwhile): the caller looks again. */
 static PyObject *flight_join(PyObject *self, PyObject *fut)
 {
     CacheFlight *f = (CacheFlight *)self;
+    if (f->settled) {
+        Py_RETURN_FALSE;
+    }
     if (f->waiters == NULL && (f->waiters = PyList_New(0)) == NULL) {
         return NULL;
     }
     if (PyList_Append(f->waiters, fut) < 0) {
         return NULL;
     }
-    Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *flight_leave(PyObject *self, PyObject *fut)
@@ -645,7 +652,8 @@ static PyObject *flight_repr(PyObject *self)
 }
 
 static PyMethodDef flight_methods[] = {
-    {"join", flight_join, METH_O, "join(future): future gets the call's outcome"},
+    {"join", flight_join, METH_O,
+     "join(future): True when future will get the call's outcome, False when it has ended"},
     {"leave", flight_leave, METH_O, "leave(future): a cancelled waiter leaves"},
     {NULL, NULL, 0, NULL},
 };
@@ -1007,6 +1015,7 @@ static int cache_init_call(FsCall *c)
         return -1;
     }
     f->waiters = NULL;
+    f->settled = 0;
     f->stale = st->cache_stale;
     st->cache_stale = NULL;
     f->stale_fresh_until = st->cache_stale_fresh_until;
@@ -1049,6 +1058,7 @@ static int cache_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
     CacheFlight *f = (CacheFlight *)c->pobj;
     PyObject *waiters = f->waiters;
     f->waiters = NULL;
+    f->settled = 1;
     PyObject *key = NULL;   /* set when the flight was still registered (not invalidated) */
     uint64_t hash = 0;
     int kind = 0;
@@ -1119,6 +1129,7 @@ static void cache_abandon(FsCall *c)
     }
     PyObject *waiters = f->waiters;
     f->waiters = NULL;
+    f->settled = 1;
     PyObject *key = NULL;
     uint64_t hash = 0;
     int kind = 0;

@@ -313,6 +313,16 @@ static PyObject *ff_get_is_open(PyObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(fs_failfast_is_open(&f->ff, fs_now_ns(f->base.st)));
 }
 
+/* _holds_state(): whether forgetting the latch would lose something (for keyed registries):
+ * open, or counting failures towards opening. */
+static PyObject *ff_holds_state(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsFailFast *f = (FsFailFast *)self;
+    fs_failfast *ff = &f->ff;
+    return PyBool_FromLong(fs_failfast_is_open(ff, fs_now_ns(f->base.st))
+                           || (!ff->open && ff->failures > 0));
+}
+
 static PyObject *ff_get_failures(PyObject *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromUnsignedLongLong(((FsFailFast *)self)->ff.failures);
@@ -381,6 +391,8 @@ static PyMethodDef ff_methods[] = {
     {"_check_open", ff_check_open, METH_NOARGS, "Raises FailFastOpen if a call may not start."},
     {"_reject", ff_reject_py, METH_NOARGS, "Counts a refused call and raises FailFastOpen."},
     {"_exit", ff_exit, METH_O, "Records an outcome (None: success)."},
+    {"_holds_state", ff_holds_state, METH_NOARGS,
+     "Whether forgetting it would lose state: open, or failures counted."},
     {NULL, NULL, 0, NULL},
 };
 

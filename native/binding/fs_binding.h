@@ -81,6 +81,8 @@ typedef struct fs_state {
     PyTypeObject *BulkheadWaiter_Type;
     PyObject *str_acquire_slow;     /* "_acquire_slow" */
     PyObject *str_queued_call;      /* "_queued_call" */
+    PyObject *running_loop_or_none; /* asyncio._get_running_loop */
+    PyObject *str_threadsafe;       /* "call_soon_threadsafe" */
     /* ratelimit.c */
     PyTypeObject *Limiter_Type;
     PyTypeObject *KeyedLimiter_Type;

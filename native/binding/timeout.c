@@ -44,6 +44,8 @@ struct FsTimerQueue {
                              * the loop through handle._loop), or NULL */
     PyObject *fire_cb;      /* bound _fire, made once (a cycle through this queue, for the GC) */
     PyObject *kw_context;   /* ("context",), the keyword names of every arm */
+    PyObject *context;      /* an empty Context the timer runs in: one per loop, as a Context
+                             * is entered by one thread at a time and loops run in threads */
     long arm_gen;           /* generation of the armed timer (mod 256, a small int): a stale
                              * handle that could not be cancelled fires as a no-op */
     PyObject *ready_spare;  /* a Ready reused by __aenter__ while nobody else holds it */
@@ -239,18 +241,21 @@ static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
     if (q->kw_context == NULL && (q->kw_context = PyTuple_Pack(1, st->str_context)) == NULL) {
         return -1;
     }
+    if (q->context == NULL && (q->context = PyContext_New()) == NULL) {
+        return -1;
+    }
     PyObject *cb = q->fire_cb, *kwnames = q->kw_context;
     PyObject *gen = PyLong_FromLong(q->arm_gen);
     PyObject *h = NULL;
     if (gen != NULL) {
         if (when <= now) {
-            PyObject *args[] = {loop, cb, gen, st->empty_context};
+            PyObject *args[] = {loop, cb, gen, q->context};
             h = PyObject_VectorcallMethod(st->str_call_soon, args, 3, kwnames);
         }
         else {
             PyObject *w = PyFloat_FromDouble(when);
             if (w != NULL) {
-                PyObject *args[] = {loop, w, cb, gen, st->empty_context};
+                PyObject *args[] = {loop, w, cb, gen, q->context};
                 h = PyObject_VectorcallMethod(st->str_call_at, args, 4, kwnames);
                 Py_DECREF(w);
             }
@@ -599,6 +604,7 @@ static FsTimerQueue *tq_new(fs_state *st, PyObject *loop, PyObject *key)
     q->handle = NULL;
     q->fire_cb = NULL;
     q->kw_context = NULL;
+    q->context = NULL;
     q->arm_gen = 0;
     q->armed_when = INFINITY;
     q->resolution = 0.0;
@@ -680,6 +686,7 @@ static int tq_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(q->loop);
     Py_VISIT(q->handle);
     Py_VISIT(q->fire_cb);
+    Py_VISIT(q->context);
     Py_VISIT(q->ready_spare);
     Py_VISIT(q->scope_spare);
     for (size_t i = 0; i < q->heap.len; i++) {
@@ -708,6 +715,7 @@ static int tq_clear(PyObject *self)
     Py_CLEAR(q->handle);
     Py_CLEAR(q->fire_cb);
     Py_CLEAR(q->kw_context);
+    Py_CLEAR(q->context);
     Py_CLEAR(q->ready_spare);
     Py_CLEAR(q->scope_spare);
     /* Detached first: releasing a scope may run code that looks at the map. */

@@ -215,7 +215,8 @@ class Cache(_core.Component, _native.Cache):
                 # The call we would have waited for ended without a result: lead one.
                 return await _native.Guard(fn, self)(*args, **kwargs)
             waiter: asyncio.Future[Any] = loop.create_future()
-            found.join(waiter)
+            if not found.join(waiter):  # it ended meanwhile, in another thread: look again
+                continue
             try:
                 value = await waiter
             except BaseException:
@@ -239,6 +240,11 @@ class Cache(_core.Component, _native.Cache):
             # A waiter on another thread's loop; if that loop is closed, nobody waits there.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, fut, outcome, how)
+
+    def _holds_state(self) -> bool:
+        """For keyed registries: a call in flight has callers waiting on it (a new cache for
+        the key would start a second one)."""
+        return bool(self._in_flight())
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()

@@ -100,6 +100,7 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
         if key is not None and percent is None:
             raise ValueError("key= is only used with rollout=")
         self._predicate = predicate
+        self._built_enabled = enabled
         self._rollout: float | None = None if percent is None else float(percent)
         self._configure(
             enabled=enabled,
@@ -147,6 +148,10 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
     def _manager(self) -> Self:
         """failsafe-py's manager object: the policy itself (``await _manager.enable()``)."""
         return self
+
+    def _holds_state(self) -> bool:
+        """For keyed registries: switched at runtime (a new toggle would start as built)."""
+        return bool(self.enabled != self._built_enabled)
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "state": "enabled" if self.enabled else "disabled"}

@@ -374,6 +374,11 @@ class Retry(_core.Component, _native.Outcome):
         def __aexit__(self, exc_type, exc, tb):  # pragma: no cover - __aenter__ raised
             return None
 
+    def _holds_state(self) -> bool:
+        """For keyed registries: bucket_retry's bucket lacks tokens taken by recent retries (a
+        shared ``budget`` lives outside the policy and is not forgotten with it)."""
+        return self._bucket is not None and bool(self._bucket._holds_state())
+
     def stats(self) -> dict[str, Any]:
         s = super().stats()
         s["attempts"] = self._attempts
