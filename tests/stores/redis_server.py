@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -16,11 +17,22 @@ REDIS_CLI = shutil.which("redis-cli")
 MISSING = "redis-server not found on PATH (apt-get install -y redis-server; .ci/run installs it)"
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A free port p with p + 10000 free too (a cluster node's bus port), so p <= 55535."""
+    for _ in range(1000):
+        port = random.randrange(20000, 55000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair found")
 
 
 def _ping(port: int) -> bool:
