@@ -68,6 +68,20 @@ class Store:
         self._down_until = 0.0  # time.monotonic() before which the store is not asked
         self._probing = False
 
+    # -- what a store provides to the policies (RedisStore implements them) --------------------
+
+    def key(self, name: str, *parts: object) -> str:
+        """The store key of a policy named name (or of one of its parts)."""
+        raise NotImplementedError
+
+    def _submit(self, script: Any, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """Queues one atomic decision; returns a future of its reply (or StoreUnavailable)."""
+        raise NotImplementedError
+
+    def _subscribe(self, channel: str, callback: Any) -> Any:
+        """Calls callback on each message of channel; returns the unsubscribe function."""
+        raise NotImplementedError
+
     # -- the breaker around the store ----------------------------------------------------------
 
     def _available(self) -> bool:
