@@ -182,19 +182,20 @@ class RedisStore(Store):
             "socket_connect_timeout": _CONNECT_TIMEOUT,
             "socket_timeout": None,
         }
-        if self._cluster is None:
-            probe = aioredis.Redis.from_url(self._url, **opts)
+        if not self._cluster:
+            client = aioredis.Redis.from_url(self._url, **opts)
             try:
-                info = await probe.info("cluster")
-            finally:
-                await probe.aclose()
+                info = await client.info("cluster")
+            except BaseException:
+                await client.aclose()
+                raise
             self._cluster = bool(info.get("cluster_enabled"))
-        if self._cluster:
-            cluster = aioredis.RedisCluster.from_url(self._url, **opts)
-            await cluster.initialize()
-            return cluster
-        client: Client = aioredis.Redis.from_url(self._url, **opts)
-        return client
+            if not self._cluster:
+                return client
+            await client.aclose()
+        cluster = aioredis.RedisCluster.from_url(self._url, **opts)
+        await cluster.initialize()
+        return cluster
 
     # -- decisions ------------------------------------------------------------------------------
 
@@ -226,12 +227,18 @@ class RedisStore(Store):
         return task
 
     async def _send(self, batch: list[_Op]) -> None:
+        st = self._state()
         try:
             async with asyncio.timeout(self.op_timeout):
                 client = await self._client()
                 replies = await self._run(client, batch)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._failed()
+            if st.client is None and st.connecting is not None and not st.connecting.done():
+                # Still connecting (a first connection may outlast op_timeout): these calls
+                # fall back, the connection goes on, and the store is not counted down.
+                self._probing = False
+            else:
+                self._failed()
             for op in batch:
                 if not op[3].done():
                     op[3].set_exception(StoreUnavailable(f"redis: {exc!r}"))
