@@ -18,6 +18,7 @@ import itertools
 import math
 import os
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Final
@@ -162,7 +163,9 @@ class SharedBulkhead(_core.Component, _native.Outcome):
         base = self._store.key(self._name)
         self._keys = (f"{base}:run", f"{base}:q", f"{base}:qexp", f"{base}:seq")
         self._channel = f"{base}:free"
-        self._parts: dict[asyncio.AbstractEventLoop, _LoopPart] = {}
+        self._parts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPart] = (
+            weakref.WeakKeyDictionary()
+        )
         self._by_task: dict[asyncio.Task[Any], list[_Permit]] = {}
         self.running = 0  # calls of this process holding a permit (any kind)
         self.queued = 0  # calls of this process queued in the store
