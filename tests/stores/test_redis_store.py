@@ -175,3 +175,21 @@ async def test_a_dead_server_costs_one_timeout_per_interval(own_redis: RedisServ
     assert s["opened"] == 1
     assert not s["up"]
     await store.aclose()
+
+
+async def test_store_counters_are_exported_as_a_metrics_series(own_redis: RedisServer) -> None:
+    from failsafe import _core
+
+    store = RedisStore(own_redis.url, prefix="otel:svc", on_error="deny")
+    limit = tokenbucket(5, 1, store=store, name="exported")
+    await limit.acquire()
+    own_redis.kill()
+    with pytest.raises(RateLimitExceeded):
+        await limit.acquire()
+    series = {(name, pattern): (metrics, s) for name, pattern, metrics, s in _core.all_series()}
+    metrics, s = series["redis.otel_svc", "store"]
+    counts = dict(zip(metrics, s.read(), strict=False))
+    assert counts["errors"] >= 1
+    assert counts["fallbacks"] >= 1
+    assert counts["decisions"] >= 1
+    await store.aclose()

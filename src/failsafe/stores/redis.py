@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import threading
 import weakref
 from collections.abc import Callable
@@ -117,7 +118,8 @@ class RedisStore(Store):
                 "url_or_client must be a Redis URL or a redis.asyncio Redis/RedisCluster,"
                 f" not {type(url_or_client).__name__}"
             )
-        super().__init__(name=f"redis.{prefix}"[:63], on_error=on_error, op_timeout=op_timeout)
+        metric_name = "redis." + re.sub(r"[^A-Za-z0-9_.\-/]", "_", prefix)
+        super().__init__(name=metric_name[:63], on_error=on_error, op_timeout=op_timeout)
         self._cluster: bool | None = None  # a URL's server: learned on the first connection
         self._given_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
