@@ -34,9 +34,9 @@ _NS_PER_US: Final = 1000
 _MAX_LOCAL: Final = 10_000  # keys remembered locally (refusals, prefetched tokens)
 
 # GCRA over one theoretical arrival time (TAT, microseconds of the server's clock).
-# ARGV: interval_us, burst, max_wait_us, want (tokens wanted when free: prefetch).
-# Reply: {admitted 0|1, wait_us (admitted: sleep before running; refused: retry after), taken,
-# new TAT}.
+# ARGV: interval_us, burst, max_wait_us, want (tokens wanted when free: prefetch), count of
+# requests decided in order. Reply per request: admitted 0|1, wait_us (admitted: sleep before
+# running; refused: retry after), tokens taken, the TAT it set.
 _GCRA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -46,18 +46,30 @@ local max_wait = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local avail = math.floor((now + burst * interval - tat) / interval)
-local n = 1
-local wait = 0
-if avail >= 1 then
-  if want < avail then n = want else n = avail end
-else
-  wait = tat + interval - burst * interval - now
-  if wait > max_wait then return {0, wait, 0, 0} end
+local first = tat
+local out = {}
+for i = 1, tonumber(ARGV[5]) do
+  local avail = math.floor((now + burst * interval - tat) / interval)
+  local n = 1
+  local wait = 0
+  local ok = 1
+  if avail >= 1 then
+    if want < avail then n = want else n = avail end
+  else
+    wait = tat + interval - burst * interval - now
+    if wait > max_wait then ok = 0 end
+  end
+  if ok == 1 then
+    tat = tat + n * interval
+    out[#out + 1] = 1; out[#out + 1] = wait; out[#out + 1] = n; out[#out + 1] = tat
+  else
+    out[#out + 1] = 0; out[#out + 1] = wait; out[#out + 1] = 0; out[#out + 1] = 0
+  end
 end
-local new = tat + n * interval
-redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1)
-return {1, wait, n, new}
+if tat ~= first then
+  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+end
+return out
 """
 
 # A cancelled waiter's reservation goes back when nobody reserved after it.
@@ -74,8 +86,8 @@ return 0
 """
 
 # Exact sliding window: a sorted set of admission times (microseconds), reservations included.
-# KEYS: the set, its sequence counter. ARGV: limit, window_us, max_wait_us.
-# Reply: {admitted 0|1, wait_us, 1, member}.
+# KEYS: the set, its sequence counter. ARGV: limit, window_us, max_wait_us, count of requests.
+# Reply per request: admitted 0|1, wait_us, 1, its member.
 _SLIDING: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -83,22 +95,32 @@ local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - window))
-local c = redis.call('ZCARD', KEYS[1])
-local at = now
-if c >= limit then
-  local e = redis.call('ZRANGE', KEYS[1], c - limit, c - limit, 'WITHSCORES')
-  at = tonumber(e[2]) + window
+local out = {}
+local latest = now
+for i = 1, tonumber(ARGV[4]) do
+  local c = redis.call('ZCARD', KEYS[1])
+  local at = now
+  if c >= limit then
+    local e = redis.call('ZRANGE', KEYS[1], c - limit, c - limit, 'WITHSCORES')
+    at = tonumber(e[2]) + window
+  end
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if last[2] ~= nil and tonumber(last[2]) > at then at = tonumber(last[2]) end
+  local wait = at - now
+  if wait > max_wait then
+    out[#out + 1] = 0; out[#out + 1] = wait; out[#out + 1] = 0; out[#out + 1] = 0
+  else
+    local seq = redis.call('INCR', KEYS[2])
+    redis.call('ZADD', KEYS[1], string.format('%d', at), seq)
+    out[#out + 1] = 1; out[#out + 1] = wait; out[#out + 1] = 1; out[#out + 1] = seq
+  end
 end
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if last[2] ~= nil and tonumber(last[2]) > at then at = tonumber(last[2]) end
-local wait = at - now
-if wait > max_wait then return {0, wait, 0, 0} end
-local seq = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], string.format('%d', at), seq)
-local ttl = math.ceil((at + window - now) / 1000) + 1
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if newest[2] ~= nil and tonumber(newest[2]) > latest then latest = tonumber(newest[2]) end
+local ttl = math.ceil((latest + window - now) / 1000) + 1
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
-return {1, wait, 1, seq}
+return out
 """
 
 _SLIDING_GIVE_BACK: Final = """
@@ -154,7 +176,7 @@ class SharedLimiter(_core.Component, _native.Outcome):
         self._give_back: Any
         from failsafe.stores.redis import Script  # scripts are Redis's today
 
-        self._script = Script(_SLIDING if sliding else _GCRA)
+        self._script = Script(_SLIDING if sliding else _GCRA, width=4)
         self._give_back = Script(_SLIDING_GIVE_BACK if sliding else _GCRA_GIVE_BACK)
         self._refused: dict[Any, tuple[int, int]] = {}  # key -> (until_ns, retry_at_ns)
         self._stash: dict[Any, int] = {}  # key -> prefetched tokens

@@ -48,16 +48,25 @@ _CLONED: Final = frozenset(
 
 
 class Script:
-    """One of our Lua scripts and its SHA1 (the scripts are constants: no input becomes one)."""
+    """One of our Lua scripts and its SHA1 (the scripts are constants: no input becomes one).
 
-    __slots__ = ("sha", "source")
+    A script with a ``width`` decides many requests in one run: it takes their count as its
+    last argument and replies ``width`` values per request, in order. Requests for one script
+    with the same keys and arguments in one loop turn (the concurrent calls of one policy)
+    then cost one script run, not one each.
+    """
 
-    def __init__(self, source: str) -> None:
+    __slots__ = ("sha", "source", "width")
+
+    def __init__(self, source: str, width: int = 0) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.width = width
 
 
 type _Op = tuple[Script, tuple[str, ...], tuple[int | float | str, ...], asyncio.Future[Any]]
+# One command of a pipeline: a script run serving one or more requests (their futures).
+type _Cmd = tuple[Script, tuple[str, ...], tuple[int | float | str, ...], list[asyncio.Future[Any]]]
 
 
 class _LoopState:
@@ -228,7 +237,21 @@ class RedisStore(Store):
         task.add_done_callback(st.tasks.discard)
         return task
 
-    async def _send(self, batch: list[_Op]) -> None:
+    async def _send(self, ops: list[_Op]) -> None:
+        batch: list[_Cmd] = []
+        merged: dict[tuple[str, tuple[str, ...], tuple[int | float | str, ...]], _Cmd] = {}
+        for script, keys, args, fut in ops:
+            if script.width:
+                cmd = merged.get((script.sha, keys, args))
+                if cmd is None:
+                    cmd = merged[script.sha, keys, args] = (script, keys, args, [])
+                    batch.append(cmd)
+                cmd[3].append(fut)
+            else:
+                batch.append((script, keys, args, [fut]))
+        await self._send_commands(batch, len(ops))
+
+    async def _send_commands(self, batch: list[_Cmd], decisions: int) -> None:
         st = self._state()
         try:
             async with asyncio.timeout(self.op_timeout):
@@ -241,34 +264,39 @@ class RedisStore(Store):
                 self._probing = False
             else:
                 self._failed()
-            for op in batch:
-                if not op[3].done():
-                    op[3].set_exception(StoreUnavailable(f"redis: {exc!r}"))
+            for cmd in batch:
+                for fut in cmd[3]:
+                    if not fut.done():
+                        fut.set_exception(StoreUnavailable(f"redis: {exc!r}"))
             return
         self._succeeded()
         self._count(ROUND_TRIPS)
-        self._count(DECISIONS, len(batch))
-        for op, reply in zip(batch, replies, strict=True):
-            fut = op[3]
-            if fut.done():  # its caller was cancelled
-                continue
+        self._count(DECISIONS, decisions)
+        for (script, _, _, futs), reply in zip(batch, replies, strict=True):
             if isinstance(reply, Exception):
                 self._failed()
-                fut.set_exception(StoreUnavailable(f"redis: {reply!r}"))
-            else:
-                fut.set_result(reply)
+                for fut in futs:
+                    if not fut.done():
+                        fut.set_exception(StoreUnavailable(f"redis: {reply!r}"))
+                continue
+            width = script.width
+            for i, fut in enumerate(futs):
+                if not fut.done():  # else its caller was cancelled
+                    fut.set_result(reply[i * width : i * width + width] if width else reply)
 
-    async def _run(self, client: Client, batch: list[_Op]) -> list[Any]:
+    async def _run(self, client: Client, batch: list[_Cmd]) -> list[Any]:
         pipe = client.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        for script, keys, args, futs in batch:
+            count = (len(futs),) if script.width else ()
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, *count)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if missing:  # a new or restarted server: EVAL sends the source and caches it
             pipe = client.pipeline(transaction=False)
             for i in missing:
-                script, keys, args, _ = batch[i]
-                pipe.execute_command("EVAL", script.source, len(keys), *keys, *args)
+                script, keys, args, futs = batch[i]
+                count = (len(futs),) if script.width else ()
+                pipe.execute_command("EVAL", script.source, len(keys), *keys, *args, *count)
             for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
                 replies[i] = reply
         return replies
