@@ -14,11 +14,11 @@ from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
 from failsafe.stores import RedisStore
 
 
-@pytest.fixture
-async def store(
-    redis_server: RedisServer, request: pytest.FixtureRequest
-) -> AsyncIterator[RedisStore]:
-    s = RedisStore(redis_server.url, prefix=f"rl-{request.node.name}"[:60])
+@pytest.fixture(params=["node", "cluster"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
+    """A store on the session's single node, then on its 3-node cluster."""
+    server = request.getfixturevalue("redis_server" if request.param == "node" else "redis_cluster")
+    s = RedisStore(server.url, prefix=f"rl-{request.node.name}"[:60], op_timeout=0.5)
     yield s
     await s.aclose()
 

@@ -72,7 +72,7 @@ type _Cmd = tuple[Script, tuple[str, ...], tuple[int | float | str, ...], list[a
 class _LoopState:
     """The store's client and pending batch for one event loop."""
 
-    __slots__ = ("client", "connecting", "owned", "pending", "pubsub", "tasks")
+    __slots__ = ("client", "connecting", "loaded", "owned", "pending", "pubsub", "tasks")
 
     def __init__(self) -> None:
         self.client: Client | None = None
@@ -81,6 +81,7 @@ class _LoopState:
         self.pending: list[_Op] = []
         self.tasks: set[asyncio.Task[Any]] = set()
         self.pubsub: _Subscriptions | None = None
+        self.loaded: set[tuple[str, int]] = set()  # (script sha, cluster slot) run already
 
 
 def _check_prefix(prefix: object) -> str:
@@ -206,6 +207,8 @@ class RedisStore(Store):
             await client.aclose()
         cluster = aioredis.RedisCluster.from_url(self._url, **opts)
         await cluster.initialize()
+        # A connection to every primary now, within the connect timeout, not a call's.
+        await cluster.execute_command("PING", target_nodes=aioredis.RedisCluster.PRIMARIES)
         return cluster
 
     # -- decisions ------------------------------------------------------------------------------
@@ -256,7 +259,7 @@ class RedisStore(Store):
         try:
             async with asyncio.timeout(self.op_timeout):
                 client = await self._client()
-                replies = await self._run(client, batch)
+                replies = await self._run(st, client, batch)
         except (RedisError, OSError, TimeoutError) as exc:
             if st.client is None and st.connecting is not None and not st.connecting.done():
                 # Still connecting (a first connection may outlast op_timeout): these calls
@@ -284,14 +287,28 @@ class RedisStore(Store):
                 if not fut.done():  # else its caller was cancelled
                     fut.set_result(reply[i * width : i * width + width] if width else reply)
 
-    async def _run(self, client: Client, batch: list[_Cmd]) -> list[Any]:
+    async def _run(self, st: _LoopState, client: Client, batch: list[_Cmd]) -> list[Any]:
+        # EVAL (the source) where this client has not run the script yet, EVALSHA after: a
+        # NOSCRIPT reply would be retried after the commands behind it, out of order.
+        cluster = isinstance(client, aioredis.RedisCluster)
+        loaded = st.loaded
+        places = []
         pipe = client.pipeline(transaction=False)
         for script, keys, args, futs in batch:
             count = (len(futs),) if script.width else ()
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, *count)
+            place = (script.sha, client.keyslot(keys[0]) if cluster else 0)  # type: ignore[union-attr]
+            places.append(place)
+            if place in loaded:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, *count)
+            else:
+                pipe.execute_command("EVAL", script.source, len(keys), *keys, *args, *count)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for place, reply in zip(places, replies, strict=True):
+            if not isinstance(reply, Exception):
+                loaded.add(place)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:  # a new or restarted server: EVAL sends the source and caches it
+        if missing:  # a restarted server (or a moved slot) forgot the scripts
+            loaded.clear()
             pipe = client.pipeline(transaction=False)
             for i in missing:
                 script, keys, args, futs = batch[i]
