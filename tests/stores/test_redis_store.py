@@ -9,7 +9,7 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
-from redis_server import RedisServer
+from redis_server import RedisCluster, RedisServer
 
 from failsafe.bulkhead import bulkhead
 from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
@@ -132,7 +132,7 @@ def test_one_store_serves_several_event_loops(redis_server: RedisServer) -> None
     # A redis.asyncio client belongs to one loop: the store keeps one per loop, the given
     # client on the first, a copy of its settings on the others.
     client = aioredis.Redis(port=redis_server.port)
-    store = RedisStore(client, prefix="loops")
+    store = RedisStore(client, prefix="loops", op_timeout=2)
     limit = tokenbucket(40, 60, store=store, name="threads")
     results: list[int] = []
 
@@ -193,3 +193,32 @@ async def test_store_counters_are_exported_as_a_metrics_series(own_redis: RedisS
     assert counts["fallbacks"] >= 1
     assert counts["decisions"] >= 1
     await store.aclose()
+
+
+def test_a_given_cluster_client_serves_several_event_loops(redis_cluster: RedisCluster) -> None:
+    client = aioredis.RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    store = RedisStore(client, prefix="cluster-loops", op_timeout=2)
+    limit = tokenbucket(30, 60, store=store, name="threads")
+    results: list[int] = []
+
+    def worker() -> None:
+        async def run() -> int:
+            admitted = 0
+            for _ in range(20):
+                try:
+                    await limit.acquire()
+                    admitted += 1
+                except RateLimitExceeded:
+                    pass
+            await store.aclose()
+            return admitted
+
+        results.append(asyncio.run(run()))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(results) == 30, store.stats()
+    assert store.stats()["errors"] == 0

@@ -171,6 +171,8 @@ class RedisStore(Store):
             client = self._take_given(st)
             if client is None:
                 client = await self._new_client()
+            else:
+                await _warm(client)
             st.client = client
             return client
 
@@ -206,9 +208,7 @@ class RedisStore(Store):
                 return client
             await client.aclose()
         cluster = aioredis.RedisCluster.from_url(self._url, **opts)
-        await cluster.initialize()
-        # A connection to every primary now, within the connect timeout, not a call's.
-        await cluster.execute_command("PING", target_nodes=aioredis.RedisCluster.PRIMARIES)
+        await _warm(cluster)
         return cluster
 
     # -- decisions ------------------------------------------------------------------------------
@@ -432,6 +432,15 @@ class _Subscriptions:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+async def _warm(client: Client) -> None:
+    """Opens the connections the first calls need, within the connect timeout, not theirs."""
+    if isinstance(client, aioredis.RedisCluster):
+        await client.initialize()
+        await client.execute_command("PING", target_nodes=aioredis.RedisCluster.PRIMARIES)
+    else:
+        await client.ping()
 
 
 def _clone(client: Client) -> Client:
