@@ -142,6 +142,7 @@ async def test_redis_down_under_each_on_error(own_redis: RedisServer, on_error: 
     expected = {"local": 2, "allow": 5, "deny": 0}[on_error]
     assert admitted == expected
     assert full == 5 - expected
+    print(f"bulkhead, redis killed, on_error={on_error}: longest call {longest * 1000:.1f} ms")
     assert longest < 0.05 + 0.05 + 0.4  # op_timeout + the body + margin
     assert policy.stats()["running"] == 0
     own_redis.start()
