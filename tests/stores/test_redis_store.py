@@ -48,6 +48,10 @@ def test_validation() -> None:
         bulkhead(2, store=store, name="x", lease=0)
     with pytest.raises(ValueError, match="prefetch"):
         tokenbucket(5, 1, store=store, name="x", prefetch=0)
+    with pytest.raises(ValueError, match="prefetch"):
+        tokenbucket(5, 1, name="x", prefetch=5)
+    with pytest.raises(TypeError, match="prefetch"):  # a sliding window logs each admission
+        slidingwindow(5, 1, store=store, name="x", prefetch=5)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="max_executions"):
         tokenbucket(0, 1, store=store, name="x")
     assert isinstance(store, Store)

@@ -194,7 +194,9 @@ class SharedBulkhead(_core.Component, _native.Outcome):
             self._forget(ident)
             return await self._fall_back(None)
         except BaseException:
-            fut.add_done_callback(lambda f: None if f.exception() else self._forget(ident))
+            fut.add_done_callback(
+                lambda f: None if f.cancelled() or f.exception() else self._forget(ident)
+            )
             raise
         if reply == 0:
             self._full(timed_out=False)

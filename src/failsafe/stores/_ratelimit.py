@@ -353,6 +353,8 @@ def shared_limiter(
     """Validates like the in-process limiter (it is built too: the on_error="local" path)."""
     from failsafe import ratelimit
 
+    if store is None:
+        raise ValueError("prefetch= (tokens per round trip to a store) needs store=")
     check_store(store, name, "slidingwindow" if sliding else "tokenbucket")
     local: Any
     if sliding:
