@@ -22,6 +22,8 @@ PROCESSES, TASKS, SECONDS = 4, 10, 3.0
 # Admission times are read on each worker's clock when its reply arrives, not on the server's
 # when it decided: a window of the record may hold decisions from this much earlier.
 OBSERVATION_SLACK = 0.1
+# Process start-up is slow on a loaded machine (and many times slower under a sanitizer).
+pytestmark = pytest.mark.timeout(900)
 
 
 def _run_workers(mode: str, url: str, name: str) -> list[list[object]]:
