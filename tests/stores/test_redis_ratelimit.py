@@ -210,3 +210,41 @@ async def test_a_stalled_server_never_stalls_a_call(own_redis: RedisServer) -> N
     await limit.acquire()
     assert store.up
     await store.aclose()
+
+
+async def test_keyed_registry_of_shared_limits(store: RedisStore) -> None:
+    from failsafe.keyed import keyed
+
+    per_tenant = keyed(
+        lambda tenant: tokenbucket(1, 60, store=store, name=f"tenant.{tenant}"),
+        key=lambda tenant: tenant,
+    )
+
+    @per_tenant
+    async def query(tenant: str) -> str:
+        return tenant
+
+    assert await query("a") == "a"
+    assert await query("b") == "b"
+    with pytest.raises(RateLimitExceeded):
+        await query("a")
+    per_tenant.clear()  # forgetting the local policy does not reset the shared bucket
+    with pytest.raises(RateLimitExceeded):
+        await query("a")
+
+
+async def test_listeners_hear_shared_refusals(store: RedisStore) -> None:
+    from failsafe.ratelimit import RateLimitListener
+
+    heard: list[float] = []
+
+    class Listener(RateLimitListener):
+        def on_rate_limited(self, limiter: object, retry_after: float) -> None:
+            heard.append(retry_after)
+
+    limit = tokenbucket(1, 60, store=store, name="heard", listeners=[Listener()])
+    await limit.acquire()
+    with pytest.raises(RateLimitExceeded):
+        await limit.acquire()
+    assert len(heard) == 1
+    assert 59 < heard[0] <= 60
