@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from redis_server import RedisServer
+from redis_server import REDIS_CLI, RedisServer
 
 from failsafe.bulkhead import BulkheadFull, bulkhead
 from failsafe.stores import RedisStore
@@ -150,4 +150,29 @@ async def test_redis_down_under_each_on_error(own_redis: RedisServer, on_error: 
     async with policy:  # shared again
         pass
     assert store.up
+    await store.aclose()
+
+
+async def test_a_stalled_server_leaves_no_permit_behind(own_redis: RedisServer) -> None:
+    # A request that timed out during the stall is run by the server when it catches up: the
+    # permit it took is released before this process's next request, not after its lease.
+    store = RedisStore(own_redis.url, prefix="bh-stall", on_error="local", op_timeout=0.05)
+    store.retry_interval = 0.2
+    policy = bulkhead(1, 1, store=store, name="stall", lease=30)
+    async with policy:
+        pass
+    assert REDIS_CLI is not None
+    sleeper = await asyncio.create_subprocess_exec(
+        REDIS_CLI, "-p", str(own_redis.port), "debug", "sleep", "1.0"
+    )
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    async with policy:  # decided locally after op_timeout
+        longest = time.monotonic() - t0
+    print(f"bulkhead, redis stalled 1 s: call entered after {longest * 1000:.1f} ms")
+    assert longest < store.op_timeout + 0.25
+    await sleeper.wait()
+    await asyncio.sleep(store.retry_interval + 0.05)
+    async with policy:  # shared again, and not full
+        assert store.up
     await store.aclose()

@@ -84,6 +84,12 @@ class Store:
 
     # -- the breaker around the store ----------------------------------------------------------
 
+    def _may_ask(self) -> bool:
+        """Whether a request now would be sent (no side effect, unlike _available)."""
+        return self._down_until == 0.0 or (
+            time.monotonic() >= self._down_until and not self._probing
+        )
+
     def _available(self) -> bool:
         """False while the store is known down: decide without it, at once."""
         if self._down_until == 0.0:

@@ -32,6 +32,7 @@ __all__ = ["SharedBulkhead"]
 FULL, ADMITTED, WAITED, TIMED_OUT = range(4)
 _US: Final = 1_000_000
 _POLL: Final = 0.25  # seconds between a queued call's polls when no wake-up arrives
+_MAX_ORPHANS: Final = 10_000
 
 # KEYS: running set, queue, queue expiries, sequence. ARGV: id, max_concurrency, max_capacity,
 # lease_us, may_queue (0|1). Reply: 1 granted, 2 queued (or still queued), 0 full.
@@ -167,6 +168,7 @@ class SharedBulkhead(_core.Component, _native.Outcome):
             weakref.WeakKeyDictionary()
         )
         self._by_task: dict[asyncio.Task[Any], list[_Permit]] = {}
+        self._orphans: set[str] = set()  # ids whose release the store did not confirm
         self.running = 0  # calls of this process holding a permit (any kind)
         self.queued = 0  # calls of this process queued in the store
 
@@ -185,6 +187,8 @@ class SharedBulkhead(_core.Component, _native.Outcome):
         may_queue = 0 if self.max_wait == 0 or self.max_capacity == self.max_concurrency else 1
         args = (ident, self.max_concurrency, self.max_capacity, self._lease_us, may_queue)
         part = self._part()
+        if self._orphans and store._may_ask():
+            self._release_orphans()  # in the same pipeline, ahead of this request
         try:
             fut = store._submit(self._acquire_script, self._keys, args)
             # Shielded: a call cancelled while its request is in flight releases what the
@@ -254,10 +258,29 @@ class SharedBulkhead(_core.Component, _native.Outcome):
             self.queued -= 1
 
     def _forget(self, ident: str) -> None:
-        """Releases ident in the store, without waiting (it leaves in this turn's pipeline)."""
-        with contextlib.suppress(StoreUnavailable):
+        """Releases ident in the store, without waiting (it leaves in this turn's pipeline).
+        A release the store does not confirm is retried before this process's next request:
+        a request that timed out may still have taken a permit when the server caught up."""
+        try:
             fut = self._store._submit(self._release_script, self._keys[:3], (self._channel, ident))
-            fut.add_done_callback(_consume)
+        except StoreUnavailable:
+            self._orphan(ident)
+            return
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                self._orphan(ident)
+
+        fut.add_done_callback(done)
+
+    def _orphan(self, ident: str) -> None:
+        if len(self._orphans) < _MAX_ORPHANS:  # beyond, their leases free them
+            self._orphans.add(ident)
+
+    def _release_orphans(self) -> None:
+        orphans, self._orphans = self._orphans, set()
+        for ident in orphans:
+            self._forget(ident)
 
     def _release(self, permit: _Permit) -> None:
         self.running -= 1

@@ -219,9 +219,10 @@ class RedisStore(Store):
         """Queues one script run for this loop turn's pipeline; the future gets its reply, or
         StoreUnavailable within op_timeout. Raises StoreUnavailable at once while the breaker
         around the store is open."""
-        if not self._available():
-            raise StoreUnavailable(f"redis store {self.prefix!r} is down")
         st = self._state()
+        # While a probe's batch is still pending, this turn's requests join it.
+        if not (self._probing and st.pending) and not self._available():
+            raise StoreUnavailable(f"redis store {self.prefix!r} is down")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if not st.pending:
@@ -260,7 +261,10 @@ class RedisStore(Store):
             async with asyncio.timeout(self.op_timeout):
                 client = await self._client()
                 replies = await self._run(st, client, batch)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # cancelled (its loop is closing)
+                self._probing = False
+                raise
             if st.client is None and st.connecting is not None and not st.connecting.done():
                 # Still connecting (a first connection may outlast op_timeout): these calls
                 # fall back, the connection goes on, and the store is not counted down.
@@ -323,15 +327,6 @@ class RedisStore(Store):
     ) -> Any:
         """One script run, batched; raises StoreUnavailable when the store cannot answer."""
         return await self._submit(script, keys, args)
-
-    async def _publish(self, channel: str, message: str) -> None:
-        """Publishes a wake-up; bounded by op_timeout, errors ignored (waiters also poll)."""
-        if not self._available():
-            return
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(self.op_timeout):
-                client = await self._client()
-                await client.publish(channel, message)
 
     def _subscribe(self, channel: str, callback: Callable[[], None]) -> Callable[[], None]:
         """Calls callback (in this loop) whenever a message arrives on channel, for as long
