@@ -221,4 +221,15 @@ async def main(calls: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=400, help="requests per run (default 400)")
-    asyncio.run(main(parser.parse_args().calls))
+    parser.add_argument(
+        "--workers", type=int, help="N uvicorn workers sharing a partner's limit through Redis"
+    )
+    parser.add_argument("--redis", help="Redis URL for --workers (default: a local redis-server)")
+    parser.add_argument("--seconds", type=int, default=5, help="seconds per mode for --workers")
+    opts = parser.parse_args()
+    if opts.workers:
+        from workers_demo import main as workers_main
+
+        asyncio.run(workers_main(opts.workers, opts.redis, opts.seconds))
+    else:
+        asyncio.run(main(opts.calls))

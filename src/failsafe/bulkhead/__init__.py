@@ -80,6 +80,13 @@ class Bulkhead(Component, _native.Bulkhead):
     PATTERN: ClassVar[str] = "bulkhead"
     METRICS: ClassVar[tuple[str, ...]] = ("full", "admitted", "waited", "timed_out")
 
+    def __new__(cls, *args: Any, store: Any = None, lease: float | None = None, **kw: Any) -> Any:
+        if store is not None:  # permits shared through a store: a policy of its own
+            from failsafe.stores._bulkhead import shared_bulkhead
+
+            return shared_bulkhead(*args, store=store, lease=lease, **kw)
+        return super().__new__(cls)
+
     def __init__(
         self,
         max_concurrency: int,
@@ -89,7 +96,11 @@ class Bulkhead(Component, _native.Bulkhead):
         name: str | None = None,
         listeners: Iterable[object] | None = None,
         event_manager: EventManager | None = None,
+        store: Any = None,
+        lease: float | None = None,
     ) -> None:
+        if lease is not None:
+            raise ValueError("lease= (a permit's lifetime in a store) needs store=")
         concurrency = _check_count(max_concurrency, "max_concurrency")
         capacity = (
             concurrency if max_capacity is None else _check_count(max_capacity, "max_capacity")

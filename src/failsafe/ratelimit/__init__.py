@@ -26,11 +26,14 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, ClassVar, Final, Protocol, overload, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, overload, runtime_checkable
 
 from failsafe import _core, _native, events
 from failsafe import testing as _testing
 from failsafe.ratelimit.exceptions import EmptyBucket, RateLimitExceeded
+
+if TYPE_CHECKING:
+    from failsafe.stores._ratelimit import SharedLimiter
 
 __all__ = [
     "EmptyBucket",
@@ -355,13 +358,24 @@ def tokenbucket(
     name: str | None = None,
     listeners: Iterable[Any] | None = None,
     event_manager: Any = None,
-) -> TokenBucketLimiter | KeyedTokenBucketLimiter:
+    store: Any = None,
+    prefetch: int | None = None,
+) -> TokenBucketLimiter | KeyedTokenBucketLimiter | SharedLimiter:
     """A token-bucket rate limit, as a decorator and an ``async with`` block.
 
     ``max_wait`` (seconds, default 0): how long a call may wait for its turn instead of being
     refused. ``key``: a callable of the call's arguments giving the key that has its own
-    bucket (``max_keys`` keys at most, see :class:`KeyedTokenBucketLimiter`).
+    bucket (``max_keys`` keys at most, see :class:`KeyedTokenBucketLimiter`). ``store``: a
+    :mod:`failsafe.stores` store holding the bucket for every process (needs ``name=``; see
+    :class:`failsafe.stores._ratelimit.SharedLimiter`); ``prefetch``: tokens one round trip
+    to the store may take for this process.
     """
+    if store is not None or prefetch is not None:
+        return _shared(
+            max_executions, per_time_secs, bucket_size, store=store, sliding=False,
+            max_wait=max_wait, key=key, max_keys=max_keys, prefetch=prefetch, name=name,
+            listeners=listeners, event_manager=event_manager,
+        )  # fmt: skip
     if key is not None:
         return KeyedTokenBucketLimiter(
             max_executions,
@@ -393,9 +407,17 @@ def slidingwindow(
     name: str | None = None,
     listeners: Iterable[Any] | None = None,
     event_manager: Any = None,
-) -> SlidingWindowLimiter:
+    store: Any = None,
+) -> SlidingWindowLimiter | SharedLimiter:
     """At most ``max_executions`` calls in any window of ``per_time_secs`` seconds (exact),
-    as a decorator and an ``async with`` block; ``max_wait`` as for :func:`tokenbucket`."""
+    as a decorator and an ``async with`` block; ``max_wait`` and ``store`` as for
+    :func:`tokenbucket`."""
+    if store is not None:
+        return _shared(
+            max_executions, per_time_secs, None, store=store, sliding=True, max_wait=max_wait,
+            key=None, max_keys=0, prefetch=None, name=name, listeners=listeners,
+            event_manager=event_manager,
+        )  # fmt: skip
     return SlidingWindowLimiter(
         max_executions,
         per_time_secs,
@@ -404,6 +426,12 @@ def slidingwindow(
         listeners=listeners,
         event_manager=event_manager,
     )
+
+
+def _shared(*args: Any, **kwargs: Any) -> SharedLimiter:
+    from failsafe.stores._ratelimit import shared_limiter  # the store's own slow path
+
+    return shared_limiter(*args, **kwargs)
 
 
 @runtime_checkable

@@ -1,0 +1,157 @@
+"""What every store shares: the ``on_error`` choice, the per-operation timeout, a breaker around
+the store itself, and counters of its errors and fallbacks (exported like any policy's)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar, Final
+
+from failsafe import _core, _native
+
+__all__ = ["ON_ERROR", "Store", "StoreUnavailable"]
+
+ON_ERROR: Final = ("local", "allow", "deny")
+
+# Counter order of a store's metrics.
+ROUND_TRIPS, DECISIONS, ERRORS, FALLBACKS, OPENED = range(5)
+
+
+class StoreUnavailable(Exception):  # internal: never reaches a guarded call
+    """The store could not answer in time (down, slow, restarting, or its breaker is open)."""
+
+
+class _Metrics(_core.Component, _native.Outcome):
+    """A store's C counters, so the OpenTelemetry instrumentor exports them as
+    ``{namespace}.{store name}.store.{metric}``."""
+
+    PATTERN: ClassVar[str] = "store"
+    METRICS: ClassVar[tuple[str, ...]] = (
+        "round_trips",
+        "decisions",
+        "errors",
+        "fallbacks",
+        "opened",
+    )
+
+    def __new__(cls, name: str) -> _Metrics:
+        # The pattern index only selects global listener flags, which a store never reads.
+        return super().__new__(cls, _core.PATTERNS["fallback"])
+
+    def __init__(self, name: str) -> None:
+        self._init_component(name, None)
+
+
+class Store:
+    """Base of the stores accepted by ``store=``.
+
+    ``on_error`` says what a policy does when the store cannot answer within ``op_timeout``
+    seconds: ``"local"`` decides with the same policy kept in this process, ``"allow"`` admits,
+    ``"deny"`` refuses with the pattern's own exception. After a failure the store is not asked
+    again for ``retry_interval`` seconds (every decision falls back at once meanwhile), then one
+    batch probes it; sharing resumes with the first answer.
+    """
+
+    retry_interval: float = 1.0
+
+    def __init__(self, *, name: str, on_error: object, op_timeout: object) -> None:
+        if not isinstance(on_error, str):
+            raise TypeError(f"on_error must be a str, not {type(on_error).__name__}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        timeout = _core.check_number(op_timeout, "op_timeout", allow_zero=False)
+        if math.isinf(timeout):
+            raise ValueError("op_timeout must be finite")
+        self.on_error: str = on_error
+        self.op_timeout: float = float(timeout)
+        self._metrics = _Metrics(name)
+        self._down_until = 0.0  # time.monotonic() before which the store is not asked
+        self._probing = False
+
+    # -- what a store provides to the policies (RedisStore implements them) --------------------
+
+    def key(self, name: str, *parts: object) -> str:
+        """The store key of a policy named name (or of one of its parts)."""
+        raise NotImplementedError
+
+    def _submit(self, script: Any, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """Queues one atomic decision; returns a future of its reply (or StoreUnavailable)."""
+        raise NotImplementedError
+
+    def _subscribe(self, channel: str, callback: Any) -> Any:
+        """Calls callback on each message of channel; returns the unsubscribe function."""
+        raise NotImplementedError
+
+    # -- the breaker around the store ----------------------------------------------------------
+
+    def _may_ask(self) -> bool:
+        """Whether a request now would be sent (no side effect, unlike _available)."""
+        return self._down_until == 0.0 or (
+            time.monotonic() >= self._down_until and not self._probing
+        )
+
+    def _available(self) -> bool:
+        """False while the store is known down: decide without it, at once."""
+        if self._down_until == 0.0:
+            return True
+        if time.monotonic() < self._down_until or self._probing:
+            return False
+        self._probing = True  # this batch probes; the others fall back until it answers
+        return True
+
+    def _succeeded(self) -> None:
+        self._down_until = 0.0
+        self._probing = False
+
+    def _failed(self) -> None:
+        self._count(ERRORS)
+        if self._down_until == 0.0:
+            self._count(OPENED)
+        self._down_until = time.monotonic() + self.retry_interval
+        self._probing = False
+
+    def _retry_in(self) -> float:
+        """Seconds until the store is asked again (0.0: it is asked now)."""
+        return max(0.0, self._down_until - time.monotonic()) if self._down_until else 0.0
+
+    def _count(self, index: int, n: int = 1) -> None:
+        self._metrics._count(index, n)
+
+    def _fell_back(self) -> None:
+        self._count(FALLBACKS)
+
+    @property
+    def up(self) -> bool:
+        """Whether the last operation succeeded (False while the breaker around it is open)."""
+        return self._down_until == 0.0
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (round trips, decisions, errors, fallbacks, times the breaker opened) and
+        the state."""
+        counts = self._metrics._counters()
+        return {
+            "name": self._metrics.name,
+            **dict(zip(_Metrics.METRICS, counts, strict=False)),
+            "up": self.up,
+            "retry_in": self._retry_in(),
+            "on_error": self.on_error,
+            "op_timeout": self.op_timeout,
+        }
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return (
+            f"<{type(self).__name__} {s['name']!r} up={s['up']} on_error={self.on_error!r}"
+            f" errors={s['errors']} fallbacks={s['fallbacks']}>"
+        )
+
+
+def check_store(store: object, name: object, pattern: str) -> Store:
+    """Validates ``store=`` (a Store) and the explicit ``name=`` it requires."""
+    if not isinstance(store, Store):
+        raise TypeError(f"store must be a failsafe store (e.g. RedisStore), not {store!r}")
+    if name is None:
+        raise ValueError(
+            f"{pattern} with store= needs an explicit name= (it names the shared keys)"
+        )
+    return store

@@ -1,0 +1,41 @@
+"""Fixtures starting real Redis servers: skipped with a clear reason when redis-server is absent
+(CI installs it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from redis_server import MISSING, REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer
+
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None or REDIS_CLI is None, reason=MISSING)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "stores" in item.path.parts:
+            item.add_marker(needs_redis)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session (tests use distinct key prefixes)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone: it may kill, restart or stall it."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-node cluster (no replicas) for the session."""
+    cluster = RedisCluster().start()
+    yield cluster
+    cluster.stop()

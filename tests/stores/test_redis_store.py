@@ -1,0 +1,228 @@
+"""RedisStore against a real redis-server: validation, lazy connection, batching, scripts,
+clients per event loop, closing, the breaker around Redis and its counters."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import redis.asyncio as aioredis
+from redis_server import RedisCluster, RedisServer
+
+from failsafe.bulkhead import bulkhead
+from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
+from failsafe.stores import RedisStore, Store
+
+
+def test_validation() -> None:
+    with pytest.raises(TypeError, match="url_or_client"):
+        RedisStore(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="url_or_client"):
+        RedisStore("http://localhost")
+    with pytest.raises(ValueError, match="on_error"):
+        RedisStore("redis://localhost", on_error="open")
+    with pytest.raises(TypeError, match="on_error"):
+        RedisStore("redis://localhost", on_error=None)  # type: ignore[arg-type]
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="op_timeout"):
+            RedisStore("redis://localhost", op_timeout=bad)
+    with pytest.raises(ValueError, match="prefix"):
+        RedisStore("redis://localhost", prefix="a{b}")
+    store = RedisStore("redis://localhost")
+    with pytest.raises(TypeError, match="store"):
+        tokenbucket(5, 1, store="redis://localhost", name="x")
+    with pytest.raises(TypeError, match="store"):
+        bulkhead(2, store=object(), name="x")
+    for make in (
+        lambda: tokenbucket(5, 1, store=store),
+        lambda: slidingwindow(5, 1, store=store),
+        lambda: bulkhead(2, store=store),
+    ):
+        with pytest.raises(ValueError, match="name"):
+            make()
+    with pytest.raises(ValueError, match="lease"):
+        bulkhead(2, lease=5)
+    with pytest.raises(ValueError, match="lease"):
+        bulkhead(2, store=store, name="x", lease=0)
+    with pytest.raises(ValueError, match="prefetch"):
+        tokenbucket(5, 1, store=store, name="x", prefetch=0)
+    with pytest.raises(ValueError, match="prefetch"):
+        tokenbucket(5, 1, name="x", prefetch=5)
+    with pytest.raises(TypeError, match="prefetch"):  # a sliding window logs each admission
+        slidingwindow(5, 1, store=store, name="x", prefetch=5)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="max_executions"):
+        tokenbucket(0, 1, store=store, name="x")
+    assert isinstance(store, Store)
+
+
+def test_policies_build_at_import_time_without_a_loop(redis_server: RedisServer) -> None:
+    # Built outside any event loop; the first call (in a loop) connects.
+    store = RedisStore(redis_server.url, prefix="import")
+    limit = tokenbucket(2, 60, store=store, name="at_import")
+    assert store.stats()["round_trips"] == 0
+
+    async def main() -> int:
+        admitted = 0
+        for _ in range(4):
+            try:
+                await limit.acquire()
+                admitted += 1
+            except RateLimitExceeded:
+                pass
+        await store.aclose()
+        return admitted
+
+    assert asyncio.run(main()) == 2
+
+
+async def test_concurrent_decisions_share_one_round_trip(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, prefix="batch")
+    limit = tokenbucket(1000, 1, store=store, name="batched")
+    await limit.acquire()  # connects
+    before = store.stats()["round_trips"]
+    await asyncio.gather(*(limit.acquire() for _ in range(50)))
+    assert store.stats()["round_trips"] == before + 1
+    assert store.stats()["decisions"] == 51
+    await store.aclose()
+
+
+async def test_scripts_reload_after_script_flush(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, prefix="flush")
+    limit = tokenbucket(3, 60, store=store, name="flushed")
+    await limit.acquire()
+    redis_server.cli("script", "flush")
+    await limit.acquire()
+    await limit.acquire()
+    with pytest.raises(RateLimitExceeded):
+        await limit.acquire()
+    assert store.stats()["errors"] == 0
+    await store.aclose()
+
+
+async def test_keys_are_hash_tagged_under_the_prefix(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, prefix="tagged")
+    await tokenbucket(3, 60, store=store, name="tb")(_noop)()
+    await slidingwindow(3, 60, store=store, name="sw")(_noop)()
+    keyed = tokenbucket(3, 60, key=lambda user: user, store=store, name="per_user")
+    await keyed(_noop)("ann")
+    keys = set(redis_server.cli("--scan", "--pattern", "{tagged:*").split())
+    assert keys == {"{tagged:tb}", "{tagged:sw}", "{tagged:sw}:seq", "{tagged:per_user}:k:ann"}
+    await store.aclose()
+
+
+async def _noop(*args: object) -> None:
+    return None
+
+
+async def test_aclose_closes_only_a_client_it_made(redis_server: RedisServer) -> None:
+    client = aioredis.Redis(port=redis_server.port)
+    given = RedisStore(client, prefix="given")
+    await tokenbucket(5, 1, store=given, name="g").acquire()
+    await given.aclose()
+    assert await client.ping()  # still usable: its owner closes it
+    await client.aclose()
+
+    made = RedisStore(redis_server.url, prefix="made")
+    await tokenbucket(5, 1, store=made, name="m").acquire()
+    made_client = await made._client()
+    await made.aclose()
+    assert made.stats()["loops"] == 0
+    assert made_client.connection_pool._in_use_connections == set()  # type: ignore[union-attr]
+
+
+def test_one_store_serves_several_event_loops(redis_server: RedisServer) -> None:
+    # A redis.asyncio client belongs to one loop: the store keeps one per loop, the given
+    # client on the first, a copy of its settings on the others.
+    client = aioredis.Redis(port=redis_server.port)
+    store = RedisStore(client, prefix="loops", op_timeout=2)
+    limit = tokenbucket(40, 60, store=store, name="threads")
+    results: list[int] = []
+
+    def worker() -> None:
+        async def run() -> int:
+            admitted = 0
+            for _ in range(20):
+                try:
+                    await limit.acquire()
+                    admitted += 1
+                except RateLimitExceeded:
+                    pass
+            return admitted
+
+        results.append(asyncio.run(run()))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(results) == 40  # one limit across the three loops
+    assert store.stats()["errors"] == 0
+
+
+async def test_a_dead_server_costs_one_timeout_per_interval(own_redis: RedisServer) -> None:
+    store = RedisStore(own_redis.url, prefix="dead", on_error="allow", op_timeout=0.05)
+    limit = tokenbucket(1000, 1, store=store, name="d")
+    await limit.acquire()
+    own_redis.kill()
+    t0 = time.monotonic()
+    calls = 0
+    while time.monotonic() - t0 < 0.6:
+        await limit.acquire()  # allowed: fails open
+        calls += 1
+        await asyncio.sleep(0.002)
+    s = store.stats()
+    assert s["errors"] == 1  # the first failure opened the breaker for retry_interval
+    assert s["fallbacks"] == calls
+    assert s["opened"] == 1
+    assert not s["up"]
+    await store.aclose()
+
+
+async def test_store_counters_are_exported_as_a_metrics_series(own_redis: RedisServer) -> None:
+    from failsafe import _core
+
+    store = RedisStore(own_redis.url, prefix="otel:svc", on_error="deny")
+    limit = tokenbucket(5, 1, store=store, name="exported")
+    await limit.acquire()
+    own_redis.kill()
+    with pytest.raises(RateLimitExceeded):
+        await limit.acquire()
+    series = {(name, pattern): (metrics, s) for name, pattern, metrics, s in _core.all_series()}
+    metrics, s = series["redis.otel_svc", "store"]
+    counts = dict(zip(metrics, s.read(), strict=False))
+    assert counts["errors"] >= 1
+    assert counts["fallbacks"] >= 1
+    assert counts["decisions"] >= 1
+    await store.aclose()
+
+
+def test_a_given_cluster_client_serves_several_event_loops(redis_cluster: RedisCluster) -> None:
+    client = aioredis.RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    store = RedisStore(client, prefix="cluster-loops", op_timeout=2)
+    limit = tokenbucket(30, 60, store=store, name="threads")
+    results: list[int] = []
+
+    def worker() -> None:
+        async def run() -> int:
+            admitted = 0
+            for _ in range(20):
+                try:
+                    await limit.acquire()
+                    admitted += 1
+                except RateLimitExceeded:
+                    pass
+            await store.aclose()
+            return admitted
+
+        results.append(asyncio.run(run()))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(results) == 30, store.stats()
+    assert store.stats()["errors"] == 0
