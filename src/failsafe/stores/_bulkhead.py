@@ -19,11 +19,12 @@ import math
 import os
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Self, cast
 
 from failsafe import _core, _native, events
+from failsafe._types import Decorated
 from failsafe.bulkhead.exceptions import BulkheadFull
 from failsafe.stores._base import Store, StoreUnavailable, check_store
 
@@ -341,9 +342,7 @@ class SharedBulkhead(_core.Component, _native.Outcome):
 
     # -- decorator and block forms ------------------------------------------------------------
 
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
+    def __call__[**P, T](self, fn: Callable[P, Awaitable[T]]) -> Decorated[P, T, Self]:
         """Decorates an async function: each call holds a permit while it runs."""
         _core.check_async(fn, self.PATTERN)
         acquire, release = self._acquire_any, self._release
@@ -357,7 +356,7 @@ class SharedBulkhead(_core.Component, _native.Outcome):
 
         wrapped = functools.wraps(fn)(guarded)
         wrapped.policy = self  # type: ignore[attr-defined]
-        return wrapped
+        return cast(Decorated[P, T, Self], wrapped)
 
     async def _acquire_any(self) -> _Permit:
         try:

@@ -18,11 +18,12 @@ import contextlib
 import functools
 import inspect
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Self, cast
 
 from failsafe import _core, _native, events
+from failsafe._types import Decorated
 from failsafe.ratelimit.exceptions import RateLimitExceeded
 from failsafe.stores._base import Store, StoreUnavailable, check_store
 
@@ -269,9 +270,7 @@ class SharedLimiter(_core.Component, _native.Outcome):
 
     # -- decorator and block forms ------------------------------------------------------------
 
-    def __call__[**P, T](
-        self, fn: Callable[P, Awaitable[T]]
-    ) -> Callable[P, Coroutine[Any, Any, T]]:
+    def __call__[**P, T](self, fn: Callable[P, Awaitable[T]]) -> Decorated[P, T, Self]:
         """Decorates an async function: each call takes a token first (when awaited)."""
         _core.check_async(fn, self.PATTERN)
         key_fn = self._key_fn
@@ -291,7 +290,7 @@ class SharedLimiter(_core.Component, _native.Outcome):
 
         wrapped = functools.wraps(fn)(limited)
         wrapped.policy = self  # type: ignore[attr-defined]
-        return wrapped
+        return cast(Decorated[P, T, Self], wrapped)
 
     async def __aenter__(self) -> None:
         if self._key_fn is not None:
