@@ -54,6 +54,8 @@ struct FsTimerQueue {
     size_t map_cap;
     size_t map_used;
     double armed_when;      /* deadline of handle; -inf when armed with call_soon; +inf if none */
+    double armed_for;       /* the deadline handle was armed for, even with call_soon: the loop
+                             * runs it once it judges that deadline reached */
     double resolution;      /* loop._clock_resolution: _run_once runs handles due within it */
     Py_ssize_t live;        /* registered entries, in the heap or not (no deadline) */
     fs_heap heap;
@@ -223,6 +225,7 @@ static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
     }
     q->arm_gen = (q->arm_gen + 1) & 0xff;
     q->armed_when = INFINITY;
+    q->armed_for = -INFINITY;
     PyObject *old = q->handle;
     if (old != NULL) {
         q->handle = NULL;
@@ -273,6 +276,7 @@ static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
         PyErr_Clear();
     }
     q->armed_when = when <= now ? -INFINITY : when;
+    q->armed_for = when;
     return 0;
 }
 
@@ -428,7 +432,14 @@ static TimeoutScope *tmap_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t)
 /* The single loop callback: cancels the task of every due entry, then arms for the rest.
  * task.cancel() may run arbitrary code (Task subclasses) that adds or removes entries: each
  * entry leaves the heap before the call, the top is re-read every turn, and arming waits for
- * the end of the pass. */
+ * the end of the pass.
+ *
+ * Due is what the loop itself judged due by running this timer (every deadline up to the one it
+ * was armed for), what its clock has reached, and what _run_once would run now (within
+ * loop._clock_resolution). Trusting the loop's decision matters where its clock is coarse or
+ * cached (uvloop: whole milliseconds, and call_at rounds to them): a deadline not yet reached
+ * by time() when the timer runs would otherwise re-arm call_soon until the clock ticks, and
+ * timeout(0) would outlive the first suspension. */
 static PyObject *tq_fire(PyObject *self, PyObject *gen)
 {
     FsTimerQueue *q = (FsTimerQueue *)self;
@@ -439,7 +450,9 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
                              * state is already cleared (interpreter shutdown) */
     }
     Py_CLEAR(q->handle);
+    double armed_for = q->armed_for;
     q->armed_when = INFINITY;
+    q->armed_for = -INFINITY;
     PyObject *loop = tq_loop(q);
     if (loop == NULL) {
         Py_RETURN_NONE;
@@ -450,10 +463,10 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
         Py_DECREF(loop);
         Py_RETURN_NONE;
     }
-    double limit = now + q->resolution;
+    double limit = now + q->resolution, reached = armed_for > now ? armed_for : now;
     q->firing = 1;
     fs_heap_node *top;
-    while ((top = fs_heap_peek(&q->heap)) != NULL && top->when < limit) {
+    while ((top = fs_heap_peek(&q->heap)) != NULL && (top->when <= reached || top->when < limit)) {
         fs_heap_pop(&q->heap);
         FsTimerEntry *e = entry_of(top);
         PyObject *owner = e->owner;     /* the heap's reference passes to this pass */
@@ -604,6 +617,7 @@ static FsTimerQueue *tq_new(fs_state *st, PyObject *loop, PyObject *key)
     q->kw_context = NULL;
     q->arm_gen = 0;
     q->armed_when = INFINITY;
+    q->armed_for = -INFINITY;
     q->resolution = 0.0;
     q->live = 0;
     fs_heap_init(&q->heap, NULL, 0);
