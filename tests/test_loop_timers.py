@@ -186,3 +186,61 @@ def test_deadlines_fire_in_their_order_on_a_coarse_clock(
         ]
 
     assert run(main()) == ["inner", "outer", "none"]
+
+
+# ------------------------------------------------------------------------------------------
+# The loop's clock, read without calling loop.time() where it is known
+
+
+def test_the_queue_reads_the_loops_own_clock(
+    run: Callable[[Coroutine[Any, Any, Any]], Any], request: pytest.FixtureRequest
+) -> None:
+    # Deadlines are loop.time() + seconds exactly as if loop.time() had been called at entry.
+    async def main() -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        policy = timeout(10)
+        outside = 0
+        for _ in range(20_000):
+            before = loop.time()
+            async with policy as scope:
+                when = scope.when()
+            after = loop.time()
+            assert when is not None
+            outside += not (before + 10 <= when <= after + 10)
+        return _native._timeout_clock(), outside
+
+    kind = request.node.callspec.params["run"]
+    assert run(main()) == ({"uvloop": "libuv", "asyncio": "monotonic"}[kind], 0)
+
+
+def test_a_patched_loop_clock_is_called(run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+    async def main() -> tuple[str, float, float | None, float]:
+        loop = asyncio.get_running_loop()
+        real = loop.time
+        loop.time = lambda: real() + 1000.0  # type: ignore[method-assign]
+        before = loop.time()
+        async with timeout(10) as scope:
+            when = scope.when()
+        return _native._timeout_clock(), before, when, loop.time()
+
+    kind, before, when, after = run(main())
+    assert kind == "call"
+    assert when is not None
+    assert before + 10 <= when <= after + 10
+
+
+def test_a_loop_subclass_overriding_time_is_called() -> None:
+    class Shifted(uvloop.Loop):  # type: ignore[misc]
+        def time(self) -> float:
+            return float(super().time()) + 5000.0
+
+    async def main() -> tuple[str, float, float | None]:
+        async with timeout(10) as scope:
+            when = scope.when()
+        return _native._timeout_clock(), asyncio.get_running_loop().time(), when
+
+    with asyncio.Runner(loop_factory=Shifted) as r:
+        kind, now, when = r.run(main())
+    assert kind == "call"
+    assert when is not None
+    assert now <= when <= now + 10
