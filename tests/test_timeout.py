@@ -540,7 +540,6 @@ async def test_staggered_entries_fire_in_deadline_order() -> None:
     # (uvloop), and those have no order among them.
     order = [deadlines[i] for i in fired]
     assert order == sorted(order)
-    assert len(set(deadlines.values())) > 1
 
 
 # ------------------------------------------------------------------------------------------
