@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
-import uvloop
 
 from failsafe import _native
 from failsafe.hedge import hedge
 from failsafe.timeout import timeout
+
+uvloop = pytest.importorskip("uvloop")
 
 
 class _ArmCounter:
