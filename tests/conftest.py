@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,22 @@ import pytest
 from failsafe import events
 from failsafe._core import PATTERNS
 from failsafe.testing import FakeClock, instant_waits
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop for every test, pytest-asyncio's and asyncio.run()'s alike",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("loop") == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 @pytest.fixture

@@ -477,6 +477,160 @@ async def test_closing_the_call_while_hedging_cancels_the_attempts() -> None:
     assert sorted(script.ended) == [0, 1]
 
 
+class Stop(BaseException):
+    """An application's own BaseException: neither a failure nor a cancellation."""
+
+
+def idle_counters(fn: Any) -> None:
+    counters = stats(fn)
+    assert (counters["success"], counters["failure"], counters["all_failed"]) == (0, 0, 0)
+
+
+async def test_base_exception_from_the_hedge_attempt_ends_the_call() -> None:
+    # The first attempt would answer later: the second one's BaseException ends the call.
+    first = Hang(then="late")
+    script = Script(first, Stop("second"))
+    guarded = hedge(attempts=2, delay=DELAY)(script)
+    asyncio.get_running_loop().call_later(0.2, first.release)
+    with pytest.raises(Stop, match="second"):
+        await guarded()
+    assert script.cancelled == [0]
+    assert sorted(script.ended) == [0, 1]
+    me = asyncio.current_task()
+    assert me is not None
+    assert me.cancelling() == 0
+    idle_counters(guarded)
+
+
+async def test_base_exception_from_the_inline_attempt_ends_the_call() -> None:
+    first = Hang(then=Stop("first"))
+    script = Script(first, Hang())
+    guarded = hedge(attempts=2, delay=DELAY)(script)
+    task = asyncio.create_task(guarded())
+    await until(lambda: len(script.started) == 2)
+    first.release()
+    with pytest.raises(Stop, match="first"):
+        await task
+    assert script.cancelled == [1]
+    assert sorted(script.ended) == [0, 1]
+
+
+async def test_base_exception_raised_on_our_cancel_ends_the_call() -> None:
+    # The hedge won; the inline attempt answers our cancellation with a BaseException.
+    calls = [0]
+
+    async def fn() -> str:
+        calls[0] += 1
+        if calls[0] == 1:
+            try:
+                await asyncio.sleep(LONG)
+            except asyncio.CancelledError:
+                raise Stop("while cancelled") from None
+        return "winner"
+
+    with pytest.raises(Stop, match="while cancelled"):
+        await hedge(attempts=2, delay=DELAY)(fn)()
+    me = asyncio.current_task()
+    assert me is not None
+    assert me.cancelling() == 0
+
+
+async def test_base_exception_from_a_loser_ends_the_call() -> None:
+    calls = [0]
+
+    async def fn() -> str:
+        calls[0] += 1
+        if calls[0] == 1:
+            try:
+                await asyncio.sleep(LONG)
+            finally:
+                raise Stop("loser")
+        return "winner"
+
+    with pytest.raises(Stop, match="loser"):
+        await hedge(attempts=2, delay=0)(fn)()
+
+
+async def test_base_exception_with_delay_zero_ends_the_call_not_all_failed() -> None:
+    late = Hang(then=ValueError("late"))
+    script = Script(late, Stop("second"), Hang())
+    guarded = hedge(attempts=3, delay=0)(script)
+    asyncio.get_running_loop().call_later(0.2, late.release)
+    with pytest.raises(Stop, match="second"):
+        await guarded()
+    assert sorted(script.cancelled) == [0, 2]
+    assert sorted(script.ended) == [0, 1, 2]
+    idle_counters(guarded)
+
+
+@pytest.mark.parametrize("delay", [0.0, LONG])
+async def test_base_exception_is_not_retried_or_replaced_by_outer_policies(delay: float) -> None:
+    script = Script(ValueError("a"), Stop("b"), "ok")
+    retried = retry(on=HedgeAllFailed, attempts=2, backoff=0)(
+        hedge(attempts=2, delay=delay)(script)
+    )
+    with pytest.raises(Stop, match="b"):
+        await retried()
+    assert len(script.started) == 2
+    script = Script(ValueError("a"), Stop("b"), "ok")
+    replaced = fallback(0)(hedge(attempts=2, delay=delay)(script))
+    with pytest.raises(Stop, match="b"):
+        await replaced()
+
+
+async def test_base_exception_starting_an_attempt_ends_the_call() -> None:
+    script = Script(Hang())
+    calls = [0]
+
+    def fn() -> Any:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise Stop("at start")
+        return script()
+
+    inspect.markcoroutinefunction(fn)
+    with pytest.raises(Stop, match="at start"):
+        await hedge(attempts=3, delay=DELAY)(fn)()
+    assert script.cancelled == [0]
+    assert calls[0] == 2
+
+
+async def test_closing_a_delay_zero_call_mid_flight_is_quiet() -> None:
+    script = Script(Hang(), Hang())
+    guarded = hedge(attempts=2, delay=0)(script)
+    call = guarded()
+
+    async def driver() -> None:
+        await call
+
+    task = asyncio.create_task(driver())
+    await until(lambda: len(script.started) == 2)
+    call.close()  # no "coroutine ignored GeneratorExit"
+    await until(lambda: sorted(script.ended) == [0, 1])
+    assert sorted(script.cancelled) == [0, 1]
+    task.cancel()  # the driver still awaits the closed call
+    (outcome,) = await asyncio.gather(task, return_exceptions=True)
+    assert isinstance(outcome, (RuntimeError, asyncio.CancelledError))
+
+
+async def test_closing_a_call_awaiting_its_hedge_is_quiet() -> None:
+    # The inline attempt failed: the call now waits in the race for the hedge attempt.
+    script = Script(ValueError("first"), Hang())
+    guarded = hedge(attempts=2, delay=LONG)(script)
+    call = guarded()
+
+    async def driver() -> None:
+        await call
+
+    task = asyncio.create_task(driver())
+    await until(lambda: len(script.started) == 2)
+    call.close()
+    await until(lambda: 1 in script.ended)
+    assert script.cancelled == [1]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_after_a_cancel_the_policy_is_idle() -> None:
     script = Script(Hang(), Hang(), "ok")
     guarded = hedge(attempts=2, delay=DELAY)(script)
@@ -497,7 +651,8 @@ async def test_thousand_concurrent_calls_on_one_policy() -> None:
     async def fn(i: int, slow: bool) -> int:
         if slow:
             await asyncio.sleep(LONG)
-        await asyncio.sleep(0)
+        # Answers in its first step: never hedged, however long the loop takes to start 1000
+        # tasks (uvloop runs due timers before the ready callbacks of the same turn).
         return i
 
     attempts: dict[int, int] = {}

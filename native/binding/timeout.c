@@ -55,10 +55,12 @@ struct FsTimerQueue {
     size_t map_cap;
     size_t map_used;
     double armed_when;      /* deadline of handle; -inf when armed with call_soon; +inf if none */
+    double armed_for;       /* the deadline handle was armed for, even with call_soon: the loop
+                             * runs it once it judges that deadline reached */
     double resolution;      /* loop._clock_resolution: _run_once runs handles due within it */
     Py_ssize_t live;        /* registered entries, in the heap or not (no deadline) */
     fs_heap heap;
-    int fast_clock;         /* loop.time() is time.monotonic(): read CLOCK_MONOTONIC directly */
+    int clock;              /* TQ_CLOCK_*: how to read loop.time() */
     int firing;
 };
 
@@ -108,12 +110,52 @@ static double monotonic_s(void)
     return d;
 }
 
+/* How a queue reads its loop's time(): by calling it, or directly from the clock it is known
+ * to read (checked once per loop). */
+enum { TQ_CLOCK_CALL = 0, TQ_CLOCK_MONOTONIC, TQ_CLOCK_LIBUV };
+
+#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
+#define TQ_HAVE_LIBUV_CLOCK 1
+
+/* libuv's fast clock on Linux: CLOCK_MONOTONIC_COARSE when its resolution is 1 ms or finer,
+ * else CLOCK_MONOTONIC (the rule of libuv's uv__hrtime(UV_CLOCK_FAST)). */
+static clockid_t libuv_fast_clock(void)
+{
+    static int chosen = -1;     /* read under the GIL */
+    if (chosen < 0) {
+        struct timespec res;
+        chosen = clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && res.tv_sec == 0
+                         && res.tv_nsec <= 1000000
+                     ? 1 : 0;
+    }
+    return chosen ? CLOCK_MONOTONIC_COARSE : CLOCK_MONOTONIC;
+}
+
+/* uvloop's Loop.time(): uv_update_time() then uv_now() / 1000, i.e. whole milliseconds of
+ * libuv's fast clock, divided as a double (exact for any uptime below 2**53 ms). */
+static double libuv_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(libuv_fast_clock(), &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (double)ms / 1000.0;
+}
+#else
+#define TQ_HAVE_LIBUV_CLOCK 0
+#endif
+
 static int tq_now(FsTimerQueue *q, PyObject *loop, double *now)
 {
-    if (q->fast_clock) {
+    if (q->clock == TQ_CLOCK_MONOTONIC) {
         *now = monotonic_s();
         return 0;
     }
+#if TQ_HAVE_LIBUV_CLOCK
+    if (q->clock == TQ_CLOCK_LIBUV) {
+        *now = libuv_now_s();
+        return 0;
+    }
+#endif
     PyObject *t = PyObject_CallMethodNoArgs(loop, q->st->str_time);
     if (t == NULL) {
         return -1;
@@ -222,6 +264,7 @@ static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
     }
     q->arm_gen = (q->arm_gen + 1) & 0xff;
     q->armed_when = INFINITY;
+    q->armed_for = -INFINITY;
     PyObject *old = q->handle;
     if (old != NULL) {
         q->handle = NULL;
@@ -275,6 +318,7 @@ static int tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
         PyErr_Clear();
     }
     q->armed_when = when <= now ? -INFINITY : when;
+    q->armed_for = when;
     return 0;
 }
 
@@ -430,7 +474,14 @@ static TimeoutScope *tmap_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t)
 /* The single loop callback: cancels the task of every due entry, then arms for the rest.
  * task.cancel() may run arbitrary code (Task subclasses) that adds or removes entries: each
  * entry leaves the heap before the call, the top is re-read every turn, and arming waits for
- * the end of the pass. */
+ * the end of the pass.
+ *
+ * Due is what the loop itself judged due by running this timer (every deadline up to the one it
+ * was armed for), what its clock has reached, and what _run_once would run now (within
+ * loop._clock_resolution). Trusting the loop's decision matters where its clock is coarse or
+ * cached (uvloop: whole milliseconds, and call_at rounds to them): a deadline not yet reached
+ * by time() when the timer runs would otherwise re-arm call_soon until the clock ticks, and
+ * timeout(0) would outlive the first suspension. */
 static PyObject *tq_fire(PyObject *self, PyObject *gen)
 {
     FsTimerQueue *q = (FsTimerQueue *)self;
@@ -441,7 +492,9 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
                              * state is already cleared (interpreter shutdown) */
     }
     Py_CLEAR(q->handle);
+    double armed_for = q->armed_for;
     q->armed_when = INFINITY;
+    q->armed_for = -INFINITY;
     PyObject *loop = tq_loop(q);
     if (loop == NULL) {
         Py_RETURN_NONE;
@@ -452,10 +505,10 @@ static PyObject *tq_fire(PyObject *self, PyObject *gen)
         Py_DECREF(loop);
         Py_RETURN_NONE;
     }
-    double limit = now + q->resolution;
+    double limit = now + q->resolution, reached = armed_for > now ? armed_for : now;
     q->firing = 1;
     fs_heap_node *top;
-    while ((top = fs_heap_peek(&q->heap)) != NULL && top->when < limit) {
+    while ((top = fs_heap_peek(&q->heap)) != NULL && (top->when <= reached || top->when < limit)) {
         fs_heap_pop(&q->heap);
         FsTimerEntry *e = entry_of(top);
         PyObject *owner = e->owner;     /* the heap's reference passes to this pass */
@@ -520,16 +573,46 @@ static PyObject *tq_loop_gone(PyObject *self, PyObject *Py_UNUSED(ref))
     Py_RETURN_NONE;
 }
 
-/* True when loop.time is BaseEventLoop.time over the real time.monotonic, checked once per loop:
- * then CLOCK_MONOTONIC gives the loop's own clock (uvloop and test clocks take loop.time()). */
-static int loop_has_default_clock(PyObject *loop)
+/* True when meth (loop.time) is uvloop's own Loop.time bound to loop: the instance does not
+ * shadow it and the class does not override it. Only when uvloop is already imported. */
+static int loop_has_uvloop_clock(PyObject *loop, PyObject *meth)
 {
-    int ok = 0;
+#if TQ_HAVE_LIBUV_CLOCK
+    if (!PyMethod_Check(meth) || PyMethod_GET_SELF(meth) != loop) {
+        return 0;
+    }
+    PyObject *name = PyUnicode_FromString("uvloop.loop");
+    PyObject *mod = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
+    PyObject *cls = mod ? PyObject_GetAttrString(mod, "Loop") : NULL;
+    PyObject *dict = cls && PyType_Check(cls) ? PyObject_GetAttrString(cls, "__dict__") : NULL;
+    PyObject *deftime = dict ? PyMapping_GetItemString(dict, "time") : NULL;
+    int ok = deftime != NULL && PyMethod_GET_FUNCTION(meth) == deftime
+             && PyObject_TypeCheck(loop, (PyTypeObject *)cls);
+    PyErr_Clear();
+    Py_XDECREF(mod);
+    Py_XDECREF(cls);
+    Py_XDECREF(dict);
+    Py_XDECREF(deftime);
+    return ok;
+#else
+    (void)loop;
+    (void)meth;
+    return 0;
+#endif
+}
+
+/* TQ_CLOCK_MONOTONIC when loop.time is BaseEventLoop.time over the real time.monotonic,
+ * TQ_CLOCK_LIBUV when it is uvloop's, checked once per loop; else TQ_CLOCK_CALL (other loops,
+ * test clocks): then loop.time() is called. */
+static int loop_clock(PyObject *loop)
+{
+    int ok = TQ_CLOCK_CALL;
     PyObject *be = PyImport_ImportModule("asyncio.base_events");
     PyObject *base = be ? PyObject_GetAttrString(be, "BaseEventLoop") : NULL;
     PyObject *deftime = base ? PyObject_GetAttrString(base, "time") : NULL;
-    PyObject *meth = deftime ? PyObject_GetAttrString(loop, "time") : NULL;
-    PyObject *tmod = meth ? PyObject_GetAttrString(be, "time") : NULL;
+    PyObject *meth = PyObject_GetAttrString(loop, "time");
+    PyObject *tmod = meth && be ? PyObject_GetAttrString(be, "time") : NULL;
     PyObject *mono = tmod ? PyObject_GetAttrString(tmod, "monotonic") : NULL;
     if (mono != NULL && PyMethod_Check(meth) && PyMethod_GET_FUNCTION(meth) == deftime
         && PyMethod_GET_SELF(meth) == loop && PyCFunction_Check(mono)
@@ -537,7 +620,11 @@ static int loop_has_default_clock(PyObject *loop)
         && strcmp(((PyCFunctionObject *)mono)->m_ml->ml_name, "monotonic") == 0
         && PyModule_Check(tmod)) {
         const char *name = PyModule_GetName(tmod);
-        ok = name != NULL && strcmp(name, "time") == 0;
+        ok = name != NULL && strcmp(name, "time") == 0 ? TQ_CLOCK_MONOTONIC : TQ_CLOCK_CALL;
+    }
+    PyErr_Clear();
+    if (ok == TQ_CLOCK_CALL && meth != NULL && loop_has_uvloop_clock(loop, meth)) {
+        ok = TQ_CLOCK_LIBUV;
     }
     PyErr_Clear();
     Py_XDECREF(be);
@@ -607,10 +694,11 @@ static FsTimerQueue *tq_new(fs_state *st, PyObject *loop, PyObject *key)
     q->context = NULL;
     q->arm_gen = 0;
     q->armed_when = INFINITY;
+    q->armed_for = -INFINITY;
     q->resolution = 0.0;
     q->live = 0;
     fs_heap_init(&q->heap, NULL, 0);
-    q->fast_clock = loop_has_default_clock(loop);
+    q->clock = loop_clock(loop);
     q->firing = 0;
     q->ready_spare = NULL;
     q->scope_spare = NULL;
@@ -1915,9 +2003,29 @@ static PyObject *mod_timeout_pending(PyObject *module, PyObject *Py_UNUSED(unuse
     return PyLong_FromSsize_t(q->live);
 }
 
+/* _timeout_clock(): how the running loop's queue reads its time (for tests). */
+static PyObject *mod_timeout_clock(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    fs_state *st = PyModule_GetState(module);
+    PyObject *loop = PyObject_Vectorcall(st->get_running_loop, NULL, 0, NULL);
+    if (loop == NULL) {
+        return NULL;
+    }
+    FsTimerQueue *q = tq_for_loop(st, loop);
+    Py_DECREF(loop);
+    if (q == NULL) {
+        return NULL;
+    }
+    static const char *const names[] = {"call", "monotonic", "libuv"};
+    return PyUnicode_FromString(names[q->clock]);
+}
+
 static PyMethodDef timeout_functions[] = {
     {"_timeout_pending", mod_timeout_pending, METH_NOARGS,
      "Live timeout entries of the running loop (testing aid)."},
+    {"_timeout_clock", mod_timeout_clock, METH_NOARGS,
+     "How the running loop's time is read: 'call' (loop.time()), 'monotonic' or 'libuv' "
+     "(testing aid)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,7 +26,7 @@ import types
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeGuard
 
 from failsafe import _native, events
 from failsafe._core import Component, check_int, check_number
@@ -55,7 +55,13 @@ SUCCESS, FAILURE, ALL_FAILED, TIMEOUT, HEDGED = range(5)
 _RATIO_WINDOW = 10.0
 
 # Outcomes of a race
-_OPEN, _WON, _ALL_FAILED, _TIMED_OUT, _STOPPED = range(5)
+_OPEN, _WON, _ALL_FAILED, _TIMED_OUT, _STOPPED, _RAISED = range(6)
+
+
+def _ends_the_call(exc: BaseException | None) -> TypeGuard[BaseException]:
+    """A BaseException that is neither a failure nor a cancellation (KeyboardInterrupt,
+    SystemExit, an application's own): from any attempt, it is the call's answer."""
+    return exc is not None and not isinstance(exc, (Exception, asyncio.CancelledError))
 
 
 async def _await(aw: Awaitable[Any]) -> Any:
@@ -81,7 +87,10 @@ class _Race:
     attempt still runs inline in the caller's task (``inline``), a decision (a win elsewhere, the
     timeout) cancels the caller's task to stop it; the call, seeing the CancelledError come back
     in ``_settle``, takes that cancellation back (``uncancel``) unless somebody else cancelled
-    too. Every outcome waits for all attempts to finish before the call answers.
+    too. Every outcome waits for all attempts to finish before the call answers, except when the
+    call is closed (nothing may be awaited then: the attempts are cancelled, and their done
+    callbacks collect their outcomes). A BaseException that is not a cancellation, from any
+    attempt, ends the call with that exception, overriding any other outcome.
     """
 
     __slots__ = (
@@ -89,6 +98,7 @@ class _Race:
         "_c0",
         "_cancel_requested",
         "_context",
+        "_drained",
         "_errors",
         "_fn",
         "_kwargs",
@@ -143,6 +153,7 @@ class _Race:
         self._value: Any = None
         self._cancel_requested = False
         self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
         self._next: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.inline = True
@@ -165,7 +176,10 @@ class _Race:
                 # Our own cancellation stopped it: taken back, unless another one is pending.
                 self._cancel_requested = False
                 assert self._task is not None
-                if self._task.uncancel() > self._c0:
+                pending = self._task.uncancel() > self._c0
+                if _ends_the_call(exc):
+                    raise exc
+                if pending:
                     if isinstance(exc, asyncio.CancelledError):
                         raise exc
                     raise asyncio.CancelledError
@@ -177,6 +191,9 @@ class _Race:
                 self._failed(exc)
             else:
                 raise exc  # cancelled by somebody else, or KeyboardInterrupt and the like
+        except GeneratorExit:
+            self._stop()
+            raise
         except BaseException:
             self._stop()
             await self._drain()
@@ -201,6 +218,9 @@ class _Race:
             if self._outcome == _OPEN:
                 self._waiter = self._loop.create_future()
                 await self._waiter
+        except GeneratorExit:
+            self._stop()  # closed: awaiting here would ignore the GeneratorExit
+            raise
         except BaseException:
             self._stop()
             await self._drain()
@@ -230,11 +250,14 @@ class _Race:
                 if type(coro) is not types.CoroutineType:
                     aw, coro = coro, _await(coro)  # a guarded call, a future, any awaitable
                 task = self._loop.create_task(coro, context=self._context.copy())
-            except Exception as exc:
+            except BaseException as exc:
                 for obj in (coro, aw):
                     if callable(getattr(obj, "close", None)):
                         obj.close()
-                self._failed(exc)  # the next attempt starts at once
+                if isinstance(exc, Exception):
+                    self._failed(exc)  # the next attempt starts at once
+                else:
+                    self._abort(exc)
                 return
             if callable(getattr(aw, "close", None)):
                 task.add_done_callback(_closer(aw))
@@ -250,12 +273,18 @@ class _Race:
 
     def _on_done(self, task: asyncio.Task[Any]) -> None:
         self._running.discard(task)
+        drained = self._drained
+        if not self._running and drained is not None and not drained.done():
+            drained.set_result(None)
         if task.cancelled():
             if self._outcome == _OPEN:
                 # Cancelled by somebody else: an attempt without an answer, not a failure.
                 self._failed(asyncio.CancelledError(), report=False)
             return
         exc = task.exception()  # retrieved in every case: never "never retrieved"
+        if _ends_the_call(exc):
+            self._abort(exc)
+            return
         if self._outcome != _OPEN:
             return
         if exc is None:
@@ -283,6 +312,15 @@ class _Race:
             and not self.inline
         ):
             self._decide(_ALL_FAILED, None)
+
+    def _abort(self, exc: BaseException) -> None:
+        """An attempt raised exc, a BaseException that ends the call whatever was decided."""
+        if self._outcome == _OPEN:
+            self._decide(_RAISED, exc)
+        elif self._outcome != _STOPPED and self._outcome != _RAISED:
+            # Decided but not yet answered (the losers are being awaited): exc answers instead.
+            self._outcome = _RAISED
+            self._value = exc
 
     def _on_timeout(self) -> None:
         self._timer = None
@@ -319,12 +357,16 @@ class _Race:
             self._timer = None
 
     async def _drain(self) -> None:
-        """Waits until every attempt has finished (the losers were cancelled)."""
-        pending = [t for t in self._tasks if not t.done()]
-        if pending:
-            await asyncio.wait(pending)
+        """Waits until every attempt has finished and been reported (the losers were
+        cancelled): a task may be done with its done callback, which may change the outcome,
+        still to run."""
+        if self._running:
+            self._drained = self._loop.create_future()
+            await self._drained
 
     def _conclude(self) -> Any:
+        if self._outcome == _RAISED:
+            raise self._value
         policy = self._policy
         listening = events.is_listening(policy)
         if self._outcome == _WON:
