@@ -88,6 +88,12 @@ def never(*, zero: str = OK) -> Callable[[object], str]:
     return number(zero=zero, inf=OK)
 
 
+def needs_store(v: object) -> str:
+    """A parameter of shared policies only (tests/stores cover its values): without store= any
+    value is a ValueError naming it."""
+    return VE
+
+
 def ratio(*, zero: str = VE) -> Callable[[object], str]:
     return number(zero=zero, hi=1, above=VE)
 
@@ -276,13 +282,19 @@ EXPECT: dict[str, dict[str, Callable[[object], str]]] = {
         "max_recovery_time": seconds(1e9, zero=OK),
     },
     "failfast": {"failure_threshold": count(), "recovery_time": seconds(9.2e9)},
-    "bulkhead": {"max_concurrency": count(), "max_capacity": count(), "max_wait": never()},
+    "bulkhead": {
+        "max_concurrency": count(),
+        "max_capacity": count(),
+        "max_wait": never(),
+        "lease": needs_store,
+    },
     "tokenbucket": {
         "max_executions": count(),
         "per_time_secs": seconds(2.3e9),
         "bucket_size": count(),
         "max_wait": never(),
         "max_keys": count(hi=2**30),
+        "prefetch": needs_store,
     },
     "slidingwindow": {
         "max_executions": count(hi=2**24),

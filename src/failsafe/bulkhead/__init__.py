@@ -25,6 +25,7 @@ the place or the slot; a call cancelled just after being handed a slot passes it
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar, Final
@@ -180,4 +181,10 @@ class Bulkhead(Component, _native.Bulkhead):
 
 
 # The factory is the class itself (one shared policy per call of bulkhead(...)).
+# __new__ routes store= away; the class's signature is still its __init__'s (help(), IDEs).
+_init_sig = inspect.signature(Bulkhead.__init__)
+Bulkhead.__signature__ = _init_sig.replace(  # type: ignore[attr-defined]
+    parameters=list(_init_sig.parameters.values())[1:]
+)
+
 bulkhead = Bulkhead

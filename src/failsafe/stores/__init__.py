@@ -1,7 +1,7 @@
 """Shared state across processes: a policy given ``store=`` keeps its state in the store.
 
 ``RedisStore(url_or_client, *, prefix="failsafe", on_error="local", op_timeout=0.05)`` keeps it
-in Redis (``pip install failsafe[redis]``). ``tokenbucket``, ``slidingwindow`` (and so policies
+in Redis (``pip install failsafe-py[redis]``). ``tokenbucket``, ``slidingwindow`` (and so policies
 built by ``keyed``) and ``bulkhead`` accept ``store=`` with an explicit ``name=``: their limits
 and concurrency caps then hold across every process that uses the same store and name.
 """

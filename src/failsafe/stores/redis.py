@@ -29,7 +29,7 @@ try:
     from redis.exceptions import NoScriptError, RedisError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "failsafe.stores.RedisStore needs redis-py: pip install 'failsafe[redis]'"
+        "failsafe.stores.RedisStore needs redis-py: pip install 'failsafe-py[redis]'"
     ) from exc
 
 from failsafe.stores._base import DECISIONS, ROUND_TRIPS, Store, StoreUnavailable
