@@ -1,0 +1,321 @@
+"""Paths of the C binding the pattern tests leave out: argument checks of the module functions
+and of the backoff/budget/bucket types, and the keyed limiter's error and give-back paths.
+Each test asserts what a caller sees (the error, or the state after), found by coverage."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import pytest
+
+from failsafe import _native
+from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
+from failsafe.retry.backoffs import CONST, EXPO, INTERVAL, SOFTEXP, Backoff
+from failsafe.testing import FakeClock
+
+# ------------------------------------------------------------------------------------------
+# Module functions
+
+
+def test_set_clock_refuses_bad_times() -> None:
+    with pytest.raises(TypeError, match="now_ns must be an int or None"):
+        _native._set_clock(1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="now_ns must be >= 0"):
+        _native._set_clock(-1)
+    with pytest.raises(OverflowError):
+        _native._set_clock(2**64)
+    # None of those installed a clock: time still moves.
+    assert _native.now_ns() > 0
+
+
+def test_set_clock_pins_now_until_cleared() -> None:
+    try:
+        _native._set_clock(123)
+        assert _native.now_ns() == 123
+    finally:
+        _native._set_clock(None)
+    assert _native.now_ns() != 123
+
+
+def test_seed_checks_and_repeats_the_sequence() -> None:
+    with pytest.raises(TypeError, match="seed must be an int"):
+        _native.seed(True)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        _native.seed(1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\)"):
+        _native.seed(2**64)
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\)"):
+        _native.seed(-1)
+    _native.seed(2**64 - 1)
+    first = [_native._uniform() for _ in range(3)]
+    _native.seed(2**64 - 1)
+    assert [_native._uniform() for _ in range(3)] == first
+    assert all(0.0 <= u < 1.0 for u in first)
+
+
+def test_set_listening_checks_its_arguments() -> None:
+    set_listening: Any = _native._set_listening
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        set_listening(0)
+    with pytest.raises(ValueError, match="pattern index -1 out of range"):
+        set_listening(-1, True)
+    with pytest.raises(ValueError, match="out of range"):
+        set_listening(10_000, True)
+    with pytest.raises(TypeError):
+        set_listening("x", True)
+
+    class Undecided:
+        def __bool__(self) -> bool:
+            raise RuntimeError("no truth")
+
+    with pytest.raises(RuntimeError, match="no truth"):
+        set_listening(0, Undecided())
+
+
+def test_bind_refuses_what_it_cannot_use() -> None:
+    bind: Any = _native._bind
+    with pytest.raises(TypeError, match="emit must be callable"):
+        bind(emit=42)
+    with pytest.raises(TypeError, match="must be a Exception subclass"):
+        bind(breaker_failing=int)
+    with pytest.raises(TypeError, match="must be a TimeoutError subclass"):
+        bind(timeout_error=ValueError)
+    with pytest.raises(TypeError):
+        bind(1)  # keyword-only
+
+
+# ------------------------------------------------------------------------------------------
+# Backoff, RetryBudget, TokenBucket
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"kind": CONST, "a": -1.0}, r"first delay \(a\)"),
+        ({"kind": EXPO, "a": 1.0, "b": 0.5}, r"growth parameter \(b\)"),
+        ({"kind": SOFTEXP, "a": 1.0, "b": 1.0, "c": 0.0}, r"scaling parameter \(c\)"),
+        ({"kind": CONST, "a": 2.0, "max_delay": 1.0}, "maximum delay"),
+        ({"kind": INTERVAL, "seq": []}, "delay sequence"),
+        ({"kind": INTERVAL, "seq": [1.0, math.nan]}, "delay sequence"),
+        ({"kind": 99}, "kind or jitter"),
+    ],
+)
+def test_backoff_names_the_bad_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=f"invalid backoff: bad {field}"):
+        Backoff(**kwargs)
+
+
+def test_backoff_seq_must_hold_numbers() -> None:
+    with pytest.raises(TypeError, match="seq must be a sequence of numbers"):
+        Backoff(INTERVAL, seq=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Backoff(INTERVAL, seq=[1.0, "2"])  # type: ignore[list-item]
+
+
+def test_backoff_interval_cycles_and_counts() -> None:
+    it: Any = iter(_native.Backoff(INTERVAL, 0, 0.0, 0.0, 0.0, math.inf, (0.5, 1.5)))
+    assert it.count == 0
+    assert [next(it) for _ in range(5)] == [0.5, 1.5, 0.5, 1.5, 0.5]
+    assert it.count == 5
+    assert iter(it) is it
+
+
+def test_apply_jitter_checks_and_bounds() -> None:
+    apply: Any = _native.Backoff.apply_jitter
+    with pytest.raises(TypeError, match=r"apply_jitter\(kind, delay\)"):
+        apply(1)
+    with pytest.raises(ValueError, match="unknown jitter kind"):
+        apply(7, 1.0)
+    with pytest.raises(TypeError):
+        apply("full", 1.0)
+    with pytest.raises(TypeError):
+        apply(1, "1.0")
+    assert apply(0, 2.5) == 2.5
+    for _ in range(50):
+        assert 0.0 <= apply(1, 2.0) <= 2.0
+        assert 1.0 <= apply(2, 2.0) <= 2.0
+
+
+def test_native_budget_refuses_bad_windows_and_rates() -> None:
+    for ttl in (0.0, -1.0, math.inf, math.nan, 2e9):
+        with pytest.raises(ValueError, match="ttl must be a finite number of seconds > 0"):
+            _native.RetryBudget(0.1, 1.0, ttl)
+    with pytest.raises(ValueError, match="ratio and min_per_s must be finite numbers >= 0"):
+        _native.RetryBudget(-0.1, 1.0, 1.0)
+    with pytest.raises(ValueError, match="ratio and min_per_s must be finite numbers >= 0"):
+        _native.RetryBudget(0.1, math.inf, 1.0)
+
+
+def test_native_budget_allows_floor_then_ratio(clock: FakeClock) -> None:
+    budget = _native.RetryBudget(0.5, 0.0, 10.0)
+    assert budget.available() == 0.0
+    assert not budget.try_withdraw()
+    for _ in range(4):
+        budget.deposit()
+    assert budget.available() == 2.0
+    assert budget.try_withdraw()
+    assert budget.try_withdraw()
+    assert not budget.try_withdraw()
+    clock.advance(11.0)  # every deposit and withdrawal has left the window
+    assert budget.available() == 0.0
+
+
+def test_native_token_bucket(clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="interval_ns and burst must be >= 1"):
+        _native.TokenBucket(0, 1)
+    with pytest.raises(ValueError, match="interval_ns and burst must be >= 1"):
+        _native.TokenBucket(1_000, 0)
+    bucket = _native.TokenBucket(1_000_000_000, 2)  # one token a second, burst 2
+    assert bucket.try_take() == 0.0
+    assert bucket.try_take() == 0.0
+    assert bucket.try_take() == pytest.approx(1.0)
+    clock.advance(0.25)
+    assert bucket.try_take() == pytest.approx(0.75)
+    clock.advance(0.75)
+    assert bucket.try_take() == 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# Rate limiters
+
+
+class _Colliding:
+    """Keys that all share one hash; comparing two different ones fails when `angry`."""
+
+    def __init__(self, name: str, angry: bool = False) -> None:
+        self.name = name
+        self.angry = angry
+
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        if self.angry or (isinstance(other, _Colliding) and other.angry):
+            raise LookupError(f"cannot compare {self.name}")
+        return isinstance(other, _Colliding) and other.name == self.name
+
+
+async def test_keyed_limiter_propagates_a_failing_key_comparison(clock: FakeClock) -> None:
+    limiter: Any = tokenbucket(1, 60, key=lambda k: k, max_keys=4)
+
+    @limiter
+    async def call(key: object) -> str:
+        return "ok"
+
+    alice = _Colliding("alice")
+    assert await call(alice) == "ok"
+    # A new key of the same hash is compared with alice: the comparison's error propagates,
+    # and neither key is admitted nor stored.
+    with pytest.raises(LookupError, match="cannot compare"):
+        await call(_Colliding("mallory", angry=True))
+    with pytest.raises(LookupError):
+        limiter.retry_after(_Colliding("mallory", angry=True))
+    assert limiter.stats()["keys"] == 1
+    # alice herself is still limited; another colliding key gets its own bucket.
+    with pytest.raises(RateLimitExceeded):
+        await call(_Colliding("alice"))
+    assert await call(_Colliding("bob")) == "ok"
+
+
+async def test_keyed_limiter_unhashable_key_raises_type_error(clock: FakeClock) -> None:
+    limiter: Any = tokenbucket(1, 60, key=lambda k: k, max_keys=4)
+
+    @limiter
+    async def call(key: object) -> str:
+        return "ok"
+
+    with pytest.raises(TypeError, match="unhashable"):
+        await call([1, 2])
+    with pytest.raises(TypeError, match="unhashable"):
+        limiter.try_acquire([1, 2])
+    assert limiter.stats()["keys"] == 0
+
+
+async def test_limiter_key_argument_checks(clock: FakeClock) -> None:
+    plain: Any = tokenbucket(1, 60)
+    keyed: Any = tokenbucket(1, 60, key=lambda k: k)
+    with pytest.raises(TypeError, match="key= is only for a keyed limiter"):
+        plain.try_acquire("alice")
+    with pytest.raises(TypeError, match="key= is only for a keyed limiter"):
+        plain.retry_after("alice")
+    with pytest.raises(TypeError, match="a keyed limiter needs key="):
+        keyed.try_acquire()
+    with pytest.raises(TypeError, match="a keyed limiter needs key="):
+        keyed.retry_after()
+    with pytest.raises(TypeError, match="a keyed limiter needs a key"):
+        async with keyed:
+            pass
+    # Absent keys are not limited; a spent one is, for the refill time.
+    assert keyed.retry_after("alice") == 0.0
+    assert keyed.try_acquire("alice")
+    assert not keyed.try_acquire("alice")
+    assert keyed.retry_after("alice") == pytest.approx(60.0)
+    assert keyed.retry_after("bob") == 0.0
+
+
+async def test_keyed_waiter_cancelled_gives_its_place_back(clock: FakeClock) -> None:
+    limiter: Any = tokenbucket(1, 10, key=lambda k: k, max_wait=100)
+    assert limiter.try_acquire("alice")
+    waiter = asyncio.ensure_future(limiter.acquire("alice"))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    assert limiter.retry_after("alice") == pytest.approx(20.0)  # behind the waiter's place
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    # The waiter's reservation came back: the next one is 10 s away again, not 20 s.
+    assert limiter.retry_after("alice") == pytest.approx(10.0)
+    clock.advance(10.0)
+    assert limiter.try_acquire("alice")
+
+
+async def test_give_back_of_a_forgotten_or_stale_reservation_does_nothing(
+    clock: FakeClock,
+) -> None:
+    keyed: Any = tokenbucket(1, 10, key=lambda k: k, max_wait=100)
+    ticket = keyed._acquire("alice")
+    assert ticket is None  # a token at once
+    due, a, b = keyed._acquire("alice")
+    assert due == clock.now_ns + 10_000_000_000
+    # Another key's give-back, or one with the wrong reset count, changes nothing.
+    assert not keyed._give_back(a, b, "bob")
+    assert not keyed._give_back(a, b + 1, "alice")
+    assert keyed._give_back(a, b, "alice")
+    assert not keyed._give_back(a, b, "alice")  # only once
+    with pytest.raises(TypeError, match="unhashable"):
+        keyed._give_back(a, b, [1])
+
+
+async def test_sliding_window_retry_after_and_refusal(clock: FakeClock) -> None:
+    limiter: Any = slidingwindow(2, 10)
+    assert limiter.retry_after() == 0.0
+    assert limiter.try_acquire()
+    clock.advance(4.0)
+    assert limiter.try_acquire()
+    assert not limiter.try_acquire()
+    # The oldest admission (at 0) leaves the window at 10.
+    assert limiter.retry_after() == pytest.approx(6.0)
+    clock.advance(6.0)
+    assert limiter.retry_after() == 0.0
+    assert limiter.try_acquire()
+    assert not limiter.try_acquire()
+    assert limiter.retry_after() == pytest.approx(4.0)
+
+
+async def test_limiter_refusal_is_reported_to_listeners(clock: FakeClock) -> None:
+    seen: list[float] = []
+
+    class Listener:
+        def on_rate_limited(self, limiter: object, retry_after: float) -> None:
+            seen.append(retry_after)
+
+    limiter: Any = tokenbucket(1, 5, listeners=[Listener()])
+    assert limiter.try_acquire()
+    assert not limiter.try_acquire()
+    with pytest.raises(RateLimitExceeded) as info:
+        await limiter.acquire()
+    assert info.value.retry_after == pytest.approx(5.0)
+    assert seen == [pytest.approx(5.0), pytest.approx(5.0)]
+    assert limiter.stats()["rejected"] == 2
