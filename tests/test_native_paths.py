@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from failsafe import _native
+from failsafe.circuitbreaker import BreakerState, CircuitBreaker
+from failsafe.circuitbreaker.exceptions import BreakerFailing
 from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
 from failsafe.retry.backoffs import CONST, EXPO, INTERVAL, SOFTEXP, Backoff
 from failsafe.testing import FakeClock
@@ -319,3 +321,109 @@ async def test_limiter_refusal_is_reported_to_listeners(clock: FakeClock) -> Non
     assert info.value.retry_after == pytest.approx(5.0)
     assert seen == [pytest.approx(5.0), pytest.approx(5.0)]
     assert limiter.stats()["rejected"] == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Circuit breaker
+
+
+class _StopOnRecovering:
+    """A listener whose on_recovering interrupts (SystemExit propagates from listeners)."""
+
+    def __init__(self) -> None:
+        self.armed = True
+
+    def on_recovering(self, breaker: object, old: object, new: object) -> None:
+        if self.armed:
+            self.armed = False
+            raise SystemExit("stop")
+
+
+def _tripped_breaker(listener: object) -> Any:
+    return CircuitBreaker(
+        failure_threshold=1,
+        recovery_time=10,
+        recovery_threshold=1,
+        half_open_max_calls=1,
+        listeners=[listener],
+    )
+
+
+async def test_interrupting_listener_frees_the_probe_of_a_block(clock: FakeClock) -> None:
+    breaker = _tripped_breaker(_StopOnRecovering())
+    with pytest.raises(ValueError, match="boom"):
+        async with breaker:
+            raise ValueError("boom")
+    assert breaker.state == BreakerState.failing
+    clock.advance(10)
+    # The move to recovering took the only probe slot, then its listener interrupted: the
+    # interruption propagates and the slot is free again.
+    with pytest.raises(SystemExit):
+        async with breaker:
+            pytest.fail("the block must not run")
+    assert breaker.stats()["probes_in_flight"] == 0
+    async with breaker:
+        pass
+    assert breaker.state == BreakerState.working
+
+
+async def test_interrupting_listener_on_a_decorated_call(clock: FakeClock) -> None:
+    breaker = _tripped_breaker(_StopOnRecovering())
+    ran: list[int] = []
+
+    @breaker
+    async def call(fail: bool) -> int:
+        ran.append(1)
+        if fail:
+            raise ValueError("boom")
+        return 1
+
+    with pytest.raises(ValueError, match="boom"):
+        await call(True)
+    clock.advance(10)
+    with pytest.raises(SystemExit):
+        await call(False)
+    assert ran == [1]
+    assert breaker.stats()["probes_in_flight"] == 0
+    assert await call(False) == 1
+    assert breaker.state == BreakerState.working
+
+
+def test_breaker_failing_keywords() -> None:
+    exc = BreakerFailing(message="open", retry_after=1.5)
+    assert exc.args == ("open",)
+    assert exc.retry_after == 1.5
+    with pytest.raises(TypeError, match="unexpected keyword argument 'after'"):
+        BreakerFailing(after=1.0)  # type: ignore[call-arg]
+
+
+async def test_breaker_block_protocol_misuse(clock: FakeClock) -> None:
+    breaker: Any = CircuitBreaker(failure_threshold=1)
+    with pytest.raises(TypeError, match="__aexit__ takes 3 arguments"):
+        await breaker.__aexit__(None, None)
+    with pytest.raises(RuntimeError, match="without a matching __aenter__"):
+        await breaker.__aexit__(None, None, None)
+    await breaker.__aenter__()
+    with pytest.raises(TypeError, match="exc must be an exception or None"):
+        await breaker.__aexit__(ValueError, "not an exception", None)
+    # The entry ended without an outcome: nothing was recorded.
+    assert breaker.stats()["consecutive_failures"] == 0
+    assert breaker.state == BreakerState.working
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        breaker._exit(0, 0)
+    with pytest.raises(TypeError, match="exc must be an exception or None"):
+        breaker._exit(breaker._enter(), 0, "nope")
+    with pytest.raises(OverflowError):
+        breaker._exit(-1, 0, None)
+
+
+def test_breaker_block_driven_outside_a_loop() -> None:
+    breaker: Any = CircuitBreaker(failure_threshold=1)
+    # No running loop: the entry is kept under no task, and its failure still counts.
+    enter = breaker.__aenter__()
+    with pytest.raises(StopIteration):
+        enter.__await__().__next__()
+    leave = breaker.__aexit__(ValueError, ValueError("x"), None)
+    with pytest.raises(StopIteration):
+        leave.__await__().__next__()
+    assert breaker.state == BreakerState.failing
