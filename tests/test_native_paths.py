@@ -13,6 +13,10 @@ import pytest
 from failsafe import _native
 from failsafe.circuitbreaker import BreakerState, CircuitBreaker
 from failsafe.circuitbreaker.exceptions import BreakerFailing
+from failsafe.failfast import failfast
+from failsafe.failfast.exceptions import FailFastOpen
+from failsafe.fallback import fallback
+from failsafe.featuretoggle import FeatureToggle
 from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
 from failsafe.retry.backoffs import CONST, EXPO, INTERVAL, SOFTEXP, Backoff
 from failsafe.testing import FakeClock
@@ -427,3 +431,176 @@ def test_breaker_block_driven_outside_a_loop() -> None:
     with pytest.raises(StopIteration):
         leave.__await__().__next__()
     assert breaker.state == BreakerState.failing
+
+
+# ------------------------------------------------------------------------------------------
+# Fallback, fail-fast, feature toggle
+
+
+async def test_fallback_handler_gets_every_argument() -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def handler(exc: BaseException, *args: Any, **kwargs: Any) -> str:
+        seen.append((type(exc), args, kwargs))
+        return "fallback"
+
+    @fallback(handler)
+    async def call(a: int, b: int, c: int, d: int, e: int, f: int, *, g: int) -> str:
+        raise ValueError("down")
+
+    # More arguments than the binding passes on its stack (it allocates for them).
+    assert await call(1, 2, 3, 4, 5, 6, g=7) == "fallback"
+    assert seen == [(ValueError, (1, 2, 3, 4, 5, 6), {"g": 7})]
+
+
+async def test_fallback_handler_error_shows_what_it_handled() -> None:
+    def handler(exc: BaseException) -> str:
+        raise KeyError("handler broke")
+
+    @fallback(handler)
+    async def call() -> str:
+        raise ValueError("down")
+
+    with pytest.raises(KeyError) as info:
+        await call()
+    assert isinstance(info.value.__context__, ValueError)
+    assert str(info.value.__context__) == "down"
+
+
+class _Interrupting:
+    """A listener that interrupts (SystemExit) on the events named."""
+
+    def __init__(self, *events: str) -> None:
+        for name in events:
+            setattr(self, name, self._stop)
+
+    def _stop(self, *args: Any) -> None:
+        raise SystemExit("stop")
+
+
+async def test_failfast_interrupting_listeners(clock: FakeClock) -> None:
+    latch = failfast(
+        failure_threshold=1,
+        recovery_time=60,
+        listeners=[_Interrupting("on_failfast_open", "on_failfast_rejected")],
+    )
+
+    @latch
+    async def call() -> None:
+        raise ValueError("down")
+
+    # The failure opened the latch; its listener's interruption replaces FailFastOpen.
+    with pytest.raises(SystemExit):
+        await call()
+    assert latch.state == "open"
+    with pytest.raises(SystemExit):
+        await call()
+    assert latch.stats()["rejected"] == 1
+    latch.close()
+    with pytest.raises(SystemExit):
+        latch.open()
+    assert latch.state == "open"
+
+
+async def test_failfast_exit_takes_an_exception_or_none(clock: FakeClock) -> None:
+    latch: Any = failfast(failure_threshold=2, recovery_time=60)
+    with pytest.raises(TypeError, match="_exit takes an exception or None"):
+        latch._exit("boom")
+    latch._exit(ValueError("x"))
+    with pytest.raises(FailFastOpen) as info:
+        latch._exit(ValueError("y"))
+    assert isinstance(info.value.__cause__, ValueError)
+    assert latch.state == "open"
+
+
+async def test_toggle_rollout_key_errors(clock: FakeClock) -> None:
+    toggle: Any = FeatureToggle(rollout=50, key=lambda user: user)
+
+    @toggle
+    async def call(user: object) -> str:
+        return "ran"
+
+    with pytest.raises(TypeError, match="a rollout key must be a str, bytes or int, not float"):
+        await call(1.5)
+    with pytest.raises(TypeError, match="a rollout key must be a str, bytes or int"):
+        toggle.in_rollout(1.5)
+    with pytest.raises(UnicodeEncodeError):
+        toggle.in_rollout("\ud800")
+    # Equal keys of each kind land in the same bucket every time.
+    assert toggle.in_rollout(12345) == toggle.in_rollout(12345)
+    assert toggle.in_rollout(b"alice") == toggle.in_rollout(b"alice")
+
+    def broken(user: object) -> str:
+        raise LookupError("no key")
+
+    keyless: Any = FeatureToggle(rollout=50, key=broken)
+    with pytest.raises(LookupError, match="no key"):
+        await keyless(call)("bob")
+    assert keyless.stats()["disabled"] == 0
+
+
+async def test_toggle_sync_predicate_returning_an_awaitable_is_refused() -> None:
+    async def later() -> bool:
+        return True
+
+    def predicate() -> Any:
+        return later()
+
+    toggle: Any = FeatureToggle(predicate=predicate)
+
+    @toggle
+    async def call() -> str:
+        return "ran"
+
+    with pytest.raises(TypeError, match="returned an awaitable"):
+        await call()
+
+
+async def test_toggle_flag_checks_and_interrupting_listener() -> None:
+    toggle: Any = FeatureToggle(listeners=[_Interrupting("on_feature_toggled")])
+    with pytest.raises(TypeError, match="enabled must be a bool, not int"):
+        toggle.enabled = 1
+    with pytest.raises(AttributeError, match="enabled cannot be deleted"):
+        del toggle.enabled
+    with pytest.raises(SystemExit):
+        toggle.disable()
+    assert toggle.enabled is False  # the change happened before the listener ran
+    with pytest.raises(TypeError, match=r"_decide\(passed, args: tuple, kwargs: dict\)"):
+        toggle._decide(True, [], {})
+
+
+# ------------------------------------------------------------------------------------------
+# _configure of the C bases refuses what the Python layer would never pass
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "error", "message"),
+    [
+        (lambda: _native.Outcome(0), {"on": [ValueError]}, TypeError, "on must be a tuple"),
+        (lambda: _native.Outcome(0), {"on_pred": 1}, TypeError, "on_pred must be callable"),
+        (lambda: _native.Outcome(0), {"budget": 1}, TypeError, "budget must be a RetryBudget"),
+        (lambda: _native.Outcome(0), {"success_counter": 99}, ValueError, "success_counter"),
+        (lambda: _native.Outcome(0), {"answer_kind": 1}, ValueError, "invalid answer"),
+        (lambda: _native.Outcome(0), {"attempt_counter": 99}, ValueError, "immediate retry"),
+        (lambda: _native.FailFast(), {"on": 1}, TypeError, "on must be a tuple"),
+        (lambda: _native.FailFast(), {"predicate": 1}, TypeError, "predicates must be callable"),
+        (lambda: _native.FailFast(), {"recovery_ns": 0}, ValueError, "recovery_ns must be > 0"),
+        (lambda: _native.FeatureToggle(), {"key": 1}, TypeError, "predicate and key must be"),
+        (lambda: _native.Breaker(), {"on": 1}, TypeError, "on must be a tuple"),
+        (lambda: _native.Breaker(), {"on_pred": 1}, TypeError, "on_pred must be callable"),
+        (lambda: _native.Breaker(), {"mode": 3}, ValueError, "mode out of range"),
+        (lambda: _native.Breaker(), {"half_open_max_calls": 0}, ValueError, "inconsistent"),
+    ],
+)
+def test_native_configure_refuses(
+    make: Any, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        make()._configure(**kwargs)
+
+
+def test_native_outcome_pattern_range() -> None:
+    with pytest.raises(ValueError, match="pattern index 99 out of range"):
+        _native.Outcome(99)
+    with pytest.raises(ValueError, match="pattern index -1 out of range"):
+        _native.Outcome(-1)
