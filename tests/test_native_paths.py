@@ -5,6 +5,7 @@ Each test asserts what a caller sees (the error, or the state after), found by c
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 from typing import Any
 
@@ -604,3 +605,80 @@ def test_native_outcome_pattern_range() -> None:
         _native.Outcome(99)
     with pytest.raises(ValueError, match="pattern index -1 out of range"):
         _native.Outcome(-1)
+
+
+# ------------------------------------------------------------------------------------------
+# The guarded call's coroutine protocol
+
+
+class _PlainAwaitable:
+    """An awaitable whose iterator has no throw() or close(): it yields once, then returns."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        return iter(self._steps())
+
+    def _steps(self) -> list[Any]:
+        return [None]
+
+
+def _guarded_plain(value: object) -> Any:
+    latch = failfast(failure_threshold=3)
+
+    # Declared async (as compiled coroutines are) while returning another kind of awaitable.
+    @inspect.markcoroutinefunction
+    def fn() -> Any:
+        return _PlainAwaitable(value)
+
+    return latch, latch(fn)
+
+
+def test_guarded_call_throw_arguments_and_repr() -> None:
+    latch, fn = _guarded_plain(1)
+    call = fn()
+    assert repr(call).endswith(", fresh>")
+    with pytest.raises(TypeError, match="throw expected 1 to 3 arguments"):
+        call.throw()
+    with pytest.raises(TypeError, match="throw expected 1 to 3 arguments"):
+        call.throw(ValueError, None, None, None)
+    assert call.send(None) is None  # the plain iterator's one step
+    # Its iterator has no throw(): the exception ends it, as a failure of the call.
+    with pytest.raises(KeyError, match="thrown"):
+        call.throw(KeyError("thrown"))
+    assert latch.stats()["failures"] == 1
+    assert repr(call).endswith(", done>")
+    # Finished: a thrown exception surfaces as is, as for a finished coroutine.
+    with pytest.raises(LookupError):
+        call.throw(LookupError)
+    with pytest.raises(LookupError, match="given"):
+        call.throw(LookupError, LookupError("given"))
+    with pytest.raises(TypeError, match="exceptions must derive from BaseException"):
+        call.throw("not an exception")  # type: ignore[arg-type]
+    call.close()
+
+
+def test_guarded_call_close_of_a_plain_awaitable() -> None:
+    latch, fn = _guarded_plain(1)
+    call = fn()
+    assert call.send(None) is None
+    call.close()  # nothing to close inside: quiet, and no outcome recorded
+    assert latch.stats()["failures"] == 0
+    assert repr(call).endswith(", done>")
+
+
+def test_guarded_call_of_a_non_awaitable_is_a_type_error() -> None:
+    latch = failfast(failure_threshold=3)
+
+    @inspect.markcoroutinefunction
+    def fn() -> int:
+        return 42
+
+    guarded = latch(fn)
+    for _ in range(3):
+        with pytest.raises(TypeError, match="expected an awaitable, got int"):
+            guarded()
+    # The protocol error comes at the call, before the latch judges any outcome.
+    assert latch.state == "closed"
+    assert latch.stats()["failures"] == 0
