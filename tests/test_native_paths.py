@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import sys
 from typing import Any
 
 import pytest
 
-from failsafe import _native
+from failsafe import _native, events
+from failsafe.cache import Cache, cache
 from failsafe.circuitbreaker import BreakerState, CircuitBreaker
 from failsafe.circuitbreaker.exceptions import BreakerFailing
 from failsafe.failfast import failfast
@@ -682,3 +684,122 @@ def test_guarded_call_of_a_non_awaitable_is_a_type_error() -> None:
     # The protocol error comes at the call, before the latch judges any outcome.
     assert latch.state == "closed"
     assert latch.stats()["failures"] == 0
+
+
+# ------------------------------------------------------------------------------------------
+# Event dispatch
+
+
+async def test_a_failing_dispatcher_never_breaks_the_call(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reported: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u.exc_value))
+
+    def broken_emit(component: object, method: str, args: tuple[Any, ...]) -> None:
+        raise RuntimeError(f"dispatch of {method} failed")
+
+    class Listener:
+        def on_rate_limited(self, limiter: object, retry_after: float) -> None:
+            pytest.fail("the broken dispatcher stands in for every listener")
+
+    limiter: Any = tokenbucket(1, 5, listeners=[Listener()])
+    _native._bind(emit=broken_emit)
+    try:
+        assert limiter.try_acquire()
+        assert not limiter.try_acquire()  # the refusal is still answered
+    finally:
+        _native._bind(emit=events.emit)
+    assert [str(e) for e in reported] == ["dispatch of on_rate_limited failed"]
+    assert limiter.stats()["rejected"] == 1
+
+
+# ------------------------------------------------------------------------------------------
+# Cache keys
+
+
+class _Key:
+    """A cache key of a fixed hash whose comparison can fail or clear the cache."""
+
+    def __init__(self, name: str, *, angry: bool = False, on_eq: Any = None) -> None:
+        self.name = name
+        self.angry = angry
+        self.on_eq = on_eq
+
+    def __hash__(self) -> int:
+        return 11
+
+    def __eq__(self, other: object) -> bool:
+        if self.angry or (isinstance(other, _Key) and other.angry):
+            raise LookupError("cannot compare")
+        if self.on_eq is not None:
+            hook, self.on_eq = self.on_eq, None
+            hook()
+        return isinstance(other, _Key) and other.name == self.name
+
+
+async def test_cache_key_comparison_error_propagates() -> None:
+    calls: list[str] = []
+
+    @cache
+    async def get(key: _Key) -> str:
+        calls.append(key.name)
+        return key.name
+
+    assert await get(_Key("a")) == "a"
+    with pytest.raises(LookupError, match="cannot compare"):
+        await get(_Key("b", angry=True))
+    assert await get(_Key("a")) == "a"
+    assert calls == ["a"]
+
+
+async def test_cache_lookup_survives_a_comparison_that_clears_it() -> None:
+    calls: list[str] = []
+    store = Cache()
+
+    @store
+    async def get(key: _Key) -> str:
+        calls.append(key.name)
+        return key.name.upper()
+
+    stored = _Key("a")
+    assert await get(stored) == "A"
+    assert await get(_Key("b")) == "B"
+    # Comparing with the stored key empties the cache (and frees that key) under the lookup:
+    # it starts over, finds nothing, and calls the function.
+    stored.on_eq = store.clear
+    del stored
+    assert await get(_Key("a")) == "A"
+    assert calls == ["a", "b", "a"]
+    assert await get(_Key("a")) == "A"  # stored again
+    assert calls == ["a", "b", "a"]
+
+
+async def test_cache_keyword_keys_match_by_name_in_any_order() -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    @cache
+    async def get(a: int, **kw: int) -> int:
+        calls.append((a, sorted(kw.items())))
+        return a + sum(kw.values())
+
+    assert await get(1, b=2, c=3) == 6
+    assert await get(1, c=3, b=2) == 6  # the same call
+    assert await get(1, b=2, d=3) == 6  # another keyword: another key
+    assert await get(1, b=2) == 3  # fewer keywords: another key
+    assert await get(2, b=2, c=3) == 7
+    assert len(calls) == 4
+
+
+async def test_cache_positional_keys_of_different_lengths() -> None:
+    calls: list[tuple[int, ...]] = []
+
+    @cache
+    async def get(*args: int) -> int:
+        calls.append(args)
+        return sum(args)
+
+    assert await get(1, 2) == 3
+    assert await get(1, 2, 0) == 3  # equal sum, different key
+    assert await get(1, 2) == 3
+    assert calls == [(1, 2), (1, 2, 0)]
