@@ -803,3 +803,74 @@ async def test_cache_positional_keys_of_different_lengths() -> None:
     assert await get(1, 2, 0) == 3  # equal sum, different key
     assert await get(1, 2) == 3
     assert calls == [(1, 2), (1, 2, 0)]
+
+
+async def test_waiting_call_with_many_arguments(clock: FakeClock, instant: None) -> None:
+    limiter: Any = tokenbucket(1, 2, max_wait=10)
+    seen: list[tuple[Any, ...]] = []
+
+    @limiter
+    async def call(*args: int, **kwargs: int) -> float:
+        seen.append((args, kwargs))
+        return clock.now()
+
+    assert await call(1, 2, 3, 4, 5, 6, 7, x=8) == 0.0
+    # The second call waits its turn (2 s) and still gets every argument.
+    assert await call(9, 10, 11, 12, 13, 14, 15, y=16, z=17) == 2.0
+    assert seen == [
+        ((1, 2, 3, 4, 5, 6, 7), {"x": 8}),
+        ((9, 10, 11, 12, 13, 14, 15), {"y": 16, "z": 17}),
+    ]
+
+
+async def test_limiter_block_refuses_or_waits(clock: FakeClock, instant: None) -> None:
+    strict: Any = tokenbucket(1, 4)
+    async with strict:
+        pass
+    with pytest.raises(RateLimitExceeded) as info:
+        async with strict:
+            pytest.fail("refused: the block must not run")
+    assert info.value.retry_after == pytest.approx(4.0)
+    patient: Any = slidingwindow(1, 3, max_wait=5)
+    async with patient:
+        pass
+    async with patient:
+        assert clock.now() == 3.0
+    assert patient.stats()["admitted"] == 2
+
+
+def test_unkeyed_limiter_key_stats_and_slow_path_arguments() -> None:
+    limiter: Any = tokenbucket(1, 4)
+    assert limiter._key_stats() == (0, 0, 0, 0)
+    with pytest.raises(TypeError, match=r"_call_slow\(fn, \*args, \*\*kwargs\)"):
+        limiter._call_slow()
+
+
+@pytest.mark.parametrize(
+    ("keyed", "kwargs", "error", "message"),
+    [
+        (False, {"max_wait_ns": -1}, ValueError, "max_wait_ns must be >= 0"),
+        (False, {"interval_ns": 0}, ValueError, "interval_ns and burst out of range"),
+        (False, {"key": len, "max_keys": 2}, TypeError, "Limiter takes no key"),
+        (True, {}, TypeError, "KeyedLimiter needs key"),
+        (True, {"key": len, "sliding": True}, ValueError, "the sliding window has no keyed"),
+        (True, {"key": 1, "max_keys": 2}, TypeError, "key must be callable"),
+        (True, {"key": len, "max_keys": 0}, ValueError, "max_keys must be between 1 and"),
+        (True, {"key": len, "max_keys": 2**31}, ValueError, "max_keys must be between 1 and"),
+        (False, {"sliding": True, "burst": 2**24 + 1}, ValueError, "at most 2\\*\\*24 calls"),
+        (False, {"sliding": True, "window_ns": 0}, ValueError, "window_ns out of range"),
+    ],
+)
+def test_native_limiter_configure_refuses(
+    keyed: bool, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    limiter: Any = _native.KeyedLimiter() if keyed else _native.Limiter()
+    with pytest.raises(error, match=message):
+        limiter._configure(**kwargs)
+
+
+def test_native_limiter_configures_once() -> None:
+    limiter: Any = _native.Limiter()
+    limiter._configure(interval_ns=1000, burst=1)
+    with pytest.raises(RuntimeError, match="limiter already configured"):
+        limiter._configure(interval_ns=1000, burst=1)
