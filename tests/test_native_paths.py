@@ -23,6 +23,7 @@ from failsafe.featuretoggle import FeatureToggle
 from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
 from failsafe.retry.backoffs import CONST, EXPO, INTERVAL, SOFTEXP, Backoff
 from failsafe.testing import FakeClock
+from failsafe.timeout import Timeout
 
 # ------------------------------------------------------------------------------------------
 # Module functions
@@ -874,3 +875,36 @@ def test_native_limiter_configures_once() -> None:
     limiter._configure(interval_ns=1000, burst=1)
     with pytest.raises(RuntimeError, match="limiter already configured"):
         limiter._configure(interval_ns=1000, burst=1)
+
+
+# ------------------------------------------------------------------------------------------
+# Timeout scopes
+
+
+async def test_timeout_scope_state_errors() -> None:
+    policy = Timeout(60)
+    async with policy as scope:
+        with pytest.raises(ValueError, match="when must not be NaN"):
+            scope.reschedule(math.nan)
+        with pytest.raises(TypeError):
+            scope.reschedule("soon")  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="Timeout has already been entered"):
+            async with scope:  # type: ignore[attr-defined]
+                pass
+        when = scope.when()
+        assert when is not None
+        scope.reschedule(math.inf)
+        assert scope.when() == math.inf
+        scope.reschedule(None)
+        assert scope.when() is None
+        scope.reschedule(when)
+        assert scope.when() == when
+    assert not scope.expired()
+    with pytest.raises(RuntimeError, match="Cannot change state of finished Timeout"):
+        scope.reschedule(None)
+
+
+async def test_timeout_exit_without_enter() -> None:
+    policy: Any = Timeout(60)
+    with pytest.raises(RuntimeError, match="without a matching __aenter__"):
+        await policy.__aexit__(None, None, None)
