@@ -908,3 +908,33 @@ async def test_timeout_exit_without_enter() -> None:
     policy: Any = Timeout(60)
     with pytest.raises(RuntimeError, match="without a matching __aenter__"):
         await policy.__aexit__(None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((-1, -1, None), ValueError, "invalid cache configuration"),
+        ((0, 0, None), ValueError, "invalid cache configuration"),
+        ((0, -1, None, 5), ValueError, "invalid cache configuration"),  # stale needs a ttl
+        ((0, -1, 42), TypeError, "key_func must be callable or None"),
+    ],
+)
+def test_native_cache_configure_refuses(
+    args: tuple[Any, ...], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        _native.Cache()._configure(*args)
+
+
+async def test_native_cache_cannot_be_reconfigured_in_use() -> None:
+    store: Any = Cache(maxsize=4)
+
+    @store
+    async def get(x: int) -> int:
+        return x
+
+    assert await get(1) == 1
+    with pytest.raises(RuntimeError, match="cache: configured while in use"):
+        store._configure(8, -1, None)
+    assert await get(1) == 1
+    assert store.stats()["hit"] == 1
