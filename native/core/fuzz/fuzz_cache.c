@@ -9,7 +9,7 @@
 #include "fs_cache.h"
 #include "fuzz.h"
 
-enum { MAX_CAP = 256 };
+enum { MAX_CAP = 64 };
 
 static struct {
     int live;
