@@ -938,3 +938,40 @@ async def test_native_cache_cannot_be_reconfigured_in_use() -> None:
         store._configure(8, -1, None)
     assert await get(1) == 1
     assert store.stats()["hit"] == 1
+
+
+# ------------------------------------------------------------------------------------------
+# Guards and series
+
+
+async def test_guard_construction_and_block_form_checks() -> None:
+    latch = failfast(failure_threshold=3)
+
+    async def fn() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="fn must be callable, not int"):
+        _native.Guard(1, latch)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="policy must be a failsafe policy, not object"):
+        _native.Guard(fn, object())
+    guarded: Any = latch(fn)
+    assert repr(guarded).startswith("<failsafe guard ")
+    with pytest.raises(TypeError, match="__aexit__ takes 3 arguments"):
+        await guarded.__aexit__(None, None)
+    async with guarded:  # the policy's own block form
+        pass
+    answered: Any = fallback(0)(fn)
+    with pytest.raises(TypeError, match="have no async with form, so neither has their guard"):
+        async with answered:
+            pass
+
+
+def test_series_attach_checks() -> None:
+    series: Any = _native.Series()
+    with pytest.raises(TypeError, match="attach\\(\\) takes a policy, not int"):
+        series.attach(1)
+    latch = failfast(failure_threshold=3)
+    series.attach(latch)
+    series.attach(latch)  # already a member: nothing changes
+    with pytest.raises(ValueError, match="reports to another series already"):
+        _native.Series().attach(latch)
