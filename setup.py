@@ -1,6 +1,8 @@
 """Builds failsafe._native: the C core (native/core) and its CPython binding (native/binding).
 
-Environment knobs: FAILSAFE_DEBUG=1 (-O0 -g, asserts on), FAILSAFE_SANITIZE=1 (ASan + UBSan).
+Environment knobs: FAILSAFE_DEBUG=1 (-O0 -g, asserts on), FAILSAFE_SANITIZE=1 (ASan + UBSan),
+FAILSAFE_COVERAGE=1 (gcc --coverage at -O0; .gcno/.gcda land beside the objects, under
+build/coverage, kept apart so no other build's objects are reused).
 """
 
 import os
@@ -14,10 +16,15 @@ BINDING = sorted(glob("native/binding/*.c"))
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
 ldflags: list[str] = []
+options: dict[str, dict[str, str]] = {}
 if os.environ.get("FAILSAFE_SANITIZE"):
     cflags += ["-O1", "-g", "-fno-omit-frame-pointer", "-UNDEBUG",
                "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
     ldflags += ["-fsanitize=address,undefined"]
+elif os.environ.get("FAILSAFE_COVERAGE"):
+    cflags += ["-O0", "-g", "-DNDEBUG", "--coverage"]
+    ldflags += ["--coverage"]
+    options["build"] = {"build_base": "build/coverage"}
 elif os.environ.get("FAILSAFE_DEBUG"):
     cflags += ["-O0", "-g", "-UNDEBUG"]
 else:
@@ -34,5 +41,6 @@ setup(
             extra_compile_args=cflags,
             extra_link_args=ldflags,
         )
-    ]
+    ],
+    options=options,
 )

@@ -56,5 +56,6 @@ extern const fs_test quantile_tests[];
 extern const fs_test swlog_tests[];
 extern const fs_test keytab_tests[];
 extern const fs_test breaker_tests[];
+extern const fs_test edge_tests[];
 
 #endif
