@@ -35,6 +35,7 @@ int fs_keytab_init(fs_keytab *t, void *mem, uint32_t max_keys)
     t->tats = (int64_t *)(t->hashes + max_keys);
     t->mask = cap - 1;
     t->max_keys = max_keys;
+    t->version = 0; /* the caller's struct need not be zeroed */
     fs_keytab_clear(t);
     return 0;
 }
