@@ -124,9 +124,15 @@ typedef struct fs_state {
     PyObject *str_close;
     PyObject *str_retry_after;
     PyObject *str_call_slow;
-    /* time: a fake clock, when set, replaces CLOCK_MONOTONIC for every policy */
+    /* time: a fake clock, when set, replaces CLOCK_MONOTONIC for every policy; the real clock
+     * reads CLOCK_MONOTONIC + real_offset_ns (>= 0), raised when a fake clock that ran ahead
+     * is removed, so time as policies see it never goes back */
     int fake_clock;
     int64_t fake_now_ns;
+    int64_t real_offset_ns;
+    /* non-zero while failsafe.testing may change how waits go (a fake clock, instant waits):
+     * hedge delays are then waited from Python, through failsafe.testing.sleep */
+    int test_waits;
     /* jitter RNG, seeded from the OS at import, reseeded by failsafe.testing */
     fs_rng rng;
     /* per pattern: non-zero while a global listener is registered */

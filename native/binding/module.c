@@ -16,14 +16,21 @@ fs_state *fs_state_from_type(PyTypeObject *tp)
     return (fs_state *)PyModule_GetState(mod);
 }
 
+static int64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int64_t fs_now_ns(fs_state *st)
 {
     if (st->fake_clock) {
         return st->fake_now_ns;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    int64_t real = monotonic_ns();
+    /* Saturates instead of overflowing after a fake clock near INT64_MAX. */
+    return real > INT64_MAX - st->real_offset_ns ? INT64_MAX : real + st->real_offset_ns;
 }
 
 /* The class bound for code, or the builtin it stands for until failsafe binds its own. */
@@ -149,7 +156,15 @@ static PyObject *mod_set_clock(PyObject *module, PyObject *arg)
 {
     fs_state *st = PyModule_GetState(module);
     if (arg == Py_None) {
-        st->fake_clock = 0;
+        if (st->fake_clock) {
+            /* Back to the real clock, which resumes where the fake one stopped if that is
+             * later: state taken on the fake clock never lies in the future. */
+            int64_t real = monotonic_ns();
+            if (st->fake_now_ns - real > st->real_offset_ns) {
+                st->real_offset_ns = st->fake_now_ns - real;
+            }
+            st->fake_clock = 0;
+        }
         Py_RETURN_NONE;
     }
     if (!PyLong_Check(arg)) {
@@ -166,6 +181,16 @@ static PyObject *mod_set_clock(PyObject *module, PyObject *arg)
     }
     st->fake_now_ns = ns;
     st->fake_clock = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_set_test_waits(PyObject *module, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    ((fs_state *)PyModule_GetState(module))->test_waits = on;
     Py_RETURN_NONE;
 }
 
@@ -265,7 +290,10 @@ static PyObject *mod_bind(PyObject *module, PyObject *args, PyObject *kwargs)
 
 static PyMethodDef fs_module_methods[] = {
     {"now_ns", mod_now_ns, METH_NOARGS, "Monotonic time in ns as failsafe sees it (the fake clock when set)."},
-    {"_set_clock", mod_set_clock, METH_O, "Sets the fake clock to ns, or None for the real clock."},
+    {"_set_clock", mod_set_clock, METH_O, "Sets the fake clock to ns, or None for the real clock (shifted forward, never back, to"
+     " resume after the fake time)."},
+    {"_set_test_waits", mod_set_test_waits, METH_O,
+     "Whether failsafe.testing may change how waits go (hedge delays then wait from Python)."},
     {"seed", mod_seed, METH_O, "Seeds the jitter RNG."},
     {"_uniform", mod_uniform, METH_NOARGS, "A uniform draw in [0, 1) from the jitter RNG."},
     {"_set_listening", (PyCFunction)(void (*)(void))mod_set_listening, METH_FASTCALL,
