@@ -782,3 +782,42 @@ async def test_failing_listeners_do_not_change_a_real_call(
     assert await succeed() == "ok"
     assert calls == 2  # a failing listener or factory never causes another attempt
     assert len(failsafe_errors(caplog)) == 2  # Failing.on_retry, then the factory (once)
+
+
+def test_default_names_of_distinct_functions_stay_distinct() -> None:
+    """Names cut to 63 characters or transliterated keep a hash of the qualified name: two
+    functions never merge into one metrics series."""
+    from failsafe.retry import retry
+
+    async def compute_the_monthly_invoice_totals_for_every_customer_billing_period_v1() -> int:
+        return 1
+
+    async def compute_the_monthly_invoice_totals_for_every_customer_billing_period_v2() -> int:
+        return 2
+
+    async def 価格() -> int:
+        return 3
+
+    async def 在庫() -> int:
+        return 4
+
+    fns = [
+        compute_the_monthly_invoice_totals_for_every_customer_billing_period_v1,
+        compute_the_monthly_invoice_totals_for_every_customer_billing_period_v2,
+        価格,
+        在庫,
+    ]
+    names = [retry()(fn).policy.name for fn in fns]
+    assert len(set(names)) == 4
+    for name in names:
+        assert len(name) <= 63
+        assert retry(name=name).name == name  # each is a valid explicit name too
+    assert names[0].startswith("test_default_names_of_distinct_functions")
+    # At module level, where the qualified name is the bare function name.
+    価格.__qualname__, 在庫.__qualname__ = "価格", "在庫"
+    top = [retry()(fn).policy.name for fn in (価格, 在庫)]
+    assert top[0] != top[1]
+    assert all(name.startswith("retry-") for name in top)
+    # Stable: the same function gets the same name again.
+    assert retry()(fns[0]).policy.name == names[0]
+    assert get_default_name(fns[2]) != get_default_name(fns[3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import logging
 import math
@@ -53,12 +54,21 @@ def check_name(name: object) -> str | None:
 
 
 def name_from(fn: Callable[..., Any], pattern: str) -> str:
-    """Default component name from a function's qualified name, made metric-safe."""
-    raw = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or pattern
-    cleaned = _NAME_STRIP.sub("_", str(raw).replace(".<locals>.", ".")).strip("_.-/")
+    """Default component name from a function's qualified name, made metric-safe.
+
+    A name that had to be changed beyond dropping ``<locals>`` (characters replaced, cut to 63
+    characters, prefixed with the pattern) ends with ``-`` and a short hash of the qualified
+    name, so that distinct functions keep distinct names (and metrics series).
+    """
+    raw = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or pattern)
+    readable = raw.replace(".<locals>.", ".")
+    cleaned = _NAME_STRIP.sub("_", readable).strip("_.-/")
     if not cleaned or not cleaned[0].isalpha():
         cleaned = f"{pattern}_{cleaned}" if cleaned else pattern
-    return cleaned[:63]
+    if cleaned == readable and len(cleaned) <= 63:
+        return cleaned
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned[: 63 - len(digest) - 1].rstrip('_.-/')}-{digest}"
 
 
 # Slots of Component's own state, for subclasses that avoid a per-instance __dict__ (policies

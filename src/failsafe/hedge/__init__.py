@@ -255,9 +255,7 @@ class _Race:
             # Waited like every failsafe wait, on the clock latencies are measured on.
             # Due from now, not from when the waiting task first runs.
             due = _native.now_ns() + round(delay * 1e9)
-            self._next = self._loop.create_task(
-                self._launch_at(due), context=self._context.copy()
-            )
+            self._next = self._loop.create_task(self._launch_at(due), context=self._context.copy())
         else:
             self._next = self._loop.call_later(delay, self._launch)
 
