@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -821,3 +822,29 @@ def test_default_names_of_distinct_functions_stay_distinct() -> None:
     # Stable: the same function gets the same name again.
     assert retry()(fns[0]).policy.name == names[0]
     assert get_default_name(fns[2]) != get_default_name(fns[3])
+
+
+def test_registering_many_global_listeners_takes_linear_time() -> None:
+    """40,000 global listeners register, all hear an event, and unregister in well under the
+    time a quadratic registry needs (about a minute for this many)."""
+    from failsafe.retry import retry
+
+    heard: list[int] = []
+
+    class Counting:
+        def on_retry(self, component: Any, *args: Any) -> None:
+            heard.append(1)
+
+    listeners = [Counting() for _ in range(40_000)]
+    start = time.perf_counter()
+    for listener in listeners:
+        register_listener("retry", listener)
+    register_listener("retry", listeners[0])  # again: still once
+    registered = time.perf_counter() - start
+    assert global_listeners("retry")[-1] is listeners[-1]
+    assert len(global_listeners("retry")) >= 40_000
+    emit(retry(name="many_listeners"), "on_retry", (None, None, 0.0))
+    assert len(heard) == 40_000
+    for listener in listeners:
+        unregister_listener("retry", listener)
+    assert registered < 8.0, f"{registered:.1f} s to register 40,000 listeners"

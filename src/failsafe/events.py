@@ -216,30 +216,36 @@ class ListenerRegistry:
     def __init__(self, pattern: str) -> None:
         self._index = _pattern_index(pattern)
         self.pattern = pattern
-        # Replaced, never mutated: an emit() in progress keeps iterating its own snapshot.
-        self._listeners: tuple[object, ...] = ()
+        # By id, in registration order (dicts keep it); holding each listener keeps its id.
+        self._by_id: dict[int, object] = {}
+        # The snapshot emit() iterates, rebuilt at the first read after a change: replaced,
+        # never mutated, so an emit() in progress keeps its own; registering stays O(1).
+        self._snapshot: tuple[object, ...] | None = ()
 
     @property
     def listeners(self) -> tuple[object, ...]:
-        return self._listeners
+        snapshot = self._snapshot
+        if snapshot is None:
+            snapshot = self._snapshot = tuple(self._by_id.values())
+        return snapshot
 
     def register(self, listener: object) -> None:
         """Adds listener; registering one already present (same object) does nothing."""
         check_listener(listener)
-        if not any(entry is listener for entry in self._listeners):
-            self._listeners = (*self._listeners, listener)
+        if id(listener) not in self._by_id:
+            self._by_id[id(listener)] = listener
+            self._snapshot = None
             _native._set_listening(self._index, True)
 
     def unregister(self, listener: object) -> None:
         """Removes listener; ValueError if it is not registered."""
-        kept = tuple(entry for entry in self._listeners if entry is not listener)
-        if len(kept) == len(self._listeners):
+        if self._by_id.pop(id(listener), None) is None:
             raise ValueError(f"{listener!r} is not a registered {self.pattern} listener")
-        self._listeners = kept
-        _native._set_listening(self._index, bool(kept))
+        self._snapshot = None
+        _native._set_listening(self._index, bool(self._by_id))
 
     def __repr__(self) -> str:
-        return f"<ListenerRegistry {self.pattern!r} listeners={list(self._listeners)!r}>"
+        return f"<ListenerRegistry {self.pattern!r} listeners={list(self.listeners)!r}>"
 
 
 _registries: dict[str, ListenerRegistry] = {}

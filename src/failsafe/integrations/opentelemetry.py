@@ -20,8 +20,17 @@ import weakref
 from collections.abc import Iterable
 from typing import ClassVar, Final
 
-from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+try:
+    from opentelemetry import metrics
+    from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+except ModuleNotFoundError as missing:  # pragma: no cover - depends on what is installed
+    if (missing.name or "").partition(".")[0] != "opentelemetry":
+        raise
+    raise ModuleNotFoundError(
+        "failsafe.integrations.opentelemetry needs the OpenTelemetry API:"
+        " pip install 'failsafe-py[otel]'",
+        name=missing.name,
+    ) from missing
 
 from failsafe import __version__, _core, _native
 
