@@ -289,14 +289,11 @@ async def test_instrument_is_idempotent(otel: Otel) -> None:
     t._count(0, 3)
     inst = FailsafeOtelInstrumentor()
     assert inst.is_instrumented
-    other = Otel()
-    inst.instrument(namespace="other.ns", meter_provider=other.provider)  # ignored
-    inst.instrument(namespace=NS, meter_provider=otel.provider)
-    assert other.collect() == {}
+    inst.instrument(namespace=NS, meter_provider=otel.provider)  # the same: nothing changes
+    inst.instrument(namespace=NS)  # no other meter given: nothing changes
     values = otel.values()
     assert values[f"{NS}.{name}.timeout.fired"] == 3
     assert sum(1 for n in values if n.endswith(f".{name}.timeout.fired")) == 1
-    other.provider.shutdown()
 
 
 async def test_uninstrument_stops_and_reinstrument_resumes() -> None:
@@ -636,3 +633,143 @@ def test_import_without_the_opentelemetry_api_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "pip install 'failsafe-py[otel]'" in done.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# Under real use: per-test providers, per-host names, a collection in progress
+
+
+async def test_each_test_with_its_own_provider_gets_metrics(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A suite that builds a provider per test and instruments in each: the export moves to
+    the newest provider (with a warning), instead of staying on the first."""
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    providers = [Otel() for _ in range(3)]
+    try:
+        for i, o in enumerate(providers):
+            inst.instrument(namespace=NS, meter_provider=o.provider)
+            name = unique("per_test")
+            timeout(1, name=name)._count(0, i + 1)
+            assert o.values()[f"{NS}.{name}.timeout.fired"] == i + 1
+        assert "export moves there" in caplog.text
+        assert providers[0].values().get(f"{NS}.{name}.timeout.fired") is None  # moved away
+    finally:
+        inst.uninstrument()
+        for o in providers:
+            o.provider.shutdown()
+
+
+async def test_keyed_breakers_over_many_hosts_keep_series_bounded() -> None:
+    """keyed(consecutive_breaker per host) over 3,000 hosts with a cap of 200 names: 200 named
+    series plus the overflow, totals exact and monotonic, gone series freed."""
+    from failsafe.circuitbreaker import consecutive_breaker
+    from failsafe.keyed import keyed
+
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    o = Otel()
+    inst.instrument(namespace="hosts", meter_provider=o.provider, max_components=200)
+    prefix = unique("h")
+    try:
+        breakers = keyed(
+            lambda h: consecutive_breaker(ConnectionError, name=f"cb.{prefix}.{h}"),
+            key=lambda h: h,
+            max_keys=100,
+        )
+
+        @breakers
+        async def call(host: int) -> int:
+            return host
+
+        last = 0
+        for host in range(3000):
+            assert await call(host) == host
+            if host % 500 == 499:
+                gc.collect()
+                values = o.values()
+                total = sum(v for k, v in values.items() if k.endswith(".circuitbreaker.success"))
+                assert total >= last
+                last = total
+        gc.collect()
+        values = o.values()
+        mine = {k: v for k, v in values.items() if k.endswith(".circuitbreaker.success")}
+        assert sum(mine.values()) == 3000  # every call counted once, gone or not
+        assert len(mine) <= 201  # 200 names and the overflow
+        assert mine["hosts._overflow.circuitbreaker.success"] >= 2800
+        # The registry let the gone series go (at most what it keeps before looking again).
+        assert len(_core._series["circuitbreaker"]) < 2 * 1024 + 200
+        exported = o.values()  # a second collection after the fold: same totals
+        assert sum(v for k, v in exported.items() if k.endswith(".circuitbreaker.success")) == 3000
+    finally:
+        inst.uninstrument()
+        o.provider.shutdown()
+
+
+def test_creating_a_component_never_waits_for_a_collection() -> None:
+    """A collection holds the SDK's lock for its whole length (here a slow callback makes it
+    last 0.5 s): a component created meanwhile returns at once, and its instruments appear at
+    the next collection."""
+    import threading
+    import time
+
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    o = Otel()
+    collecting = threading.Event()
+
+    def slow(options: Any) -> list[Any]:
+        collecting.set()
+        time.sleep(0.5)
+        return []
+
+    o.provider.get_meter("slow").create_observable_counter("slow", callbacks=[slow])
+    inst.instrument(namespace=NS, meter_provider=o.provider)
+    try:
+        collector = threading.Thread(target=o.reader.get_metrics_data)
+        collector.start()
+        assert collecting.wait(10)
+        name = unique("during")
+        start = time.perf_counter()
+        created = timeout(1, name=name)
+        took = time.perf_counter() - start
+        collector.join()
+        assert took < 0.25, f"creating a component waited {took:.3f} s"
+        created._count(0, 2)
+        assert inst.flush(10)
+        assert o.values()[f"{NS}.{name}.timeout.fired"] == 2
+    finally:
+        inst.uninstrument()
+        o.provider.shutdown()
+
+
+async def test_dropped_listener_events_are_exported(otel: Otel) -> None:
+    from failsafe import events
+
+    gate = asyncio.Event()
+
+    class Slow:
+        async def on_success(self, component: Any, counter: Any) -> None:
+            await gate.wait()
+
+    manager = events.EventManager(max_pending=1)
+    before = otel.values().get(f"{NS}.listener_events.dropped", 0)
+
+    @retry(attempts=1, listeners=[Slow()], event_manager=manager, name=unique("dropping"))
+    async def work() -> int:
+        return 1
+
+    for _ in range(4):
+        await work()
+    assert otel.values()[f"{NS}.listener_events.dropped"] - before == 3
+    gate.set()
+    await manager.wait_for_tasks()
+
+
+def test_invalid_max_components() -> None:
+    inst = FailsafeOtelInstrumentor()
+    with pytest.raises(ValueError, match="max_components"):
+        inst.instrument(max_components=-1)
+    with pytest.raises(TypeError, match="max_components"):
+        inst.instrument(max_components=1.5)  # type: ignore[arg-type]

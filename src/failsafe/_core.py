@@ -160,10 +160,15 @@ def check_exceptions(on: object, param: str = "on") -> tuple[type[BaseException]
 # is deallocated, in C). Named components join at construction, unnamed ones when they decorate
 # a function and take its name: an anonymous policy used only as `async with` reports nothing.
 # Joining is one dict lookup and one C call; the hot path never sees the registry.
+# A series whose components are all gone leaves the registry when it has grown (amortised, so
+# names that come and go do not grow it without bound): an exporter that holds the series reads
+# its final counts once more, and a component created later under that name starts a new one.
 # Per pattern: component name -> series (each Component subclass holds its pattern's dict).
 _series: dict[str, dict[str, _native.Series]] = {}
-_series_metrics: dict[tuple[str, str], tuple[str, ...]] = {}
+_series_metrics: dict[str, tuple[str, ...]] = {}  # per pattern
 _series_hooks: list[Callable[[str, str, tuple[str, ...], _native.Series], None]] = []
+_PRUNE_MIN: Final = 1024
+_prune_at: dict[str, int] = {}  # per pattern: the size at which gone series are let go
 
 
 def _new_series(component: Component) -> _native.Series:
@@ -171,14 +176,25 @@ def _new_series(component: Component) -> _native.Series:
     by_name = _series.setdefault(pattern, {})
     series = by_name.get(name)
     if series is None:
+        if len(by_name) >= _prune_at.get(pattern, _PRUNE_MIN):
+            for gone in [n for n, s in by_name.items() if s.live == 0]:
+                del by_name[gone]
+            _prune_at[pattern] = max(_PRUNE_MIN, 2 * len(by_name))
         series = by_name[name] = _native.Series()
-        _series_metrics[name, pattern] = component.METRICS
+        _series_metrics[pattern] = component.METRICS
         for hook in tuple(_series_hooks):
             try:
                 hook(name, pattern, component.METRICS, series)
             except Exception:  # an exporter's failure never stops a component
                 logging.getLogger("failsafe").exception("metrics series hook %r failed", hook)
     return series
+
+
+def is_current(name: str, pattern: str, series: _native.Series) -> bool:
+    """Whether series is the registry's series of (name, pattern): components may still join
+    it. A series no longer current never gains a member again."""
+    by_name = _series.get(pattern)
+    return by_name is not None and by_name.get(name) is series
 
 
 class _NoSeries(dict[str, Any]):
@@ -197,7 +213,7 @@ class _NoSeries(dict[str, Any]):
 def all_series() -> list[tuple[str, str, tuple[str, ...], _native.Series]]:
     """Every metrics series so far: (component name, pattern, metric names, series)."""
     return [
-        (name, pattern, _series_metrics[name, pattern], s)
+        (name, pattern, _series_metrics[pattern], s)
         for pattern, by_name in list(_series.items())
         for name, s in list(by_name.items())
     ]

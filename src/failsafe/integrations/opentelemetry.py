@@ -8,6 +8,23 @@ for instrumentation. Components sharing a name and pattern form one series (thei
 summed), and a component that is garbage-collected leaves its counts in its series: exported
 values never go backwards. Components created before and after ``instrument()`` are covered;
 components report once they have a name (``name=``, or the function they decorate).
+
+Bounded, however many names come and go (per-host names of keyed policies):
+
+* at most ``max_components`` names (per pattern and export, 1,000 by default) get instruments
+  of their own; the components of any further name are summed into the overflow series
+  ``{namespace}._overflow.{pattern}.{metric}`` (``_overflow`` cannot be a component name), as
+  OpenTelemetry's own cardinality limit folds attribute sets into an overflow point;
+* a series whose components are all gone is read one last time at the next collection, its
+  final counts kept as a plain number in the instrument that exported it (so totals stay
+  monotonic), and the series itself is freed. OpenTelemetry cannot remove an instrument: a gone
+  name keeps exporting its final value, which the cap bounds;
+* creating a component never waits for a collection: its instruments are created at once when
+  no collection is running, else by a background thread as soon as the collection ends.
+
+Listener events failsafe could not deliver are exported too, as
+``{namespace}.listener_events.dropped`` and ``{namespace}.listener_events.lost`` (see
+:func:`failsafe.events.totals`).
 """
 
 from __future__ import annotations
@@ -17,8 +34,9 @@ import logging
 import re
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterable
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 try:
     from opentelemetry import metrics
@@ -32,7 +50,7 @@ except ModuleNotFoundError as missing:  # pragma: no cover - depends on what is 
         name=missing.name,
     ) from missing
 
-from failsafe import __version__, _core, _native
+from failsafe import __version__, _core, _native, events
 
 __all__ = ["FailsafeOtelInstrumentor", "instrument_name"]
 
@@ -42,6 +60,11 @@ logger: Final = logging.getLogger("failsafe")
 MAX_NAME_LENGTH: Final = 255
 _NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]*")
 MAX_NAMESPACE_LENGTH: Final = 128
+# Names with instruments of their own, per pattern and export (see the module docstring).
+MAX_COMPONENTS: Final = 1000
+# The component part of the overflow series: not a valid component name (they start with a
+# letter), so it never meets a real one.
+OVERFLOW: Final = "_overflow"
 
 
 def _check_namespace(namespace: object) -> str:
@@ -70,21 +93,47 @@ def instrument_name(namespace: str, component: str, pattern: str, metric: str) -
     return f"{namespace}.{component[:room]}-{digest}.{pattern}.{metric}"
 
 
-class _Instrument:
-    """One observable counter: the sum of one counter of one or more series (more than one
-    only when component names differ in case alone, as instrument names ignore case)."""
+class _Group:
+    """The series exported under one component name (or the overflow) and pattern: one
+    observable counter per metric, each the sum of the live series plus the final counts of
+    those gone."""
 
-    __slots__ = ("export", "name", "sources")
+    __slots__ = ("base", "export", "metrics", "name", "pattern", "series")
 
-    def __init__(self, export: _Export, name: str) -> None:
+    def __init__(self, export: _Export, name: str, pattern: str, metrics_: tuple[str, ...]):
         self.export = export
         self.name = name
-        self.sources: list[tuple[_native.Series, int]] = []
+        self.pattern = pattern
+        self.metrics = metrics_
+        self.series: list[tuple[str, _native.Series]] = []  # (component name, series)
+        self.base = [0] * len(metrics_)  # final counts of the series folded in
 
-    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        if not self.export.active:
-            return ()
-        return (Observation(sum(s.read()[i] for s, i in self.sources)),)
+    def observer(self, index: int) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            if not self.export.active:
+                return ()
+            return (Observation(self.value(index)),)
+
+        return observe
+
+    def value(self, index: int) -> int:
+        with self.export.lock:
+            live = 0
+            kept: list[tuple[str, _native.Series]] = []
+            for name, s in self.series:
+                counts = s.read()
+                if s.live == 0 and not _core.is_current(name, self.pattern, s):
+                    # Gone for good (no component can join it again): its final counts stay
+                    # here as numbers, and the series is let go.
+                    for j in range(len(self.base)):
+                        self.base[j] += counts[j]
+                    self.export.seen.discard(id(s))
+                else:
+                    live += counts[index]
+                    kept.append((name, s))
+            if len(kept) != len(self.series):
+                self.series = kept
+            return self.base[index] + live
 
 
 class _Export:
@@ -92,29 +141,125 @@ class _Export:
     from a meter: after ``uninstrument()`` they stay registered and observe nothing, and
     instrumenting the same meter and namespace again revives them."""
 
-    def __init__(self, meter: Meter, namespace: str) -> None:
+    def __init__(self, meter: Meter, namespace: str, max_components: int) -> None:
         self.meter = weakref.ref(meter)  # the meter provider owns its meters
         self.namespace = namespace
+        self.max_components = max_components
         self.active = False
-        self.instruments: dict[str, _Instrument] = {}
-        self.seen: set[int] = set()  # ids of series already exported (series live forever)
+        # Held briefly by a callback or an add(), never while calling the SDK.
+        self.lock = threading.Lock()
+        self.groups: dict[tuple[str, str], _Group] = {}  # by (name.lower(), pattern)
+        self.named: dict[str, int] = {}  # names with own instruments, per pattern
+        self.seen: set[int] = set()  # ids of the series held (a held series keeps its id)
+        # Instruments to create: (name, description, callback).
+        self.todo: deque[tuple[str, str, Any]] = deque()
+        self.worker: threading.Thread | None = None
+        self._create(
+            f"{namespace}.listener_events.dropped",
+            "failsafe listener events dropped: an EventManager had max_pending tasks running",
+            self._totals_observer("dropped"),
+        )
+        self._create(
+            f"{namespace}.listener_events.lost",
+            "failsafe listener events lost: their task was cancelled or their loop closed",
+            self._totals_observer("lost"),
+        )
+
+    def _totals_observer(self, key: str) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            if not self.active:
+                return ()
+            return (Observation(events.totals()[key]),)
+
+        return observe
 
     def add(self, name: str, pattern: str, metrics_: tuple[str, ...], s: _native.Series) -> None:
-        meter = self.meter()
-        if meter is None or id(s) in self.seen:
+        if self.meter() is None:
             return
-        self.seen.add(id(s))
-        for index, metric in enumerate(metrics_):
-            full = instrument_name(self.namespace, name, pattern, metric)
-            inst = self.instruments.get(full.lower())
-            if inst is None:
-                inst = self.instruments[full.lower()] = _Instrument(self, full)
-                meter.create_observable_counter(
-                    full,
-                    callbacks=[inst.observe],
-                    description=f"failsafe {pattern} '{name}': {metric}",
+        new: _Group | None = None
+        with self.lock:
+            if id(s) in self.seen:
+                return
+            self.seen.add(id(s))
+            key = (name.lower(), pattern)
+            group = self.groups.get(key)
+            if group is None:
+                if self.named.get(pattern, 0) < self.max_components:
+                    self.named[pattern] = self.named.get(pattern, 0) + 1
+                    group = new = self.groups[key] = _Group(self, name, pattern, metrics_)
+                else:
+                    key = (OVERFLOW, pattern)
+                    group = self.groups.get(key)
+                    if group is None:
+                        group = new = self.groups[key] = _Group(self, OVERFLOW, pattern, metrics_)
+            group.series.append((name, s))
+        if new is not None:
+            for index, metric in enumerate(new.metrics):
+                what = "names past the cap" if new.name == OVERFLOW else repr(new.name)
+                self._create(
+                    instrument_name(self.namespace, new.name, pattern, metric),
+                    f"failsafe {pattern} {what}: {metric}",
+                    new.observer(index),
                 )
-            inst.sources.append((s, index))
+
+    def _create(self, name: str, description: str, callback: Any) -> None:
+        """Creates an observable counter now if no collection runs on the meter, else queues
+        it for the worker thread: a collection holds the SDK's lock that creating waits on."""
+        meter = self.meter()
+        if meter is None:
+            return
+        with self.lock:
+            queued = bool(self.todo) or _collecting(meter)
+            if queued:
+                self.todo.append((name, description, callback))
+                if self.worker is None:
+                    self.worker = threading.Thread(
+                        target=self._work, name="failsafe-otel-instruments", daemon=True
+                    )
+                    self.worker.start()
+        if not queued:
+            meter.create_observable_counter(name, callbacks=[callback], description=description)
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                if not self.todo:
+                    self.worker = None
+                    return
+                name, description, callback = self.todo[0]
+            meter = self.meter()
+            if meter is not None:
+                try:
+                    meter.create_observable_counter(
+                        name, callbacks=[callback], description=description
+                    )
+                except Exception:
+                    logger.exception("failsafe: creating the instrument %r failed", name)
+            with self.lock:
+                self.todo.popleft()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until every queued instrument is created; returns whether they all are."""
+        worker = self.worker
+        if worker is not None:
+            worker.join(timeout)
+        return not self.todo
+
+
+def _collecting(meter: Meter) -> bool:
+    """Whether a collection is running on meter, without waiting (the SDK's measurement
+    consumer holds its lock for a whole collection). Unknown SDKs: assumed not."""
+    lock = getattr(getattr(meter, "_measurement_consumer", None), "_lock", None)
+    locked = getattr(lock, "locked", None)
+    return bool(locked()) if callable(locked) else False
+
+
+def _check_max_components(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_components must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"max_components must be >= 0, got {value}")
+    return value
 
 
 class FailsafeOtelInstrumentor:
@@ -146,24 +291,45 @@ class FailsafeOtelInstrumentor:
         namespace: str = "failsafe.service",
         meter_provider: MeterProvider | None = None,
         meter: Meter | None = None,
+        *,
+        max_components: int = MAX_COMPONENTS,
     ) -> None:
         """Exports every component's counters, for components existing now and later.
 
         ``meter`` wins over ``meter_provider``; with neither, the global meter provider is
-        used. Calling it again while instrumented does nothing (call ``uninstrument()`` first
-        to change the namespace or the meter).
+        used. ``max_components``: names with instruments of their own, per pattern (see the
+        module docstring); it applies to exports started from now on.
+
+        Calling it again while instrumented, with the same namespace and no other meter or
+        meter provider, does nothing. With another namespace, meter or meter provider it
+        re-targets: the export moves there (as ``uninstrument()`` then ``instrument()`` would,
+        so a test suite that builds a provider per test gets metrics in each), and a warning
+        says so.
         """
         namespace = _check_namespace(namespace)
+        max_components = _check_max_components(max_components)
         with self._lock:
-            if self._export is not None:
-                return
-            if meter is None:
+            current = self._export
+            if meter is None and (meter_provider is not None or current is None):
                 provider = meter_provider or metrics.get_meter_provider()
                 meter = provider.get_meter("failsafe", __version__)
+            if current is not None:
+                same_meter = meter is None or current.meter() is meter
+                if same_meter and current.namespace == namespace:
+                    return
+                logger.warning(
+                    "failsafe: instrument() called again with another %s: the export moves"
+                    " there (the previous one stops)",
+                    "namespace" if same_meter else "meter",
+                )
+                if meter is None:
+                    meter = current.meter()
+                self.uninstrument()
+            assert meter is not None
             by_namespace = self._exports.setdefault(meter, {})
             export = by_namespace.get(namespace)
             if export is None:
-                export = by_namespace[namespace] = _Export(meter, namespace)
+                export = by_namespace[namespace] = _Export(meter, namespace, max_components)
             export.active = True
             self._export = export
             # Hook first, then the series so far: a series born in between is added once
@@ -181,9 +347,17 @@ class FailsafeOtelInstrumentor:
             self._export.active = False
             self._export = None
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits (up to timeout seconds) until the instruments of every component created so
+        far exist, which is at once unless a collection was running when a component was
+        created. Returns whether they all do."""
+        export = self._export
+        return True if export is None else export.flush(timeout)
+
     def _on_new_series(
         self, name: str, pattern: str, metrics_: tuple[str, ...], s: _native.Series
     ) -> None:
-        with self._lock:
-            if self._export is not None:
-                self._export.add(name, pattern, metrics_, s)
+        # Not under the instrumentor's lock: a component is never made to wait for it.
+        export = self._export
+        if export is not None:
+            export.add(name, pattern, metrics_, s)
