@@ -11,8 +11,9 @@ components report once they have a name (``name=``, or the function they decorat
 
 Bounded, however many names come and go (per-host names of keyed policies):
 
-* at most ``max_components`` names (per pattern and export, 1,000 by default) get instruments
-  of their own; the components of any further name are summed into the overflow series
+* at most ``max_components`` component names (all patterns together, 1,000 by default) get
+  instruments of their own; the components of any further name are summed into the overflow
+  series
   ``{namespace}._overflow.{pattern}.{metric}`` (``_overflow`` cannot be a component name), as
   OpenTelemetry's own cardinality limit folds attribute sets into an overflow point;
 * a series whose components are all gone is read one last time at the next collection, its
@@ -31,10 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import re
 import threading
 import weakref
-from collections import deque
 from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 
@@ -60,7 +61,8 @@ logger: Final = logging.getLogger("failsafe")
 MAX_NAME_LENGTH: Final = 255
 _NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]*")
 MAX_NAMESPACE_LENGTH: Final = 128
-# Names with instruments of their own, per pattern and export (see the module docstring).
+# Names with instruments of their own, per export, all patterns together (see the module
+# docstring): bounds the instruments (6 at most per name) and so the time a collection takes.
 MAX_COMPONENTS: Final = 1000
 # The component part of the overflow series: not a valid component name (they start with a
 # letter), so it never meets a real one.
@@ -149,11 +151,8 @@ class _Export:
         # Held briefly by a callback or an add(), never while calling the SDK.
         self.lock = threading.Lock()
         self.groups: dict[tuple[str, str], _Group] = {}  # by (name.lower(), pattern)
-        self.named: dict[str, int] = {}  # names with own instruments, per pattern
+        self.named = 0  # (name, pattern) pairs with instruments of their own
         self.seen: set[int] = set()  # ids of the series held (a held series keeps its id)
-        # Instruments to create: (name, description, callback).
-        self.todo: deque[tuple[str, str, Any]] = deque()
-        self.worker: threading.Thread | None = None
         self._create(
             f"{namespace}.listener_events.dropped",
             "failsafe listener events dropped: an EventManager had max_pending tasks running",
@@ -184,8 +183,8 @@ class _Export:
             key = (name.lower(), pattern)
             group = self.groups.get(key)
             if group is None:
-                if self.named.get(pattern, 0) < self.max_components:
-                    self.named[pattern] = self.named.get(pattern, 0) + 1
+                if self.named < self.max_components:
+                    self.named += 1
                     group = new = self.groups[key] = _Group(self, name, pattern, metrics_)
                 else:
                     key = (OVERFLOW, pattern)
@@ -203,47 +202,75 @@ class _Export:
                 )
 
     def _create(self, name: str, description: str, callback: Any) -> None:
-        """Creates an observable counter now if no collection runs on the meter, else queues
-        it for the worker thread: a collection holds the SDK's lock that creating waits on."""
+        """Creates an observable counter, never waiting for a collection: the registrar
+        thread creates it, and the caller waits for that only while no collection runs (a
+        collection holds the SDK's lock that creating an instrument waits on). So when no
+        collection runs, the instrument exists on return."""
         meter = self.meter()
         if meter is None:
             return
-        with self.lock:
-            queued = bool(self.todo) or _collecting(meter)
-            if queued:
-                self.todo.append((name, description, callback))
-                if self.worker is None:
-                    self.worker = threading.Thread(
-                        target=self._work, name="failsafe-otel-instruments", daemon=True
-                    )
-                    self.worker.start()
-        if not queued:
-            meter.create_observable_counter(name, callbacks=[callback], description=description)
-
-    def _work(self) -> None:
-        while True:
-            with self.lock:
-                if not self.todo:
-                    self.worker = None
-                    return
-                name, description, callback = self.todo[0]
-            meter = self.meter()
-            if meter is not None:
-                try:
-                    meter.create_observable_counter(
-                        name, callbacks=[callback], description=description
-                    )
-                except Exception:
-                    logger.exception("failsafe: creating the instrument %r failed", name)
-            with self.lock:
-                self.todo.popleft()
+        done = _registrar.submit(self.meter, name, description, callback)
+        while not _collecting(meter):
+            if done.wait(_POLL):
+                return
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until every queued instrument is created; returns whether they all are."""
-        worker = self.worker
-        if worker is not None:
-            worker.join(timeout)
-        return not self.todo
+        return _registrar.flush(timeout)
+
+
+# How often a component's creation looks whether a collection has started meanwhile.
+_POLL: Final = 0.0005
+
+
+class _Registrar:
+    """The thread that creates instruments, in the order asked for."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def submit(
+        self, meter: weakref.ref[Meter], name: str, description: str, callback: Any
+    ) -> threading.Event:
+        done = threading.Event()
+        with self._idle:
+            self._pending += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="failsafe-otel-instruments", daemon=True
+                )
+                self._thread.start()
+        self._queue.put((meter, name, description, callback, done))
+        return done
+
+    def _run(self) -> None:
+        while True:
+            meter_ref, name, description, callback, done = self._queue.get()
+            try:
+                meter = meter_ref()
+                if meter is not None:
+                    meter.create_observable_counter(
+                        name, callbacks=[callback], description=description
+                    )
+            except Exception:
+                logger.exception("failsafe: creating the instrument %r failed", name)
+            finally:
+                meter = callback = None  # holds nothing while idle: meters die with their provider
+                done.set()
+                with self._idle:
+                    self._pending -= 1
+                    if not self._pending:
+                        self._idle.notify_all()
+
+    def flush(self, timeout: float | None) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._pending, timeout)
+
+
+_registrar = _Registrar()
 
 
 def _collecting(meter: Meter) -> bool:
@@ -297,8 +324,9 @@ class FailsafeOtelInstrumentor:
         """Exports every component's counters, for components existing now and later.
 
         ``meter`` wins over ``meter_provider``; with neither, the global meter provider is
-        used. ``max_components``: names with instruments of their own, per pattern (see the
-        module docstring); it applies to exports started from now on.
+        used. ``max_components``: how many component names get instruments of their own, the
+        others being summed into the overflow series (see the module docstring); it applies
+        to exports started from now on.
 
         Calling it again while instrumented, with the same namespace and no other meter or
         meter provider, does nothing. With another namespace, meter or meter provider it
