@@ -157,13 +157,20 @@ async def workload(figures: Figures, names: int, max_seconds: float, yield_every
                 return
 
 
-async def soak(names: int, interval: float, max_seconds: float, yield_every: int) -> Figures:
+async def soak(
+    names: int,
+    interval: float,
+    max_seconds: float,
+    yield_every: int = 10,
+    max_components: int | None = None,
+) -> Figures:
     figures = Figures()
     reader = TimedReader(Exporter(figures), interval, figures)
     provider = MeterProvider(metric_readers=[reader])
     instrumentor = FailsafeOtelInstrumentor()
     instrumentor.uninstrument()
-    instrumentor.instrument(namespace=NAMESPACE, meter_provider=provider)
+    extra = {} if max_components is None else {"max_components": max_components}
+    instrumentor.instrument(namespace=NAMESPACE, meter_provider=provider, **extra)
     gc.collect()
     figures.rss_start_mib = rss_mib()
     stop = asyncio.Event()
@@ -227,9 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=positive(float), default=0.5, help="seconds")
     parser.add_argument("--max-seconds", type=positive(float), default=900.0)
     parser.add_argument("--yield-every", type=positive(int), default=10)
+    parser.add_argument("--max-components", type=positive(int), default=None)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
-    figures = asyncio.run(soak(args.names, args.interval, args.max_seconds, args.yield_every))
+    figures = asyncio.run(
+        soak(args.names, args.interval, args.max_seconds, args.yield_every, args.max_components)
+    )
     print(table(figures))
     if args.json:
         data = asdict(figures)

@@ -1,0 +1,41 @@
+"""Soak of the OpenTelemetry instrumentor, short enough for CI: distinct component names
+created and dropped under a periodic reader (bench/soak_otel.py runs the full size)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "soak_otel.py"
+
+
+def _soak_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("soak_otel", BENCH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(300)
+async def test_thirty_thousand_names_under_a_periodic_reader_stay_bounded() -> None:
+    soak = _soak_module()
+    figures = await soak.soak(30_000, interval=0.1, max_seconds=240, max_components=300)
+    assert not figures.stopped_early
+    assert figures.names == 30_000
+    # Totals only ever grew, and every call is in them once, gone components included.
+    assert figures.monotonic
+    assert figures.exported_total == figures.total_calls == 30_000
+    # Bounded: 300 names with their own instruments (6 at most each), the overflow series,
+    # and the listener event counters; not one series per name.
+    assert figures.series <= 300 * 6 + 2 * 6 + 2
+    assert figures.collection_failures == 0
+    # Generous bounds for a loaded 2-core machine; without bounds, 30,000 names take hundreds
+    # of MiB and collections of many seconds, each stalling the loop that creates a name.
+    assert figures.rss_growth_mib < 120, figures
+    assert figures.max_collection_ms < 5_000, figures
+    assert figures.max_stall_ms < 1_000, figures
