@@ -56,16 +56,20 @@ def check_name(name: object) -> str | None:
 def name_from(fn: Callable[..., Any], pattern: str) -> str:
     """Default component name from a function's qualified name, made metric-safe.
 
-    A name that had to be changed beyond dropping ``<locals>`` (characters replaced, cut to 63
-    characters, prefixed with the pattern) ends with ``-`` and a short hash of the qualified
-    name, so that distinct functions keep distinct names (and metrics series).
+    A name that lost information on the way (characters replaced, a cut to 63 characters, or
+    the pattern put in front) ends with ``-`` and a short hash of the qualified name, so that
+    distinct functions keep distinct names (and metrics series). Dropping ``<locals>`` and
+    leading or trailing ``_`` keeps a name as it is.
     """
     raw = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or pattern)
     readable = raw.replace(".<locals>.", ".")
-    cleaned = _NAME_STRIP.sub("_", readable).strip("_.-/")
+    substituted = _NAME_STRIP.sub("_", readable)
+    cleaned = substituted.strip("_.-/")
+    lossy = substituted != readable
     if not cleaned or not cleaned[0].isalpha():
         cleaned = f"{pattern}_{cleaned}" if cleaned else pattern
-    if cleaned == readable and len(cleaned) <= 63:
+        lossy = True
+    if not lossy and len(cleaned) <= 63:
         return cleaned
     digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{cleaned[: 63 - len(digest) - 1].rstrip('_.-/')}-{digest}"
