@@ -139,17 +139,23 @@ async def monitor(figures: Figures, stop: asyncio.Event) -> None:
         figures.max_stall_ms = max(figures.max_stall_ms, (loop.time() - start - TICK) * 1000)
 
 
-async def workload(figures: Figures, names: int, max_seconds: float, yield_every: int) -> None:
+async def workload(
+    figures: Figures, names: int, max_seconds: float, yield_every: int, baseline: bool = False
+) -> None:
     start = time.perf_counter()
     for i in range(names):
-        if i % 2:
-            policy: Any = consecutive_breaker(ConnectionError, name=f"cb.h{i}")
+        if baseline:  # the same loop without failsafe: what the machine itself stalls
+            assert await ok() == 1
         else:
-            policy = retry(attempts=1, name=f"r.h{i}")
-        assert await policy(ok)() == 1
+            policy: Any = (
+                consecutive_breaker(ConnectionError, name=f"cb.h{i}")
+                if i % 2
+                else retry(attempts=1, name=f"r.h{i}")
+            )
+            assert await policy(ok)() == 1
+            del policy
         figures.total_calls += 1
         figures.names = i + 1
-        del policy
         if i % yield_every == yield_every - 1:
             await asyncio.sleep(0)
             if time.perf_counter() - start > max_seconds:
@@ -163,6 +169,7 @@ async def soak(
     max_seconds: float,
     yield_every: int = 10,
     max_components: int | None = None,
+    baseline: bool = False,
 ) -> Figures:
     figures = Figures()
     reader = TimedReader(Exporter(figures), interval, figures)
@@ -177,7 +184,7 @@ async def soak(
     watcher = asyncio.create_task(monitor(figures, stop))
     start = time.perf_counter()
     try:
-        await workload(figures, names, max_seconds, yield_every)
+        await workload(figures, names, max_seconds, yield_every, baseline)
     finally:
         stop.set()
         await watcher
@@ -235,10 +242,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=positive(float), default=900.0)
     parser.add_argument("--yield-every", type=positive(int), default=10)
     parser.add_argument("--max-components", type=positive(int), default=None)
+    parser.add_argument(
+        "--baseline", action="store_true", help="the same loop calling a bare function"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
     figures = asyncio.run(
-        soak(args.names, args.interval, args.max_seconds, args.yield_every, args.max_components)
+        soak(
+            args.names,
+            args.interval,
+            args.max_seconds,
+            args.yield_every,
+            args.max_components,
+            args.baseline,
+        )
     )
     print(table(figures))
     if args.json:

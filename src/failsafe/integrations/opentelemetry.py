@@ -35,6 +35,7 @@ import logging
 import queue
 import re
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from typing import Any, ClassVar, Final
@@ -111,30 +112,38 @@ class _Group:
         self.base = [0] * len(metrics_)  # final counts of the series folded in
 
     def observer(self, index: int) -> Any:
+        export = self.export
+
         def observe(options: CallbackOptions) -> Iterable[Observation]:
-            if not self.export.active:
+            if not export.active:
                 return ()
+            export.calls += 1
+            if not export.calls % _YIELD_EVERY:
+                # A collection runs on the reader's thread, in Python, for as long as there are
+                # instruments: letting the GIL go now and then keeps the event loop's thread
+                # running meanwhile instead of stalling it for much of the collection.
+                time.sleep(0)
             return (Observation(self.value(index)),)
 
         return observe
 
     def value(self, index: int) -> int:
-        with self.export.lock:
+        # Only collections take this lock: a component being created never waits for it
+        # (adders append to self.series, which is atomic, as is the remove() below).
+        with self.export.fold_lock:
             live = 0
-            kept: list[tuple[str, _native.Series]] = []
-            for name, s in self.series:
+            for item in tuple(self.series):
+                name, s = item
                 counts = s.read()
                 if s.live == 0 and not _core.is_current(name, self.pattern, s):
                     # Gone for good (no component can join it again): its final counts stay
                     # here as numbers, and the series is let go.
                     for j in range(len(self.base)):
                         self.base[j] += counts[j]
+                    self.series.remove(item)
                     self.export.seen.discard(id(s))
                 else:
                     live += counts[index]
-                    kept.append((name, s))
-            if len(kept) != len(self.series):
-                self.series = kept
             return self.base[index] + live
 
 
@@ -148,8 +157,12 @@ class _Export:
         self.namespace = namespace
         self.max_components = max_components
         self.active = False
-        # Held briefly by a callback or an add(), never while calling the SDK.
-        self.lock = threading.Lock()
+        # add_lock orders the adders (a component's creation, instrument()); fold_lock the
+        # collections. Neither is held while calling the SDK, and they share no lock: a
+        # collection, taking fold_lock once per callback, never makes a creation wait.
+        self.add_lock = threading.Lock()
+        self.fold_lock = threading.Lock()
+        self.calls = 0  # callbacks run (approximate under concurrent readers)
         self.groups: dict[tuple[str, str], _Group] = {}  # by (name.lower(), pattern)
         self.named = 0  # (name, pattern) pairs with instruments of their own
         self.seen: set[int] = set()  # ids of the series held (a held series keeps its id)
@@ -176,7 +189,7 @@ class _Export:
         if self.meter() is None:
             return
         new: _Group | None = None
-        with self.lock:
+        with self.add_lock:
             if id(s) in self.seen:
                 return
             self.seen.add(id(s))
@@ -205,11 +218,13 @@ class _Export:
         """Creates an observable counter, never waiting for a collection: the registrar
         thread creates it, and the caller waits for that only while no collection runs (a
         collection holds the SDK's lock that creating an instrument waits on). So when no
-        collection runs, the instrument exists on return."""
+        collection runs and none was queued before it, the instrument exists on return."""
         meter = self.meter()
         if meter is None:
             return
-        done = _registrar.submit(self.meter, name, description, callback)
+        done, behind = _registrar.submit(self.meter, name, description, callback)
+        if behind:
+            return  # queued during a collection: created right after the ones before it
         while not _collecting(meter):
             if done.wait(_POLL):
                 return
@@ -219,6 +234,8 @@ class _Export:
         return _registrar.flush(timeout)
 
 
+# Callbacks between two moments a collection lets other threads run.
+_YIELD_EVERY: Final = 16
 # How often a component's creation looks whether a collection has started meanwhile.
 _POLL: Final = 0.0005
 
@@ -234,9 +251,12 @@ class _Registrar:
 
     def submit(
         self, meter: weakref.ref[Meter], name: str, description: str, callback: Any
-    ) -> threading.Event:
+    ) -> tuple[threading.Event, bool]:
+        """Queues an instrument; returns its done event and whether others were queued
+        before it (and are not created yet)."""
         done = threading.Event()
         with self._idle:
+            behind = self._pending > 0
             self._pending += 1
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -244,7 +264,7 @@ class _Registrar:
                 )
                 self._thread.start()
         self._queue.put((meter, name, description, callback, done))
-        return done
+        return done, behind
 
     def _run(self) -> None:
         while True:
