@@ -28,6 +28,7 @@ from failsafe.timeout import TimeoutError as FsTimeoutError
 from failsafe.timeout import timeout
 
 NS = "test.otel"
+CAP = 1_000_000  # every name gets its own instruments, however many earlier tests made
 _ids = itertools.count()
 OTEL_NAME = re.compile(r"[a-zA-Z][-_./a-zA-Z0-9]{0,254}")
 
@@ -66,7 +67,7 @@ def otel() -> Iterator[Otel]:
     inst = FailsafeOtelInstrumentor()
     inst.uninstrument()
     o = Otel()
-    inst.instrument(namespace=NS, meter_provider=o.provider)
+    inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
     yield o
     inst.uninstrument()
     o.provider.shutdown()
@@ -140,7 +141,7 @@ async def test_components_before_and_after_instrument() -> None:
     t1 = timeout(1, name=before)
     t1._count(0, 4)
     o = Otel()
-    inst.instrument(namespace=NS, meter_provider=o.provider)
+    inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
     try:
         t2 = timeout(1, name=after)
         t2._count(0, 7)
@@ -268,7 +269,7 @@ async def test_instrumenting_adds_no_listener() -> None:
     inst.uninstrument()
     before = {p: events.global_listeners(p) for p in _core.PATTERNS}
     o = Otel()
-    inst.instrument(namespace=NS, meter_provider=o.provider)
+    inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
     try:
         assert {p: events.global_listeners(p) for p in _core.PATTERNS} == before
         t = timeout(1, name=unique("quiet"))
@@ -304,7 +305,7 @@ async def test_uninstrument_stops_and_reinstrument_resumes() -> None:
     t = timeout(1, name=name)
     key = f"{NS}.{name}.timeout.fired"
     try:
-        inst.instrument(namespace=NS, meter_provider=o.provider)
+        inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
         t._count(0, 2)
         assert o.values()[key] == 2
         inst.uninstrument()
@@ -314,7 +315,7 @@ async def test_uninstrument_stops_and_reinstrument_resumes() -> None:
         later = timeout(1, name=unique("un_later"))
         later._count(0)
         assert o.values() == {}
-        inst.instrument(namespace=NS, meter_provider=o.provider)
+        inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
         values = o.values()
         assert values[key] == 3  # counting went on; the export resumes where it stands
         assert values[f"{NS}.{later.name}.timeout.fired"] == 1
@@ -330,6 +331,7 @@ async def test_explicit_meter_wins_over_provider() -> None:
     name = unique("meter")
     try:
         inst.instrument(
+            max_components=CAP,
             namespace=NS,
             meter_provider=unused.provider,
             meter=used.provider.get_meter("my.app"),
@@ -374,7 +376,7 @@ def test_invalid_namespace(namespace: Any, error: type[Exception]) -> None:
     inst = FailsafeOtelInstrumentor()
     was = inst.is_instrumented
     with pytest.raises(error, match="namespace"):
-        inst.instrument(namespace=namespace, meter_provider=Otel().provider)
+        inst.instrument(max_components=CAP, namespace=namespace, meter_provider=Otel().provider)
     assert inst.is_instrumented == was
 
 
@@ -413,7 +415,7 @@ async def test_long_names_export(otel: Otel) -> None:
     ns = "n" * 128
     name = unique("x" * 55)
     try:
-        inst.instrument(namespace=ns, meter_provider=o.provider)
+        inst.instrument(max_components=CAP, namespace=ns, meter_provider=o.provider)
         timeout(1, name=name)._count(0, 2)
         assert o.values()[f"{ns}.{name}.timeout.fired"] == 2
     finally:
@@ -583,7 +585,7 @@ def test_instrumentor_does_not_keep_meters_alive() -> None:
     o = Otel()
     meter = o.provider.get_meter("short.lived")
     timeout(1, name=unique("weak"))
-    inst.instrument(namespace=NS, meter=meter)
+    inst.instrument(max_components=CAP, namespace=NS, meter=meter)
     inst.uninstrument()
     o.provider.shutdown()
     ref = weakref.ref(meter)
@@ -649,7 +651,7 @@ async def test_each_test_with_its_own_provider_gets_metrics(
     providers = [Otel() for _ in range(3)]
     try:
         for i, o in enumerate(providers):
-            inst.instrument(namespace=NS, meter_provider=o.provider)
+            inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
             name = unique("per_test")
             timeout(1, name=name)._count(0, i + 1)
             assert o.values()[f"{NS}.{name}.timeout.fired"] == i + 1
@@ -728,7 +730,7 @@ def test_creating_a_component_never_waits_for_a_collection() -> None:
         return []
 
     o.provider.get_meter("slow").create_observable_counter("slow", callbacks=[slow])
-    inst.instrument(namespace=NS, meter_provider=o.provider)
+    inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
     try:
         collector = threading.Thread(target=o.reader.get_metrics_data)
         collector.start()

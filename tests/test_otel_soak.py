@@ -26,16 +26,18 @@ def _soak_module() -> ModuleType:
 @pytest.mark.timeout(300)
 async def test_thirty_thousand_names_under_a_periodic_reader_stay_bounded() -> None:
     soak = _soak_module()
-    figures = await soak.soak(30_000, interval=0.1, max_seconds=240, max_components=300)
+    figures = await soak.soak(30_000, interval=0.25, max_seconds=240, max_components=100)
     assert not figures.stopped_early
     assert figures.names == 30_000
     # Totals only ever grew, and every call is in them once, gone components included.
     assert figures.monotonic
-    assert figures.exported_total == figures.total_calls == 30_000
-    # Bounded: 300 names with their own instruments (6 at most each), the overflow series,
+    assert figures.exported_total - figures.exported_before == figures.total_calls == 30_000
+    # Bounded: 100 names with their own instruments (6 at most each), the overflow series,
     # and the listener event counters; not one series per name.
-    assert figures.series <= 300 * 6 + 2 * 6 + 2
-    assert figures.collection_failures == 0
+    assert figures.series <= 100 * 6 + 2 * 6 + 2
+    # The SDK gives a periodic collection its interval to finish: unbounded, nearly every one
+    # times out; bounded, hardly any (a loaded machine may make one late).
+    assert figures.collection_failures <= figures.collections // 4
     # Generous bounds for a loaded 2-core machine; without bounds, 30,000 names take hundreds
     # of MiB and collections of many seconds, each stalling the loop that creates a name.
     assert figures.rss_growth_mib < 120, figures

@@ -11,7 +11,7 @@ components report once they have a name (``name=``, or the function they decorat
 
 Bounded, however many names come and go (per-host names of keyed policies):
 
-* at most ``max_components`` component names (all patterns together, 1,000 by default) get
+* at most ``max_components`` component names (all patterns together, 200 by default) get
   instruments of their own; the components of any further name are summed into the overflow
   series
   ``{namespace}._overflow.{pattern}.{metric}`` (``_overflow`` cannot be a component name), as
@@ -35,7 +35,6 @@ import logging
 import queue
 import re
 import threading
-import time
 import weakref
 from collections.abc import Iterable
 from typing import Any, ClassVar, Final
@@ -63,8 +62,10 @@ MAX_NAME_LENGTH: Final = 255
 _NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]*")
 MAX_NAMESPACE_LENGTH: Final = 128
 # Names with instruments of their own, per export, all patterns together (see the module
-# docstring): bounds the instruments (6 at most per name) and so the time a collection takes.
-MAX_COMPONENTS: Final = 1000
+# docstring): bounds the instruments (6 at most per name) and so the time a collection takes
+# (the SDK's work per instrument dominates it), which also stalls the event loop's thread by
+# competing for the GIL while it runs.
+MAX_COMPONENTS: Final = 200
 # The component part of the overflow series: not a valid component name (they start with a
 # letter), so it never meets a real one.
 OVERFLOW: Final = "_overflow"
@@ -117,12 +118,6 @@ class _Group:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             if not export.active:
                 return ()
-            export.calls += 1
-            if not export.calls % _YIELD_EVERY:
-                # A collection runs on the reader's thread, in Python, for as long as there are
-                # instruments: letting the GIL go now and then keeps the event loop's thread
-                # running meanwhile instead of stalling it for much of the collection.
-                time.sleep(0)
             return (Observation(self.value(index)),)
 
         return observe
@@ -162,7 +157,6 @@ class _Export:
         # collection, taking fold_lock once per callback, never makes a creation wait.
         self.add_lock = threading.Lock()
         self.fold_lock = threading.Lock()
-        self.calls = 0  # callbacks run (approximate under concurrent readers)
         self.groups: dict[tuple[str, str], _Group] = {}  # by (name.lower(), pattern)
         self.named = 0  # (name, pattern) pairs with instruments of their own
         self.seen: set[int] = set()  # ids of the series held (a held series keeps its id)
@@ -225,17 +219,22 @@ class _Export:
         done, behind = _registrar.submit(self.meter, name, description, callback)
         if behind:
             return  # queued during a collection: created right after the ones before it
-        while not _collecting(meter):
-            if done.wait(_POLL):
-                return
+        # Seen held at two looks in a row: a collection, not the registrar's own brief hold
+        # while it adds the instrument.
+        held = False
+        while not done.wait(_POLL):
+            if _collecting(meter):
+                if held:
+                    return
+                held = True
+            else:
+                held = False
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until every queued instrument is created; returns whether they all are."""
         return _registrar.flush(timeout)
 
 
-# Callbacks between two moments a collection lets other threads run.
-_YIELD_EVERY: Final = 16
 # How often a component's creation looks whether a collection has started meanwhile.
 _POLL: Final = 0.0005
 
