@@ -130,9 +130,9 @@ typedef struct fs_state {
     int fake_clock;
     int64_t fake_now_ns;
     int64_t real_offset_ns;
-    /* non-zero while failsafe.testing may change how waits go (a fake clock, instant waits):
-     * hedge delays are then waited from Python, through failsafe.testing.sleep */
-    int test_waits;
+    /* failsafe.testing's instant-waits context variable (strong), once instant waits were
+     * first enabled; NULL before. See fs_test_waits(). */
+    PyObject *instant_var;
     /* jitter RNG, seeded from the OS at import, reseeded by failsafe.testing */
     fs_rng rng;
     /* per pattern: non-zero while a global listener is registered */
@@ -158,6 +158,10 @@ typedef struct fs_state {
 
 /* Current time in monotonic nanoseconds (the fake clock when one is set). */
 int64_t fs_now_ns(fs_state *st);
+/* Whether failsafe.testing changes how waits go for the running context: a fake clock is
+ * installed, or instant waits are on in this context (hedge delays are then waited from Python,
+ * through failsafe.testing.sleep). 1 yes, 0 no; never fails (an error reads as no). */
+int fs_test_waits(fs_state *st);
 
 /* Sets the exception for code, with a message (may be NULL). Always returns NULL. */
 PyObject *fs_error(fs_state *st, fs_err code, const char *msg);

@@ -184,13 +184,32 @@ static PyObject *mod_set_clock(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-static PyObject *mod_set_test_waits(PyObject *module, PyObject *arg)
+int fs_test_waits(fs_state *st)
 {
-    int on = PyObject_IsTrue(arg);
-    if (on < 0) {
+    if (st->fake_clock) {
+        return 1;
+    }
+    if (st->instant_var == NULL) {
+        return 0;
+    }
+    PyObject *value = NULL;
+    if (PyContextVar_Get(st->instant_var, Py_False, &value) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    int on = value == Py_True;
+    Py_DECREF(value);
+    return on;
+}
+
+static PyObject *mod_set_instant_var(PyObject *module, PyObject *arg)
+{
+    if (!PyContextVar_CheckExact(arg)) {
+        PyErr_Format(PyExc_TypeError, "expected a ContextVar, not %.200s", Py_TYPE(arg)->tp_name);
         return NULL;
     }
-    ((fs_state *)PyModule_GetState(module))->test_waits = on;
+    fs_state *st = PyModule_GetState(module);
+    Py_XSETREF(st->instant_var, Py_NewRef(arg));
     Py_RETURN_NONE;
 }
 
@@ -292,8 +311,8 @@ static PyMethodDef fs_module_methods[] = {
     {"now_ns", mod_now_ns, METH_NOARGS, "Monotonic time in ns as failsafe sees it (the fake clock when set)."},
     {"_set_clock", mod_set_clock, METH_O, "Sets the fake clock to ns, or None for the real clock (shifted forward, never back, to"
      " resume after the fake time)."},
-    {"_set_test_waits", mod_set_test_waits, METH_O,
-     "Whether failsafe.testing may change how waits go (hedge delays then wait from Python)."},
+    {"_set_instant_var", mod_set_instant_var, METH_O,
+     "The ContextVar saying whether waits are instant (hedge delays then wait from Python)."},
     {"seed", mod_seed, METH_O, "Seeds the jitter RNG."},
     {"_uniform", mod_uniform, METH_NOARGS, "A uniform draw in [0, 1) from the jitter RNG."},
     {"_set_listening", (PyCFunction)(void (*)(void))mod_set_listening, METH_FASTCALL,
@@ -394,6 +413,7 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
         Py_VISIT(st->errors[i]);
     }
     Py_VISIT(st->emit);
+    Py_VISIT(st->instant_var);
     for (int i = 0; i < st->n_policy_types; i++) {
         Py_VISIT(st->policy_types[i]);
     }
@@ -426,6 +446,7 @@ static int fs_clear(PyObject *module)
     fs_timeout_clear(st);
     fs_call_freelist_clear(st);
     fs_stop_freelist_clear(st);
+    Py_CLEAR(st->instant_var);
     Py_CLEAR(st->Guard_Type);
     Py_CLEAR(st->Call_Type);
     Py_CLEAR(st->Rejected_Type);

@@ -31,7 +31,7 @@ _MAX_NS: Final = 2**63 - 1  # the C core keeps time in int64 nanoseconds
 _clock: FakeClock | None = None  # the installed FakeClock, if any
 # Whether waits are instant, per task (see instant_waits()).
 _instant: Final[ContextVar[bool]] = ContextVar("failsafe_instant_waits", default=False)
-# Set once instant waits are first enabled: hedged calls then wait through sleep() below.
+# Set once instant waits are first enabled: the C core then looks at _instant too.
 _instant_used = False
 
 
@@ -124,7 +124,6 @@ class FakeClock:
         # Anchored so that the core's time does not go back from where it is now.
         self._anchor_ns = max(self._anchor_ns, _native.now_ns() - self._now_ns)
         _native._set_clock(self._core_ns())
-        _native._set_test_waits(True)
         _clock = self
         return self
 
@@ -134,7 +133,6 @@ class FakeClock:
         global _clock
         if _clock is self:
             _native._set_clock(None)
-            _native._set_test_waits(_instant_used)
             _clock = None
             _wake_sleepers()
 
@@ -185,14 +183,14 @@ def instant_waits(enabled: bool = True) -> AbstractContextManager[None]:
     _instant.set(enabled)
     if enabled and not _instant_used:
         _instant_used = True
-        _native._set_test_waits(True)
+        _native._set_instant_var(_instant)  # from now on hedged calls look at it
     return _Switch(previous)
 
 
 def changes_waits() -> bool:
-    """Whether a FakeClock is installed or instant waits were ever enabled: failsafe's waits
-    may then not be plain loop timers (hedged calls wait through sleep())."""
-    return _clock is not None or _instant_used
+    """Whether a FakeClock is installed or waits are instant in the current context: failsafe's
+    waits are then not plain loop timers (hedged calls wait through sleep())."""
+    return _clock is not None or _instant.get()
 
 
 def is_instant() -> bool:

@@ -104,6 +104,7 @@ class _Race:
         "_t0_ns",
         "_task",
         "_tasks",
+        "_test_waits",
         "_timer",
         "_value",
         "_waiter",
@@ -145,6 +146,8 @@ class _Race:
         self._cancel_requested = False
         self._waiter: asyncio.Future[None] | None = None
         self._next: asyncio.TimerHandle | asyncio.Task[None] | None = None
+        # Decided in the caller's context, where instant waits are set or not.
+        self._test_waits = _testing.changes_waits()
         self._timer: asyncio.TimerHandle | None = None
         self.inline = True
         timeout = policy.timeout
@@ -251,7 +254,7 @@ class _Race:
                 return
 
     def _launch_later(self, delay: float) -> None:
-        if _testing.changes_waits():
+        if self._test_waits:
             # Waited like every failsafe wait, on the clock latencies are measured on.
             # Due from now, not from when the waiting task first runs.
             due = _native.now_ns() + round(delay * 1e9)
