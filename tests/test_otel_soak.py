@@ -4,6 +4,7 @@ created and dropped under a periodic reader (bench/soak_otel.py runs the full si
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +12,10 @@ from types import ModuleType
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "soak_otel.py"
+# Under a sanitizer build everything runs many times slower and takes more memory: fewer names,
+# time and memory not judged.
+SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
+NAMES = 3_000 if SANITIZED else 30_000
 
 
 def _soak_module() -> ModuleType:
@@ -26,15 +31,17 @@ def _soak_module() -> ModuleType:
 @pytest.mark.timeout(300)
 async def test_thirty_thousand_names_under_a_periodic_reader_stay_bounded() -> None:
     soak = _soak_module()
-    figures = await soak.soak(30_000, interval=0.25, max_seconds=240, max_components=100)
+    figures = await soak.soak(NAMES, interval=0.25, max_seconds=240, max_components=100)
     assert not figures.stopped_early
-    assert figures.names == 30_000
+    assert figures.names == NAMES
     # Totals only ever grew, and every call is in them once, gone components included.
     assert figures.monotonic
-    assert figures.exported_total - figures.exported_before == figures.total_calls == 30_000
+    assert figures.exported_total - figures.exported_before == figures.total_calls == NAMES
     # Bounded: 100 names with their own instruments (6 at most each), the overflow series,
     # and the listener event counters; not one series per name.
     assert figures.series <= 100 * 6 + 2 * 6 + 2
+    if SANITIZED:
+        return
     # The SDK gives a periodic collection its interval to finish: unbounded, nearly every one
     # times out; bounded, hardly any (a loaded machine may make one late).
     assert figures.collection_failures <= figures.collections // 4
