@@ -36,6 +36,17 @@ from failsafe._core import PATTERNS
 CONCURRENCY = 10
 
 
+def positive_int(text: str) -> int:
+    """argparse type of --calls: a whole number >= 1 (argparse reports anything else)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 class Service:
     """The example service served by uvicorn on a free local port, in this event loop."""
 
@@ -220,12 +231,18 @@ async def main(calls: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=400, help="requests per run (default 400)")
     parser.add_argument(
-        "--workers", type=int, help="N uvicorn workers sharing a partner's limit through Redis"
+        "--calls", type=positive_int, default=400, help="requests per run (default 400)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        help="N uvicorn workers sharing a partner's limit through Redis",
     )
     parser.add_argument("--redis", help="Redis URL for --workers (default: a local redis-server)")
-    parser.add_argument("--seconds", type=int, default=5, help="seconds per mode for --workers")
+    parser.add_argument(
+        "--seconds", type=positive_int, default=5, help="seconds per mode for --workers"
+    )
     opts = parser.parse_args()
     if opts.workers:
         from workers_demo import main as workers_main

@@ -1238,7 +1238,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.model = Model(cfg)
 
     def _acquire(self) -> tuple[int, int] | None:
-        now = self.clock.now_ns
+        now = _native.now_ns()  # the time the breaker sees
         expected = self.model.acquire(now)
         if expected[0] == "rejected":
             after = expected[1]
@@ -1252,7 +1252,7 @@ class BreakerMachine(RuleBasedStateMachine):
 
     def _finish(self, call: tuple[int, int], outcome: str, extra_ns: int) -> None:
         token, t0 = call
-        now = self.clock.now_ns
+        now = _native.now_ns()
         exc: BaseException | None = {
             "success": None,
             "failure": Boom(),
@@ -1287,7 +1287,7 @@ class BreakerMachine(RuleBasedStateMachine):
     def manual(self, op: str) -> None:
         if op == "isolate":
             self.breaker.isolate()
-            self.model.isolate(self.clock.now_ns)
+            self.model.isolate(_native.now_ns())
         elif op == "reset":
             self.breaker.reset()
             self.model.reset()
@@ -1296,7 +1296,7 @@ class BreakerMachine(RuleBasedStateMachine):
     def same(self) -> None:
         if not hasattr(self, "model"):
             return
-        now = self.clock.now_ns
+        now = _native.now_ns()
         m = self.model
         state, isolated, consecutive, calls, failures, slow, probes, successes, after, _ = (
             self.breaker._snapshot()

@@ -106,3 +106,19 @@ def test_demo_exports_over_otlp_when_configured() -> None:
     assert success.sum.is_monotonic
     assert sum(p.as_int for p in success.sum.data_points) > 0
     assert "failsafe.service.quote_timeout.timeout.fired" in metrics
+
+
+@pytest.mark.parametrize("calls", ["0", "-5", "many"])
+def test_demo_rejects_a_bad_call_count_with_a_usage_message(calls: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--calls", calls],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2  # argparse's usage error
+    assert "Traceback" not in done.stderr
+    assert "--calls" in done.stderr
+    assert "usage:" in done.stderr

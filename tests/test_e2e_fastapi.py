@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from e2e_server import serve
 from failsafe.integrations.fastapi import (
     HANDLED,
+    MAX_RETRY_AFTER,
     install_exception_handlers,
     retry_after_header,
 )
@@ -160,3 +161,21 @@ def test_retry_after_ignores_nonsense(value: Any) -> None:
     exc = Exception()
     exc.retry_after = value  # type: ignore[attr-defined]
     assert retry_after_header(exc) is None
+
+
+async def test_huge_retry_after_is_capped_to_a_day() -> None:
+    """A limiter whose next token is ages away answers Retry-After: 86400, not a 301-digit
+    header."""
+    app = FastAPI()
+    install_exception_handlers(app)
+
+    @app.get("/far")
+    async def far() -> None:
+        raise RateLimitExceeded(retry_after_seconds=1e300)
+
+    async with serve(app) as client:
+        response = await client.get("/far")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == str(MAX_RETRY_AFTER) == "86400"
+    assert retry_after_header(RateLimitExceeded(retry_after_seconds=86_399.5)) == "86400"
+    assert retry_after_header(RateLimitExceeded(retry_after_seconds=86_401)) == "86400"

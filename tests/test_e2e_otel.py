@@ -114,7 +114,9 @@ async def test_otlp_http_export(instrumentor: FailsafeOtelInstrumentor) -> None:
             resource=Resource.create({"service.name": "e2e-otlp"}), metric_readers=[reader]
         )
         try:
-            instrumentor.instrument(namespace=namespace, meter_provider=provider)
+            instrumentor.instrument(
+                namespace=namespace, meter_provider=provider, max_components=1_000_000
+            )
             async with serve(app) as client:
                 await drive(client)
             assert await asyncio.to_thread(provider.force_flush, 20_000)
@@ -152,7 +154,9 @@ async def test_prometheus_exporter_scraped(instrumentor: FailsafeOtelInstrumento
     provider = MeterProvider(metric_readers=[reader])
     server, thread = start_http_server(0, addr="127.0.0.1")
     try:
-        instrumentor.instrument(namespace=namespace, meter_provider=provider)
+        instrumentor.instrument(
+            namespace=namespace, meter_provider=provider, max_components=1_000_000
+        )
         async with serve(app) as client:
             await drive(client)
         port = server.server_address[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -782,3 +783,173 @@ async def test_failing_listeners_do_not_change_a_real_call(
     assert await succeed() == "ok"
     assert calls == 2  # a failing listener or factory never causes another attempt
     assert len(failsafe_errors(caplog)) == 2  # Failing.on_retry, then the factory (once)
+
+
+def test_default_names_of_distinct_functions_stay_distinct() -> None:
+    """Names cut to 63 characters or transliterated keep a hash of the qualified name: two
+    functions never merge into one metrics series."""
+    from failsafe.retry import retry
+
+    async def compute_the_monthly_invoice_totals_for_every_customer_billing_period_v1() -> int:
+        return 1
+
+    async def compute_the_monthly_invoice_totals_for_every_customer_billing_period_v2() -> int:
+        return 2
+
+    async def 価格() -> int:
+        return 3
+
+    async def 在庫() -> int:
+        return 4
+
+    fns = [
+        compute_the_monthly_invoice_totals_for_every_customer_billing_period_v1,
+        compute_the_monthly_invoice_totals_for_every_customer_billing_period_v2,
+        価格,
+        在庫,
+    ]
+    names = [retry()(fn).policy.name for fn in fns]
+    assert len(set(names)) == 4
+    for name in names:
+        assert len(name) <= 63
+        assert retry(name=name).name == name  # each is a valid explicit name too
+    assert names[0].startswith("test_default_names_of_distinct_functions")
+    # At module level, where the qualified name is the bare function name.
+    価格.__qualname__, 在庫.__qualname__ = "価格", "在庫"
+    top = [retry()(fn).policy.name for fn in (価格, 在庫)]
+    assert top[0] != top[1]
+    assert all(name.startswith("retry-") for name in top)
+    # Stable: the same function gets the same name again.
+    assert retry()(fns[0]).policy.name == names[0]
+    assert get_default_name(fns[2]) != get_default_name(fns[3])
+
+
+def test_registering_many_global_listeners_takes_linear_time() -> None:
+    """40,000 global listeners register, all hear an event, and unregister in well under the
+    time a quadratic registry needs (about a minute for this many)."""
+    from failsafe.retry import retry
+
+    heard: list[int] = []
+
+    class Counting:
+        def on_retry(self, component: Any, *args: Any) -> None:
+            heard.append(1)
+
+    listeners = [Counting() for _ in range(40_000)]
+    start = time.perf_counter()
+    for listener in listeners:
+        register_listener("retry", listener)
+    register_listener("retry", listeners[0])  # again: still once
+    registered = time.perf_counter() - start
+    assert global_listeners("retry")[-1] is listeners[-1]
+    assert len(global_listeners("retry")) >= 40_000
+    emit(retry(name="many_listeners"), "on_retry", (None, None, 0.0))
+    assert len(heard) == 40_000
+    for listener in listeners:
+        unregister_listener("retry", listener)
+    assert registered < 8.0, f"{registered:.1f} s to register 40,000 listeners"
+
+
+# ------------------------------------------------------------------------------------------
+# Listener tasks: closed loops, shutdown, and a cap
+
+
+class SlowListener:
+    """An async listener of retry successes that takes `seconds` to handle each."""
+
+    def __init__(self, seconds: float = 0.05, gate: asyncio.Event | None = None) -> None:
+        self.seconds = seconds
+        self.gate = gate
+        self.delivered = 0
+
+    async def on_success(self, component: Any, counter: Any) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        else:
+            await asyncio.sleep(self.seconds)
+        self.delivered += 1
+
+
+def test_events_pending_at_asyncio_run_shutdown_are_logged_as_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from failsafe.retry import retry
+
+    listener = SlowListener()
+    manager = EventManager()
+
+    @retry(attempts=1, listeners=[listener], event_manager=manager, name="shutdown_events")
+    async def work() -> int:
+        return 1
+
+    async def main() -> None:
+        for _ in range(5):
+            await work()  # returns before its listener task is done
+
+    with caplog.at_level(logging.WARNING, logger="failsafe"):
+        asyncio.run(main())
+    assert listener.delivered == 0
+    assert manager.stats()["lost"] == 5
+    assert manager.pending == 0
+    lost = [r for r in caplog.records if "lost" in r.getMessage()]
+    assert len(lost) == 1  # once, with the count
+    assert "5 listener event(s) lost" in lost[0].getMessage()
+
+
+def test_tasks_of_closed_loops_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """Loops closed with listener tasks still pending (each test building its own loop): the
+    manager lets their tasks go instead of keeping them forever."""
+    from failsafe.retry import retry
+
+    manager = EventManager()
+    listener = SlowListener(gate=None, seconds=3600)
+
+    @retry(attempts=1, listeners=[listener], event_manager=manager, name="closed_loops")
+    async def work() -> int:
+        return 1
+
+    with caplog.at_level(logging.WARNING, logger="failsafe"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        for _ in range(300):
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(work())
+            loop.close()  # its listener task never ran to the end
+    assert manager.pending < 130  # bounded, not 300
+    assert manager.stats()["lost"] >= 170
+    assert any("lost" in r.getMessage() for r in caplog.records)
+
+
+async def test_async_listener_tasks_are_capped_and_drops_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from failsafe.retry import retry
+
+    gate = asyncio.Event()
+    listener = SlowListener(gate=gate)
+    manager = EventManager(max_pending=100)
+    before = events.totals()["dropped"]
+
+    @retry(attempts=1, listeners=[listener], event_manager=manager, name="capped_events")
+    async def work() -> int:
+        return 1
+
+    with caplog.at_level(logging.WARNING, logger="failsafe"):
+        for _ in range(1000):
+            await work()
+    assert manager.stats() == {"pending": 100, "max_pending": 100, "dropped": 900, "lost": 0}
+    assert events.totals()["dropped"] - before == 900
+    assert len([r for r in caplog.records if "dropping" in r.getMessage()]) == 1
+    gate.set()
+    await manager.wait_for_tasks()
+    assert listener.delivered == 100
+    await work()  # room again
+    await manager.wait_for_tasks()
+    assert listener.delivered == 101
+    assert manager.stats()["dropped"] == 900
+
+
+def test_event_manager_validates_max_pending() -> None:
+    with pytest.raises(ValueError, match="max_pending"):
+        EventManager(max_pending=0)
+    with pytest.raises(TypeError, match="max_pending"):
+        EventManager(max_pending=1.5)  # type: ignore[arg-type]

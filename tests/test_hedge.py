@@ -1119,8 +1119,14 @@ async def test_percentile_delay_learns_from_fast_calls(clock: FakeClock) -> None
     assert await fast() == "ok"
     assert 0.002 <= policy.delay <= 0.002 * 1.125
     assert "p95(" in repr(policy)
-    # A slow first attempt is now hedged after the learnt delay, not the fallback's 10 s.
-    assert await policy(Script(Hang(), "second"))() == "second"
+    # A slow first attempt is now hedged after the learnt delay (on the fake clock, where
+    # latencies are measured), not the fallback's 10 s.
+    call = asyncio.ensure_future(policy(Script(Hang(), "second"))())
+    for _ in range(5):  # the call starts its first attempt and waits for the delay
+        await asyncio.sleep(0)
+    clock.advance(0.003)
+    async with asyncio.timeout(5):
+        assert await call == "second"
     assert policy.stats()["hedged"] == 1
 
 
@@ -1154,6 +1160,7 @@ async def test_percentile_records_winning_hedges(clock: FakeClock) -> None:
     async def fn() -> str:
         calls[0] += 1
         if calls[0] == 1:
+            clock.advance(DELAY)  # slow on the clock the delay is waited on
             await asyncio.sleep(LONG)
         clock.advance(0.004)
         return "second"
@@ -1281,7 +1288,7 @@ class HistogramMachine(RuleBasedStateMachine):
         assert self.policy is not None
         assert self.model is not None
         self.policy._record(ns)
-        self.model.record(self.clock.now_ns, ns)
+        self.model.record(_native.now_ns(), ns)  # the time the policy sees
 
     @rule(ms=st.integers(0, 3000))
     def advance(self, ms: int) -> None:
@@ -1290,7 +1297,7 @@ class HistogramMachine(RuleBasedStateMachine):
     @invariant()
     def same_delay(self) -> None:
         if self.policy is not None and self.model is not None:
-            assert self.policy.delay == self.model.delay(self.clock.now_ns)
+            assert self.policy.delay == self.model.delay(_native.now_ns())
 
     def teardown(self) -> None:
         self.clock.uninstall()

@@ -7,6 +7,8 @@ import gc
 import inspect
 import itertools
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +28,7 @@ from failsafe.timeout import TimeoutError as FsTimeoutError
 from failsafe.timeout import timeout
 
 NS = "test.otel"
+CAP = 1_000_000  # every name gets its own instruments, however many earlier tests made
 _ids = itertools.count()
 OTEL_NAME = re.compile(r"[a-zA-Z][-_./a-zA-Z0-9]{0,254}")
 
@@ -64,7 +67,7 @@ def otel() -> Iterator[Otel]:
     inst = FailsafeOtelInstrumentor()
     inst.uninstrument()
     o = Otel()
-    inst.instrument(namespace=NS, meter_provider=o.provider)
+    inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
     yield o
     inst.uninstrument()
     o.provider.shutdown()
@@ -138,7 +141,7 @@ async def test_components_before_and_after_instrument() -> None:
     t1 = timeout(1, name=before)
     t1._count(0, 4)
     o = Otel()
-    inst.instrument(namespace=NS, meter_provider=o.provider)
+    inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
     try:
         t2 = timeout(1, name=after)
         t2._count(0, 7)
@@ -159,7 +162,8 @@ async def test_decorated_function_reports_under_its_name(otel: Otel) -> None:
 
     await fetch_stock_level()
     name = fetch_stock_level.policy.name  # type: ignore[attr-defined]
-    assert "fetch_stock" in name
+    # Cut to 63 characters, with a hash of the full qualified name.
+    assert name.startswith("test_decorated_function_reports_under_its_name.fetch_s")
     assert otel.values()[f"{NS}.{name}.retry.success"] >= 1
 
 
@@ -265,7 +269,7 @@ async def test_instrumenting_adds_no_listener() -> None:
     inst.uninstrument()
     before = {p: events.global_listeners(p) for p in _core.PATTERNS}
     o = Otel()
-    inst.instrument(namespace=NS, meter_provider=o.provider)
+    inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
     try:
         assert {p: events.global_listeners(p) for p in _core.PATTERNS} == before
         t = timeout(1, name=unique("quiet"))
@@ -286,14 +290,11 @@ async def test_instrument_is_idempotent(otel: Otel) -> None:
     t._count(0, 3)
     inst = FailsafeOtelInstrumentor()
     assert inst.is_instrumented
-    other = Otel()
-    inst.instrument(namespace="other.ns", meter_provider=other.provider)  # ignored
-    inst.instrument(namespace=NS, meter_provider=otel.provider)
-    assert other.collect() == {}
+    inst.instrument(namespace=NS, meter_provider=otel.provider)  # the same: nothing changes
+    inst.instrument(namespace=NS)  # no other meter given: nothing changes
     values = otel.values()
     assert values[f"{NS}.{name}.timeout.fired"] == 3
     assert sum(1 for n in values if n.endswith(f".{name}.timeout.fired")) == 1
-    other.provider.shutdown()
 
 
 async def test_uninstrument_stops_and_reinstrument_resumes() -> None:
@@ -304,7 +305,7 @@ async def test_uninstrument_stops_and_reinstrument_resumes() -> None:
     t = timeout(1, name=name)
     key = f"{NS}.{name}.timeout.fired"
     try:
-        inst.instrument(namespace=NS, meter_provider=o.provider)
+        inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
         t._count(0, 2)
         assert o.values()[key] == 2
         inst.uninstrument()
@@ -314,7 +315,7 @@ async def test_uninstrument_stops_and_reinstrument_resumes() -> None:
         later = timeout(1, name=unique("un_later"))
         later._count(0)
         assert o.values() == {}
-        inst.instrument(namespace=NS, meter_provider=o.provider)
+        inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
         values = o.values()
         assert values[key] == 3  # counting went on; the export resumes where it stands
         assert values[f"{NS}.{later.name}.timeout.fired"] == 1
@@ -330,6 +331,7 @@ async def test_explicit_meter_wins_over_provider() -> None:
     name = unique("meter")
     try:
         inst.instrument(
+            max_components=CAP,
             namespace=NS,
             meter_provider=unused.provider,
             meter=used.provider.get_meter("my.app"),
@@ -374,7 +376,7 @@ def test_invalid_namespace(namespace: Any, error: type[Exception]) -> None:
     inst = FailsafeOtelInstrumentor()
     was = inst.is_instrumented
     with pytest.raises(error, match="namespace"):
-        inst.instrument(namespace=namespace, meter_provider=Otel().provider)
+        inst.instrument(max_components=CAP, namespace=namespace, meter_provider=Otel().provider)
     assert inst.is_instrumented == was
 
 
@@ -413,7 +415,7 @@ async def test_long_names_export(otel: Otel) -> None:
     ns = "n" * 128
     name = unique("x" * 55)
     try:
-        inst.instrument(namespace=ns, meter_provider=o.provider)
+        inst.instrument(max_components=CAP, namespace=ns, meter_provider=o.provider)
         timeout(1, name=name)._count(0, 2)
         assert o.values()[f"{ns}.{name}.timeout.fired"] == 2
     finally:
@@ -583,7 +585,7 @@ def test_instrumentor_does_not_keep_meters_alive() -> None:
     o = Otel()
     meter = o.provider.get_meter("short.lived")
     timeout(1, name=unique("weak"))
-    inst.instrument(namespace=NS, meter=meter)
+    inst.instrument(max_components=CAP, namespace=NS, meter=meter)
     inst.uninstrument()
     o.provider.shutdown()
     ref = weakref.ref(meter)
@@ -617,3 +619,162 @@ def test_component_without_c_counters_reports_nothing() -> None:
     p = Plain(unique("plain"))
     assert p.name.startswith("plain")
     assert all(pattern != "plain" for _, pattern, _, _ in _core.all_series())
+
+
+def test_import_without_the_opentelemetry_api_names_the_extra() -> None:
+    """Without opentelemetry-api installed, importing the integration says what to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # as if it were not installed\n"
+        "try:\n"
+        "    import failsafe.integrations.opentelemetry\n"
+        "except ModuleNotFoundError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "pip install 'failsafe-py[otel]'" in done.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# Under real use: per-test providers, per-host names, a collection in progress
+
+
+async def test_each_test_with_its_own_provider_gets_metrics(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A suite that builds a provider per test and instruments in each: the export moves to
+    the newest provider (with a warning), instead of staying on the first."""
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    providers = [Otel() for _ in range(3)]
+    try:
+        for i, o in enumerate(providers):
+            inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
+            name = unique("per_test")
+            timeout(1, name=name)._count(0, i + 1)
+            assert o.values()[f"{NS}.{name}.timeout.fired"] == i + 1
+        assert "export moves there" in caplog.text
+        assert providers[0].values().get(f"{NS}.{name}.timeout.fired") is None  # moved away
+    finally:
+        inst.uninstrument()
+        for o in providers:
+            o.provider.shutdown()
+
+
+async def test_keyed_breakers_over_many_hosts_keep_series_bounded() -> None:
+    """keyed(consecutive_breaker per host) over 3,000 hosts with a cap of 200 names: 200 named
+    series plus the overflow, totals exact and monotonic, gone series freed."""
+    from failsafe.circuitbreaker import consecutive_breaker
+    from failsafe.keyed import keyed
+
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    o = Otel()
+    inst.instrument(namespace="hosts", meter_provider=o.provider, max_components=200)
+    prefix = unique("h")
+    try:
+        breakers = keyed(
+            lambda h: consecutive_breaker(ConnectionError, name=f"cb.{prefix}.{h}"),
+            key=lambda h: h,
+            max_keys=100,
+        )
+
+        @breakers
+        async def call(host: int) -> int:
+            return host
+
+        def successes() -> dict[str, int]:
+            return {k: v for k, v in o.values().items() if k.endswith(".circuitbreaker.success")}
+
+        before = successes()  # breakers of earlier tests share the cap and the overflow
+        overflow = "hosts._overflow.circuitbreaker.success"
+        last = sum(before.values())
+        for host in range(3000):
+            assert await call(host) == host
+            if host % 500 == 499:
+                gc.collect()
+                total = sum(successes().values())
+                assert total >= last
+                last = total
+        gc.collect()
+        after = successes()
+        assert sum(after.values()) - sum(before.values()) == 3000  # every call, gone or not
+        assert len(after) <= 201  # 200 names and the overflow
+        assert sum(1 for k in after if f".cb.{prefix}." in k) <= 200
+        assert after[overflow] - before.get(overflow, 0) >= 2800
+        # The registry let the gone series go (at most what it keeps before looking again).
+        assert len(_core._series["circuitbreaker"]) < 2 * 1024 + 200
+        assert successes() == after  # a second collection after the fold: the same
+    finally:
+        inst.uninstrument()
+        o.provider.shutdown()
+
+
+def test_creating_a_component_never_waits_for_a_collection() -> None:
+    """A collection holds the SDK's lock for its whole length (here a slow callback makes it
+    last 0.5 s): a component created meanwhile returns at once, and its instruments appear at
+    the next collection."""
+    import threading
+    import time
+
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    o = Otel()
+    collecting = threading.Event()
+
+    def slow(options: Any) -> list[Any]:
+        collecting.set()
+        time.sleep(0.5)
+        return []
+
+    o.provider.get_meter("slow").create_observable_counter("slow", callbacks=[slow])
+    inst.instrument(max_components=CAP, namespace=NS, meter_provider=o.provider)
+    try:
+        collector = threading.Thread(target=o.reader.get_metrics_data)
+        collector.start()
+        assert collecting.wait(10)
+        name = unique("during")
+        start = time.perf_counter()
+        created = timeout(1, name=name)
+        took = time.perf_counter() - start
+        collector.join()
+        assert took < 0.25, f"creating a component waited {took:.3f} s"
+        created._count(0, 2)
+        assert inst.flush(10)
+        assert o.values()[f"{NS}.{name}.timeout.fired"] == 2
+    finally:
+        inst.uninstrument()
+        o.provider.shutdown()
+
+
+async def test_dropped_listener_events_are_exported(otel: Otel) -> None:
+    from failsafe import events
+
+    gate = asyncio.Event()
+
+    class Slow:
+        async def on_success(self, component: Any, counter: Any) -> None:
+            await gate.wait()
+
+    manager = events.EventManager(max_pending=1)
+    before = otel.values().get(f"{NS}.listener_events.dropped", 0)
+
+    @retry(attempts=1, listeners=[Slow()], event_manager=manager, name=unique("dropping"))
+    async def work() -> int:
+        return 1
+
+    for _ in range(4):
+        await work()
+    assert otel.values()[f"{NS}.listener_events.dropped"] - before == 3
+    gate.set()
+    await manager.wait_for_tasks()
+
+
+def test_invalid_max_components() -> None:
+    inst = FailsafeOtelInstrumentor()
+    with pytest.raises(ValueError, match="max_components"):
+        inst.instrument(max_components=-1)
+    with pytest.raises(TypeError, match="max_components"):
+        inst.instrument(max_components=1.5)  # type: ignore[arg-type]

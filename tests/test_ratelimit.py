@@ -820,7 +820,7 @@ class LimiterMachine(RuleBasedStateMachine):
 
     @rule(max_wait=st.integers(0, 5 * NS))
     def acquire(self, max_wait: int) -> None:
-        now = self.clock.now_ns
+        now = _native.now_ns()  # the time the limiter sees
         ok, wait, a, b = self.model_reserve(now, max_wait)
         if not ok:
             with pytest.raises(RateLimitExceeded) as info:
@@ -845,7 +845,7 @@ class LimiterMachine(RuleBasedStateMachine):
     def retry_after_agrees(self) -> None:
         if not hasattr(self, "limiter"):
             return
-        now = self.clock.now_ns
+        now = _native.now_ns()
         if self.sliding:
             expect = max(0, self.ring[self.head] + self.window - now)
         else:

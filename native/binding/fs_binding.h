@@ -130,9 +130,15 @@ typedef struct fs_state {
     PyObject *str_close;
     PyObject *str_retry_after;
     PyObject *str_call_slow;
-    /* time: a fake clock, when set, replaces CLOCK_MONOTONIC for every policy */
+    /* time: a fake clock, when set, replaces CLOCK_MONOTONIC for every policy; the real clock
+     * reads CLOCK_MONOTONIC + real_offset_ns (>= 0), raised when a fake clock that ran ahead
+     * is removed, so time as policies see it never goes back */
     int fake_clock;
     int64_t fake_now_ns;
+    int64_t real_offset_ns;
+    /* failsafe.testing's instant-waits context variable (strong), once instant waits were
+     * first enabled; NULL before. See fs_test_waits(). */
+    PyObject *instant_var;
     /* jitter RNG, seeded from the OS at import, reseeded by failsafe.testing */
     fs_rng rng;
     /* per pattern: non-zero while a global listener is registered */
@@ -158,6 +164,10 @@ typedef struct fs_state {
 
 /* Current time in monotonic nanoseconds (the fake clock when one is set). */
 int64_t fs_now_ns(fs_state *st);
+/* Whether failsafe.testing changes how waits go for the running context: a fake clock is
+ * installed, or instant waits are on in this context (hedge delays are then waited from Python,
+ * through failsafe.testing.sleep). 1 yes, 0 no; never fails (an error reads as no). */
+int fs_test_waits(fs_state *st);
 
 /* time.monotonic() in integer nanoseconds: the clock asyncio's default loop.time() reads.
  * Linux reads CLOCK_MONOTONIC directly (what CPython reads there); elsewhere (macOS

@@ -71,7 +71,9 @@ static void hedge_record(HedgeObject *h, int64_t now_ns, int64_t latency_ns)
 }
 
 /* 0 (fn's own coroutine) never: every call is observed. All attempts at once (delay 0) start
- * as tasks from Python. */
+ * as tasks from Python, and so does every hedged call while failsafe.testing changes how waits
+ * go (fs_test_waits): its delays are then waited through failsafe.testing.sleep, on the clock
+ * latencies are measured on. */
 static int hedge_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
                        PyObject *Py_UNUSED(kwnames))
 {
@@ -79,7 +81,7 @@ static int hedge_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_
     if (h->budget != NULL) {
         fs_budget_deposit(&h->budget->b, fs_now_ns(p->st));
     }
-    return h->attempts > 1 && h->delay <= 0.0 ? FS_ADMIT_SLOW : 1;
+    return h->attempts > 1 && (h->delay <= 0.0 || fs_test_waits(p->st)) ? FS_ADMIT_SLOW : 1;
 }
 
 static int hedge_fire(FsTimerEntry *e);

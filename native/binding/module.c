@@ -20,7 +20,9 @@ int64_t fs_now_ns(fs_state *st)
     if (st->fake_clock) {
         return st->fake_now_ns;
     }
-    return fs_monotonic_ns();
+    int64_t real = fs_monotonic_ns();
+    /* Saturates instead of overflowing after a fake clock near INT64_MAX. */
+    return real > INT64_MAX - st->real_offset_ns ? INT64_MAX : real + st->real_offset_ns;
 }
 
 /* The class bound for code, or the builtin it stands for until failsafe binds its own. */
@@ -168,7 +170,15 @@ static PyObject *mod_set_clock(PyObject *module, PyObject *arg)
 {
     fs_state *st = PyModule_GetState(module);
     if (arg == Py_None) {
-        st->fake_clock = 0;
+        if (st->fake_clock) {
+            /* Back to the real clock, which resumes where the fake one stopped if that is
+             * later: state taken on the fake clock never lies in the future. */
+            int64_t real = fs_monotonic_ns();
+            if (st->fake_now_ns - real > st->real_offset_ns) {
+                st->real_offset_ns = st->fake_now_ns - real;
+            }
+            st->fake_clock = 0;
+        }
         Py_RETURN_NONE;
     }
     if (!PyLong_Check(arg)) {
@@ -185,6 +195,35 @@ static PyObject *mod_set_clock(PyObject *module, PyObject *arg)
     }
     st->fake_now_ns = ns;
     st->fake_clock = 1;
+    Py_RETURN_NONE;
+}
+
+int fs_test_waits(fs_state *st)
+{
+    if (st->fake_clock) {
+        return 1;
+    }
+    if (st->instant_var == NULL) {
+        return 0;
+    }
+    PyObject *value = NULL;
+    if (PyContextVar_Get(st->instant_var, Py_False, &value) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    int on = value == Py_True;
+    Py_DECREF(value);
+    return on;
+}
+
+static PyObject *mod_set_instant_var(PyObject *module, PyObject *arg)
+{
+    if (!PyContextVar_CheckExact(arg)) {
+        PyErr_Format(PyExc_TypeError, "expected a ContextVar, not %.200s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    fs_state *st = PyModule_GetState(module);
+    Py_XSETREF(st->instant_var, Py_NewRef(arg));
     Py_RETURN_NONE;
 }
 
@@ -284,7 +323,10 @@ static PyObject *mod_bind(PyObject *module, PyObject *args, PyObject *kwargs)
 
 static PyMethodDef fs_module_methods[] = {
     {"now_ns", mod_now_ns, METH_NOARGS, "Monotonic time in ns as failsafe sees it (the fake clock when set)."},
-    {"_set_clock", mod_set_clock, METH_O, "Sets the fake clock to ns, or None for the real clock."},
+    {"_set_clock", mod_set_clock, METH_O, "Sets the fake clock to ns, or None for the real clock (shifted forward, never back, to"
+     " resume after the fake time)."},
+    {"_set_instant_var", mod_set_instant_var, METH_O,
+     "The ContextVar saying whether waits are instant (hedge delays then wait from Python)."},
     {"seed", mod_seed, METH_O, "Seeds the jitter RNG."},
     {"_uniform", mod_uniform, METH_NOARGS, "A uniform draw in [0, 1) from the jitter RNG."},
     {"_set_listening", (PyCFunction)(void (*)(void))mod_set_listening, METH_FASTCALL,
@@ -407,6 +449,7 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
         Py_VISIT(st->errors[i]);
     }
     Py_VISIT(st->emit);
+    Py_VISIT(st->instant_var);
     for (int i = 0; i < st->n_policy_types; i++) {
         Py_VISIT(st->policy_types[i]);
     }
@@ -439,6 +482,7 @@ static int fs_clear(PyObject *module)
     fs_timeout_clear(st);
     fs_call_freelist_clear(st);
     fs_stop_freelist_clear(st);
+    Py_CLEAR(st->instant_var);
     Py_CLEAR(st->Guard_Type);
     Py_CLEAR(st->Call_Type);
     Py_CLEAR(st->Rejected_Type);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import logging
 import math
@@ -54,12 +55,25 @@ def check_name(name: object) -> str | None:
 
 
 def name_from(fn: Callable[..., Any], pattern: str) -> str:
-    """Default component name from a function's qualified name, made metric-safe."""
-    raw = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or pattern
-    cleaned = _NAME_STRIP.sub("_", str(raw).replace(".<locals>.", ".")).strip("_.-/")
+    """Default component name from a function's qualified name, made metric-safe.
+
+    A name that lost information on the way (characters replaced, a cut to 63 characters, or
+    the pattern put in front) ends with ``-`` and a short hash of the qualified name, so that
+    distinct functions keep distinct names (and metrics series). Dropping ``<locals>`` and
+    leading or trailing ``_`` keeps a name as it is.
+    """
+    raw = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or pattern)
+    readable = raw.replace(".<locals>.", ".")
+    substituted = _NAME_STRIP.sub("_", readable)
+    cleaned = substituted.strip("_.-/")
+    lossy = substituted != readable
     if not cleaned or not cleaned[0].isalpha():
         cleaned = f"{pattern}_{cleaned}" if cleaned else pattern
-    return cleaned[:63]
+        lossy = True
+    if not lossy and len(cleaned) <= 63:
+        return cleaned
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned[: 63 - len(digest) - 1].rstrip('_.-/')}-{digest}"
 
 
 # Slots of Component's own state, for subclasses that avoid a per-instance __dict__ (policies
@@ -224,10 +238,15 @@ def check_exceptions(on: object, param: str = "on") -> tuple[type[BaseException]
 # is deallocated, in C). Named components join at construction, unnamed ones when they decorate
 # a function and take its name: an anonymous policy used only as `async with` reports nothing.
 # Joining is one dict lookup and one C call; the hot path never sees the registry.
+# A series whose components are all gone leaves the registry when it has grown (amortised, so
+# names that come and go do not grow it without bound): an exporter that holds the series reads
+# its final counts once more, and a component created later under that name starts a new one.
 # Per pattern: component name -> series (each Component subclass holds its pattern's dict).
 _series: dict[str, dict[str, _native.Series]] = {}
-_series_metrics: dict[tuple[str, str], tuple[str, ...]] = {}
+_series_metrics: dict[str, tuple[str, ...]] = {}  # per pattern
 _series_hooks: list[Callable[[str, str, tuple[str, ...], _native.Series], None]] = []
+_PRUNE_MIN: Final = 1024
+_prune_at: dict[str, int] = {}  # per pattern: the size at which gone series are let go
 
 
 def _new_series(component: Component) -> _native.Series:
@@ -235,14 +254,25 @@ def _new_series(component: Component) -> _native.Series:
     by_name = _series.setdefault(pattern, {})
     series = by_name.get(name)
     if series is None:
+        if len(by_name) >= _prune_at.get(pattern, _PRUNE_MIN):
+            for gone in [n for n, s in by_name.items() if s.live == 0]:
+                del by_name[gone]
+            _prune_at[pattern] = max(_PRUNE_MIN, 2 * len(by_name))
         series = by_name[name] = _native.Series()
-        _series_metrics[name, pattern] = component.METRICS
+        _series_metrics[pattern] = component.METRICS
         for hook in tuple(_series_hooks):
             try:
                 hook(name, pattern, component.METRICS, series)
             except Exception:  # an exporter's failure never stops a component
                 logging.getLogger("failsafe").exception("metrics series hook %r failed", hook)
     return series
+
+
+def is_current(name: str, pattern: str, series: _native.Series) -> bool:
+    """Whether series is the registry's series of (name, pattern): components may still join
+    it. A series no longer current never gains a member again."""
+    by_name = _series.get(pattern)
+    return by_name is not None and by_name.get(name) is series
 
 
 class _NoSeries(dict[str, Any]):
@@ -261,7 +291,7 @@ class _NoSeries(dict[str, Any]):
 def all_series() -> list[tuple[str, str, tuple[str, ...], _native.Series]]:
     """Every metrics series so far: (component name, pattern, metric names, series)."""
     return [
-        (name, pattern, _series_metrics[name, pattern], s)
+        (name, pattern, _series_metrics[pattern], s)
         for pattern, by_name in list(_series.items())
         for name, s in list(by_name.items())
     ]

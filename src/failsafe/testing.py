@@ -1,12 +1,15 @@
 """Helpers that make tests of code using failsafe deterministic and fast.
 
-* FakeClock: virtual monotonic time for the C core (breaker windows, budgets, rate limits…).
-  It does not touch the event loop's clock: loop timers (timeouts) still use real time.
-* instant_waits(): failsafe's own waits (retry backoff, hedge delays) return at once; with a
-  FakeClock installed they advance it by the delay instead, so time still "passes".
+* FakeClock: virtual monotonic time for the C core (breaker windows, budgets, rate limits,
+  hedge latencies…), and for failsafe's own waits (retry backoff, hedge delays, rate limiter
+  waits), which end when the clock has been moved far enough. It does not touch the event
+  loop's clock: loop timers (timeouts) still use real time. Time as policies see it never goes
+  backwards, across installs and uninstalls (see FakeClock).
+* instant_waits(): failsafe's own waits return at once; with a FakeClock installed they
+  advance it by the delay instead, so time still "passes". Per task (a context variable).
 * seed(): makes the jitter of backoffs repeatable.
 
-Every wait failsafe makes goes through sleep() in this module, which is what the switch acts on.
+Every wait failsafe makes goes through sleep() in this module, which is what both act on.
 """
 
 from __future__ import annotations
@@ -14,18 +17,22 @@ from __future__ import annotations
 import asyncio
 import math
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Final, Self
 
 from failsafe import _native
 
-__all__ = ["FakeClock", "instant_waits", "is_instant", "seed", "sleep"]
+__all__ = ["FakeClock", "changes_waits", "instant_waits", "is_instant", "seed", "sleep"]
 
 _NS_PER_S: Final = 1_000_000_000
 _MAX_NS: Final = 2**63 - 1  # the C core keeps time in int64 nanoseconds
 
 _clock: FakeClock | None = None  # the installed FakeClock, if any
-_instant = False
+# Whether waits are instant, per task (see instant_waits()).
+_instant: Final[ContextVar[bool]] = ContextVar("failsafe_instant_waits", default=False)
+# Set once instant waits are first enabled: the C core then looks at _instant too.
+_instant_used = False
 
 
 def _check_ns(value: object, param: str) -> int:
@@ -50,16 +57,28 @@ class FakeClock:
     """Virtual monotonic time for the C core, moved only by advance(), set() and instant waits.
 
     Use it as a context manager (`with FakeClock() as clock:`) or call install() and
-    uninstall() (e.g. from a pytest fixture). One FakeClock can be installed at a time; time
-    never goes backwards, as the core requires of a monotonic clock.
+    uninstall() (e.g. from a pytest fixture). One FakeClock can be installed at a time.
+
+    Time as policies see it never goes backwards, so policies that already hold state (a
+    module-level limiter, a breaker opened earlier) behave the same across installs:
+
+    * the clock reads from start_ns (0 by default) in its own terms, and the core sees that
+      reading shifted forward by a constant (its *anchor*) when failsafe's time was already
+      later at install: a FakeClock() installed an hour into the process reads 0 while
+      policies see one hour, and advancing it by 1 s moves both by 1 s. Durations, windows and
+      ``retry_after`` are what policies compare, and they are the same in both terms;
+    * uninstalling it gives the core the real clock back, shifted forward if the fake clock
+      ran ahead of it, so it resumes from the fake time (a `FakeClock(start_ns=10**18)` block
+      leaves failsafe's clock at 10**18 ns and counting).
     """
 
     def __init__(self, start_ns: int = 0) -> None:
         self._now_ns = _check_ns(start_ns, "start_ns")
+        self._anchor_ns = 0  # added to the reading for the core; only ever raised
 
     @property
     def now_ns(self) -> int:
-        """Current virtual time in nanoseconds."""
+        """Current virtual time in nanoseconds (the clock's own reading)."""
         return self._now_ns
 
     def now(self) -> float:
@@ -89,23 +108,33 @@ class FakeClock:
             raise ValueError(f"a monotonic clock cannot go back: {ns} < now_ns {self._now_ns}")
         self._now_ns = ns
         if _clock is self:
-            _native._set_clock(ns)
+            _native._set_clock(self._core_ns())
+            _wake_sleepers()
+
+    def _core_ns(self) -> int:
+        return min(self._now_ns + self._anchor_ns, _MAX_NS)
 
     def install(self) -> Self:
         """Makes the C core read this clock. Installing it again does nothing."""
         global _clock
-        if _clock is not None and _clock is not self:
+        if _clock is self:
+            return self
+        if _clock is not None:
             raise RuntimeError("another FakeClock is installed; uninstall it first")
-        _native._set_clock(self._now_ns)
+        # Anchored so that the core's time does not go back from where it is now.
+        self._anchor_ns = max(self._anchor_ns, _native.now_ns() - self._now_ns)
+        _native._set_clock(self._core_ns())
         _clock = self
         return self
 
     def uninstall(self) -> None:
-        """Gives the C core its real clock back (no-op if this clock is not installed)."""
+        """Gives the C core its real clock back, resuming from this clock's time if that is
+        later (no-op if this clock is not installed)."""
         global _clock
         if _clock is self:
             _native._set_clock(None)
             _clock = None
+            _wake_sleepers()
 
     def __enter__(self) -> Self:
         return self.install()
@@ -135,41 +164,106 @@ class _Switch(AbstractContextManager[None]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        global _instant
-        _instant = self._previous
+        _instant.set(self._previous)
 
 
 def instant_waits(enabled: bool = True) -> AbstractContextManager[None]:
-    """Makes failsafe's waits instant (or real again with False), for the whole process.
+    """Makes failsafe's waits instant (or real again with False) in the current context.
 
-    Takes effect at once, like stamina's set_testing(); used as `with instant_waits():` it
-    also restores the previous setting on exit.
+    The switch is a context variable: it holds for the calling task (or thread) and for the
+    tasks it starts afterwards, and tasks that enter and leave `with instant_waits():` in any
+    interleaving each restore their own previous setting. Called from sync code before the
+    event loop starts (or from a pytest fixture), it covers every task of that loop. It takes
+    effect at once, like stamina's set_testing(); `with` restores the previous setting on exit.
     """
-    global _instant
+    global _instant_used
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be a bool, not {type(enabled).__name__}")
-    previous, _instant = _instant, enabled
+    previous = _instant.get()
+    _instant.set(enabled)
+    if enabled and not _instant_used:
+        _instant_used = True
+        _native._set_instant_var(_instant)  # from now on hedged calls look at it
     return _Switch(previous)
 
 
+def changes_waits() -> bool:
+    """Whether a FakeClock is installed or waits are instant in the current context: failsafe's
+    waits are then not plain loop timers (hedged calls wait through sleep())."""
+    return _clock is not None or _instant.get()
+
+
 def is_instant() -> bool:
-    """Whether failsafe's waits are instant (see instant_waits())."""
-    return _instant
+    """Whether failsafe's waits are instant in the current context (see instant_waits())."""
+    return _instant.get()
+
+
+# Tasks waiting on the installed FakeClock: future -> the core time (ns) it waits for.
+_sleepers: dict[asyncio.Future[None], int] = {}
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _wake_sleepers() -> None:
+    """Wakes the waits that are due (every one when the fake clock is gone): each checks the
+    time again in its own loop."""
+    if not _sleepers:
+        return
+    now = _native.now_ns()
+    gone = _clock is None
+    for fut, due in list(_sleepers.items()):
+        if gone or due <= now:
+            del _sleepers[fut]
+            loop = fut.get_loop()
+            if loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                _wake(fut)
+            else:  # advanced from another thread or loop
+                loop.call_soon_threadsafe(_wake, fut)
 
 
 async def sleep(delay: float) -> None:
     """Waits delay seconds: the one wait every failsafe pattern uses (retry backoff, hedge
-    delays), so instant_waits() and FakeClock act on all of them.
+    delays, rate limiter waits), so instant_waits() and FakeClock act on all of them.
 
-    When waits are instant it only lets the event loop turn once (other tasks still run, and a
-    cancellation still lands here), after advancing the installed FakeClock by delay.
+    * Waits instant (instant_waits()): it only lets the event loop turn once (other tasks still
+      run, and a cancellation still lands here), after advancing the installed FakeClock by
+      delay.
+    * A FakeClock installed: the wait is on that clock, the one policies measure time on; it
+      ends once the clock has been moved delay seconds on (advance(), set(), or another task's
+      instant wait), or continues in real time if the clock is uninstalled meanwhile.
+    * Otherwise: asyncio.sleep(delay).
     """
-    if not _instant:
+    if _instant.get():
+        if _clock is not None and delay > 0:
+            _clock.advance(delay)
+        await asyncio.sleep(0)
+        return
+    if _clock is None or not delay > 0:
         await asyncio.sleep(delay)
         return
-    if _clock is not None and delay > 0:
-        _clock.advance(delay)
-    await asyncio.sleep(0)
+    due = min(_native.now_ns() + math.ceil(delay * _NS_PER_S), _MAX_NS)
+    loop = asyncio.get_running_loop()
+    while _clock is not None:
+        if _native.now_ns() >= due:
+            return
+        fut: asyncio.Future[None] = loop.create_future()
+        _sleepers[fut] = due
+        try:
+            await fut
+        finally:
+            _sleepers.pop(fut, None)
+    remaining = (due - _native.now_ns()) / _NS_PER_S
+    if remaining > 0:
+        await asyncio.sleep(remaining)
 
 
 def seed(n: int) -> None:

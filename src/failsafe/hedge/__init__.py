@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Final, TypeGuard
 
 from failsafe import _native, events
+from failsafe import testing as _testing
 from failsafe._core import Component, check_int, check_number
 from failsafe.events import EventManager
 from failsafe.hedge.exceptions import HedgeAllFailed, HedgeTimeout
@@ -113,6 +114,7 @@ class _Race:
         "_t0_ns",
         "_task",
         "_tasks",
+        "_test_waits",
         "_timer",
         "_value",
         "_waiter",
@@ -154,7 +156,9 @@ class _Race:
         self._cancel_requested = False
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
-        self._next: asyncio.TimerHandle | None = None
+        self._next: asyncio.TimerHandle | asyncio.Task[None] | None = None
+        # Decided in the caller's context, where instant waits are set or not.
+        self._test_waits = _testing.changes_waits()
         self._timer: asyncio.TimerHandle | None = None
         self.inline = True
         timeout = policy.timeout
@@ -266,10 +270,26 @@ class _Race:
                 self._starts[task] = _native.now_ns()
             self._running.add(task)  # until its done callback, even if it finished eagerly
             task.add_done_callback(self._on_done)
-            if policy.delay > 0:
+            delay = policy.delay
+            if delay > 0:
                 if self._outcome == _OPEN and self._launched < self._limit:
-                    self._next = self._loop.call_later(policy.delay, self._launch)
+                    self._launch_later(delay)
                 return
+
+    def _launch_later(self, delay: float) -> None:
+        if self._test_waits:
+            # Waited like every failsafe wait, on the clock latencies are measured on.
+            # Due from now, not from when the waiting task first runs.
+            due = _native.now_ns() + round(delay * 1e9)
+            self._next = self._loop.create_task(self._launch_at(due), context=self._context.copy())
+        else:
+            self._next = self._loop.call_later(delay, self._launch)
+
+    async def _launch_at(self, due_ns: int) -> None:
+        delay = (due_ns - _native.now_ns()) / 1e9
+        await _testing.sleep(max(delay, 0.0))
+        self._next = None
+        self._launch()
 
     def _on_done(self, task: asyncio.Task[Any]) -> None:
         self._running.discard(task)
@@ -511,7 +531,9 @@ class Hedge(Component, _native.Hedge):
         return _Race(self, task, fn, args, kwargs, t0, c0, t0_ns)
 
     async def _call_slow(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """delay 0: every attempt starts at once, as a task."""
+        """delay 0: every attempt starts at once, as a task. While failsafe.testing changes
+        how waits go, every hedged call comes here: its attempts are tasks, and the delays
+        between them are waited through failsafe.testing.sleep."""
         loop = asyncio.get_running_loop()
         race = _Race(self, asyncio.current_task(), fn, args, kwargs, loop.time(), 0)
         race.inline = False

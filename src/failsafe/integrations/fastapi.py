@@ -8,8 +8,9 @@ JSON body (``{"detail": ..., "error": <class name>}``):
 * ``failsafe.timeout.TimeoutError``, ``HedgeTimeout`` → 504;
 * ``FeatureDisabled`` → 403.
 
-``Retry-After`` is in whole seconds, rounded up, at least 1. Patterns whose module is not
-installed are skipped; handlers match subclasses too (``EmptyBucket`` is a 429).
+``Retry-After`` is in whole seconds, rounded up, at least 1 and at most ``MAX_RETRY_AFTER``
+(one day: a longer wait is no useful hint to a client). Patterns whose module is not installed
+are skipped; handlers match subclasses too (``EmptyBucket`` is a 429).
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-__all__ = ["HANDLED", "exception_response", "install_exception_handlers", "retry_after_header"]
+__all__ = [
+    "HANDLED",
+    "MAX_RETRY_AFTER",
+    "exception_response",
+    "install_exception_handlers",
+    "retry_after_header",
+]
+
+# The largest Retry-After sent, in seconds (one day).
+MAX_RETRY_AFTER: Final = 86_400
 
 # (module, class, status, detail); the retry delay is read from `retry_after_seconds` or
 # `retry_after` (seconds or None).
@@ -39,7 +49,8 @@ HANDLED: Final[tuple[tuple[str, str, int, str], ...]] = (
 
 
 def retry_after_header(exc: BaseException) -> str | None:
-    """``Retry-After`` for exc: whole seconds rounded up (at least 1), None when unknown."""
+    """``Retry-After`` for exc: whole seconds rounded up, between 1 and MAX_RETRY_AFTER; None
+    when unknown."""
     seconds = getattr(exc, "retry_after_seconds", None)
     if seconds is None:
         seconds = getattr(exc, "retry_after", None)
@@ -47,7 +58,7 @@ def retry_after_header(exc: BaseException) -> str | None:
         return None
     if math.isnan(seconds) or math.isinf(seconds):
         return None
-    return str(max(1, math.ceil(seconds)))
+    return str(min(max(1, math.ceil(seconds)), MAX_RETRY_AFTER))
 
 
 def exception_response(exc: BaseException, status: int, detail: str) -> JSONResponse:

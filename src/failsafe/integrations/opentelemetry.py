@@ -8,22 +8,50 @@ for instrumentation. Components sharing a name and pattern form one series (thei
 summed), and a component that is garbage-collected leaves its counts in its series: exported
 values never go backwards. Components created before and after ``instrument()`` are covered;
 components report once they have a name (``name=``, or the function they decorate).
+
+Bounded, however many names come and go (per-host names of keyed policies):
+
+* at most ``max_components`` component names (all patterns together, 200 by default) get
+  instruments of their own; the components of any further name are summed into the overflow
+  series
+  ``{namespace}._overflow.{pattern}.{metric}`` (``_overflow`` cannot be a component name), as
+  OpenTelemetry's own cardinality limit folds attribute sets into an overflow point;
+* a series whose components are all gone is read one last time at the next collection, its
+  final counts kept as a plain number in the instrument that exported it (so totals stay
+  monotonic), and the series itself is freed. OpenTelemetry cannot remove an instrument: a gone
+  name keeps exporting its final value, which the cap bounds;
+* creating a component never waits for a collection: its instruments are created at once when
+  no collection is running, else by a background thread as soon as the collection ends.
+
+Listener events failsafe could not deliver are exported too, as
+``{namespace}.listener_events.dropped`` and ``{namespace}.listener_events.lost`` (see
+:func:`failsafe.events.totals`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import re
 import threading
 import weakref
 from collections.abc import Iterable
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
-from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+try:
+    from opentelemetry import metrics
+    from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+except ModuleNotFoundError as missing:  # pragma: no cover - depends on what is installed
+    if (missing.name or "").partition(".")[0] != "opentelemetry":
+        raise
+    raise ModuleNotFoundError(
+        "failsafe.integrations.opentelemetry needs the OpenTelemetry API:"
+        " pip install 'failsafe-py[otel]'",
+        name=missing.name,
+    ) from missing
 
-from failsafe import __version__, _core, _native
+from failsafe import __version__, _core, _native, events
 
 __all__ = ["FailsafeOtelInstrumentor", "instrument_name"]
 
@@ -33,6 +61,14 @@ logger: Final = logging.getLogger("failsafe")
 MAX_NAME_LENGTH: Final = 255
 _NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]*")
 MAX_NAMESPACE_LENGTH: Final = 128
+# Names with instruments of their own, per export, all patterns together (see the module
+# docstring): bounds the instruments (6 at most per name) and so the time a collection takes
+# (the SDK's work per instrument dominates it), which also stalls the event loop's thread by
+# competing for the GIL while it runs.
+MAX_COMPONENTS: Final = 200
+# The component part of the overflow series: not a valid component name (they start with a
+# letter), so it never meets a real one.
+OVERFLOW: Final = "_overflow"
 
 
 def _check_namespace(namespace: object) -> str:
@@ -61,21 +97,49 @@ def instrument_name(namespace: str, component: str, pattern: str, metric: str) -
     return f"{namespace}.{component[:room]}-{digest}.{pattern}.{metric}"
 
 
-class _Instrument:
-    """One observable counter: the sum of one counter of one or more series (more than one
-    only when component names differ in case alone, as instrument names ignore case)."""
+class _Group:
+    """The series exported under one component name (or the overflow) and pattern: one
+    observable counter per metric, each the sum of the live series plus the final counts of
+    those gone."""
 
-    __slots__ = ("export", "name", "sources")
+    __slots__ = ("base", "export", "metrics", "name", "pattern", "series")
 
-    def __init__(self, export: _Export, name: str) -> None:
+    def __init__(self, export: _Export, name: str, pattern: str, metrics_: tuple[str, ...]):
         self.export = export
         self.name = name
-        self.sources: list[tuple[_native.Series, int]] = []
+        self.pattern = pattern
+        self.metrics = metrics_
+        self.series: list[tuple[str, _native.Series]] = []  # (component name, series)
+        self.base = [0] * len(metrics_)  # final counts of the series folded in
 
-    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        if not self.export.active:
-            return ()
-        return (Observation(sum(s.read()[i] for s, i in self.sources)),)
+    def observer(self, index: int) -> Any:
+        export = self.export
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            if not export.active:
+                return ()
+            return (Observation(self.value(index)),)
+
+        return observe
+
+    def value(self, index: int) -> int:
+        # Only collections take this lock: a component being created never waits for it
+        # (adders append to self.series, which is atomic, as is the remove() below).
+        with self.export.fold_lock:
+            live = 0
+            for item in tuple(self.series):
+                name, s = item
+                counts = s.read()
+                if s.live == 0 and not _core.is_current(name, self.pattern, s):
+                    # Gone for good (no component can join it again): its final counts stay
+                    # here as numbers, and the series is let go.
+                    for j in range(len(self.base)):
+                        self.base[j] += counts[j]
+                    self.series.remove(item)
+                    self.export.seen.discard(id(s))
+                else:
+                    live += counts[index]
+            return self.base[index] + live
 
 
 class _Export:
@@ -83,29 +147,165 @@ class _Export:
     from a meter: after ``uninstrument()`` they stay registered and observe nothing, and
     instrumenting the same meter and namespace again revives them."""
 
-    def __init__(self, meter: Meter, namespace: str) -> None:
+    def __init__(self, meter: Meter, namespace: str, max_components: int) -> None:
         self.meter = weakref.ref(meter)  # the meter provider owns its meters
         self.namespace = namespace
+        self.max_components = max_components
         self.active = False
-        self.instruments: dict[str, _Instrument] = {}
-        self.seen: set[int] = set()  # ids of series already exported (series live forever)
+        # add_lock orders the adders (a component's creation, instrument()); fold_lock the
+        # collections. Neither is held while calling the SDK, and they share no lock: a
+        # collection, taking fold_lock once per callback, never makes a creation wait.
+        self.add_lock = threading.Lock()
+        self.fold_lock = threading.Lock()
+        self.groups: dict[tuple[str, str], _Group] = {}  # by (name.lower(), pattern)
+        self.named = 0  # (name, pattern) pairs with instruments of their own
+        self.seen: set[int] = set()  # ids of the series held (a held series keeps its id)
+        self._create(
+            f"{namespace}.listener_events.dropped",
+            "failsafe listener events dropped: an EventManager had max_pending tasks running",
+            self._totals_observer("dropped"),
+        )
+        self._create(
+            f"{namespace}.listener_events.lost",
+            "failsafe listener events lost: their task was cancelled or their loop closed",
+            self._totals_observer("lost"),
+        )
+
+    def _totals_observer(self, key: str) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            if not self.active:
+                return ()
+            return (Observation(events.totals()[key]),)
+
+        return observe
 
     def add(self, name: str, pattern: str, metrics_: tuple[str, ...], s: _native.Series) -> None:
-        meter = self.meter()
-        if meter is None or id(s) in self.seen:
+        if self.meter() is None:
             return
-        self.seen.add(id(s))
-        for index, metric in enumerate(metrics_):
-            full = instrument_name(self.namespace, name, pattern, metric)
-            inst = self.instruments.get(full.lower())
-            if inst is None:
-                inst = self.instruments[full.lower()] = _Instrument(self, full)
-                meter.create_observable_counter(
-                    full,
-                    callbacks=[inst.observe],
-                    description=f"failsafe {pattern} '{name}': {metric}",
+        new: _Group | None = None
+        with self.add_lock:
+            if id(s) in self.seen:
+                return
+            self.seen.add(id(s))
+            key = (name.lower(), pattern)
+            group = self.groups.get(key)
+            if group is None:
+                if self.named < self.max_components:
+                    self.named += 1
+                    group = new = self.groups[key] = _Group(self, name, pattern, metrics_)
+                else:
+                    key = (OVERFLOW, pattern)
+                    group = self.groups.get(key)
+                    if group is None:
+                        group = new = self.groups[key] = _Group(self, OVERFLOW, pattern, metrics_)
+            group.series.append((name, s))
+        if new is not None:
+            for index, metric in enumerate(new.metrics):
+                what = "names past the cap" if new.name == OVERFLOW else repr(new.name)
+                self._create(
+                    instrument_name(self.namespace, new.name, pattern, metric),
+                    f"failsafe {pattern} {what}: {metric}",
+                    new.observer(index),
                 )
-            inst.sources.append((s, index))
+
+    def _create(self, name: str, description: str, callback: Any) -> None:
+        """Creates an observable counter, never waiting for a collection: the registrar
+        thread creates it, and the caller waits for that only while no collection runs (a
+        collection holds the SDK's lock that creating an instrument waits on). So when no
+        collection runs and none was queued before it, the instrument exists on return."""
+        meter = self.meter()
+        if meter is None:
+            return
+        done, behind = _registrar.submit(self.meter, name, description, callback)
+        if behind:
+            return  # queued during a collection: created right after the ones before it
+        # Seen held at two looks in a row: a collection, not the registrar's own brief hold
+        # while it adds the instrument.
+        held = False
+        while not done.wait(_POLL):
+            if _collecting(meter):
+                if held:
+                    return
+                held = True
+            else:
+                held = False
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until every queued instrument is created; returns whether they all are."""
+        return _registrar.flush(timeout)
+
+
+# How often a component's creation looks whether a collection has started meanwhile.
+_POLL: Final = 0.0005
+
+
+class _Registrar:
+    """The thread that creates instruments, in the order asked for."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def submit(
+        self, meter: weakref.ref[Meter], name: str, description: str, callback: Any
+    ) -> tuple[threading.Event, bool]:
+        """Queues an instrument; returns its done event and whether others were queued
+        before it (and are not created yet)."""
+        done = threading.Event()
+        with self._idle:
+            behind = self._pending > 0
+            self._pending += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="failsafe-otel-instruments", daemon=True
+                )
+                self._thread.start()
+        self._queue.put((meter, name, description, callback, done))
+        return done, behind
+
+    def _run(self) -> None:
+        while True:
+            meter_ref, name, description, callback, done = self._queue.get()
+            try:
+                meter = meter_ref()
+                if meter is not None:
+                    meter.create_observable_counter(
+                        name, callbacks=[callback], description=description
+                    )
+            except Exception:
+                logger.exception("failsafe: creating the instrument %r failed", name)
+            finally:
+                meter = callback = None  # holds nothing while idle: meters die with their provider
+                done.set()
+                with self._idle:
+                    self._pending -= 1
+                    if not self._pending:
+                        self._idle.notify_all()
+
+    def flush(self, timeout: float | None) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._pending, timeout)
+
+
+_registrar = _Registrar()
+
+
+def _collecting(meter: Meter) -> bool:
+    """Whether a collection is running on meter, without waiting (the SDK's measurement
+    consumer holds its lock for a whole collection). Unknown SDKs: assumed not."""
+    lock = getattr(getattr(meter, "_measurement_consumer", None), "_lock", None)
+    locked = getattr(lock, "locked", None)
+    return bool(locked()) if callable(locked) else False
+
+
+def _check_max_components(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_components must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"max_components must be >= 0, got {value}")
+    return value
 
 
 class FailsafeOtelInstrumentor:
@@ -137,24 +337,46 @@ class FailsafeOtelInstrumentor:
         namespace: str = "failsafe.service",
         meter_provider: MeterProvider | None = None,
         meter: Meter | None = None,
+        *,
+        max_components: int = MAX_COMPONENTS,
     ) -> None:
         """Exports every component's counters, for components existing now and later.
 
         ``meter`` wins over ``meter_provider``; with neither, the global meter provider is
-        used. Calling it again while instrumented does nothing (call ``uninstrument()`` first
-        to change the namespace or the meter).
+        used. ``max_components``: how many component names get instruments of their own, the
+        others being summed into the overflow series (see the module docstring); it applies
+        to exports started from now on.
+
+        Calling it again while instrumented, with the same namespace and no other meter or
+        meter provider, does nothing. With another namespace, meter or meter provider it
+        re-targets: the export moves there (as ``uninstrument()`` then ``instrument()`` would,
+        so a test suite that builds a provider per test gets metrics in each), and a warning
+        says so.
         """
         namespace = _check_namespace(namespace)
+        max_components = _check_max_components(max_components)
         with self._lock:
-            if self._export is not None:
-                return
-            if meter is None:
+            current = self._export
+            if meter is None and (meter_provider is not None or current is None):
                 provider = meter_provider or metrics.get_meter_provider()
                 meter = provider.get_meter("failsafe", __version__)
+            if current is not None:
+                same_meter = meter is None or current.meter() is meter
+                if same_meter and current.namespace == namespace:
+                    return
+                logger.warning(
+                    "failsafe: instrument() called again with another %s: the export moves"
+                    " there (the previous one stops)",
+                    "namespace" if same_meter else "meter",
+                )
+                if meter is None:
+                    meter = current.meter()
+                self.uninstrument()
+            assert meter is not None
             by_namespace = self._exports.setdefault(meter, {})
             export = by_namespace.get(namespace)
             if export is None:
-                export = by_namespace[namespace] = _Export(meter, namespace)
+                export = by_namespace[namespace] = _Export(meter, namespace, max_components)
             export.active = True
             self._export = export
             # Hook first, then the series so far: a series born in between is added once
@@ -172,9 +394,17 @@ class FailsafeOtelInstrumentor:
             self._export.active = False
             self._export = None
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits (up to timeout seconds) until the instruments of every component created so
+        far exist, which is at once unless a collection was running when a component was
+        created. Returns whether they all do."""
+        export = self._export
+        return True if export is None else export.flush(timeout)
+
     def _on_new_series(
         self, name: str, pattern: str, metrics_: tuple[str, ...], s: _native.Series
     ) -> None:
-        with self._lock:
-            if self._export is not None:
-                self._export.add(name, pattern, metrics_, s)
+        # Not under the instrumentor's lock: a component is never made to wait for it.
+        export = self._export
+        if export is not None:
+            export.add(name, pattern, metrics_, s)
