@@ -299,3 +299,23 @@ async def test_redis_killed_and_restarted(own_redis: RedisServer, on_error: str)
     assert calls == before  # a hit from Redis again
     assert store.stats()["fallbacks"] >= 1
     await store.aclose()
+
+
+def test_bad_parameters_are_refused_at_construction(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, prefix="badparams")
+    with pytest.raises(ValueError, match="name"):
+        cache(ttl=1, store=store)
+    with pytest.raises(ValueError, match="serializer"):
+        cache(store=store, name="b", serializer="yaml")
+    with pytest.raises(ValueError, match="16 bytes"):
+        cache(store=store, name="b", serializer="pickle", secret="short")
+    with pytest.raises(ValueError, match="needs serializer='pickle'"):
+        cache(store=store, name="b", secret="s" * 32)
+    with pytest.raises(ValueError, match="lock_ttl"):
+        cache(store=store, name="b", lock_ttl=float("inf"))
+    with pytest.raises(ValueError, match="stale_if_error"):
+        cache(ttl=1, store=store, name="b", stale_if_error=5)
+    with pytest.raises(ValueError, match="need store="):
+        cache(ttl=1, local_ttl=1)
+    with pytest.raises(TypeError, match="store must be"):
+        cache(store="redis://x", name="b")

@@ -345,13 +345,12 @@ class SharedCache(_core.Component, _native.Outcome):
         part = self._parts.get(loop)
         if part is None:
             part = self._parts[loop] = _LoopPart()
-            if self._store._may_ask():
-                with contextlib.suppress(StoreUnavailable):
-                    store = self._store
-                    part.unsubscribe.append(
-                        store._subscribe(self._done_channel, functools.partial(_wake, part))
-                    )
-                    part.unsubscribe.append(store._subscribe(self._inv_channel, self._forget_local))
+            # The subscriber reconnects by itself after an outage; waiters poll meanwhile.
+            store = self._store
+            part.unsubscribe.append(
+                store._subscribe(self._done_channel, functools.partial(_wake, part))
+            )
+            part.unsubscribe.append(store._subscribe(self._inv_channel, self._forget_local))
         return part
 
     async def _shared(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
