@@ -5,6 +5,7 @@ signed pickles, errors never stored, a killed leader, and Redis killed under eac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -319,3 +320,47 @@ def test_bad_parameters_are_refused_at_construction(redis_server: RedisServer) -
         cache(ttl=1, local_ttl=1)
     with pytest.raises(TypeError, match="store must be"):
         cache(store="redis://x", name="b")
+
+
+@pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
+async def test_calls_in_flight_through_a_redis_restart(
+    own_redis: RedisServer, on_error: str
+) -> None:
+    store = RedisStore(own_redis.url, prefix="restart", on_error=on_error, op_timeout=0.2)
+    store.retry_interval = 0.2
+    refused = answered = 0
+
+    @cache(ttl=60, store=store, name="r", lock_ttl=1)
+    async def f(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x * 2
+
+    async def caller(i: int, until: float) -> None:
+        nonlocal refused, answered
+        while time.monotonic() < until:
+            try:
+                # Nothing hangs: each call ends within op_timeout plus the function's time.
+                assert await asyncio.wait_for(f(i % 3), 2.0) == (i % 3) * 2
+                answered += 1
+            except CacheUnavailable:
+                assert on_error == "deny"
+                refused += 1
+            await asyncio.sleep(0.005)
+
+    until = time.monotonic() + 1.5
+    load = asyncio.gather(*(caller(i, until) for i in range(10)))
+    await asyncio.sleep(0.4)
+    own_redis.kill()
+    await asyncio.sleep(0.5)
+    own_redis.start()
+    await load
+    assert answered > 0
+    assert (refused > 0) == (on_error == "deny")
+    for _ in range(30):  # sharing resumes
+        with contextlib.suppress(CacheUnavailable):
+            await f(0)
+        if store.up:
+            break
+        await asyncio.sleep(0.1)
+    assert store.up
+    await store.aclose()
