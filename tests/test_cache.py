@@ -90,6 +90,7 @@ def test_exported_names() -> None:
         "Cache",
         "CacheListener",
         "CacheMiss",
+        "CacheUnavailable",
         "cache",
         "register_cache_listener",
     }

@@ -306,7 +306,13 @@ EXPECT: dict[str, dict[str, Callable[[object], str]]] = {
         "per_time_secs": seconds(2.3e9),
         "bucket_size": count(),
     },
-    "cache": {"maxsize": count(hi=2**30), "ttl": seconds(4.6e9), "stale_if_error": seconds(4.6e9)},
+    "cache": {
+        "maxsize": count(hi=2**30),
+        "ttl": seconds(4.6e9),
+        "stale_if_error": seconds(4.6e9),
+        "local_ttl": needs_store,
+        "lock_ttl": needs_store,
+    },
     "hedge": {
         "attempts": count(hi=1000),
         "delay": seconds(INF, zero=OK),

@@ -31,12 +31,13 @@ from typing import Any, ClassVar, Final, Self, overload
 
 from failsafe import _core, _native, events
 from failsafe._types import CachedFunction
-from failsafe.cache.exceptions import CacheMiss
+from failsafe.cache.exceptions import CacheMiss, CacheUnavailable
 
 __all__ = [
     "Cache",
     "CacheListener",
     "CacheMiss",
+    "CacheUnavailable",
     "cache",
     "register_cache_listener",
 ]
@@ -130,6 +131,13 @@ class Cache(_core.Component, _native.Cache):
         "stale",
     )
 
+    def __new__(cls, *args: Any, store: Any = None, **kwargs: Any) -> Any:
+        if store is not None:  # entries shared through a store: a policy of its own
+            from failsafe.stores._cache import shared_cache
+
+            return shared_cache(store=store, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         *,
@@ -140,7 +148,19 @@ class Cache(_core.Component, _native.Cache):
         name: str | None = None,
         listeners: Iterable[Any] | None = None,
         event_manager: Any = None,
+        store: Any = None,
+        local_ttl: float | None = None,
+        lock_ttl: float | None = None,
+        serializer: str = "json",
+        secret: str | bytes | None = None,
     ) -> None:
+        if (
+            local_ttl is not None
+            or lock_ttl is not None
+            or serializer != "json"
+            or secret is not None
+        ):
+            raise ValueError("local_ttl, lock_ttl, serializer and secret need store=")
         self._init_component(name, listeners, event_manager)
         size = _core.check_int(maxsize, "maxsize", maximum=2**30, allow_none=True)
         ttl_ns = -1
@@ -271,6 +291,11 @@ def cache(
     name: str | None = ...,
     listeners: Iterable[Any] | None = ...,
     event_manager: Any = ...,
+    store: Any = ...,
+    local_ttl: float | None = ...,
+    lock_ttl: float | None = ...,
+    serializer: str = ...,
+    secret: str | bytes | None = ...,
 ) -> Cache: ...
 def cache(
     fn: Callable[..., Awaitable[Any]] | None = None,
@@ -283,6 +308,11 @@ def cache(
     name: str | None = None,
     listeners: Iterable[Any] | None = None,
     event_manager: Any = None,
+    store: Any = None,
+    local_ttl: float | None = None,
+    lock_ttl: float | None = None,
+    serializer: str = "json",
+    secret: str | bytes | None = None,
 ) -> Cache | CachedFunction[..., Any, Cache]:
     """A cache policy: ``@cache(maxsize=1024, ttl=60)`` on an async function (bare ``@cache``:
     unbounded, no expiry).
@@ -294,6 +324,12 @@ def cache(
     old value when the call refreshing one fails with an Exception. The decorated
     function gets ``invalidate(*args, **kwargs)`` and ``clear()``; its ``policy`` attribute
     is this Cache (``stats()``, ``len()``).
+
+    ``store=`` (with ``name=``) shares the entries across processes through a store
+    (:mod:`failsafe.stores._cache`): ``local_ttl`` (seconds) keeps an in-process layer in front,
+    ``lock_ttl`` (seconds, default 10) bounds how long a computing process holds a key's lock,
+    ``serializer`` is ``"json"`` (default) or ``"pickle"``, which needs ``secret`` (values are
+    signed with HMAC-SHA256 and never unpickled unless the signature checks).
     """
     policy = Cache(
         maxsize=maxsize,
@@ -303,5 +339,10 @@ def cache(
         name=name,
         listeners=listeners,
         event_manager=event_manager,
+        store=store,
+        local_ttl=local_ttl,
+        lock_ttl=lock_ttl,
+        serializer=serializer,
+        secret=secret,
     )
     return policy if fn is None else policy(fn)
