@@ -349,6 +349,8 @@ class Breaker(_Policy):
         on_pred: Callable[[BaseException], object] | None = ...,
     ) -> None: ...
     _entries: dict[object, list[int]]
+    _shared: int
+    _gate: int
     def __aenter__(self) -> Awaitable[Self]: ...
     def __aexit__(
         self,
