@@ -1,6 +1,7 @@
 """A worker process of the shared breaker tests; reads commands on stdin, prints JSON lines.
 
-breaker_worker.py URL NAME RECOVERY   a consecutive breaker (2 failures, 2 probes) shared by NAME
+breaker_worker.py URL NAME RECOVERY [failfast]   a consecutive breaker (2 failures, 2 probes),
+or a fail-fast latch (2 failures), shared by NAME
   watch        calls its (healthy) function until rejected: {"at", "retry_after", "called_after"}
   probe START  5 tasks call at once at wall time START: {"ran": calls of the function}
   until STATE  calls until admitted (closed) or rejected (open): {"at"}
@@ -13,23 +14,32 @@ import contextlib
 import json
 import sys
 import time
+from typing import Any
 
 from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
+from failsafe.failfast import FailFastOpen, failfast
 from failsafe.stores import RedisStore
 
 PROBES = 2
+Refused = (BreakerFailing, FailFastOpen)
 
 
-async def serve(url: str, name: str, recovery: float) -> None:
+async def serve(url: str, name: str, recovery: float, kind: str) -> None:
     store = RedisStore(url, prefix="breakers", op_timeout=0.5)
-    breaker = consecutive_breaker(
-        ConnectionError,
-        failure_threshold=2,
-        recovery_time=recovery,
-        recovery_threshold=PROBES,
-        half_open_max_calls=PROBES,
-        store=store,
-        name=name,
+    breaker: Any = (
+        failfast(
+            failure_threshold=2, recovery_time=recovery, on=ConnectionError, store=store, name=name
+        )
+        if kind == "failfast"
+        else consecutive_breaker(
+            ConnectionError,
+            failure_threshold=2,
+            recovery_time=recovery,
+            recovery_threshold=PROBES,
+            half_open_max_calls=PROBES,
+            store=store,
+            name=name,
+        )
     )
     ran = 0
 
@@ -48,13 +58,13 @@ async def serve(url: str, name: str, recovery: float) -> None:
             while True:
                 try:
                     await healthy()
-                except BreakerFailing as exc:
+                except Refused as exc:
                     out = {"at": time.time(), "retry_after": exc.retry_after}
                     break
                 await asyncio.sleep(0.002)
             before = ran
             for _ in range(20):
-                with contextlib.suppress(BreakerFailing):
+                with contextlib.suppress(*Refused):
                     await healthy()
                 await asyncio.sleep(0.005)
             out["called_after"] = ran - before
@@ -70,7 +80,7 @@ async def serve(url: str, name: str, recovery: float) -> None:
                     await healthy()
                     if not want_open:
                         break
-                except BreakerFailing:
+                except Refused:
                     if want_open:
                         break
                 await asyncio.sleep(0.002)
@@ -80,4 +90,5 @@ async def serve(url: str, name: str, recovery: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    kind = sys.argv[4] if len(sys.argv) > 4 else "breaker"
+    asyncio.run(serve(sys.argv[1], sys.argv[2], float(sys.argv[3]), kind))

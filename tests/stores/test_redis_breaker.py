@@ -18,6 +18,7 @@ from breaker_worker import PROBES
 from redis_server import RedisCluster, RedisServer
 
 from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker, consecutive_breaker
+from failsafe.failfast import FailFast, FailFastOpen, failfast
 from failsafe.stores import RedisStore
 
 WORKER = str(Path(__file__).with_name("breaker_worker.py"))
@@ -28,9 +29,9 @@ pytestmark = pytest.mark.timeout(300)
 
 
 class Worker:
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, kind: str = "breaker") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, WORKER, url, name, str(RECOVERY)],
+            [sys.executable, WORKER, url, name, str(RECOVERY), kind],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -64,13 +65,13 @@ def _breaker(store: RedisStore, name: str) -> CircuitBreaker:
     )
 
 
-async def _trip(breaker: CircuitBreaker) -> float:
+async def _trip(breaker: CircuitBreaker | FailFast) -> float:
     @breaker
     async def broken() -> None:
         raise ConnectionError
 
-    for _ in range(2):
-        with pytest.raises(ConnectionError):
+    for _ in range(2):  # (a fail-fast latch raises FailFastOpen from the failure that opens it)
+        with pytest.raises((ConnectionError, FailFastOpen)):
             await broken()
     return time.time()
 
@@ -170,5 +171,93 @@ async def test_outage_under_each_on_error(own_redis: RedisServer, on_error: str)
             await asyncio.sleep(0.02)
     else:
         pytest.fail("the reset never arrived")
+    await store.aclose()
+    await other.aclose()
+
+
+@pytest.mark.parametrize("where", ["single", "cluster"])
+async def test_failfast_opened_in_one_process_rejects_everywhere(
+    where: str, redis_server: RedisServer, redis_cluster: RedisCluster
+) -> None:
+    url = redis_server.url if where == "single" else redis_cluster.url
+    name = f"latch-{where}"
+    store = RedisStore(url, prefix="breakers", op_timeout=0.5)
+    latch = failfast(
+        failure_threshold=2, recovery_time=RECOVERY, on=ConnectionError, store=store, name=name
+    )
+    await latch.ready()  # type: ignore[attr-defined]
+    workers = [Worker(url, name, "failfast") for _ in range(PROCESSES)]
+    try:
+        for w in workers:
+            w.send("watch")
+        await asyncio.sleep(0.2)
+        tripped = await _trip(latch)
+        for s in await _all(workers):
+            assert s["at"] - tripped < PROPAGATION, s["at"] - tripped
+            assert 0 < s["retry_after"] <= RECOVERY
+            assert s["called_after"] == 0
+        for w in workers:  # closes by itself for all at the shared end
+            w.send("until closed")
+        for r in await _all(workers):
+            assert r["at"] - tripped >= RECOVERY - 0.1
+        await latch.open()  # type: ignore[attr-defined]
+        opened = time.time()
+        for w in workers:
+            w.send("until open")
+        assert all(r["at"] - opened < PROPAGATION for r in await _all(workers))
+        await latch.close()  # type: ignore[attr-defined]
+        for w in workers:
+            w.send("until closed")
+        await _all(workers)
+    finally:
+        for w in workers:
+            w.stop()
+        await store.aclose()
+
+
+@pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
+async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
+    store = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.05, on_error=on_error)
+    latch = failfast(failure_threshold=2, recovery_time=30, store=store, name="latch-outage")
+    ran = 0
+
+    @latch
+    async def healthy() -> None:
+        nonlocal ran
+        ran += 1
+
+    await healthy()
+    own_redis.kill()
+    await asyncio.sleep(0.6)
+    if on_error == "deny":
+        with pytest.raises(FailFastOpen):
+            await healthy()
+        assert ran == 1
+    else:
+        await healthy()
+        assert ran == 2
+    own_redis.restart()
+    other = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.5)
+    peer = failfast(failure_threshold=2, recovery_time=30, store=other, name="latch-outage")
+    await peer.ready()  # type: ignore[attr-defined]
+    await peer.open()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            await healthy()
+        except FailFastOpen:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the opening never arrived")
+    await peer.close()  # type: ignore[attr-defined]
+    while time.monotonic() < deadline:
+        try:
+            await healthy()
+            break
+        except FailFastOpen:
+            await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the close never arrived")
     await store.aclose()
     await other.aclose()
