@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -101,10 +102,8 @@ async def _propagation(url: str) -> dict[str, float]:
         gb = pb(f)
         await gb()
         t0 = time.perf_counter()
-        try:
+        with contextlib.suppress(ConnectionError):
             await pa(broken)()
-        except ConnectionError:
-            pass
         while True:
             try:
                 await gb()
