@@ -38,6 +38,8 @@ typedef struct FsBreaker {
     PyObject *on_pred;          /* predicate over the exception, or NULL */
     int time_at_end;            /* every outcome needs the time (windows, slow calls) */
     PyObject *entries;          /* `async with`: {task or None: [token, t0_ns, ...]} (owned) */
+    int shared;                 /* a store shares the state: a trip calls self._tripped() */
+    int gate;                   /* the shared state is not closed: calls go to self._call_slow */
 } FsBreaker;
 
 /* Bumps the transition counters of bits and, when somebody listens, hands the events to
@@ -54,6 +56,13 @@ static int breaker_events(FsBreaker *b, int kind, PyObject *exc, int old, unsign
     }
     if (bits & FS_BR_TO_WORKING) {
         n[C_WORKING]++;
+    }
+    if ((bits & FS_BR_TO_FAILING) && b->shared) {
+        PyObject *t = PyObject_CallMethod((PyObject *)b, "_tripped", NULL);
+        if (t == NULL) {
+            return fs_event_error((PyObject *)b);
+        }
+        Py_DECREF(t);
     }
     if (!fs_listening(&b->base) || (kind == EV_NONE && bits == 0)) {
         return 0;
@@ -149,8 +158,11 @@ static int breaker_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args),
                          size_t Py_UNUSED(nargsf), PyObject *Py_UNUSED(kwnames))
 {
     FsBreaker *b = (FsBreaker *)p;
-    if (b->core.state == FS_BR_WORKING) {
+    if (b->core.state == FS_BR_WORKING && !b->gate) {
         return 1;
+    }
+    if (b->gate) {
+        return FS_ADMIT_SLOW;   /* the shared state decides, in Python */
     }
     /* The admission itself is taken in init_call. */
     int64_t after = -1;
@@ -696,6 +708,8 @@ static PyMemberDef breaker_members[] = {
     FS_POLICY_MEMBERS,
     {"_entries", Py_T_OBJECT_EX, offsetof(FsBreaker, entries), Py_READONLY,
      "async with entries per task"},
+    {"_shared", Py_T_INT, offsetof(FsBreaker, shared), 0, "1: a trip calls self._tripped()"},
+    {"_gate", Py_T_INT, offsetof(FsBreaker, gate), 0, "1: calls go to self._call_slow"},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -20,6 +20,8 @@ typedef struct FsFailFast {
     PyObject *predicate;    /* predicate over the call's arguments: truthy rejects; or NULL */
     int pred_async;         /* the predicate must be awaited: admission goes to Python */
     int observe;            /* failures can open the latch: calls are wrapped to see outcomes */
+    int shared;             /* a store shares the latch: an opening calls self._tripped() */
+    int gate;               /* the shared latch is open (or unknown): calls go to _call_slow */
 } FsFailFast;
 
 static double ns_to_s(int64_t ns)
@@ -34,6 +36,20 @@ static int ff_emit(FsFailFast *f, const char *method)
         return 0;
     }
     return fs_emit(&f->base, method, NULL);
+}
+
+/* The latch opened: tells the store's side (when shared), then the listeners. 0, or -1 for
+ * what must propagate. */
+static int ff_opened(FsFailFast *f)
+{
+    if (f->shared) {
+        PyObject *t = PyObject_CallMethod((PyObject *)f, "_tripped", NULL);
+        if (t == NULL) {
+            return fs_event_error((PyObject *)f);
+        }
+        Py_DECREF(t);
+    }
+    return ff_emit(f, "on_failfast_open");
 }
 
 /* Sets FailFastOpen(retry_after=...) as the current exception; retry_after_ns < 0: None. */
@@ -106,7 +122,7 @@ static PyObject *ff_outcome(FsFailFast *f, PyObject *exc)
         return NULL;
     }
     f->base.counters[FF_OPENED]++;
-    if (ff_emit(f, "on_failfast_open") < 0) {
+    if (ff_opened(f) < 0) {
         return NULL;
     }
     ff_set_open_error(f, f->ff.recovery_ns);
@@ -144,6 +160,9 @@ static int refuse_awaitable(PyObject *r, const char *param)
 static int ff_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     FsFailFast *f = (FsFailFast *)p;
+    if (f->gate) {
+        return FS_ADMIT_SLOW;   /* the shared latch decides, in Python */
+    }
     if (f->ff.open && ff_check(f) < 0) {
         return -1;
     }
@@ -252,7 +271,7 @@ static PyObject *ff_open(PyObject *self, PyObject *Py_UNUSED(unused))
     FsFailFast *f = (FsFailFast *)self;
     if (fs_failfast_trip(&f->ff, fs_now_ns(f->base.st))) {
         f->base.counters[FF_OPENED]++;
-        if (ff_emit(f, "on_failfast_open") < 0) {
+        if (ff_opened(f) < 0) {
             return NULL;
         }
     }
@@ -371,6 +390,8 @@ static void ff_dealloc(PyObject *self)
 
 static PyMemberDef ff_members[] = {
     FS_POLICY_MEMBERS,
+    {"_shared", Py_T_INT, offsetof(FsFailFast, shared), 0, "1: an opening calls self._tripped()"},
+    {"_gate", Py_T_INT, offsetof(FsFailFast, gate), 0, "1: calls go to self._call_slow"},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -36,6 +36,7 @@ when it ends.
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 
@@ -169,6 +170,8 @@ class CircuitBreaker(_core.Component, _native.Breaker):
       ``max_recovery_time`` (default 10 x recovery_time when backing off).
     * ``recovery_threshold`` (default 3): successful probes that close it;
       ``half_open_max_calls`` (default ``recovery_threshold``): probes at a time.
+    * ``store`` (with ``name``): the open state, the break and the probes are shared by every
+      process using the same store (:mod:`failsafe.stores`); failures are counted per process.
 
     Methods: ``isolate()`` forces it failing until ``reset()``, which closes it with an empty
     window. ``state`` is the current BreakerState. ``stats()`` has the counters and the
@@ -194,6 +197,13 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         "rejected",
     )
 
+    def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Any:
+        if store is not None and cls is CircuitBreaker:  # open state shared through a store
+            from failsafe.stores._breaker import SharedBreaker
+
+            cls = SharedBreaker
+        return super().__new__(cls)
+
     def __init__(
         self,
         *,
@@ -214,7 +224,10 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         name: str | None = None,
         listeners: Iterable[Any] | None = None,
         event_manager: Any = None,
+        store: Any = None,
     ) -> None:
+        if store is not None:
+            raise TypeError("store= is not supported by subclasses of CircuitBreaker")
         self._init_component(name, listeners, event_manager)
         types = _core.check_exceptions(on)
         config: dict[str, Any] = {"on": types, "on_pred": None if types is not None else on}
@@ -393,6 +406,12 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         )
 
 
+# __new__ routes store= (it takes anything): show __init__'s parameters instead.
+_init_signature = inspect.signature(CircuitBreaker.__init__)
+CircuitBreaker.__signature__ = _init_signature.replace(  # type: ignore[attr-defined]
+    parameters=list(_init_signature.parameters.values())[1:]
+)
+
 circuitbreaker = CircuitBreaker  # the factory is the class itself, as for timeout and bulkhead
 
 
@@ -418,6 +437,7 @@ def consecutive_breaker(
     slow_call_duration: float | None = None,
     recovery_backoff: float = 1.0,
     max_recovery_time: float | None = None,
+    store: Any = None,
 ) -> CircuitBreaker:
     """failsafe-py's breaker: opens after ``failure_threshold`` consecutive failures (of
     ``exceptions``, also spelled ``on``), rejects for ``recovery_time_secs`` (also spelled
@@ -447,4 +467,5 @@ def consecutive_breaker(
         name=name,
         listeners=listeners,
         event_manager=event_manager,
+        store=store,
     )

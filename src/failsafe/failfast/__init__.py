@@ -63,6 +63,13 @@ class FailFast(_core.Component, _native.FailFast):
     PATTERN: ClassVar[str] = "failfast"
     METRICS: ClassVar[tuple[str, ...]] = ("opened", "closed", "rejected")
 
+    def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Any:
+        if store is not None and cls is FailFast:  # the latch shared through a store
+            from failsafe.stores._failfast import SharedFailFast
+
+            cls = SharedFailFast
+        return super().__new__(cls)
+
     def __init__(
         self,
         *,
@@ -73,7 +80,10 @@ class FailFast(_core.Component, _native.FailFast):
         name: str | None = None,
         listeners: Iterable[Any] | None = None,
         event_manager: events.EventManager | None = None,
+        store: Any = None,
     ) -> None:
+        if store is not None:
+            raise TypeError("store= is not supported by subclasses of FailFast")
         self._init_component(name, listeners, event_manager)
         threshold = _core.check_int(failure_threshold, "failure_threshold", allow_none=True)
         recovery_ns = -1
@@ -177,6 +187,7 @@ def failfast(
     name: str | None = ...,
     listeners: Iterable[Any] | None = ...,
     event_manager: events.EventManager | None = ...,
+    store: Any = ...,
 ) -> FailFast: ...
 def failfast(
     fn: Callable[..., Awaitable[Any]] | None = None,
@@ -189,11 +200,13 @@ def failfast(
     name: str | None = None,
     listeners: Iterable[Any] | None = None,
     event_manager: events.EventManager | None = None,
+    store: Any = None,
 ) -> FailFast | Decorated[..., Any, FailFast]:
     """A fail-fast policy: ``@failfast(failure_threshold=3, recovery_time=30)``.
 
     ``on`` (an exception class, a tuple of them or a predicate) says which exceptions are
     failures; ``predicate(*args, **kwargs)`` (sync or async) rejects a call when truthy.
+    With ``store=`` (and ``name=``) the latch is shared by every process.
     """
     policy = FailFast(
         failure_threshold=failure_threshold,
@@ -203,5 +216,6 @@ def failfast(
         name=name,
         listeners=listeners,
         event_manager=event_manager,
+        store=store,
     )
     return policy if fn is None else policy(fn)

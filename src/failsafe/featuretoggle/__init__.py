@@ -72,6 +72,13 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
     PATTERN: ClassVar[str] = "featuretoggle"
     METRICS: ClassVar[tuple[str, ...]] = ("enabled", "disabled")
 
+    def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Any:
+        if store is not None and cls is FeatureToggle:  # state shared through a store
+            from failsafe.stores._toggle import SharedFeatureToggle
+
+            cls = SharedFeatureToggle
+        return super().__new__(cls)
+
     def __init__(
         self,
         *,
@@ -82,7 +89,10 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
         name: str | None = None,
         listeners: Iterable[Any] | None = None,
         event_manager: events.EventManager | None = None,
+        store: Any = None,
     ) -> None:
+        if store is not None:
+            raise TypeError("store= is not supported by subclasses of FeatureToggle")
         self._init_component(name, listeners, event_manager)
         if not isinstance(enabled, bool):
             raise TypeError(f"enabled must be a bool, not {type(enabled).__name__}")
@@ -175,6 +185,7 @@ def featuretoggle(
     name: str | None = ...,
     listeners: Iterable[Any] | None = ...,
     event_manager: events.EventManager | None = ...,
+    store: Any = ...,
 ) -> FeatureToggle: ...
 def featuretoggle(
     fn: Callable[..., Awaitable[Any]] | None = None,
@@ -187,9 +198,11 @@ def featuretoggle(
     name: str | None = None,
     listeners: Iterable[Any] | None = None,
     event_manager: events.EventManager | None = None,
+    store: Any = None,
 ) -> FeatureToggle | Decorated[..., Any, FeatureToggle]:
     """A feature toggle: ``@featuretoggle(enabled=True)``, switched with ``enable()`` /
     ``disable()``; ``predicate`` (sync or async) and ``rollout`` + ``key`` narrow it further.
+    With ``store=`` (and ``name=``) the switch and the rollout are shared by every process.
     """
     policy = FeatureToggle(
         enabled=enabled,
@@ -199,5 +212,6 @@ def featuretoggle(
         name=name,
         listeners=listeners,
         event_manager=event_manager,
+        store=store,
     )
     return policy if fn is None else policy(fn)

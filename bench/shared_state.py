@@ -1,0 +1,155 @@
+"""Hot-path cost of a closed breaker and an enabled toggle shared through Redis, beside the
+in-process ones, and how fast a change reaches another client.
+
+    uv run --group bench python bench/shared_state.py [--calls N]
+
+Ir/call: each case runs under ``valgrind --tool=callgrind`` with N and 6 x N calls (same setup
+and warm-up, which includes the first call's read of the shared state); Ir = the difference /
+5 N. Propagation: a breaker tripped (a toggle switched) through one store until another store's
+policy (its own connections and pub/sub) rejects (sees it), median of 20. Starts its own
+redis-server on a free port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from redis_store import _start_redis
+
+CASES = ("breaker in-process", "breaker shared", "toggle in-process", "toggle shared")
+
+
+async def f() -> int:
+    return 1
+
+
+def _policy(case: str, url: str) -> Any:
+    from failsafe.circuitbreaker import consecutive_breaker
+    from failsafe.featuretoggle import featuretoggle
+    from failsafe.stores import RedisStore
+
+    store = RedisStore(url, prefix=f"bench-{os.getpid()}", op_timeout=1.0)
+    kw: dict[str, Any] = {"store": store, "name": "bench"} if "shared" in case else {}
+    return (consecutive_breaker(**kw) if case.startswith("breaker") else featuretoggle(**kw))(f)
+
+
+async def _run(case: str, url: str, calls: int) -> None:
+    g = _policy(case, url)
+    for _ in range(500):
+        await g()
+    await asyncio.sleep(0.05)
+    for i in range(calls):
+        await g()
+        if i % 1000 == 999:
+            await asyncio.sleep(0)
+
+
+def _ir(case: str, url: str, calls: int) -> float:
+    totals = []
+    for n in (calls, 6 * calls):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "cg.out"
+            subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    f"--callgrind-out-file={out}",
+                    sys.executable,
+                    __file__,
+                    "--measure",
+                    case,
+                    "--url",
+                    url,
+                    "--calls",
+                    str(n),
+                ],
+                check=True,
+                capture_output=True,
+                env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"},
+            )
+            found = re.search(r"^totals: (\d+)", out.read_text(), re.M)
+            assert found is not None
+            totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) / (5 * calls)
+
+
+async def _propagation(url: str) -> dict[str, float]:
+    from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
+    from failsafe.featuretoggle import featuretoggle
+    from failsafe.stores import RedisStore
+
+    a, b = (RedisStore(url, prefix="bench-prop", op_timeout=1.0) for _ in range(2))
+    trips, flips = [], []
+    for i in range(20):
+
+        async def broken() -> None:
+            raise ConnectionError
+
+        pa = consecutive_breaker(failure_threshold=1, recovery_time=60, store=a, name=f"b{i}")
+        pb = consecutive_breaker(failure_threshold=1, recovery_time=60, store=b, name=f"b{i}")
+        gb = pb(f)
+        await gb()
+        t0 = time.perf_counter()
+        with contextlib.suppress(ConnectionError):
+            await pa(broken)()
+        while True:
+            try:
+                await gb()
+            except BreakerFailing:
+                break
+            await asyncio.sleep(0.0005)
+        trips.append(time.perf_counter() - t0)
+        ta = featuretoggle(store=a, name=f"t{i}")
+        tb = featuretoggle(store=b, name=f"t{i}")
+        await tb.ready()  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        ta.disable()
+        while tb.enabled:
+            await asyncio.sleep(0.0005)
+        flips.append(time.perf_counter() - t0)
+    await a.aclose()
+    await b.aclose()
+    return {
+        "trip -> rejection elsewhere, median ms": statistics.median(trips) * 1e3,
+        "trip -> rejection elsewhere, max ms": max(trips) * 1e3,
+        "toggle flip -> seen elsewhere, median ms": statistics.median(flips) * 1e3,
+        "toggle flip -> seen elsewhere, max ms": max(flips) * 1e3,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--measure")
+    ap.add_argument("--url")
+    ap.add_argument("--only", default="", help="only the cases containing this text")
+    args = ap.parse_args()
+    if args.measure:
+        asyncio.run(_run(args.measure, args.url, args.calls))
+        return
+    proc, url = _start_redis()
+    try:
+        if shutil.which("valgrind"):
+            print("| case | Ir/call |\n|---|---|")
+            for case in (c for c in CASES if args.only in c):
+                print(f"| {case} | {_ir(case, url, args.calls):,.0f} |", flush=True)
+        for k, v in asyncio.run(_propagation(url)).items():
+            print(f"{k}: {v:.1f}")
+    finally:
+        proc.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""A circuit breaker whose open state, break and probes are shared through a store:
+``circuitbreaker(..., store=, name=)`` and ``consecutive_breaker(..., store=, name=)``.
+
+Failures are counted per process, by the in-process C breaker: the closed state costs what it
+costs today (no round trip, one more flag test). When a process's breaker trips, it writes the
+break into the store (its end on the server's clock) and publishes it; every process then
+sends its calls to the Python path (the gate), which rejects them with ``BreakerFailing`` until
+the break ends. Then at most ``half_open_max_calls`` probes run across all processes (a script
+hands out the probe slots atomically); ``recovery_threshold`` successes close it for all, one
+failure reopens it for all. Each process re-reads the state on every message of the breaker's
+channel and every ``_POLL`` seconds (the safety net).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from failsafe.circuitbreaker import CircuitBreaker
+from failsafe.circuitbreaker.exceptions import BreakerFailing
+from failsafe.stores._base import Store, StoreUnavailable, check_store
+from failsafe.stores._toggle import _script
+
+__all__ = ["SharedBreaker"]
+
+_POLL: Final = 0.25  # seconds between re-reads of the shared state
+_US: Final = 1_000_000
+CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+
+# The state hash: until (break end, server µs; absent: closed), isolated, probes (slots taken),
+# ok (successful probes). Every script replies {state, µs left of the break or -1}.
+_STATE: Final = """
+local function state(now)
+  if redis.call('HGET', KEYS[1], 'isolated') == '1' then return {1, -1} end
+  local stop = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+  if stop == 0 then return {0, -1} end
+  if now < stop then return {1, stop - now} end
+  return {2, 0}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+"""
+
+# ARGV: channel, recovery µs. A trip: opens (unless already open or isolated).
+_TRIP: Final = (
+    _STATE
+    + """
+local s = state(now)
+if s[1] ~= 1 then
+  redis.call('HSET', KEYS[1], 'until', string.format('%d', now + tonumber(ARGV[2])),
+    'probes', 0, 'ok', 0)
+  redis.call('PUBLISH', ARGV[1], 'open')
+  s = state(now)
+end
+return s
+"""
+)
+
+_READ: Final = _STATE + "return state(now)\n"
+
+# ARGV: half_open_max_calls. Reply {state, left, granted (0|1)}.
+_PROBE: Final = (
+    _STATE
+    + """
+local s = state(now)
+if s[1] ~= 2 then return {s[1], s[2], 0} end
+if tonumber(redis.call('HGET', KEYS[1], 'probes') or '0') >= tonumber(ARGV[1]) then
+  return {2, 0, 0}
+end
+redis.call('HINCRBY', KEYS[1], 'probes', 1)
+return {2, 0, 1}
+"""
+)
+
+# ARGV: channel, success (0|1), recovery_threshold, recovery µs. A probe's outcome.
+_OUTCOME: Final = (
+    _STATE
+    + """
+local s = state(now)
+if s[1] ~= 2 then return s end
+if ARGV[2] == '1' then
+  local ok = redis.call('HINCRBY', KEYS[1], 'ok', 1)
+  redis.call('HINCRBY', KEYS[1], 'probes', -1)
+  if ok >= tonumber(ARGV[3]) then
+    redis.call('DEL', KEYS[1])
+    redis.call('PUBLISH', ARGV[1], 'closed')
+  end
+else
+  redis.call('HSET', KEYS[1], 'until', string.format('%d', now + tonumber(ARGV[4])),
+    'probes', 0, 'ok', 0)
+  redis.call('PUBLISH', ARGV[1], 'open')
+end
+return state(now)
+"""
+)
+
+# ARGV: channel, isolate (1) or reset (0).
+_FORCE: Final = (
+    _STATE
+    + """
+if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'isolated', '1')
+else redis.call('DEL', KEYS[1]) end
+redis.call('PUBLISH', ARGV[1], 'forced')
+return state(now)
+"""
+)
+
+
+class SharedBreaker(CircuitBreaker):
+    """A circuit breaker shared by every process using the same store and ``name``.
+
+    ``on_error`` when the store cannot answer: ``"local"``: this process's own breaker decides
+    (its gate opens only on its own trips); ``"allow"``: calls are admitted as by a closed
+    breaker; ``"deny"``: calls are refused with ``BreakerFailing``.
+    """
+
+    def __init__(self, *, store: Any = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._store: Store = check_store(store, kw.get("name"), "circuitbreaker")
+        self._hash = self._store.key(self.name, "breaker")
+        self._channel = self._store.key(self.name, "breaker", "changed")
+        self._shared_state = CLOSED
+        self._until = 0.0  # time.monotonic() of the shared break's end (0.0: unknown or none)
+        self._probes = self._settings["half_open_max_calls"]
+        self._watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
+        self._watchers = weakref.WeakKeyDictionary()
+        self._recovery_us = int(self._recovery_time * _US)
+        self._shared = 1
+        self._gate = 1  # the first call reads the shared state (and starts watching it)
+
+    # -- the shared state, applied locally ---------------------------------------------------
+
+    def _apply(self, reply: Any) -> None:
+        state, left = int(reply[0]), int(reply[1])
+        self._shared_state = state
+        self._until = time.monotonic() + left / _US if left >= 0 else 0.0
+        if state == CLOSED:
+            if self._gate:
+                self._gate = 0
+                CircuitBreaker.reset(self)  # the fleet closed: so does this process
+        else:
+            self._gate = 1
+
+    async def _ask(self, source: str, *args: int | str) -> Any:
+        reply = await self._store._submit(_script(source), (self._hash,), args)
+        if source is not _PROBE:
+            self._apply(reply)
+        return reply
+
+    async def _refresh(self) -> None:
+        try:
+            await self._ask(_READ)
+        except StoreUnavailable:
+            self._unavailable()
+
+    def _unavailable(self) -> None:
+        self._store._fell_back()
+        mode = self._store.on_error
+        if mode == "allow":
+            self._gate = 0
+            CircuitBreaker.reset(self)
+        elif mode == "deny":
+            self._shared_state, self._until, self._gate = OPEN, 0.0, 1
+        else:  # "local": this process's breaker alone
+            self._gate = 0
+
+    def _watch(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if loop not in self._watchers:
+            self._watchers[loop] = loop.create_task(_watch(weakref.ref(self), self._store))
+
+    async def ready(self) -> SharedBreaker:
+        """Reads the shared state now (and keeps watching it from this event loop)."""
+        self._watch()
+        await self._refresh()
+        return self
+
+    def _tripped(self) -> None:
+        """Called by the C breaker when this process's breaker trips: open it for all."""
+        self._gate = 1
+        self._shared_state = OPEN
+        self._until = time.monotonic() + self._recovery_time
+        self._send(_TRIP, self._channel, self._recovery_us)
+
+    def _send(self, source: str, *args: int | str) -> asyncio.Task[None] | None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        self._watch()
+
+        async def send() -> None:
+            try:
+                await self._ask(source, *args)
+            except StoreUnavailable:
+                self._unavailable()
+
+        return loop.create_task(send())
+
+    # -- calls while the shared state is not closed ------------------------------------------
+
+    def _reject(self) -> BreakerFailing:
+        self._count_rejected()
+        left = None if self._until == 0.0 else max(0.0, self._until - time.monotonic())
+        return BreakerFailing("Circuit Breaker is in the failing state", retry_after=left)
+
+    def _count_rejected(self) -> None:
+        self._count(5)
+
+    async def _call_slow(
+        self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        self._watch()
+        if self._shared_state == OPEN and (self._until == 0.0 or time.monotonic() < self._until):
+            raise self._reject()
+        try:
+            state, _, granted = await self._ask(_PROBE, self._probes)
+        except StoreUnavailable:
+            self._unavailable()
+            if self._store.on_error == "deny":
+                raise self._reject() from None
+            return await self(fn)(*args, **kwargs)
+        if int(state) == CLOSED:  # (the first call, or a stale gate): the local breaker counts
+            self._apply((CLOSED, -1))
+            return await self(fn)(*args, **kwargs)
+        if not int(granted):
+            if int(state) == OPEN:
+                await self._refresh()
+            raise self._reject()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            if isinstance(exc, Exception) and self._is_failure(exc):
+                await self._outcome(False)
+            else:  # not a failure (or cancelled): the slot is given back as a success would
+                await self._outcome(True)
+            raise
+        await self._outcome(True)
+        return result
+
+    def _is_failure(self, exc: Exception) -> bool:
+        on = self.exceptions
+        if isinstance(on, tuple):
+            return isinstance(exc, on)
+        if isinstance(on, type):
+            return isinstance(exc, on)
+        return bool(on(exc))
+
+    async def _outcome(self, success: bool) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await asyncio.shield(
+                self._ask(
+                    _OUTCOME,
+                    self._channel,
+                    "1" if success else "0",
+                    self.recovery_threshold,
+                    self._recovery_us,
+                )
+            )
+
+    # -- forced states -----------------------------------------------------------------------
+
+    def isolate(self) -> Awaitable[None]:  # type: ignore[override]
+        """Forces it failing in every process until ``reset()``; awaitable: done once stored."""
+        CircuitBreaker.isolate(self)
+        self._shared_state, self._until, self._gate = OPEN, 0.0, 1
+        return _Done(self._send(_FORCE, self._channel, "1"))
+
+    def reset(self) -> Awaitable[None]:  # type: ignore[override]
+        """Closes it in every process; awaitable: done once stored."""
+        CircuitBreaker.reset(self)
+        self._shared_state, self._until, self._gate = CLOSED, 0.0, 0
+        return _Done(self._send(_FORCE, self._channel, "0"))
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out["shared_state"] = ("closed", "open", "half_open")[self._shared_state]
+        return out
+
+
+class _Done:
+    """Awaitable of a change being stored (already done when there was no event loop)."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self, task: asyncio.Task[None] | None) -> None:
+        self._task = task
+
+    def __await__(self) -> Any:
+        if self._task is not None:
+            yield from asyncio.shield(self._task).__await__()
+
+
+async def _watch(ref: weakref.ref[SharedBreaker], store: Store) -> None:
+    breaker = ref()
+    if breaker is None:
+        return
+    wake = asyncio.Event()
+    unsubscribe = store._subscribe(breaker._channel, wake.set)
+    del breaker
+    try:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_POLL):
+                    await wake.wait()
+            wake.clear()
+            breaker = ref()
+            if breaker is None:
+                return
+            await breaker._refresh()
+            del breaker
+    finally:
+        unsubscribe()

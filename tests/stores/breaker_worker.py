@@ -1,0 +1,94 @@
+"""A worker process of the shared breaker tests; reads commands on stdin, prints JSON lines.
+
+breaker_worker.py URL NAME RECOVERY [failfast]   a consecutive breaker (2 failures, 2 probes),
+or a fail-fast latch (2 failures), shared by NAME
+  watch        calls its (healthy) function until rejected: {"at", "retry_after", "called_after"}
+  probe START  5 tasks call at once at wall time START: {"ran": calls of the function}
+  until STATE  calls until admitted (closed) or rejected (open): {"at"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from typing import Any
+
+from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
+from failsafe.failfast import FailFastOpen, failfast
+from failsafe.stores import RedisStore
+
+PROBES = 2
+Refused = (BreakerFailing, FailFastOpen)
+
+
+async def serve(url: str, name: str, recovery: float, kind: str) -> None:
+    store = RedisStore(url, prefix="breakers", op_timeout=0.5)
+    breaker: Any = (
+        failfast(
+            failure_threshold=2, recovery_time=recovery, on=ConnectionError, store=store, name=name
+        )
+        if kind == "failfast"
+        else consecutive_breaker(
+            ConnectionError,
+            failure_threshold=2,
+            recovery_time=recovery,
+            recovery_threshold=PROBES,
+            half_open_max_calls=PROBES,
+            store=store,
+            name=name,
+        )
+    )
+    ran = 0
+
+    @breaker
+    async def healthy(pause: float = 0.0) -> None:
+        nonlocal ran
+        ran += 1
+        await asyncio.sleep(pause)
+
+    await healthy()
+    print(json.dumps("ready"), flush=True)
+    loop = asyncio.get_running_loop()
+    while line := (await loop.run_in_executor(None, sys.stdin.readline)).split():
+        out: dict[str, object] = {}
+        if line[0] == "watch":
+            while True:
+                try:
+                    await healthy()
+                except Refused as exc:
+                    out = {"at": time.time(), "retry_after": exc.retry_after}
+                    break
+                await asyncio.sleep(0.002)
+            before = ran
+            for _ in range(20):
+                with contextlib.suppress(*Refused):
+                    await healthy()
+                await asyncio.sleep(0.005)
+            out["called_after"] = ran - before
+        elif line[0] == "probe":
+            await asyncio.sleep(max(0.0, float(line[1]) - time.time()))
+            before = ran
+            await asyncio.gather(*(healthy(0.3) for _ in range(5)), return_exceptions=True)
+            out = {"ran": ran - before}
+        elif line[0] == "until":
+            want_open = line[1] == "open"
+            while True:
+                try:
+                    await healthy()
+                    if not want_open:
+                        break
+                except Refused:
+                    if want_open:
+                        break
+                await asyncio.sleep(0.002)
+            out = {"at": time.time()}
+        print(json.dumps(out), flush=True)
+    await store.aclose()
+
+
+if __name__ == "__main__":
+    kind = sys.argv[4] if len(sys.argv) > 4 else "breaker"
+    asyncio.run(serve(sys.argv[1], sys.argv[2], float(sys.argv[3]), kind))

@@ -1,0 +1,263 @@
+"""A circuit breaker shared through a real Redis by real processes: a trip in one process
+rejects in the others (which never failed, and whose function is not called) within 0.5 s,
+the probes after the break are limited across all processes, isolate()/reset() reach all, and
+an outage under each on_error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from breaker_worker import PROBES
+from redis_server import RedisCluster, RedisServer
+
+from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker, consecutive_breaker
+from failsafe.failfast import FailFast, FailFastOpen, failfast
+from failsafe.stores import RedisStore
+
+WORKER = str(Path(__file__).with_name("breaker_worker.py"))
+PROCESSES = 4
+PROPAGATION = 0.5  # seconds: the acceptance bound for a trip to reach another process
+RECOVERY = 3.0
+pytestmark = pytest.mark.timeout(300)
+
+
+class Worker:
+    def __init__(self, url: str, name: str, kind: str = "breaker") -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, WORKER, url, name, str(RECOVERY), kind],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.read() == "ready"
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def read(self) -> Any:
+        assert self.proc.stdout is not None
+        return json.loads(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        assert self.proc.wait(60) == 0
+
+
+def _breaker(store: RedisStore, name: str) -> CircuitBreaker:
+    return consecutive_breaker(
+        ConnectionError,
+        failure_threshold=2,
+        recovery_time=RECOVERY,
+        recovery_threshold=PROBES,
+        half_open_max_calls=PROBES,
+        store=store,
+        name=name,
+    )
+
+
+async def _trip(breaker: CircuitBreaker | FailFast) -> float:
+    @breaker
+    async def broken() -> None:
+        raise ConnectionError
+
+    for _ in range(2):  # (a fail-fast latch raises FailFastOpen from the failure that opens it)
+        with pytest.raises((ConnectionError, FailFastOpen)):
+            await broken()
+    return time.time()
+
+
+async def _all(workers: list[Worker]) -> list[Any]:
+    loop = asyncio.get_running_loop()
+    return list(await asyncio.gather(*(loop.run_in_executor(None, w.read) for w in workers)))
+
+
+@pytest.mark.parametrize("where", ["single", "cluster"])
+async def test_trip_in_one_process_rejects_everywhere_then_probes_are_shared(
+    where: str, redis_server: RedisServer, redis_cluster: RedisCluster
+) -> None:
+    url = redis_server.url if where == "single" else redis_cluster.url
+    name = f"fleet-{where}"
+    store = RedisStore(url, prefix="breakers", op_timeout=0.5)
+    breaker = _breaker(store, name)
+    await breaker.ready()  # type: ignore[attr-defined]
+    workers = [Worker(url, name) for _ in range(PROCESSES)]
+    try:
+        for w in workers:
+            w.send("watch")
+        await asyncio.sleep(0.2)
+        tripped = await _trip(breaker)
+        seen = await _all(workers)
+        for s in seen:
+            assert s["at"] - tripped < PROPAGATION, s["at"] - tripped
+            assert 0 < s["retry_after"] <= RECOVERY
+            assert s["called_after"] == 0
+        start = tripped + RECOVERY + 0.3
+        for w in workers:
+            w.send(f"probe {start}")
+        ran = sum(r["ran"] for r in await _all(workers))
+        assert 1 <= ran <= PROBES
+        # The probes succeeded: closed for all.
+        for w in workers:
+            w.send("until closed")
+        await _all(workers)
+        await breaker.isolate()  # type: ignore[attr-defined]
+        isolated = time.time()
+        for w in workers:
+            w.send("until open")
+        assert all(r["at"] - isolated < PROPAGATION for r in await _all(workers))
+        await breaker.reset()  # type: ignore[attr-defined]
+        for w in workers:
+            w.send("until closed")
+        await _all(workers)
+    finally:
+        for w in workers:
+            w.stop()
+        await store.aclose()
+
+
+@pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
+async def test_outage_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
+    store = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.05, on_error=on_error)
+    breaker = _breaker(store, "outage")
+    ran = 0
+
+    @breaker
+    async def healthy() -> None:
+        nonlocal ran
+        ran += 1
+
+    await healthy()
+    own_redis.kill()
+    await asyncio.sleep(0.6)  # the poll finds the store down
+    t0 = time.monotonic()
+    if on_error == "deny":
+        with pytest.raises(BreakerFailing):
+            await healthy()
+        assert ran == 1
+    else:
+        await healthy()
+        assert ran == 2
+    assert time.monotonic() - t0 < 1.0  # nothing hangs
+    own_redis.restart()
+    other = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.5)
+    peer = _breaker(other, "outage")
+    await peer.ready()  # type: ignore[attr-defined]
+    await peer.isolate()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # sharing resumed: the isolation reaches this process
+        try:
+            await healthy()
+        except BreakerFailing:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the isolation never arrived")
+    await peer.reset()  # type: ignore[attr-defined]
+    while time.monotonic() < deadline:
+        try:
+            await healthy()
+            break
+        except BreakerFailing:
+            await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the reset never arrived")
+    await store.aclose()
+    await other.aclose()
+
+
+@pytest.mark.parametrize("where", ["single", "cluster"])
+async def test_failfast_opened_in_one_process_rejects_everywhere(
+    where: str, redis_server: RedisServer, redis_cluster: RedisCluster
+) -> None:
+    url = redis_server.url if where == "single" else redis_cluster.url
+    name = f"latch-{where}"
+    store = RedisStore(url, prefix="breakers", op_timeout=0.5)
+    latch = failfast(
+        failure_threshold=2, recovery_time=RECOVERY, on=ConnectionError, store=store, name=name
+    )
+    await latch.ready()  # type: ignore[attr-defined]
+    workers = [Worker(url, name, "failfast") for _ in range(PROCESSES)]
+    try:
+        for w in workers:
+            w.send("watch")
+        await asyncio.sleep(0.2)
+        tripped = await _trip(latch)
+        for s in await _all(workers):
+            assert s["at"] - tripped < PROPAGATION, s["at"] - tripped
+            assert 0 < s["retry_after"] <= RECOVERY
+            assert s["called_after"] == 0
+        for w in workers:  # closes by itself for all at the shared end
+            w.send("until closed")
+        for r in await _all(workers):
+            assert r["at"] - tripped >= RECOVERY - 0.1
+        await latch.open()  # type: ignore[attr-defined]
+        opened = time.time()
+        for w in workers:
+            w.send("until open")
+        assert all(r["at"] - opened < PROPAGATION for r in await _all(workers))
+        await latch.close()  # type: ignore[attr-defined]
+        for w in workers:
+            w.send("until closed")
+        await _all(workers)
+    finally:
+        for w in workers:
+            w.stop()
+        await store.aclose()
+
+
+@pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
+async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
+    store = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.05, on_error=on_error)
+    latch = failfast(failure_threshold=2, recovery_time=30, store=store, name="latch-outage")
+    ran = 0
+
+    @latch
+    async def healthy() -> None:
+        nonlocal ran
+        ran += 1
+
+    await healthy()
+    own_redis.kill()
+    await asyncio.sleep(0.6)
+    if on_error == "deny":
+        with pytest.raises(FailFastOpen):
+            await healthy()
+        assert ran == 1
+    else:
+        await healthy()
+        assert ran == 2
+    own_redis.restart()
+    other = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.5)
+    peer = failfast(failure_threshold=2, recovery_time=30, store=other, name="latch-outage")
+    await peer.ready()  # type: ignore[attr-defined]
+    await peer.open()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            await healthy()
+        except FailFastOpen:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the opening never arrived")
+    await peer.close()  # type: ignore[attr-defined]
+    while time.monotonic() < deadline:
+        try:
+            await healthy()
+            break
+        except FailFastOpen:
+            await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the close never arrived")
+    await store.aclose()
+    await other.aclose()

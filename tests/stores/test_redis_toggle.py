@@ -1,0 +1,155 @@
+"""A feature toggle shared through a real Redis: a flip in one process reaches another process
+within a second both ways, a process started later reads the state before its first call, and
+an outage under each on_error."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis_server import RedisServer
+
+from failsafe.featuretoggle import FeatureDisabled, FeatureToggle, featuretoggle
+from failsafe.stores import RedisStore
+
+WORKER = str(Path(__file__).with_name("toggle_worker.py"))
+PROPAGATION = 1.0  # seconds: the acceptance bound for a flip to reach another process
+pytestmark = pytest.mark.timeout(300)
+
+
+def _start(url: str, name: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, WORKER, url, name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _line(proc: subprocess.Popen[str]) -> list[str]:
+    assert proc.stdout is not None
+    return proc.stdout.readline().split()
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert proc.wait(60) == 0
+
+
+async def _flip(toggle: FeatureToggle, on: bool) -> float:
+    t0 = time.time()
+    await (toggle.enable() if on else toggle.disable())
+    return t0
+
+
+async def test_flip_reaches_another_process_within_a_second_both_ways(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(redis_server.url, prefix="toggles", op_timeout=0.5)
+    toggle = featuretoggle(enabled=True, name="both-ways", store=store)
+    await toggle.ready()  # type: ignore[attr-defined]
+    worker = _start(redis_server.url, "both-ways")
+    try:
+        assert _line(worker) == ["first", "ran"]
+        loop = asyncio.get_running_loop()
+        for on in (False, True, False):
+            t0 = await _flip(toggle, on)
+            state, seen = await loop.run_in_executor(None, _line, worker)
+            assert state == str(int(on))
+            assert float(seen) - t0 < PROPAGATION, (on, float(seen) - t0)
+    finally:
+        _stop(worker)
+        await store.aclose()
+
+
+async def test_a_later_process_reads_the_flip_before_its_first_call(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(redis_server.url, prefix="toggles", op_timeout=0.5)
+    toggle = featuretoggle(enabled=True, name="later", store=store)
+    await toggle.disable()
+    worker = _start(redis_server.url, "later")  # built enabled=True: the stored state wins
+    try:
+        assert _line(worker) == ["first", "refused"]
+    finally:
+        _stop(worker)
+    await toggle.enable()
+    worker = _start(redis_server.url, "later")
+    try:
+        assert _line(worker) == ["first", "ran"]
+    finally:
+        _stop(worker)
+        await store.aclose()
+
+
+async def test_rollout_change_reaches_every_toggle(redis_server: RedisServer) -> None:
+    stores = [RedisStore(redis_server.url, prefix="toggles") for _ in range(2)]
+    a, b = (featuretoggle(rollout=100, key=lambda user: user, name="roll", store=s) for s in stores)
+    await b.ready()  # type: ignore[attr-defined]
+    await a.set_rollout(0)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while b.rollout != 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert b.rollout == 0
+
+    @b
+    async def f(user: str) -> str:
+        return user
+
+    with pytest.raises(FeatureDisabled):
+        await f("anyone")
+    for s in stores:
+        await s.aclose()
+
+
+@pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
+async def test_outage_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
+    store = RedisStore(own_redis.url, prefix="toggles", op_timeout=0.05, on_error=on_error)
+    toggle = featuretoggle(enabled=True, name="outage", store=store)
+    ran = 0
+
+    @toggle
+    async def f() -> None:
+        nonlocal ran
+        ran += 1
+
+    await f()
+    await toggle.enable()  # stored: enabled is the last known value
+    own_redis.kill()
+    await asyncio.sleep(1.0)  # the poll finds the store down
+    if on_error == "deny":  # the pattern's refusal, without calling the function
+        assert not toggle.enabled
+        with pytest.raises(FeatureDisabled):
+            await f()
+        assert ran == 1
+    else:  # the last known value; a local switch still acts at once
+        assert toggle.enabled
+        await f()
+        toggle.disable()
+        with pytest.raises(FeatureDisabled):
+            await f()
+        toggle.enable()
+        await f()
+        assert ran == 3
+    own_redis.restart()
+    other = RedisStore(own_redis.url, prefix="toggles", op_timeout=0.5)
+    peer = featuretoggle(enabled=True, name="outage", store=other)
+    await peer.ready()  # type: ignore[attr-defined]
+    await peer.enable()
+    await peer.disable()  # sharing resumed: the change reaches the first process
+    deadline = time.monotonic() + 10
+    while toggle.enabled and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert not toggle.enabled
+    await peer.enable()
+    while not toggle.enabled and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert toggle.enabled
+    await f()
+    await store.aclose()
+    await other.aclose()
