@@ -145,8 +145,10 @@ class RedisCluster:
             check=True,
             timeout=60,
         )
-        deadline = time.monotonic() + 30
-        while "cluster_state:ok" not in self.nodes[0].cli("cluster", "info"):
+        # Every node must see the cluster up: one that has not heard of the others yet
+        # answers CLUSTERDOWN.
+        deadline = time.monotonic() + 60
+        while not all("cluster_state:ok" in n.cli("cluster", "info") for n in self.nodes):
             if time.monotonic() > deadline:
                 raise RuntimeError("redis cluster did not reach cluster_state:ok")
             time.sleep(0.05)

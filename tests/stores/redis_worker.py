@@ -21,7 +21,7 @@ CONCURRENCY, LEASE = 3, 5
 
 
 async def limit(url: str, name: str, seconds: float, tasks: int, start: float) -> list[float]:
-    store = RedisStore(url, prefix="procs", op_timeout=0.5)
+    store = RedisStore(url, prefix="procs", op_timeout=2)
     policy = tokenbucket(RATE, PER, bucket_size=BURST, store=store, name=name)
     await asyncio.sleep(max(0.0, start - time.time()))
     admitted: list[float] = []
@@ -43,7 +43,7 @@ async def limit(url: str, name: str, seconds: float, tasks: int, start: float) -
 
 
 async def bulk(url: str, name: str, seconds: float, tasks: int, start: float) -> list[list[float]]:
-    store = RedisStore(url, prefix="procs", op_timeout=0.5)
+    store = RedisStore(url, prefix="procs", op_timeout=2)
     policy = bulkhead(CONCURRENCY, 1000, max_wait=30, store=store, name=name, lease=LEASE)
     spans: list[list[float]] = []
 
@@ -67,7 +67,7 @@ async def bulk(url: str, name: str, seconds: float, tasks: int, start: float) ->
 
 
 async def hold(url: str, name: str) -> None:
-    store = RedisStore(url, prefix="procs", op_timeout=0.5)
+    store = RedisStore(url, prefix="procs", op_timeout=2)
     policy = bulkhead(1, 2, max_wait=0, store=store, name=name, lease=1)
     async with policy:
         print("held", flush=True)

@@ -110,7 +110,7 @@ async def test_permits_of_a_killed_process_expire_after_their_lease(
     )
     assert holder.stdout is not None
     assert (await asyncio.wait_for(holder.stdout.readline(), 30)).strip() == b"held"
-    store = RedisStore(redis_server.url, prefix="procs", op_timeout=0.5)
+    store = RedisStore(redis_server.url, prefix="procs", op_timeout=2)
     refusing = bulkhead(1, 2, max_wait=0, store=store, name=name, lease=1)
     with pytest.raises(BulkheadFull):
         async with refusing:

@@ -162,6 +162,40 @@ def test_one_store_serves_several_event_loops(redis_server: RedisServer) -> None
     assert store.stats()["errors"] == 0
 
 
+def test_aclose_in_one_loop_leaves_another_loops_client_working(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(redis_server.url, prefix="close-one-loop", op_timeout=2)
+    limit = tokenbucket(100, 60, store=store, name="l")
+    b_connected, a_closed = threading.Event(), threading.Event()
+    b_clients: list[object] = []
+
+    async def loop_a() -> None:
+        await limit.acquire()
+        assert b_connected.wait(60)
+        await store.aclose()
+        a_closed.set()
+
+    async def loop_b() -> None:
+        await limit.acquire()
+        b_clients.append(await store._client())
+        b_connected.set()
+        assert await asyncio.to_thread(a_closed.wait, 60)
+        await limit.acquire()  # on the same connection: A's aclose did not close it
+        b_clients.append(await store._client())
+        await store.aclose()
+
+    threads = [threading.Thread(target=asyncio.run, args=(loop(),)) for loop in (loop_a, loop_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(b_clients) == 2
+    assert b_clients[0] is b_clients[1]
+    stats = store.stats()
+    assert (stats["decisions"], stats["errors"], stats["fallbacks"], stats["loops"]) == (3, 0, 0, 0)
+
+
 async def test_a_dead_server_costs_one_timeout_per_interval(own_redis: RedisServer) -> None:
     store = RedisStore(own_redis.url, prefix="dead", on_error="allow", op_timeout=0.05)
     limit = tokenbucket(1000, 1, store=store, name="d")

@@ -6,8 +6,9 @@ event loop ask for in the same loop turn travel as one pipeline, bounded by ``op
 
 A ``redis.asyncio`` client belongs to the event loop it first ran on, so the store keeps one
 client per loop: the client it was given serves the first loop that uses the store, and other
-loops (other threads) get a client made with the same connection settings. Clients the store made
-are closed by :meth:`RedisStore.aclose`; the client it was given is left to its owner.
+loops (other threads) get a client made with the same connection settings. Each loop closes the
+clients the store made for it with :meth:`RedisStore.aclose`; the client it was given is left to
+its owner.
 """
 
 from __future__ import annotations
@@ -339,25 +340,24 @@ class RedisStore(Store):
     # -- closing --------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Closes the clients this store made (the one it was given stays open)."""
-        current = asyncio.get_running_loop()
+        """Closes the clients this store made for the calling event loop (the one it was given
+        stays open). Another loop's client is left to that loop: closing it from here would
+        break the calls it has in flight."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            states = list(self._loops.items())
-            self._loops = weakref.WeakKeyDictionary()
-        for loop, st in states:
-            for task in list(st.tasks):
-                if loop is current:
-                    task.cancel()
-            if st.pubsub is not None and loop is current:
-                await st.pubsub.close()
-            client, st.client = st.client, None
-            if client is None or not st.owned:
-                continue
-            if loop is current:
-                with contextlib.suppress(RedisError, OSError):
-                    await client.aclose()
-            elif loop.is_running():
-                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+            st = self._loops.pop(loop, None)
+            for other in [o for o in self._loops if o.is_closed()]:
+                del self._loops[other]
+        if st is None:
+            return
+        for task in list(st.tasks):
+            task.cancel()
+        if st.pubsub is not None:
+            await st.pubsub.close()
+        client, st.client = st.client, None
+        if client is not None and st.owned:
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()
@@ -442,7 +442,9 @@ def _clone(client: Client) -> Client:
     """A client like ``client`` for another event loop (its connections belong to its loop)."""
     if isinstance(client, aioredis.RedisCluster):
         kwargs = client.nodes_manager.connection_kwargs
-        nodes = [ClusterNode(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]
+        # list() copies the dict in one step: the loop of the given client may be rewriting it.
+        seeds = list(client.nodes_manager.startup_nodes.values())
+        nodes = [ClusterNode(n.host, n.port) for n in seeds]
         opts = {k: v for k, v in kwargs.items() if k in _CLONED and k not in ("host", "port")}
         return aioredis.RedisCluster(startup_nodes=nodes, retry=Retry(NoBackoff(), 1), **opts)
     pool = client.connection_pool
