@@ -28,7 +28,7 @@ import asyncio
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Self, cast
 
 from failsafe import _native, events
 from failsafe._core import Component, check_int, check_number
@@ -81,11 +81,12 @@ class Bulkhead(Component, _native.Bulkhead):
     PATTERN: ClassVar[str] = "bulkhead"
     METRICS: ClassVar[tuple[str, ...]] = ("full", "admitted", "waited", "timed_out")
 
-    def __new__(cls, *args: Any, store: Any = None, lease: float | None = None, **kw: Any) -> Any:
+    def __new__(cls, *args: Any, store: Any = None, lease: float | None = None, **kw: Any) -> Self:
         if store is not None:  # permits shared through a store: a policy of its own
             from failsafe.stores._bulkhead import shared_bulkhead
 
-            return shared_bulkhead(*args, store=store, lease=lease, **kw)
+            # Typed as a Bulkhead: a SharedBulkhead has its interface (decorator, block, stats).
+            return cast(Self, shared_bulkhead(*args, store=store, lease=lease, **kw))
         return super().__new__(cls)
 
     def __init__(

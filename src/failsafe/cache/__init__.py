@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, Final, Self, overload
+from typing import Any, ClassVar, Final, Self, cast, overload
 
 from failsafe import _core, _native, events
 from failsafe._types import CachedFunction
@@ -131,11 +131,12 @@ class Cache(_core.Component, _native.Cache):
         "stale",
     )
 
-    def __new__(cls, *args: Any, store: Any = None, **kwargs: Any) -> Any:
+    def __new__(cls, *args: Any, store: Any = None, **kwargs: Any) -> Self:
         if store is not None:  # entries shared through a store: a policy of its own
             from failsafe.stores._cache import shared_cache
 
-            return shared_cache(store=store, **kwargs)
+            # Typed as a Cache: a SharedCache has its interface (decorator, invalidate, clear).
+            return cast(Self, shared_cache(store=store, **kwargs))
         return super().__new__(cls)
 
     def __init__(

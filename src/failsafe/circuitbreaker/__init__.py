@@ -38,7 +38,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Iterable
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Self
 
 from failsafe import _core, _native, events
 from failsafe.circuitbreaker.exceptions import BreakerFailing
@@ -197,11 +197,11 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         "rejected",
     )
 
-    def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Any:
+    def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
         if store is not None and cls is CircuitBreaker:  # open state shared through a store
             from failsafe.stores._breaker import SharedBreaker
 
-            cls = SharedBreaker
+            cls = SharedBreaker  # type: ignore[assignment]  # a subclass of cls
         return super().__new__(cls)
 
     def __init__(

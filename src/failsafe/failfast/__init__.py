@@ -63,11 +63,11 @@ class FailFast(_core.Component, _native.FailFast):
     PATTERN: ClassVar[str] = "failfast"
     METRICS: ClassVar[tuple[str, ...]] = ("opened", "closed", "rejected")
 
-    def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Any:
+    def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
         if store is not None and cls is FailFast:  # the latch shared through a store
             from failsafe.stores._failfast import SharedFailFast
 
-            cls = SharedFailFast
+            cls = SharedFailFast  # type: ignore[assignment]  # a subclass of cls
         return super().__new__(cls)
 
     def __init__(

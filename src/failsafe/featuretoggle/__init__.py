@@ -72,11 +72,11 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
     PATTERN: ClassVar[str] = "featuretoggle"
     METRICS: ClassVar[tuple[str, ...]] = ("enabled", "disabled")
 
-    def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Any:
+    def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
         if store is not None and cls is FeatureToggle:  # state shared through a store
             from failsafe.stores._toggle import SharedFeatureToggle
 
-            cls = SharedFeatureToggle
+            cls = SharedFeatureToggle  # type: ignore[assignment]  # a subclass of cls
         return super().__new__(cls)
 
     def __init__(

@@ -33,6 +33,7 @@ from failsafe import testing as _testing
 from failsafe.ratelimit.exceptions import EmptyBucket, RateLimitExceeded
 
 if TYPE_CHECKING:
+    from failsafe.stores._base import Store
     from failsafe.stores._ratelimit import SharedLimiter
 
 __all__ = [
@@ -333,6 +334,8 @@ def tokenbucket(
     name: str | None = ...,
     listeners: Iterable[Any] | None = ...,
     event_manager: Any = ...,
+    store: None = ...,
+    prefetch: None = ...,
 ) -> TokenBucketLimiter: ...
 @overload
 def tokenbucket(
@@ -346,7 +349,24 @@ def tokenbucket(
     name: str | None = ...,
     listeners: Iterable[Any] | None = ...,
     event_manager: Any = ...,
+    store: None = ...,
+    prefetch: None = ...,
 ) -> KeyedTokenBucketLimiter: ...
+@overload
+def tokenbucket(
+    max_executions: int,
+    per_time_secs: float,
+    bucket_size: int | None = ...,
+    *,
+    max_wait: float = ...,
+    key: Callable[..., Any] | None = ...,
+    max_keys: int = ...,
+    name: str | None = ...,
+    listeners: Iterable[Any] | None = ...,
+    event_manager: Any = ...,
+    store: Store,
+    prefetch: int | None = ...,
+) -> SharedLimiter: ...
 def tokenbucket(
     max_executions: int,
     per_time_secs: float,
@@ -399,6 +419,28 @@ def tokenbucket(
     )
 
 
+@overload
+def slidingwindow(
+    max_executions: int,
+    per_time_secs: float,
+    *,
+    max_wait: float = ...,
+    name: str | None = ...,
+    listeners: Iterable[Any] | None = ...,
+    event_manager: Any = ...,
+    store: None = ...,
+) -> SlidingWindowLimiter: ...
+@overload
+def slidingwindow(
+    max_executions: int,
+    per_time_secs: float,
+    *,
+    max_wait: float = ...,
+    name: str | None = ...,
+    listeners: Iterable[Any] | None = ...,
+    event_manager: Any = ...,
+    store: Store,
+) -> SharedLimiter: ...
 def slidingwindow(
     max_executions: int,
     per_time_secs: float,
