@@ -320,6 +320,20 @@ async def test_a_hedged_get_answers_from_the_second_attempt(
     assert len(await hits(base, f"{k}p")) == 1
 
 
+async def test_a_status_answer_ends_the_hedge_race(
+    upstream: tuple[str, str], recording: Recording
+) -> None:
+    # A failed attempt sets off the next one at once, but a 429 or 503 is an answer: no
+    # second request before the retry's wait.
+    base, _ = upstream
+    k = key()
+    transport = ResilientTransport(recording, hedge=5, retry=0, breaker=False)
+    async with client(transport) as c:
+        response = await c.get(f"{base}/status/{k}?code=503&n=5")
+    assert response.status_code == 503
+    assert len(await hits(base, k)) == 1
+
+
 # ------------------------------------------------------------------------------------------
 # Per-host breaker and limiter
 

@@ -33,7 +33,6 @@ as ``"https://example.com:443"``); False or None turns a part off.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final
 
@@ -232,7 +231,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         retried = attempt if retrier is None else retrier(attempt)
         hedged = retried
         if hedger is not None:
-            hedged = _unwrap_hedge(hedger(attempt))
+            hedged = _hedged(hedger, attempt)
             hedged = hedged if retrier is None else retrier(hedged)
         chains = (attempt, retried, hedged)
         if deadline is not None:
@@ -313,19 +312,41 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         return self._limiter
 
 
-def _unwrap_hedge(fn: _Send) -> _Send:
-    """Every hedged attempt failed: the last failure is the outcome (so retry judges it)."""
+class _Answered:
+    """A status answer carried through a hedge as a result: an answer ends the race (a 429 or
+    503 must not set off another attempt at once)."""
 
-    @functools.wraps(fn)
-    async def unwrapped(request: httpx.Request, exchange: _Exchange) -> httpx.Response:
+    __slots__ = ("status",)
+
+    def __init__(self, status: RetryableStatus) -> None:
+        self.status = status
+
+
+def _hedged(hedger: Any, attempt: _Send) -> _Send:
+    """attempt under hedger; every hedged attempt failed: the last failure is the outcome (so
+    retry judges it)."""
+
+    async def answered(request: httpx.Request, exchange: _Exchange) -> httpx.Response | _Answered:
         try:
-            return await fn(request, exchange)
+            return await attempt(request, exchange)
+        except RetryableStatus as status:
+            return _Answered(status)
+
+    raced = hedger(answered)
+
+    async def hedged(request: httpx.Request, exchange: _Exchange) -> httpx.Response:
+        try:
+            outcome = await raced(request, exchange)
         except HedgeAllFailed as e:
             if not e.errors:
                 raise
             raise e.errors[-1] from None
+        if isinstance(outcome, _Answered):
+            raise outcome.status
+        response: httpx.Response = outcome
+        return response
 
-    return unwrapped
+    return hedged
 
 
 def _statuses(value: Collection[int]) -> frozenset[int]:
