@@ -120,12 +120,10 @@ static int outcome_matches(FsOutcome *o, PyObject *exc)
 }
 
 /* 1 when exc carries no server signal (may be re-attempted at once), 0 when it may, -1 on an
- * error. signal_check runs once per new exception type: the last plain type is remembered. */
+ * error. The caller asks only for a type other than the last plain one (o->plain_type), so
+ * signal_check runs once per new exception type. */
 static int outcome_plain(FsOutcome *o, PyObject *exc)
 {
-    if (o->signal_check == NULL || (PyObject *)Py_TYPE(exc) == o->plain_type) {
-        return 1;
-    }
     PyObject *r = PyObject_CallOneArg(o->signal_check, (PyObject *)Py_TYPE(exc));
     if (r == NULL) {
         return -1;
@@ -184,12 +182,14 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     c->failures++;
     if (o->immediate != FS_IMMEDIATE_OFF && (o->immediate < 0 || (long)c->failures <= o->immediate)
         && c->failures % FS_YIELD_EVERY != 0 && !fs_listening(c->policy)) {
-        int plain = outcome_plain(o, exc);
-        if (plain < 0) {
-            return -1;
-        }
-        if (!plain) {
-            goto slow;  /* the Python loop reads the delay the exception carries */
+        if (o->signal_check != NULL && (PyObject *)Py_TYPE(exc) != o->plain_type) {
+            int plain = outcome_plain(o, exc);
+            if (plain < 0) {
+                return -1;
+            }
+            if (!plain) {
+                goto slow;  /* the Python loop reads the delay the exception carries */
+            }
         }
         /* Re-attempt at once: call fn again with the kept arguments, observe the new coroutine. */
         PyObject *coro =

@@ -19,16 +19,26 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from failsafe import _core
-from failsafe.circuitbreaker.exceptions import BreakerFailing
-from failsafe.failfast.exceptions import FailFastOpen
-from failsafe.ratelimit.exceptions import RateLimitExceeded
 
 __all__ = ["RetryAfterFn", "parse_retry_after", "retry_after_of"]
 
 RetryAfterFn = Callable[[BaseException], float | None]
 
-_OWN: Final = (RateLimitExceeded, BreakerFailing, FailFastOpen)
 _MAX_SECONDS: Final = 1e9
+_own: tuple[type[Exception], ...] = ()
+
+
+def _own_refusals() -> tuple[type[Exception], ...]:
+    """failsafe's refusals that carry a delay; imported on first use, so that importing retry
+    does not import every pattern."""
+    global _own
+    if not _own:
+        from failsafe.circuitbreaker.exceptions import BreakerFailing
+        from failsafe.failfast.exceptions import FailFastOpen
+        from failsafe.ratelimit.exceptions import RateLimitExceeded
+
+        _own = (RateLimitExceeded, BreakerFailing, FailFastOpen)
+    return _own
 
 
 def parse_retry_after(value: str | bytes | None, *, now: float | None = None) -> float | None:
@@ -63,8 +73,8 @@ def _http_status_delay(exc: BaseException) -> float | None:
 
 def retry_after_of(exc: BaseException) -> float | None:
     """The delay ``exc`` asks for, in seconds, or None when it carries none."""
-    if isinstance(exc, _OWN):
-        after = exc.retry_after
+    if isinstance(exc, _own or _own_refusals()):
+        after: Any = getattr(exc, "retry_after", None)
         return None if after is None or not after > 0 else float(after)
     return _http_status_delay(exc)
 
@@ -72,7 +82,7 @@ def retry_after_of(exc: BaseException) -> float | None:
 def _carries_signal(tp: type) -> bool:
     """Whether exceptions of type tp may carry a delay (asked by the C retry loop, once per
     type, before it re-attempts at once)."""
-    if issubclass(tp, _OWN):
+    if issubclass(tp, _own or _own_refusals()):
         return True
     httpx = sys.modules.get("httpx")
     return httpx is not None and issubclass(tp, httpx.HTTPStatusError)
