@@ -36,7 +36,7 @@ when it ends.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final
 
 from failsafe import _core, _native, events
@@ -169,6 +169,10 @@ class CircuitBreaker(_core.Component, _native.Breaker):
       ``max_recovery_time`` (default 10 x recovery_time when backing off).
     * ``recovery_threshold`` (default 3): successful probes that close it;
       ``half_open_max_calls`` (default ``recovery_threshold``): probes at a time.
+    * ``retry_after`` (default False): True, or a callable failure -> seconds | None, takes
+      the break from the failure itself (see :mod:`failsafe.signals`): a failure asking for a
+      delay (a 503 with ``Retry-After: 30``) opens the breaker at once for that long, at most
+      ``max_recovery_time``. ``open_for(seconds)`` does the same by hand.
 
     Methods: ``isolate()`` forces it failing until ``reset()``, which closes it with an empty
     window. ``state`` is the current BreakerState. ``stats()`` has the counters and the
@@ -214,6 +218,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         name: str | None = None,
         listeners: Iterable[Any] | None = None,
         event_manager: Any = None,
+        retry_after: bool | Callable[[BaseException], float | None] = False,
     ) -> None:
         self._init_component(name, listeners, event_manager)
         types = _core.check_exceptions(on)
@@ -300,6 +305,12 @@ class CircuitBreaker(_core.Component, _native.Breaker):
             recovery_growth=growth,
             max_recovery_ns=min(_ns(cap), _ns(_MAX_SECONDS * 10)),
         )
+        # Imported here: failsafe.signals reads this package's exception.
+        from failsafe import signals
+
+        reader = signals.check_retry_after(retry_after)
+        if reader is not None:
+            config["signal"] = _break_reader(reader, cap)
         self._configure(**config)
         self._recovery_time = recovery
         self._settings = config
@@ -308,6 +319,12 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     def state(self) -> BreakerState:
         """The current state (working, failing or recovering)."""
         return _STATES[self._state()]
+
+    def open_for(self, seconds: float) -> None:
+        """Opens the breaker now for ``seconds`` (a break the dependency asked for, e.g. a
+        503's ``Retry-After``); a failing breaker's break ends no earlier than that. No effect
+        while isolated. After the break it recovers as after any other."""
+        self._trip(_ns(_seconds(seconds, "seconds")))
 
     @property
     def recovery_time(self) -> float:
@@ -391,6 +408,20 @@ class CircuitBreaker(_core.Component, _native.Breaker):
             f"<circuitbreaker {self._name!r} state={s['state']} mode={self._mode}"
             f" success={s['success']} failure={s['failure']} rejected={s['rejected']}>"
         )
+
+
+def _break_reader(
+    reader: Callable[[BaseException], float | None], cap: float
+) -> Callable[[BaseException], int | None]:
+    """The C core's view of a retry_after reader: a failure -> the break it asks for, in ns
+    (at most max_recovery_time), or None."""
+    from failsafe import signals
+
+    def break_ns(exc: BaseException) -> int | None:
+        seconds = signals.read_delay(reader, exc, cap)
+        return _ns(seconds) if seconds > 0 else None
+
+    return break_ns
 
 
 circuitbreaker = CircuitBreaker  # the factory is the class itself, as for timeout and bulkhead

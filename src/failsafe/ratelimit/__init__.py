@@ -183,6 +183,10 @@ class _Limiter(_core.Component, _native.Limiter):
         """Seconds until a call would be admitted without waiting (0.0: now)."""
         return self._retry_after(key)
 
+    def _pause_for(self, seconds: object, key: Any) -> bool:
+        wait_ns = min(_MAX_NS, round(float(_core.check_number(seconds, "seconds")) * _NS))
+        return bool(self._pause(_native.now_ns() + wait_ns, key))
+
     def reset(self) -> None:
         """Forgets every admission: a full bucket (or empty window), no keys."""
         self._reset()
@@ -224,6 +228,12 @@ class TokenBucketLimiter(_Limiter):
             event_manager=event_manager,
         )
 
+    def pause(self, seconds: float) -> None:
+        """Admits nothing for ``seconds`` (a wait the dependency asked for, e.g. a 429's
+        ``Retry-After``), then refills from empty at its rate. Waiting callers keep their
+        places; a pause never shortens a wait already longer."""
+        self._pause_for(seconds, None)
+
     @property
     def bucket(self) -> TokenBucket:
         """This limiter's bucket (failsafe-py's ``TokenBucket`` interface)."""
@@ -264,6 +274,10 @@ class SlidingWindowLimiter(_Limiter):
             listeners=listeners,
             event_manager=event_manager,
         )
+
+    def pause(self, seconds: float) -> None:
+        """Admits nothing for ``seconds``; the whole limit is available again after."""
+        self._pause_for(seconds, None)
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()
@@ -310,6 +324,14 @@ class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
             listeners=listeners,
             event_manager=event_manager,
         )
+
+    def pause(self, key: Any, seconds: float) -> bool:
+        """Admits no call of ``key`` for ``seconds`` (one 429 with ``Retry-After`` pauses
+        that host for every caller), then refills its bucket from empty at the rate. A paused
+        key is limited, so it is never forgotten before the pause ends. Returns False when
+        every place holds a limited key (the table has no room: a new key is refused then
+        anyway)."""
+        return self._pause_for(seconds, key)
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()
