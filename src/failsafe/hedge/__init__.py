@@ -280,7 +280,8 @@ class _Race:
         if self._test_waits:
             # Waited like every failsafe wait, on the clock latencies are measured on.
             # Due from now, not from when the waiting task first runs.
-            due = _native.now_ns() + round(delay * 1e9)
+            delay_ns = delay * 1e9  # a delay beyond the core's int64 ns means never
+            due = _native.now_ns() + int(delay_ns) if delay_ns < 2**62 else 2**63 - 1
             self._next = self._loop.create_task(self._launch_at(due), context=self._context.copy())
         else:
             self._next = self._loop.call_later(delay, self._launch)

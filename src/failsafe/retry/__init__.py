@@ -496,6 +496,8 @@ def retry(
     name: str | None = None,
     listeners: Iterable[Any] | None = None,
     event_manager: Any = None,
+    retry_after: bool | signals.RetryAfterFn = True,
+    max_retry_after: float | None = None,
 ) -> Retry | Decorated[..., Any, Retry]:
     """A retry policy: ``@retry(attempts=3, backoff=expo(...))`` (bare ``@retry``: defaults).
 
@@ -517,6 +519,8 @@ def retry(
         name=name,
         listeners=listeners,
         event_manager=event_manager,
+        retry_after=retry_after,
+        max_retry_after=max_retry_after,
     )
     return policy if fn is None else policy(fn)
 
