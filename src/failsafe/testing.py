@@ -26,7 +26,9 @@ from failsafe import _native
 __all__ = ["FakeClock", "changes_waits", "instant_waits", "is_instant", "seed", "sleep"]
 
 _NS_PER_S: Final = 1_000_000_000
-_MAX_NS: Final = 2**63 - 1  # the C core keeps time in int64 nanoseconds
+# The C core keeps time in int64 nanoseconds and adds periods of up to ~2**61 ns to it: a fake
+# time is kept below 2**62 (146 years) so that no deadline it computes can overflow.
+_MAX_NS: Final = 2**62
 
 _clock: FakeClock | None = None  # the installed FakeClock, if any
 # Whether waits are instant, per task (see instant_waits()).
@@ -39,7 +41,7 @@ def _check_ns(value: object, param: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{param} must be an int, not {type(value).__name__}")
     if not 0 <= value <= _MAX_NS:
-        raise ValueError(f"{param} must be between 0 and 2**63 - 1, got {value}")
+        raise ValueError(f"{param} must be between 0 and 2**62, got {value}")
     return value
 
 
