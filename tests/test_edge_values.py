@@ -220,6 +220,7 @@ EXPECT: dict[str, dict[str, Callable[[object], str]]] = {
         "attempts": count(lo=0),
         "backoff": seconds(INF, zero=OK),
         "max_duration": seconds(9.2e9),
+        "max_retry_after": seconds(1e9),
     },
     "bucket_retry": {
         "attempts": count(),

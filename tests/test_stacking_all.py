@@ -51,7 +51,9 @@ def _make(name: str, *, rejecting: bool = False) -> Any:
     """A fresh policy; rejecting: a configuration that can be made to refuse every call."""
     match name:
         case "retry":
-            return retry(attempts=RETRIES, backoff=0)
+            # The model retries refusals at once: no wait for the delay they carry (that is
+            # test_signals.py's).
+            return retry(attempts=RETRIES, backoff=0, retry_after=False)
         case "timeout":
             return timeout(5)
         case "fallback":

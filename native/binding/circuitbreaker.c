@@ -40,6 +40,7 @@ typedef struct FsBreaker {
     PyObject *entries;          /* `async with`: {task or None: [token, t0_ns, ...]} (owned) */
     int shared;                 /* a store shares the state: a trip calls self._tripped() */
     int gate;                   /* the shared state is not closed: calls go to self._call_slow */
+    PyObject *signal;           /* callable failure -> break in ns or None, or NULL */
 } FsBreaker;
 
 /* Bumps the transition counters of bits and, when somebody listens, hands the events to
@@ -125,13 +126,37 @@ static int breaker_is_failure(FsBreaker *b, PyObject *exc)
     return fs_exception_matches(exc, b->on, b->on_pred, 0);
 }
 
+/* The break a failure asks for (b->signal(exc)): >= 0 ns, -1 for none, -2 with an error. */
+static int64_t breaker_signal(FsBreaker *b, PyObject *exc)
+{
+    PyObject *r = PyObject_CallOneArg(b->signal, exc);
+    if (r == NULL) {
+        return -2;
+    }
+    int64_t ns = -1;
+    if (r != Py_None) {
+        long long v = PyLong_AsLongLong(r);
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(r);
+            return -2;
+        }
+        ns = v < 0 ? -1 : (int64_t)v;
+    }
+    Py_DECREF(r);
+    return ns;
+}
+
 /* The admission token started at t0_ns ended with exc (NULL: a result). Returns 0, or -1 with
  * an exception set (the predicate's error, or a listener's KeyboardInterrupt / SystemExit). */
 static int breaker_end(FsBreaker *b, uint64_t token, int64_t t0_ns, PyObject *exc)
 {
     int failure = 0;
+    int64_t asked_ns = -1;
     if (exc != NULL) {
         failure = breaker_is_failure(b, exc);
+        if (failure > 0 && b->signal != NULL && (asked_ns = breaker_signal(b, exc)) == -2) {
+            failure = -1;
+        }
         if (failure <= 0) {
             fs_breaker_release(&b->core, token);
             return failure;
@@ -147,6 +172,9 @@ static int breaker_end(FsBreaker *b, uint64_t token, int64_t t0_ns, PyObject *ex
     int old = b->core.state;
     unsigned tr = fs_breaker_record(&b->core, token, failure ? FS_BR_FAILURE : FS_BR_SUCCESS,
                                     duration, now);
+    if (asked_ns >= 0) {
+        tr |= fs_breaker_trip(&b->core, now, asked_ns);    /* the dependency's own break */
+    }
     b->base.counters[failure ? C_FAILURE : C_SUCCESS]++;
     return breaker_events(b, failure ? EV_FAILURE : EV_SUCCESS, exc, old, tr);
 }
@@ -416,7 +444,8 @@ static PyObject *breaker_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
 
 /* _configure(*, mode, failure_threshold, failure_rate, window_size, window_ns, min_calls,
  *            slow_ns, slow_rate, half_open_max_calls, recovery_threshold, recovery_ns,
- *            recovery_growth, max_recovery_ns, on, on_pred): a fresh working breaker. */
+ *            recovery_growth, max_recovery_ns, on, on_pred, signal): a fresh working breaker.
+ * signal: None, or a callable failure -> break in ns (an int) or None. */
 static PyObject *breaker_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     FsBreaker *b = (FsBreaker *)self;
@@ -428,17 +457,22 @@ static PyObject *breaker_configure(PyObject *self, PyObject *args, PyObject *kwa
                recovery_threshold = {"recovery_threshold", 0, UINT32_MAX, 1};
     double failure_rate = 1.0, slow_rate = 0.0, growth = 1.0;
     long long window_ns = 1, slow_ns = 0, recovery_ns = 0, max_recovery_ns = -1;
-    PyObject *on = Py_None, *on_pred = Py_None;
+    PyObject *on = Py_None, *on_pred = Py_None, *signal = Py_None;
     static char *kwlist[] = {"mode", "failure_threshold", "failure_rate", "window_size",
                              "window_ns", "min_calls", "slow_ns", "slow_rate",
                              "half_open_max_calls", "recovery_threshold", "recovery_ns",
-                             "recovery_growth", "max_recovery_ns", "on", "on_pred", NULL};
+                             "recovery_growth", "max_recovery_ns", "on", "on_pred", "signal",
+                             NULL};
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "|$iO&dO&LO&LdO&O&LdLOO:_configure", kwlist, &mode, fs_int_arg_conv,
+            args, kwargs, "|$iO&dO&LO&LdO&O&LdLOOO:_configure", kwlist, &mode, fs_int_arg_conv,
             &failure_threshold, &failure_rate, fs_int_arg_conv, &window_size, &window_ns,
             fs_int_arg_conv, &min_calls, &slow_ns, &slow_rate, fs_int_arg_conv, &half_open,
             fs_int_arg_conv, &recovery_threshold, &recovery_ns, &growth, &max_recovery_ns, &on,
-            &on_pred)) {
+            &on_pred, &signal)) {
+        return NULL;
+    }
+    if (signal != Py_None && !PyCallable_Check(signal)) {
+        PyErr_SetString(PyExc_TypeError, "signal must be callable or None");
         return NULL;
     }
     if (on != Py_None && !PyTuple_Check(on)) {
@@ -473,6 +507,7 @@ static PyObject *breaker_configure(PyObject *self, PyObject *args, PyObject *kwa
     }
     Py_XSETREF(b->on, on == Py_None ? NULL : Py_NewRef(on));
     Py_XSETREF(b->on_pred, on_pred == Py_None ? NULL : Py_NewRef(on_pred));
+    Py_XSETREF(b->signal, signal == Py_None ? NULL : Py_NewRef(signal));
     /* A window may trip on a success too, and the break starts at that time. */
     b->time_at_end = mode != FS_BR_CONSECUTIVE || slow_ns > 0;
     if (slow_ns > 0) {
@@ -636,6 +671,26 @@ static PyObject *breaker_isolate(PyObject *self, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
+/* _trip(break_ns): opens the breaker now for break_ns (fs_breaker_trip). */
+static PyObject *breaker_trip(PyObject *self, PyObject *arg)
+{
+    FsBreaker *b = (FsBreaker *)self;
+    long long ns = PyLong_AsLongLong(arg);
+    if (ns == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (ns < 0) {
+        PyErr_SetString(PyExc_ValueError, "break_ns must be >= 0");
+        return NULL;
+    }
+    int old = b->core.state;
+    unsigned tr = fs_breaker_trip(&b->core, fs_now_ns(b->base.st), (int64_t)ns);
+    if (breaker_events(b, EV_NONE, NULL, old, tr) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *breaker_reset(PyObject *self, PyObject *Py_UNUSED(unused))
 {
     FsBreaker *b = (FsBreaker *)self;
@@ -678,6 +733,7 @@ static int breaker_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(b->on);
     Py_VISIT(b->on_pred);
     Py_VISIT(b->entries);
+    Py_VISIT(b->signal);
     return fs_policy_traverse(&b->base, visit, arg);
 }
 
@@ -687,6 +743,7 @@ static int breaker_clear(PyObject *self)
     Py_CLEAR(b->on);
     Py_CLEAR(b->on_pred);
     Py_CLEAR(b->entries);
+    Py_CLEAR(b->signal);
     Py_CLEAR(b->base.name);
     return 0;
 }
@@ -725,6 +782,7 @@ static PyMethodDef breaker_methods[] = {
      "_exit(token, t0_ns, exc): the end of an async with block."},
     {"isolate", breaker_isolate, METH_NOARGS,
      "Forces the breaker open (failing) until reset(); rejections carry no retry_after."},
+    {"_trip", breaker_trip, METH_O, "Opens the breaker now for break_ns nanoseconds."},
     {"reset", breaker_reset, METH_NOARGS,
      "Closes the breaker (working) with an empty window, ending any isolation."},
     {"_state", breaker_state, METH_NOARGS, "0 working, 1 recovering, 2 failing."},

@@ -19,6 +19,9 @@ typedef struct FsOutcome {
     /* Retries with no wait run in C while nobody listens: */
     long immediate;             /* re-attempts allowed (-1: until success), or -2: none in C */
     int attempt_counter;        /* counter bumped per re-attempt */
+    /* Server signals: an exception that may carry a delay goes to Python, never at once. */
+    PyObject *signal_check;     /* callable type -> bool, or NULL: signals ignored in C */
+    PyObject *plain_type;       /* the last type signal_check answered False for, or NULL */
 } FsOutcome;
 
 #define FS_IMMEDIATE_OFF (-2)
@@ -116,6 +119,26 @@ static int outcome_matches(FsOutcome *o, PyObject *exc)
     return fs_exception_matches(exc, o->on, o->on_pred, 0);
 }
 
+/* 1 when exc carries no server signal (may be re-attempted at once), 0 when it may, -1 on an
+ * error. The caller asks only for a type other than the last plain one (o->plain_type), so
+ * signal_check runs once per new exception type. */
+static int outcome_plain(FsOutcome *o, PyObject *exc)
+{
+    PyObject *r = PyObject_CallOneArg(o->signal_check, (PyObject *)Py_TYPE(exc));
+    if (r == NULL) {
+        return -1;
+    }
+    int signal = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (signal < 0) {
+        return -1;
+    }
+    if (!signal) {
+        Py_XSETREF(o->plain_type, Py_NewRef((PyObject *)Py_TYPE(exc)));
+    }
+    return !signal;
+}
+
 static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
 {
     FsOutcome *o = (FsOutcome *)c->policy;
@@ -159,6 +182,15 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     c->failures++;
     if (o->immediate != FS_IMMEDIATE_OFF && (o->immediate < 0 || (long)c->failures <= o->immediate)
         && c->failures % FS_YIELD_EVERY != 0 && !fs_listening(c->policy)) {
+        if (o->signal_check != NULL && (PyObject *)Py_TYPE(exc) != o->plain_type) {
+            int plain = outcome_plain(o, exc);
+            if (plain < 0) {
+                return -1;
+            }
+            if (!plain) {
+                goto slow;  /* the Python loop reads the delay the exception carries */
+            }
+        }
         /* Re-attempt at once: call fn again with the kept arguments, observe the new coroutine. */
         PyObject *coro =
             PyObject_Vectorcall(c->fn, fs_call_argv(c), (size_t)c->nargs, c->kwnames);
@@ -172,6 +204,7 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
         *out = coro;
         return FS_NEXT_AGAIN;
     }
+slow:
     *out = outcome_slow_path(c, st->str_on_error, exc);
     return *out == NULL ? -1 : FS_NEXT_CONTINUE;
 }
@@ -205,21 +238,27 @@ static PyObject *outcome_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     return (PyObject *)o;
 }
 
-/* _configure(on, on_pred, budget, handoff_results, success_counter, needs_t0) */
+/* _configure(on, on_pred, budget, handoff_results, success_counter, needs_t0, answer,
+ * answer_kind, answer_counter, immediate, attempt_counter, signal_check) */
 static PyObject *outcome_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     FsOutcome *o = (FsOutcome *)self;
     PyObject *on = Py_None, *on_pred = Py_None, *budget = Py_None, *answer = NULL;
+    PyObject *signal_check = Py_None;
     int handoff_results = 0, success_counter = -1, needs_t0 = 0;
     int answer_kind = ANSWER_NONE, answer_counter = 0, attempt_counter = 0;
     long immediate = FS_IMMEDIATE_OFF;
     static char *kwlist[] = {"on", "on_pred", "budget", "handoff_results", "success_counter",
                              "needs_t0", "answer", "answer_kind", "answer_counter",
-                             "immediate", "attempt_counter", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOpipOiili:_configure", kwlist, &on,
+                             "immediate", "attempt_counter", "signal_check", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOpipOiiliO:_configure", kwlist, &on,
                                      &on_pred, &budget, &handoff_results, &success_counter,
                                      &needs_t0, &answer, &answer_kind, &answer_counter,
-                                     &immediate, &attempt_counter)) {
+                                     &immediate, &attempt_counter, &signal_check)) {
+        return NULL;
+    }
+    if (signal_check != Py_None && !PyCallable_Check(signal_check)) {
+        PyErr_SetString(PyExc_TypeError, "signal_check must be callable or None");
         return NULL;
     }
     if (immediate < FS_IMMEDIATE_OFF || attempt_counter < 0
@@ -253,6 +292,8 @@ static PyObject *outcome_configure(PyObject *self, PyObject *args, PyObject *kwa
     Py_XSETREF(o->on, on == Py_None ? NULL : Py_NewRef(on));
     Py_XSETREF(o->on_pred, on_pred == Py_None ? NULL : Py_NewRef(on_pred));
     Py_XSETREF(o->budget, budget == Py_None ? NULL : Py_NewRef(budget));
+    Py_XSETREF(o->signal_check, signal_check == Py_None ? NULL : Py_NewRef(signal_check));
+    Py_CLEAR(o->plain_type);
     Py_XSETREF(o->answer, answer_kind == ANSWER_NONE ? NULL : Py_NewRef(answer));
     o->answer_kind = answer_kind;
     o->immediate = immediate;
@@ -277,6 +318,8 @@ static int outcome_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(o->on_pred);
     Py_VISIT(o->budget);
     Py_VISIT(o->answer);
+    Py_VISIT(o->signal_check);
+    Py_VISIT(o->plain_type);
     return fs_policy_traverse(&o->base, visit, arg);
 }
 
@@ -287,6 +330,8 @@ static int outcome_clear(PyObject *self)
     Py_CLEAR(o->on_pred);
     Py_CLEAR(o->budget);
     Py_CLEAR(o->answer);
+    Py_CLEAR(o->signal_check);
+    Py_CLEAR(o->plain_type);
     Py_CLEAR(o->base.name);
     return 0;
 }

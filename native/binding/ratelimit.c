@@ -561,6 +561,40 @@ static PyObject *limiter_retry_after(PyObject *self, PyObject *args, PyObject *k
     return PyFloat_FromDouble((double)wait / 1e9);
 }
 
+/* _pause(until_ns, key=None): admits nothing (of key, when keyed) before until_ns. True, or
+ * False when a keyed table full of limited keys has no place for key (a new key is refused
+ * then anyway). A paused key is limited, so never forgotten before its pause ends. */
+static PyObject *limiter_pause(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    FsLimiter *o = (FsLimiter *)self;
+    PyObject *key_arg = Py_None, *key;
+    long long until;
+    static char *kwlist[] = {"until_ns", "key", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "L|O:_pause", kwlist, &until, &key_arg)
+        || parse_key(o, key_arg, &key) < 0) {
+        return NULL;
+    }
+    if (o->algo == ALG_SLIDING) {
+        fs_swlog_pause(&o->w, (int64_t)until);
+        Py_RETURN_TRUE;
+    }
+    if (key == NULL) {
+        fs_gcra_pause_tat(&o->g, &o->g.tat_ns, (int64_t)until);
+        Py_RETURN_TRUE;
+    }
+    int64_t wait;
+    PyObject *dropped;
+    int64_t e = keyed_entry(o, key, fs_now_ns(o->base.st), &wait, &dropped);
+    if (e == -2) {
+        return NULL;
+    }
+    if (e >= 0) {
+        fs_gcra_pause_tat(&o->g, &o->kt.tats[e], (int64_t)until);
+    }
+    Py_XDECREF(dropped);
+    return PyBool_FromLong(e >= 0);
+}
+
 /* _tokens(): calls admissible now without waiting (float for a bucket: its credit in tokens).
  * Unkeyed only. */
 static PyObject *limiter_tokens(PyObject *self, PyObject *Py_UNUSED(unused))
@@ -816,6 +850,8 @@ static PyMethodDef limiter_methods[] = {
      METH_VARARGS | METH_KEYWORDS, "Gives a reservation back if it is still the latest."},
     {"_retry_after", (PyCFunction)(void (*)(void))limiter_retry_after,
      METH_VARARGS | METH_KEYWORDS, "Seconds until a call would be admitted."},
+    {"_pause", (PyCFunction)(void (*)(void))limiter_pause, METH_VARARGS | METH_KEYWORDS,
+     "Admits nothing (of key) before until_ns."},
     {"_tokens", limiter_tokens, METH_NOARGS, "Calls admissible now."},
     {"_holds_state", limiter_holds_state, METH_NOARGS,
      "Whether forgetting this limiter now would admit too much."},

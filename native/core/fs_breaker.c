@@ -344,6 +344,23 @@ unsigned fs_breaker_isolate(fs_breaker *b, int64_t now_ns)
     return FS_BR_TO_FAILING;
 }
 
+unsigned fs_breaker_trip(fs_breaker *b, int64_t now_ns, int64_t break_ns)
+{
+    if (b->isolated) {
+        return 0;
+    }
+    int64_t until = now_ns > INT64_MAX - break_ns ? INT64_MAX : now_ns + break_ns;
+    if (b->state == FS_BR_FAILING) {
+        if (until > b->open_until_ns) {
+            b->open_until_ns = until;
+        }
+        return 0;
+    }
+    unsigned bits = to_failing(b, now_ns);
+    b->open_until_ns = until;   /* the dependency's break, not the grown one */
+    return bits;
+}
+
 unsigned fs_breaker_reset(fs_breaker *b)
 {
     int was_working = b->state == FS_BR_WORKING;

@@ -175,6 +175,12 @@ void fs_breaker_release(fs_breaker *b, uint64_t token);
 /* Forces failing until reset (rejections carry no retry-after). Returns transition bits. */
 unsigned fs_breaker_isolate(fs_breaker *b, int64_t now_ns);
 
+/* Opens b at now_ns for break_ns (>= 0), a break asked for by the dependency itself: from
+ * working or recovering it moves to failing (an opening, as a tripped threshold is); when
+ * already failing, the break ends no earlier than now_ns + break_ns. No effect while isolated.
+ * Returns transition bits. */
+unsigned fs_breaker_trip(fs_breaker *b, int64_t now_ns, int64_t break_ns);
+
 /* Back to working with an empty window, ending any isolation. Returns transition bits. */
 unsigned fs_breaker_reset(fs_breaker *b);
 

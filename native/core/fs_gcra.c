@@ -55,3 +55,12 @@ int64_t fs_gcra_credit_ns(const fs_gcra *g, int64_t tat, int64_t now_ns)
     int64_t credit = full - (tat - now_ns);
     return credit > 0 ? credit : 0;
 }
+
+void fs_gcra_pause_tat(const fs_gcra *g, int64_t *tat, int64_t until_ns)
+{
+    /* The next admission needs t - tolerance <= now, t = max(tat, now). */
+    int64_t t = until_ns > INT64_MAX / 2 ? INT64_MAX / 2 : until_ns + g->tolerance_ns;
+    if (t > *tat) {
+        *tat = t;
+    }
+}

@@ -41,6 +41,11 @@ bool fs_gcra_reserve_tat(const fs_gcra *g, int64_t *tat, int64_t now_ns, int64_t
  * cannot be given back without letting a later one run early, so its token stays spent. */
 bool fs_gcra_give_back_tat(const fs_gcra *g, int64_t *tat, int64_t tat_after);
 
+/* Pauses the bucket whose TAT is *tat until until_ns: no token is available before then, and
+ * the bucket refills from empty at its rate after (a paused bucket never bursts when the pause
+ * ends). A TAT already later is kept. A reservation made before is no longer the latest. */
+void fs_gcra_pause_tat(const fs_gcra *g, int64_t *tat, int64_t until_ns);
+
 /* The bucket's credit at now_ns in nanoseconds, between 0 and interval_ns * burst: divided by
  * interval_ns, the tokens available (a partial token as a fraction). */
 int64_t fs_gcra_credit_ns(const fs_gcra *g, int64_t tat, int64_t now_ns);

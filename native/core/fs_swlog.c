@@ -67,3 +67,14 @@ bool fs_swlog_idle(const fs_swlog *w, int64_t now_ns)
     uint32_t newest = w->head == 0 ? w->limit - 1 : w->head - 1;
     return w->ring[newest] + w->window_ns <= now_ns;
 }
+
+void fs_swlog_pause(fs_swlog *w, int64_t until_ns)
+{
+    int64_t at = until_ns - w->window_ns;
+    for (uint32_t i = 0; i < w->limit; i++) {
+        if (w->ring[i] < at) {
+            w->ring[i] = at;
+        }
+    }
+    w->seq++;   /* no earlier reservation is the latest any more */
+}

@@ -31,6 +31,11 @@ bool fs_swlog_reserve(fs_swlog *w, int64_t now_ns, int64_t max_wait_ns, int64_t 
  * it did. An earlier one stays spent: giving it back would let a later one run early. */
 bool fs_swlog_give_back(fs_swlog *w, uint64_t seq, int64_t evicted);
 
+/* Admits nothing before until_ns: every logged time moves up to until_ns - window_ns at least
+ * (the log stays ordered), so the whole limit is available again at until_ns. Reservations
+ * made before can no longer be given back. */
+void fs_swlog_pause(fs_swlog *w, int64_t until_ns);
+
 /* Admissions still possible at now_ns without waiting (0..limit). */
 uint32_t fs_swlog_available(const fs_swlog *w, int64_t now_ns);
 

@@ -284,6 +284,34 @@ static void test_isolate_and_reset(void)
     CHECK(fs_breaker_acquire(&b, 1000 * S, &t, &after, &tr) == FS_BR_ADMITTED);
 }
 
+static void test_trip_opens_for_the_asked_break(void)
+{
+    fs_breaker_config c = consecutive_cfg(5);
+    fs_breaker b;
+    CHECK(fs_breaker_init(&b, &c, NULL, 0) == 0);
+    uint64_t w, t;
+    int64_t after;
+    unsigned tr;
+    CHECK(fs_breaker_acquire(&b, 0, &w, &after, &tr) == FS_BR_ADMITTED);
+    CHECK(fs_breaker_trip(&b, S, 30 * S) == FS_BR_TO_FAILING);  /* longer than recovery_ns */
+    CHECK(fs_breaker_retry_after(&b, S) == 30 * S);
+    CHECK(fs_breaker_record(&b, w, FS_BR_FAILURE, 0, S) == 0);  /* admitted before: ignored */
+    CHECK(fs_breaker_trip(&b, 2 * S, 5 * S) == 0);              /* never shortens a break */
+    CHECK(fs_breaker_retry_after(&b, 2 * S) == 29 * S);
+    CHECK(fs_breaker_trip(&b, 2 * S, 40 * S) == 0);             /* extends one */
+    CHECK(fs_breaker_retry_after(&b, 2 * S) == 40 * S);
+    CHECK(fs_breaker_acquire(&b, 41 * S, &t, &after, &tr) == FS_BR_REJECTED);
+    CHECK(fs_breaker_acquire(&b, 42 * S, &t, &after, &tr) == FS_BR_PROBE);
+    CHECK(tr == FS_BR_TO_RECOVERING);
+    /* A failed probe reopens with the configured break; a trip while recovering opens too. */
+    CHECK(fs_breaker_trip(&b, 43 * S, 2 * S) == FS_BR_TO_FAILING);
+    CHECK(fs_breaker_retry_after(&b, 43 * S) == 2 * S);
+    fs_breaker_release(&b, t);
+    CHECK(fs_breaker_isolate(&b, 44 * S) == 0);
+    CHECK(fs_breaker_trip(&b, 44 * S, S) == 0);                 /* isolated: no effect */
+    CHECK(fs_breaker_retry_after(&b, 44 * S) == -1);
+}
+
 static void test_saturating_break(void)
 {
     fs_breaker_config c = consecutive_cfg(1);
@@ -331,6 +359,7 @@ const fs_test breaker_tests[] = {
     TEST_CASE(test_time_window),
     TEST_CASE(test_slow_calls),
     TEST_CASE(test_isolate_and_reset),
+    TEST_CASE(test_trip_opens_for_the_asked_break),
     TEST_CASE(test_saturating_break),
     TEST_END,
 };

@@ -32,6 +32,25 @@ static void gcra_burst_then_rate(void)
     CHECK(!fs_gcra_take(&g, now + 100 * MS, NULL));
 }
 
+static void gcra_pause_admits_nothing_until_then(void)
+{
+    fs_gcra g;
+    fs_gcra_init(&g, 100 * MS, 3);                     /* 10/s, burst 3, full */
+    int64_t now = 1000 * MS, wait = -1;
+    fs_gcra_pause_tat(&g, &g.tat_ns, now + 5000 * MS);
+    CHECK(!fs_gcra_take(&g, now, &wait));
+    CHECK_EQ_INT(wait, 5000 * MS);
+    CHECK(!fs_gcra_take(&g, now + 5000 * MS - 1, &wait));
+    CHECK_EQ_INT(wait, 1);
+    CHECK(fs_gcra_take(&g, now + 5000 * MS, &wait));   /* then one per interval, no burst */
+    CHECK(!fs_gcra_take(&g, now + 5000 * MS, &wait));
+    CHECK_EQ_INT(wait, 100 * MS);
+    int64_t tat = g.tat_ns;
+    fs_gcra_pause_tat(&g, &g.tat_ns, now);             /* an earlier end keeps the later TAT */
+    CHECK(g.tat_ns == tat);
+    CHECK(fs_gcra_credit_ns(&g, g.tat_ns, now + 10000 * MS) == 300 * MS);   /* full again */
+}
+
 /* In any window of length t at most rate*t + burst tokens: check over a long run. */
 static void gcra_never_over_admits(void)
 {
@@ -94,6 +113,7 @@ static void gcra_reserve_and_give_back(void)
 
 const fs_test gcra_tests[] = {
     TEST_CASE(gcra_reserve_and_give_back),
+    TEST_CASE(gcra_pause_admits_nothing_until_then),
     TEST_CASE(gcra_rejects_bad_args),
     TEST_CASE(gcra_burst_then_rate),
     TEST_CASE(gcra_never_over_admits),

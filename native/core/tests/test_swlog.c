@@ -78,7 +78,25 @@ static void swlog_never_over_admits(void)
     }
 }
 
+static void swlog_pause_admits_nothing_until_then(void)
+{
+    fs_swlog w;
+    int64_t ring[3];
+    fs_swlog_init(&w, ring, 3, 100 * MS);
+    int64_t now = 50 * MS, wait, ev;
+    uint64_t seq;
+    CHECK(fs_swlog_reserve(&w, now, 0, &wait, &seq, &ev));
+    fs_swlog_pause(&w, now + 1000 * MS);
+    CHECK(!fs_swlog_give_back(&w, seq, ev));           /* made before the pause */
+    CHECK(fs_swlog_available(&w, now + 1000 * MS - 1) == 0);
+    CHECK(!fs_swlog_reserve(&w, now + 999 * MS, 0, &wait, &seq, &ev));
+    CHECK_EQ_INT(wait, MS);
+    CHECK(fs_swlog_available(&w, now + 1000 * MS) == 3);
+    CHECK(!fs_swlog_idle(&w, now + 999 * MS));
+}
+
 const fs_test swlog_tests[] = {
+    TEST_CASE(swlog_pause_admits_nothing_until_then),
     TEST_CASE(swlog_rejects_bad_args),
     TEST_CASE(swlog_limit_per_window),
     TEST_CASE(swlog_never_over_admits),

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final, Self
 
 from failsafe import _core, _native, events
@@ -172,6 +172,10 @@ class CircuitBreaker(_core.Component, _native.Breaker):
       ``half_open_max_calls`` (default ``recovery_threshold``): probes at a time.
     * ``store`` (with ``name``): the open state, the break and the probes are shared by every
       process using the same store (:mod:`failsafe.stores`); failures are counted per process.
+    * ``retry_after`` (default False): True, or a callable failure -> seconds | None, takes
+      the break from the failure itself (see :mod:`failsafe.signals`): a failure asking for a
+      delay (a 503 with ``Retry-After: 30``) opens the breaker at once for that long, at most
+      ``max_recovery_time``. ``open_for(seconds)`` does the same by hand.
 
     Methods: ``isolate()`` forces it failing until ``reset()``, which closes it with an empty
     window. ``state`` is the current BreakerState. ``stats()`` has the counters and the
@@ -225,6 +229,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         listeners: Iterable[Any] | None = None,
         event_manager: Any = None,
         store: Any = None,
+        retry_after: bool | Callable[[BaseException], float | None] = False,
     ) -> None:
         if store is not None:
             raise TypeError("store= is not supported by subclasses of CircuitBreaker")
@@ -313,6 +318,12 @@ class CircuitBreaker(_core.Component, _native.Breaker):
             recovery_growth=growth,
             max_recovery_ns=min(_ns(cap), _ns(_MAX_SECONDS * 10)),
         )
+        # Imported here: failsafe.signals reads this package's exception.
+        from failsafe import signals
+
+        reader = signals.check_retry_after(retry_after)
+        if reader is not None:
+            config["signal"] = _break_reader(reader, cap)
         self._configure(**config)
         self._recovery_time = recovery
         self._settings = config
@@ -321,6 +332,12 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     def state(self) -> BreakerState:
         """The current state (working, failing or recovering)."""
         return _STATES[self._state()]
+
+    def open_for(self, seconds: float) -> None:
+        """Opens the breaker now for ``seconds`` (a break the dependency asked for, e.g. a
+        503's ``Retry-After``); a failing breaker's break ends no earlier than that. No effect
+        while isolated. After the break it recovers as after any other."""
+        self._trip(_ns(_seconds(seconds, "seconds")))
 
     @property
     def recovery_time(self) -> float:
@@ -411,6 +428,21 @@ _init_signature = inspect.signature(CircuitBreaker.__init__)
 CircuitBreaker.__signature__ = _init_signature.replace(  # type: ignore[attr-defined]
     parameters=list(_init_signature.parameters.values())[1:]
 )
+
+
+def _break_reader(
+    reader: Callable[[BaseException], float | None], cap: float
+) -> Callable[[BaseException], int | None]:
+    """The C core's view of a retry_after reader: a failure -> the break it asks for, in ns
+    (at most max_recovery_time), or None."""
+    from failsafe import signals
+
+    def break_ns(exc: BaseException) -> int | None:
+        seconds = signals.read_delay(reader, exc, cap)
+        return _ns(seconds) if seconds > 0 else None
+
+    return break_ns
+
 
 circuitbreaker = CircuitBreaker  # the factory is the class itself, as for timeout and bulkhead
 

@@ -280,8 +280,12 @@ class _Race:
         if self._test_waits:
             # Waited like every failsafe wait, on the clock latencies are measured on.
             # Due from now, not from when the waiting task first runs.
-            delay_ns = delay * 1e9  # a delay beyond the core's int64 ns means never
-            due = _native.now_ns() + int(delay_ns) if delay_ns < 2**62 else 2**63 - 1
+            delay_ns = delay * 1e9
+            if delay_ns >= 2**62:
+                # Beyond the core's time range means never: an instant wait must not move a
+                # FakeClock to the end of time for the rest of the process.
+                return
+            due = _native.now_ns() + int(delay_ns)
             self._next = self._loop.create_task(self._launch_at(due), context=self._context.copy())
         else:
             self._next = self._loop.call_later(delay, self._launch)

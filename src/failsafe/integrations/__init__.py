@@ -1,3 +1,3 @@
-"""Integrations with other libraries: ``opentelemetry`` (metrics) and ``fastapi`` (exception
-handlers). Each is imported on its own and needs its library installed (extras ``otel`` and
-``fastapi``)."""
+"""Integrations with other libraries: ``opentelemetry`` (metrics), ``fastapi`` (exception
+handlers) and ``httpx`` (a resilient transport). Each is imported on its own and needs its
+library installed (extras ``otel``, ``fastapi`` and ``httpx``)."""

@@ -56,6 +56,7 @@ _native._bind(rate_limit_exceeded=RateLimitExceeded)
 ADMITTED, REJECTED = 0, 1
 _NS: Final = 1_000_000_000
 _MAX_NS: Final = (2**63 - 1) // 4  # the C core's margin for int64 time arithmetic
+_I64_MAX: Final = 2**63 - 1
 _MAX_KEYS: Final = 1 << 30
 
 
@@ -184,6 +185,11 @@ class _Limiter(_core.Component, _native.Limiter):
         """Seconds until a call would be admitted without waiting (0.0: now)."""
         return self._retry_after(key)
 
+    def _pause_for(self, seconds: object, key: Any) -> bool:
+        wait_ns = min(_MAX_NS, round(float(_core.check_number(seconds, "seconds")) * _NS))
+        # Saturated: failsafe's time may already be far on (a FakeClock left it there).
+        return bool(self._pause(min(_native.now_ns() + wait_ns, _I64_MAX), key))
+
     def reset(self) -> None:
         """Forgets every admission: a full bucket (or empty window), no keys."""
         self._reset()
@@ -225,6 +231,12 @@ class TokenBucketLimiter(_Limiter):
             event_manager=event_manager,
         )
 
+    def pause(self, seconds: float) -> None:
+        """Admits nothing for ``seconds`` (a wait the dependency asked for, e.g. a 429's
+        ``Retry-After``), then refills from empty at its rate. Waiting callers keep their
+        places; a pause never shortens a wait already longer."""
+        self._pause_for(seconds, None)
+
     @property
     def bucket(self) -> TokenBucket:
         """This limiter's bucket (failsafe-py's ``TokenBucket`` interface)."""
@@ -265,6 +277,10 @@ class SlidingWindowLimiter(_Limiter):
             listeners=listeners,
             event_manager=event_manager,
         )
+
+    def pause(self, seconds: float) -> None:
+        """Admits nothing for ``seconds``; the whole limit is available again after."""
+        self._pause_for(seconds, None)
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()
@@ -311,6 +327,14 @@ class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
             listeners=listeners,
             event_manager=event_manager,
         )
+
+    def pause(self, key: Any, seconds: float) -> bool:
+        """Admits no call of ``key`` for ``seconds`` (one 429 with ``Retry-After`` pauses
+        that host for every caller), then refills its bucket from empty at the rate. A paused
+        key is limited, so it is never forgotten before the pause ends. Returns False when
+        every place holds a limited key (the table has no room: a new key is refused then
+        anyway)."""
+        return self._pause_for(seconds, key)
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()

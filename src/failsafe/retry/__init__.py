@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, overload
 
-from failsafe import _core, _native, events
+from failsafe import _core, _native, events, signals
 from failsafe import testing as _testing
 from failsafe._types import Decorated
 from failsafe.ratelimit.exceptions import EmptyBucket
@@ -181,6 +181,8 @@ class Retry(_core.Component, _native.Outcome):
         name: str | None = None,
         listeners: Iterable[Any] | None = None,
         event_manager: Any = None,
+        retry_after: bool | signals.RetryAfterFn = True,
+        max_retry_after: float | None = None,
         _bucket: Any = None,
     ) -> None:
         self._init_component(name, listeners, event_manager)
@@ -201,13 +203,17 @@ class Retry(_core.Component, _native.Outcome):
             raise TypeError(f"budget must be a failsafe.retry.RetryBudget, not {budget!r}")
         self._budget = budget
         self._bucket = _bucket
-        # Retries with no wait and nothing to consult (budget, bucket, deadline) run in C.
+        self._retry_after = signals.check_retry_after(retry_after)
+        self._max_retry_after = signals.check_max_retry_after(max_retry_after, self._retry_after)
+        # Retries with no wait and nothing to consult (budget, bucket, deadline, a user's
+        # retry_after) run in C; C hands an exception that may carry a delay to Python.
         immediate = _IMMEDIATE_OFF
         if (
             _is_zero_backoff(backoff)
             and budget is None
             and _bucket is None
             and max_duration is None
+            and self._retry_after in (None, signals.retry_after_of)
         ):
             immediate = -1 if self._attempts is None else self._attempts
         self._configure(
@@ -219,6 +225,7 @@ class Retry(_core.Component, _native.Outcome):
             needs_t0=max_duration is not None,
             immediate=immediate,
             attempt_counter=ATTEMPT,
+            signal_check=None if self._retry_after is None else signals._carries_signal,
         )
 
     # -- decorator -------------------------------------------------------------------------
@@ -280,10 +287,14 @@ class Retry(_core.Component, _native.Outcome):
     ) -> float:
         """After ``failures`` failed attempts: the wait before the next one (counted and
         reported), or raises the give-up from ``exc``."""
-        reason, retry_after = "", 0.0
+        reason, retry_after, asked = "", 0.0, 0.0
         delay = None
         if self._attempts is None or failures <= self._attempts:
             delay = next(schedule, None)  # None: a finite user iterable ran out
+        if delay is not None and exc is not None and self._retry_after is not None:
+            # The server's wait, when it asks for one longer than the backoff.
+            asked = signals.read_delay(self._retry_after, exc, self._max_retry_after)
+            delay = max(delay, asked)
         if delay is None:
             reason = "attempts"
         elif self._max_duration_ns is not None and (
@@ -291,7 +302,9 @@ class Retry(_core.Component, _native.Outcome):
             # In float: a schedule's delay may be any size, up to inf.
             _native.now_ns() + delay * 1e9 + last_ns - t0 > self._max_duration_ns
         ):
-            reason = "max_duration"
+            # Waiting what the server asked would outlast max_duration: give up now.
+            reason = "retry_after" if asked and asked >= delay else "max_duration"
+            retry_after = asked
         elif self._budget is not None and not self._budget.try_withdraw():
             reason = "budget"
         elif self._bucket is not None and (retry_after := self._bucket.try_take()):
@@ -317,7 +330,9 @@ class Retry(_core.Component, _native.Outcome):
             events.emit(self, "on_attempts_exceeded", ())
         if reason == "bucket":  # bucket_retry: failsafe-py's EmptyBucket, from the last error
             return EmptyBucket(retry_after_seconds=retry_after)
-        return AttemptsExceeded(failures, exc, reason=reason, last_result=result)
+        return AttemptsExceeded(
+            failures, exc, reason=reason, last_result=result, retry_after=retry_after or None
+        )
 
     async def _retry_loop(
         self,
@@ -465,6 +480,8 @@ def retry(
     name: str | None = ...,
     listeners: Iterable[Any] | None = ...,
     event_manager: Any = ...,
+    retry_after: bool | signals.RetryAfterFn = ...,
+    max_retry_after: float | None = ...,
 ) -> Retry: ...
 def retry(
     fn: Callable[..., Awaitable[Any]] | None = None,
@@ -479,12 +496,18 @@ def retry(
     name: str | None = None,
     listeners: Iterable[Any] | None = None,
     event_manager: Any = None,
+    retry_after: bool | signals.RetryAfterFn = True,
+    max_retry_after: float | None = None,
 ) -> Retry | Decorated[..., Any, Retry]:
     """A retry policy: ``@retry(attempts=3, backoff=expo(...))`` (bare ``@retry``: defaults).
 
     ``attempts`` counts retries (calls = attempts + 1; None retries until success), ``on`` is
     an exception class, a tuple of them or a predicate; ``if_result`` retries on a result;
     ``max_duration`` (seconds) bounds the whole call; ``budget`` shares a RetryBudget.
+    ``retry_after`` (default True) waits at least the delay a failure asks for (see
+    :mod:`failsafe.signals`; a callable exc -> seconds | None reads it instead, False ignores
+    it), at most ``max_retry_after`` seconds; a wait that would outlast ``max_duration`` gives
+    up at once (``AttemptsExceeded.reason == "retry_after"``).
     """
     policy = Retry(
         on=on,
@@ -496,6 +519,8 @@ def retry(
         name=name,
         listeners=listeners,
         event_manager=event_manager,
+        retry_after=retry_after,
+        max_retry_after=max_retry_after,
     )
     return policy if fn is None else policy(fn)
 
