@@ -59,6 +59,7 @@ class Figures:
     max_collection_ms: float = 0.0
     max_stall_ms: float = 0.0
     series: int = 0
+    series_before: int = 0  # exported before the soak (components alive already)
     monotonic: bool = True
     total_calls: int = 0
     exported_before: int = 0  # what components made before the soak had counted
@@ -184,6 +185,7 @@ async def soak(
         flush(60)
     await asyncio.to_thread(reader.collect, 60_000)
     figures.exported_before = figures.exported_total
+    figures.series_before = figures.series
     gc.collect()
     figures.rss_start_mib = rss_mib()
     stop = asyncio.Event()
