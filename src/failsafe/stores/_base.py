@@ -3,9 +3,12 @@ the store itself, and counters of its errors and fallbacks (exported like any po
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
-from typing import Any, ClassVar, Final
+import weakref
+from typing import Any, ClassVar, Final, Protocol
 
 from failsafe import _core, _native
 
@@ -155,3 +158,37 @@ def check_store(store: object, name: object, pattern: str) -> Store:
             f"{pattern} with store= needs an explicit name= (it names the shared keys)"
         )
     return store
+
+
+class Watched(Protocol):
+    """A shared policy whose state changes rarely: a channel announces changes, _refresh()
+    reads the state again."""
+
+    _channel: str
+
+    async def _refresh(self) -> None: ...
+
+
+async def watch(ref: weakref.ref[Any], store: Store, poll: float) -> None:
+    """Re-reads a shared policy's state on each message of its channel and every poll seconds
+    (the safety net when a message is lost); ends when the policy is gone (only a weak
+    reference is held between reads)."""
+    policy: Watched | None = ref()
+    if policy is None:
+        return
+    wake = asyncio.Event()
+    unsubscribe = store._subscribe(policy._channel, wake.set)
+    del policy
+    try:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll):
+                    await wake.wait()
+            wake.clear()
+            policy = ref()
+            if policy is None:
+                return
+            await policy._refresh()
+            del policy
+    finally:
+        unsubscribe()

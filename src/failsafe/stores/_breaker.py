@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from failsafe.circuitbreaker import CircuitBreaker
 from failsafe.circuitbreaker.exceptions import BreakerFailing
-from failsafe.stores._base import Store, StoreUnavailable, check_store
+from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
 from failsafe.stores._toggle import _script
 
 __all__ = ["SharedBreaker"]
@@ -174,7 +174,7 @@ class SharedBreaker(CircuitBreaker):
         except RuntimeError:
             return
         if loop not in self._watchers:
-            self._watchers[loop] = loop.create_task(_watch(weakref.ref(self), self._store))
+            self._watchers[loop] = loop.create_task(watch(weakref.ref(self), self._store, _POLL))
 
     async def ready(self) -> SharedBreaker:
         """Reads the shared state now (and keeps watching it from this event loop)."""
@@ -296,25 +296,3 @@ class _Done:
     def __await__(self) -> Any:
         if self._task is not None:
             yield from asyncio.shield(self._task).__await__()
-
-
-async def _watch(ref: weakref.ref[SharedBreaker], store: Store) -> None:
-    breaker = ref()
-    if breaker is None:
-        return
-    wake = asyncio.Event()
-    unsubscribe = store._subscribe(breaker._channel, wake.set)
-    del breaker
-    try:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_POLL):
-                    await wake.wait()
-            wake.clear()
-            breaker = ref()
-            if breaker is None:
-                return
-            await breaker._refresh()
-            del breaker
-    finally:
-        unsubscribe()

@@ -11,7 +11,6 @@ the latch's channel and every ``_POLL`` seconds (the safety net).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,7 +18,7 @@ from typing import Any, Final
 
 from failsafe.failfast import FailFast
 from failsafe.failfast.exceptions import FailFastOpen
-from failsafe.stores._base import Store, StoreUnavailable, check_store
+from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
 from failsafe.stores._breaker import _Done
 from failsafe.stores._toggle import _script
 
@@ -152,7 +151,7 @@ class SharedFailFast(FailFast):
         except RuntimeError:
             return
         if loop not in self._watchers:
-            self._watchers[loop] = loop.create_task(_watch(weakref.ref(self), self._store))
+            self._watchers[loop] = loop.create_task(watch(weakref.ref(self), self._store, _POLL))
 
     async def ready(self) -> SharedFailFast:
         """Reads the shared state now (and keeps watching it from this event loop)."""
@@ -215,25 +214,3 @@ class SharedFailFast(FailFast):
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "shared_state": "open" if self._open_shared else "closed"}
-
-
-async def _watch(ref: weakref.ref[SharedFailFast], store: Store) -> None:
-    latch = ref()
-    if latch is None:
-        return
-    wake = asyncio.Event()
-    unsubscribe = store._subscribe(latch._channel, wake.set)
-    del latch
-    try:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_POLL):
-                    await wake.wait()
-            wake.clear()
-            latch = ref()
-            if latch is None:
-                return
-            await latch._refresh()
-            del latch
-    finally:
-        unsubscribe()

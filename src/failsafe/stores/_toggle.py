@@ -11,7 +11,6 @@ in-process toggle costs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable
@@ -19,7 +18,7 @@ from typing import Any, Final, Self
 
 from failsafe import _core, _native
 from failsafe.featuretoggle import FeatureToggle
-from failsafe.stores._base import Store, StoreUnavailable, check_store
+from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
 
 __all__ = ["SharedFeatureToggle"]
 
@@ -167,7 +166,7 @@ class SharedFeatureToggle(FeatureToggle):
         loop = asyncio.get_running_loop()
         if loop in self._watchers:
             return
-        self._watchers[loop] = loop.create_task(_watch(weakref.ref(self), self._store))
+        self._watchers[loop] = loop.create_task(watch(weakref.ref(self), self._store, _POLL))
 
     async def ready(self) -> Self:
         """Reads the stored state now (a call does it anyway before the first call)."""
@@ -257,30 +256,6 @@ class SharedFeatureToggle(FeatureToggle):
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "loaded": self._loaded, "store_up": self._store.up}
-
-
-async def _watch(ref: weakref.ref[SharedFeatureToggle], store: Store) -> None:
-    """Re-reads the state on each message of the toggle's channel and every _POLL seconds;
-    ends when the toggle is gone."""
-    toggle = ref()
-    if toggle is None:
-        return
-    wake = asyncio.Event()
-    unsubscribe = store._subscribe(toggle._channel, wake.set)
-    del toggle
-    try:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_POLL):
-                    await wake.wait()
-            wake.clear()
-            toggle = ref()
-            if toggle is None:
-                return
-            await toggle._refresh()
-            del toggle
-    finally:
-        unsubscribe()
 
 
 _SCRIPTS: dict[str, Any] = {}
