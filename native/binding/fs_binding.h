@@ -320,8 +320,12 @@ int fs_emit(FsPolicy *p, const char *method, PyObject *args);
  * handler or a listener factory, so that callers build the event's arguments only then. The
  * handlers are resolved once per (component, event) and cached until a listener is added or
  * removed anywhere. Keeps any pending exception; never fails (a failed resolution answers 1,
- * and fs_emit reports it). */
-bool fs_event_wanted(FsPolicy *p, const char *method);
+ * and fs_emit reports it). fs_event_handled is the same without the fs_listening test. */
+bool fs_event_handled(FsPolicy *p, const char *method);
+static inline bool fs_event_wanted(FsPolicy *p, const char *method)
+{
+    return fs_listening(p) && fs_event_handled(p, method);
+}
 
 /* Frees p's resolved-handler cache (every policy type calls it from tp_clear; fs_policy_clear
  * calls it too). fs_policy_traverse visits it. */

@@ -209,11 +209,8 @@ static PyObject *event_handlers(FsPolicy *p, const char *method)
     return handlers;
 }
 
-bool fs_event_wanted(FsPolicy *p, const char *method)
+bool fs_event_handled(FsPolicy *p, const char *method)
 {
-    if (!fs_listening(p)) {
-        return false;
-    }
     fs_state *st = p->st;
     if (st->emit == NULL) {
         return false;
