@@ -32,12 +32,14 @@ from failsafe.events import EventManager
 from failsafe.hedge._race import TIMEOUT, _Race
 from failsafe.hedge.exceptions import HedgeAllFailed, HedgeTimeout
 from failsafe.retry import RetryBudget
+from failsafe.stats import HedgeStats
 from failsafe.timeout.exceptions import TimeoutError as _FsTimeoutError
 
 __all__ = [
     "Hedge",
     "HedgeAllFailed",
     "HedgeListener",
+    "HedgeStats",
     "HedgeTimeout",
     "Percentile",
     "hedge",
@@ -126,6 +128,10 @@ class Hedge(Component, _native.Hedge):
 
     PATTERN: ClassVar[str] = "hedge"
     METRICS: ClassVar[tuple[str, ...]] = ("success", "failure", "all_failed", "timeout", "hedged")
+
+    def stats(self) -> HedgeStats:
+        """A snapshot of this policy's counters."""
+        return HedgeStats(**self._stat_values())
 
     def __init__(
         self,

@@ -31,6 +31,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, overload, runt
 from failsafe import _core, _native, events
 from failsafe import testing as _testing
 from failsafe.ratelimit.exceptions import EmptyBucket, RateLimitExceeded
+from failsafe.stats import (
+    KeyedTokenBucketStats,
+    RateLimitStats,
+    SlidingWindowStats,
+    TokenBucketStats,
+)
 
 if TYPE_CHECKING:
     from failsafe.stores._base import Store
@@ -39,12 +45,16 @@ if TYPE_CHECKING:
 __all__ = [
     "EmptyBucket",
     "KeyedTokenBucketLimiter",
+    "KeyedTokenBucketStats",
     "RateLimitExceeded",
     "RateLimitListener",
+    "RateLimitStats",
     "RateLimiter",
     "SlidingWindowLimiter",
+    "SlidingWindowStats",
     "TokenBucket",
     "TokenBucketLimiter",
+    "TokenBucketStats",
     "ratelimiter",
     "register_ratelimit_listener",
     "slidingwindow",
@@ -194,11 +204,15 @@ class _Limiter(_core.Component, _native.Limiter):
         """Forgets every admission: a full bucket (or empty window), no keys."""
         self._reset()
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s["max_executions"] = self.max_executions
-        s["per_time_secs"] = self.per_time_secs
-        return s
+    def _stat_values(self) -> dict[str, Any]:
+        return {
+            **super()._stat_values(),
+            "max_executions": self.max_executions,
+            "per_time_secs": self.per_time_secs,
+        }
+
+    def stats(self) -> RateLimitStats:
+        return RateLimitStats(**self._stat_values())
 
 
 class TokenBucketLimiter(_Limiter):
@@ -242,11 +256,10 @@ class TokenBucketLimiter(_Limiter):
         """This limiter's bucket (failsafe-py's ``TokenBucket`` interface)."""
         return TokenBucket._of(self)
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s["bucket_size"] = self.bucket_size
-        s["tokens"] = self._tokens()
-        return s
+    def stats(self) -> TokenBucketStats:
+        return TokenBucketStats(
+            **self._stat_values(), bucket_size=self.bucket_size, tokens=self._tokens()
+        )
 
 
 class SlidingWindowLimiter(_Limiter):
@@ -282,10 +295,8 @@ class SlidingWindowLimiter(_Limiter):
         """Admits nothing for ``seconds``; the whole limit is available again after."""
         self._pause_for(seconds, None)
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s["available"] = int(self._tokens())
-        return s
+    def stats(self) -> SlidingWindowStats:
+        return SlidingWindowStats(**self._stat_values(), available=int(self._tokens()))
 
 
 class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
@@ -336,11 +347,15 @@ class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
         anyway)."""
         return self._pause_for(seconds, key)
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
+    def stats(self) -> KeyedTokenBucketStats:
         held, limited, max_keys, _ = self._key_stats()
-        s.update(bucket_size=self.bucket_size, keys=held, limited_keys=limited, max_keys=max_keys)
-        return s
+        return KeyedTokenBucketStats(
+            **self._stat_values(),
+            bucket_size=self.bucket_size,
+            held_keys=held,
+            limited_keys=limited,
+            max_keys=max_keys,
+        )
 
 
 RateLimiter = TokenBucketLimiter | SlidingWindowLimiter | KeyedTokenBucketLimiter

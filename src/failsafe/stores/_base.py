@@ -11,6 +11,7 @@ import weakref
 from typing import Any, ClassVar, Final, Protocol
 
 from failsafe import _core, _native
+from failsafe.stats import StoreStats
 
 __all__ = ["ON_ERROR", "Store", "StoreUnavailable"]
 
@@ -43,6 +44,9 @@ class _Metrics(_core.Component, _native.Outcome):
 
     def __init__(self, name: str) -> None:
         self._init_component(name, None)
+
+    def __repr__(self) -> str:
+        return f"<store metrics {self._name!r}>"  # the store's stats() has them
 
 
 class Store:
@@ -128,18 +132,19 @@ class Store:
         """Whether the last operation succeeded (False while the breaker around it is open)."""
         return self._down_until == 0.0
 
-    def stats(self) -> dict[str, Any]:
-        """Counters (round trips, decisions, errors, fallbacks, times the breaker opened) and
-        the state."""
-        counts = self._metrics._counters()
+    def _stat_values(self) -> dict[str, Any]:
         return {
-            "name": self._metrics.name,
-            **dict(zip(_Metrics.METRICS, counts, strict=False)),
+            **self._metrics._stat_values(),
             "up": self.up,
             "retry_in": self._retry_in(),
             "on_error": self.on_error,
             "op_timeout": self.op_timeout,
         }
+
+    def stats(self) -> StoreStats:
+        """Counters (round trips, decisions, errors, fallbacks, times the breaker opened) and
+        the state."""
+        return StoreStats(**self._stat_values())
 
     def __repr__(self) -> str:
         s = self.stats()

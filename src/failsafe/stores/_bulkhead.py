@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Final, Self, cast
 from failsafe import _core, _native, events
 from failsafe._types import Decorated
 from failsafe.bulkhead.exceptions import BulkheadFull
+from failsafe.stats import SharedBulkheadStats
 from failsafe.stores._base import Store, StoreUnavailable, check_store
 
 __all__ = ["SharedBulkhead"]
@@ -387,18 +388,18 @@ class SharedBulkhead(_core.Component, _native.Outcome):
 
     # -- introspection ----------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SharedBulkheadStats:
         """Counters, then this process's part: its running and queued calls, and the limits."""
-        return {
-            **super().stats(),
-            "running": self.running,
-            "queued": self.queued,
-            "max_concurrency": self.max_concurrency,
-            "max_capacity": self.max_capacity,
-            "max_wait": self.max_wait,
-            "lease": self.lease,
-            "store": self._store.stats()["name"],
-        }
+        return SharedBulkheadStats(
+            **self._stat_values(),
+            running=self.running,
+            queued=self.queued,
+            max_concurrency=self.max_concurrency,
+            max_capacity=self.max_capacity,
+            max_wait=self.max_wait,
+            lease=self.lease,
+            store=self._store._metrics.name,
+        )
 
 
 class _FellBack(Exception):  # internal: carries the fallback's permit out of _wait

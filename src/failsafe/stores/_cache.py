@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Final
 
 from failsafe import _core, _native
 from failsafe.cache.exceptions import CacheUnavailable
+from failsafe.stats import SharedCacheStats
 from failsafe.stores._base import Store, StoreUnavailable, check_store
 
 __all__ = ["SERIALIZERS", "SharedCache"]
@@ -520,16 +521,16 @@ class SharedCache(_core.Component, _native.Outcome):
     def __len__(self) -> int:
         return 0 if self._local is None else len(self._local)
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            **super().stats(),
-            "ttl": self.ttl,
-            "local_ttl": self.local_ttl,
-            "lock_ttl": self.lock_ttl,
-            "serializer": self.serializer,
-            "local_size": len(self),
-            "store": self._store.stats()["name"],
-        }
+    def stats(self) -> SharedCacheStats:
+        return SharedCacheStats(
+            **self._stat_values(),
+            ttl=self.ttl,
+            local_ttl=self.local_ttl,
+            lock_ttl=self.lock_ttl,
+            serializer=self.serializer,
+            local_size=len(self),
+            store=self._store._metrics.name,
+        )
 
 
 def _wake(part: _LoopPart) -> None:

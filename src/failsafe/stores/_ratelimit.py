@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Final, Self, cast
 from failsafe import _core, _native, events
 from failsafe._types import Decorated
 from failsafe.ratelimit.exceptions import RateLimitExceeded
+from failsafe.stats import SharedLimiterStats
 from failsafe.stores._base import Store, StoreUnavailable, check_store
 
 __all__ = ["SharedLimiter"]
@@ -315,17 +316,16 @@ class SharedLimiter(_core.Component, _native.Outcome):
             return 0.0
         return max(0.0, (refused[0] - _native.now_ns()) / 1e9)
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s.update(
+    def stats(self) -> SharedLimiterStats:
+        return SharedLimiterStats(
+            **self._stat_values(),
             max_executions=self.max_executions,
             per_time_secs=self.per_time_secs,
             bucket_size=self.bucket_size,
             prefetch=self.prefetch,
             refused_keys=len(self._refused),
-            store=self._store.stats()["name"],
+            store=self._store._metrics.name,
         )
-        return s
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
