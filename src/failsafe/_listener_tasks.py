@@ -7,6 +7,8 @@ import asyncio
 import logging
 from typing import Any, Final
 
+from failsafe.stats import EventManagerStats
+
 logger: Final = logging.getLogger("failsafe")
 
 # Default cap of an EventManager's pending listener tasks.
@@ -130,15 +132,15 @@ class EventManager:
         """How many tracked tasks are still running."""
         return len(self._tasks)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> EventManagerStats:
         """``pending`` tasks, ``max_pending``, and listener events ``dropped`` (over the cap)
         and ``lost`` (cancelled, or left by a closed loop) so far."""
-        return {
-            "pending": len(self._tasks),
-            "max_pending": self.max_pending,
-            "dropped": self.dropped,
-            "lost": self.lost,
-        }
+        return EventManagerStats(
+            pending=len(self._tasks),
+            max_pending=self.max_pending,
+            dropped=self.dropped,
+            lost=self.lost,
+        )
 
     def _current(self, exclude: set[asyncio.Future[Any]]) -> set[asyncio.Future[Any]]:
         # Only tasks of the running loop can be awaited here; a task never waits for itself.
