@@ -139,10 +139,7 @@ def _ns(seconds: float) -> int:
 
 
 def _count(value: object, param: str, *, maximum: int = _MAX_COUNT) -> int:
-    checked: int = _core.check_number(value, param, allow_zero=False, integer=True)
-    if checked > maximum:
-        raise ValueError(f"{param} must be at most {maximum}, got {checked}")
-    return checked
+    return int(_core.check_int(value, param, maximum=maximum))
 
 
 def _ratio(value: object, param: str) -> float:

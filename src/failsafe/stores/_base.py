@@ -154,6 +154,15 @@ class Store:
         )
 
 
+def check_lease(value: object, param: str, default: float) -> float:
+    """A duration the store keeps something for (a permit's lease, a lock): finite seconds,
+    at least 0.01 (``default`` when None)."""
+    secs = _core.check_number(default if value is None else value, param, allow_zero=False)
+    if math.isinf(secs) or secs < 0.01:
+        raise ValueError(f"{param} must be a finite number of seconds >= 0.01, got {secs}")
+    return float(secs)
+
+
 def check_store(store: object, name: object, pattern: str) -> Store:
     """Validates ``store=`` (a Store) and the explicit ``name=`` it requires."""
     if not isinstance(store, Store):
