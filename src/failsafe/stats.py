@@ -6,8 +6,8 @@ read-only mapping of the same values (``s["rejected"]``, ``dict(s)``, ``s.keys()
 metric name as its key (``"transition.working"``) and reads as an attribute with ``_`` for
 ``.``; an optional figure that is not set (``None``) is not a key.
 
-Separate from the patterns so that each pattern's module holds behaviour only, and one page
-lists every statistic.
+One module defines them all (each pattern's package re-exports its own), so that the
+patterns' modules hold behaviour only.
 """
 
 from __future__ import annotations
