@@ -442,9 +442,18 @@ PyObject *fs_awaitable_iter(PyObject *aw);
  * raises what was thrown, as a coroutine does (nargs is 1 to 3). Always returns NULL. */
 PyObject *fs_raise_thrown(PyObject *const *args, Py_ssize_t nargs);
 
-/* An awaitable already done: awaiting it gives value (borrowed; NULL: None) once. timeout.c's
+/* An awaitable already done: awaiting it gives value (borrowed; NULL: None) once. done.c's
  * Ready type. New reference, or NULL with an exception set. */
 PyObject *fs_ready_new(fs_state *st, PyObject *value);
+/* A Ready for value (borrowed), reusing *spare (a strong slot the caller owns, filled on first
+ * use) while nobody else holds it. New reference, or NULL with an exception set. */
+PyObject *fs_ready_spare(fs_state *st, PyObject **spare, PyObject *value);
+/* Drops a spare Ready's recycled StopIteration reference to value (ready may be NULL). */
+void fs_ready_forget(PyObject *ready, PyObject *value);
+/* A cache hit's awaitable for value (stolen). New reference, or NULL with an exception set. */
+PyObject *fs_hit_new(fs_state *st, PyObject *value);
+/* Frees the recycled CacheHit objects (module clear). */
+void fs_hit_freelist_clear(fs_state *st);
 
 /* An integer argument with its C range, parsed by the "O&" unit with fs_int_arg_conv:
  *     fs_int_arg n = {"min_samples", 1, INT64_MAX, 0};
@@ -464,6 +473,13 @@ int fs_int_arg_conv(PyObject *obj, void *arg);
 /* The awaitable a refused call returns: it raises exc (stolen) where it is awaited, as a
  * coroutine would. NULL (exc released) with an exception set on failure, or when exc is NULL. */
 PyObject *fs_rejected_new(fs_state *st, PyObject *exc);
+
+/* The awaitable of a call of fn refused with the pending exception: an Exception is deferred to
+ * the await; anything else (KeyboardInterrupt from a listener) stays raised (NULL). */
+PyObject *fs_rejected_pending(fs_state *st, PyObject *fn);
+/* Gives a RejectedCall made without its function (res, borrowed; anything else is left alone)
+ * the names of fn. */
+void fs_rejected_name(fs_state *st, PyObject *res, PyObject *fn);
 
 /* Frees the recycled GuardedCall objects (module clear). */
 void fs_call_freelist_clear(fs_state *st);
@@ -498,6 +514,11 @@ extern const fs_part fs_breaker_part, fs_failfast_part, fs_bulkhead_part, fs_rat
 
 /* Type setup of each binding file, called once from module exec. 0 or -1 with exception. */
 int fs_guard_setup(PyObject *module, fs_state *st);
+/* done.c's and series.c's types (called from fs_guard_setup). */
+int fs_done_setup(PyObject *module, fs_state *st);
+int fs_series_setup(PyObject *module, fs_state *st);
+/* A policy leaves its series, folding its counters into it (fs_policy_clear). */
+void fs_series_leave(FsPolicy *p);
 int fs_outcome_setup(PyObject *module, fs_state *st);
 int fs_backoff_setup(PyObject *module, fs_state *st);
 int fs_timeout_setup(PyObject *module, fs_state *st);
