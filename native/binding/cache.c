@@ -3,9 +3,9 @@
  * arguments, keeps each entry's key and value in a slot array parallel to the core's entries,
  * and compares keys itself.
  *
- * A call whose key is stored answers at once: admit returns FS_ADMIT_VALUE with a CacheHit (an
+ * A call whose key is stored answers at once: admit returns FS_ADMIT_VALUE with a Done (an
  * awaitable already holding the value), so fn is not called and no coroutine is created. A
- * miss runs fn in an FsCall and registers a CacheFlight in a second index of calls in flight;
+ * miss (FS_ADMIT_CALL, its key in the admission record) runs fn in an FsCall and registers a CacheFlight in a second index of calls in flight;
  * a concurrent miss of the same key finds it there and waits in Python (_call_slow) for the
  * leader's outcome. */
 #include "fs_binding.h"
@@ -479,29 +479,24 @@ static int32_t ready_find(FsCacheObject *cc, KeyProbe *kp, PyObject *const *args
     return i;
 }
 
-static int cache_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+static fs_verdict cache_admit(FsPolicy *p, fs_admission *a, PyObject *const *args,
+                              size_t nargsf, PyObject *kwnames)
 {
     FsCacheObject *cc = (FsCacheObject *)p;
     fs_state *st = p->st;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     KeyProbe kp;
     if (probe_init(cc->key_func, args, nargs, kwnames, &kp) < 0) {
-        return -1;
+        return FS_ADMIT_REFUSE;
     }
     int32_t stale;
     int32_t i = ready_find(cc, &kp, args, nargs, kwnames, &stale);
     if (i >= 0) {
         PyObject *value = ready_hit(cc, i);
         probe_release(&kp);
-        if (value == NULL) {
-            return -1;
+        if (value == NULL || (a->answer = fs_done_new(st, value)) == NULL) {
+            return FS_ADMIT_REFUSE;
         }
-        /* Set last: listeners above may have made calls of their own. */
-        PyObject *aw = fs_hit_new(st, value);
-        if (aw == NULL) {
-            return -1;
-        }
-        Py_XSETREF(st->admit_value, aw);
         return FS_ADMIT_VALUE;
     }
     if (i == -2) {
@@ -518,67 +513,57 @@ static int cache_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObje
         probe_release(&kp);
         return FS_ADMIT_SLOW;
     }
-    PyObject *key;
-    Py_CLEAR(st->cache_stale);
     if (stale >= 0) {
         /* A refresh: the stale entry rides with the call (its key is this call's key). */
-        st->cache_stale_fresh_until = cc->ready.slots[stale].fresh_until;
-        st->cache_stale_expires = cc->ready.idx.entries[stale].expires_ns;
+        a->ticket_a = cc->ready.slots[stale].fresh_until;
+        a->ticket_b = cc->ready.idx.entries[stale].expires_ns;
         CacheSlot s = table_take(cc, &cc->ready, stale);
-        key = s.key;
-        st->cache_stale = s.value;
+        a->key = s.key;
+        a->stale = s.value;
     }
-    else if ((key = probe_key(&kp, args, nargs, kwnames)) == NULL) {
+    else if ((a->key = probe_key(&kp, args, nargs, kwnames)) == NULL) {
         goto error;
     }
-    /* For init_call, which the guard runs next with no Python code in between. */
-    Py_XSETREF(st->cache_key, key);
-    st->cache_hash = kp.hash;
-    st->cache_kind = kp.kind;
+    a->hash = kp.hash;
+    a->kind = kp.kind;
     probe_release(&kp);
-    return 1;
+    return FS_ADMIT_CALL;
 error:
     probe_release(&kp);
-    return -1;
+    return FS_ADMIT_REFUSE;
 }
 
 /* The leader of a miss: registers its flight. */
-static int cache_init_call(FsCall *c)
+static int cache_init_call(FsCall *c, fs_admission *a)
 {
     FsCacheObject *cc = (FsCacheObject *)c->policy;
     fs_state *st = cc->base.st;
-    PyObject *key = st->cache_key;
-    st->cache_key = NULL;
-    if (key == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "cache: call admitted without a key");
-        return -1;
-    }
     CacheTable *t = &cc->pending;
     CacheFlight *f = NULL;
     if ((t->idx.len == t->idx.cap && table_grow(t) < 0)
         || (f = PyObject_GC_New(CacheFlight, st->CacheFlight_Type)) == NULL) {
-        Py_DECREF(key);
-        Py_CLEAR(st->cache_stale);
-        return -1;
+        return -1;  /* the guard releases the key and the stale value */
     }
+    PyObject *key = a->key;
+    a->key = NULL;
     f->waiters = NULL;
     f->settled = 0;
-    f->stale = st->cache_stale;
-    st->cache_stale = NULL;
-    f->stale_fresh_until = st->cache_stale_fresh_until;
-    f->stale_expires = st->cache_stale_expires;
+    f->stale = a->stale;
+    a->stale = NULL;
+    f->stale_fresh_until = a->ticket_a;
+    f->stale_expires = a->ticket_b;
     PyObject_GC_Track(f);
-    int32_t i = fs_cache_insert(&t->idx, st->cache_hash, FS_CACHE_NEVER);
+    int32_t i = fs_cache_insert(&t->idx, a->hash, FS_CACHE_NEVER);
     t->slots[i].key = key;
     t->slots[i].value = Py_NewRef(f);
-    t->slots[i].kind = st->cache_kind;
+    t->slots[i].kind = a->kind;
     f->slot = i;
     cc->version++;
     c->pobj = (PyObject *)f;
     cc->base.counters[C_MISS]++;
     if (fs_listening(&cc->base)) {
         PyObject *k = Py_NewRef(key);
-        int rc = cache_event(cc, "on_cache_miss", k, st->cache_kind, NULL);
+        int rc = cache_event(cc, "on_cache_miss", k, a->kind, NULL);
         Py_DECREF(k);
         return rc;
     }
@@ -987,22 +972,13 @@ static int cache_part_setup(PyObject *module, fs_state *st)
 static int cache_part_traverse(fs_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Cache_Type);
-    Py_VISIT(st->CacheHit_Type);
     Py_VISIT(st->CacheFlight_Type);
-    Py_VISIT(st->admit_value);
-    Py_VISIT(st->cache_key);
-    Py_VISIT(st->cache_stale);
     return 0;
 }
 
 static void cache_part_clear(fs_state *st)
 {
-    fs_hit_freelist_clear(st);
-    Py_CLEAR(st->admit_value);
-    Py_CLEAR(st->cache_key);
-    Py_CLEAR(st->cache_stale);
     Py_CLEAR(st->Cache_Type);
-    Py_CLEAR(st->CacheHit_Type);
     Py_CLEAR(st->CacheFlight_Type);
 }
 

@@ -1,6 +1,6 @@
-/* Awaitables that are done when they are made: the recycled StopIteration a guarded return
- * ends with, Ready (a value at once), RejectedCall (a refusal raised where it is awaited) and
- * CacheHit (a stored value). Apart from guard.c because every pattern returns them. */
+/* Awaitables that are done when they are made (Done: a value at once, a refusal raised where
+ * it is awaited) and the recycled StopIteration a guarded return ends with. Apart from guard.c
+ * because every pattern returns them. */
 #include "fs_binding.h"
 
 #include <stddef.h>
@@ -129,39 +129,163 @@ PyObject *fs_raise_thrown(PyObject *const *args, Py_ssize_t nargs)
     return NULL;
 }
 
-typedef struct ReadyObject {
-    PyObject_HEAD
-    PyObject *value;        /* NULL: None */
-    PyObject *stop;         /* the StopIteration last raised, recycled once nobody holds it */
-} ReadyObject;
-
-
 /* ------------------------------------------------------------------------------------------ */
-/* Ready: an awaitable that completes at once with its value */
+/* Done: an awaitable done when it is made. It answers its value, or raises its exception, at the
+ * first await; that spends it, as it spends a coroutine (a coroutine raises nothing when it is
+ * made: `create_task(f())`, `gather(f(), ...)` and outer guards, which observe only what their
+ * awaitable raises, all see a refusal where they await). */
 
-PyObject *fs_ready_new(fs_state *st, PyObject *value)
+#define DONE_FREELIST 32
+
+typedef struct FsDone {
+    PyObject_HEAD
+    fs_state *st;       /* borrowed: the module outlives its objects */
+    PyObject *value;    /* the answer (NULL: None); next in the free list when recycled */
+    PyObject *exc;      /* raised in place of an answer, or NULL */
+    PyObject *fn;       /* the function whose call it answers (owned), for its names, or NULL */
+    PyObject *stop;     /* the StopIteration last raised, recycled once nobody holds it */
+    uint8_t spent;      /* awaited, sent to, thrown into or closed */
+    uint8_t kept;       /* never spent (st->ready_none) */
+} FsDone;
+
+static FsDone *done_alloc(fs_state *st)
 {
-    ReadyObject *r = PyObject_GC_New(ReadyObject, st->Ready_Type);
-    if (r == NULL) {
+    FsDone *d = st->done_freelist;
+    if (d != NULL) {
+        st->done_freelist = (FsDone *)d->value;
+        st->done_free_count--;
+        PyObject_Init((PyObject *)d, st->Done_Type);
+    }
+    else if ((d = PyObject_GC_New(FsDone, st->Done_Type)) == NULL) {
         return NULL;
     }
-    r->value = Py_XNewRef(value);
-    r->stop = NULL;
-    PyObject_GC_Track(r);
-    return (PyObject *)r;
+    d->st = st;
+    d->value = NULL;
+    d->exc = NULL;
+    d->fn = NULL;
+    d->stop = NULL;
+    d->spent = 0;
+    d->kept = 0;
+    return d;
 }
 
-/* Ends with the value: a bare NULL for None, else a StopIteration instance (so tuples and
- * exceptions arrive intact). The value is handed out once. */
-static PyObject *ready_iternext(PyObject *self)
+PyObject *fs_done_new(fs_state *st, PyObject *value)
 {
-    ReadyObject *r = (ReadyObject *)self;
-    PyObject *v = r->value;
-    if (v == NULL) {
+    FsDone *d = done_alloc(st);
+    if (d == NULL) {
+        Py_XDECREF(value);
         return NULL;
     }
-    r->value = NULL;
-    PyObject *stop = r->stop;
+    d->value = value;
+    PyObject_GC_Track(d);
+    return (PyObject *)d;
+}
+
+PyObject *fs_done_raise(fs_state *st, PyObject *exc)
+{
+    if (exc == NULL) {
+        return NULL;
+    }
+    FsDone *d = done_alloc(st);
+    if (d == NULL) {
+        Py_DECREF(exc);
+        return NULL;    /* MemoryError replaces the refusal */
+    }
+    d->exc = exc;
+    PyObject_GC_Track(d);
+    return (PyObject *)d;
+}
+
+PyObject *fs_done_refused(fs_state *st, PyObject *fn)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return NULL;
+    }
+    PyObject *d = fs_done_raise(st, PyErr_GetRaisedException());
+    if (d != NULL) {
+        ((FsDone *)d)->fn = Py_NewRef(fn);
+    }
+    return d;
+}
+
+void fs_done_name(fs_state *st, PyObject *res, PyObject *fn)
+{
+    if (res != NULL && Py_IS_TYPE(res, st->Done_Type) && ((FsDone *)res)->fn == NULL) {
+        ((FsDone *)res)->fn = Py_NewRef(fn);
+    }
+}
+
+PyObject *fs_done_spare(fs_state *st, PyObject **spare, PyObject *value)
+{
+    FsDone *d = (FsDone *)*spare;
+    if (d != NULL && Py_REFCNT(d) == 1) {
+        Py_XSETREF(d->value, Py_NewRef(value));
+        d->spent = 0;
+        return Py_NewRef(d);
+    }
+    PyObject *res = fs_done_new(st, Py_NewRef(value));
+    if (res != NULL && *spare == NULL) {
+        *spare = Py_NewRef(res);
+    }
+    return res;
+}
+
+void fs_done_forget(PyObject *done, PyObject *value)
+{
+    PyObject *stop = done ? ((FsDone *)done)->stop : NULL;
+    if (stop != NULL && Py_REFCNT(stop) == 1 && ((PyStopIterationObject *)stop)->value == value) {
+        Py_CLEAR(((PyStopIterationObject *)stop)->value);
+    }
+}
+
+/* Spends d. 0, or -1 with RuntimeError when it was spent already. */
+static int done_spend(FsDone *d)
+{
+    if (d->spent) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return -1;
+    }
+    d->spent = !d->kept;
+    return 0;
+}
+
+/* The end of the first await: PYGEN_RETURN with *presult the answer, or PYGEN_ERROR with the
+ * refusal (or the reuse error) set. */
+static PySendResult done_am_send(PyObject *self, PyObject *arg, PyObject **presult)
+{
+    FsDone *d = (FsDone *)self;
+    *presult = NULL;
+    if (done_spend(d) < 0) {
+        return PYGEN_ERROR;
+    }
+    if (d->exc != NULL) {
+        PyErr_SetRaisedException(d->exc);
+        d->exc = NULL;
+        return PYGEN_ERROR;
+    }
+    if (arg != Py_None) {
+        Py_CLEAR(d->value);
+        PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
+        return PYGEN_ERROR;
+    }
+    if (d->kept) {
+        *presult = Py_NewRef(d->value != NULL ? d->value : Py_None);
+        return PYGEN_RETURN;
+    }
+    *presult = d->value != NULL ? d->value : Py_NewRef(Py_None);
+    d->value = NULL;
+    return PYGEN_RETURN;
+}
+
+/* Ends iteration with v (stolen): a bare NULL for None, else a StopIteration instance (so
+ * tuples and exceptions arrive intact). */
+static PyObject *done_stop(FsDone *d, PyObject *v)
+{
+    if (v == Py_None) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    PyObject *stop = d->stop;
 #ifndef Py_GIL_DISABLED
     /* The awaiting SEND reads .value and drops the exception: when that left it to us alone, it
      * serves again (allocating it is most of the cost of an `async with ... as`). */
@@ -180,432 +304,93 @@ static PyObject *ready_iternext(PyObject *self)
         return NULL;
     }
 #endif
-    fs_state *st = fs_state_from_type(Py_TYPE(self));
-    stop = st != NULL ? fs_stop_iteration_new(st, v) : NULL;
+    stop = fs_stop_iteration_new(d->st, v);
     if (stop == NULL) {
         return NULL;
     }
 #ifndef Py_GIL_DISABLED
-    if (r->stop == NULL) {
-        r->stop = Py_NewRef(stop);
+    if (d->stop == NULL) {
+        d->stop = Py_NewRef(stop);
     }
 #endif
     PyErr_SetRaisedException(stop);
     return NULL;
 }
 
-/* Drops the recycled StopIteration's reference to value, so value can go when its user does. */
-void fs_ready_forget(PyObject *ready, PyObject *value)
+static PyObject *done_send(PyObject *self, PyObject *arg)
 {
-    PyObject *stop = ready ? ((ReadyObject *)ready)->stop : NULL;
-    if (stop != NULL && Py_REFCNT(stop) == 1 && ((PyStopIterationObject *)stop)->value == value) {
-        Py_CLEAR(((PyStopIterationObject *)stop)->value);
-    }
-}
-
-static PySendResult ready_am_send(PyObject *self, PyObject *Py_UNUSED(arg), PyObject **presult)
-{
-    ReadyObject *r = (ReadyObject *)self;
-    *presult = r->value ? r->value : Py_NewRef(Py_None);
-    r->value = NULL;
-    return PYGEN_RETURN;
-}
-
-static PyObject *ready_send(PyObject *self, PyObject *Py_UNUSED(arg))
-{
-    return ready_iternext(self);
-}
-
-static PyObject *ready_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    ReadyObject *r = (ReadyObject *)self;
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+    PyObject *v = NULL;
+    if (done_am_send(self, arg, &v) == PYGEN_ERROR) {
         return NULL;
     }
-    Py_CLEAR(r->value);
-    return fs_raise_thrown(args, nargs);
+    return done_stop((FsDone *)self, v);
 }
 
-static PyObject *ready_close(PyObject *self, PyObject *Py_UNUSED(unused))
+static PyObject *done_iternext(PyObject *self)
 {
-    Py_CLEAR(((ReadyObject *)self)->value);
-    Py_RETURN_NONE;
+    return done_send(self, Py_None);
 }
 
-static PyObject *ready_await(PyObject *self)
-{
-    return Py_NewRef(self);
-}
-
-static int ready_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((ReadyObject *)self)->value);
-    Py_VISIT(((ReadyObject *)self)->stop);
-    return 0;
-}
-
-static int ready_clear(PyObject *self)
-{
-    Py_CLEAR(((ReadyObject *)self)->value);
-    Py_CLEAR(((ReadyObject *)self)->stop);
-    return 0;
-}
-
-static void ready_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    ready_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef ready_methods[] = {
-    {"send", ready_send, METH_O, NULL},
-    {"throw", (PyCFunction)(void (*)(void))ready_throw, METH_FASTCALL, NULL},
-    {"close", ready_close, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot ready_slots[] = {
-    {Py_am_await, ready_await},
-    {Py_am_send, ready_am_send},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, ready_iternext},
-    {Py_tp_methods, ready_methods},
-    {Py_tp_traverse, ready_traverse},
-    {Py_tp_clear, ready_clear},
-    {Py_tp_dealloc, ready_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec ready_spec = {
-    .name = "failsafe._native.Ready",
-    .basicsize = sizeof(ReadyObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = ready_slots,
-};
-
-/* ------------------------------------------------------------------------------------------ */
-/* Rejected: what a refused call returns, an awaitable that raises the refusal when awaited (a
- * coroutine raises nothing when it is made: `create_task(f())`, `gather(f(), ...)` and outer
- * guards, which observe only what their awaitable raises, all see the refusal where they await) */
-
-typedef struct FsRejected {
-    PyObject_HEAD
-    PyObject *exc;      /* raised at the first send, then NULL */
-    PyObject *fn;       /* the guarded function (owned), for its names; NULL when unknown */
-} FsRejected;
-
-static PyObject *rejected_raise(FsRejected *r)
-{
-    PyObject *exc = r->exc;
-    if (exc == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
-        return NULL;
-    }
-    r->exc = NULL;
-    PyErr_SetRaisedException(exc);
-    return NULL;
-}
-
-static PySendResult rejected_am_send(PyObject *self, PyObject *Py_UNUSED(arg), PyObject **presult)
-{
-    *presult = NULL;
-    rejected_raise((FsRejected *)self);
-    return PYGEN_ERROR;
-}
-
-static PyObject *rejected_iternext(PyObject *self)
-{
-    return rejected_raise((FsRejected *)self);
-}
-
-static PyObject *rejected_send(PyObject *self, PyObject *Py_UNUSED(arg))
-{
-    return rejected_raise((FsRejected *)self);
-}
-
-/* Thrown in before it ran: the thrown exception surfaces and the refusal is dropped, as for a
+/* Thrown in before it ran: the thrown exception surfaces and the answer is dropped, as for a
  * coroutine that never started. */
-static PyObject *rejected_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *done_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    FsDone *d = (FsDone *)self;
     if (nargs < 1 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
         return NULL;
     }
-    Py_CLEAR(((FsRejected *)self)->exc);
+    if (!d->kept) {
+        d->spent = 1;
+        Py_CLEAR(d->value);
+    }
+    Py_CLEAR(d->exc);
     return fs_raise_thrown(args, nargs);
 }
 
-static PyObject *rejected_close(PyObject *self, PyObject *Py_UNUSED(unused))
+static PyObject *done_close(PyObject *self, PyObject *Py_UNUSED(unused))
 {
-    Py_CLEAR(((FsRejected *)self)->exc);
-    Py_RETURN_NONE;
-}
-
-static int rejected_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((FsRejected *)self)->exc);
-    Py_VISIT(((FsRejected *)self)->fn);
-    return 0;
-}
-
-static int rejected_clear(PyObject *self)
-{
-    Py_CLEAR(((FsRejected *)self)->exc);
-    Py_CLEAR(((FsRejected *)self)->fn);
-    return 0;
-}
-
-/* __name__ / __qualname__ of the refused function, for task reprs and debuggers. */
-static PyObject *rejected_get_name_attr(PyObject *self, void *closure)
-{
-    FsRejected *r = (FsRejected *)self;
-    if (r->fn != NULL) {
-        PyObject *v = PyObject_GetAttrString(r->fn, (const char *)closure);
-        if (v != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            return v;
-        }
-        PyErr_Clear();
+    FsDone *d = (FsDone *)self;
+    if (!d->kept) {
+        d->spent = 1;
+        Py_CLEAR(d->value);
     }
-    return PyUnicode_FromString("RejectedCall");
-}
-
-/* A refused call never runs: no frame, nothing awaited, never running or suspended. */
-static PyObject *rejected_get_none(PyObject *Py_UNUSED(self), void *Py_UNUSED(closure))
-{
+    Py_CLEAR(d->exc);
     Py_RETURN_NONE;
 }
 
-static PyObject *rejected_get_false(PyObject *Py_UNUSED(self), void *Py_UNUSED(closure))
+static int done_traverse(PyObject *self, visitproc visit, void *arg)
 {
-    Py_RETURN_FALSE;
+    FsDone *d = (FsDone *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(d->value);
+    Py_VISIT(d->exc);
+    Py_VISIT(d->fn);
+    Py_VISIT(d->stop);
+    return 0;
 }
 
-static PyGetSetDef rejected_getset[] = {
-    {"__name__", rejected_get_name_attr, NULL, "name of the refused function", "__name__"},
-    {"__qualname__", rejected_get_name_attr, NULL, "qualified name of the refused function",
-     "__qualname__"},
-    {"cr_frame", rejected_get_none, NULL, "None: a refused call never runs", NULL},
-    {"cr_await", rejected_get_none, NULL, "None: a refused call awaits nothing", NULL},
-    {"cr_code", rejected_get_none, NULL, "None: a refused call runs no code", NULL},
-    {"cr_running", rejected_get_false, NULL, "False", NULL},
-    {"cr_suspended", rejected_get_false, NULL, "False", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
+static int done_clear(PyObject *self)
+{
+    FsDone *d = (FsDone *)self;
+    Py_CLEAR(d->value);
+    Py_CLEAR(d->exc);
+    Py_CLEAR(d->fn);
+    Py_CLEAR(d->stop);
+    return 0;
+}
 
-static void rejected_dealloc(PyObject *self)
+static void done_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    rejected_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef rejected_methods[] = {
-    {"send", rejected_send, METH_O, "send(value) -> raises the refusal."},
-    {"throw", (PyCFunction)(void (*)(void))rejected_throw, METH_FASTCALL,
-     "throw(exc) -> raises exc."},
-    {"close", rejected_close, METH_NOARGS, "close() -> drops the refusal."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot rejected_slots[] = {
-    {Py_am_await, PyObject_SelfIter},
-    {Py_am_send, rejected_am_send},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, rejected_iternext},
-    {Py_tp_methods, rejected_methods},
-    {Py_tp_getset, rejected_getset},
-    {Py_tp_traverse, rejected_traverse},
-    {Py_tp_clear, rejected_clear},
-    {Py_tp_dealloc, rejected_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec rejected_spec = {
-    .name = "failsafe._native.RejectedCall",
-    .basicsize = sizeof(FsRejected),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = rejected_slots,
-};
-
-/* The awaitable of a call of fn refused with the pending exception: an Exception is deferred
- * to the await; anything else (KeyboardInterrupt from a listener) stays raised here. */
-PyObject *fs_rejected_pending(fs_state *st, PyObject *fn)
-{
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-        return NULL;
-    }
-    PyObject *r = fs_rejected_new(st, PyErr_GetRaisedException());
-    if (r != NULL) {
-        ((FsRejected *)r)->fn = Py_NewRef(fn);
-    }
-    return r;
-}
-
-PyObject *fs_rejected_new(fs_state *st, PyObject *exc)
-{
-    if (exc == NULL) {
-        return NULL;
-    }
-    FsRejected *r = PyObject_GC_New(FsRejected, st->Rejected_Type);
-    if (r == NULL) {
-        Py_DECREF(exc);
-        return NULL;    /* MemoryError replaces the refusal */
-    }
-    r->exc = exc;
-    r->fn = NULL;
-    PyObject_GC_Track(r);
-    return (PyObject *)r;
-}
-
-typedef struct CacheHit {
-    PyObject_HEAD
-    fs_state *st;           /* borrowed: the module outlives its objects */
-    PyObject *value;        /* owned until handed out; next in the free list when recycled */
-    int done;
-} CacheHit;
-
-#define HIT_FREELIST 32
-
-/* ------------------------------------------------------------------------------------------ */
-/* CacheHit: what a hit returns, an awaitable that completes at once with the value */
-
-PyObject *fs_hit_new(fs_state *st, PyObject *value)
-{
-    CacheHit *h = st->hit_freelist;
-    if (h != NULL) {
-        st->hit_freelist = (CacheHit *)h->value;
-        st->hit_free_count--;
-        PyObject_Init((PyObject *)h, st->CacheHit_Type);
-    }
-    else if ((h = PyObject_GC_New(CacheHit, st->CacheHit_Type)) == NULL) {
-        Py_DECREF(value);
-        return NULL;
-    }
-    h->st = st;
-    h->value = value;
-    h->done = 0;
-    PyObject_GC_Track(h);
-    return (PyObject *)h;
-}
-
-static int hit_refuse_reuse(CacheHit *h)
-{
-    if (h->done) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
-        return -1;
-    }
-    h->done = 1;
-    return 0;
-}
-
-static PySendResult hit_am_send(PyObject *self, PyObject *arg, PyObject **presult)
-{
-    CacheHit *h = (CacheHit *)self;
-    *presult = NULL;
-    if (hit_refuse_reuse(h) < 0) {
-        return PYGEN_ERROR;
-    }
-    if (arg != Py_None) {
-        Py_CLEAR(h->value);
-        PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
-        return PYGEN_ERROR;
-    }
-    *presult = h->value;
-    h->value = NULL;
-    return PYGEN_RETURN;
-}
-
-static PyObject *hit_send(PyObject *self, PyObject *arg)
-{
-    PyObject *v = NULL;
-    if (hit_am_send(self, arg, &v) == PYGEN_ERROR) {
-        return NULL;
-    }
-    fs_state *st = fs_state_from_type(Py_TYPE(self));
-    PyObject *stop = st != NULL ? fs_stop_iteration_new(st, v) : NULL;
-    if (stop != NULL) {
-        PyErr_SetRaisedException(stop);
-    }
-    return NULL;
-}
-
-static PyObject *hit_iternext(PyObject *self)
-{
-    PyObject *v = NULL;
-    if (hit_am_send(self, Py_None, &v) == PYGEN_ERROR) {
-        return NULL;
-    }
-    if (v == Py_None) {
-        Py_DECREF(v);
-        return NULL;    /* a bare NULL ends iteration with value None */
-    }
-    fs_state *st = fs_state_from_type(Py_TYPE(self));
-    PyObject *stop = st != NULL ? fs_stop_iteration_new(st, v) : NULL;
-    if (stop != NULL) {
-        PyErr_SetRaisedException(stop);
-    }
-    return NULL;
-}
-
-static PyObject *hit_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    CacheHit *h = (CacheHit *)self;
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
-        return NULL;
-    }
-    h->done = 1;
-    Py_CLEAR(h->value);
-    return fs_raise_thrown(args, nargs);
-}
-
-static PyObject *hit_close(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    CacheHit *h = (CacheHit *)self;
-    h->done = 1;
-    Py_CLEAR(h->value);
-    Py_RETURN_NONE;
-}
-
-static PyObject *hit_await(PyObject *self)
-{
-    return Py_NewRef(self);
-}
-
-static int hit_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((CacheHit *)self)->value);
-    return 0;
-}
-
-static int hit_clear(PyObject *self)
-{
-    Py_CLEAR(((CacheHit *)self)->value);
-    return 0;
-}
-
-static void hit_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    hit_clear(self);
-    fs_state *st = ((CacheHit *)self)->st;
-    if (st->hit_free_count < HIT_FREELIST && tp == st->CacheHit_Type) {
+    done_clear(self);
+    fs_state *st = ((FsDone *)self)->st;
+    if (st->done_free_count < DONE_FREELIST && tp == st->Done_Type) {
         /* Recycled untracked; PyObject_Init on reuse takes the type reference back. */
-        ((CacheHit *)self)->value = (PyObject *)st->hit_freelist;
-        st->hit_freelist = (CacheHit *)self;
-        st->hit_free_count++;
+        ((FsDone *)self)->value = (PyObject *)st->done_freelist;
+        st->done_freelist = (FsDone *)self;
+        st->done_free_count++;
     }
     else {
         tp->tp_free(self);
@@ -613,88 +398,102 @@ static void hit_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-static PyObject *hit_repr(PyObject *self)
+void fs_done_freelist_clear(fs_state *st)
 {
-    CacheHit *h = (CacheHit *)self;
-    return PyUnicode_FromFormat("<cached result%s>", h->done ? " (awaited)" : "");
+    while (st->done_freelist != NULL) {
+        FsDone *d = st->done_freelist;
+        st->done_freelist = (FsDone *)d->value;
+        PyObject_GC_Del(d);
+    }
+    st->done_free_count = 0;
 }
 
-static PyMethodDef hit_methods[] = {
-    {"send", hit_send, METH_O, "send(None) -> StopIteration with the cached value."},
-    {"throw", (PyCFunction)(void (*)(void))hit_throw, METH_FASTCALL, NULL},
-    {"close", hit_close, METH_NOARGS, NULL},
+static PyObject *done_repr(PyObject *self)
+{
+    FsDone *d = (FsDone *)self;
+    return PyUnicode_FromFormat("<failsafe done awaitable%s%s>",
+                                d->exc != NULL ? " raising" : "", d->spent ? " (awaited)" : "");
+}
+
+/* __name__ / __qualname__ of the function whose call it answers, for task reprs and debuggers. */
+static PyObject *done_get_name_attr(PyObject *self, void *closure)
+{
+    FsDone *d = (FsDone *)self;
+    if (d->fn != NULL) {
+        PyObject *v = PyObject_GetAttrString(d->fn, (const char *)closure);
+        if (v != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return v;
+        }
+        PyErr_Clear();
+    }
+    return PyUnicode_FromString("Done");
+}
+
+/* A done call never runs: no frame, nothing awaited, never running or suspended. */
+static PyObject *done_get_none(PyObject *Py_UNUSED(self), void *Py_UNUSED(closure))
+{
+    Py_RETURN_NONE;
+}
+
+static PyObject *done_get_false(PyObject *Py_UNUSED(self), void *Py_UNUSED(closure))
+{
+    Py_RETURN_FALSE;
+}
+
+static PyGetSetDef done_getset[] = {
+    {"__name__", done_get_name_attr, NULL, "name of the function called", "__name__"},
+    {"__qualname__", done_get_name_attr, NULL, "qualified name of the function called",
+     "__qualname__"},
+    {"cr_frame", done_get_none, NULL, "None: a done call runs no more", NULL},
+    {"cr_await", done_get_none, NULL, "None: a done call awaits nothing", NULL},
+    {"cr_code", done_get_none, NULL, "None: a done call runs no code", NULL},
+    {"cr_running", done_get_false, NULL, "False", NULL},
+    {"cr_suspended", done_get_false, NULL, "False", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef done_methods[] = {
+    {"send", done_send, METH_O, "send(None) -> StopIteration with the answer, or the refusal."},
+    {"throw", (PyCFunction)(void (*)(void))done_throw, METH_FASTCALL, "throw(exc) -> raises exc."},
+    {"close", done_close, METH_NOARGS, "close() -> drops the answer."},
     {NULL, NULL, 0, NULL},
 };
 
-static PyType_Slot hit_slots[] = {
-    {Py_am_await, hit_await},
-    {Py_am_send, hit_am_send},
+static PyType_Slot done_slots[] = {
+    {Py_am_await, PyObject_SelfIter},
+    {Py_am_send, done_am_send},
     {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, hit_iternext},
-    {Py_tp_methods, hit_methods},
-    {Py_tp_traverse, hit_traverse},
-    {Py_tp_clear, hit_clear},
-    {Py_tp_dealloc, hit_dealloc},
-    {Py_tp_repr, hit_repr},
+    {Py_tp_iternext, done_iternext},
+    {Py_tp_methods, done_methods},
+    {Py_tp_getset, done_getset},
+    {Py_tp_traverse, done_traverse},
+    {Py_tp_clear, done_clear},
+    {Py_tp_dealloc, done_dealloc},
+    {Py_tp_repr, done_repr},
     {0, NULL},
 };
 
-static PyType_Spec hit_spec = {
-    .name = "failsafe._native.CacheHit",
-    .basicsize = sizeof(CacheHit),
+static PyType_Spec done_spec = {
+    .name = "failsafe._native.Done",
+    .basicsize = sizeof(FsDone),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
              | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = hit_slots,
+    .slots = done_slots,
 };
-
-void fs_hit_freelist_clear(fs_state *st)
-{
-    while (st->hit_freelist != NULL) {
-        CacheHit *h = st->hit_freelist;
-        st->hit_freelist = (CacheHit *)h->value;
-        PyObject_GC_Del(h);
-    }
-    st->hit_free_count = 0;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-
-PyObject *fs_ready_spare(fs_state *st, PyObject **spare, PyObject *value)
-{
-    ReadyObject *r = (ReadyObject *)*spare;
-    if (r != NULL && Py_REFCNT(r) == 1) {
-        Py_XSETREF(r->value, Py_NewRef(value));
-        return Py_NewRef(r);
-    }
-    PyObject *ready = fs_ready_new(st, value);
-    if (ready != NULL && *spare == NULL) {
-        *spare = Py_NewRef(ready);
-    }
-    return ready;
-}
-
-void fs_rejected_name(fs_state *st, PyObject *res, PyObject *fn)
-{
-    if (res != NULL && Py_IS_TYPE(res, st->Rejected_Type) && ((FsRejected *)res)->fn == NULL) {
-        ((FsRejected *)res)->fn = Py_NewRef(fn);
-    }
-}
 
 int fs_done_setup(PyObject *module, fs_state *st)
 {
     st->StopIteration_Type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, &stop_spec, PyExc_StopIteration);
-    if (st->StopIteration_Type == NULL) {
+    st->Done_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &done_spec, NULL);
+    if (st->StopIteration_Type == NULL || st->Done_Type == NULL
+        || PyModule_AddType(module, st->Done_Type) < 0) {
         return -1;
     }
-    st->Rejected_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &rejected_spec, NULL);
-    st->Ready_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ready_spec, NULL);
-    st->CacheHit_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &hit_spec, NULL);
-    if (st->Rejected_Type == NULL || st->Ready_Type == NULL || st->CacheHit_Type == NULL
-        || PyModule_AddType(module, st->Rejected_Type) < 0
-        || PyModule_AddType(module, st->CacheHit_Type) < 0) {
+    st->ready_none = fs_done_new(st, NULL);
+    if (st->ready_none == NULL) {
         return -1;
     }
-    st->ready_none = fs_ready_new(st, NULL);
-    return st->ready_none != NULL ? 0 : -1;
+    ((FsDone *)st->ready_none)->kept = 1;
+    return 0;
 }

@@ -549,10 +549,14 @@ static PyType_Spec call_spec = {
 /* ------------------------------------------------------------------------------------------ */
 /* Guard */
 
-/* policy._call_slow(fn, *args, **kwargs): a call that must wait before it may start. */
-static PyObject *guard_call_slow(FsGuard *g, PyObject *const *args, size_t nargsf,
-                                 PyObject *kwnames)
+/* The slow path of a call that must wait before it may start: the policy's slow hook with the
+ * admission record, else policy._call_slow(fn, *args, **kwargs) (Python). */
+static PyObject *guard_call_slow(FsPolicy *p, fs_admission *a, PyObject *fn,
+                                 PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
+    if (p->ops->slow != NULL) {
+        return p->ops->slow(p, a, fn, args, nargsf, kwnames);
+    }
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
     PyObject *small[2 + FS_CALL_INLINE_ARGS];
@@ -563,43 +567,23 @@ static PyObject *guard_call_slow(FsGuard *g, PyObject *const *args, size_t nargs
             return PyErr_NoMemory();
         }
     }
-    stack[0] = (PyObject *)g->policy;
-    stack[1] = g->fn;
+    stack[0] = (PyObject *)p;
+    stack[1] = fn;
     for (Py_ssize_t i = 0; i < total; i++) {
         stack[2 + i] = args[i];
     }
-    PyObject *res = PyObject_VectorcallMethod(g->policy->st->str_call_slow, stack,
-                                              (size_t)(nargs + 2), kwnames);
+    PyObject *res = PyObject_VectorcallMethod(p->st->str_call_slow, stack, (size_t)(nargs + 2),
+                                              kwnames);
     if (stack != small) {
         PyMem_Free(stack);
     }
-    fs_rejected_name(g->policy->st, res, g->fn);     /* refused by the slow path */
     return res;
 }
 
-static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
-                                  PyObject *kwnames)
+/* The FsCall of an admitted call (FS_ADMIT_CALL), or NULL with an exception. */
+static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
+                                 PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    FsGuard *g = (FsGuard *)self;
-    FsPolicy *p = g->policy;
-    if (p == NULL || p->st->Call_Type == NULL) {
-        /* Cleared by the GC, or called during interpreter shutdown after module teardown. */
-        PyErr_SetString(PyExc_RuntimeError, "failsafe guard used after it was cleared");
-        return NULL;
-    }
-    int mode = p->ops->admit(p, args, nargsf, kwnames);
-    if (mode <= 0) {
-        return mode < 0 ? fs_rejected_pending(p->st, g->fn)
-                        : PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
-    }
-    if (mode == FS_ADMIT_SLOW) {
-        return guard_call_slow(g, args, nargsf, kwnames);
-    }
-    if (mode == FS_ADMIT_VALUE) {
-        PyObject *answer = p->st->admit_value;
-        p->st->admit_value = NULL;
-        return answer;
-    }
     /* The call object comes first: if fn fails synchronously (bad arguments), deallocating it
      * runs the policy's abandon hook, which gives back whatever admit took. */
     fs_state *st = p->st;
@@ -612,6 +596,9 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     else {
         c = PyObject_GC_New(FsCall, st->Call_Type);
         if (c == NULL) {
+            if (p->ops->release != NULL) {
+                p->ops->release(p, a);
+            }
             return NULL;
         }
     }
@@ -629,7 +616,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     c->running = 0;
     c->timeout_s = 0.0;
     c->pobj = NULL;
-    c->pword = 0;
+    c->pword = a->token;    /* from here the call's abandon gives it back */
     memset(&c->entry, 0, sizeof(c->entry));
     fs_heap_node_init(&c->entry.node);
     if (p->flags & FS_POL_KEEP_ARGS) {
@@ -652,7 +639,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
             }
         }
         c->ntotal = total;
-        c->fn = Py_NewRef(g->fn);
+        c->fn = Py_NewRef(fn);
         c->kwnames = Py_XNewRef(kwnames);
         c->nargs = nargs;
     }
@@ -660,13 +647,12 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
         c->t0_ns = fs_now_ns(st);
     }
     PyObject_GC_Track(c);
-    if (p->ops->init_call != NULL && p->ops->init_call(c) < 0) {
-        /* A refusal decided here (a listener run by admit used the policy in between) is
-         * raised where the call is awaited, as admit's are. */
+    if (p->ops->init_call != NULL && p->ops->init_call(c, a) < 0) {
+        /* A refusal decided here is raised where the call is awaited, as admit's are. */
         Py_DECREF(c);
-        return fs_rejected_pending(st, g->fn);
+        return fs_done_refused(st, fn);
     }
-    PyObject *coro = PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
+    PyObject *coro = PyObject_Vectorcall(fn, args, nargsf, kwnames);
     if (coro != NULL && !PyCoro_CheckExact(coro)) {
         /* Another awaitable (a Future, an object with __await__): drive its iterator. */
         Py_SETREF(coro, fs_awaitable_iter(coro));
@@ -677,6 +663,60 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     }
     c->inner = coro;
     return (PyObject *)c;
+}
+
+/* One call of fn under p: one admission decision, then the one route its verdict names. Every
+ * refusal (FS_ADMIT_REFUSE, or init_call failing) becomes a Done raising it where it is
+ * awaited (fs_done_refused). */
+static inline PyObject *guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args,
+                                   size_t nargsf, PyObject *kwnames)
+{
+    fs_admission a;
+    a.key = NULL;
+    a.stale = NULL;
+    a.token = 0;
+    PyObject *res;
+    switch (p->ops->admit(p, &a, args, nargsf, kwnames)) {
+    case FS_ADMIT_PASS:
+        return PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    case FS_ADMIT_CALL:
+        res = guard_make_call(p, &a, fn, args, nargsf, kwnames);
+        break;
+    case FS_ADMIT_SLOW:
+        res = guard_call_slow(p, &a, fn, args, nargsf, kwnames);
+        fs_done_name(p->st, res, fn);   /* refused by the slow path */
+        break;
+    case FS_ADMIT_VALUE:
+        return a.answer;
+    case FS_ADMIT_REFUSE:
+    default:
+        res = fs_done_refused(p->st, fn);
+        break;
+    }
+    if (a.key != NULL || a.stale != NULL) {
+        Py_CLEAR(a.key);
+        Py_CLEAR(a.stale);
+    }
+    return res;
+}
+
+PyObject *fs_guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t nargsf,
+                        PyObject *kwnames)
+{
+    return guard_call(p, fn, args, nargsf, kwnames);
+}
+
+static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames)
+{
+    FsGuard *g = (FsGuard *)self;
+    FsPolicy *p = g->policy;
+    if (p == NULL || p->st->Call_Type == NULL) {
+        /* Cleared by the GC, or called during interpreter shutdown after module teardown. */
+        PyErr_SetString(PyExc_RuntimeError, "failsafe guard used after it was cleared");
+        return NULL;
+    }
+    return guard_call(p, g->fn, args, nargsf, kwnames);
 }
 
 static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)

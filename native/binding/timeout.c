@@ -1106,14 +1106,15 @@ void fs_timer_abandon(fs_state *st, FsTimerEntry *e)
 /* ------------------------------------------------------------------------------------------ */
 /* Decorator: the FsCall hooks */
 
-static int tmo_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
-                     PyObject *Py_UNUSED(kwnames))
+static fs_verdict tmo_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
+                            PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
+                            PyObject *Py_UNUSED(kwnames))
 {
     TimeoutObject *t = (TimeoutObject *)p;
     return t->enabled && t->seconds < INFINITY;     /* never expires: fn's own coroutine */
 }
 
-static int tmo_init_call(FsCall *c)
+static int tmo_init_call(FsCall *c, fs_admission *Py_UNUSED(a))
 {
     c->timeout_s = ((TimeoutObject *)c->policy)->seconds;
     entry_init(&c->entry, (PyObject *)c);
@@ -1398,7 +1399,7 @@ static PyObject *timeout_aenter(PyObject *self)
         goto done;
     }
     /* The spare is free when only the queue holds it (awaiting consumed its value). */
-    if ((ready = fs_ready_spare(st, &q->ready_spare, (PyObject *)s)) == NULL) {
+    if ((ready = fs_done_spare(st, &q->ready_spare, (PyObject *)s)) == NULL) {
         PyObject *exc = PyErr_GetRaisedException();
         Py_XDECREF(tmap_pop(q, task, t));
         entry_unlink(&s->entry);
@@ -1475,7 +1476,7 @@ static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
     PyObject *te;
     int r = entry_exit(st, &s->entry, args[0], args[1], FS_E_TIMEOUT, &te);
     s->phase = fired ? SCOPE_EXPIRED : SCOPE_FINISHED;
-    fs_ready_forget(q->ready_spare, (PyObject *)s);
+    fs_done_forget(q->ready_spare, (PyObject *)s);
     if (Py_REFCNT(s) == 1 && q->scope_spare == NULL) {
         /* Nobody bound it (`as`): keep it for the next entry instead of freeing it. */
         q->scope_spare = (PyObject *)s;
