@@ -255,10 +255,7 @@ static PyObject *bh_refusal(BulkheadObject *b, bool no_wait)
 /* Counts a refusal, reports it, raises BulkheadFull. Returns -1. */
 static int bh_reject(BulkheadObject *b, bool no_wait)
 {
-    PyObject *exc = bh_refusal(b, no_wait);
-    if (exc != NULL) {
-        PyErr_SetRaisedException(exc);
-    }
+    fs_raise(bh_refusal(b, no_wait));
     return -1;
 }
 
@@ -289,27 +286,8 @@ static fs_verdict bh_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
 static PyObject *bh_slow(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *fn,
                          PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *small[2 + FS_CALL_INLINE_ARGS];
-    PyObject **stack = small;
-    if (total + 2 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
-        stack = PyMem_Malloc((size_t)(total + 2) * sizeof(PyObject *));
-        if (stack == NULL) {
-            return PyErr_NoMemory();
-        }
-    }
-    stack[0] = (PyObject *)p;
-    stack[1] = fn;
-    for (Py_ssize_t i = 0; i < total; i++) {
-        stack[2 + i] = args[i];
-    }
-    PyObject *res = PyObject_VectorcallMethod(p->st->str_queued_call, stack, (size_t)(nargs + 2),
-                                              kwnames);
-    if (stack != small) {
-        PyMem_Free(stack);
-    }
-    return res;
+    return fs_call_method_with((PyObject *)p, p->st->str_queued_call, &fn, 1, args, nargsf,
+                               kwnames);
 }
 
 static int bh_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)

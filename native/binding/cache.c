@@ -5,13 +5,14 @@
  *
  * A call whose key is stored answers at once: admit returns FS_ADMIT_VALUE with a Done (an
  * awaitable already holding the value), so fn is not called and no coroutine is created. A
- * miss (FS_ADMIT_CALL, its key in the admission record) runs fn in an FsCall and registers a CacheFlight in a second index of calls in flight;
- * a concurrent miss of the same key finds it there and waits in Python (_call_slow) for the
- * leader's outcome. */
+ * miss (FS_ADMIT_CALL, its key in the admission record) runs fn in an FsCall and registers a
+ * CacheFlight (cacheflight.c) in a second index of calls in flight; a concurrent miss of the
+ * same key finds it there and waits in Python (_call_slow) for the leader's outcome. */
 #include "fs_binding.h"
 
 #include <stddef.h>
 
+#include "cache.h"
 #include "cachekey.h"
 #include "fs_cache.h"
 
@@ -48,19 +49,6 @@ typedef struct FsCacheObject {
     int64_t stale_ns;       /* stale_if_error window after the ttl, or -1 */
     uint64_t version;       /* bumped by every change of either table (lookups restart) */
 } FsCacheObject;
-
-typedef struct CacheFlight {
-    PyObject_HEAD
-    PyObject *waiters;      /* list of futures of the callers waiting for it, or NULL */
-    int32_t slot;           /* its entry in the pending table, or -1 once detached */
-    int settled;            /* its waiters were answered: a caller that found it in flight
-                             * just before (in another thread) must look again */
-    /* A refresh of a stale entry (stale_if_error): the entry, taken out of the ready table
-     * while the call runs, answers an error and is put back if the call ends without a value. */
-    PyObject *stale;        /* owned, or NULL */
-    int64_t stale_fresh_until;
-    int64_t stale_expires;
-} CacheFlight;
 
 /* ------------------------------------------------------------------------------------------ */
 /* Tables */
@@ -310,104 +298,6 @@ static int flight_settle(FsCacheObject *cc, PyObject *waiters, PyObject *obj, in
     Py_DECREF(waiters);
     return rc;
 }
-
-/* join(fut): True when fut will get the call's outcome; False when the call has ended since
- * the caller found it (another thread ran meanwhile): the caller looks again. */
-static PyObject *flight_join(PyObject *self, PyObject *fut)
-{
-    CacheFlight *f = (CacheFlight *)self;
-    if (f->settled) {
-        Py_RETURN_FALSE;
-    }
-    if (f->waiters == NULL && (f->waiters = PyList_New(0)) == NULL) {
-        return NULL;
-    }
-    if (PyList_Append(f->waiters, fut) < 0) {
-        return NULL;
-    }
-    Py_RETURN_TRUE;
-}
-
-static PyObject *flight_leave(PyObject *self, PyObject *fut)
-{
-    CacheFlight *f = (CacheFlight *)self;
-    if (f->waiters != NULL) {
-        for (Py_ssize_t i = PyList_GET_SIZE(f->waiters) - 1; i >= 0; i--) {
-            if (PyList_GET_ITEM(f->waiters, i) == fut) {
-                return PySequence_DelItem(f->waiters, i) < 0 ? NULL : Py_NewRef(Py_None);
-            }
-        }
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *flight_get_waiting(PyObject *self, void *Py_UNUSED(closure))
-{
-    CacheFlight *f = (CacheFlight *)self;
-    return PyLong_FromSsize_t(f->waiters != NULL ? PyList_GET_SIZE(f->waiters) : 0);
-}
-
-static int flight_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((CacheFlight *)self)->waiters);
-    Py_VISIT(((CacheFlight *)self)->stale);
-    return 0;
-}
-
-static int flight_clear(PyObject *self)
-{
-    Py_CLEAR(((CacheFlight *)self)->waiters);
-    Py_CLEAR(((CacheFlight *)self)->stale);
-    return 0;
-}
-
-static void flight_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    flight_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyObject *flight_repr(PyObject *self)
-{
-    CacheFlight *f = (CacheFlight *)self;
-    return PyUnicode_FromFormat("<cache call in flight, %zd waiting%s>",
-                                f->waiters != NULL ? PyList_GET_SIZE(f->waiters) : 0,
-                                f->slot < 0 ? ", detached" : "");
-}
-
-static PyMethodDef flight_methods[] = {
-    {"join", flight_join, METH_O,
-     "join(future): True when future will get the call's outcome, False when it has ended"},
-    {"leave", flight_leave, METH_O, "leave(future): a cancelled waiter leaves"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef flight_getset[] = {
-    {"waiting", flight_get_waiting, NULL, "how many callers wait for it", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyType_Slot flight_slots[] = {
-    {Py_tp_methods, flight_methods},
-    {Py_tp_getset, flight_getset},
-    {Py_tp_traverse, flight_traverse},
-    {Py_tp_clear, flight_clear},
-    {Py_tp_dealloc, flight_dealloc},
-    {Py_tp_repr, flight_repr},
-    {0, NULL},
-};
-
-static PyType_Spec flight_spec = {
-    .name = "failsafe._native.CacheFlight",
-    .basicsize = sizeof(CacheFlight),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = flight_slots,
-};
 
 /* ------------------------------------------------------------------------------------------ */
 /* Policy hooks */
@@ -957,7 +847,7 @@ static PyType_Spec cache_spec = {
 static int cache_part_setup(PyObject *module, fs_state *st)
 {
     st->Cache_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &cache_spec, NULL);
-    st->CacheFlight_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &flight_spec, NULL);
+    st->CacheFlight_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fs_cache_flight_spec, NULL);
     if (st->Cache_Type == NULL || st->CacheFlight_Type == NULL
         || fs_register_policy_type(st, st->Cache_Type) < 0) {
         return -1;

@@ -259,8 +259,9 @@ static PySendResult done_am_send(PyObject *self, PyObject *arg, PyObject **presu
         return PYGEN_ERROR;
     }
     if (d->exc != NULL) {
-        PyErr_SetRaisedException(d->exc);
+        PyObject *exc = d->exc;
         d->exc = NULL;
+        fs_raise(exc);     /* chained where it is awaited, as a coroutine's raise is */
         return PYGEN_ERROR;
     }
     if (arg != Py_None) {

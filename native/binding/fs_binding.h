@@ -195,8 +195,11 @@ PyObject *fs_error(fs_state *st, fs_err code, const char *msg);
  * retry_after set to retry_after_ns in seconds when >= 0 (else the class default, None,
  * stands). New reference, or NULL with an exception. */
 PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_after_ns);
-/* fs_refusal with args (msg,), set as the current exception. Always returns NULL. */
+/* fs_refusal with args (msg,), raised by fs_raise. Always returns NULL. */
 PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns);
+/* Sets exc (stolen; NULL: the error already set stands) as the current exception, chained by
+ * fs_chain to the exception being handled, as a `raise` would chain it. Always returns NULL. */
+PyObject *fs_raise(PyObject *exc);
 
 /* The one chaining rule, for an exception failsafe raises while another is in hand (a policy's
  * own error, a predicate's, a listener's, beside the call's exception): exc gets context as
@@ -532,6 +535,12 @@ static inline PyObject *const *fs_call_argv(FsCall *c)
 PyObject *fs_stop_iteration_new(fs_state *st, PyObject *value);
 /* Frees the recycled StopIteration instances (module clear). */
 void fs_stop_freelist_clear(fs_state *st);
+
+/* self.name(*head, *args, **kwargs), args in the vectorcall convention (all borrowed). New
+ * reference, or NULL with an exception. */
+PyObject *fs_call_method_with(PyObject *self, PyObject *name, PyObject *const *head,
+                              Py_ssize_t nhead, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames);
 
 /* Builds the (args tuple, kwargs dict) pair of a call that kept its arguments, for a slow path. */
 int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs);

@@ -557,27 +557,8 @@ static PyObject *guard_call_slow(FsPolicy *p, fs_admission *a, PyObject *fn,
     if (p->ops->slow != NULL) {
         return p->ops->slow(p, a, fn, args, nargsf, kwnames);
     }
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *small[2 + FS_CALL_INLINE_ARGS];
-    PyObject **stack = small;
-    if (total + 2 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
-        stack = PyMem_Malloc((size_t)(total + 2) * sizeof(PyObject *));
-        if (stack == NULL) {
-            return PyErr_NoMemory();
-        }
-    }
-    stack[0] = (PyObject *)p;
-    stack[1] = fn;
-    for (Py_ssize_t i = 0; i < total; i++) {
-        stack[2 + i] = args[i];
-    }
-    PyObject *res = PyObject_VectorcallMethod(p->st->str_call_slow, stack, (size_t)(nargs + 2),
-                                              kwnames);
-    if (stack != small) {
-        PyMem_Free(stack);
-    }
-    return res;
+    return fs_call_method_with((PyObject *)p, p->st->str_call_slow, &fn, 1, args, nargsf,
+                               kwnames);
 }
 
 /* The FsCall of an admitted call (FS_ADMIT_CALL), or NULL with an exception. */

@@ -79,7 +79,15 @@ PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_af
     }
     PyObject *exc = fs_refusal(st, code, args, retry_after_ns);
     Py_DECREF(args);
+    return fs_raise(exc);
+}
+
+PyObject *fs_raise(PyObject *exc)
+{
     if (exc != NULL) {
+        PyObject *handled = PyErr_GetHandledException();
+        fs_chain(exc, handled);
+        Py_XDECREF(handled);
         PyErr_SetRaisedException(exc);
     }
     return NULL;

@@ -3,6 +3,7 @@
 #include "fs_binding.h"
 
 #include <stddef.h>
+#include <string.h>
 
 /* ------------------------------------------------------------------------------------------ */
 /* Shared policy header */
@@ -131,3 +132,27 @@ int fs_register_policy_type(fs_state *st, PyTypeObject *tp)
     return 0;
 }
 
+
+PyObject *fs_call_method_with(PyObject *self, PyObject *name, PyObject *const *head,
+                              Py_ssize_t nhead, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[8 + FS_CALL_INLINE_ARGS];
+    PyObject **stack = small;
+    if (1 + nhead + total > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        stack = PyMem_Malloc((size_t)(1 + nhead + total) * sizeof(PyObject *));
+        if (stack == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    stack[0] = self;
+    memcpy(stack + 1, head, (size_t)nhead * sizeof(PyObject *));
+    memcpy(stack + 1 + nhead, args, (size_t)total * sizeof(PyObject *));
+    PyObject *res = PyObject_VectorcallMethod(name, stack, (size_t)(1 + nhead + nargs), kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return res;
+}

@@ -190,12 +190,7 @@ static PyObject *limiter_exception(FsLimiter *o, int64_t retry_after_ns)
 /* Sets RateLimitExceeded for a refusal and returns NULL. */
 static PyObject *limiter_error(FsLimiter *o, int64_t retry_after_ns)
 {
-    PyObject *exc = limiter_exception(o, retry_after_ns);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
+    return fs_raise(limiter_exception(o, retry_after_ns));
 }
 
 /* Admit hooks: the whole decision (see the file comment). A place reserved rides in the
@@ -263,50 +258,27 @@ static PyObject *limiter_slow(FsPolicy *p, fs_admission *ad, PyObject *fn, PyObj
                               size_t nargsf, PyObject *kwnames)
 {
     FsLimiter *o = (FsLimiter *)p;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    int64_t a = ad->ticket_a, b = ad->ticket_b;
     PyObject *key = ad->key;    /* owned from here */
     ad->key = NULL;
-    Py_ssize_t total = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *small[6 + FS_CALL_INLINE_ARGS];
-    PyObject **stack = small;
-    PyObject *due = NULL, *pa = NULL, *pb = NULL, *res = NULL;
-    if (total + 6 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
-        stack = PyMem_Malloc((size_t)(total + 6) * sizeof(PyObject *));
-        if (stack == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-    }
-    due = PyLong_FromLongLong(fs_now_ns(p->st) + ad->wait_ns);
-    pa = PyLong_FromLongLong(a);
-    pb = PyLong_FromLongLong(b);
+    PyObject *res = NULL;
+    PyObject *due = PyLong_FromLongLong(fs_now_ns(p->st) + ad->wait_ns);
+    PyObject *pa = PyLong_FromLongLong(ad->ticket_a);
+    PyObject *pb = PyLong_FromLongLong(ad->ticket_b);
     if (due != NULL && pa != NULL && pb != NULL) {
-        stack[0] = (PyObject *)o;
-        stack[1] = due;
-        stack[2] = pa;
-        stack[3] = pb;
-        stack[4] = key != NULL ? key : Py_None;
-        stack[5] = fn;
-        for (Py_ssize_t i = 0; i < total; i++) {
-            stack[6 + i] = args[i];
-        }
-        res = PyObject_VectorcallMethod(p->st->str_waiting, stack, (size_t)(nargs + 6), kwnames);
+        PyObject *head[5] = {due, pa, pb, key != NULL ? key : Py_None, fn};
+        res = fs_call_method_with((PyObject *)o, p->st->str_waiting, head, 5, args, nargsf,
+                                  kwnames);
     }
-done:
     if (res == NULL) {
         /* The waiter never started: its place is given back. */
         PyObject *err = PyErr_GetRaisedException();
-        limiter_give_back(o, key, a, b);
+        limiter_give_back(o, key, ad->ticket_a, ad->ticket_b);
         PyErr_SetRaisedException(err);
     }
     Py_XDECREF(due);
     Py_XDECREF(pa);
     Py_XDECREF(pb);
     Py_XDECREF(key);
-    if (stack != small && stack != NULL) {
-        PyMem_Free(stack);
-    }
     return res;
 }
 
