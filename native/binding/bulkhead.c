@@ -307,9 +307,16 @@ static void bh_abandon(FsCall *c)
     bh_release_slot((BulkheadObject *)c->policy);
 }
 
+/* Admitted, but no FsCall could be made (no memory): the slot goes back. */
+static void bh_release_admission(FsPolicy *p, fs_admission *Py_UNUSED(a))
+{
+    bh_release_slot((BulkheadObject *)p);
+}
+
 static const fs_policy_ops bh_ops = {
     .admit = bh_admit,
     .slow = bh_slow,
+    .release = bh_release_admission,
     .finish = bh_finish,
     .abandon = bh_abandon,
 };
