@@ -186,6 +186,11 @@ static inline int64_t fs_monotonic_ns(void)
 #endif
 }
 
+/* The class of code (borrowed): the one bound by _bind, else imported once from where failsafe
+ * defines it (module.c's table); the builtin it stands for when that fails (interpreter
+ * shutdown). Keeps any pending exception. */
+PyObject *fs_error_class(fs_state *st, fs_err code);
+
 /* Sets the exception for code, with a message (may be NULL). Always returns NULL. */
 PyObject *fs_error(fs_state *st, fs_err code, const char *msg);
 

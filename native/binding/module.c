@@ -25,10 +25,38 @@ int64_t fs_now_ns(fs_state *st)
     return real > INT64_MAX - st->real_offset_ns ? INT64_MAX : real + st->real_offset_ns;
 }
 
-/* The class bound for code, or the builtin it stands for until failsafe binds its own. */
-static PyObject *error_class(fs_state *st, fs_err code)
+/* Where the class of each fs_err is defined, in enum order: the one place exception classes
+ * are bound. Imported on first use (its pattern's package is loaded by then) and kept. */
+static const char *const error_homes[FS_E_COUNT][2] = {
+    {"failsafe.timeout.exceptions", "TimeoutError"},
+    {"failsafe.circuitbreaker.exceptions", "BreakerFailing"},
+    {"failsafe.failfast.exceptions", "FailFastOpen"},
+    {"failsafe.bulkhead.exceptions", "BulkheadFull"},
+    {"failsafe.ratelimit.exceptions", "RateLimitExceeded"},
+    {"failsafe.hedge.exceptions", "HedgeTimeout"},
+    {"failsafe.featuretoggle.exceptions", "FeatureDisabled"},
+};
+
+PyObject *fs_error_class(fs_state *st, fs_err code)
 {
-    if ((int)code >= 0 && code < FS_E_COUNT && st->errors[code] != NULL) {
+    if ((int)code < 0 || code >= FS_E_COUNT) {
+        return PyExc_RuntimeError;
+    }
+    if (st->errors[code] == NULL) {
+        PyObject *saved = PyErr_GetRaisedException();
+        PyObject *mod = PyImport_ImportModule(error_homes[code][0]);
+        PyObject *cls = mod != NULL ? PyObject_GetAttrString(mod, error_homes[code][1]) : NULL;
+        Py_XDECREF(mod);
+        if (cls != NULL && PyType_Check(cls)) {
+            st->errors[code] = cls;
+        }
+        else {
+            Py_XDECREF(cls);
+            PyErr_Clear();
+        }
+        PyErr_SetRaisedException(saved);
+    }
+    if (st->errors[code] != NULL) {
         return st->errors[code];
     }
     return code == FS_E_TIMEOUT ? PyExc_TimeoutError : PyExc_RuntimeError;
@@ -36,7 +64,7 @@ static PyObject *error_class(fs_state *st, fs_err code)
 
 PyObject *fs_error(fs_state *st, fs_err code, const char *msg)
 {
-    PyObject *cls = error_class(st, code);
+    PyObject *cls = fs_error_class(st, code);
     if (msg != NULL) {
         PyErr_SetString(cls, msg);
     }
@@ -48,7 +76,7 @@ PyObject *fs_error(fs_state *st, fs_err code, const char *msg)
 
 PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_after_ns)
 {
-    PyObject *cls = error_class(st, code);
+    PyObject *cls = fs_error_class(st, code);
     PyObject *exc;
     if (PyType_Check(cls)
         && PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_BaseException)) {

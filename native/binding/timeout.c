@@ -922,7 +922,7 @@ static PyObject *timeout_error(fs_state *st, fs_err code, PyObject *cause)
 {
     /* The class fs_error() raises for code, instantiated directly: raising it would chain it to
      * the handled exception, a walk whose result is replaced here anyway. */
-    PyObject *cls = st->errors[code] ? st->errors[code] : PyExc_TimeoutError;
+    PyObject *cls = fs_error_class(st, code);
     PyObject *te = PyObject_CallNoArgs(cls);
     if (te == NULL) {
         return NULL;

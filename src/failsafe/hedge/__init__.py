@@ -47,7 +47,6 @@ __all__ = [
     "register_hedge_listener",
 ]
 
-_native._bind(hedge_timeout=HedgeTimeout)
 
 # C counter indexes (hedge.c)
 SUCCESS, FAILURE, ALL_FAILED, TIMEOUT, HEDGED = range(5)

@@ -51,7 +51,6 @@ __all__ = [
     "tokenbucket",
 ]
 
-_native._bind(rate_limit_exceeded=RateLimitExceeded)
 
 ADMITTED, REJECTED = 0, 1
 _NS: Final = 1_000_000_000
