@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 
-
 class _Missing(enum.Enum):
     MISSING = enum.auto()
 
