@@ -220,7 +220,7 @@ async def test_a_hit_creates_no_coroutine_and_behaves_like_one() -> None:
     f = cached(b)
     await f(1)
     aw = f(1)
-    assert type(aw) is _native.CacheHit
+    assert type(aw) is _native.Done
     assert not inspect.iscoroutine(aw)
     assert inspect.isawaitable(aw)
     value = await aw

@@ -1320,10 +1320,11 @@ def test_native_type_is_registered() -> None:
     assert CircuitBreaker.__mro__[2] is _native.Breaker
 
 
-def test_refusal_after_a_listener_took_the_probe_is_raised_when_awaited(clock: FakeClock) -> None:
-    # The call that moves the breaker to recovering runs the listener, which takes the only
-    # probe slot with a call of its own: the first call is then refused, and the refusal must
-    # be raised where it is awaited (as every refusal is), not when the function is called.
+def test_refusal_of_a_listeners_call_is_raised_when_awaited(clock: FakeClock) -> None:
+    # The call that moves the breaker to recovering takes the only probe slot in the same
+    # decision (one decision per call), then runs the listener, whose own call is refused: the
+    # refusal must be raised where it is awaited (as every refusal is), not when the function
+    # is called inside the listener.
     held: list[Awaitable[str]] = []
 
     class Probe(BreakerListener):
@@ -1344,10 +1345,11 @@ def test_refusal_after_a_listener_took_the_probe_is_raised_when_awaited(clock: F
     async def main() -> None:
         await fail_n(run, 1)
         clock.advance(2.0)
-        refused = run(ok)
+        probe = run(ok)
+        assert len(held) == 1
         with pytest.raises(BreakerFailing):
-            await refused
-        assert await held[0] == "ok"
+            await held[0]
+        assert await probe == "ok"
         assert br.stats()["state"] == "working"
 
     asyncio.run(main())

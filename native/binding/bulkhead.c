@@ -248,41 +248,46 @@ static PyObject *bh_refusal(BulkheadObject *b, bool no_wait)
     if (b->msg_name != p->name && bh_build_messages(b) < 0) {
         return NULL;
     }
-    PyObject *cls = p->st->errors[FS_E_BULKHEAD_FULL];
-    PyObject *args = no_wait ? b->args_no_wait : b->args_full;
-    if (cls == NULL) {  /* not bound yet: fs_error's stand-in */
-        fs_error(p->st, FS_E_BULKHEAD_FULL, PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0)));
-        return PyErr_GetRaisedException();
-    }
-    /* The bound class built by its __new__ alone: the message becomes .args, and its other
-     * attributes keep their class defaults (retry_after None, timed_out False). Its Python
-     * __init__ would make up most of the cost of a refusal. */
-    return ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, NULL);
+    /* Its other attributes keep their class defaults (retry_after None, timed_out False). */
+    return fs_refusal(p->st, FS_E_BULKHEAD_FULL, no_wait ? b->args_no_wait : b->args_full, -1);
 }
 
 /* Counts a refusal, reports it, raises BulkheadFull. Returns -1. */
 static int bh_reject(BulkheadObject *b, bool no_wait)
 {
-    PyObject *exc = bh_refusal(b, no_wait);
-    if (exc != NULL) {
-        PyErr_SetRaisedException(exc);
-    }
+    fs_raise(bh_refusal(b, no_wait));
     return -1;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Decorator: the FsCall hooks */
 
-static int bh_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
-                    PyObject *Py_UNUSED(kwnames))
+/* One decision: a slot now (the call runs), a place to wait for (the slow path queues it), or
+ * a refusal (full, or not allowed to wait): counted and reported now, raised when awaited. */
+static fs_verdict bh_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
+                           PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
+                           PyObject *Py_UNUSED(kwnames))
 {
     BulkheadObject *b = (BulkheadObject *)p;
     fs_bh_verdict v = fs_bulkhead_try_run(&b->core);
     if (v == FS_BH_RUN) {
         p->counters[BH_ADMITTED]++;
-        return 1;
+        return FS_ADMIT_CALL;
     }
-    return FS_ADMIT_SLOW;   /* _call_slow: queue, or an awaitable raising BulkheadFull */
+    if (v == FS_BH_FULL || b->max_wait == 0.0) {
+        bh_reject(b, v == FS_BH_WAIT);
+        return FS_ADMIT_REFUSE;
+    }
+    return FS_ADMIT_SLOW;
+}
+
+/* A call that may wait for a slot: self._queued_call(fn, *args, **kwargs), which queues when it
+ * first runs. */
+static PyObject *bh_slow(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *fn,
+                         PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return fs_call_method_with((PyObject *)p, p->st->str_queued_call, &fn, 1, args, nargsf,
+                               kwnames);
 }
 
 static int bh_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
@@ -302,44 +307,30 @@ static void bh_abandon(FsCall *c)
     bh_release_slot((BulkheadObject *)c->policy);
 }
 
+/* Admitted, but no FsCall could be made (no memory): the slot goes back. */
+static void bh_release_admission(FsPolicy *p, fs_admission *Py_UNUSED(a))
+{
+    bh_release_slot((BulkheadObject *)p);
+}
+
 static const fs_policy_ops bh_ops = {
     .admit = bh_admit,
+    .slow = bh_slow,
+    .release = bh_release_admission,
     .finish = bh_finish,
     .abandon = bh_abandon,
 };
 
-/* _call_slow(fn, *args, **kwargs): a decorated call that found no free slot. Full (or not
- * allowed to wait): counted and reported now, raised when awaited. Otherwise the Python slow
- * path, which queues when it first runs. */
+/* _call_slow(fn, *args, **kwargs): the whole call of fn, decided now, as a decorated call. */
 static PyObject *bh_call_slow(PyObject *self, PyObject *const *args, size_t nargsf,
                               PyObject *kwnames)
 {
-    BulkheadObject *b = (BulkheadObject *)self;
-    fs_state *st = b->base.st;
-    fs_bh_verdict v = fs_bulkhead_peek(&b->core);
-    if (v == FS_BH_FULL || (v == FS_BH_WAIT && b->max_wait == 0.0)) {
-        return fs_rejected_new(st, bh_refusal(b, v == FS_BH_WAIT));
-    }
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *small[1 + 1 + FS_CALL_INLINE_ARGS];
-    PyObject **stack = small;
-    if (total + 1 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
-        stack = PyMem_Malloc((size_t)(total + 1) * sizeof(PyObject *));
-        if (stack == NULL) {
-            return PyErr_NoMemory();
-        }
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "_call_slow(fn, *args, **kwargs)");
+        return NULL;
     }
-    stack[0] = self;
-    for (Py_ssize_t i = 0; i < total; i++) {
-        stack[1 + i] = args[i];
-    }
-    PyObject *res = PyObject_VectorcallMethod(st->str_queued_call, stack, (size_t)(nargs + 1),
-                                              kwnames);
-    if (stack != small) {
-        PyMem_Free(stack);
-    }
-    return res;
+    return fs_guard_call((FsPolicy *)self, args[0], args + 1, (size_t)(nargs - 1), kwnames);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -3,27 +3,21 @@
  * arguments, keeps each entry's key and value in a slot array parallel to the core's entries,
  * and compares keys itself.
  *
- * A call whose key is stored answers at once: admit returns FS_ADMIT_VALUE with a CacheHit (an
+ * A call whose key is stored answers at once: admit returns FS_ADMIT_VALUE with a Done (an
  * awaitable already holding the value), so fn is not called and no coroutine is created. A
- * miss runs fn in an FsCall and registers a CacheFlight in a second index of calls in flight;
- * a concurrent miss of the same key finds it there and waits in Python (_call_slow) for the
- * leader's outcome. */
+ * miss (FS_ADMIT_CALL, its key in the admission record) runs fn in an FsCall and registers a
+ * CacheFlight (cacheflight.c) in a second index of calls in flight; a concurrent miss of the
+ * same key finds it there and waits in Python (_call_slow) for the leader's outcome. */
 #include "fs_binding.h"
 
 #include <stddef.h>
 
+#include "cache.h"
+#include "cachekey.h"
 #include "fs_cache.h"
 
 /* Counters, in the order of failsafe.cache.Cache.METRICS. */
 enum { C_HIT = 0, C_MISS, C_SET, C_EVICT, C_EXPIRED, C_SHARED, C_STALE };
-
-/* How a key was derived; entries of different kinds never match. */
-enum {
-    KEY_SINGLE = 0,     /* one positional argument, no keyword: the argument itself */
-    KEY_ARGS = 1,       /* positional arguments only (not one): their tuple */
-    KEY_KW = 2,         /* with keyword arguments: (args, names, values) */
-    KEY_FUNC = 3        /* key_func(*args, **kwargs) */
-};
 
 /* How waiters learn the leader's outcome (_settle). */
 enum { SETTLE_VALUE = 0, SETTLE_ERROR = 1, SETTLE_RETRY = 2 };
@@ -55,284 +49,6 @@ typedef struct FsCacheObject {
     int64_t stale_ns;       /* stale_if_error window after the ttl, or -1 */
     uint64_t version;       /* bumped by every change of either table (lookups restart) */
 } FsCacheObject;
-
-typedef struct CacheFlight {
-    PyObject_HEAD
-    PyObject *waiters;      /* list of futures of the callers waiting for it, or NULL */
-    int32_t slot;           /* its entry in the pending table, or -1 once detached */
-    int settled;            /* its waiters were answered: a caller that found it in flight
-                             * just before (in another thread) must look again */
-    /* A refresh of a stale entry (stale_if_error): the entry, taken out of the ready table
-     * while the call runs, answers an error and is put back if the call ends without a value. */
-    PyObject *stale;        /* owned, or NULL */
-    int64_t stale_fresh_until;
-    int64_t stale_expires;
-} CacheFlight;
-
-typedef struct CacheHit {
-    PyObject_HEAD
-    fs_state *st;           /* borrowed: the module outlives its objects */
-    PyObject *value;        /* owned until handed out; next in the free list when recycled */
-    int done;
-} CacheHit;
-
-#define HIT_FREELIST 32
-
-/* ------------------------------------------------------------------------------------------ */
-/* Keys */
-
-/* The key of one call while it is looked up. */
-typedef struct KeyProbe {
-    int kind;
-    uint64_t hash;
-    PyObject *fkey;         /* KEY_FUNC: key_func's result, owned */
-} KeyProbe;
-
-#define P1 UINT64_C(11400714785074694791)
-#define P2 UINT64_C(14029467366897019727)
-#define P5 UINT64_C(2870177450012600261)
-
-static inline uint64_t mix(uint64_t acc, uint64_t h)
-{
-    acc += h * P2;
-    acc = (acc << 31) | (acc >> 33);
-    return acc * P1;
-}
-
-static int hash_of(PyObject *obj, const char *what, Py_ssize_t index, PyObject *name,
-                   uint64_t *out)
-{
-    Py_hash_t h = PyObject_Hash(obj);
-    if (h == -1 && PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyObject *cause = PyErr_GetRaisedException();
-            if (name != NULL) {
-                PyErr_Format(PyExc_TypeError,
-                             "cache: keyword argument %R is unhashable (%.200s): cached calls "
-                             "need hashable arguments, or a key_func",
-                             name, Py_TYPE(obj)->tp_name);
-            }
-            else if (index < 0) {
-                PyErr_Format(PyExc_TypeError, "cache: %s an unhashable key (%.200s)", what,
-                             Py_TYPE(obj)->tp_name);
-            }
-            else {
-                PyErr_Format(PyExc_TypeError,
-                             "cache: %s %zd is unhashable (%.200s): cached calls need hashable "
-                             "arguments, or a key_func",
-                             what, index, Py_TYPE(obj)->tp_name);
-            }
-            PyObject *err = PyErr_GetRaisedException();
-            PyException_SetCause(err, Py_NewRef(cause));
-            PyException_SetContext(err, cause);
-            PyErr_SetRaisedException(err);
-        }
-        return -1;
-    }
-    *out = (uint64_t)h;
-    return 0;
-}
-
-/* Fills kp from a call's arguments (borrowed, vectorcall convention). 0 or -1 with TypeError. */
-static int probe_init(FsCacheObject *cc, PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames, KeyProbe *kp)
-{
-    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
-    kp->fkey = NULL;
-    uint64_t h = 0;
-    if (cc->key_func != NULL) {
-        kp->kind = KEY_FUNC;
-        kp->fkey = PyObject_Vectorcall(cc->key_func, args, (size_t)nargs, kwnames);
-        if (kp->fkey == NULL) {
-            return -1;
-        }
-        if (hash_of(kp->fkey, "key_func returned", -1, NULL, &h) < 0) {
-            Py_CLEAR(kp->fkey);
-            return -1;
-        }
-        kp->hash = h;
-        return 0;
-    }
-    if (nkw == 0 && nargs == 1) {
-        kp->kind = KEY_SINGLE;
-        if (hash_of(args[0], "argument", 0, NULL, &h) < 0) {
-            return -1;
-        }
-        kp->hash = h;
-        return 0;
-    }
-    uint64_t acc = P5 + (uint64_t)nargs;
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        if (hash_of(args[i], "argument", i, NULL, &h) < 0) {
-            return -1;
-        }
-        acc = mix(acc, h);
-    }
-    if (nkw == 0) {
-        kp->kind = KEY_ARGS;
-        kp->hash = acc ^ UINT64_C(0x5bd1e995);
-        return 0;
-    }
-    /* Keyword arguments in any order give the same key: their pairs are summed. */
-    uint64_t sum = 0;
-    for (Py_ssize_t j = 0; j < nkw; j++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, j);
-        uint64_t hn = 0;
-        if (hash_of(name, "keyword", j, NULL, &hn) < 0
-            || hash_of(args[nargs + j], "keyword argument", j, name, &h) < 0) {
-            return -1;
-        }
-        sum += mix(mix(P5, hn), h);
-    }
-    kp->kind = KEY_KW;
-    kp->hash = mix(acc, sum) ^ (uint64_t)nkw;
-    return 0;
-}
-
-static void probe_release(KeyProbe *kp)
-{
-    Py_CLEAR(kp->fkey);
-}
-
-static PyObject *tuple_of(PyObject *const *items, Py_ssize_t n)
-{
-    PyObject *t = PyTuple_New(n);
-    if (t != NULL) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
-        }
-    }
-    return t;
-}
-
-/* The key to store for kp (new reference): see KEY_*. */
-static PyObject *probe_key(KeyProbe *kp, PyObject *const *args, Py_ssize_t nargs,
-                           PyObject *kwnames)
-{
-    switch (kp->kind) {
-    case KEY_FUNC:
-        return Py_NewRef(kp->fkey);
-    case KEY_SINGLE:
-        return Py_NewRef(args[0]);
-    case KEY_ARGS:
-        return tuple_of(args, nargs);
-    default: {
-        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
-        PyObject *pos = tuple_of(args, nargs);
-        PyObject *vals = tuple_of(args + nargs, nkw);
-        PyObject *key = NULL;
-        if (pos != NULL && vals != NULL) {
-            key = PyTuple_Pack(3, pos, kwnames, vals);
-        }
-        Py_XDECREF(pos);
-        Py_XDECREF(vals);
-        return key;
-    }
-    }
-}
-
-/* The key as listeners see it: key_func's result, else failsafe-py's
- * (args, frozenset(kwargs.items())). New reference. */
-static PyObject *public_key(PyObject *key, int kind)
-{
-    if (kind == KEY_FUNC) {
-        return Py_NewRef(key);
-    }
-    PyObject *pos, *kw;
-    if (kind == KEY_KW) {
-        pos = Py_NewRef(PyTuple_GET_ITEM(key, 0));
-        PyObject *names = PyTuple_GET_ITEM(key, 1);
-        PyObject *vals = PyTuple_GET_ITEM(key, 2);
-        PyObject *items = PyList_New(0);
-        if (items == NULL) {
-            Py_DECREF(pos);
-            return NULL;
-        }
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(names); j++) {
-            PyObject *pair = PyTuple_Pack(2, PyTuple_GET_ITEM(names, j), PyTuple_GET_ITEM(vals, j));
-            if (pair == NULL || PyList_Append(items, pair) < 0) {
-                Py_XDECREF(pair);
-                Py_DECREF(items);
-                Py_DECREF(pos);
-                return NULL;
-            }
-            Py_DECREF(pair);
-        }
-        kw = PyFrozenSet_New(items);
-        Py_DECREF(items);
-    }
-    else {
-        pos = kind == KEY_SINGLE ? PyTuple_Pack(1, key) : Py_NewRef(key);
-        kw = PyFrozenSet_New(NULL);
-    }
-    PyObject *res = NULL;
-    if (pos != NULL && kw != NULL) {
-        res = PyTuple_Pack(2, pos, kw);
-    }
-    Py_XDECREF(pos);
-    Py_XDECREF(kw);
-    return res;
-}
-
-static inline int obj_eq(PyObject *a, PyObject *b)
-{
-    return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ);
-}
-
-/* Whether the stored key (held by the caller) is the probe's key: 1, 0, or -1 on error. Runs
- * the keys' __eq__, which may do anything to the cache. */
-static int key_equal(PyObject *stored, KeyProbe *kp, PyObject *const *args, Py_ssize_t nargs,
-                     PyObject *kwnames)
-{
-    switch (kp->kind) {
-    case KEY_FUNC:
-        return obj_eq(stored, kp->fkey);
-    case KEY_SINGLE:
-        return obj_eq(stored, args[0]);
-    case KEY_ARGS:
-        if (PyTuple_GET_SIZE(stored) != nargs) {
-            return 0;
-        }
-        for (Py_ssize_t i = 0; i < nargs; i++) {
-            int r = obj_eq(PyTuple_GET_ITEM(stored, i), args[i]);
-            if (r <= 0) {
-                return r;
-            }
-        }
-        return 1;
-    default:
-        break;
-    }
-    PyObject *pos = PyTuple_GET_ITEM(stored, 0);
-    PyObject *names = PyTuple_GET_ITEM(stored, 1);
-    PyObject *vals = PyTuple_GET_ITEM(stored, 2);
-    Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
-    if (PyTuple_GET_SIZE(pos) != nargs || PyTuple_GET_SIZE(names) != nkw) {
-        return 0;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        int r = obj_eq(PyTuple_GET_ITEM(pos, i), args[i]);
-        if (r <= 0) {
-            return r;
-        }
-    }
-    for (Py_ssize_t j = 0; j < nkw; j++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, j);
-        Py_ssize_t m = 0;
-        while (m < nkw && PyTuple_GET_ITEM(names, m) != name
-               && PyUnicode_Compare(PyTuple_GET_ITEM(names, m), name) != 0) {
-            m++;
-        }
-        if (m == nkw) {
-            return 0;
-        }
-        int r = obj_eq(PyTuple_GET_ITEM(vals, m), args[nargs + j]);
-        if (r <= 0) {
-            return r;
-        }
-    }
-    return 1;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Tables */
@@ -583,285 +299,6 @@ static int flight_settle(FsCacheObject *cc, PyObject *waiters, PyObject *obj, in
     return rc;
 }
 
-/* join(fut): True when fut will get the call's outcome; False when the call has ended since
- * the caller found it (another thread ran meanwhile): the caller looks again. */
-static PyObject *flight_join(PyObject *self, PyObject *fut)
-{
-    CacheFlight *f = (CacheFlight *)self;
-    if (f->settled) {
-        Py_RETURN_FALSE;
-    }
-    if (f->waiters == NULL && (f->waiters = PyList_New(0)) == NULL) {
-        return NULL;
-    }
-    if (PyList_Append(f->waiters, fut) < 0) {
-        return NULL;
-    }
-    Py_RETURN_TRUE;
-}
-
-static PyObject *flight_leave(PyObject *self, PyObject *fut)
-{
-    CacheFlight *f = (CacheFlight *)self;
-    if (f->waiters != NULL) {
-        for (Py_ssize_t i = PyList_GET_SIZE(f->waiters) - 1; i >= 0; i--) {
-            if (PyList_GET_ITEM(f->waiters, i) == fut) {
-                return PySequence_DelItem(f->waiters, i) < 0 ? NULL : Py_NewRef(Py_None);
-            }
-        }
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *flight_get_waiting(PyObject *self, void *Py_UNUSED(closure))
-{
-    CacheFlight *f = (CacheFlight *)self;
-    return PyLong_FromSsize_t(f->waiters != NULL ? PyList_GET_SIZE(f->waiters) : 0);
-}
-
-static int flight_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((CacheFlight *)self)->waiters);
-    Py_VISIT(((CacheFlight *)self)->stale);
-    return 0;
-}
-
-static int flight_clear(PyObject *self)
-{
-    Py_CLEAR(((CacheFlight *)self)->waiters);
-    Py_CLEAR(((CacheFlight *)self)->stale);
-    return 0;
-}
-
-static void flight_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    flight_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyObject *flight_repr(PyObject *self)
-{
-    CacheFlight *f = (CacheFlight *)self;
-    return PyUnicode_FromFormat("<cache call in flight, %zd waiting%s>",
-                                f->waiters != NULL ? PyList_GET_SIZE(f->waiters) : 0,
-                                f->slot < 0 ? ", detached" : "");
-}
-
-static PyMethodDef flight_methods[] = {
-    {"join", flight_join, METH_O,
-     "join(future): True when future will get the call's outcome, False when it has ended"},
-    {"leave", flight_leave, METH_O, "leave(future): a cancelled waiter leaves"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef flight_getset[] = {
-    {"waiting", flight_get_waiting, NULL, "how many callers wait for it", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyType_Slot flight_slots[] = {
-    {Py_tp_methods, flight_methods},
-    {Py_tp_getset, flight_getset},
-    {Py_tp_traverse, flight_traverse},
-    {Py_tp_clear, flight_clear},
-    {Py_tp_dealloc, flight_dealloc},
-    {Py_tp_repr, flight_repr},
-    {0, NULL},
-};
-
-static PyType_Spec flight_spec = {
-    .name = "failsafe._native.CacheFlight",
-    .basicsize = sizeof(CacheFlight),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = flight_slots,
-};
-
-/* ------------------------------------------------------------------------------------------ */
-/* CacheHit: what a hit returns, an awaitable that completes at once with the value */
-
-static PyObject *hit_new(fs_state *st, PyObject *value)
-{
-    CacheHit *h = st->hit_freelist;
-    if (h != NULL) {
-        st->hit_freelist = (CacheHit *)h->value;
-        st->hit_free_count--;
-        PyObject_Init((PyObject *)h, st->CacheHit_Type);
-    }
-    else if ((h = PyObject_GC_New(CacheHit, st->CacheHit_Type)) == NULL) {
-        Py_DECREF(value);
-        return NULL;
-    }
-    h->st = st;
-    h->value = value;
-    h->done = 0;
-    PyObject_GC_Track(h);
-    return (PyObject *)h;
-}
-
-static int hit_refuse_reuse(CacheHit *h)
-{
-    if (h->done) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
-        return -1;
-    }
-    h->done = 1;
-    return 0;
-}
-
-static PySendResult hit_am_send(PyObject *self, PyObject *arg, PyObject **presult)
-{
-    CacheHit *h = (CacheHit *)self;
-    *presult = NULL;
-    if (hit_refuse_reuse(h) < 0) {
-        return PYGEN_ERROR;
-    }
-    if (arg != Py_None) {
-        Py_CLEAR(h->value);
-        PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
-        return PYGEN_ERROR;
-    }
-    *presult = h->value;
-    h->value = NULL;
-    return PYGEN_RETURN;
-}
-
-static PyObject *hit_send(PyObject *self, PyObject *arg)
-{
-    PyObject *v = NULL;
-    if (hit_am_send(self, arg, &v) == PYGEN_ERROR) {
-        return NULL;
-    }
-    fs_state *st = fs_state_from_type(Py_TYPE(self));
-    PyObject *stop = st != NULL ? fs_stop_iteration_new(st, v) : NULL;
-    if (stop != NULL) {
-        PyErr_SetRaisedException(stop);
-    }
-    return NULL;
-}
-
-static PyObject *hit_iternext(PyObject *self)
-{
-    PyObject *v = NULL;
-    if (hit_am_send(self, Py_None, &v) == PYGEN_ERROR) {
-        return NULL;
-    }
-    if (v == Py_None) {
-        Py_DECREF(v);
-        return NULL;    /* a bare NULL ends iteration with value None */
-    }
-    fs_state *st = fs_state_from_type(Py_TYPE(self));
-    PyObject *stop = st != NULL ? fs_stop_iteration_new(st, v) : NULL;
-    if (stop != NULL) {
-        PyErr_SetRaisedException(stop);
-    }
-    return NULL;
-}
-
-static PyObject *hit_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    CacheHit *h = (CacheHit *)self;
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
-        return NULL;
-    }
-    h->done = 1;
-    Py_CLEAR(h->value);
-    return fs_raise_thrown(args, nargs);
-}
-
-static PyObject *hit_close(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    CacheHit *h = (CacheHit *)self;
-    h->done = 1;
-    Py_CLEAR(h->value);
-    Py_RETURN_NONE;
-}
-
-static PyObject *hit_await(PyObject *self)
-{
-    return Py_NewRef(self);
-}
-
-static int hit_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((CacheHit *)self)->value);
-    return 0;
-}
-
-static int hit_clear(PyObject *self)
-{
-    Py_CLEAR(((CacheHit *)self)->value);
-    return 0;
-}
-
-static void hit_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    hit_clear(self);
-    fs_state *st = ((CacheHit *)self)->st;
-    if (st->hit_free_count < HIT_FREELIST && tp == st->CacheHit_Type) {
-        /* Recycled untracked; PyObject_Init on reuse takes the type reference back. */
-        ((CacheHit *)self)->value = (PyObject *)st->hit_freelist;
-        st->hit_freelist = (CacheHit *)self;
-        st->hit_free_count++;
-    }
-    else {
-        tp->tp_free(self);
-    }
-    Py_DECREF(tp);
-}
-
-static PyObject *hit_repr(PyObject *self)
-{
-    CacheHit *h = (CacheHit *)self;
-    return PyUnicode_FromFormat("<cached result%s>", h->done ? " (awaited)" : "");
-}
-
-static PyMethodDef hit_methods[] = {
-    {"send", hit_send, METH_O, "send(None) -> StopIteration with the cached value."},
-    {"throw", (PyCFunction)(void (*)(void))hit_throw, METH_FASTCALL, NULL},
-    {"close", hit_close, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot hit_slots[] = {
-    {Py_am_await, hit_await},
-    {Py_am_send, hit_am_send},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, hit_iternext},
-    {Py_tp_methods, hit_methods},
-    {Py_tp_traverse, hit_traverse},
-    {Py_tp_clear, hit_clear},
-    {Py_tp_dealloc, hit_dealloc},
-    {Py_tp_repr, hit_repr},
-    {0, NULL},
-};
-
-static PyType_Spec hit_spec = {
-    .name = "failsafe._native.CacheHit",
-    .basicsize = sizeof(CacheHit),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = hit_slots,
-};
-
-static void hit_freelist_clear(fs_state *st)
-{
-    while (st->hit_freelist != NULL) {
-        CacheHit *h = st->hit_freelist;
-        st->hit_freelist = (CacheHit *)h->value;
-        PyObject_GC_Del(h);
-    }
-    st->hit_free_count = 0;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Policy hooks */
 
@@ -932,29 +369,24 @@ static int32_t ready_find(FsCacheObject *cc, KeyProbe *kp, PyObject *const *args
     return i;
 }
 
-static int cache_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+static fs_verdict cache_admit(FsPolicy *p, fs_admission *a, PyObject *const *args,
+                              size_t nargsf, PyObject *kwnames)
 {
     FsCacheObject *cc = (FsCacheObject *)p;
     fs_state *st = p->st;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     KeyProbe kp;
-    if (probe_init(cc, args, nargs, kwnames, &kp) < 0) {
-        return -1;
+    if (probe_init(cc->key_func, args, nargs, kwnames, &kp) < 0) {
+        return FS_ADMIT_REFUSE;
     }
     int32_t stale;
     int32_t i = ready_find(cc, &kp, args, nargs, kwnames, &stale);
     if (i >= 0) {
         PyObject *value = ready_hit(cc, i);
         probe_release(&kp);
-        if (value == NULL) {
-            return -1;
+        if (value == NULL || (a->answer = fs_done_new(st, value)) == NULL) {
+            return FS_ADMIT_REFUSE;
         }
-        /* Set last: listeners above may have made calls of their own. */
-        PyObject *aw = hit_new(st, value);
-        if (aw == NULL) {
-            return -1;
-        }
-        Py_XSETREF(st->admit_value, aw);
         return FS_ADMIT_VALUE;
     }
     if (i == -2) {
@@ -971,67 +403,57 @@ static int cache_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObje
         probe_release(&kp);
         return FS_ADMIT_SLOW;
     }
-    PyObject *key;
-    Py_CLEAR(st->cache_stale);
     if (stale >= 0) {
         /* A refresh: the stale entry rides with the call (its key is this call's key). */
-        st->cache_stale_fresh_until = cc->ready.slots[stale].fresh_until;
-        st->cache_stale_expires = cc->ready.idx.entries[stale].expires_ns;
+        a->ticket_a = cc->ready.slots[stale].fresh_until;
+        a->ticket_b = cc->ready.idx.entries[stale].expires_ns;
         CacheSlot s = table_take(cc, &cc->ready, stale);
-        key = s.key;
-        st->cache_stale = s.value;
+        a->key = s.key;
+        a->stale = s.value;
     }
-    else if ((key = probe_key(&kp, args, nargs, kwnames)) == NULL) {
+    else if ((a->key = probe_key(&kp, args, nargs, kwnames)) == NULL) {
         goto error;
     }
-    /* For init_call, which the guard runs next with no Python code in between. */
-    Py_XSETREF(st->cache_key, key);
-    st->cache_hash = kp.hash;
-    st->cache_kind = kp.kind;
+    a->hash = kp.hash;
+    a->kind = kp.kind;
     probe_release(&kp);
-    return 1;
+    return FS_ADMIT_CALL;
 error:
     probe_release(&kp);
-    return -1;
+    return FS_ADMIT_REFUSE;
 }
 
 /* The leader of a miss: registers its flight. */
-static int cache_init_call(FsCall *c)
+static int cache_init_call(FsCall *c, fs_admission *a)
 {
     FsCacheObject *cc = (FsCacheObject *)c->policy;
     fs_state *st = cc->base.st;
-    PyObject *key = st->cache_key;
-    st->cache_key = NULL;
-    if (key == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "cache: call admitted without a key");
-        return -1;
-    }
     CacheTable *t = &cc->pending;
     CacheFlight *f = NULL;
     if ((t->idx.len == t->idx.cap && table_grow(t) < 0)
         || (f = PyObject_GC_New(CacheFlight, st->CacheFlight_Type)) == NULL) {
-        Py_DECREF(key);
-        Py_CLEAR(st->cache_stale);
-        return -1;
+        return -1;  /* the guard releases the key and the stale value */
     }
+    PyObject *key = a->key;
+    a->key = NULL;
     f->waiters = NULL;
     f->settled = 0;
-    f->stale = st->cache_stale;
-    st->cache_stale = NULL;
-    f->stale_fresh_until = st->cache_stale_fresh_until;
-    f->stale_expires = st->cache_stale_expires;
+    f->stale = a->stale;
+    a->stale = NULL;
+    f->stale_fresh_until = a->ticket_a;
+    f->stale_expires = a->ticket_b;
     PyObject_GC_Track(f);
-    int32_t i = fs_cache_insert(&t->idx, st->cache_hash, FS_CACHE_NEVER);
+    int32_t i = fs_cache_insert(&t->idx, a->hash, FS_CACHE_NEVER);
     t->slots[i].key = key;
     t->slots[i].value = Py_NewRef(f);
-    t->slots[i].kind = st->cache_kind;
+    t->slots[i].kind = a->kind;
     f->slot = i;
     cc->version++;
     c->pobj = (PyObject *)f;
     cc->base.counters[C_MISS]++;
     if (fs_listening(&cc->base)) {
         PyObject *k = Py_NewRef(key);
-        int rc = cache_event(cc, "on_cache_miss", k, st->cache_kind, NULL);
+        int rc = cache_event(cc, "on_cache_miss", k, a->kind, NULL);
         Py_DECREF(k);
         return rc;
     }
@@ -1218,7 +640,7 @@ static PyObject *cache_invalidate(PyObject *self, PyObject *const *args, size_t 
     FsCacheObject *cc = (FsCacheObject *)self;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     KeyProbe kp;
-    if (probe_init(cc, args, nargs, kwnames, &kp) < 0) {
+    if (probe_init(cc->key_func, args, nargs, kwnames, &kp) < 0) {
         return NULL;
     }
     int found = 0;
@@ -1261,7 +683,7 @@ static PyObject *cache_probe(PyObject *self, PyObject *const *args, size_t nargs
     FsCacheObject *cc = (FsCacheObject *)self;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     KeyProbe kp;
-    if (probe_init(cc, args, nargs, kwnames, &kp) < 0) {
+    if (probe_init(cc->key_func, args, nargs, kwnames, &kp) < 0) {
         return NULL;
     }
     PyObject *res = NULL;
@@ -1425,14 +847,12 @@ static PyType_Spec cache_spec = {
 static int cache_part_setup(PyObject *module, fs_state *st)
 {
     st->Cache_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &cache_spec, NULL);
-    st->CacheHit_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &hit_spec, NULL);
-    st->CacheFlight_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &flight_spec, NULL);
-    if (st->Cache_Type == NULL || st->CacheHit_Type == NULL || st->CacheFlight_Type == NULL
+    st->CacheFlight_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fs_cache_flight_spec, NULL);
+    if (st->Cache_Type == NULL || st->CacheFlight_Type == NULL
         || fs_register_policy_type(st, st->Cache_Type) < 0) {
         return -1;
     }
     if (PyModule_AddType(module, st->Cache_Type) < 0
-        || PyModule_AddType(module, st->CacheHit_Type) < 0
         || PyModule_AddType(module, st->CacheFlight_Type) < 0) {
         return -1;
     }
@@ -1442,22 +862,13 @@ static int cache_part_setup(PyObject *module, fs_state *st)
 static int cache_part_traverse(fs_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Cache_Type);
-    Py_VISIT(st->CacheHit_Type);
     Py_VISIT(st->CacheFlight_Type);
-    Py_VISIT(st->admit_value);
-    Py_VISIT(st->cache_key);
-    Py_VISIT(st->cache_stale);
     return 0;
 }
 
 static void cache_part_clear(fs_state *st)
 {
-    hit_freelist_clear(st);
-    Py_CLEAR(st->admit_value);
-    Py_CLEAR(st->cache_key);
-    Py_CLEAR(st->cache_stale);
     Py_CLEAR(st->Cache_Type);
-    Py_CLEAR(st->CacheHit_Type);
     Py_CLEAR(st->CacheFlight_Type);
 }
 

@@ -111,8 +111,7 @@ static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised)
     if (raised != NULL) {
         *raised = 1;
     }
-    fs_error_after_new(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG,
-                       retry_after_ns < 0 ? -1.0 : (double)retry_after_ns / 1e9);
+    fs_refuse(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG, retry_after_ns);
     return -1;
 }
 
@@ -201,41 +200,22 @@ static int breaker_end(FsBreaker *b, uint64_t token, int64_t t0_ns, PyObject *ex
 /* ------------------------------------------------------------------------------------------ */
 /* Policy hooks */
 
-static int breaker_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args),
-                         size_t Py_UNUSED(nargsf), PyObject *Py_UNUSED(kwnames))
+/* One decision: the admission itself (a token, or BreakerFailing) is taken here and rides in
+ * the record into the call (c->pword), which gives it back if abandoned. */
+static fs_verdict breaker_admit(FsPolicy *p, fs_admission *a, PyObject *const *Py_UNUSED(args),
+                                size_t Py_UNUSED(nargsf), PyObject *Py_UNUSED(kwnames))
 {
     FsBreaker *b = (FsBreaker *)p;
-    if (b->core.state == FS_BR_WORKING && !b->gate) {
-        return 1;
-    }
     if (b->gate) {
         return FS_ADMIT_SLOW;   /* the shared state decides, in Python */
     }
-    /* The admission itself is taken in init_call. */
-    int64_t after = -1;
-    unsigned tr = 0;
-    int old = b->core.state;
-    int reject = fs_breaker_would_reject(&b->core, fs_now_ns(p->st), &after, &tr);
-    if (tr != 0 && breaker_events(b, EV_NONE, NULL, old, tr) < 0) {
-        return -1;
-    }
-    return reject ? breaker_reject(b, after, NULL) : 1;
+    return breaker_acquire(b, &a->token) < 0 ? FS_ADMIT_REFUSE : FS_ADMIT_CALL;
 }
 
-static int breaker_init_call(FsCall *c)
+/* No FsCall could be made: the token goes back. */
+static void breaker_release(FsPolicy *p, fs_admission *a)
 {
-    /* pword is 0 until here: a call abandoned before holds no probe (bit 0 clear). */
-    FsBreaker *b = (FsBreaker *)c->policy;
-    if (b->core.state == FS_BR_WORKING) {
-        c->pword = fs_breaker_working_token(&b->core);
-        return 0;
-    }
-    uint64_t token;
-    if (breaker_acquire(b, &token) < 0) {
-        return -1;
-    }
-    c->pword = token;
-    return 0;
+    fs_breaker_release(&((FsBreaker *)p)->core, a->token);
 }
 
 static int breaker_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
@@ -253,13 +233,7 @@ static int breaker_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     if (breaker_end(b, c->pword, c->t0_ns, exc) < 0) {
         /* The predicate's error (or a listener's interrupt) wins, chained to the call's. */
         PyObject *err = PyErr_GetRaisedException();
-        if (exc != NULL && err != exc) {
-            PyObject *ctx = PyException_GetContext(err);
-            if (ctx == NULL) {
-                PyException_SetContext(err, Py_NewRef(exc));
-            }
-            Py_XDECREF(ctx);
-        }
+        fs_chain(err, exc);
         *out = err;
         return FS_NEXT_RAISE;
     }
@@ -279,7 +253,7 @@ static void breaker_abandon(FsCall *c)
 
 static const fs_policy_ops breaker_ops = {
     .admit = breaker_admit,
-    .init_call = breaker_init_call,
+    .release = breaker_release,
     .finish = breaker_finish,
     .abandon = breaker_abandon,
 };
@@ -597,7 +571,7 @@ static PyObject *breaker_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
         fs_breaker_release(&b->core, token);
         return NULL;
     }
-    return fs_ready_new(st, self);
+    return fs_done_new(st, Py_NewRef(self));
 }
 
 /* __aexit__(exc_type, exc, tb): this task's innermost entry ends with exc (None: completed).

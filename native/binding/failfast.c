@@ -57,8 +57,7 @@ static void ff_set_open_error(FsFailFast *f, int64_t retry_after_ns)
 {
     char msg[96];
     snprintf(msg, sizeof msg, "fail-fast %.64s is open", PyUnicode_AsUTF8(f->base.name));
-    fs_error_after_new(f->base.st, FS_E_FAILFAST_OPEN, msg,
-                       retry_after_ns < 0 ? -1.0 : ns_to_s(retry_after_ns));
+    fs_refuse(f->base.st, FS_E_FAILFAST_OPEN, msg, retry_after_ns);
 }
 
 /* A call refused: counted, reported, FailFastOpen set. Always -1. */
@@ -112,9 +111,7 @@ static PyObject *ff_outcome(FsFailFast *f, PyObject *exc)
     if (m < 0) {
         /* The predicate's error wins, chained to the call's exception. */
         PyObject *err = PyErr_GetRaisedException();
-        if (err != exc) {
-            PyException_SetContext(err, Py_NewRef(exc));
-        }
+        fs_chain(err, exc);
         PyErr_SetRaisedException(err);
         return NULL;
     }
@@ -129,7 +126,7 @@ static PyObject *ff_outcome(FsFailFast *f, PyObject *exc)
     PyObject *err = PyErr_GetRaisedException();
     if (err != NULL) {
         PyException_SetCause(err, Py_NewRef(exc));
-        PyException_SetContext(err, Py_NewRef(exc));
+        fs_chain(err, exc);
     }
     return err;
 }
@@ -157,14 +154,15 @@ static int refuse_awaitable(PyObject *r, const char *param)
 /* ------------------------------------------------------------------------------------------ */
 /* Policy hooks */
 
-static int ff_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+static fs_verdict ff_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *const *args,
+                          size_t nargsf, PyObject *kwnames)
 {
     FsFailFast *f = (FsFailFast *)p;
     if (f->gate) {
         return FS_ADMIT_SLOW;   /* the shared latch decides, in Python */
     }
     if (f->ff.open && ff_check(f) < 0) {
-        return -1;
+        return FS_ADMIT_REFUSE;
     }
     if (f->predicate != NULL) {
         if (f->pred_async) {
@@ -172,19 +170,22 @@ static int ff_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject 
         }
         PyObject *r = PyObject_Vectorcall(f->predicate, args, nargsf, kwnames);
         if (r == NULL) {
-            return -1;
+            return FS_ADMIT_REFUSE;
         }
         if (refuse_awaitable(r, "predicate") < 0) {
             Py_DECREF(r);
-            return -1;
+            return FS_ADMIT_REFUSE;
         }
         int t = PyObject_IsTrue(r);
         Py_DECREF(r);
         if (t != 0) {
-            return t < 0 ? -1 : ff_reject(f, -1);
+            if (t > 0) {
+                ff_reject(f, -1);
+            }
+            return FS_ADMIT_REFUSE;
         }
     }
-    return f->observe;
+    return f->observe ? FS_ADMIT_CALL : FS_ADMIT_PASS;
 }
 
 static int ff_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)

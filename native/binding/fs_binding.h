@@ -58,8 +58,9 @@ typedef struct fs_state {
     /* types (every policy type must be listed in fs_is_policy, guard.c) */
     PyTypeObject *Guard_Type;
     PyTypeObject *Call_Type;
-    PyTypeObject *Rejected_Type;   /* a refused call's awaitable (guard.c) */
-    PyTypeObject *StopIteration_Type;   /* recycled StopIteration of guarded returns (guard.c) */
+    PyTypeObject *Done_Type;       /* done awaitables: answers and refusals (done.c) */
+    PyObject *ready_none;          /* the kept Done answering None (done.c) */
+    PyTypeObject *StopIteration_Type;   /* recycled StopIteration of guarded returns (done.c) */
     PyTypeObject *Outcome_Type;
     PyTypeObject *Backoff_Type;
     PyTypeObject *BackoffIter_Type;
@@ -67,7 +68,6 @@ typedef struct fs_state {
     PyTypeObject *Timeout_Type;
     PyTypeObject *TimeoutScope_Type;
     PyTypeObject *TimerQueue_Type;
-    PyTypeObject *Ready_Type;
     /* Every policy type, for fs_is_policy (fs_register_policy_type). */
     PyTypeObject *policy_types[FS_MAX_POLICY_TYPES];
     int n_policy_types;
@@ -91,17 +91,7 @@ typedef struct fs_state {
     PyObject *rl_args;              /* ("Rate limit exceeded",): its args */
     /* cache.c */
     PyTypeObject *Cache_Type;
-    PyTypeObject *CacheHit_Type;
     PyTypeObject *CacheFlight_Type;
-    PyObject *admit_value;          /* FS_ADMIT_VALUE: what admit answered (guard.c takes it) */
-    PyObject *cache_key;            /* the key of the miss admit let through, for init_call */
-    uint64_t cache_hash;
-    int cache_kind;
-    PyObject *cache_stale;          /* and the stale value it refreshes (stale_if_error), or NULL */
-    int64_t cache_stale_fresh_until;
-    int64_t cache_stale_expires;
-    struct CacheHit *hit_freelist;  /* recycled CacheHit objects (GC-untracked) */
-    int hit_free_count;
     /* hedge.c */
     PyTypeObject *Hedge_Type;
     /* toggle.c */
@@ -153,6 +143,9 @@ typedef struct fs_state {
     /* recycled GuardedCall objects (GC-untracked, linked through ->inner) */
     struct FsCall *call_freelist;
     int call_free_count;
+    /* recycled Done objects (GC-untracked, linked through ->value) */
+    struct FsDone *done_freelist;
+    int done_free_count;
     /* recycled StopIteration_Type instances (untracked, linked through ->value) */
     PyObject *stop_freelist;
     int stop_free_count;
@@ -161,12 +154,11 @@ typedef struct fs_state {
     PyObject *last_loop;            /* one-slot cache: borrowed key of last_queue */
     PyObject *last_queue;           /* strong */
     /* timeout: _asyncio.Task and its cancelling()/uncancel() C functions, called directly on
-     * exact C tasks (NULL when not usable); the shared ready awaitable whose value is None */
+     * exact C tasks (NULL when not usable) */
     PyTypeObject *CTask_Type;
     PyCFunction task_cancelling;
     PyCFunction task_uncancel;
     PyCFunction task_cancel;        /* METH_FASTCALL | METH_KEYWORDS, or NULL */
-    PyObject *ready_none;
 } fs_state;
 
 /* Current time in monotonic nanoseconds (the fake clock when one is set). */
@@ -194,20 +186,32 @@ static inline int64_t fs_monotonic_ns(void)
 #endif
 }
 
+/* The class of code (borrowed): the one bound by _bind, else imported once from where failsafe
+ * defines it (module.c's table); the builtin it stands for when that fails (interpreter
+ * shutdown). Keeps any pending exception. */
+PyObject *fs_error_class(fs_state *st, fs_err code);
+
 /* Sets the exception for code, with a message (may be NULL). Always returns NULL. */
 PyObject *fs_error(fs_state *st, fs_err code, const char *msg);
 
-/* Sets the exception for code built as cls(msg, retry_after=seconds), seconds < 0 meaning
- * None: the rejections that know when to come back (breaker open, limit hit). Every class
- * bound for such a code accepts that keyword. Always returns NULL. */
-PyObject *fs_error_after(fs_state *st, fs_err code, const char *msg, double retry_after_s);
+/* The one constructor of refusals: a new instance of code's bound class, made by the class's
+ * __new__ with args (a tuple, borrowed) without running its Python __init__ (most of a
+ * refusal's cost; bound classes keep __init__ to storing the message and retry_after), with
+ * retry_after set to retry_after_ns in seconds when >= 0 (else the class default, None,
+ * stands). New reference, or NULL with an exception. */
+PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_after_ns);
+/* fs_refusal with args (msg,), raised by fs_raise. Always returns NULL. */
+PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns);
+/* Sets exc (stolen; NULL: the error already set stands) as the current exception, chained by
+ * fs_chain to the exception being handled, as a `raise` would chain it. Always returns NULL. */
+PyObject *fs_raise(PyObject *exc);
 
-/* As fs_error_after, without running the class's __init__ (a Python __init__ is most of the
- * cost of a refusal): the instance comes from the class's __new__ with args (msg,), and
- * retry_after is set on it when >= 0 (else the class's default stands: setting None would give
- * the instance a __dict__ of its own). For classes whose __init__ only stores those two.
- * Always returns NULL. */
-PyObject *fs_error_after_new(fs_state *st, fs_err code, const char *msg, double retry_after_s);
+/* The one chaining rule, for an exception failsafe raises while another is in hand (a policy's
+ * own error, a predicate's, a listener's, beside the call's exception): exc gets context as
+ * __context__ only when it has none, so a chain it already carries is kept, never overwritten
+ * (and never made a cycle). __cause__ is set only where exc is raised *because of* the other
+ * (FailFastOpen from the failure that opened it, TimeoutError from its CancelledError). */
+void fs_chain(PyObject *exc, PyObject *context);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Policies */
@@ -224,20 +228,55 @@ typedef enum fs_next {
                              * an attempt retried in C */
 } fs_next;
 
+/* The admission verdict: what admit decided for one call, one decision per call. */
+typedef enum fs_verdict {
+    FS_ADMIT_REFUSE = -1,   /* refused (or admit failed): the exception is set, fn is not called */
+    FS_ADMIT_PASS = 0,      /* fn's own coroutine is handed back: nothing observed */
+    FS_ADMIT_CALL = 1,      /* fn's coroutine is wrapped in an FsCall the policy observes */
+    FS_ADMIT_SLOW = 2,      /* must wait (a slot, a token, an async predicate): the slow path
+                             * makes the whole call */
+    FS_ADMIT_VALUE = 3      /* answered without calling fn: the record's answer is returned */
+} fs_verdict;
+
+/* The admission record: what admit hands over, for one call, to init_call (FS_ADMIT_CALL), the
+ * slow path (FS_ADMIT_SLOW) or the guard (FS_ADMIT_VALUE). It lives on the caller's stack for
+ * the C call only; nothing per call is kept in module state or in the shared policy. The guard
+ * sets key, stale and token before admit; admit fills what its verdict needs. A reference
+ * field left non-NULL after init_call or the slow path is released by the guard. */
+typedef struct fs_admission {
+    PyObject *answer;           /* VALUE: the awaitable returned in place of fn's (owned) */
+    PyObject *key;              /* a keyed policy's key (owned) or NULL: the cache's miss,
+                                 * the keyed limiter's reserved place */
+    PyObject *stale;            /* cache: the stale value a refresh carries (owned) or NULL */
+    uint64_t hash;              /* cache: key's hash */
+    uint64_t token;             /* CALL: what admit took for the call, moved into c->pword
+                                 * before init_call (the breaker's admission token) */
+    int64_t wait_ns;            /* SLOW, limiter: how long until the place it reserved */
+    int64_t ticket_a, ticket_b; /* limiter: the reservation ticket; cache: the stale value's
+                                 * fresh_until and expiry */
+    int kind;                   /* cache: how key was derived */
+} fs_admission;
+
 typedef struct fs_policy_ops {
     /* Before fn is called, with the call's arguments (vectorcall convention, borrowed: keyed
-     * policies compute their key here). Returns 0: hand fn's own coroutine back (nothing
-     * observed); 1: wrap it in an FsCall (if fn then fails synchronously, the FsCall is
-     * abandoned, so abandon must give back what admit took); 2 (FS_ADMIT_SLOW): the call is
-     * not decided yet (it must wait for a slot or a token), so the guard returns
-     * policy._call_slow(fn, *args, **kwargs), a Python awaitable that does the whole call;
-     * 3 (FS_ADMIT_VALUE): answered without calling fn (see below);
-     * -1 with an exception set: reject (fn is not called). An Exception is raised where the
-     * call is awaited, as a coroutine would raise it (so outer policies see it); anything
-     * else (KeyboardInterrupt) at once. */
-    int (*admit)(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject *kwnames);
-    /* Sets up the FsCall right after it is filled in, before it is returned. May be NULL. -1 on error. */
-    int (*init_call)(FsCall *c);
+     * policies compute their key here): decides the call once (see fs_verdict), filling a.
+     * A refusal (FS_ADMIT_REFUSE) that is an Exception is raised where the call is awaited, as
+     * a coroutine would raise it (so outer policies see it); anything else (KeyboardInterrupt)
+     * at once. If fn then fails synchronously, the FsCall of FS_ADMIT_CALL is abandoned, so
+     * abandon must give back what admit took. */
+    fs_verdict (*admit)(FsPolicy *p, fs_admission *a, PyObject *const *args, size_t nargsf,
+                        PyObject *kwnames);
+    /* Sets up the FsCall right after it is filled in, before it is returned, taking what it
+     * needs from a (set the reference fields it takes to NULL). May be NULL. -1 on error. */
+    int (*init_call)(FsCall *c, fs_admission *a);
+    /* FS_ADMIT_SLOW: the whole call of fn (arguments borrowed) as an awaitable, from a (take
+     * the references used). May be NULL: the guard then returns policy._call_slow(fn, *args,
+     * **kwargs), a Python awaitable that decides again. New reference, or NULL with an error. */
+    PyObject *(*slow)(FsPolicy *p, fs_admission *a, PyObject *fn, PyObject *const *args,
+                      size_t nargsf, PyObject *kwnames);
+    /* FS_ADMIT_CALL but no FsCall could be made (no memory): gives back what admit took into
+     * a. May be NULL. Must not raise. */
+    void (*release)(FsPolicy *p, fs_admission *a);
     /* First time the FsCall is driven, inside the task that awaits it. May be NULL. -1 on error. */
     int (*start)(FsCall *c);
     /* The inner awaitable finished: with result (borrowed) and exc == NULL, or result == NULL and
@@ -250,10 +289,11 @@ typedef struct fs_policy_ops {
     int (*traverse)(FsCall *c, visitproc visit, void *arg);
 } fs_policy_ops;
 
-#define FS_ADMIT_SLOW 2
-/* admit answered the call itself (a cache hit): st->admit_value, a new reference that the guard
- * takes, is the awaitable returned in place of calling fn. */
-#define FS_ADMIT_VALUE 3
+/* The whole call of fn (arguments borrowed, vectorcall convention) under p: admit, then what
+ * the verdict says. What a guard's call does; also a policy's _call_slow called from Python.
+ * New reference, or NULL with an exception. */
+PyObject *fs_guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t nargsf,
+                        PyObject *kwnames);
 
 /* Flags of FsPolicy.flags */
 #define FS_POL_KEEP_ARGS  0x1u  /* FsCall keeps the call's arguments (slow paths re-call or pass them) */
@@ -442,9 +482,33 @@ PyObject *fs_awaitable_iter(PyObject *aw);
  * raises what was thrown, as a coroutine does (nargs is 1 to 3). Always returns NULL. */
 PyObject *fs_raise_thrown(PyObject *const *args, Py_ssize_t nargs);
 
-/* An awaitable already done: awaiting it gives value (borrowed; NULL: None) once. timeout.c's
- * Ready type. New reference, or NULL with an exception set. */
-PyObject *fs_ready_new(fs_state *st, PyObject *value);
+/* Done awaitables (done.c): one type, failsafe._native.Done, an awaitable that is done when it
+ * is made. It answers a value (a cache hit, an `async with` entry) or raises a refusal where it
+ * is awaited, as a coroutine would. One reuse rule, a coroutine's: the first await (or send,
+ * throw, close) spends it, and a later one raises RuntimeError("cannot reuse already awaited
+ * coroutine"). The shared st->ready_none, whose answer None many `__aenter__`s return, is made
+ * kept: it is never spent. */
+
+/* A Done answering value (stolen; NULL: None). New reference, or NULL with an exception set
+ * (value released). */
+PyObject *fs_done_new(fs_state *st, PyObject *value);
+/* A Done raising exc (stolen) where it is awaited. New reference, or NULL with an exception set
+ * (exc released; also when exc is NULL, its maker's error standing). */
+PyObject *fs_done_raise(fs_state *st, PyObject *exc);
+/* The Done of a call of fn refused with the pending exception: an Exception is deferred to the
+ * await; anything else (KeyboardInterrupt from a listener) stays raised (NULL). */
+PyObject *fs_done_refused(fs_state *st, PyObject *fn);
+/* Gives a Done made without its function (res, borrowed; anything else is left alone) the
+ * names of fn, for task reprs. */
+void fs_done_name(fs_state *st, PyObject *res, PyObject *fn);
+/* A Done answering value (borrowed), reusing *spare (a strong slot the caller owns, filled on
+ * first use) while nobody else holds it: re-armed, the owner's one exception to the reuse rule.
+ * New reference, or NULL with an exception set. */
+PyObject *fs_done_spare(fs_state *st, PyObject **spare, PyObject *value);
+/* Drops a spare Done's recycled StopIteration reference to value (done may be NULL). */
+void fs_done_forget(PyObject *done, PyObject *value);
+/* Frees the recycled Done objects (module clear). */
+void fs_done_freelist_clear(fs_state *st);
 
 /* An integer argument with its C range, parsed by the "O&" unit with fs_int_arg_conv:
  *     fs_int_arg n = {"min_samples", 1, INT64_MAX, 0};
@@ -461,10 +525,6 @@ typedef struct fs_int_arg {
 /* The "O&" converter of an fs_int_arg (arg points to it). 1 on success, 0 with an exception. */
 int fs_int_arg_conv(PyObject *obj, void *arg);
 
-/* The awaitable a refused call returns: it raises exc (stolen) where it is awaited, as a
- * coroutine would. NULL (exc released) with an exception set on failure, or when exc is NULL. */
-PyObject *fs_rejected_new(fs_state *st, PyObject *exc);
-
 /* Frees the recycled GuardedCall objects (module clear). */
 void fs_call_freelist_clear(fs_state *st);
 
@@ -480,6 +540,12 @@ static inline PyObject *const *fs_call_argv(FsCall *c)
 PyObject *fs_stop_iteration_new(fs_state *st, PyObject *value);
 /* Frees the recycled StopIteration instances (module clear). */
 void fs_stop_freelist_clear(fs_state *st);
+
+/* self.name(*head, *args, **kwargs), args in the vectorcall convention (all borrowed). New
+ * reference, or NULL with an exception. */
+PyObject *fs_call_method_with(PyObject *self, PyObject *name, PyObject *const *head,
+                              Py_ssize_t nhead, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames);
 
 /* Builds the (args tuple, kwargs dict) pair of a call that kept its arguments, for a slow path. */
 int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs);
@@ -498,6 +564,11 @@ extern const fs_part fs_breaker_part, fs_failfast_part, fs_bulkhead_part, fs_rat
 
 /* Type setup of each binding file, called once from module exec. 0 or -1 with exception. */
 int fs_guard_setup(PyObject *module, fs_state *st);
+/* done.c's and series.c's types (called from fs_guard_setup). */
+int fs_done_setup(PyObject *module, fs_state *st);
+int fs_series_setup(PyObject *module, fs_state *st);
+/* A policy leaves its series, folding its counters into it (fs_policy_clear). */
+void fs_series_leave(FsPolicy *p);
 int fs_outcome_setup(PyObject *module, fs_state *st);
 int fs_backoff_setup(PyObject *module, fs_state *st);
 int fs_timeout_setup(PyObject *module, fs_state *st);

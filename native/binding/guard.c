@@ -6,134 +6,6 @@
 #include <string.h>
 
 /* ------------------------------------------------------------------------------------------ */
-/* Shared policy header */
-
-int fs_policy_init(FsPolicy *p, const fs_policy_ops *ops, int pattern, unsigned flags,
-                   const char *default_name)
-{
-    fs_state *st = fs_state_from_type(Py_TYPE(p));
-    if (st == NULL) {
-        return -1;
-    }
-    p->ops = ops;
-    p->st = st;
-    p->pattern = pattern;
-    p->flags = flags;
-    if (p->name == NULL) {
-        p->name = PyUnicode_FromString(default_name);
-        if (p->name == NULL) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int fs_policy_traverse(FsPolicy *p, visitproc visit, void *arg)
-{
-    Py_VISIT(p->name);
-    return fs_event_cache_traverse(p->events, visit, arg);
-}
-
-static void series_leave(FsPolicy *p);
-
-void fs_policy_clear(FsPolicy *p)
-{
-    if (p->series != NULL) {
-        series_leave(p);
-    }
-    if (p->weakreflist != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)p);
-    }
-    fs_policy_clear_events(p);
-    Py_CLEAR(p->name);
-}
-
-PyObject *fs_policy_counters(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    FsPolicy *p = (FsPolicy *)self;
-    PyObject *t = PyTuple_New(FS_MAX_COUNTERS);
-    if (t == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < FS_MAX_COUNTERS; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(p->counters[i]);
-        if (v == NULL) {
-            Py_DECREF(t);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(t, i, v);
-    }
-    return t;
-}
-
-PyObject *fs_policy_count(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    FsPolicy *p = (FsPolicy *)self;
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "_count(index, n=1)");
-        return NULL;
-    }
-    Py_ssize_t i = PyLong_AsSsize_t(args[0]);
-    if (i == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (i < 0 || i >= FS_MAX_COUNTERS) {
-        PyErr_Format(PyExc_IndexError, "counter index %zd out of range", i);
-        return NULL;
-    }
-    unsigned long long n = 1;
-    if (nargs == 2) {
-        n = PyLong_AsUnsignedLongLong(args[1]);
-        if (n == (unsigned long long)-1 && PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    p->counters[i] += n;
-    Py_RETURN_NONE;
-}
-
-int fs_exception_matches(PyObject *exc, PyObject *on, PyObject *on_pred, int otherwise)
-{
-    /* CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit: never. */
-    if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
-        return 0;
-    }
-    if (on != NULL) {
-        return PyErr_GivenExceptionMatches(exc, on);
-    }
-    if (on_pred != NULL) {
-        PyObject *r = PyObject_CallOneArg(on_pred, exc);
-        if (r == NULL) {
-            return -1;
-        }
-        int t = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        return t;
-    }
-    return otherwise;
-}
-
-bool fs_is_policy(fs_state *st, PyObject *obj)
-{
-    for (int i = 0; i < st->n_policy_types; i++) {
-        if (PyObject_TypeCheck(obj, st->policy_types[i])) {
-            return ((FsPolicy *)obj)->ops != NULL;
-        }
-    }
-    return false;
-}
-
-int fs_register_policy_type(fs_state *st, PyTypeObject *tp)
-{
-    if (st->n_policy_types >= FS_MAX_POLICY_TYPES) {
-        PyErr_SetString(PyExc_RuntimeError, "too many policy types");
-        return -1;
-    }
-    st->policy_types[st->n_policy_types++] = (PyTypeObject *)Py_NewRef(tp);
-    return 0;
-}
-
-/* ------------------------------------------------------------------------------------------ */
 /* FsCall: drives the inner awaitable, reports its end to the policy */
 
 static void call_release(FsCall *c)
@@ -335,114 +207,6 @@ static void set_stop_iteration(PyObject *value)
         PyErr_SetRaisedException(e);
     }
 }
-
-/* The StopIteration an awaiting SEND receives for a non-None result. SEND reads .value and
- * drops the exception at once, so instances are recycled: the type's dealloc releases what the
- * instance holds (the value first, so nothing outlives the await) and keeps the memory for the
- * next result. Saves the allocation, GC bookkeeping and free of every guarded return. */
-#define FS_STOP_FREELIST 8
-
-typedef struct FsStop {
-    PyStopIterationObject base;
-    fs_state *st;       /* borrowed: the module outlives its types' instances */
-} FsStop;
-
-static void stop_dealloc(PyObject *self)
-{
-    PyStopIterationObject *e = (PyStopIterationObject *)self;
-    PyTypeObject *tp = Py_TYPE(self);
-    fs_state *st = ((FsStop *)self)->st;
-    if (PyObject_GC_IsTracked(self)) {
-        PyObject_GC_UnTrack(self);
-    }
-    Py_CLEAR(e->value);
-    Py_CLEAR(e->dict);
-    Py_CLEAR(e->args);
-    Py_CLEAR(e->notes);
-    Py_CLEAR(e->traceback);
-    Py_CLEAR(e->context);
-    Py_CLEAR(e->cause);
-    e->suppress_context = 0;
-    if (st != NULL && tp == st->StopIteration_Type && st->stop_free_count < FS_STOP_FREELIST) {
-        /* PyObject_Init on reuse takes the type reference back. */
-        e->value = st->stop_freelist;
-        st->stop_freelist = self;
-        st->stop_free_count++;
-    }
-    else {
-        tp->tp_free(self);
-    }
-    Py_DECREF(tp);
-}
-
-void fs_stop_freelist_clear(fs_state *st)
-{
-    while (st->stop_freelist != NULL) {
-        PyStopIterationObject *e = (PyStopIterationObject *)st->stop_freelist;
-        st->stop_freelist = e->value;
-        PyObject_GC_Del(e);
-    }
-    st->stop_free_count = 0;
-}
-
-PyObject *fs_stop_iteration_new(fs_state *st, PyObject *value)
-{
-    PyStopIterationObject *e = (PyStopIterationObject *)st->stop_freelist;
-    if (e != NULL) {
-        st->stop_freelist = e->value;
-        st->stop_free_count--;
-        PyObject_Init((PyObject *)e, st->StopIteration_Type);
-    }
-    else {
-        e = (PyStopIterationObject *)PyObject_GC_New(FsStop, st->StopIteration_Type);
-        if (e == NULL) {
-            Py_DECREF(value);
-            return NULL;
-        }
-        ((FsStop *)e)->st = st;
-        e->dict = e->notes = e->traceback = e->context = e->cause = NULL;
-        e->suppress_context = 0;
-    }
-    e->value = value;
-    e->args = PyTuple_New(0);    /* the shared empty tuple */
-    if (e->args == NULL) {
-        Py_DECREF(e);
-        return NULL;
-    }
-    /* Left untracked (tracking costs every guarded return ~50 instructions): it lives from
-     * here to the SEND that consumes it. One that reaches Python code by hand (next() on a
-     * guarded call) and is then kept in a reference cycle would not be collected, as with any
-     * untracked object; an `except StopIteration as e` block drops e on exit. */
-    return (PyObject *)e;
-}
-
-static int stop_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    return ((PyTypeObject *)PyExc_StopIteration)->tp_traverse(self, visit, arg);
-}
-
-static int stop_clear(PyObject *self)
-{
-    return ((PyTypeObject *)PyExc_StopIteration)->tp_clear(self);
-}
-
-static PyType_Slot stop_slots[] = {
-    {Py_tp_dealloc, stop_dealloc},
-    {Py_tp_traverse, stop_traverse},
-    {Py_tp_clear, stop_clear},
-    {Py_tp_doc, "StopIteration carrying a guarded call's result (recycled)."},
-    {0, NULL},
-};
-
-static PyType_Spec stop_spec = {
-    .name = "failsafe._native.StopIteration",
-    .basicsize = sizeof(FsStop),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = stop_slots,
-};
-
 static PyObject *send_result(fs_state *st, PySendResult r, PyObject *res, int from_await)
 {
     if (r == PYGEN_NEXT) {
@@ -478,22 +242,6 @@ static PyObject *call_send(PyObject *self, PyObject *arg)
     PyObject *res = NULL;
     PySendResult r = call_am_send(self, arg, &res);
     return send_result(NULL, r, res, 0);
-}
-
-PyObject *fs_raise_thrown(PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *typ = args[0];
-    PyObject *val = nargs > 1 ? args[1] : Py_None;
-    if (PyExceptionInstance_Check(typ)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-    }
-    else if (PyExceptionClass_Check(typ)) {
-        PyErr_SetObject(typ, val == Py_None ? NULL : val);
-    }
-    else {
-        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
-    }
-    return NULL;
 }
 
 static PyObject *call_throw_impl(FsCall *c, PyObject *const *args, Py_ssize_t nargs);
@@ -799,240 +547,24 @@ static PyType_Spec call_spec = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
-/* Rejected: what a refused call returns, an awaitable that raises the refusal when awaited (a
- * coroutine raises nothing when it is made: `create_task(f())`, `gather(f(), ...)` and outer
- * guards, which observe only what their awaitable raises, all see the refusal where they await) */
-
-typedef struct FsRejected {
-    PyObject_HEAD
-    PyObject *exc;      /* raised at the first send, then NULL */
-    PyObject *fn;       /* the guarded function (owned), for its names; NULL when unknown */
-} FsRejected;
-
-static PyObject *rejected_raise(FsRejected *r)
-{
-    PyObject *exc = r->exc;
-    if (exc == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
-        return NULL;
-    }
-    r->exc = NULL;
-    PyErr_SetRaisedException(exc);
-    return NULL;
-}
-
-static PySendResult rejected_am_send(PyObject *self, PyObject *Py_UNUSED(arg), PyObject **presult)
-{
-    *presult = NULL;
-    rejected_raise((FsRejected *)self);
-    return PYGEN_ERROR;
-}
-
-static PyObject *rejected_iternext(PyObject *self)
-{
-    return rejected_raise((FsRejected *)self);
-}
-
-static PyObject *rejected_send(PyObject *self, PyObject *Py_UNUSED(arg))
-{
-    return rejected_raise((FsRejected *)self);
-}
-
-/* Thrown in before it ran: the thrown exception surfaces and the refusal is dropped, as for a
- * coroutine that never started. */
-static PyObject *rejected_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
-        return NULL;
-    }
-    Py_CLEAR(((FsRejected *)self)->exc);
-    return fs_raise_thrown(args, nargs);
-}
-
-static PyObject *rejected_close(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    Py_CLEAR(((FsRejected *)self)->exc);
-    Py_RETURN_NONE;
-}
-
-static int rejected_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((FsRejected *)self)->exc);
-    Py_VISIT(((FsRejected *)self)->fn);
-    return 0;
-}
-
-static int rejected_clear(PyObject *self)
-{
-    Py_CLEAR(((FsRejected *)self)->exc);
-    Py_CLEAR(((FsRejected *)self)->fn);
-    return 0;
-}
-
-/* __name__ / __qualname__ of the refused function, for task reprs and debuggers. */
-static PyObject *rejected_get_name_attr(PyObject *self, void *closure)
-{
-    FsRejected *r = (FsRejected *)self;
-    if (r->fn != NULL) {
-        PyObject *v = PyObject_GetAttrString(r->fn, (const char *)closure);
-        if (v != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            return v;
-        }
-        PyErr_Clear();
-    }
-    return PyUnicode_FromString("RejectedCall");
-}
-
-/* A refused call never runs: no frame, nothing awaited, never running or suspended. */
-static PyObject *rejected_get_none(PyObject *Py_UNUSED(self), void *Py_UNUSED(closure))
-{
-    Py_RETURN_NONE;
-}
-
-static PyObject *rejected_get_false(PyObject *Py_UNUSED(self), void *Py_UNUSED(closure))
-{
-    Py_RETURN_FALSE;
-}
-
-static PyGetSetDef rejected_getset[] = {
-    {"__name__", rejected_get_name_attr, NULL, "name of the refused function", "__name__"},
-    {"__qualname__", rejected_get_name_attr, NULL, "qualified name of the refused function",
-     "__qualname__"},
-    {"cr_frame", rejected_get_none, NULL, "None: a refused call never runs", NULL},
-    {"cr_await", rejected_get_none, NULL, "None: a refused call awaits nothing", NULL},
-    {"cr_code", rejected_get_none, NULL, "None: a refused call runs no code", NULL},
-    {"cr_running", rejected_get_false, NULL, "False", NULL},
-    {"cr_suspended", rejected_get_false, NULL, "False", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static void rejected_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    rejected_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef rejected_methods[] = {
-    {"send", rejected_send, METH_O, "send(value) -> raises the refusal."},
-    {"throw", (PyCFunction)(void (*)(void))rejected_throw, METH_FASTCALL,
-     "throw(exc) -> raises exc."},
-    {"close", rejected_close, METH_NOARGS, "close() -> drops the refusal."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot rejected_slots[] = {
-    {Py_am_await, PyObject_SelfIter},
-    {Py_am_send, rejected_am_send},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, rejected_iternext},
-    {Py_tp_methods, rejected_methods},
-    {Py_tp_getset, rejected_getset},
-    {Py_tp_traverse, rejected_traverse},
-    {Py_tp_clear, rejected_clear},
-    {Py_tp_dealloc, rejected_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec rejected_spec = {
-    .name = "failsafe._native.RejectedCall",
-    .basicsize = sizeof(FsRejected),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = rejected_slots,
-};
-
-/* The awaitable of a call of fn refused with the pending exception: an Exception is deferred
- * to the await; anything else (KeyboardInterrupt from a listener) stays raised here. */
-static PyObject *guard_rejected(fs_state *st, PyObject *fn)
-{
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-        return NULL;
-    }
-    PyObject *r = fs_rejected_new(st, PyErr_GetRaisedException());
-    if (r != NULL) {
-        ((FsRejected *)r)->fn = Py_NewRef(fn);
-    }
-    return r;
-}
-
-PyObject *fs_rejected_new(fs_state *st, PyObject *exc)
-{
-    if (exc == NULL) {
-        return NULL;
-    }
-    FsRejected *r = PyObject_GC_New(FsRejected, st->Rejected_Type);
-    if (r == NULL) {
-        Py_DECREF(exc);
-        return NULL;    /* MemoryError replaces the refusal */
-    }
-    r->exc = exc;
-    r->fn = NULL;
-    PyObject_GC_Track(r);
-    return (PyObject *)r;
-}
-
-/* ------------------------------------------------------------------------------------------ */
 /* Guard */
 
-/* policy._call_slow(fn, *args, **kwargs): a call that must wait before it may start. */
-static PyObject *guard_call_slow(FsGuard *g, PyObject *const *args, size_t nargsf,
-                                 PyObject *kwnames)
+/* The slow path of a call that must wait before it may start: the policy's slow hook with the
+ * admission record, else policy._call_slow(fn, *args, **kwargs) (Python). */
+static PyObject *guard_call_slow(FsPolicy *p, fs_admission *a, PyObject *fn,
+                                 PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *small[2 + FS_CALL_INLINE_ARGS];
-    PyObject **stack = small;
-    if (total + 2 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
-        stack = PyMem_Malloc((size_t)(total + 2) * sizeof(PyObject *));
-        if (stack == NULL) {
-            return PyErr_NoMemory();
-        }
+    if (p->ops->slow != NULL) {
+        return p->ops->slow(p, a, fn, args, nargsf, kwnames);
     }
-    stack[0] = (PyObject *)g->policy;
-    stack[1] = g->fn;
-    for (Py_ssize_t i = 0; i < total; i++) {
-        stack[2 + i] = args[i];
-    }
-    PyObject *res = PyObject_VectorcallMethod(g->policy->st->str_call_slow, stack,
-                                              (size_t)(nargs + 2), kwnames);
-    if (stack != small) {
-        PyMem_Free(stack);
-    }
-    if (res != NULL && Py_IS_TYPE(res, g->policy->st->Rejected_Type)
-        && ((FsRejected *)res)->fn == NULL) {
-        ((FsRejected *)res)->fn = Py_NewRef(g->fn);     /* refused by the slow path */
-    }
-    return res;
+    return fs_call_method_with((PyObject *)p, p->st->str_call_slow, &fn, 1, args, nargsf,
+                               kwnames);
 }
 
-static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
-                                  PyObject *kwnames)
+/* The FsCall of an admitted call (FS_ADMIT_CALL), or NULL with an exception. */
+static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
+                                 PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    FsGuard *g = (FsGuard *)self;
-    FsPolicy *p = g->policy;
-    if (p == NULL || p->st->Call_Type == NULL) {
-        /* Cleared by the GC, or called during interpreter shutdown after module teardown. */
-        PyErr_SetString(PyExc_RuntimeError, "failsafe guard used after it was cleared");
-        return NULL;
-    }
-    int mode = p->ops->admit(p, args, nargsf, kwnames);
-    if (mode <= 0) {
-        return mode < 0 ? guard_rejected(p->st, g->fn)
-                        : PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
-    }
-    if (mode == FS_ADMIT_SLOW) {
-        return guard_call_slow(g, args, nargsf, kwnames);
-    }
-    if (mode == FS_ADMIT_VALUE) {
-        PyObject *answer = p->st->admit_value;
-        p->st->admit_value = NULL;
-        return answer;
-    }
     /* The call object comes first: if fn fails synchronously (bad arguments), deallocating it
      * runs the policy's abandon hook, which gives back whatever admit took. */
     fs_state *st = p->st;
@@ -1045,6 +577,9 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     else {
         c = PyObject_GC_New(FsCall, st->Call_Type);
         if (c == NULL) {
+            if (p->ops->release != NULL) {
+                p->ops->release(p, a);
+            }
             return NULL;
         }
     }
@@ -1062,7 +597,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     c->running = 0;
     c->timeout_s = 0.0;
     c->pobj = NULL;
-    c->pword = 0;
+    c->pword = a->token;    /* from here the call's abandon gives it back */
     memset(&c->entry, 0, sizeof(c->entry));
     fs_heap_node_init(&c->entry.node);
     if (p->flags & FS_POL_KEEP_ARGS) {
@@ -1085,7 +620,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
             }
         }
         c->ntotal = total;
-        c->fn = Py_NewRef(g->fn);
+        c->fn = Py_NewRef(fn);
         c->kwnames = Py_XNewRef(kwnames);
         c->nargs = nargs;
     }
@@ -1093,13 +628,12 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
         c->t0_ns = fs_now_ns(st);
     }
     PyObject_GC_Track(c);
-    if (p->ops->init_call != NULL && p->ops->init_call(c) < 0) {
-        /* A refusal decided here (a listener run by admit used the policy in between) is
-         * raised where the call is awaited, as admit's are. */
+    if (p->ops->init_call != NULL && p->ops->init_call(c, a) < 0) {
+        /* A refusal decided here is raised where the call is awaited, as admit's are. */
         Py_DECREF(c);
-        return guard_rejected(st, g->fn);
+        return fs_done_refused(st, fn);
     }
-    PyObject *coro = PyObject_Vectorcall(g->fn, args, nargsf, kwnames);
+    PyObject *coro = PyObject_Vectorcall(fn, args, nargsf, kwnames);
     if (coro != NULL && !PyCoro_CheckExact(coro)) {
         /* Another awaitable (a Future, an object with __await__): drive its iterator. */
         Py_SETREF(coro, fs_awaitable_iter(coro));
@@ -1110,6 +644,60 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     }
     c->inner = coro;
     return (PyObject *)c;
+}
+
+/* One call of fn under p: one admission decision, then the one route its verdict names. Every
+ * refusal (FS_ADMIT_REFUSE, or init_call failing) becomes a Done raising it where it is
+ * awaited (fs_done_refused). */
+static inline PyObject *guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args,
+                                   size_t nargsf, PyObject *kwnames)
+{
+    fs_admission a;
+    a.key = NULL;
+    a.stale = NULL;
+    a.token = 0;
+    PyObject *res;
+    switch (p->ops->admit(p, &a, args, nargsf, kwnames)) {
+    case FS_ADMIT_PASS:
+        return PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    case FS_ADMIT_CALL:
+        res = guard_make_call(p, &a, fn, args, nargsf, kwnames);
+        break;
+    case FS_ADMIT_SLOW:
+        res = guard_call_slow(p, &a, fn, args, nargsf, kwnames);
+        fs_done_name(p->st, res, fn);   /* refused by the slow path */
+        break;
+    case FS_ADMIT_VALUE:
+        return a.answer;
+    case FS_ADMIT_REFUSE:
+    default:
+        res = fs_done_refused(p->st, fn);
+        break;
+    }
+    if (a.key != NULL || a.stale != NULL) {
+        Py_CLEAR(a.key);
+        Py_CLEAR(a.stale);
+    }
+    return res;
+}
+
+PyObject *fs_guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t nargsf,
+                        PyObject *kwnames)
+{
+    return guard_call(p, fn, args, nargsf, kwnames);
+}
+
+static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames)
+{
+    FsGuard *g = (FsGuard *)self;
+    FsPolicy *p = g->policy;
+    if (p == NULL || p->st->Call_Type == NULL) {
+        /* Cleared by the GC, or called during interpreter shutdown after module teardown. */
+        PyErr_SetString(PyExc_RuntimeError, "failsafe guard used after it was cleared");
+        return NULL;
+    }
+    return guard_call(p, g->fn, args, nargsf, kwnames);
 }
 
 static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -1282,138 +870,6 @@ static PyType_Spec guard_spec = {
     .slots = guard_slots,
 };
 
-/* ------------------------------------------------------------------------------------------ */
-/* Series: the metrics of every component sharing one name and pattern (failsafe._core keeps one
- * per pair). Members are linked through their headers (borrowed; each member holds the series
- * strongly); a member leaving (deallocated) adds its counters to `retired`, so read() never goes
- * backwards. Holds no Python references: not GC-tracked. */
-
-typedef struct FsSeries {
-    PyObject_HEAD
-    FsPolicy *head;                         /* live members, borrowed */
-    Py_ssize_t live;
-    uint64_t retired[FS_MAX_COUNTERS];      /* counts of the members that are gone */
-} FsSeries;
-
-static void series_leave(FsPolicy *p)
-{
-    FsSeries *s = p->series;
-    for (int i = 0; i < FS_MAX_COUNTERS; i++) {
-        s->retired[i] += p->counters[i];
-    }
-    if (p->series_prev != NULL) {
-        p->series_prev->series_next = p->series_next;
-    }
-    else {
-        s->head = p->series_next;
-    }
-    if (p->series_next != NULL) {
-        p->series_next->series_prev = p->series_prev;
-    }
-    s->live--;
-    p->series = NULL;
-    p->series_prev = p->series_next = NULL;
-    Py_DECREF(s);
-}
-
-/* attach(policy): makes policy a member. Joining the series it is in already does nothing; a
- * component belongs to one series for life (ValueError otherwise), so no series loses counts. */
-static PyObject *series_attach(PyObject *self, PyObject *obj)
-{
-    FsSeries *s = (FsSeries *)self;
-    fs_state *st = fs_state_from_type(Py_TYPE(self));
-    if (st == NULL) {
-        return NULL;
-    }
-    if (!fs_is_policy(st, obj)) {
-        PyErr_Format(PyExc_TypeError, "attach() takes a policy, not %s", Py_TYPE(obj)->tp_name);
-        return NULL;
-    }
-    FsPolicy *p = (FsPolicy *)obj;
-    if (p->series == s) {
-        Py_RETURN_NONE;
-    }
-    if (p->series != NULL) {
-        PyErr_SetString(PyExc_ValueError, "the component reports to another series already");
-        return NULL;
-    }
-    p->series = (FsSeries *)Py_NewRef(self);
-    p->series_prev = NULL;
-    p->series_next = s->head;
-    if (s->head != NULL) {
-        s->head->series_prev = p;
-    }
-    s->head = p;
-    s->live++;
-    Py_RETURN_NONE;
-}
-
-/* read(): per counter, the retired counts plus those of every live member. */
-static PyObject *series_read(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    FsSeries *s = (FsSeries *)self;
-    uint64_t sum[FS_MAX_COUNTERS];
-    memcpy(sum, s->retired, sizeof(sum));
-    for (FsPolicy *p = s->head; p != NULL; p = p->series_next) {
-        for (int i = 0; i < FS_MAX_COUNTERS; i++) {
-            sum[i] += p->counters[i];
-        }
-    }
-    PyObject *t = PyTuple_New(FS_MAX_COUNTERS);
-    if (t == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < FS_MAX_COUNTERS; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(sum[i]);
-        if (v == NULL) {
-            Py_DECREF(t);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(t, i, v);
-    }
-    return t;
-}
-
-static PyObject *series_get_live(PyObject *self, void *Py_UNUSED(closure))
-{
-    return PyLong_FromSsize_t(((FsSeries *)self)->live);
-}
-
-static void series_dealloc(PyObject *self)
-{
-    /* Members hold the series strongly: none is left here. */
-    PyTypeObject *tp = Py_TYPE(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef series_methods[] = {
-    {"attach", series_attach, METH_O, "attach(policy): the policy reports to this series"},
-    {"read", series_read, METH_NOARGS, "the summed counters of members live and gone"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef series_getset[] = {
-    {"live", series_get_live, NULL, "number of live members", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyType_Slot series_slots[] = {
-    {Py_tp_doc, "Series(): summed counters of the components sharing a name and pattern."},
-    {Py_tp_new, PyType_GenericNew},
-    {Py_tp_methods, series_methods},
-    {Py_tp_getset, series_getset},
-    {Py_tp_dealloc, series_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec series_spec = {
-    .name = "failsafe._native.Series",
-    .basicsize = sizeof(FsSeries),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = series_slots,
-};
-
 int fs_guard_setup(PyObject *module, fs_state *st)
 {
     st->Call_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &call_spec, NULL);
@@ -1424,26 +880,9 @@ int fs_guard_setup(PyObject *module, fs_state *st)
     if (st->Guard_Type == NULL) {
         return -1;
     }
-    st->StopIteration_Type =
-        (PyTypeObject *)PyType_FromModuleAndSpec(module, &stop_spec, PyExc_StopIteration);
-    if (st->StopIteration_Type == NULL) {
-        return -1;
-    }
-    st->Rejected_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &rejected_spec, NULL);
-    if (st->Rejected_Type == NULL) {
-        return -1;
-    }
     if (PyModule_AddType(module, st->Guard_Type) < 0
-        || PyModule_AddType(module, st->Call_Type) < 0
-        || PyModule_AddType(module, st->Rejected_Type) < 0) {
+        || PyModule_AddType(module, st->Call_Type) < 0) {
         return -1;
     }
-    /* The module's dict keeps Series alive; its methods find the state through the type. */
-    PyObject *series = PyType_FromModuleAndSpec(module, &series_spec, NULL);
-    if (series == NULL) {
-        return -1;
-    }
-    int rc = PyModule_AddType(module, (PyTypeObject *)series);
-    Py_DECREF(series);
-    return rc;
+    return fs_done_setup(module, st) < 0 || fs_series_setup(module, st) < 0 ? -1 : 0;
 }

@@ -74,8 +74,9 @@ static void hedge_record(HedgeObject *h, int64_t now_ns, int64_t latency_ns)
  * as tasks from Python, and so does every hedged call while failsafe.testing changes how waits
  * go (fs_test_waits): its delays are then waited through failsafe.testing.sleep, on the clock
  * latencies are measured on. */
-static int hedge_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
-                       PyObject *Py_UNUSED(kwnames))
+static fs_verdict hedge_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
+                              PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
+                              PyObject *Py_UNUSED(kwnames))
 {
     HedgeObject *h = (HedgeObject *)p;
     if (h->budget != NULL) {
@@ -86,7 +87,7 @@ static int hedge_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_
 
 static int hedge_fire(FsTimerEntry *e);
 
-static int hedge_init_call(FsCall *c)
+static int hedge_init_call(FsCall *c, fs_admission *Py_UNUSED(a))
 {
     HedgeObject *h = (HedgeObject *)c->policy;
     double delay = hedge_delay(h, c->t0_ns);

@@ -25,10 +25,38 @@ int64_t fs_now_ns(fs_state *st)
     return real > INT64_MAX - st->real_offset_ns ? INT64_MAX : real + st->real_offset_ns;
 }
 
-/* The class bound for code, or the builtin it stands for until failsafe binds its own. */
-static PyObject *error_class(fs_state *st, fs_err code)
+/* Where the class of each fs_err is defined, in enum order: the one place exception classes
+ * are bound. Imported on first use (its pattern's package is loaded by then) and kept. */
+static const char *const error_homes[FS_E_COUNT][2] = {
+    {"failsafe.timeout.exceptions", "TimeoutError"},
+    {"failsafe.circuitbreaker.exceptions", "BreakerFailing"},
+    {"failsafe.failfast.exceptions", "FailFastOpen"},
+    {"failsafe.bulkhead.exceptions", "BulkheadFull"},
+    {"failsafe.ratelimit.exceptions", "RateLimitExceeded"},
+    {"failsafe.hedge.exceptions", "HedgeTimeout"},
+    {"failsafe.featuretoggle.exceptions", "FeatureDisabled"},
+};
+
+PyObject *fs_error_class(fs_state *st, fs_err code)
 {
-    if ((int)code >= 0 && code < FS_E_COUNT && st->errors[code] != NULL) {
+    if ((int)code < 0 || code >= FS_E_COUNT) {
+        return PyExc_RuntimeError;
+    }
+    if (st->errors[code] == NULL) {
+        PyObject *saved = PyErr_GetRaisedException();
+        PyObject *mod = PyImport_ImportModule(error_homes[code][0]);
+        PyObject *cls = mod != NULL ? PyObject_GetAttrString(mod, error_homes[code][1]) : NULL;
+        Py_XDECREF(mod);
+        if (cls != NULL && PyType_Check(cls)) {
+            st->errors[code] = cls;
+        }
+        else {
+            Py_XDECREF(cls);
+            PyErr_Clear();
+        }
+        PyErr_SetRaisedException(saved);
+    }
+    if (st->errors[code] != NULL) {
         return st->errors[code];
     }
     return code == FS_E_TIMEOUT ? PyExc_TimeoutError : PyExc_RuntimeError;
@@ -36,7 +64,7 @@ static PyObject *error_class(fs_state *st, fs_err code)
 
 PyObject *fs_error(fs_state *st, fs_err code, const char *msg)
 {
-    PyObject *cls = error_class(st, code);
+    PyObject *cls = fs_error_class(st, code);
     if (msg != NULL) {
         PyErr_SetString(cls, msg);
     }
@@ -46,50 +74,74 @@ PyObject *fs_error(fs_state *st, fs_err code, const char *msg)
     return NULL;
 }
 
-PyObject *fs_error_after(fs_state *st, fs_err code, const char *msg, double retry_after_s)
+PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_after_ns)
 {
-    PyObject *cls = error_class(st, code);
-    PyObject *text = PyUnicode_FromString(msg != NULL ? msg : "");
-    PyObject *after = retry_after_s < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(retry_after_s);
-    PyObject *kwnames = PyTuple_Pack(1, st->str_retry_after);
-    PyObject *exc = NULL;
-    if (text != NULL && after != NULL && kwnames != NULL) {
-        PyObject *stack[2] = {text, after};
-        exc = PyObject_Vectorcall(cls, stack, 1, kwnames);
+    PyObject *cls = fs_error_class(st, code);
+    PyObject *exc;
+    if (PyType_Check(cls)
+        && PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_BaseException)) {
+        exc = ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, NULL);
     }
-    Py_XDECREF(text);
-    Py_XDECREF(after);
-    Py_XDECREF(kwnames);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
+    else {
+        exc = PyObject_Call(cls, args, NULL);   /* a factory bound in place of a class */
     }
-    return NULL;
-}
-
-PyObject *fs_error_after_new(fs_state *st, fs_err code, const char *msg, double retry_after_s)
-{
-    PyObject *cls = error_class(st, code);
-    PyObject *text = PyUnicode_FromString(msg != NULL ? msg : "");
-    PyObject *args = text != NULL ? PyTuple_Pack(1, text) : NULL;
-    Py_XDECREF(text);
-    if (args == NULL) {
-        return NULL;
-    }
-    PyObject *exc = ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, NULL);
-    Py_DECREF(args);
-    if (exc != NULL && retry_after_s >= 0) {
-        PyObject *after = PyFloat_FromDouble(retry_after_s);
-        if (after == NULL || PyObject_SetAttr(exc, st->str_retry_after, after) < 0) {
+    if (exc != NULL && retry_after_ns >= 0) {
+        /* RateLimitExceeded derives its retry_after properties from _after. */
+        PyObject *name = code == FS_E_RATE_LIMIT_EXCEEDED && st->str_after != NULL
+                             ? st->str_after
+                             : st->str_retry_after;
+        PyObject *after = PyFloat_FromDouble((double)retry_after_ns / 1e9);
+        if (after == NULL || PyObject_SetAttr(exc, name, after) < 0) {
             Py_CLEAR(exc);
         }
         Py_XDECREF(after);
     }
+    return exc;
+}
+
+PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns)
+{
+    PyObject *args = Py_BuildValue("(s)", msg != NULL ? msg : "");
+    if (args == NULL) {
+        return NULL;
+    }
+    PyObject *exc = fs_refusal(st, code, args, retry_after_ns);
+    Py_DECREF(args);
+    return fs_raise(exc);
+}
+
+PyObject *fs_raise(PyObject *exc)
+{
     if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
+        PyObject *handled = PyErr_GetHandledException();
+        fs_chain(exc, handled);
+        Py_XDECREF(handled);
+        PyErr_SetRaisedException(exc);
     }
     return NULL;
+}
+
+void fs_chain(PyObject *exc, PyObject *context)
+{
+    if (exc == NULL || context == NULL || exc == context) {
+        return;
+    }
+    PyObject *own = PyException_GetContext(exc);
+    if (own != NULL) {
+        Py_DECREF(own);     /* kept: the chain it already has is its own story */
+        return;
+    }
+    /* No cycle: exc must not be in context's own chain. */
+    PyObject *o = context;
+    for (int depth = 0; o != NULL && depth < 100; depth++) {
+        if (o == exc) {
+            return;
+        }
+        PyObject *next = PyException_GetContext(o);
+        Py_XDECREF(next);   /* borrowed use: the chain holds it */
+        o = next;
+    }
+    PyException_SetContext(exc, Py_NewRef(context));
 }
 
 int fs_int_arg_conv(PyObject *obj, void *arg)
@@ -673,7 +725,7 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
     }
     Py_VISIT(st->Guard_Type);
     Py_VISIT(st->Call_Type);
-    Py_VISIT(st->Rejected_Type);
+    Py_VISIT(st->Done_Type);
     Py_VISIT(st->StopIteration_Type);
     Py_VISIT(st->Outcome_Type);
     Py_VISIT(st->Backoff_Type);
@@ -682,7 +734,6 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->Timeout_Type);
     Py_VISIT(st->TimeoutScope_Type);
     Py_VISIT(st->TimerQueue_Type);
-    Py_VISIT(st->Ready_Type);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->get_running_loop);
     Py_VISIT(st->current_task);
@@ -727,10 +778,11 @@ static int fs_clear(PyObject *module)
     fs_timeout_clear(st);
     fs_call_freelist_clear(st);
     fs_stop_freelist_clear(st);
+    fs_done_freelist_clear(st);
     Py_CLEAR(st->instant_var);
     Py_CLEAR(st->Guard_Type);
     Py_CLEAR(st->Call_Type);
-    Py_CLEAR(st->Rejected_Type);
+    Py_CLEAR(st->Done_Type);
     Py_CLEAR(st->StopIteration_Type);
     Py_CLEAR(st->Outcome_Type);
     Py_CLEAR(st->Backoff_Type);
@@ -739,7 +791,6 @@ static int fs_clear(PyObject *module)
     Py_CLEAR(st->Timeout_Type);
     Py_CLEAR(st->TimeoutScope_Type);
     Py_CLEAR(st->TimerQueue_Type);
-    Py_CLEAR(st->Ready_Type);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->get_running_loop);
     Py_CLEAR(st->current_task);

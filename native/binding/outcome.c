@@ -80,8 +80,9 @@ static int outcome_answer(FsOutcome *o, FsCall *c, PyObject *exc, PyObject **out
     return FS_NEXT_RETURN;
 }
 
-static int outcome_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args),
-                         size_t Py_UNUSED(nargsf), PyObject *Py_UNUSED(kwnames))
+static fs_verdict outcome_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
+                                PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
+                                PyObject *Py_UNUSED(kwnames))
 {
     FsOutcome *o = (FsOutcome *)p;
     if (o->budget != NULL) {

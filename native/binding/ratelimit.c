@@ -4,12 +4,11 @@
  * key = key_fn(*args, **kwargs), in a bounded table (fs_keytab) whose key objects this file
  * owns (keys[i] is the key of entry i).
  *
- * An admitted call costs the admit hook only: it returns 0 and the guard hands back fn's own
- * coroutine. Any other decision returns FS_ADMIT_SLOW after leaving it in the `pending` fields;
- * the guard calls _call_slow(fn, *args, **kwargs) at once (no Python code runs in between),
- * which turns it into a RejectedCall (an awaitable raising RateLimitExceeded when awaited, so a
- * rejection reaches the awaiting code as any failure of the call would: fallback and retry see
- * it) or into the Python waiter `_waiting`, which sleeps until the place it reserved. */
+ * An admitted call costs the admit hook only: it answers FS_ADMIT_PASS and the guard hands
+ * back fn's own coroutine. A refusal is FS_ADMIT_REFUSE with RateLimitExceeded set (the guard
+ * raises it where the call is awaited, as any failure of the call would be: fallback and retry
+ * see it). A place reserved is FS_ADMIT_SLOW with the reservation in the admission record; the
+ * slow hook hands it to the Python waiter `_waiting`, which sleeps until then. */
 #include "fs_binding.h"
 
 #include <math.h>
@@ -21,7 +20,6 @@
 
 enum { ALG_GCRA = 0, ALG_SLIDING = 1 };
 enum { C_ADMITTED = 0, C_REJECTED = 1 };
-enum { PEND_NONE = 0, PEND_REJECT, PEND_WAIT };
 /* Decisions of limiter_decide */
 enum { DEC_ERROR = -1, DEC_REJECT = 0, DEC_NOW = 1, DEC_WAIT = 2 };
 
@@ -39,11 +37,6 @@ typedef struct FsLimiter {
     fs_keytab kt;
     void *kt_mem;               /* owned */
     PyObject **keys;            /* owned array of kt.max_keys; entries < kt.count are strong */
-    /* Decision handed from admit to _call_slow (valid only between the two) */
-    int pending;
-    int64_t pending_wait_ns;
-    int64_t pending_a, pending_b;   /* reservation ticket (see limiter_decide) */
-    PyObject *pending_key;      /* strong or NULL */
 } FsLimiter;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -187,73 +180,45 @@ static int limiter_rejected(FsLimiter *o, int64_t retry_after_ns)
     return 0;
 }
 
-/* A new RateLimitExceeded for a refusal, or NULL with an exception. The bound class (see
- * fs_error_after) is made without running its Python __init__, a third of a rejection's cost:
- * BaseException's tp_new sets its args, and its one attribute `_after` (seconds) is set here,
- * from which its retry_after_seconds / retry_after_ms properties derive. A class bound that
- * is not a BaseException subclass goes through fs_error_after. */
+/* A new RateLimitExceeded for a refusal (fs_refusal: its one attribute `_after` is set, from
+ * which its retry_after properties derive), or NULL with an exception. */
 static PyObject *limiter_exception(FsLimiter *o, int64_t retry_after_ns)
 {
-    fs_state *st = o->base.st;
-    double after = (double)retry_after_ns / 1e9;
-    PyObject *cls = st->errors[FS_E_RATE_LIMIT_EXCEEDED];
-    if (cls == NULL || !PyType_Check(cls)
-        || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_BaseException)) {
-        fs_error_after(st, FS_E_RATE_LIMIT_EXCEEDED, "Rate limit exceeded", after);
-        return PyErr_GetRaisedException();
-    }
-    PyObject *exc = ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, st->rl_args, NULL);
-    if (exc == NULL) {
-        return NULL;
-    }
-    PyObject *value = PyFloat_FromDouble(after);
-    if (value == NULL || PyObject_GenericSetAttr(exc, st->str_after, value) < 0) {
-        Py_XDECREF(value);
-        Py_DECREF(exc);
-        return NULL;
-    }
-    Py_DECREF(value);
-    return exc;
+    return fs_refusal(o->base.st, FS_E_RATE_LIMIT_EXCEEDED, o->base.st->rl_args, retry_after_ns);
 }
 
 /* Sets RateLimitExceeded for a refusal and returns NULL. */
 static PyObject *limiter_error(FsLimiter *o, int64_t retry_after_ns)
 {
-    PyObject *exc = limiter_exception(o, retry_after_ns);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
+    return fs_raise(limiter_exception(o, retry_after_ns));
 }
 
-/* Admit hooks: the whole decision (see the file comment). */
-static int limiter_admit_decided(FsLimiter *o, PyObject *key, int dec, int64_t wait, int64_t a,
-                                 int64_t b)
+/* Admit hooks: the whole decision (see the file comment). A place reserved rides in the
+ * admission record (key, wait_ns, ticket) to the slow hook, which makes the call wait for it. */
+static fs_verdict limiter_admit_decided(FsLimiter *o, fs_admission *ad, PyObject *key, int dec,
+                                        int64_t wait, int64_t a, int64_t b)
 {
-    if (dec == DEC_ERROR) {
-        Py_XDECREF(key);
-        return -1;
-    }
     if (dec == DEC_NOW) {
         o->base.counters[C_ADMITTED]++;
         Py_XDECREF(key);
-        return 0;
+        return FS_ADMIT_PASS;
     }
-    if (dec == DEC_REJECT && limiter_rejected(o, wait) < 0) {
-        Py_XDECREF(key);
-        return -1;
+    if (dec == DEC_WAIT) {
+        ad->key = key;
+        ad->wait_ns = wait;
+        ad->ticket_a = a;
+        ad->ticket_b = b;
+        return FS_ADMIT_SLOW;
     }
-    Py_XSETREF(o->pending_key, key);
-    o->pending = dec == DEC_WAIT ? PEND_WAIT : PEND_REJECT;
-    o->pending_wait_ns = wait;
-    o->pending_a = a;
-    o->pending_b = b;
-    return FS_ADMIT_SLOW;
+    Py_XDECREF(key);
+    if (dec == DEC_REJECT && limiter_rejected(o, wait) == 0) {
+        limiter_error(o, wait);
+    }
+    return FS_ADMIT_REFUSE;
 }
 
-static int limiter_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args),
-                         size_t Py_UNUSED(nargsf), PyObject *Py_UNUSED(kwnames))
+static fs_verdict limiter_admit(FsPolicy *p, fs_admission *ad, PyObject *const *Py_UNUSED(args),
+                                size_t Py_UNUSED(nargsf), PyObject *Py_UNUSED(kwnames))
 {
     FsLimiter *o = (FsLimiter *)p;
     int64_t now = fs_now_ns(p->st), wait, a, b;
@@ -263,109 +228,76 @@ static int limiter_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args),
         if (tat - o->g.tolerance_ns <= now) {
             o->g.tat_ns = tat + o->g.interval_ns;
             p->counters[C_ADMITTED]++;
-            return 0;
+            return FS_ADMIT_PASS;
         }
     }
     int dec = limiter_decide(o, NULL, now, o->max_wait_ns, &wait, &a, &b);
-    return limiter_admit_decided(o, NULL, dec, wait, a, b);
+    return limiter_admit_decided(o, ad, NULL, dec, wait, a, b);
 }
 
-static int keyed_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+static fs_verdict keyed_admit(FsPolicy *p, fs_admission *ad, PyObject *const *args,
+                              size_t nargsf, PyObject *kwnames)
 {
     FsLimiter *o = (FsLimiter *)p;
     if (o->key_fn == NULL || o->kt_mem == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "keyed limiter used before it was configured");
-        return -1;
+        return FS_ADMIT_REFUSE;
     }
     PyObject *key = PyObject_Vectorcall(o->key_fn, args, nargsf, kwnames);
     if (key == NULL) {
-        return -1;
+        return FS_ADMIT_REFUSE;
     }
     int64_t now = fs_now_ns(p->st), wait, a, b;
     int dec = limiter_decide(o, key, now, o->max_wait_ns, &wait, &a, &b);
-    return limiter_admit_decided(o, key, dec, wait, a, b);
+    return limiter_admit_decided(o, ad, key, dec, wait, a, b);
 }
 
-static const fs_policy_ops limiter_ops = {.admit = limiter_admit};
-static const fs_policy_ops keyed_ops = {.admit = keyed_admit};
-
-/* ------------------------------------------------------------------------------------------ */
-/* Limiter methods */
-
-/* _call_slow(fn, *args, **kwargs): the decision admit left pending, as an awaitable. */
-static PyObject *limiter_call_slow(PyObject *self, PyObject *const *args, size_t nargsf,
-                                   PyObject *kwnames)
+/* The call waits for the place admit reserved: self._waiting(due_ns, a, b, key, fn, *args,
+ * **kwargs). Takes ad->key; gives the place back when the waiter cannot be made. */
+static PyObject *limiter_slow(FsPolicy *p, fs_admission *ad, PyObject *fn, PyObject *const *args,
+                              size_t nargsf, PyObject *kwnames)
 {
-    FsLimiter *o = (FsLimiter *)self;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "_call_slow(fn, *args, **kwargs)");
-        return NULL;
-    }
-    if (o->pending == PEND_NONE) {
-        /* Not called right after admit: decide now. */
-        int rc = o->base.ops->admit(&o->base, args + 1, (size_t)(nargs - 1), kwnames);
-        if (rc < 0) {
-            return NULL;
-        }
-        if (rc == 0) {
-            return PyObject_Vectorcall(args[0], args + 1, (size_t)(nargs - 1), kwnames);
-        }
-    }
-    int pending = o->pending;
-    int64_t wait = o->pending_wait_ns, a = o->pending_a, b = o->pending_b;
-    PyObject *key = o->pending_key;     /* owned from here */
-    o->pending_key = NULL;
-    o->pending = PEND_NONE;
-    if (pending == PEND_REJECT) {
-        Py_XDECREF(key);
-        PyObject *exc = limiter_exception(o, wait);
-        if (exc == NULL) {
-            return NULL;
-        }
-        return fs_rejected_new(o->base.st, exc);
-    }
-    /* self._waiting(due_ns, a, b, key, fn, *args, **kwargs) */
-    Py_ssize_t total = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *small[5 + 1 + FS_CALL_INLINE_ARGS];
-    PyObject **stack = small;
-    if (total + 5 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
-        stack = PyMem_Malloc((size_t)(total + 5) * sizeof(PyObject *));
-        if (stack == NULL) {
-            Py_XDECREF(key);
-            return PyErr_NoMemory();
-        }
-    }
-    PyObject *due = PyLong_FromLongLong(fs_now_ns(o->base.st) + wait);
-    PyObject *pa = PyLong_FromLongLong(a);
-    PyObject *pb = PyLong_FromLongLong(b);
+    FsLimiter *o = (FsLimiter *)p;
+    PyObject *key = ad->key;    /* owned from here */
+    ad->key = NULL;
     PyObject *res = NULL;
+    PyObject *due = PyLong_FromLongLong(fs_now_ns(p->st) + ad->wait_ns);
+    PyObject *pa = PyLong_FromLongLong(ad->ticket_a);
+    PyObject *pb = PyLong_FromLongLong(ad->ticket_b);
     if (due != NULL && pa != NULL && pb != NULL) {
-        stack[0] = self;
-        stack[1] = due;
-        stack[2] = pa;
-        stack[3] = pb;
-        stack[4] = key != NULL ? key : Py_None;
-        for (Py_ssize_t i = 0; i < total; i++) {
-            stack[5 + i] = args[i];
-        }
-        res = PyObject_VectorcallMethod(o->base.st->str_waiting, stack, (size_t)(nargs + 5),
-                                        kwnames);
+        PyObject *head[5] = {due, pa, pb, key != NULL ? key : Py_None, fn};
+        res = fs_call_method_with((PyObject *)o, p->st->str_waiting, head, 5, args, nargsf,
+                                  kwnames);
     }
     if (res == NULL) {
         /* The waiter never started: its place is given back. */
         PyObject *err = PyErr_GetRaisedException();
-        limiter_give_back(o, key, a, b);
+        limiter_give_back(o, key, ad->ticket_a, ad->ticket_b);
         PyErr_SetRaisedException(err);
     }
     Py_XDECREF(due);
     Py_XDECREF(pa);
     Py_XDECREF(pb);
     Py_XDECREF(key);
-    if (stack != small) {
-        PyMem_Free(stack);
-    }
     return res;
+}
+
+static const fs_policy_ops limiter_ops = {.admit = limiter_admit, .slow = limiter_slow};
+static const fs_policy_ops keyed_ops = {.admit = keyed_admit, .slow = limiter_slow};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Limiter methods */
+
+/* _call_slow(fn, *args, **kwargs): the whole call of fn, decided now, as a decorated call. */
+static PyObject *limiter_call_slow(PyObject *self, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "_call_slow(fn, *args, **kwargs)");
+        return NULL;
+    }
+    return fs_guard_call((FsPolicy *)self, args[0], args + 1, (size_t)(nargs - 1), kwnames);
 }
 
 static int parse_key(FsLimiter *o, PyObject *key, PyObject **out)
@@ -447,7 +379,7 @@ static PyObject *limiter_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
         if (exc == NULL) {
             return NULL;
         }
-        return fs_rejected_new(st, exc);
+        return fs_done_raise(st, exc);
     }
     if (dec == DEC_ERROR) {
         return NULL;
@@ -788,7 +720,6 @@ static int limiter_traverse(PyObject *self, visitproc visit, void *arg)
     FsLimiter *o = (FsLimiter *)self;
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(o->key_fn);
-    Py_VISIT(o->pending_key);
     if (o->keys != NULL) {
         for (uint32_t i = 0; i < o->kt.count; i++) {
             Py_VISIT(o->keys[i]);
@@ -802,7 +733,6 @@ static int limiter_clear(PyObject *self)
     fs_policy_clear_events((FsPolicy *)self);
     FsLimiter *o = (FsLimiter *)self;
     Py_CLEAR(o->key_fn);
-    Py_CLEAR(o->pending_key);
     keys_release(o);
     Py_CLEAR(o->base.name);
     return 0;

@@ -81,12 +81,6 @@ typedef struct TimeoutScope {
     uint8_t has_when;               /* when() is not None */
 } TimeoutScope;
 
-typedef struct ReadyObject {
-    PyObject_HEAD
-    PyObject *value;        /* NULL: None */
-    PyObject *stop;         /* the StopIteration last raised, recycled once nobody holds it */
-} ReadyObject;
-
 static inline FsTimerEntry *entry_of(fs_heap_node *n)
 {
     return (FsTimerEntry *)((char *)n - offsetof(FsTimerEntry, node));
@@ -928,7 +922,7 @@ static PyObject *timeout_error(fs_state *st, fs_err code, PyObject *cause)
 {
     /* The class fs_error() raises for code, instantiated directly: raising it would chain it to
      * the handled exception, a walk whose result is replaced here anyway. */
-    PyObject *cls = st->errors[code] ? st->errors[code] : PyExc_TimeoutError;
+    PyObject *cls = fs_error_class(st, code);
     PyObject *te = PyObject_CallNoArgs(cls);
     if (te == NULL) {
         return NULL;
@@ -1112,14 +1106,15 @@ void fs_timer_abandon(fs_state *st, FsTimerEntry *e)
 /* ------------------------------------------------------------------------------------------ */
 /* Decorator: the FsCall hooks */
 
-static int tmo_admit(FsPolicy *p, PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
-                     PyObject *Py_UNUSED(kwnames))
+static fs_verdict tmo_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
+                            PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
+                            PyObject *Py_UNUSED(kwnames))
 {
     TimeoutObject *t = (TimeoutObject *)p;
     return t->enabled && t->seconds < INFINITY;     /* never expires: fn's own coroutine */
 }
 
-static int tmo_init_call(FsCall *c)
+static int tmo_init_call(FsCall *c, fs_admission *Py_UNUSED(a))
 {
     c->timeout_s = ((TimeoutObject *)c->policy)->seconds;
     entry_init(&c->entry, (PyObject *)c);
@@ -1175,159 +1170,6 @@ static const fs_policy_ops tmo_ops = {
     .finish = tmo_finish,
     .abandon = tmo_abandon,
     .traverse = tmo_traverse_call,
-};
-
-/* ------------------------------------------------------------------------------------------ */
-/* Ready: an awaitable that completes at once with its value */
-
-PyObject *fs_ready_new(fs_state *st, PyObject *value)
-{
-    ReadyObject *r = PyObject_GC_New(ReadyObject, st->Ready_Type);
-    if (r == NULL) {
-        return NULL;
-    }
-    r->value = Py_XNewRef(value);
-    r->stop = NULL;
-    PyObject_GC_Track(r);
-    return (PyObject *)r;
-}
-
-/* Ends with the value: a bare NULL for None, else a StopIteration instance (so tuples and
- * exceptions arrive intact). The value is handed out once. */
-static PyObject *ready_iternext(PyObject *self)
-{
-    ReadyObject *r = (ReadyObject *)self;
-    PyObject *v = r->value;
-    if (v == NULL) {
-        return NULL;
-    }
-    r->value = NULL;
-    PyObject *stop = r->stop;
-#ifndef Py_GIL_DISABLED
-    /* The awaiting SEND reads .value and drops the exception: when that left it to us alone, it
-     * serves again (allocating it is most of the cost of an `async with ... as`). */
-    if (stop != NULL && Py_REFCNT(stop) == 1) {
-        PyBaseExceptionObject *b = (PyBaseExceptionObject *)stop;
-        if (b->traceback || b->context || b->cause || b->notes || b->dict) {
-            Py_CLEAR(b->traceback);     /* it escaped into Python code once */
-            Py_CLEAR(b->context);
-            Py_CLEAR(b->cause);
-            Py_CLEAR(b->notes);
-            Py_CLEAR(b->dict);
-        }
-        b->suppress_context = 0;
-        Py_XSETREF(((PyStopIterationObject *)stop)->value, v);
-        PyErr_SetRaisedException(Py_NewRef(stop));
-        return NULL;
-    }
-#endif
-    fs_state *st = fs_state_from_type(Py_TYPE(self));
-    stop = st != NULL ? fs_stop_iteration_new(st, v) : NULL;
-    if (stop == NULL) {
-        return NULL;
-    }
-#ifndef Py_GIL_DISABLED
-    if (r->stop == NULL) {
-        r->stop = Py_NewRef(stop);
-    }
-#endif
-    PyErr_SetRaisedException(stop);
-    return NULL;
-}
-
-/* Drops the recycled StopIteration's reference to value, so value can go when its user does. */
-static void ready_forget(PyObject *ready, PyObject *value)
-{
-    PyObject *stop = ready ? ((ReadyObject *)ready)->stop : NULL;
-    if (stop != NULL && Py_REFCNT(stop) == 1 && ((PyStopIterationObject *)stop)->value == value) {
-        Py_CLEAR(((PyStopIterationObject *)stop)->value);
-    }
-}
-
-static PySendResult ready_am_send(PyObject *self, PyObject *Py_UNUSED(arg), PyObject **presult)
-{
-    ReadyObject *r = (ReadyObject *)self;
-    *presult = r->value ? r->value : Py_NewRef(Py_None);
-    r->value = NULL;
-    return PYGEN_RETURN;
-}
-
-static PyObject *ready_send(PyObject *self, PyObject *Py_UNUSED(arg))
-{
-    return ready_iternext(self);
-}
-
-static PyObject *ready_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    ReadyObject *r = (ReadyObject *)self;
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
-        return NULL;
-    }
-    Py_CLEAR(r->value);
-    return fs_raise_thrown(args, nargs);
-}
-
-static PyObject *ready_close(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    Py_CLEAR(((ReadyObject *)self)->value);
-    Py_RETURN_NONE;
-}
-
-static PyObject *ready_await(PyObject *self)
-{
-    return Py_NewRef(self);
-}
-
-static int ready_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((ReadyObject *)self)->value);
-    Py_VISIT(((ReadyObject *)self)->stop);
-    return 0;
-}
-
-static int ready_clear(PyObject *self)
-{
-    Py_CLEAR(((ReadyObject *)self)->value);
-    Py_CLEAR(((ReadyObject *)self)->stop);
-    return 0;
-}
-
-static void ready_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    ready_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef ready_methods[] = {
-    {"send", ready_send, METH_O, NULL},
-    {"throw", (PyCFunction)(void (*)(void))ready_throw, METH_FASTCALL, NULL},
-    {"close", ready_close, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot ready_slots[] = {
-    {Py_am_await, ready_await},
-    {Py_am_send, ready_am_send},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, ready_iternext},
-    {Py_tp_methods, ready_methods},
-    {Py_tp_traverse, ready_traverse},
-    {Py_tp_clear, ready_clear},
-    {Py_tp_dealloc, ready_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec ready_spec = {
-    .name = "failsafe._native.Ready",
-    .basicsize = sizeof(ReadyObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = ready_slots,
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1557,17 +1399,7 @@ static PyObject *timeout_aenter(PyObject *self)
         goto done;
     }
     /* The spare is free when only the queue holds it (awaiting consumed its value). */
-    ReadyObject *r = (ReadyObject *)q->ready_spare;
-    if (r != NULL && Py_REFCNT(r) == 1) {
-        Py_XSETREF(r->value, Py_NewRef(s));
-        ready = Py_NewRef(r);
-    }
-    else if ((ready = fs_ready_new(st, (PyObject *)s)) != NULL) {
-        if (q->ready_spare == NULL) {
-            q->ready_spare = Py_NewRef(ready);
-        }
-    }
-    else {
+    if ((ready = fs_done_spare(st, &q->ready_spare, (PyObject *)s)) == NULL) {
         PyObject *exc = PyErr_GetRaisedException();
         Py_XDECREF(tmap_pop(q, task, t));
         entry_unlink(&s->entry);
@@ -1644,7 +1476,7 @@ static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
     PyObject *te;
     int r = entry_exit(st, &s->entry, args[0], args[1], FS_E_TIMEOUT, &te);
     s->phase = fired ? SCOPE_EXPIRED : SCOPE_FINISHED;
-    ready_forget(q->ready_spare, (PyObject *)s);
+    fs_done_forget(q->ready_spare, (PyObject *)s);
     if (Py_REFCNT(s) == 1 && q->scope_spare == NULL) {
         /* Nobody bound it (`as`): keep it for the next entry instead of freeing it. */
         q->scope_spare = (PyObject *)s;
@@ -2085,17 +1917,15 @@ int fs_timeout_setup(PyObject *module, fs_state *st)
         return -1;
     }
     st->TimerQueue_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tq_spec, NULL);
-    st->Ready_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ready_spec, NULL);
     st->TimeoutScope_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &scope_spec, NULL);
     st->Timeout_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &timeout_spec, NULL);
-    if (st->TimerQueue_Type == NULL || st->Ready_Type == NULL || st->TimeoutScope_Type == NULL
+    if (st->TimerQueue_Type == NULL || st->TimeoutScope_Type == NULL
         || st->Timeout_Type == NULL || tm_install(module, st->Timeout_Type) < 0
         || fs_register_policy_type(st, st->Timeout_Type) < 0) {
         return -1;
     }
     st->queues = PyDict_New();
-    st->ready_none = fs_ready_new(st, NULL);
-    if (st->queues == NULL || st->ready_none == NULL) {
+    if (st->queues == NULL) {
         return -1;
     }
     if (PyModule_AddType(module, st->Timeout_Type) < 0

@@ -77,7 +77,7 @@ static int tg_reject(FsToggle *t)
     }
     char msg[96];
     snprintf(msg, sizeof msg, "feature %.64s is disabled", PyUnicode_AsUTF8(t->base.name));
-    fs_error(t->base.st, FS_E_FEATURE_DISABLED, msg);
+    fs_refuse(t->base.st, FS_E_FEATURE_DISABLED, msg, -1);
     return -1;
 }
 
@@ -98,7 +98,8 @@ static int tg_in_rollout(FsToggle *t, PyObject *k)
     return b < 0 ? -1 : (uint32_t)b < t->limit;
 }
 
-static int tg_admit(FsPolicy *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+static fs_verdict tg_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *const *args,
+                           size_t nargsf, PyObject *kwnames)
 {
     FsToggle *t = (FsToggle *)p;
     if (!t->enabled) {

@@ -45,7 +45,6 @@ __all__ = [
     "register_bulkhead_listener",
 ]
 
-_native._bind(bulkhead_full=BulkheadFull)
 
 FULL, ADMITTED, WAITED, TIMED_OUT = range(4)  # C counter order (bulkhead.c)
 _MAX_COUNT: Final = 2**63 - 1

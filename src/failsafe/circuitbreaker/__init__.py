@@ -55,7 +55,6 @@ __all__ = [
     "register_breaker_listener",
 ]
 
-_native._bind(breaker_failing=BreakerFailing)
 
 # Counter indexes (circuitbreaker.c), transition bits (fs_breaker.h), event kinds.
 TRANSITION_WORKING, TRANSITION_RECOVERING, TRANSITION_FAILING = 0, 1, 2

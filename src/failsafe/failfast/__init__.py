@@ -31,7 +31,6 @@ __all__ = [
     "register_failfast_listener",
 ]
 
-_native._bind(failfast_open=FailFastOpen)
 
 OPENED, CLOSED, REJECTED = 0, 1, 2
 

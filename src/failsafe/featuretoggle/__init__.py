@@ -36,7 +36,6 @@ __all__ = [
     "rollout_bucket",
 ]
 
-_native._bind(feature_disabled=FeatureDisabled)
 
 ENABLED, DISABLED = 0, 1
 

@@ -47,7 +47,6 @@ __all__ = [
     "register_hedge_listener",
 ]
 
-_native._bind(hedge_timeout=HedgeTimeout)
 
 # The window (seconds) of the budget that max_hedged_ratio builds
 _RATIO_WINDOW = 10.0

@@ -70,7 +70,6 @@ __all__ = [
     "tokenbucket",
 ]
 
-_native._bind(rate_limit_exceeded=RateLimitExceeded)
 
 ADMITTED, REJECTED = 0, 1
 _NS: Final = NS

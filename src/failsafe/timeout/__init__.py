@@ -33,8 +33,6 @@ __all__ = [
     "timeout",
 ]
 
-_native._bind(timeout_error=TimeoutError)
-
 
 class _Missing(enum.Enum):
     MISSING = enum.auto()

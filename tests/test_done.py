@@ -1,0 +1,212 @@
+"""The one done-awaitable (failsafe._native.Done) and the one exception rules: every refusal
+and every answer given without running the function is a Done, spent by its first await as a
+coroutine is; refusals are built by one constructor and chained by one rule (a chain an
+exception already carries is kept)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from failsafe import _native
+from failsafe.bulkhead import Bulkhead, BulkheadFull
+from failsafe.cache import cache
+from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker
+from failsafe.failfast import FailFast, FailFastOpen, failfast
+from failsafe.featuretoggle import FeatureDisabled, featuretoggle
+from failsafe.ratelimit import RateLimitExceeded, tokenbucket
+from failsafe.testing import FakeClock
+
+
+async def ok() -> str:
+    return "ok"
+
+
+async def boom() -> str:
+    raise ValueError("boom")
+
+
+_held: list[asyncio.Task[str]] = []
+_gates: list[asyncio.Event] = []
+
+
+@pytest.fixture(autouse=True)
+async def _release_held() -> Any:
+    yield
+    for gate in _gates:
+        gate.set()
+    for task in _held:
+        assert await task == "held"
+    _held.clear()
+    _gates.clear()
+
+
+# Each refusing pattern: (name, make) where make() returns (refused call maker, its error).
+async def _breaker() -> tuple[Callable[[], Awaitable[str]], type[Exception]]:
+    br = CircuitBreaker(failure_threshold=1, recovery_time=100.0)
+    with pytest.raises(ValueError, match="boom"):
+        await br(boom)()
+    return br(ok), BreakerFailing
+
+
+async def _failfast() -> tuple[Callable[[], Awaitable[str]], type[Exception]]:
+    return failfast(predicate=lambda: True)(ok), FailFastOpen
+
+
+async def _bulkhead() -> tuple[Callable[[], Awaitable[str]], type[Exception]]:
+    bh = Bulkhead(1, max_wait=0)
+    gate = asyncio.Event()
+
+    async def hold() -> str:
+        await gate.wait()
+        return "held"
+
+    _held.append(asyncio.create_task(bh(hold)()))
+    _gates.append(gate)
+    await asyncio.sleep(0)
+    return bh(ok), BulkheadFull
+
+
+async def _ratelimit() -> tuple[Callable[[], Awaitable[str]], type[Exception]]:
+    limited = tokenbucket(1, 60.0)(ok)
+    assert await limited() == "ok"
+    return limited, RateLimitExceeded
+
+
+async def _toggle() -> tuple[Callable[[], Awaitable[str]], type[Exception]]:
+    return featuretoggle(enabled=False)(ok), FeatureDisabled
+
+
+REFUSERS: dict[
+    str, Callable[[], Awaitable[tuple[Callable[[], Awaitable[str]], type[Exception]]]]
+] = {
+    "breaker": _breaker,
+    "failfast": _failfast,
+    "bulkhead": _bulkhead,
+    "ratelimit": _ratelimit,
+    "featuretoggle": _toggle,
+}
+
+
+@pytest.mark.parametrize("pattern", sorted(REFUSERS))
+async def test_a_refusal_is_a_done_spent_by_its_first_await(pattern: str, clock: FakeClock) -> None:
+    refused, error = await REFUSERS[pattern]()
+    aw = refused()
+    assert type(aw) is _native.Done
+    assert aw.__qualname__ == ok.__qualname__
+    with pytest.raises(error):
+        await aw
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        await aw
+
+
+@pytest.mark.parametrize("pattern", sorted(REFUSERS))
+async def test_a_refusal_awaited_while_handling_an_error_chains_to_it(
+    pattern: str, clock: FakeClock
+) -> None:
+    refused, error = await REFUSERS[pattern]()
+    handled = KeyError("handled")
+    try:
+        raise handled
+    except KeyError:
+        with pytest.raises(error) as info:
+            await refused()
+    assert info.value.__context__ is handled  # as a coroutine's raise would chain it
+    assert info.value.__cause__ is None
+
+
+async def test_a_cache_hit_is_a_done_spent_by_its_first_await() -> None:
+    calls: list[int] = []
+
+    @cache()
+    async def f(x: int) -> list[int]:
+        calls.append(x)
+        return [x]
+
+    first = await f(1)
+    hit = f(1)
+    assert type(hit) is _native.Done
+    assert await hit is first
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        await hit
+    assert calls == [1]
+
+
+async def test_an_async_with_entry_is_a_done_spent_by_its_first_await() -> None:
+    br = CircuitBreaker(failure_threshold=5)
+    entry = br.__aenter__()
+    assert type(entry) is _native.Done
+    assert await entry is br
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        await entry
+    await br.__aexit__(None, None, None)
+
+
+async def test_the_shared_none_answer_is_the_one_kept_done() -> None:
+    # `__aenter__`s that answer None share one Done, which is never spent.
+    bh = Bulkhead(10)
+    first = bh.__aenter__()
+    assert type(first) is _native.Done
+    assert await first is None
+    await bh.__aexit__(None, None, None)
+    second = bh.__aenter__()
+    assert second is first
+    assert await second is None
+    assert await second is None
+    await bh.__aexit__(None, None, None)
+
+
+def test_done_cannot_be_made_from_python() -> None:
+    with pytest.raises(TypeError):
+        _native.Done()  # type: ignore[call-arg]
+
+
+# The chaining rule for a policy's own error raised beside the call's exception: a chain the
+# error already carries is kept; only an error without one gets the call's exception.
+
+
+def _own_chain_predicate(exc: BaseException) -> bool:
+    try:
+        raise LookupError("inside the predicate")
+    except LookupError:
+        raise TypeError("predicate failed")  # noqa: B904 - its context is its own chain
+
+
+def _plain_predicate(exc: BaseException) -> bool:
+    raise TypeError("predicate failed")
+
+
+def _breaker_with(on: Callable[[BaseException], bool]) -> Any:
+    return CircuitBreaker(failure_threshold=5, on=on)
+
+
+def _failfast_with(on: Callable[[BaseException], bool]) -> Any:
+    return FailFast(failure_threshold=5, on=on)
+
+
+@pytest.mark.parametrize("make", [_breaker_with, _failfast_with], ids=["breaker", "failfast"])
+async def test_a_predicate_error_keeps_its_own_chain(make: Any) -> None:
+    policy = make(_own_chain_predicate)
+    with pytest.raises(TypeError) as info:
+        await policy(boom)()
+    assert isinstance(info.value.__context__, LookupError)  # kept, not overwritten
+
+
+@pytest.mark.parametrize("make", [_breaker_with, _failfast_with], ids=["breaker", "failfast"])
+async def test_a_predicate_error_without_a_chain_gets_the_calls_error(make: Any) -> None:
+    policy = make(_plain_predicate)
+    with pytest.raises(TypeError) as info:
+        await policy(boom)()
+    assert isinstance(info.value.__context__, ValueError)
+    assert str(info.value.__context__) == "boom"
+
+
+async def test_failfast_open_is_caused_by_the_failure_that_opened_it() -> None:
+    ff = FailFast(failure_threshold=1, recovery_time=100.0)
+    with pytest.raises(FailFastOpen) as info:
+        await ff(boom)()
+    assert isinstance(info.value.__cause__, ValueError)
+    assert info.value.__context__ is info.value.__cause__
