@@ -6,6 +6,7 @@
 #define FS_TIMERS_H
 
 #include "fs_binding.h"
+#include "fs_ptrmap.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -21,13 +22,6 @@ enum { TQ_CLOCK_CALL = 0, TQ_CLOCK_MONOTONIC, TQ_CLOCK_LIBUV };
 #endif
 
 struct TimeoutScope;
-
-/* A slot of the task -> innermost scope map: task borrowed (the head scope's entry holds it),
- * head strong. */
-typedef struct tmap_slot {
-    PyObject *task;
-    struct TimeoutScope *head;
-} tmap_slot;
 
 struct FsTimerQueue {
     PyObject_HEAD
@@ -45,10 +39,8 @@ struct FsTimerQueue {
                              * handle that could not be cancelled fires as a no-op */
     PyObject *ready_spare;  /* a Ready reused by __aenter__ while nobody else holds it */
     PyObject *scope_spare;  /* an exited TimeoutScope nobody else held, reused by __aenter__ */
-    tmap_slot *map;         /* task -> innermost scope of the `async with` form (open addressing,
-                             * half full at most); NULL when cap is 0 */
-    size_t map_cap;
-    size_t map_used;
+    fs_ptrmap map;          /* task (borrowed: the head scope's entry holds it) -> innermost
+                             * scope of the `async with` form (strong) */
     double armed_when;      /* deadline of handle; -inf when armed with call_soon; +inf if none */
     double armed_for;       /* the deadline handle was armed for, even with call_soon: the loop
                              * runs it once it judges that deadline reached */

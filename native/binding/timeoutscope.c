@@ -5,78 +5,24 @@
 
 /* ------------------------------------------------------------------------------------------ */
 /* Task -> scope map: the `async with` form finds the exiting task's scope of a shared Timeout.
- * A dict would do, at about twice the cost per entry and exit. */
-
-static inline size_t tmap_home(PyObject *task, size_t mask)
-{
-    uint64_t h = (uint64_t)(uintptr_t)task * UINT64_C(0x9E3779B97F4A7C15);
-    return (size_t)(h >> 32) & mask;
-}
-
-/* The slot of task, or the empty slot where it would go. */
-static size_t tmap_index(const FsTimerQueue *q, PyObject *task)
-{
-    size_t mask = q->map_cap - 1, i = tmap_home(task, mask);
-    while (q->map[i].task != NULL && q->map[i].task != task) {
-        i = (i + 1) & mask;
-    }
-    return i;
-}
-
-static int tmap_grow(FsTimerQueue *q)
-{
-    size_t cap = q->map_cap ? q->map_cap * 2 : 8;
-    tmap_slot *old = q->map, *map = PyMem_Calloc(cap, sizeof(*map));
-    if (map == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    size_t old_cap = q->map_cap;
-    q->map = map;
-    q->map_cap = cap;
-    for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].task != NULL) {
-            q->map[tmap_index(q, old[i].task)] = old[i];
-        }
-    }
-    PyMem_Free(old);
-    return 0;
-}
-
-/* Empties slot i, shifting back the entries of its probe run (no tombstones). */
-static void tmap_delete(FsTimerQueue *q, size_t i)
-{
-    size_t mask = q->map_cap - 1, j = i;
-    for (;;) {
-        j = (j + 1) & mask;
-        if (q->map[j].task == NULL) {
-            break;
-        }
-        size_t k = tmap_home(q->map[j].task, mask);
-        /* The entry at j moves to the hole unless its home lies cyclically in (i, j]. */
-        if (i < j ? (k <= i || k > j) : (k <= i && k > j)) {
-            q->map[i] = q->map[j];
-            i = j;
-        }
-    }
-    q->map[i].task = NULL;
-    q->map[i].head = NULL;
-    q->map_used--;
-}
+ * The table is the core's fs_ptrmap; the references it holds are kept here. A dict would do,
+ * at about twice the cost per entry and exit. */
 
 /* Makes s (not in the map) the innermost scope of task; the map takes a reference to s. */
 int fs_tmap_push(FsTimerQueue *q, PyObject *task, TimeoutScope *s)
 {
-    if ((q->map_used + 1) * 2 > q->map_cap && tmap_grow(q) < 0) {
-        return -1;
+    size_t cap = fs_ptrmap_grow_cap(&q->map);
+    if (cap != 0) {
+        fs_ptrmap_slot *slots = PyMem_Calloc(cap, sizeof(*slots));
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        PyMem_Free(fs_ptrmap_rehash(&q->map, slots, cap));
     }
-    size_t i = tmap_index(q, task);
-    if (q->map[i].task == NULL) {
-        q->map[i].task = task;
-        q->map_used++;
-    }
-    s->outer = q->map[i].head;      /* the map's reference to the old head passes to s */
-    q->map[i].head = (TimeoutScope *)Py_NewRef(s);
+    fs_ptrmap_slot *slot = &q->map.slots[fs_ptrmap_insert(&q->map, task)];
+    s->outer = slot->value;      /* the map's reference to the old head passes to s */
+    slot->value = Py_NewRef(s);
     return 0;
 }
 
@@ -85,11 +31,11 @@ int fs_tmap_push(FsTimerQueue *q, PyObject *task, TimeoutScope *s)
  * the caller. NULL when there is none (no error set). */
 TimeoutScope *fs_tmap_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t)
 {
-    if (q->map_cap == 0) {
+    size_t i = fs_ptrmap_find(&q->map, task);
+    if (i == FS_PTRMAP_NONE) {
         return NULL;
     }
-    size_t i = tmap_index(q, task);
-    TimeoutScope *s = q->map[i].head, *inner = NULL;
+    TimeoutScope *s = q->map.slots[i].value, *inner = NULL;
     while (s != NULL && s->policy != t) {
         inner = s;
         s = s->outer;
@@ -101,10 +47,10 @@ TimeoutScope *fs_tmap_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t)
         inner->outer = s->outer;
     }
     else if (s->outer != NULL) {
-        q->map[i].head = s->outer;
+        q->map.slots[i].value = s->outer;
     }
     else {
-        tmap_delete(q, i);
+        fs_ptrmap_delete(&q->map, i);
     }
     s->outer = NULL;
     return s;
@@ -123,12 +69,15 @@ TimeoutScope *fs_tmap_pop_unique(fs_state *st, TimeoutObject *t, FsTimerQueue **
     int n = 0;
     while (st->queues != NULL && PyDict_Next(st->queues, &pos, &key, &value)) {
         FsTimerQueue *q = (FsTimerQueue *)value;
-        for (size_t i = 0; i < q->map_cap; i++) {
-            for (TimeoutScope *s = q->map[i].head; s != NULL; s = s->outer) {
+        for (size_t i = 0; i < q->map.cap; i++) {
+            if (q->map.slots[i].key == NULL) {
+                continue;
+            }
+            for (TimeoutScope *s = q->map.slots[i].value; s != NULL; s = s->outer) {
                 if (s->policy == t) {
                     n++;
                     found_q = q;
-                    found_task = q->map[i].task;
+                    found_task = (PyObject *)q->map.slots[i].key;
                 }
             }
         }

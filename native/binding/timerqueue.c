@@ -321,9 +321,7 @@ static FsTimerQueue *tq_new(fs_state *st, PyObject *loop, PyObject *key)
     q->firing = 0;
     q->ready_spare = NULL;
     q->scope_spare = NULL;
-    q->map = NULL;
-    q->map_cap = 0;
-    q->map_used = 0;
+    fs_ptrmap_init(&q->map);
     PyObject_GC_Track(q);
     PyObject *res = PyObject_GetAttrString(loop, "_clock_resolution");
     if (res != NULL) {
@@ -389,9 +387,9 @@ static int tq_traverse(PyObject *self, visitproc visit, void *arg)
     for (size_t i = 0; i < q->heap.len; i++) {
         Py_VISIT(entry_of(q->heap.slots[i])->owner);    /* held while registered */
     }
-    for (size_t i = 0; i < q->map_cap; i++) {
-        if (q->map[i].task != NULL) {
-            Py_VISIT(q->map[i].head);
+    for (size_t i = 0; i < q->map.cap; i++) {
+        if (q->map.slots[i].key != NULL) {
+            Py_VISIT((PyObject *)q->map.slots[i].value);
         }
     }
     return 0;
@@ -416,17 +414,14 @@ static int tq_clear(PyObject *self)
     Py_CLEAR(q->ready_spare);
     Py_CLEAR(q->scope_spare);
     /* Detached first: releasing a scope may run code that looks at the map. */
-    tmap_slot *map = q->map;
-    size_t cap = q->map_cap;
-    q->map = NULL;
-    q->map_cap = 0;
-    q->map_used = 0;
-    for (size_t i = 0; i < cap; i++) {
-        if (map[i].task != NULL) {
-            Py_DECREF(map[i].head);
+    fs_ptrmap map = q->map;
+    fs_ptrmap_init(&q->map);
+    for (size_t i = 0; i < map.cap; i++) {
+        if (map.slots[i].key != NULL) {
+            Py_DECREF((PyObject *)map.slots[i].value);
         }
     }
-    PyMem_Free(map);
+    PyMem_Free(map.slots);
     return 0;
 }
 
