@@ -1,6 +1,6 @@
 /* The private interface of the timer files: the per-loop timer queue (timerqueue.c), its
  * entries (timerentry.c), the _asyncio fast paths and loop clocks (asyncio_fast.c), and the
- * Timeout policy (timeout.c, timeoutscope.c, timeoutmethod.c). Other binding files use timers
+ * Timeout policy (timeout.c, timeoutscope.c). Other binding files use timers
  * only through fs_timer_* in fs_binding.h. */
 #ifndef FS_TIMERS_H
 #define FS_TIMERS_H
@@ -156,7 +156,17 @@ static inline FsTimerQueue *fs_tq_for_loop(fs_state *st, PyObject *loop)
 /* timerentry.c */
 
 /* Prepares e, embedded in owner, as not registered. */
-void fs_entry_init(FsTimerEntry *e, PyObject *owner);
+static inline void fs_entry_init(FsTimerEntry *e, PyObject *owner)
+{
+    fs_heap_node_init(&e->node);
+    e->node.when = INFINITY;
+    e->queue = NULL;
+    e->task = NULL;
+    e->owner = owner;
+    e->fire = NULL;
+    e->cancelling0 = 0;
+    e->state = FS_TE_IDLE;
+}
 /* Registers e for task with deadline when (+inf: none yet), arming the loop timer if needed.
  * Records task.cancelling(). 0, or -1 with an exception (e left unregistered). */
 int fs_entry_register(FsTimerEntry *e, FsTimerQueue *q, PyObject *loop, PyObject *task,
@@ -170,24 +180,7 @@ int fs_entry_exit(fs_state *st, FsTimerEntry *e, PyObject *exc_type, PyObject *e
 
 /* timeoutscope.c */
 
-/* Makes s (not in the map) the innermost scope of task; the map takes a reference to s. */
-int fs_tmap_push(FsTimerQueue *q, PyObject *task, TimeoutScope *s);
-/* Takes out the innermost scope of t in task's chain (reference passes to the caller); NULL
- * when there is none (no error set). */
-TimeoutScope *fs_tmap_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t);
-/* The only active scope of t in any loop's map, taken out, with its queue in *pq. */
-TimeoutScope *fs_tmap_pop_unique(fs_state *st, TimeoutObject *t, FsTimerQueue **pq);
 /* The TimeoutScope type. 0 or -1 with an exception. */
 int fs_timeoutscope_setup(PyObject *module, fs_state *st);
-
-/* timeout.c */
-
-PyObject *fs_timeout_aenter(PyObject *self);
-PyObject *fs_timeout_aexit(PyObject *self, PyObject *const *args);
-
-/* timeoutmethod.c */
-
-/* Installs __aenter__ and __aexit__ on the Timeout type. 0 or -1 with an exception. */
-int fs_timeout_methods_install(PyObject *module, PyTypeObject *timeout_type);
 
 #endif

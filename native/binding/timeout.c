@@ -245,11 +245,97 @@ static PyType_Spec ready_spec = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
+/* Task -> scope map: the `async with` form finds the exiting task's scope of a shared Timeout.
+ * The table is the core's fs_ptrmap; the references it holds are kept here. A dict would do,
+ * at about twice the cost per entry and exit. */
+
+/* Makes s (not in the map) the innermost scope of task; the map takes a reference to s. */
+static int tmap_push(FsTimerQueue *q, PyObject *task, TimeoutScope *s)
+{
+    size_t cap = fs_ptrmap_grow_cap(&q->map);
+    if (cap != 0) {
+        fs_ptrmap_slot *slots = PyMem_Calloc(cap, sizeof(*slots));
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        PyMem_Free(fs_ptrmap_rehash(&q->map, slots, cap));
+    }
+    fs_ptrmap_slot *slot = &q->map.slots[fs_ptrmap_insert(&q->map, task)];
+    s->outer = slot->value;      /* the map's reference to the old head passes to s */
+    slot->value = Py_NewRef(s);
+    return 0;
+}
+
+/* Takes out the innermost scope of t in task's chain (the same object may be nested, and exits
+ * of interleaved async generators may come out of order). The reference the chain held passes to
+ * the caller. NULL when there is none (no error set). */
+static TimeoutScope *tmap_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t)
+{
+    size_t i = fs_ptrmap_find(&q->map, task);
+    if (i == FS_PTRMAP_NONE) {
+        return NULL;
+    }
+    TimeoutScope *s = q->map.slots[i].value, *inner = NULL;
+    while (s != NULL && s->policy != t) {
+        inner = s;
+        s = s->outer;
+    }
+    if (s == NULL) {
+        return NULL;
+    }
+    if (inner != NULL) {
+        inner->outer = s->outer;
+    }
+    else if (s->outer != NULL) {
+        q->map.slots[i].value = s->outer;
+    }
+    else {
+        fs_ptrmap_delete(&q->map, i);
+    }
+    s->outer = NULL;
+    return s;
+}
+
+/* The only active scope of t in any loop's map, taken out (its reference passes to the
+ * caller), with its queue in *pq (borrowed); NULL when t has none or several. For exits that do
+ * not run in the entering task: an async generator closed by the loop's finalizer task, or a
+ * coroutine closed after its loop stopped. */
+static TimeoutScope *tmap_pop_unique(fs_state *st, TimeoutObject *t, FsTimerQueue **pq)
+{
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    FsTimerQueue *found_q = NULL;
+    PyObject *found_task = NULL;
+    int n = 0;
+    while (st->queues != NULL && PyDict_Next(st->queues, &pos, &key, &value)) {
+        FsTimerQueue *q = (FsTimerQueue *)value;
+        for (size_t i = 0; i < q->map.cap; i++) {
+            if (q->map.slots[i].key == NULL) {
+                continue;
+            }
+            for (TimeoutScope *s = q->map.slots[i].value; s != NULL; s = s->outer) {
+                if (s->policy == t) {
+                    n++;
+                    found_q = q;
+                    found_task = (PyObject *)q->map.slots[i].key;
+                }
+            }
+        }
+    }
+    if (n != 1) {
+        return NULL;
+    }
+    *pq = found_q;
+    return tmap_pop(found_q, found_task, t);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Timeout: the policy, a decorator (through Guard) and an async context manager */
 
 /* __aenter__: a new scope registered for the current task, innermost in the task's chain (the
  * object is shared by tasks: nothing per entry lives on it). Returns an awaitable of the scope. */
-PyObject *fs_timeout_aenter(PyObject *self)
+static PyObject *timeout_aenter(PyObject *self)
 {
     TimeoutObject *t = (TimeoutObject *)self;
     fs_state *st = t->base.st;
@@ -284,7 +370,7 @@ PyObject *fs_timeout_aenter(PyObject *self)
                        now) < 0) {
         goto done;
     }
-    if (fs_tmap_push(q, task, s) < 0) {
+    if (tmap_push(q, task, s) < 0) {
         fs_entry_unlink(&s->entry);
         goto done;
     }
@@ -301,7 +387,7 @@ PyObject *fs_timeout_aenter(PyObject *self)
     }
     else {
         PyObject *exc = PyErr_GetRaisedException();
-        Py_XDECREF(fs_tmap_pop(q, task, t));
+        Py_XDECREF(tmap_pop(q, task, t));
         fs_entry_unlink(&s->entry);
         PyErr_SetRaisedException(exc);
     }
@@ -312,7 +398,7 @@ done:
     return ready;
 }
 
-PyObject *fs_timeout_aexit(PyObject *self, PyObject *const *args)
+static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
 {
     TimeoutObject *t = (TimeoutObject *)self;
     fs_state *st = t->base.st;
@@ -321,7 +407,7 @@ PyObject *fs_timeout_aexit(PyObject *self, PyObject *const *args)
     TimeoutScope *s = NULL;
     if (fs_running_task(st, &loop, &task) == 0) {
         q = fs_tq_for_loop(st, loop);
-        s = q ? fs_tmap_pop(q, task, t) : NULL;
+        s = q ? tmap_pop(q, task, t) : NULL;
         Py_DECREF(loop);
         Py_DECREF(task);
         if (s == NULL && PyErr_Occurred()) {
@@ -335,7 +421,7 @@ PyObject *fs_timeout_aexit(PyObject *self, PyObject *const *args)
         return NULL;
     }
     if (s == NULL) {
-        s = fs_tmap_pop_unique(st, t, &q);
+        s = tmap_pop_unique(st, t, &q);
     }
     if (s == NULL) {
         PyErr_SetString(PyExc_RuntimeError,
@@ -367,6 +453,204 @@ PyObject *fs_timeout_aexit(PyObject *self, PyObject *const *args)
         return NULL;
     }
     return Py_NewRef(st->ready_none);
+}
+
+/* __aenter__ and __aexit__ of Timeout. `async with` binds both for every entry; as ordinary C
+ * methods that is two bound-method objects created and freed per entry (a quarter of the cost).
+ * These descriptors hand out bound objects from a small freelist of their own instead. */
+
+enum { TM_AENTER = 0, TM_AEXIT = 1, TM_FREELIST_MAX = 16 };
+
+typedef struct TimeoutMethod {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *self;                 /* bound: the Timeout (strong); NULL in a descriptor */
+    struct TimeoutMethod *descr;    /* bound: its descriptor (strong) */
+    struct TimeoutMethod *free;     /* descriptor: spare bound objects; spare: the next one */
+    int nfree;
+    int which;                      /* TM_* */
+} TimeoutMethod;
+
+static const char *const tm_names[] = {"__aenter__", "__aexit__"};
+
+static PyObject *tm_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames)
+{
+    TimeoutMethod *m = (TimeoutMethod *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *self = m->self;
+    if (self == NULL) {     /* called on the class: self comes first */
+        fs_state *st = PyType_GetModuleState(Py_TYPE(callable));
+        if (nargs < 1 || !PyObject_TypeCheck(args[0], st->Timeout_Type)) {
+            PyErr_Format(PyExc_TypeError, "%s() needs a Timeout as its first argument",
+                         tm_names[m->which]);
+            return NULL;
+        }
+        self = args[0];
+        args++;
+        nargs--;
+    }
+    Py_ssize_t want = m->which == TM_AENTER ? 0 : 3;
+    if (nargs != want || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments", tm_names[m->which],
+                     want);
+        return NULL;
+    }
+    return m->which == TM_AENTER ? timeout_aenter(self) : timeout_aexit(self, args);
+}
+
+static PyObject *tm_descr_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    TimeoutMethod *d = (TimeoutMethod *)self;
+    if (obj == NULL || obj == Py_None || d->self != NULL) {
+        return Py_NewRef(self);
+    }
+    fs_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (!PyObject_TypeCheck(obj, st->Timeout_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s() binds to a Timeout, not %.200s", tm_names[d->which],
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    TimeoutMethod *m = d->free;
+    if (m != NULL) {
+        d->free = m->free;
+        d->nfree--;
+        PyObject_Init((PyObject *)m, Py_TYPE(d));
+    }
+    else if ((m = PyObject_GC_New(TimeoutMethod, Py_TYPE(d))) == NULL) {
+        return NULL;
+    }
+    m->vectorcall = tm_vectorcall;
+    m->self = Py_NewRef(obj);
+    m->descr = (TimeoutMethod *)Py_NewRef(d);
+    m->free = NULL;
+    m->nfree = 0;
+    m->which = d->which;
+    PyObject_GC_Track(m);
+    return (PyObject *)m;
+}
+
+static int tm_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    TimeoutMethod *m = (TimeoutMethod *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(m->self);
+    Py_VISIT(m->descr);
+    return 0;
+}
+
+static int tm_clear(PyObject *self)
+{
+    TimeoutMethod *m = (TimeoutMethod *)self;
+    Py_CLEAR(m->self);
+    Py_CLEAR(m->descr);
+    return 0;
+}
+
+static void tm_dealloc(PyObject *self)
+{
+    TimeoutMethod *m = (TimeoutMethod *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(m->self);
+    TimeoutMethod *d = m->descr;
+    m->descr = NULL;
+    if (d != NULL && d->nfree < TM_FREELIST_MAX) {
+        m->free = d->free;
+        d->free = m;
+        d->nfree++;
+        Py_DECREF(tp);      /* PyObject_Init takes it again on reuse */
+        Py_DECREF(d);
+        return;
+    }
+    Py_XDECREF(d);
+    while (m->free != NULL) {  /* a descriptor: its spares go with it */
+        TimeoutMethod *spare = m->free;
+        m->free = spare->free;
+        PyObject_GC_Del(spare);
+    }
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *tm_repr(PyObject *self)
+{
+    TimeoutMethod *m = (TimeoutMethod *)self;
+    if (m->self == NULL) {
+        return PyUnicode_FromFormat("<method '%s' of 'Timeout' objects>", tm_names[m->which]);
+    }
+    return PyUnicode_FromFormat("<bound method %s of %R>", tm_names[m->which], m->self);
+}
+
+static PyObject *tm_get_name(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromString(tm_names[((TimeoutMethod *)self)->which]);
+}
+
+static PyMemberDef tm_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(TimeoutMethod, vectorcall), Py_READONLY,
+     NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyObject *tm_get_self(PyObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *bound = ((TimeoutMethod *)self)->self;
+    return Py_NewRef(bound ? bound : Py_None);
+}
+
+static PyGetSetDef tm_getset[] = {
+    {"__name__", tm_get_name, NULL, NULL, NULL},
+    {"__self__", tm_get_self, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot tm_slots[] = {
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, tm_descr_get},
+    {Py_tp_members, tm_members},
+    {Py_tp_getset, tm_getset},
+    {Py_tp_repr, tm_repr},
+    {Py_tp_traverse, tm_traverse},
+    {Py_tp_clear, tm_clear},
+    {Py_tp_dealloc, tm_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec tm_spec = {
+    .name = "failsafe._native.TimeoutMethod",
+    .basicsize = sizeof(TimeoutMethod),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_HAVE_VECTORCALL,
+    .slots = tm_slots,
+};
+
+/* Installs __aenter__ and __aexit__ on the Timeout type. */
+static int tm_install(PyObject *module, PyTypeObject *timeout_type)
+{
+    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tm_spec, NULL);
+    if (tp == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    for (int which = TM_AENTER; which <= TM_AEXIT && rc == 0; which++) {
+        TimeoutMethod *d = PyObject_GC_New(TimeoutMethod, tp);
+        if (d == NULL) {
+            rc = -1;
+            break;
+        }
+        d->vectorcall = tm_vectorcall;
+        d->self = NULL;
+        d->descr = NULL;
+        d->free = NULL;
+        d->nfree = 0;
+        d->which = which;
+        PyObject_GC_Track(d);
+        rc = PyObject_SetAttrString((PyObject *)timeout_type, tm_names[which], (PyObject *)d);
+        Py_DECREF(d);
+    }
+    Py_DECREF(tp);
+    return rc;
 }
 
 static int parse_seconds(PyObject *arg, double *seconds, int *enabled)
@@ -497,7 +781,7 @@ int fs_timeout_setup(PyObject *module, fs_state *st)
     st->Ready_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ready_spec, NULL);
     st->Timeout_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &timeout_spec, NULL);
     if (st->Ready_Type == NULL || fs_timeoutscope_setup(module, st) < 0
-        || st->Timeout_Type == NULL || fs_timeout_methods_install(module, st->Timeout_Type) < 0
+        || st->Timeout_Type == NULL || tm_install(module, st->Timeout_Type) < 0
         || fs_register_policy_type(st, st->Timeout_Type) < 0) {
         return -1;
     }

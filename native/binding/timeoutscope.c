@@ -1,94 +1,9 @@
-/* timeoutscope: TimeoutScope, one `async with` entry of a shared Timeout (asyncio.Timeout's
- * when(), reschedule() and expired()), and the per-loop task -> innermost scope map through
- * which __aexit__ finds the scope of the exiting task. */
+/* timeoutscope: TimeoutScope, one `async with` entry of a Timeout, with asyncio.Timeout's
+ * when(), reschedule() and expired(). Separate from the policy: it is what `as` binds, and its
+ * methods move a live deadline in the queue. */
 #include "fs_timers.h"
 
 /* ------------------------------------------------------------------------------------------ */
-/* Task -> scope map: the `async with` form finds the exiting task's scope of a shared Timeout.
- * The table is the core's fs_ptrmap; the references it holds are kept here. A dict would do,
- * at about twice the cost per entry and exit. */
-
-/* Makes s (not in the map) the innermost scope of task; the map takes a reference to s. */
-int fs_tmap_push(FsTimerQueue *q, PyObject *task, TimeoutScope *s)
-{
-    size_t cap = fs_ptrmap_grow_cap(&q->map);
-    if (cap != 0) {
-        fs_ptrmap_slot *slots = PyMem_Calloc(cap, sizeof(*slots));
-        if (slots == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        PyMem_Free(fs_ptrmap_rehash(&q->map, slots, cap));
-    }
-    fs_ptrmap_slot *slot = &q->map.slots[fs_ptrmap_insert(&q->map, task)];
-    s->outer = slot->value;      /* the map's reference to the old head passes to s */
-    slot->value = Py_NewRef(s);
-    return 0;
-}
-
-/* Takes out the innermost scope of t in task's chain (the same object may be nested, and exits
- * of interleaved async generators may come out of order). The reference the chain held passes to
- * the caller. NULL when there is none (no error set). */
-TimeoutScope *fs_tmap_pop(FsTimerQueue *q, PyObject *task, TimeoutObject *t)
-{
-    size_t i = fs_ptrmap_find(&q->map, task);
-    if (i == FS_PTRMAP_NONE) {
-        return NULL;
-    }
-    TimeoutScope *s = q->map.slots[i].value, *inner = NULL;
-    while (s != NULL && s->policy != t) {
-        inner = s;
-        s = s->outer;
-    }
-    if (s == NULL) {
-        return NULL;
-    }
-    if (inner != NULL) {
-        inner->outer = s->outer;
-    }
-    else if (s->outer != NULL) {
-        q->map.slots[i].value = s->outer;
-    }
-    else {
-        fs_ptrmap_delete(&q->map, i);
-    }
-    s->outer = NULL;
-    return s;
-}
-
-/* The only active scope of t in any loop's map, taken out (its reference passes to the
- * caller), with its queue in *pq (borrowed); NULL when t has none or several. For exits that do
- * not run in the entering task: an async generator closed by the loop's finalizer task, or a
- * coroutine closed after its loop stopped. */
-TimeoutScope *fs_tmap_pop_unique(fs_state *st, TimeoutObject *t, FsTimerQueue **pq)
-{
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    FsTimerQueue *found_q = NULL;
-    PyObject *found_task = NULL;
-    int n = 0;
-    while (st->queues != NULL && PyDict_Next(st->queues, &pos, &key, &value)) {
-        FsTimerQueue *q = (FsTimerQueue *)value;
-        for (size_t i = 0; i < q->map.cap; i++) {
-            if (q->map.slots[i].key == NULL) {
-                continue;
-            }
-            for (TimeoutScope *s = q->map.slots[i].value; s != NULL; s = s->outer) {
-                if (s->policy == t) {
-                    n++;
-                    found_q = q;
-                    found_task = (PyObject *)q->map.slots[i].key;
-                }
-            }
-        }
-    }
-    if (n != 1) {
-        return NULL;
-    }
-    *pq = found_q;
-    return fs_tmap_pop(found_q, found_task, t);
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* TimeoutScope: one `async with` entry of a Timeout */
 

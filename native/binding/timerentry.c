@@ -13,18 +13,6 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Entries */
 
-void fs_entry_init(FsTimerEntry *e, PyObject *owner)
-{
-    fs_heap_node_init(&e->node);
-    e->node.when = INFINITY;
-    e->queue = NULL;
-    e->task = NULL;
-    e->owner = owner;
-    e->fire = NULL;
-    e->cancelling0 = 0;
-    e->state = FS_TE_IDLE;
-}
-
 /* Registers e for task with deadline when (+inf: none yet), arming the loop timer if needed. */
 int fs_entry_register(FsTimerEntry *e, FsTimerQueue *q, PyObject *loop, PyObject *task,
                           double when, double now)

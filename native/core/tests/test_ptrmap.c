@@ -82,8 +82,7 @@ static void test_ptrmap_collisions(void)
     const void *keys[WANT];
     int found = 0;
     for (uintptr_t k = 0; found < WANT && k < 1000000; k++) {
-        uint64_t h = (uint64_t)(uintptr_t)KEY(k) * UINT64_C(0x9E3779B97F4A7C15);
-        if (((size_t)(h >> 32) & (CAP - 1)) == CAP - 1)
+        if (fs_ptrmap_home(KEY(k), CAP - 1) == CAP - 1)
             keys[found++] = KEY(k);
     }
     CHECK(found == WANT);
