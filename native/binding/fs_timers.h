@@ -1,7 +1,7 @@
 /* The private interface of the timer files: the per-loop timer queue (timerqueue.c), its
  * entries (timerentry.c), the _asyncio fast paths and loop clocks (asyncio_fast.c), and the
- * Timeout policy (timeout.c, timeoutscope.c). Other binding files use timers
- * only through fs_timer_* in fs_binding.h. */
+ * Timeout policy (timeout.c, timeoutscope.c). Other binding files use timers only through
+ * fs_timer_* in fs_binding.h. */
 #ifndef FS_TIMERS_H
 #define FS_TIMERS_H
 
@@ -122,6 +122,7 @@ FsTimerQueue *fs_tq_lookup(fs_state *st, PyObject *loop);
 /* The TimerQueue type and the testing functions. 0 or -1 with an exception. */
 int fs_timerqueue_setup(PyObject *module, fs_state *st);
 
+/* The loop's time() as the queue reads it (see TQ_CLOCK_*). 0, or -1 with an exception. */
 static inline int fs_tq_now(FsTimerQueue *q, PyObject *loop, double *now)
 {
     if (q->clock == TQ_CLOCK_MONOTONIC) {
@@ -167,16 +168,17 @@ static inline void fs_entry_init(FsTimerEntry *e, PyObject *owner)
     e->cancelling0 = 0;
     e->state = FS_TE_IDLE;
 }
+
 /* Registers e for task with deadline when (+inf: none yet), arming the loop timer if needed.
  * Records task.cancelling(). 0, or -1 with an exception (e left unregistered). */
 int fs_entry_register(FsTimerEntry *e, FsTimerQueue *q, PyObject *loop, PyObject *task,
-                   double when, double now);
+                      double when, double now);
 /* Takes e out of its queue without uncancelling. Never raises. */
 void fs_entry_unlink(FsTimerEntry *e);
 /* Leaves e as asyncio.timeout's __aexit__ does: EXIT_RAISE with *out the error to raise,
  * EXIT_INSERTED, EXIT_KEEP, or -1 with an exception. */
 int fs_entry_exit(fs_state *st, FsTimerEntry *e, PyObject *exc_type, PyObject *exc, fs_err code,
-               PyObject **out);
+                  PyObject **out);
 
 /* timeoutscope.c */
 

@@ -15,7 +15,7 @@
 
 /* Registers e for task with deadline when (+inf: none yet), arming the loop timer if needed. */
 int fs_entry_register(FsTimerEntry *e, FsTimerQueue *q, PyObject *loop, PyObject *task,
-                          double when, double now)
+                      double when, double now)
 {
     fs_state *st = q->st;
     /* Read at entry, not at fire: a cancel requested in between is not ours to swallow. */
@@ -152,7 +152,7 @@ static int insert_timeout_errors(fs_state *st, fs_err code, PyObject *exc)
  * replaces exc, EXIT_INSERTED when a TimeoutError went into exc's chain (3.13), EXIT_KEEP when
  * exc goes on unchanged, or -1 with an exception set. */
 int fs_entry_exit(fs_state *st, FsTimerEntry *e, PyObject *exc_type, PyObject *exc,
-                      fs_err code, PyObject **out)
+                  fs_err code, PyObject **out)
 {
     *out = NULL;
     if (e->state != FS_TE_FIRED || e->task == NULL) {
