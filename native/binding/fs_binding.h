@@ -96,7 +96,7 @@ typedef struct fs_state {
     PyTypeObject *Hedge_Type;
     /* toggle.c */
     PyTypeObject *Toggle_Type;
-    /* imports from asyncio (asyncio is imported before _asyncio; see timeout.c) */
+    /* imports from asyncio (asyncio is imported before _asyncio; see asyncio_fast.c) */
     PyObject *CancelledError;
     PyObject *get_running_loop;
     PyObject *current_task;         /* asyncio.current_task */
@@ -149,7 +149,7 @@ typedef struct fs_state {
     /* recycled StopIteration_Type instances (untracked, linked through ->value) */
     PyObject *stop_freelist;
     int stop_free_count;
-    /* timeout: per-loop queues, see timeout.c */
+    /* timeout: per-loop queues, see timerqueue.c */
     PyObject *queues;               /* dict loop -> TimerQueue (weak keys handled by loop close) */
     PyObject *last_loop;            /* one-slot cache: borrowed key of last_queue */
     PyObject *last_queue;           /* strong */
@@ -388,7 +388,7 @@ int fs_event_error(PyObject *where);
 int fs_event_cache_traverse(struct fs_event_cache *c, visitproc visit, void *arg);
 
 /* ------------------------------------------------------------------------------------------ */
-/* Timer entries (timeout deadlines), embedded in the objects that own them. See timeout.c. */
+/* Timer entries (timeout deadlines), embedded in the objects that own them. See timerentry.c. */
 
 typedef struct FsTimerQueue FsTimerQueue;
 

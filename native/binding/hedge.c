@@ -1,5 +1,5 @@
 /* hedge: the first attempt of a hedged call runs inline in the caller's task, under a deadline
- * in the per-loop C heap of timeout.c. When it answers before the hedge delay the call costs
+ * in the per-loop C heap of timerqueue.c. When it answers before the hedge delay the call costs
  * about what a timeout costs: no task, no loop timer. When the delay passes first, the deadline
  * starts the Python race (failsafe.hedge._Race), which launches the next attempts as tasks while
  * the first one keeps running inline; when the first attempt ends, the race settles the call.

@@ -670,7 +670,7 @@ static int os_random_seed(uint64_t *seed)
 static int fs_exec(PyObject *module)
 {
     fs_state *st = PyModule_GetState(module);
-    /* asyncio must be imported before _asyncio (see timeout.c). */
+    /* asyncio must be imported before _asyncio (see asyncio_fast.c). */
     PyObject *asyncio = PyImport_ImportModule("asyncio");
     if (asyncio == NULL) {
         return -1;

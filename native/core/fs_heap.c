@@ -6,13 +6,19 @@ static void place(fs_heap *h, size_t i, fs_heap_node *n)
     n->index = i;
 }
 
+/* a pops before b: the earlier deadline, or the earlier push among equal deadlines. */
+static inline int before(const fs_heap_node *a, const fs_heap_node *b)
+{
+    return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
 /* Moves n up from hole i; returns its final position. */
 static size_t sift_up(fs_heap *h, size_t i, fs_heap_node *n)
 {
     while (i > 0) {
         size_t parent = (i - 1) / 2;
         fs_heap_node *p = h->slots[parent];
-        if (!(n->when < p->when))
+        if (!before(n, p))
             break;
         place(h, i, p);
         i = parent;
@@ -28,9 +34,9 @@ static void sift_down(fs_heap *h, size_t i, fs_heap_node *n)
         size_t child = 2 * i + 1;
         if (child >= len)
             break;
-        if (child + 1 < len && h->slots[child + 1]->when < h->slots[child]->when)
+        if (child + 1 < len && before(h->slots[child + 1], h->slots[child]))
             child++;
-        if (!(h->slots[child]->when < n->when))
+        if (!before(h->slots[child], n))
             break;
         place(h, i, h->slots[child]);
         i = child;
@@ -50,6 +56,7 @@ void fs_heap_init(fs_heap *h, fs_heap_node **slots, size_t cap)
     h->slots = slots;
     h->len = 0;
     h->cap = cap;
+    h->next_seq = 0;
 }
 
 void fs_heap_node_init(fs_heap_node *n)
@@ -61,6 +68,7 @@ int fs_heap_push(fs_heap *h, fs_heap_node *n)
 {
     if (h->len >= h->cap)
         return -1;
+    n->seq = h->next_seq++;
     sift_up(h, h->len++, n);
     return 0;
 }
@@ -99,5 +107,6 @@ void fs_heap_update(fs_heap *h, fs_heap_node *n, double when)
     if (!contains(h, n))
         return; /* writing when could corrupt another heap holding n */
     n->when = when;
+    n->seq = h->next_seq++;
     fix(h, n->index, n);
 }

@@ -55,6 +55,7 @@ extern const fs_test bulkhead_tests[];
 extern const fs_test quantile_tests[];
 extern const fs_test swlog_tests[];
 extern const fs_test keytab_tests[];
+extern const fs_test ptrmap_tests[];
 extern const fs_test breaker_tests[];
 extern const fs_test edge_tests[];
 

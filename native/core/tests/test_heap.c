@@ -212,10 +212,67 @@ static void test_heap_randomized(void)
         CHECK(n[j].index == FS_HEAP_NONE);
 }
 
+/* Equal deadlines pop in push order (libuv's tie-break), also after removals shuffled the
+ * array, and a node given a deadline by update goes after those already holding it. */
+static void test_heap_ties_fifo(void)
+{
+    enum { NODES = 64 };
+    fs_heap_node *slots[NODES];
+    fs_heap_node n[NODES];
+    int order[NODES]; /* push rank of each node */
+    fs_heap h;
+    fs_heap_init(&h, slots, NODES);
+    fs_rng rng;
+    fs_rng_seed(&rng, 5);
+    for (int i = 0; i < NODES; i++) {
+        fs_heap_node_init(&n[i]);
+        n[i].when = (double)(fs_rng_next(&rng) % 3); /* many ties */
+        order[i] = i;
+        CHECK(fs_heap_push(&h, &n[i]) == 0);
+    }
+    for (int i = 0; i < NODES; i += 7)
+        fs_heap_remove(&h, &n[i]);
+    /* n[1] moves to deadline 1 after every node already at 1. */
+    fs_heap_update(&h, &n[1], 1.0);
+    order[1] = NODES;
+    double last_when = -1;
+    int last_rank = -1, popped = 0, bad = 0;
+    fs_heap_node *top;
+    while ((top = fs_heap_pop(&h)) != NULL) {
+        int rank = order[top - n];
+        if (top->when == last_when)
+            bad += rank < last_rank;
+        else
+            bad += top->when < last_when;
+        last_when = top->when;
+        last_rank = rank;
+        popped++;
+    }
+    CHECK(bad == 0);
+    CHECK_EQ_INT(popped, NODES - (NODES + 6) / 7);
+
+    /* All equal: strictly first in, first out, whatever the interleaving of pushes and pops. */
+    fs_heap_init(&h, slots, NODES);
+    int next_in = 0, next_out = 0;
+    bad = 0;
+    for (int step = 0; step < 200; step++) {
+        if (h.len < NODES && (h.len == 0 || fs_rng_next(&rng) % 2)) {
+            fs_heap_node *x = &n[next_in++ % NODES];
+            x->when = 42.0;
+            CHECK(fs_heap_push(&h, x) == 0);
+        }
+        else {
+            bad += fs_heap_pop(&h) != &n[next_out++ % NODES];
+        }
+    }
+    CHECK(bad == 0);
+}
+
 const fs_test heap_tests[] = {
     TEST_CASE(test_heap_basic),
     TEST_CASE(test_heap_zero_cap_and_growth),
     TEST_CASE(test_heap_two_heaps),
     TEST_CASE(test_heap_randomized),
+    TEST_CASE(test_heap_ties_fifo),
     TEST_END,
 };
