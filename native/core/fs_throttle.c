@@ -58,8 +58,19 @@ double fs_throttle_probability(fs_throttle *t, int64_t now_ns)
 
 bool fs_throttle_admit(fs_throttle *t, int64_t now_ns, fs_rng *rng)
 {
+    return fs_throttle_admit_scaled(t, now_ns, rng, 1.0);
+}
+
+bool fs_throttle_admit_scaled(fs_throttle *t, int64_t now_ns, fs_rng *rng, double scale)
+{
     roll(t, now_ns);
     double p = probability(t);
+    if (scale != 1.0) {
+        p = scale > 0.0 ? p * scale : 0.0;  /* also NaN: never refused */
+        if (p > t->max_reject) {
+            p = t->max_reject;
+        }
+    }
     if (p <= 0.0 || fs_rng_uniform(rng) >= p) {
         return true;
     }

@@ -46,6 +46,10 @@ double fs_throttle_probability(fs_throttle *t, int64_t now_ns);
  * when the probability is above 0. */
 bool fs_throttle_admit(fs_throttle *t, int64_t now_ns, fs_rng *rng);
 
+/* As fs_throttle_admit, with the probability multiplied by scale (>= 0) and capped at
+ * max_reject: per-call priorities (a low priority above 1, a high one below). */
+bool fs_throttle_admit_scaled(fs_throttle *t, int64_t now_ns, fs_rng *rng, double scale);
+
 /* An admitted request ended at now_ns: counted as a request, and as an accept when accepted. */
 void fs_throttle_record(fs_throttle *t, int64_t now_ns, bool accepted);
 

@@ -256,6 +256,16 @@ static void throttle_max_reject_and_admit(void)
     }
     CHECK(sent > 4700 && sent < 5300);
     CHECK_EQ_INT(t.requests, 1000 + (10000 - sent));    /* refusals count, admissions not yet */
+    /* Scaled: half the probability, or capped at max_reject. */
+    int sent2 = 0, sent3 = 0;
+    for (int i = 0; i < 10000; i++) {
+        sent2 += fs_throttle_admit_scaled(&t, 0, &rng, 0.5);
+    }
+    CHECK(sent2 > 7200 && sent2 < 7800);
+    for (int i = 0; i < 1000; i++) {
+        sent3 += fs_throttle_admit_scaled(&t, 0, &rng, 0.0);
+    }
+    CHECK_EQ_INT(sent3, 1000);
     /* No rejection while the dependency accepts: the RNG is not drawn. */
     fs_throttle u;
     fs_throttle_init(&u, 2.0, 1.0, 40 * MS);
