@@ -523,6 +523,8 @@ async def test_listener_sees_refusals_and_retry_stacks() -> None:
         ({"queue_size": -1}, ValueError, "queue_size"),
         ({"long_window": 0}, ValueError, "long_window"),
         ({"probe_multiplier": -1}, ValueError, "probe_multiplier"),
+        ({"alpha": 0.5}, ValueError, "alpha"),
+        ({"beta": 2}, ValueError, "beta"),
         ({"backoff_ratio": 1}, ValueError, "backoff_ratio"),
         ({"timeout": 0}, ValueError, "timeout"),
         ({"priority": 3}, TypeError, "priority"),

@@ -247,30 +247,29 @@ static PyObject *al_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject 
 }
 
 /* AdaptiveLimit(algorithm, initial, min_limit, max_limit, smoothing, tolerance, queue_size,
- * long_window, probe_multiplier, backoff_ratio, timeout, drop_on, drop_pred): numbers checked
+ * long_window, alpha, beta, probe_multiplier, backoff_ratio, timeout, drop_on, drop_pred): numbers checked
  * by failsafe.adaptive first; out of range here is a ValueError. */
 static int al_init(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     LimitObject *l = (LimitObject *)self;
     static char *kwlist[] = {"algorithm", "initial", "min_limit", "max_limit", "smoothing",
-                             "tolerance", "queue_size", "long_window", "probe_multiplier",
-                             "backoff_ratio", "timeout", "drop_on", "drop_pred", NULL};
+                             "tolerance", "queue_size", "long_window", "alpha", "beta",
+                             "probe_multiplier", "backoff_ratio", "timeout", "drop_on",
+                             "drop_pred", NULL};
     fs_alimit_config c;
     unsigned int long_window, probe;
     double timeout;
     PyObject *drop_on = Py_None, *drop_pred = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iddddddIIdd|OO:AdaptiveLimit", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iddddddIddIdd|OO:AdaptiveLimit", kwlist,
                                      &c.algo, &c.initial, &c.min_limit, &c.max_limit,
                                      &c.smoothing, &c.tolerance, &c.queue_size, &long_window,
-                                     &probe, &c.backoff_ratio, &timeout, &drop_on, &drop_pred)) {
+                                     &c.alpha, &c.beta, &probe, &c.backoff_ratio, &timeout, &drop_on, &drop_pred)) {
         return -1;
     }
     c.long_window = long_window;
     c.probe_multiplier = probe;
     if (!(timeout > 0.0 && timeout <= 1e9)) {
-        PyErr_Format(PyExc_ValueError, "timeout must be in (0, 1e9] seconds, got %R",
-                     PyTuple_Check(args) && PyTuple_GET_SIZE(args) > 10
-                         ? PyTuple_GET_ITEM(args, 10) : Py_None);
+        PyErr_SetString(PyExc_ValueError, "timeout must be in (0, 1e9] seconds");
         return -1;
     }
     c.timeout_ns = (int64_t)(timeout * NS_PER_S);

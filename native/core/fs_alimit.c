@@ -14,6 +14,8 @@ void fs_alimit_defaults(fs_alimit_config *cfg, int algo)
         .tolerance = 1.5,
         .queue_size = 4.0,
         .long_window = 600,
+        .alpha = 3.0,
+        .beta = 6.0,
         .probe_multiplier = 30,
         .backoff_ratio = 0.9,
         .timeout_ns = 5000000000LL,
@@ -28,6 +30,7 @@ int fs_alimit_init(fs_alimit *l, const fs_alimit_config *c)
         || !(c->initial >= c->min_limit && c->initial <= c->max_limit)
         || !(c->smoothing > 0.0 && c->smoothing <= 1.0) || !(c->tolerance >= 1.0 && c->tolerance <= 1e9)
         || !(c->queue_size >= 0.0 && c->queue_size <= 1e9) || c->long_window < 1
+        || !(c->alpha >= 1.0 && c->beta >= c->alpha && c->beta <= 1e9)
         || !(c->backoff_ratio > 0.0 && c->backoff_ratio < 1.0)
         || c->timeout_ns < 1) {
         return -1;
@@ -133,12 +136,12 @@ static double vegas(fs_alimit *l, double rtt, bool app_limited, bool drop)
     else {
         double queue = ceil(l->limit * (1.0 - l->rtt_noload_ns / rtt));
         if (queue <= step) {
-            next = l->limit + 6.0 * step;
+            next = l->limit + c->beta * step;
         }
-        else if (queue < 3.0 * step) {
+        else if (queue < c->alpha * step) {
             next = l->limit + step;
         }
-        else if (queue > 6.0 * step) {
+        else if (queue > c->beta * step) {
             next = l->limit - step;
         }
         else {

@@ -9,8 +9,9 @@
  * - vegas (VegasLimit): rtt_noload is the least RTT seen (reset to the current sample every
  *   probe_multiplier * limit samples, 0: never; under a lasting queue a probe takes the queued
  *   RTT as the new minimum, so the limit ratchets up); queue = ceil(limit * (1 - rtt_noload / rtt)); with
- *   l = max(1, floor(log10(limit))): queue <= l: limit + 6l; queue < 3l: limit + l; queue > 6l:
- *   limit - l; a drop: limit - l; smoothed as gradient2.
+ *   l = max(1, floor(log10(limit))): queue <= l: limit + beta * l; queue < alpha * l: limit + l;
+ *   queue > beta * l: limit - l; a drop: limit - l; smoothed as gradient2 (alpha 3, beta 6 as
+ *   published).
  * - aimd (AIMDLimit): a drop, or an RTT over timeout, multiplies the limit by backoff_ratio;
  *   otherwise + 1.
  *
@@ -42,6 +43,8 @@ typedef struct fs_alimit_config {
     double tolerance;           /* gradient2: >= 1, how much latency growth is no queueing */
     double queue_size;          /* gradient2: >= 0, calls allowed to queue at the dependency */
     uint32_t long_window;       /* gradient2: >= 1 samples of the long RTT average */
+    double alpha;               /* vegas: >= 1, queue below alpha * l grows the limit */
+    double beta;                /* vegas: >= alpha, queue above beta * l shrinks it */
     uint32_t probe_multiplier;  /* vegas: rtt_noload re-measured every this * limit samples; 0: never */
     double backoff_ratio;       /* aimd: (0, 1) */
     int64_t timeout_ns;         /* aimd: >= 1, an RTT above it counts as a drop */
@@ -62,7 +65,7 @@ typedef struct fs_alimit {
 } fs_alimit;
 
 /* Fills cfg with the published defaults for algo: initial 20, limits [1, 1000], smoothing 0.2
- * (vegas 1.0), tolerance 1.5, queue_size 4, long_window 600, probe_multiplier 30, backoff 0.9,
+ * (vegas 1.0), tolerance 1.5, queue_size 4, long_window 600, alpha 3, beta 6, probe_multiplier 30, backoff 0.9,
  * timeout 5 s. */
 void fs_alimit_defaults(fs_alimit_config *cfg, int algo);
 

@@ -390,6 +390,8 @@ class AdaptiveLimit(_Policy):
         tolerance: float,
         queue_size: float,
         long_window: int,
+        alpha: float,
+        beta: float,
         probe_multiplier: int,
         backoff_ratio: float,
         timeout: float,

@@ -43,6 +43,12 @@ static void alimit_rejects_bad_config(void)
     bad.backoff_ratio = 1.0;
     CHECK(fs_alimit_init(&l, &bad) == -1);
     bad = c;
+    bad.alpha = 0.5;
+    CHECK(fs_alimit_init(&l, &bad) == -1);
+    bad = c;
+    bad.beta = 2;   /* < alpha */
+    CHECK(fs_alimit_init(&l, &bad) == -1);
+    bad = c;
     bad.long_window = 0;
     CHECK(fs_alimit_init(&l, &bad) == -1);
 }

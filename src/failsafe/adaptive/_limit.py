@@ -88,6 +88,8 @@ class ConcurrencyLimit(Component, _native.AdaptiveLimit):
         tolerance: float = 1.5,
         queue_size: float = 4,
         long_window: int = 600,
+        alpha: float = 3.0,
+        beta: float = 6.0,
         probe_multiplier: int = 30,
         backoff_ratio: float = 0.9,
         timeout: float = 5.0,
@@ -117,6 +119,12 @@ class ConcurrencyLimit(Component, _native.AdaptiveLimit):
             raise ValueError(f"tolerance must be >= 1, got {tolerance!r}")
         qsize = check_number(queue_size, "queue_size", maximum=1e9)
         window = check_int(long_window, "long_window", maximum=2**32 - 1)
+        lo_queue = check_number(alpha, "alpha", maximum=1e9)
+        if lo_queue < 1:
+            raise ValueError(f"alpha must be >= 1, got {alpha!r}")
+        hi_queue = check_number(beta, "beta", maximum=1e9)
+        if hi_queue < lo_queue:
+            raise ValueError(f"beta must be >= alpha ({lo_queue}), got {beta!r}")
         probe = check_int(probe_multiplier, "probe_multiplier", minimum=0, maximum=2**32 - 1)
         backoff = check_number(backoff_ratio, "backoff_ratio", allow_zero=False)
         if backoff >= 1:
@@ -140,6 +148,8 @@ class ConcurrencyLimit(Component, _native.AdaptiveLimit):
             float(tol),
             float(qsize),
             int(window),
+            float(lo_queue),
+            float(hi_queue),
             int(probe),
             float(backoff),
             float(slow_after),
