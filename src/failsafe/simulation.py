@@ -24,6 +24,7 @@ import random
 import selectors
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -36,6 +37,7 @@ __all__ = [
     "DependencyError",
     "Overloaded",
     "Report",
+    "call_class",
     "plot",
     "ramp",
     "simulate",
@@ -46,6 +48,10 @@ _NS: Final = 1_000_000_000
 Call = Callable[[], Awaitable[Any]]
 Stack = Callable[[Call], Call]
 Load = float | Callable[[float], float]
+
+call_class: ContextVar[str] = ContextVar("failsafe_simulation_call_class", default="")
+"""The class of the simulated call being made (see ``classes`` of :func:`simulate`): a stack's
+key functions read it, e.g. ``priority=lambda: 1 if call_class.get() == "high" else 0``."""
 
 
 class DependencyError(Exception):
@@ -107,19 +113,23 @@ class Report:
     p50: list[float]
     p99: list[float]
     probes: dict[str, list[float]] = field(default_factory=dict)
-    latencies: list[tuple[float, float, str]] = field(default_factory=list, repr=False)
+    # (arrival, latency, outcome, class) of every call
+    latencies: list[tuple[float, float, str, str]] = field(default_factory=list, repr=False)
 
     @property
     def amplification(self) -> list[float]:
         """Calls sent to the dependency per call offered, per interval."""
         return [s / o if o else math.nan for s, o in zip(self.sent, self.offered, strict=True)]
 
-    def summary(self, start: float = 0.0, end: float = math.inf) -> dict[str, float]:
-        """Totals over the calls that arrived in [start, end): rates per second, the share of
-        each outcome, latency percentiles of the successes, and the amplification."""
-        calls = [c for c in self.latencies if start <= c[0] < end]
+    def summary(
+        self, start: float = 0.0, end: float = math.inf, *, cls: str | None = None
+    ) -> dict[str, float]:
+        """Totals over the calls that arrived in [start, end) (of class cls only, when given):
+        rates per second, the share of each outcome, latency percentiles of the successes, and
+        the amplification (of every class)."""
+        calls = [c for c in self.latencies if start <= c[0] < end and cls in (None, c[3])]
         span = min(end, self.times[-1] + self.interval if self.times else 0.0) - start
-        ok = sorted(lat for _, lat, outcome in calls if outcome == "ok")
+        ok = sorted(c[1] for c in calls if c[2] == "ok")
         n = len(calls) or 1
         first = int(start // self.interval)
         last = int(min(end, len(self.times) * self.interval) // self.interval)
@@ -278,6 +288,7 @@ def simulate(
     dependency: Dependency | None = None,
     changes: Iterable[tuple[float, Dependency]] = (),
     probes: Mapping[str, Callable[[], float]] | None = None,
+    classes: Mapping[str, float] | None = None,
     interval: float = 1.0,
     drain: float = 30.0,
     seed: int = 0,
@@ -288,6 +299,8 @@ def simulate(
 
     ``changes`` are ``(time, Dependency)`` pairs that replace the dependency's parameters at
     that time; ``probes`` are sampled at the start of every interval (e.g. a policy's limit).
+    ``classes`` splits the calls into named classes by weight (e.g. ``{"high": 1, "low": 2}``):
+    each call's class is in :data:`call_class` while it runs, and in the report.
     Calls still running at the end get ``drain`` more seconds. The seed fixes arrivals,
     service times, failures and the C core's RNG (throttle, jitter).
     """
@@ -310,6 +323,7 @@ def simulate(
                 dep,
                 sorted(changes, key=lambda c: c[0]),
                 dict(probes or {}),
+                dict(classes or {"": 1.0}),
                 interval,
                 drain,
                 seed,
@@ -329,6 +343,7 @@ async def _run(
     dep: Dependency,
     changes: list[tuple[float, Dependency]],
     probes: dict[str, Callable[[], float]],
+    classes: dict[str, float],
     interval: float,
     drain: float,
     seed: int,
@@ -353,19 +368,22 @@ async def _run(
         await server.call()
 
     guarded: Call = stack(raw) if stack is not None else raw
-    calls: list[tuple[float, float, str]] = []
+    calls: list[tuple[float, float, str, str]] = []
     ends: list[tuple[float, float, str]] = []  # (end time, latency, outcome)
+    names = list(classes)
+    weights = [classes[c] for c in names]
     sampled: dict[str, list[float]] = {name: [] for name in probes}
     tasks: set[asyncio.Task[None]] = set()
 
-    async def one(arrival: float) -> None:
+    async def one(arrival: float, cls: str) -> None:
+        call_class.set(cls)
         outcome = "ok"
         try:
             await guarded()
         except (FailsafeError, DependencyError) as exc:
             outcome = _classify(exc)
         end = now()
-        calls.append((arrival, end - arrival, outcome))
+        calls.append((arrival, end - arrival, outcome, cls))
         ends.append((end, end - arrival, outcome))
 
     def rate_at(t: float) -> float:
@@ -391,7 +409,8 @@ async def _run(
         while pending and pending[0][0] <= t:
             server.dep = replace(pending.pop(0)[1])
         if r > 0:
-            task = asyncio.ensure_future(one(t))
+            cls = names[0] if len(names) == 1 else rng.choices(names, weights)[0]
+            task = asyncio.ensure_future(one(t, cls))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     if tasks:
@@ -403,7 +422,7 @@ async def _run(
 
     def per_interval(outcome: str | None) -> list[float]:
         counts = [0] * n
-        for arrival, _, o in calls:
+        for arrival, _, o, _ in calls:
             if outcome is None or o == outcome:
                 counts[min(n - 1, int(arrival // interval))] += 1
         return [c / interval for c in counts]
