@@ -700,17 +700,20 @@ async def test_a_failing_dispatcher_never_breaks_the_call(
     def broken_emit(component: object, method: str, args: tuple[Any, ...]) -> None:
         raise RuntimeError(f"dispatch of {method} failed")
 
+    def broken_resolve(component: object, method: str) -> None:
+        raise RuntimeError(f"dispatch of {method} failed")
+
     class Listener:
         def on_rate_limited(self, limiter: object, retry_after: float) -> None:
             pytest.fail("the broken dispatcher stands in for every listener")
 
     limiter: Any = tokenbucket(1, 5, listeners=[Listener()])
-    _native._bind(emit=broken_emit)
+    _native._bind(emit=broken_emit, resolve=broken_resolve)
     try:
         assert limiter.try_acquire()
         assert not limiter.try_acquire()  # the refusal is still answered
     finally:
-        _native._bind(emit=events.emit)
+        _native._bind(emit=events.emit, resolve=events.resolve)
     assert [str(e) for e in reported] == ["dispatch of on_rate_limited failed"]
     assert limiter.stats()["rejected"] == 1
 

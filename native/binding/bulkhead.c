@@ -733,6 +733,7 @@ static void bh_drop_queue(BulkheadObject *b)
 
 static int bh_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     BulkheadObject *b = (BulkheadObject *)self;
     bh_drop_queue(b);
     Py_CLEAR(b->msg_name);

@@ -870,7 +870,7 @@ static void hit_freelist_clear(fs_state *st)
 static int cache_event(FsCacheObject *cc, const char *method, PyObject *key, int kind,
                        PyObject *value)
 {
-    if (!fs_listening(&cc->base)) {
+    if (!fs_event_wanted(&cc->base, method)) {
         return 0;
     }
     PyObject *pk = public_key(key, kind);
@@ -1356,6 +1356,7 @@ static int cache_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int cache_tp_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     FsCacheObject *cc = (FsCacheObject *)self;
     if (cc->ready.slots != NULL) {
         table_clear(cc, &cc->ready);

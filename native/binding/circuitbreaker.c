@@ -43,6 +43,22 @@ typedef struct FsBreaker {
     PyObject *signal;           /* callable failure -> break in ns or None, or NULL */
 } FsBreaker;
 
+/* Reports on_success(state) of a call passing a working breaker, dispatched from C (the
+ * Python subclass names its working state _WORKING). 0, or -1 as breaker_events. */
+static int breaker_success_event(FsBreaker *b)
+{
+    PyObject *state = PyObject_GetAttrString((PyObject *)b, "_WORKING");
+    if (state == NULL) {
+        return fs_event_error((PyObject *)b);
+    }
+    PyObject *args = PyTuple_Pack(1, state);
+    Py_DECREF(state);
+    if (args == NULL) {
+        return fs_event_error((PyObject *)b);
+    }
+    return fs_emit(&b->base, "on_success", args);
+}
+
 /* Bumps the transition counters of bits and, when somebody listens, hands the events to
  * self._events(kind, exc, old_state, bits). 0, or -1 with a KeyboardInterrupt / SystemExit
  * raised by a listener. */
@@ -67,6 +83,9 @@ static int breaker_events(FsBreaker *b, int kind, PyObject *exc, int old, unsign
     }
     if (!fs_listening(&b->base) || (kind == EV_NONE && bits == 0)) {
         return 0;
+    }
+    if (kind == EV_SUCCESS && bits == 0 && old == FS_BR_WORKING) {
+        return fs_event_wanted(&b->base, "on_success") ? breaker_success_event(b) : 0;
     }
     PyObject *r = PyObject_CallMethod((PyObject *)b, "_events", "iOiI", kind,
                                       exc != NULL ? exc : Py_None, old, bits);
@@ -739,6 +758,7 @@ static int breaker_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int breaker_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     FsBreaker *b = (FsBreaker *)self;
     Py_CLEAR(b->on);
     Py_CLEAR(b->on_pred);

@@ -370,6 +370,7 @@ static int ff_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int ff_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     FsFailFast *f = (FsFailFast *)self;
     Py_CLEAR(f->on);
     Py_CLEAR(f->on_pred);

@@ -121,6 +121,13 @@ typedef struct fs_state {
     PyObject *errors[FS_E_COUNT];
     /* failsafe.events dispatcher: emit(component, method_name, args_tuple); NULL until bound */
     PyObject *emit;
+    /* events.resolve(component, method_name) -> flat (listener, handler, ...) tuple, or None
+     * when emit() must run (a listener factory is among the entries); events.finish(listener,
+     * component, method_name, outcome, raised) takes over what a handler returned or raised */
+    PyObject *resolve;
+    PyObject *finish;
+    /* bumped whenever a listener is added or removed anywhere: invalidates every event cache */
+    uint64_t listeners_gen;
     /* interned strings */
     PyObject *str_on_error;
     PyObject *str_on_result;
@@ -267,6 +274,7 @@ struct FsPolicy {
     unsigned flags;
     int pattern;            /* FS_PATTERN_* */
     int local_listeners;    /* non-zero when the component has listeners of its own */
+    struct fs_event_cache *events;  /* resolved handlers per event (owned), NULL until an event */
     uint64_t counters[FS_MAX_COUNTERS];
     /* The metrics series this component reports to (a failsafe._native.Series, strong), or
      * NULL; the series lists its live members through series_prev/series_next (borrowed).
@@ -323,9 +331,26 @@ static inline bool fs_listening(const FsPolicy *p)
  * An exception pending on entry is kept. */
 int fs_emit(FsPolicy *p, const char *method, PyObject *args);
 
+/* Whether event `method` (a string literal: slots are found by its address) of p would reach a
+ * handler or a listener factory, so that callers build the event's arguments only then. The
+ * handlers are resolved once per (component, event) and cached until a listener is added or
+ * removed anywhere. Keeps any pending exception; never fails (a failed resolution answers 1,
+ * and fs_emit reports it). fs_event_handled is the same without the fs_listening test. */
+bool fs_event_handled(FsPolicy *p, const char *method);
+static inline bool fs_event_wanted(FsPolicy *p, const char *method)
+{
+    return fs_listening(p) && fs_event_handled(p, method);
+}
+
+/* Frees p's resolved-handler cache (every policy type calls it from tp_clear; fs_policy_clear
+ * calls it too). fs_policy_traverse visits it. */
+void fs_policy_clear_events(FsPolicy *p);
+
 /* After a failed call into Python from an event hook: 0 with the error written as unraisable
  * when it is an Exception, -1 with it still set when it must propagate. */
 int fs_event_error(PyObject *where);
+/* Visits the handlers held by an event cache (c may be NULL). */
+int fs_event_cache_traverse(struct fs_event_cache *c, visitproc visit, void *arg);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Timer entries (timeout deadlines), embedded in the objects that own them. See timeout.c. */

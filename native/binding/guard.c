@@ -31,7 +31,7 @@ int fs_policy_init(FsPolicy *p, const fs_policy_ops *ops, int pattern, unsigned 
 int fs_policy_traverse(FsPolicy *p, visitproc visit, void *arg)
 {
     Py_VISIT(p->name);
-    return 0;
+    return fs_event_cache_traverse(p->events, visit, arg);
 }
 
 static void series_leave(FsPolicy *p);
@@ -44,6 +44,7 @@ void fs_policy_clear(FsPolicy *p)
     if (p->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)p);
     }
+    fs_policy_clear_events(p);
     Py_CLEAR(p->name);
 }
 

@@ -177,7 +177,7 @@ static int hedge_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
             hedge_record(h, now, now - c->t0_ns);
         }
         h->base.counters[H_SUCCESS]++;
-        if (fs_listening(&h->base)) {
+        if (fs_event_wanted(&h->base, "on_hedge_success")) {
             PyObject *args = PyTuple_Pack(1, result);
             if (args == NULL || fs_emit(&h->base, "on_hedge_success", args) < 0) {
                 return -1;
@@ -381,6 +381,7 @@ static int hedge_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int hedge_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     Py_CLEAR(((HedgeObject *)self)->budget);
     Py_CLEAR(((FsPolicy *)self)->name);
     return 0;

@@ -123,18 +123,181 @@ int fs_event_error(PyObject *where)
     return -1;
 }
 
-int fs_emit(FsPolicy *p, const char *method, PyObject *args)
+/* Handlers resolved per (component, event): events are few per pattern, and method names are
+ * string literals, so a slot is found by comparing pointers. */
+#define FS_EVENT_SLOTS 8
+struct fs_event_cache {
+    uint64_t gen;           /* st->listeners_gen the slots were resolved under */
+    int n;
+    struct {
+        const char *method;
+        PyObject *handlers;     /* flat (listener, handler, ...) tuple, or None: call emit() */
+    } slot[FS_EVENT_SLOTS];
+};
+
+static void event_cache_reset(struct fs_event_cache *c)
+{
+    int n = c->n;
+    c->n = 0;
+    for (int i = 0; i < n; i++) {
+        Py_CLEAR(c->slot[i].handlers);
+    }
+}
+
+int fs_event_cache_traverse(struct fs_event_cache *c, visitproc visit, void *arg)
+{
+    if (c != NULL) {
+        for (int i = 0; i < c->n; i++) {
+            Py_VISIT(c->slot[i].handlers);
+        }
+    }
+    return 0;
+}
+
+void fs_policy_clear_events(FsPolicy *p)
+{
+    struct fs_event_cache *c = p->events;
+    if (c != NULL) {
+        p->events = NULL;
+        event_cache_reset(c);
+        PyMem_Free(c);
+    }
+}
+
+/* The handlers of event method of p (new reference): a flat tuple, or None when emit() must
+ * run. NULL with an exception on failure. */
+static PyObject *event_handlers(FsPolicy *p, const char *method)
+{
+    fs_state *st = p->st;
+    struct fs_event_cache *c = p->events;
+    if (c == NULL) {
+        c = PyMem_Calloc(1, sizeof *c);
+        if (c == NULL) {
+            return PyErr_NoMemory();
+        }
+        c->gen = st->listeners_gen;
+        p->events = c;
+    }
+    else if (c->gen != st->listeners_gen) {
+        event_cache_reset(c);
+        c->gen = st->listeners_gen;
+    }
+    for (int i = 0; i < c->n; i++) {
+        if (c->slot[i].method == method) {
+            return Py_NewRef(c->slot[i].handlers);
+        }
+    }
+    uint64_t gen = c->gen;
+    PyObject *name = PyUnicode_InternFromString(method);
+    if (name == NULL) {
+        return NULL;
+    }
+    PyObject *stack[2] = {(PyObject *)p, name};
+    PyObject *handlers = PyObject_Vectorcall(st->resolve, stack, 2, NULL);
+    Py_DECREF(name);
+    if (handlers == NULL) {
+        return NULL;
+    }
+    if (handlers != Py_None && !PyTuple_CheckExact(handlers)) {
+        Py_SETREF(handlers, Py_NewRef(Py_None));
+    }
+    /* The resolver ran Python: the cache may have been reset or freed meanwhile. */
+    c = p->events;
+    if (c != NULL && c->gen == gen && st->listeners_gen == gen && c->n < FS_EVENT_SLOTS) {
+        c->slot[c->n].method = method;
+        c->slot[c->n].handlers = Py_NewRef(handlers);
+        c->n++;
+    }
+    return handlers;
+}
+
+bool fs_event_handled(FsPolicy *p, const char *method)
 {
     fs_state *st = p->st;
     if (st->emit == NULL) {
-        Py_XDECREF(args);
-        return 0;
+        return false;
     }
-    /* Listeners run with no exception pending; the caller's pending one is restored after. */
+    if (st->resolve == NULL || st->finish == NULL) {
+        return true;
+    }
+    struct fs_event_cache *c = p->events;
+    if (c != NULL && c->gen == st->listeners_gen) {
+        for (int i = 0; i < c->n; i++) {
+            if (c->slot[i].method == method) {
+                PyObject *h = c->slot[i].handlers;
+                return h == Py_None || PyTuple_GET_SIZE(h) > 0;
+            }
+        }
+    }
     PyObject *saved = PyErr_GetRaisedException();
+    PyObject *h = event_handlers(p, method);
+    bool wanted = h == NULL || h == Py_None || PyTuple_GET_SIZE(h) > 0;
+    Py_XDECREF(h);
+    PyErr_Clear();  /* only the resolver's MemoryError and the like: fs_emit meets it again */
+    PyErr_SetRaisedException(saved);
+    return wanted;
+}
+
+/* Calls each resolved handler as handler(p, *args), in order. 0, or -1 for what must propagate. */
+static int event_dispatch(FsPolicy *p, PyObject *handlers, const char *method, PyObject *args)
+{
+    fs_state *st = p->st;
+    Py_ssize_t n = PyTuple_GET_SIZE(handlers);
+    Py_ssize_t na = args != NULL ? PyTuple_GET_SIZE(args) : 0;
+    PyObject *small[8];
+    PyObject **stack = small;
+    if (na + 1 > (Py_ssize_t)(sizeof small / sizeof small[0])) {
+        stack = PyMem_Malloc((size_t)(na + 1) * sizeof(PyObject *));
+        if (stack == NULL) {
+            PyErr_NoMemory();
+            return fs_event_error(NULL);
+        }
+    }
+    stack[0] = (PyObject *)p;
+    for (Py_ssize_t i = 0; i < na; i++) {
+        stack[i + 1] = PyTuple_GET_ITEM(args, i);
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+        PyObject *listener = PyTuple_GET_ITEM(handlers, i);
+        PyObject *res = PyObject_Vectorcall(PyTuple_GET_ITEM(handlers, i + 1), stack,
+                                            (size_t)(na + 1), NULL);
+        if (res == Py_None) {
+            Py_DECREF(res);
+            continue;
+        }
+        /* An awaitable to run, or an error to log: Python's part. */
+        PyObject *raised = res == NULL ? Py_True : Py_False;
+        PyObject *outcome = res != NULL ? res : PyErr_GetRaisedException();
+        PyObject *name = PyUnicode_InternFromString(method);
+        PyObject *done = NULL;
+        if (name != NULL) {
+            PyObject *fargs[5] = {listener, (PyObject *)p, name, outcome, raised};
+            done = PyObject_Vectorcall(st->finish, fargs, 5, NULL);
+            Py_DECREF(name);
+        }
+        Py_XDECREF(outcome);
+        if (done == NULL) {
+            rc = fs_event_error(st->finish);
+            if (rc < 0) {
+                break;
+            }
+        }
+        Py_XDECREF(done);
+    }
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return rc;
+}
+
+static int event_emit_py(FsPolicy *p, const char *method, PyObject *args)
+{
+    fs_state *st = p->st;
     PyObject *name = PyUnicode_InternFromString(method);
+    PyObject *empty = NULL;
     if (args == NULL) {
-        args = PyTuple_New(0);
+        args = empty = PyTuple_New(0);
     }
     int rc = 0;
     if (name != NULL && args != NULL) {
@@ -149,6 +312,50 @@ int fs_emit(FsPolicy *p, const char *method, PyObject *args)
         rc = fs_event_error(NULL);
     }
     Py_XDECREF(name);
+    Py_XDECREF(empty);
+    return rc;
+}
+
+int fs_emit(FsPolicy *p, const char *method, PyObject *args)
+{
+    fs_state *st = p->st;
+    if (st->emit == NULL) {
+        Py_XDECREF(args);
+        return 0;
+    }
+    PyObject *handlers = NULL;
+    if (st->resolve != NULL && st->finish != NULL) {
+        struct fs_event_cache *c = p->events;
+        /* The common case, a listener without a handler for this event: nothing to do. */
+        if (c != NULL && c->gen == st->listeners_gen) {
+            for (int i = 0; i < c->n; i++) {
+                if (c->slot[i].method == method) {
+                    PyObject *h = c->slot[i].handlers;
+                    if (h != Py_None && PyTuple_GET_SIZE(h) == 0) {
+                        Py_XDECREF(args);
+                        return 0;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    /* Listeners run with no exception pending; the caller's pending one is restored after. */
+    PyObject *saved = PyErr_GetRaisedException();
+    int rc;
+    if (st->resolve != NULL && st->finish != NULL) {
+        handlers = event_handlers(p, method);
+    }
+    if (handlers == NULL && PyErr_Occurred()) {
+        rc = fs_event_error(st->resolve);
+    }
+    else if (handlers == NULL || handlers == Py_None) {
+        rc = event_emit_py(p, method, args);
+    }
+    else {
+        rc = event_dispatch(p, handlers, method, args);
+    }
+    Py_XDECREF(handlers);
     Py_XDECREF(args);
     if (rc < 0) {
         Py_XDECREF(saved);  /* KeyboardInterrupt / SystemExit win */
@@ -195,6 +402,19 @@ static PyObject *mod_set_clock(PyObject *module, PyObject *arg)
     }
     st->fake_now_ns = ns;
     st->fake_clock = 1;
+    Py_RETURN_NONE;
+}
+
+/* For a test suite only: the real clock restarts from the machine's monotonic time, undoing
+ * the shift left by fake clocks run far ahead (time goes back: state taken before is void). */
+static PyObject *mod_restart_clock(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fs_state *st = PyModule_GetState(module);
+    if (st->fake_clock) {
+        PyErr_SetString(PyExc_RuntimeError, "a FakeClock is installed");
+        return NULL;
+    }
+    st->real_offset_ns = 0;
     Py_RETURN_NONE;
 }
 
@@ -271,6 +491,14 @@ static PyObject *mod_set_listening(PyObject *module, PyObject *const *args, Py_s
         return NULL;
     }
     st->listening[pattern] = on;
+    st->listeners_gen++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_listeners_changed(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fs_state *st = PyModule_GetState(module);
+    st->listeners_gen++;
     Py_RETURN_NONE;
 }
 
@@ -287,25 +515,29 @@ static int bind_one(PyObject **slot, PyObject *value)
 static PyObject *mod_bind(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     fs_state *st = PyModule_GetState(module);
-    static char *kwlist[] = {"emit", FS_ERR_BIND_NAMES, NULL};
-    PyObject *emit = NULL;
+    static char *kwlist[] = {"emit", "resolve", "finish", FS_ERR_BIND_NAMES, NULL};
+    PyObject *emit = NULL, *resolve = NULL, *finish = NULL;
     PyObject *errors[FS_E_COUNT] = {NULL};
     _Static_assert(FS_E_COUNT == 7, "one _bind keyword and format unit per fs_err");
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOO:_bind", kwlist, &emit, &errors[0],
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOO:_bind", kwlist, &emit, &resolve,
+                                     &finish, &errors[0],
                                      &errors[1], &errors[2], &errors[3], &errors[4], &errors[5],
                                      &errors[6])) {
         return NULL;
     }
-    if (emit != NULL && emit != Py_None && !PyCallable_Check(emit)) {
-        PyErr_SetString(PyExc_TypeError, "emit must be callable");
-        return NULL;
+    PyObject *fns[3] = {emit, resolve, finish};
+    for (int i = 0; i < 3; i++) {
+        if (fns[i] != NULL && fns[i] != Py_None && !PyCallable_Check(fns[i])) {
+            PyErr_Format(PyExc_TypeError, "%s must be callable", kwlist[i]);
+            return NULL;
+        }
     }
     for (int i = 0; i < FS_E_COUNT; i++) {
         PyObject *cls = errors[i];
         PyObject *base = i == FS_E_TIMEOUT ? PyExc_TimeoutError : PyExc_Exception;
         if (cls != NULL && cls != Py_None
             && !(PyType_Check(cls) && PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)base))) {
-            PyErr_Format(PyExc_TypeError, "%s must be a %s subclass", kwlist[i + 1],
+            PyErr_Format(PyExc_TypeError, "%s must be a %s subclass", kwlist[i + 3],
                          ((PyTypeObject *)base)->tp_name);
             return NULL;
         }
@@ -313,6 +545,13 @@ static PyObject *mod_bind(PyObject *module, PyObject *args, PyObject *kwargs)
     if (emit != NULL) {
         bind_one(&st->emit, emit);
     }
+    if (resolve != NULL) {
+        bind_one(&st->resolve, resolve);
+    }
+    if (finish != NULL) {
+        bind_one(&st->finish, finish);
+    }
+    st->listeners_gen++;
     for (int i = 0; i < FS_E_COUNT; i++) {
         if (errors[i] != NULL) {
             bind_one(&st->errors[i], errors[i]);
@@ -325,12 +564,16 @@ static PyMethodDef fs_module_methods[] = {
     {"now_ns", mod_now_ns, METH_NOARGS, "Monotonic time in ns as failsafe sees it (the fake clock when set)."},
     {"_set_clock", mod_set_clock, METH_O, "Sets the fake clock to ns, or None for the real clock (shifted forward, never back, to"
      " resume after the fake time)."},
+    {"_restart_clock", mod_restart_clock, METH_NOARGS,
+     "Test suites only: the real clock restarts unshifted (time goes back)."},
     {"_set_instant_var", mod_set_instant_var, METH_O,
      "The ContextVar saying whether waits are instant (hedge delays then wait from Python)."},
     {"seed", mod_seed, METH_O, "Seeds the jitter RNG."},
     {"_uniform", mod_uniform, METH_NOARGS, "A uniform draw in [0, 1) from the jitter RNG."},
     {"_set_listening", (PyCFunction)(void (*)(void))mod_set_listening, METH_FASTCALL,
      "Marks whether a global listener exists for a pattern index."},
+    {"_listeners_changed", mod_listeners_changed, METH_NOARGS,
+     "Drops every component's resolved event handlers (a listener was added or removed)."},
     {"_bind", (PyCFunction)(void (*)(void))mod_bind, METH_VARARGS | METH_KEYWORDS,
      "Binds the Python-side dispatcher and exception classes."},
     {NULL, NULL, 0, NULL},
@@ -450,6 +693,8 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
     }
     Py_VISIT(st->emit);
     Py_VISIT(st->instant_var);
+    Py_VISIT(st->resolve);
+    Py_VISIT(st->finish);
     for (int i = 0; i < st->n_policy_types; i++) {
         Py_VISIT(st->policy_types[i]);
     }
@@ -504,6 +749,8 @@ static int fs_clear(PyObject *module)
         Py_CLEAR(st->errors[i]);
     }
     Py_CLEAR(st->emit);
+    Py_CLEAR(st->resolve);
+    Py_CLEAR(st->finish);
     Py_CLEAR(st->str_on_error);
     Py_CLEAR(st->str_on_result);
     Py_CLEAR(st->str_time);

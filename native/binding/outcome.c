@@ -150,7 +150,7 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
         }
         if (o->success_counter >= 0) {
             c->policy->counters[o->success_counter]++;
-            if (fs_listening(c->policy)) {
+            if (fs_event_wanted(c->policy, "on_success")) {
                 PyObject *r = PyObject_CallMethod((PyObject *)o, "_first_success", "I",
                                                   (unsigned int)c->failures);
                 if (r == NULL && fs_event_error((PyObject *)o) < 0) {
@@ -325,6 +325,7 @@ static int outcome_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int outcome_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     FsOutcome *o = (FsOutcome *)self;
     Py_CLEAR(o->on);
     Py_CLEAR(o->on_pred);

@@ -177,7 +177,7 @@ static int limiter_give_back(FsLimiter *o, PyObject *key, int64_t a, int64_t b)
 static int limiter_rejected(FsLimiter *o, int64_t retry_after_ns)
 {
     o->base.counters[C_REJECTED]++;
-    if (fs_listening(&o->base)) {
+    if (fs_event_wanted(&o->base, "on_rate_limited")) {
         PyObject *args = Py_BuildValue("(d)", (double)retry_after_ns / 1e9);
         if (args == NULL) {
             return -1;
@@ -799,6 +799,7 @@ static int limiter_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int limiter_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     FsLimiter *o = (FsLimiter *)self;
     Py_CLEAR(o->key_fn);
     Py_CLEAR(o->pending_key);

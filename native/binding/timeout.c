@@ -1935,6 +1935,7 @@ static int timeout_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int timeout_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     Py_CLEAR(((FsPolicy *)self)->name);
     return 0;
 }

@@ -191,7 +191,7 @@ static int tg_set(FsToggle *t, int enabled)
         return 0;
     }
     t->enabled = enabled;
-    if (fs_listening(&t->base)) {
+    if (fs_event_wanted(&t->base, "on_feature_toggled")) {
         PyObject *args = Py_BuildValue("(O)", enabled ? Py_True : Py_False);
         if (args == NULL) {
             return -1;
@@ -302,6 +302,7 @@ static int tg_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int tg_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     FsToggle *t = (FsToggle *)self;
     Py_CLEAR(t->predicate);
     Py_CLEAR(t->key);

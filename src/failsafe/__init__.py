@@ -9,7 +9,7 @@ from failsafe import _native, events
 from failsafe._types import CachedFunction, Decorated
 from failsafe.exceptions import FailsafeError
 
-_native._bind(emit=events.emit)
+_native._bind(emit=events.emit, resolve=events.resolve, finish=events.finish)
 
 __all__ = ["CachedFunction", "Decorated", "FailsafeError"]
 __version__ = "0.1.0"

@@ -386,6 +386,7 @@ class Component:
 
         self._listeners = (*self._listeners, events.check_listener(listener, "listener"))
         self._local_listening = 1
+        _native._listeners_changed()  # drops the handlers the C core resolved
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of this component's counters (and state, where it has one)."""

@@ -1,9 +1,11 @@
 """Listener dispatch shared by every pattern: local and global listeners, listener factories,
 and the tasks that run async listener methods.
 
-The C core calls emit() (bound by failsafe/__init__.py with _native._bind) only when somebody
-listens: the component has listeners of its own (Component._local_listening) or its pattern
-has a global listener (_native._set_listening). So nothing here runs on unobserved calls.
+The C core reports events only when somebody listens: the component has listeners of its own
+(Component._local_listening) or its pattern has a global listener (_native._set_listening). So
+nothing here runs on unobserved calls. It asks resolve() once per (component, event) which
+handlers exist and calls them itself; emit() (both bound by failsafe/__init__.py with
+_native._bind) delivers the events that involve a listener factory.
 
 Entries of a listener list (local `listeners=` or a global registry) are of two kinds:
 
@@ -416,6 +418,45 @@ def emit(component: Any, method: str, args: tuple[Any, ...] = ()) -> None:
                 _deliver(entry, component, method, args, manager)
     except Exception:
         logger.exception("failsafe: dispatching %s of %r failed", method, component)
+
+
+def resolve(component: Any, method: str) -> tuple[object, ...] | None:
+    """The handlers of event `method` of component, local then global, as a flat
+    (listener, handler, ...) tuple, which the C core caches per (component, event) until a
+    listener is added or removed anywhere, and calls itself: a listener without a handler for
+    the event costs nothing then. None when an entry is a listener factory (or looking a
+    handler up failed): those events go through emit().
+    """
+    entries: tuple[object, ...] = component._listeners
+    registry = _registries.get(component.PATTERN)
+    if registry is not None and registry.listeners:
+        entries = (*entries, *registry.listeners)
+    flat: list[object] = []
+    try:
+        for entry in entries:
+            hook = None if isinstance(entry, type) else getattr(entry, method, None)
+            if hook is not None:
+                flat += (entry, hook)
+            elif not _is_listener(entry):
+                return None
+    except Exception:
+        return None
+    return tuple(flat)
+
+
+def finish(listener: object, component: Any, method: str, outcome: Any, raised: bool) -> None:
+    """Takes over from the C core what a resolved handler returned (other than None) or raised,
+    as _call() does: an awaitable runs as a tracked task, an error is logged."""
+    try:
+        if raised:
+            raise outcome
+        if inspect.isawaitable(outcome):
+            manager = getattr(component, "_event_manager", None)
+            if manager is None:
+                manager = _manager
+            _spawn(_run_async(outcome, listener, component, method), outcome, manager, method)
+    except (Exception, asyncio.CancelledError):
+        _log_failure(listener, component, method)
 
 
 def _deliver(

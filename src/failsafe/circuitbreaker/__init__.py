@@ -192,6 +192,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     """
 
     PATTERN: ClassVar[str] = "circuitbreaker"
+    _WORKING: ClassVar[BreakerState] = BreakerState.working  # on_success's state, read by C
     METRICS: ClassVar[tuple[str, ...]] = (
         "transition.working",
         "transition.recovering",

@@ -1,0 +1,142 @@
+"""Ir per expiry when N timeouts fire together, for N = 10, 1,000, 100,000: N tasks enter
+``async with T`` (one shared failsafe timeout) or ``asyncio.timeout`` and await a future that
+never completes; their deadlines pass and each task catches the TimeoutError.
+
+- Ir per expiry = (Ir(K2 rounds) - Ir(K1 rounds)) / ((K2 - K1) * N) under callgrind, one
+  warm-up round in both (``PYTHONHASHSEED=0``).
+- net = minus the same N tasks cancelled by hand (``task.cancel()``, the CancelledError caught):
+  what the deadline machinery adds to the cancellation itself.
+- ``--delay 0``: every deadline is due at entry (deterministic). ``--delay 0.001``: a real
+  deadline; under callgrind the N entries take longer than natively, so their deadlines spread
+  and small batches fire over several loop iterations.
+
+``--python LABEL=PATH`` (repeatable) measures several checkouts in one run::
+
+    uv run python bench/expiries.py --python before=../old/.venv/bin/python \
+        --python after=.venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROUNDS = {10: (20, 120), 1_000: (1, 3), 100_000: (0, 1)}
+VARIANTS = ("failsafe", "asyncio.timeout", "cancelled by hand")
+
+
+async def _failsafe(t: object, fut: asyncio.Future[None]) -> int:
+    try:
+        async with t:  # type: ignore[attr-defined]
+            await fut
+    except TimeoutError:
+        return 1
+    return 0
+
+
+async def _asyncio(delay: float, fut: asyncio.Future[None]) -> int:
+    try:
+        async with asyncio.timeout(delay):
+            await fut
+    except TimeoutError:
+        return 1
+    return 0
+
+
+async def _cancelled(fut: asyncio.Future[None]) -> int:
+    try:
+        await fut
+    except asyncio.CancelledError:
+        return 1
+    return 0
+
+
+async def _rounds(variant: str, n: int, rounds: int, delay: float) -> None:
+    from failsafe.timeout import timeout
+
+    shared = timeout(delay)
+    loop = asyncio.get_running_loop()
+    for _ in range(rounds + 1):
+        futs = [loop.create_future() for _ in range(n)]
+        if variant == "failsafe":
+            tasks = [loop.create_task(_failsafe(shared, f)) for f in futs]
+        elif variant == "asyncio.timeout":
+            tasks = [loop.create_task(_asyncio(delay, f)) for f in futs]
+        else:
+            tasks = [loop.create_task(_cancelled(f)) for f in futs]
+            await asyncio.sleep(0)
+            for task in tasks:
+                task.cancel()
+        fired = 0
+        for task in tasks:
+            fired += await task
+        if fired != n:
+            raise RuntimeError(f"{fired} of {n} expired")
+
+
+def _total(python: str, variant: str, n: int, rounds: int, delay: float, tmp: Path) -> int:
+    out = tmp / f"{abs(hash((python, variant, n, rounds)))}.out"
+    valgrind = shutil.which("valgrind") or "valgrind"
+    cmd = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", python, __file__]
+    cmd += ["--worker", variant, str(n), str(rounds), str(delay)]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1])
+    for line in out.read_text().splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--worker":
+        variant, n, rounds, delay = args[1], int(args[2]), int(args[3]), float(args[4])
+        asyncio.run(_rounds(variant, n, rounds, delay))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--python", action="append", metavar="LABEL=PATH")
+    parser.add_argument("--n", action="append", type=int, help="batch sizes (default all)")
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--jobs", type=int, default=2)
+    opts = parser.parse_args(args)
+    pythons = [tuple(p.split("=", 1)) for p in opts.python or [f"this={sys.executable}"]]
+    sizes = opts.n or list(ROUNDS)
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(opts.jobs) as pool:
+        futures = {
+            (label, v, n, k): pool.submit(_total, py, v, n, k, opts.delay, Path(tmp))
+            for label, py in pythons
+            for n in sizes
+            for v in VARIANTS
+            for k in ROUNDS[n]
+        }
+        per: dict[tuple[str, str, int], float] = {}
+        for label, _py in pythons:
+            for n in sizes:
+                k1, k2 = ROUNDS[n]
+                for v in VARIANTS:
+                    a, b = futures[label, v, n, k1].result(), futures[label, v, n, k2].result()
+                    per[label, v, n] = (b - a) / ((k2 - k1) * n)
+    print(f"delay {opts.delay:g} s; Ir per expiry, net of a task cancelled by hand")
+    print("| N | " + " | ".join(f"{label}: {v}" for label, _ in pythons for v in VARIANTS[:2]))
+    print("|---:|" + "---:|" * (2 * len(pythons)))
+    for n in sizes:
+        cells = [
+            f"{per[label, v, n] - per[label, VARIANTS[2], n]:+,.0f}"
+            for label, _ in pythons
+            for v in VARIANTS[:2]
+        ]
+        print(f"| {n:,} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
