@@ -356,6 +356,7 @@ static int al_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int al_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     LimitObject *l = (LimitObject *)self;
     Py_CLEAR(l->drop_on);
     Py_CLEAR(l->drop_pred);
@@ -620,6 +621,7 @@ static int th_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int th_clear(PyObject *self)
 {
+    fs_policy_clear_events((FsPolicy *)self);
     ThrottleObject *t = (ThrottleObject *)self;
     Py_CLEAR(t->accept);
     Py_CLEAR(t->base.name);
