@@ -5,7 +5,8 @@ endpoint without and with failsafe, and prints success rates, latencies and ever
 counters as read back from OpenTelemetry (an in-process reader; set
 OTEL_EXPORTER_OTLP_ENDPOINT to also export to a collector).
 
-Run: uv run python examples/demo.py [--calls N]
+Run: uv run python examples/demo.py [--calls N]; --overload compares an adaptive concurrency
+limit with a fixed one under overload, in the simulator (examples/overload_demo.py).
 """
 
 from __future__ import annotations
@@ -243,8 +244,15 @@ if __name__ == "__main__":
     parser.add_argument(
         "--seconds", type=positive_int, default=5, help="seconds per mode for --workers"
     )
+    parser.add_argument(
+        "--overload", action="store_true", help="adaptive vs fixed concurrency under overload"
+    )
     opts = parser.parse_args()
-    if opts.workers:
+    if opts.overload:
+        from overload_demo import main as overload_main
+
+        overload_main()
+    elif opts.workers:
         from workers_demo import main as workers_main
 
         asyncio.run(workers_main(opts.workers, opts.redis, opts.seconds))

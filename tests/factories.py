@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from failsafe.adaptive import concurrency_limit, throttle
 from failsafe.bulkhead import bulkhead
 from failsafe.cache import cache
 from failsafe.circuitbreaker import circuitbreaker, consecutive_breaker
@@ -41,5 +42,6 @@ BY_PATTERN: dict[str, list[Callable[..., Any]]] = {
     "hedge": [hedge, percentile],
     "featuretoggle": [featuretoggle],
     "keyed": [keyed],
+    "adaptive": [concurrency_limit, throttle],
 }
 FACTORIES: list[Callable[..., Any]] = [f for fs in BY_PATTERN.values() for f in fs]

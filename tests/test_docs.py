@@ -49,6 +49,7 @@ def test_parameter_is_on_its_pattern_page(
 
 
 def test_every_page_lists_metrics_and_events() -> None:
+    import failsafe.adaptive
     import failsafe.bulkhead
     import failsafe.cache
     import failsafe.circuitbreaker
@@ -80,10 +81,15 @@ def test_every_page_lists_metrics_and_events() -> None:
             failsafe.featuretoggle.FeatureToggle,
             failsafe.featuretoggle.FeatureToggleListener,
         ),
+        "adaptive": (
+            failsafe.adaptive.ConcurrencyLimit,
+            failsafe.adaptive.ConcurrencyLimitListener,
+        ),
+        "adaptive ": (failsafe.adaptive.Throttle, failsafe.adaptive.ThrottleListener),
     }
     missing = []
     for pattern, (policy, listener) in policies.items():
-        text = page(pattern)
+        text = page(pattern.strip())
         missing += [(pattern, m) for m in policy.METRICS if f"`{m}`" not in text]
         events = [n for n in vars(listener) if n.startswith("on_")]
         assert events, listener
@@ -107,6 +113,7 @@ STATS = {
     "cache": ["CacheStats", "SharedCacheStats"],
     "hedge": ["HedgeStats"],
     "featuretoggle": ["FeatureToggleStats", "SharedFeatureToggleStats"],
+    "adaptive": ["ConcurrencyLimitStats", "ThrottleStats"],
 }
 
 

@@ -122,3 +122,29 @@ def test_demo_rejects_a_bad_call_count_with_a_usage_message(calls: str) -> None:
     assert "Traceback" not in done.stderr
     assert "--calls" in done.stderr
     assert "usage:" in done.stderr
+
+
+OVERLOAD_ROW = re.compile(
+    r"^\s+(?P<label>no limit|bulkhead\(50\), fixed|concurrency_limit, adaptive)\s+"
+    r"(?P<goodput>[\d.]+) /s\s+(?P<p99>[\d]+ ms|-)\s",
+    re.M,
+)
+
+
+def test_demo_overload_compares_adaptive_and_fixed(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--overload"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {m["label"]: m for m in OVERLOAD_ROW.finditer(done.stdout)}
+    assert len(rows) == 3, done.stdout
+    adaptive = rows["concurrency_limit, adaptive"]
+    fixed = rows["bulkhead(50), fixed"]
+    assert float(adaptive["goodput"]) >= 90
+    assert float(rows["no limit"]["goodput"]) < 10  # collapse
+    assert int(adaptive["p99"].split()[0]) * 3 < int(fixed["p99"].split()[0])

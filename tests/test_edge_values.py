@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from failsafe.adaptive import ConcurrencyLimit, Throttle, concurrency_limit, throttle
 from failsafe.bulkhead import bulkhead
 from failsafe.cache import Cache, cache
 from failsafe.circuitbreaker import circuitbreaker, consecutive_breaker
@@ -210,6 +211,12 @@ FACTORIES: dict[str, Factory] = {
     ),
     "keyed": Factory(_keyed, signature_of=keyed),
     "RetryBudget": Factory(RetryBudget, use=_with_budget),
+    "concurrency_limit": Factory(
+        concurrency_limit,
+        signature_of=ConcurrencyLimit,
+        context={"max_limit": {"initial": 1}, "beta": {"alpha": 1}},
+    ),
+    "throttle": Factory(throttle, signature_of=Throttle),
 }
 
 # factory -> parameter -> expectation. Counts are ints bounded by their C field; durations are
@@ -329,6 +336,27 @@ EXPECT: dict[str, dict[str, Callable[[object], str]]] = {
     "featuretoggle": {"rollout": percent(zero=NO)},
     "keyed": {"max_keys": count(), "idle_after": seconds(9.2e9)},
     "RetryBudget": {"ratio": number(), "min_per_second": number(), "ttl": seconds(1e9)},
+    "concurrency_limit": {
+        "initial": number(zero=VE, hi=1000, above=VE),
+        "min_limit": number(zero=VE, hi=20, above=VE),
+        "max_limit": number(zero=VE, hi=1e9, above=VE),
+        "queue": count(lo=0, hi=2**31 - 1),
+        "max_wait": never(),
+        "smoothing": ratio(),
+        "tolerance": number(zero=VE, hi=1e9, above=VE),
+        "queue_size": number(hi=1e9, above=VE),
+        "long_window": count(hi=2**32 - 1),
+        "alpha": number(zero=VE, hi=1e9, above=VE),
+        "beta": number(zero=VE, hi=1e9, above=VE),
+        "probe_multiplier": count(lo=0, hi=2**32 - 1),
+        "backoff_ratio": number(zero=VE, hi=0.5, above=VE),  # in (0, 1)
+        "timeout": seconds(1e9),
+    },
+    "throttle": {
+        "k": number(zero=VE, hi=1e6, above=VE),
+        "window": seconds(1e9),
+        "max_reject": ratio(),
+    },
 }
 
 _NUMERIC = re.compile(r"\b(int|float|BackoffT)\b")

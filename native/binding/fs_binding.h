@@ -30,6 +30,8 @@ enum {
     FS_PATTERN_CACHE,
     FS_PATTERN_HEDGE,
     FS_PATTERN_FEATURETOGGLE,
+    FS_PATTERN_CONCURRENCY_LIMIT,
+    FS_PATTERN_THROTTLE,
     FS_PATTERN_COUNT = 16   /* room for the patterns still to come */
 };
 
@@ -96,6 +98,9 @@ typedef struct fs_state {
     PyTypeObject *Hedge_Type;
     /* toggle.c */
     PyTypeObject *Toggle_Type;
+    /* adaptive.c */
+    PyTypeObject *AdaptiveLimit_Type;
+    PyTypeObject *AdaptiveThrottle_Type;
     /* imports from asyncio (asyncio is imported before _asyncio; see asyncio_fast.c) */
     PyObject *CancelledError;
     PyObject *get_running_loop;
@@ -560,7 +565,7 @@ typedef struct fs_part {
 
 /* The later parts, one per binding file (module.c runs them in this order). */
 extern const fs_part fs_breaker_part, fs_failfast_part, fs_bulkhead_part, fs_ratelimit_part,
-    fs_cache_part, fs_hedge_part, fs_toggle_part;
+    fs_cache_part, fs_hedge_part, fs_toggle_part, fs_adaptive_part;
 
 /* Type setup of each binding file, called once from module exec. 0 or -1 with exception. */
 int fs_guard_setup(PyObject *module, fs_state *st);

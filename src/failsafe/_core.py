@@ -27,6 +27,8 @@ PATTERNS: Final[dict[str, int]] = {
     "cache": 7,
     "hedge": 8,
     "featuretoggle": 9,
+    "concurrency_limit": 10,
+    "throttle": 11,
 }
 
 # OpenTelemetry instrument names: an ASCII letter, then letters, digits, '_', '.', '-', '/'.

@@ -21,6 +21,7 @@ __all__ = [
     "BulkheadStats",
     "CacheStats",
     "CircuitBreakerStats",
+    "ConcurrencyLimitStats",
     "EventManagerStats",
     "FailFastStats",
     "FallbackStats",
@@ -40,6 +41,7 @@ __all__ = [
     "SlidingWindowStats",
     "Stats",
     "StoreStats",
+    "ThrottleStats",
     "TimeoutStats",
     "TokenBucketStats",
 ]
@@ -363,3 +365,43 @@ class EventManagerStats(Stats):
     max_pending: int
     dropped: int
     lost: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class ConcurrencyLimitStats(PolicyStats):
+    """Counters of an adaptive concurrency limit, then the limit, the calls in flight and
+    queued, and the RTT estimates (seconds)."""
+
+    admitted: int
+    rejected: int
+    waited: int
+    timed_out: int
+    dropped: int
+    shed: int
+    algorithm: str
+    limit: int
+    limit_estimate: float
+    inflight: int
+    queued: int
+    peak_inflight: int
+    samples: int
+    last_rtt: float
+    long_rtt: float
+    rtt_noload: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class ThrottleStats(PolicyStats):
+    """Counters of a client-side throttle, then its window: requests, accepts and the
+    refusal probability now."""
+
+    sent: int
+    throttled: int
+    accepted: int
+    not_accepted: int
+    requests: int
+    accepts: int
+    probability: float
+    k: float
+    window: float
+    max_reject: float

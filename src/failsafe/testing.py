@@ -8,6 +8,8 @@
 * instant_waits(): failsafe's own waits return at once; with a FakeClock installed they
   advance it by the delay instead, so time still "passes". Per task (a context variable).
 * seed(): makes the jitter of backoffs repeatable.
+* simulate(): a failsafe stack against a simulated dependency, on virtual time
+  (failsafe.simulation).
 
 Every wait failsafe makes goes through sleep() in this module, which is what both act on.
 """
@@ -19,11 +21,22 @@ import math
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from failsafe import _native
 
-__all__ = ["FakeClock", "changes_waits", "instant_waits", "is_instant", "seed", "sleep"]
+if TYPE_CHECKING:
+    from failsafe.simulation import Report, Stack
+
+__all__ = [
+    "FakeClock",
+    "changes_waits",
+    "instant_waits",
+    "is_instant",
+    "seed",
+    "simulate",
+    "sleep",
+]
 
 _NS_PER_S: Final = 1_000_000_000
 # The C core keeps time in int64 nanoseconds and adds periods of up to ~2**61 ns to it: a fake
@@ -275,3 +288,12 @@ def seed(n: int) -> None:
     if not 0 <= n < 2**64:
         raise ValueError(f"n must be between 0 and 2**64 - 1, got {n}")
     _native.seed(n)
+
+
+def simulate(stack: Stack | None = None, **kwargs: Any) -> Report:
+    """Runs a failsafe stack against a simulated dependency on virtual time: see
+    :func:`failsafe.simulation.simulate` for the parameters and :class:`Report` for what
+    comes back."""
+    from failsafe.simulation import simulate as run
+
+    return run(stack, **kwargs)

@@ -4,7 +4,8 @@
 JSON body (``{"detail": ..., "error": <class name>}``):
 
 * ``RateLimitExceeded`` → 429, with ``Retry-After`` when the limiter knows it;
-* ``BreakerFailing``, ``FailFastOpen``, ``BulkheadFull`` → 503, with ``Retry-After`` when known;
+* ``BreakerFailing``, ``FailFastOpen``, ``BulkheadFull``, ``LimitExceeded``, ``Throttled`` → 503,
+  with ``Retry-After`` when known;
 * ``failsafe.timeout.TimeoutError``, ``HedgeTimeout`` → 504;
 * ``FeatureDisabled`` → 403.
 
@@ -42,6 +43,8 @@ HANDLED: Final[tuple[tuple[str, str, int, str], ...]] = (
     ("failsafe.circuitbreaker", "BreakerFailing", 503, "circuit breaker open"),
     ("failsafe.failfast", "FailFastOpen", 503, "fail-fast open"),
     ("failsafe.bulkhead", "BulkheadFull", 503, "bulkhead full"),
+    ("failsafe.adaptive", "LimitExceeded", 503, "concurrency limit reached"),
+    ("failsafe.adaptive", "Throttled", 503, "throttled"),
     ("failsafe.timeout", "TimeoutError", 504, "timed out"),
     ("failsafe.hedge", "HedgeTimeout", 504, "hedged call timed out"),
     ("failsafe.featuretoggle", "FeatureDisabled", 403, "feature disabled"),
