@@ -65,10 +65,15 @@ def _breaker(store: RedisStore, name: str) -> CircuitBreaker:
     )
 
 
-async def _trip(breaker: CircuitBreaker | FailFast) -> float:
-    @breaker
-    async def broken() -> None:
+async def _trip(breaker: CircuitBreaker | FailFast, form: str = "decorator") -> float:
+    async def fail() -> None:
         raise ConnectionError
+
+    async def block() -> None:
+        async with breaker:
+            await fail()
+
+    broken = block if form == "block" else breaker(fail)
 
     for _ in range(2):  # (a fail-fast latch raises FailFastOpen from the failure that opens it)
         with pytest.raises((ConnectionError, FailFastOpen)):
@@ -81,21 +86,25 @@ async def _all(workers: list[Worker]) -> list[Any]:
     return list(await asyncio.gather(*(loop.run_in_executor(None, w.read) for w in workers)))
 
 
-@pytest.mark.parametrize("where", ["single", "cluster"])
+@pytest.mark.parametrize(
+    ("where", "form"), [("single", "decorator"), ("cluster", "decorator"), ("single", "block")]
+)
 async def test_trip_in_one_process_rejects_everywhere_then_probes_are_shared(
-    where: str, redis_server: RedisServer, redis_cluster: RedisCluster
+    where: str, form: str, redis_server: RedisServer, redis_cluster: RedisCluster
 ) -> None:
+    # form "block": every process uses the breaker as `async with`, not as a decorator.
     url = redis_server.url if where == "single" else redis_cluster.url
-    name = f"fleet-{where}"
+    name = f"fleet-{where}-{form}"
     store = RedisStore(url, prefix="breakers", op_timeout=0.5)
     breaker = _breaker(store, name)
     await breaker.ready()  # type: ignore[attr-defined]
-    workers = [Worker(url, name) for _ in range(PROCESSES)]
+    kind = "block" if form == "block" else "breaker"
+    workers = [Worker(url, name, kind) for _ in range(PROCESSES)]
     try:
         for w in workers:
             w.send("watch")
         await asyncio.sleep(0.2)
-        tripped = await _trip(breaker)
+        tripped = await _trip(breaker, form)
         seen = await _all(workers)
         for s in seen:
             assert s["at"] - tripped < PROPAGATION, s["at"] - tripped
