@@ -51,16 +51,28 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
 
 
 async def _ready(client: httpx.AsyncClient, proc: asyncio.subprocess.Process, workers: int) -> None:
-    """Waits until every worker has answered (distinct pids), or up to a minute."""
+    """Waits until every worker has answered (distinct pids): up to 3 minutes (a busy machine
+    starts workers slowly)."""
     seen: set[int] = set()
-    deadline = time.monotonic() + 60
-    while len(seen) < workers and time.monotonic() < deadline:
+    deadline = time.monotonic() + 180
+    while len(seen) < workers:
         if proc.returncode is not None:
             raise RuntimeError("uvicorn exited")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{workers - len(seen)} of {workers} workers did not start")
         try:
-            seen.add((await client.get("/partner")).json()["pid"])
+            seen.update(b["pid"] for b in await _round(client, "/stats", 2 * workers))
         except httpx.HTTPError:
             await asyncio.sleep(0.2)
+
+
+async def _round(client: httpx.AsyncClient, path: str, n: int) -> list[Any]:
+    """n concurrent requests, each on a new connection (a kept-alive one stays with the worker
+    that accepted it), so that they spread over the workers."""
+    close = {"Connection": "close"}
+    return [
+        r.json() for r in await asyncio.gather(*(client.get(path, headers=close) for _ in range(n)))
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -113,9 +125,9 @@ async def run_mode(mode: str, workers: int, redis_url: str, seconds: float) -> C
 async def _each_worker(client: httpx.AsyncClient, path: str, workers: int) -> dict[int, Any]:
     """One answer of path from every worker (requests land on workers at random)."""
     answers: dict[int, Any] = {}
-    for _ in range(100 * workers):
-        body = (await client.get(path)).json()
-        answers[body["pid"]] = body
+    for _ in range(100):
+        for body in await _round(client, path, 2 * workers):
+            answers.setdefault(body["pid"], body)
         if len(answers) == workers:
             break
     return answers
@@ -139,9 +151,9 @@ async def fleet_mode(mode: str, workers: int, redis_url: str) -> dict[str, Any]:
         t0 = time.monotonic()
         seen: dict[int, float] = {}
         while len(seen) < workers and time.monotonic() - t0 < 3.0:
-            body = (await client.get("/checkout")).json()
-            if not body["new_checkout"]:
-                seen.setdefault(body["pid"], time.monotonic() - t0)
+            for body in await _round(client, "/checkout", 2 * workers):
+                if not body["new_checkout"]:
+                    seen.setdefault(body["pid"], time.monotonic() - t0)
     return {"reached": reached, "statuses": statuses, "switched": switched, "seen": seen}
 
 
