@@ -138,12 +138,13 @@ async def fleet_mode(mode: str, workers: int, redis_url: str) -> dict[str, Any]:
     worker: the calls that reached the failing service, and which workers saw the switch."""
     async with _service(mode, workers, redis_url) as client:
         await _each_worker(client, "/inventory", workers)  # every breaker closed and ready
+        before = await _each_worker(client, "/stats", workers)
         statuses = Counter(
             r.status_code
             for r in await asyncio.gather(*(client.get("/inventory?down=1") for _ in range(200)))
         )
         reached = {
-            pid: s["inventory_calls"] - 1
+            pid: s["inventory_calls"] - before[pid]["inventory_calls"]
             for pid, s in (await _each_worker(client, "/stats", workers)).items()
         }
         await _each_worker(client, "/checkout", workers)  # every toggle has read its state

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Response
 
 from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
-from failsafe.featuretoggle import featuretoggle
+from failsafe.featuretoggle import FeatureDisabled, featuretoggle
 from failsafe.ratelimit import RateLimitExceeded, tokenbucket
 from failsafe.stores import RedisStore
 
@@ -72,9 +72,18 @@ async def inventory(response: Response, down: int = 0) -> dict[str, Any]:
         return {"error": type(exc).__name__, "pid": os.getpid()}
 
 
+@new_checkout
+async def new_checkout_flow() -> str:
+    return "new"
+
+
 @app.get("/checkout")
 async def checkout() -> dict[str, Any]:
-    return {"new_checkout": new_checkout.enabled, "pid": os.getpid()}
+    try:
+        flow = await new_checkout_flow()
+    except FeatureDisabled:
+        flow = "old"
+    return {"new_checkout": flow == "new", "pid": os.getpid()}
 
 
 @app.get("/admin/checkout")
