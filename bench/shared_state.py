@@ -4,10 +4,14 @@ in-process ones, and how fast a change reaches another client.
     uv run --group bench python bench/shared_state.py [--calls N]
 
 Ir/call: each case runs under ``valgrind --tool=callgrind`` with N and 6 x N calls (same setup
-and warm-up, which includes the first call's read of the shared state); Ir = the difference /
-5 N. Propagation: a breaker tripped (a toggle switched) through one store until another store's
-policy (its own connections and pub/sub) rejects (sees it), median of 20. Starts its own
-redis-server on a free port.
+and warm-up, which includes the first call's read of the shared state and the watcher's
+subscription); Ir = the difference / 5 N. ns/call: median of 5 runs of 100,000 calls. The
+measured calls never yield to the event loop, and the process ends right after them, so the
+watcher's re-reads and pub/sub (background work on the loop, which under callgrind's slowdown
+would otherwise run many times during the calls) are not counted: this is the cost of the call
+itself. Propagation: a breaker tripped (a toggle switched off) in this process until each of 3
+other processes, calling every 0.5 ms, is rejected (sees it): 20 runs, median and max over
+all. Starts its own redis-server on a free port.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import json
 import os
 import re
 import shutil
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +42,48 @@ async def f() -> int:
     return 1
 
 
-def _policy(case: str, url: str) -> Any:
+def _policy(case: str, url: str) -> tuple[Any, Any]:
     from failsafe.circuitbreaker import consecutive_breaker
     from failsafe.featuretoggle import featuretoggle
     from failsafe.stores import RedisStore
 
     store = RedisStore(url, prefix=f"bench-{os.getpid()}", op_timeout=1.0)
     kw: dict[str, Any] = {"store": store, "name": "bench"} if "shared" in case else {}
-    return (consecutive_breaker(**kw) if case.startswith("breaker") else featuretoggle(**kw))(f)
+    policy = consecutive_breaker(**kw) if case.startswith("breaker") else featuretoggle(**kw)
+    return policy, policy(f)
+
+
+async def _ready(case: str, url: str) -> Any:
+    """The guarded function, warmed up, its shared state read and watched."""
+    policy, g = _policy(case, url)
+    for _ in range(500):
+        assert await g() == 1
+    await asyncio.sleep(0.3)  # the watcher subscribes and re-reads once
+    if "shared" in case:  # the C path decides: no call goes to Python
+        assert getattr(policy, "_gate", 0) == 0, case
+        assert getattr(policy, "_loaded", True), case
+    gc.collect()
+    gc.disable()  # a collection's place among the calls would differ between N and 6N runs
+    return g
 
 
 async def _run(case: str, url: str, calls: int) -> None:
-    g = _policy(case, url)
-    for _ in range(500):
+    g = await _ready(case, url)
+    for _ in range(calls):  # never yields: nothing else runs on the loop meanwhile
         await g()
-    await asyncio.sleep(0.05)
-    for i in range(calls):
-        await g()
-        if i % 1000 == 999:
-            await asyncio.sleep(0)
+    os._exit(0)  # no shutdown work (closing clients, cancelling watchers) in the count
+
+
+async def _ns(case: str, url: str, calls: int = 100_000) -> float:
+    g = await _ready(case, url)
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        for _ in range(calls):
+            await g()
+        runs.append((time.perf_counter_ns() - t0) / calls)
+        await asyncio.sleep(0)  # between runs only
+    return statistics.median(runs)
 
 
 def _ir(case: str, url: str, calls: int) -> float:
@@ -85,48 +115,88 @@ def _ir(case: str, url: str, calls: int) -> float:
     return (totals[1] - totals[0]) / (5 * calls)
 
 
-async def _propagation(url: str) -> dict[str, float]:
+WATCHERS, RUNS = 3, 20
+
+
+async def _watch(kind: str, url: str, runs: int) -> None:
+    """A watcher process: per run, a fresh policy (read and watched), then "ready", then calls
+    until it is rejected (the toggle is off): prints that wall time."""
     from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
     from failsafe.featuretoggle import featuretoggle
     from failsafe.stores import RedisStore
 
-    a, b = (RedisStore(url, prefix="bench-prop", op_timeout=1.0) for _ in range(2))
-    trips, flips = [], []
-    for i in range(20):
+    store = RedisStore(url, prefix="bench-prop", op_timeout=1.0)
+    for i in range(runs):
+        if kind == "breaker":
+            g = consecutive_breaker(
+                failure_threshold=1, recovery_time=60, store=store, name=f"b{i}"
+            )(f)
+            await g()
+            print(json.dumps("ready"), flush=True)
+            while True:
+                try:
+                    await g()
+                except BreakerFailing:
+                    break
+                await asyncio.sleep(0.0005)
+        else:
+            toggle = await featuretoggle(store=store, name=f"t{i}").ready()  # type: ignore[attr-defined]
+            print(json.dumps("ready"), flush=True)
+            while toggle.enabled:
+                await asyncio.sleep(0.0005)
+        print(json.dumps(time.time()), flush=True)
+    await store.aclose()
 
-        async def broken() -> None:
-            raise ConnectionError
 
-        pa = consecutive_breaker(failure_threshold=1, recovery_time=60, store=a, name=f"b{i}")
-        pb = consecutive_breaker(failure_threshold=1, recovery_time=60, store=b, name=f"b{i}")
-        gb = pb(f)
-        await gb()
-        t0 = time.perf_counter()
-        with contextlib.suppress(ConnectionError):
-            await pa(broken)()
-        while True:
-            try:
-                await gb()
-            except BreakerFailing:
-                break
-            await asyncio.sleep(0.0005)
-        trips.append(time.perf_counter() - t0)
-        ta = featuretoggle(store=a, name=f"t{i}")
-        tb = featuretoggle(store=b, name=f"t{i}")
-        await tb.ready()  # type: ignore[attr-defined]
-        t0 = time.perf_counter()
-        ta.disable()
-        while tb.enabled:
-            await asyncio.sleep(0.0005)
-        flips.append(time.perf_counter() - t0)
-    await a.aclose()
-    await b.aclose()
-    return {
-        "trip -> rejection elsewhere, median ms": statistics.median(trips) * 1e3,
-        "trip -> rejection elsewhere, max ms": max(trips) * 1e3,
-        "toggle flip -> seen elsewhere, median ms": statistics.median(flips) * 1e3,
-        "toggle flip -> seen elsewhere, max ms": max(flips) * 1e3,
-    }
+async def _propagation(url: str) -> dict[str, float]:
+    """Trip -> rejection and flip -> seen in other processes, ms: median and max."""
+    from failsafe.circuitbreaker import consecutive_breaker
+    from failsafe.featuretoggle import featuretoggle
+    from failsafe.stores import RedisStore
+
+    async def broken() -> None:
+        raise ConnectionError
+
+    store = RedisStore(url, prefix="bench-prop", op_timeout=1.0)
+    out: dict[str, float] = {}
+    for kind in ("breaker", "toggle"):
+        procs = [
+            await asyncio.create_subprocess_exec(
+                *(sys.executable, __file__, "--watch", kind, "--url", url, "--calls", str(RUNS)),
+                stdout=subprocess.PIPE,
+            )
+            for _ in range(WATCHERS)
+        ]
+        outs = [p.stdout for p in procs if p.stdout is not None]
+
+        async def lines(outs: list[asyncio.StreamReader] = outs) -> list[Any]:
+            return [json.loads(x) for x in await asyncio.gather(*(o.readline() for o in outs))]
+
+        delays = []
+        for i in range(RUNS):
+            assert all(x == "ready" for x in await lines())
+            await asyncio.sleep(0.1)  # the watchers' subscriptions are in place
+            if kind == "breaker":
+                policy = await consecutive_breaker(
+                    failure_threshold=1, recovery_time=60, store=store, name=f"b{i}"
+                ).ready()  # type: ignore[attr-defined]
+                t0 = time.time()
+                with contextlib.suppress(ConnectionError):
+                    await policy(broken)()
+            else:
+                toggle = await featuretoggle(store=store, name=f"t{i}").ready()  # type: ignore[attr-defined]
+                t0 = time.time()
+                toggle.disable()
+            delays += [x - t0 for x in await lines()]
+        for p in procs:
+            await p.wait()
+        label = (
+            "trip -> rejection elsewhere" if kind == "breaker" else "toggle off -> seen elsewhere"
+        )
+        out[f"{label}, median ms"] = statistics.median(delays) * 1e3
+        out[f"{label}, max ms"] = max(delays) * 1e3
+    await store.aclose()
+    return out
 
 
 def main() -> None:
@@ -134,17 +204,27 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--measure")
     ap.add_argument("--url")
+    ap.add_argument("--watch")
     ap.add_argument("--only", default="", help="only the cases containing this text")
+    ap.add_argument("--propagation", action="store_true", help="only the propagation times")
     args = ap.parse_args()
     if args.measure:
         asyncio.run(_run(args.measure, args.url, args.calls))
         return
+    if args.watch:
+        asyncio.run(_watch(args.watch, args.url, args.calls))
+        return
     proc, url = _start_redis()
     try:
+        cases = [] if args.propagation else [c for c in CASES if args.only in c]
+        irs: list[float | None] = [None] * len(cases)
         if shutil.which("valgrind"):
-            print("| case | Ir/call |\n|---|---|")
-            for case in (c for c in CASES if args.only in c):
-                print(f"| {case} | {_ir(case, url, args.calls):,.0f} |", flush=True)
+            with ThreadPoolExecutor(2) as pool:
+                irs = list(pool.map(lambda c: _ir(c, url, args.calls), cases))
+        print("| case | Ir/call | ns/call |\n|---|---:|---:|")
+        for case, ir in zip(cases, irs, strict=True):
+            ns = asyncio.run(_ns(case, url))
+            print(f"| {case} | {'n/a' if ir is None else f'{ir:,.0f}'} | {ns:,.0f} |")
         for k, v in asyncio.run(_propagation(url)).items():
             print(f"{k}: {v:.1f}")
     finally:

@@ -1,7 +1,8 @@
 """A worker process of the shared breaker tests; reads commands on stdin, prints JSON lines.
 
-breaker_worker.py URL NAME RECOVERY [failfast]   a consecutive breaker (2 failures, 2 probes),
-or a fail-fast latch (2 failures), shared by NAME
+breaker_worker.py URL NAME RECOVERY [failfast|block]   a consecutive breaker (2 failures, 2
+probes) as a decorator, a fail-fast latch (2 failures), or the breaker as `async with`, shared by
+NAME
   watch        calls its (healthy) function until rejected: {"at", "retry_after", "called_after"}
   probe START  5 tasks call at once at wall time START: {"ran": calls of the function}
   until STATE  calls until admitted (closed) or rejected (open): {"at"}
@@ -43,11 +44,16 @@ async def serve(url: str, name: str, recovery: float, kind: str) -> None:
     )
     ran = 0
 
-    @breaker
-    async def healthy(pause: float = 0.0) -> None:
+    async def body(pause: float = 0.0) -> None:
         nonlocal ran
         ran += 1
         await asyncio.sleep(pause)
+
+    async def block(pause: float = 0.0) -> None:
+        async with breaker:
+            await body(pause)
+
+    healthy = block if kind == "block" else breaker(body)
 
     await healthy()
     print(json.dumps("ready"), flush=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from redis_server import MISSING, REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer
+from redis_server import MISSING, REDIS_CLI, REDIS_SERVER, Outage, RedisCluster, RedisServer
 
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None or REDIS_CLI is None, reason=MISSING)
 
@@ -39,3 +39,18 @@ def redis_cluster() -> Iterator[RedisCluster]:
     cluster = RedisCluster().start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def outage(request: pytest.FixtureRequest) -> Iterator[Outage]:
+    """A server a test may kill under a policy and restart: its own redis-server, or a node of
+    the session's cluster (restarted, the cluster up again, after the test)."""
+    if request.param == "single":
+        server = RedisServer().start()
+        yield Outage(server.url, server)
+        server.stop()
+        return
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    target = Outage(cluster.url, cluster)
+    yield target
+    target.start()

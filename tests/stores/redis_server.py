@@ -145,19 +145,58 @@ class RedisCluster:
             check=True,
             timeout=60,
         )
-        # Every node must see the cluster up: one that has not heard of the others yet
-        # answers CLUSTERDOWN.
-        deadline = time.monotonic() + 60
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout: float = 60.0) -> None:
+        """Until every node sees the cluster up (one that has not heard of the others yet, or
+        of a restarted one, answers CLUSTERDOWN)."""
+        deadline = time.monotonic() + timeout
         while not all("cluster_state:ok" in n.cli("cluster", "info") for n in self.nodes):
             if time.monotonic() > deadline:
                 raise RuntimeError("redis cluster did not reach cluster_state:ok")
             time.sleep(0.05)
-        return self
+
+    def node_of(self, key: str) -> RedisServer:
+        """The node serving key's slot."""
+        slot = int(self.nodes[0].cli("cluster", "keyslot", key))
+        for line in self.nodes[0].cli("cluster", "nodes").splitlines():
+            fields = line.split()
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            for served in fields[8:]:
+                low, _, high = served.partition("-")
+                if not served.startswith("[") and int(low) <= slot <= int(high or low):
+                    return next(n for n in self.nodes if n.port == port)
+        raise RuntimeError(f"no node serves slot {slot}")
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Outage:
+    """The server to kill under a policy: a single redis-server, or the cluster node serving
+    the policy's key (killed briefly: the cluster stays up, below its node timeout)."""
+
+    def __init__(self, url: str, server: RedisServer | RedisCluster) -> None:
+        self.url = url
+        self._server = server
+        self._killed: RedisServer | None = None
+
+    def kill(self, key: str) -> None:
+        server = self._server
+        node = server.node_of(key) if isinstance(server, RedisCluster) else server
+        node.kill()
+        self._killed = node
+
+    def start(self) -> None:
+        """Restarts what kill() killed (empty, same port) and waits until it serves."""
+        node, self._killed = self._killed, None
+        if node is not None:
+            node.start()
+        if isinstance(self._server, RedisCluster):
+            self._server.wait_ok()
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from breaker_worker import PROBES
-from redis_server import RedisCluster, RedisServer
+from redis_server import Outage, RedisCluster, RedisServer
 
 from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker, consecutive_breaker
 from failsafe.failfast import FailFast, FailFastOpen, failfast
@@ -65,10 +65,15 @@ def _breaker(store: RedisStore, name: str) -> CircuitBreaker:
     )
 
 
-async def _trip(breaker: CircuitBreaker | FailFast) -> float:
-    @breaker
-    async def broken() -> None:
+async def _trip(breaker: CircuitBreaker | FailFast, form: str = "decorator") -> float:
+    async def fail() -> None:
         raise ConnectionError
+
+    async def block() -> None:
+        async with breaker:
+            await fail()
+
+    broken = block if form == "block" else breaker(fail)
 
     for _ in range(2):  # (a fail-fast latch raises FailFastOpen from the failure that opens it)
         with pytest.raises((ConnectionError, FailFastOpen)):
@@ -81,21 +86,25 @@ async def _all(workers: list[Worker]) -> list[Any]:
     return list(await asyncio.gather(*(loop.run_in_executor(None, w.read) for w in workers)))
 
 
-@pytest.mark.parametrize("where", ["single", "cluster"])
+@pytest.mark.parametrize(
+    ("where", "form"), [("single", "decorator"), ("cluster", "decorator"), ("single", "block")]
+)
 async def test_trip_in_one_process_rejects_everywhere_then_probes_are_shared(
-    where: str, redis_server: RedisServer, redis_cluster: RedisCluster
+    where: str, form: str, redis_server: RedisServer, redis_cluster: RedisCluster
 ) -> None:
+    # form "block": every process uses the breaker as `async with`, not as a decorator.
     url = redis_server.url if where == "single" else redis_cluster.url
-    name = f"fleet-{where}"
+    name = f"fleet-{where}-{form}"
     store = RedisStore(url, prefix="breakers", op_timeout=0.5)
     breaker = _breaker(store, name)
     await breaker.ready()  # type: ignore[attr-defined]
-    workers = [Worker(url, name) for _ in range(PROCESSES)]
+    kind = "block" if form == "block" else "breaker"
+    workers = [Worker(url, name, kind) for _ in range(PROCESSES)]
     try:
         for w in workers:
             w.send("watch")
         await asyncio.sleep(0.2)
-        tripped = await _trip(breaker)
+        tripped = await _trip(breaker, form)
         seen = await _all(workers)
         for s in seen:
             assert s["at"] - tripped < PROPAGATION, s["at"] - tripped
@@ -126,9 +135,11 @@ async def test_trip_in_one_process_rejects_everywhere_then_probes_are_shared(
 
 
 @pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
-async def test_outage_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
-    store = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.05, on_error=on_error)
-    breaker = _breaker(store, "outage")
+async def test_outage_under_each_on_error(outage: Outage, on_error: str) -> None:
+    # (cluster: the node serving the breaker's keys is killed)
+    name = f"outage-{on_error}"
+    store = RedisStore(outage.url, prefix="breakers", op_timeout=2.0, on_error=on_error)
+    breaker = _breaker(store, name)
     ran = 0
 
     @breaker
@@ -136,8 +147,9 @@ async def test_outage_under_each_on_error(own_redis: RedisServer, on_error: str)
         nonlocal ran
         ran += 1
 
-    await healthy()
-    own_redis.kill()
+    await healthy()  # connected (a cluster client's first connection may outlast 0.05 s)
+    store.op_timeout = 0.05
+    outage.kill(store.key(name))
     await asyncio.sleep(0.6)  # the poll finds the store down
     t0 = time.monotonic()
     if on_error == "deny":
@@ -148,9 +160,9 @@ async def test_outage_under_each_on_error(own_redis: RedisServer, on_error: str)
         await healthy()
         assert ran == 2
     assert time.monotonic() - t0 < 1.0  # nothing hangs
-    own_redis.restart()
-    other = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.5)
-    peer = _breaker(other, "outage")
+    outage.start()
+    other = RedisStore(outage.url, prefix="breakers", op_timeout=0.5)
+    peer = _breaker(other, name)
     await peer.ready()  # type: ignore[attr-defined]
     await peer.isolate()  # type: ignore[attr-defined]
     deadline = time.monotonic() + 10

@@ -14,6 +14,7 @@ from redis_server import RedisCluster, RedisServer
 from failsafe.bulkhead import bulkhead
 from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
 from failsafe.stores import RedisStore, Store
+from failsafe.stores import redis as redis_store_module
 
 
 def test_validation() -> None:
@@ -260,3 +261,40 @@ def test_a_given_cluster_client_serves_several_event_loops(redis_cluster: RedisC
         t.join(60)
     assert sum(results) == 30, store.stats()
     assert store.stats()["errors"] == 0
+
+
+async def _delivered(publisher: aioredis.Redis, channel: str, got: asyncio.Event) -> None:
+    """Publishes on channel until its subscriber has received a message (a cluster's PUBLISH
+    counts only the receivers on the node it reached, so the callback is the evidence)."""
+    for _ in range(100):
+        await publisher.publish(channel, "changed")
+        try:
+            await asyncio.wait_for(got.wait(), 0.1)
+            return
+        except TimeoutError:
+            pass
+    pytest.fail(f"no message of {channel!r} reached its subscriber")
+
+
+@pytest.mark.parametrize("where", ["single", "cluster"])
+async def test_a_new_channel_is_subscribed_while_the_reader_waits(
+    where: str,
+    redis_server: RedisServer,
+    redis_cluster: RedisCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reader's wait for a message never ends by itself here: a channel added while it
+    # waits must not depend on that wait ending.
+    monkeypatch.setattr(redis_store_module, "_IDLE", 3600.0)
+    url = redis_server.url if where == "single" else redis_cluster.url
+    store = RedisStore(url, prefix="subs", op_timeout=2.0)
+    publisher = aioredis.Redis.from_url(url)
+    first, second = asyncio.Event(), asyncio.Event()
+    store._subscribe("subs-first", first.set)
+    await _delivered(publisher, "subs-first", first)  # the reader now waits on its connection
+    store._subscribe("subs-second", second.set)
+    await _delivered(publisher, "subs-second", second)
+    first.clear()
+    await _delivered(publisher, "subs-first", first)  # the first channel still delivers
+    await publisher.aclose()
+    await store.aclose()

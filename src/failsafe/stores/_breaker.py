@@ -18,8 +18,10 @@ import contextlib
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Self
 
+from failsafe import _native
 from failsafe.circuitbreaker import CircuitBreaker
 from failsafe.circuitbreaker.exceptions import BreakerFailing
 from failsafe.stats import SharedBreakerStats
@@ -130,6 +132,9 @@ class SharedBreaker(CircuitBreaker):
         self._watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
         self._watchers = weakref.WeakKeyDictionary()
         self._recovery_us = int(self._recovery_time * _US)
+        # The `async with` blocks entered while the shared state was not closed, per task, in
+        # order: True for a shared probe (its exit stores the outcome), False for the C breaker's.
+        self._blocks: dict[asyncio.Task[Any] | None, list[bool]] = {}
         self._shared = 1
         self._gate = 1  # the first call reads the shared state (and starts watching it)
 
@@ -245,6 +250,74 @@ class SharedBreaker(CircuitBreaker):
             raise
         await self._outcome(True)
         return result
+
+    # -- the block form ---------------------------------------------------------------------
+
+    def __aenter__(self) -> Awaitable[Self]:
+        if not self._gate and not self._blocks:  # closed for the fleet: the C breaker's own
+            return _native.Breaker.__aenter__(self)
+        return self._enter_shared()
+
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Awaitable[None]:
+        if not self._blocks:
+            return _native.Breaker.__aexit__(self, exc_type, exc, tb)
+        return self._exit_shared(exc_type, exc, tb)
+
+    async def _enter_shared(self) -> Self:
+        """An `async with` entered while the shared state is not closed: rejected while open,
+        a shared probe slot when half-open, else the C breaker's admission."""
+        self._watch()
+        probe = False
+        if self._gate:
+            if self._shared_state == OPEN and (
+                self._until == 0.0 or time.monotonic() < self._until
+            ):
+                raise self._reject()
+            try:
+                state, _, granted = await self._ask(_PROBE, self._probes)
+            except StoreUnavailable:
+                self._unavailable()
+                if self._store.on_error == "deny":
+                    raise self._reject() from None
+            else:
+                if int(state) == CLOSED:
+                    self._apply((CLOSED, -1))
+                elif not int(granted):
+                    if int(state) == OPEN:
+                        await self._refresh()
+                    raise self._reject()
+                else:
+                    probe = True
+        if not probe:
+            await _native.Breaker.__aenter__(self)
+        self._blocks.setdefault(asyncio.current_task(), []).append(probe)
+        return self
+
+    async def _exit_shared(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task = asyncio.current_task()
+        marks = self._blocks.get(task)
+        if not marks:  # entered by the C breaker before this task had a shared block
+            await _native.Breaker.__aexit__(self, exc_type, exc, tb)
+            return
+        probe = marks.pop()
+        if not marks:
+            del self._blocks[task]
+        if not probe:
+            await _native.Breaker.__aexit__(self, exc_type, exc, tb)
+            return
+        # Not a failure (or cancelled): the slot is given back as a success would.
+        await self._outcome(not (isinstance(exc, Exception) and self._is_failure(exc)))
 
     def _is_failure(self, exc: Exception) -> bool:
         on = self.exceptions

@@ -44,6 +44,9 @@ Client = aioredis.Redis | aioredis.RedisCluster
 # back at op_timeout), so a slow first connection still ends up serving later calls.
 _CONNECT_TIMEOUT: Final = 5.0
 # Connection settings copied when a given client must be reproduced for another event loop.
+# Seconds the pub/sub reader waits for a message before it looks for channels to unsubscribe
+# (new channels do not wait for it).
+_IDLE: Final = 0.5
 _CLONED: Final = frozenset(
     {"host", "port", "db", "path", "username", "password", "credential_provider", "client_name"}
 )
@@ -365,17 +368,26 @@ class RedisStore(Store):
 
 
 class _Subscriptions:
-    """One pub/sub connection per loop, its reader task, and the callbacks per channel. The
-    reader reconnects after an error (waiting retry_interval); callers poll meanwhile."""
+    """One pub/sub connection per loop, its reader task, and the callbacks per channel. A new
+    channel is subscribed at once, also while the reader waits for a message (a SUBSCRIBE is
+    only written; its reply arrives through the reader). The reader reconnects after an error
+    (waiting retry_interval); callers poll meanwhile."""
 
     def __init__(self, store: RedisStore, st: _LoopState) -> None:
         self._store = store
+        self._st = st
         self._callbacks: dict[str, list[Callable[[], None]]] = {}
         self._changed = asyncio.Event()
+        self._pubsub: Any = None  # the connection while the reader waits for messages on it
+        self._subscribed: set[str] = set()  # channels subscribed (or being subscribed) on it
         self._task = store._spawn(st, self._read())
 
     def add(self, channel: str, callback: Callable[[], None]) -> Callable[[], None]:
         self._callbacks.setdefault(channel, []).append(callback)
+        pubsub = self._pubsub
+        if pubsub is not None and channel not in self._subscribed:
+            self._subscribed.add(channel)
+            self._store._spawn(self._st, self._subscribe_now(pubsub, channel))
         self._changed.set()
 
         def remove() -> None:
@@ -388,6 +400,15 @@ class _Subscriptions:
 
         return remove
 
+    async def _subscribe_now(self, pubsub: Any, channel: str) -> None:
+        try:
+            await pubsub.subscribe(channel)
+        except (RedisError, OSError, TimeoutError, RuntimeError):
+            # The connection broke: the reader fails on it too and subscribes every channel
+            # on its next connection.
+            if pubsub is self._pubsub:
+                self._subscribed.discard(channel)
+
     async def _read(self) -> None:
         store = self._store
         while True:
@@ -395,19 +416,22 @@ class _Subscriptions:
             try:
                 client = await store._client()
                 pubsub = client.pubsub()
-                subscribed: set[str] = set()
+                self._subscribed = set()
                 while True:
                     wanted = set(self._callbacks)
-                    if wanted - subscribed:
-                        await pubsub.subscribe(*(wanted - subscribed))
-                    if subscribed - wanted:
-                        await pubsub.unsubscribe(*(subscribed - wanted))
-                    subscribed = wanted
+                    new, gone = wanted - self._subscribed, self._subscribed - wanted
+                    self._subscribed = wanted
+                    if new:
+                        await pubsub.subscribe(*new)
+                    if gone:
+                        await pubsub.unsubscribe(*gone)
                     self._changed.clear()
-                    if not subscribed:
+                    if not self._subscribed:
+                        self._pubsub = None
                         await self._changed.wait()
                         continue
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                    self._pubsub = pubsub  # from here add() subscribes on it directly
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_IDLE)
                     if msg is not None and msg.get("type") == "message":
                         channel = msg["channel"]
                         if isinstance(channel, bytes):
@@ -415,8 +439,10 @@ class _Subscriptions:
                         for cb in tuple(self._callbacks.get(channel, ())):
                             cb()
             except (RedisError, OSError, TimeoutError, AttributeError, NotImplementedError):
+                self._pubsub = None
                 await asyncio.sleep(store.retry_interval)
             finally:
+                self._pubsub = None
                 if pubsub is not None:
                     with contextlib.suppress(RedisError, OSError, RuntimeError):
                         await pubsub.aclose()
