@@ -16,6 +16,8 @@
 
 /* Counters, in the order of failsafe.cache.Cache.METRICS. */
 enum { C_HIT = 0, C_MISS, C_SET, C_EVICT, C_EXPIRED, C_SHARED, C_STALE };
+static const char *const cache_metrics[] = {"hit", "miss", "set", "evict", "expired", "shared",
+    "stale", NULL};
 
 /* How a key was derived; entries of different kinds never match. */
 enum {
@@ -1462,6 +1464,9 @@ static void cache_part_clear(fs_state *st)
 }
 
 const fs_part fs_cache_part = {
+    .name = "cache",
+    .pattern = FS_PATTERN_CACHE,
+    .metrics = cache_metrics,
     .setup = cache_part_setup,
     .traverse = cache_part_traverse,
     .clear = cache_part_clear,

@@ -14,19 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 from failsafe import _native
 from failsafe._types import Decorated
 
-# Pattern indexes of the C module's global "somebody listens" flags (fs_binding.h FS_PATTERN_*).
-PATTERNS: Final[dict[str, int]] = {
-    "retry": 0,
-    "timeout": 1,
-    "fallback": 2,
-    "circuitbreaker": 3,
-    "failfast": 4,
-    "bulkhead": 5,
-    "ratelimit": 6,
-    "cache": 7,
-    "hedge": 8,
-    "featuretoggle": 9,
-}
+# Pattern indexes of the C module's global "somebody listens" flags, defined by the C module.
+PATTERNS: Final[dict[str, int]] = _native.PATTERNS
 
 # OpenTelemetry instrument names: an ASCII letter, then letters, digits, '_', '.', '-', '/'.
 # A component name is one segment of such a name, so the whole name stays valid.

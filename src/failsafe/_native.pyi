@@ -6,6 +6,13 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self, final
 
+PATTERNS: dict[str, int]
+"""Pattern name -> index of its global "somebody listens" flag."""
+METRICS: dict[str, tuple[str, ...]]
+"""Pattern name -> its counter names, in counter order."""
+YIELD_EVERY: int
+"""Zero-delay retries between loop turns (retry's C and Python loops)."""
+
 def now_ns() -> int: ...
 def _set_clock(now_ns: int | None, /) -> None: ...
 def _set_instant_var(var: ContextVar[bool], /) -> None: ...
@@ -40,16 +47,33 @@ class Outcome(_Policy):
         *,
         on: tuple[type[BaseException], ...] | None = ...,
         on_pred: Callable[[BaseException], object] | None = ...,
+        handoff_results: bool = ...,
+    ) -> None: ...
+
+class Retry(_Policy):
+    def __new__(cls) -> Self: ...
+    def _configure(
+        self,
+        *,
+        on: tuple[type[BaseException], ...] | None = ...,
+        on_pred: Callable[[BaseException], object] | None = ...,
         budget: RetryBudget | None = ...,
         handoff_results: bool = ...,
-        success_counter: int = ...,
         needs_t0: bool = ...,
-        answer: Any = ...,
-        answer_kind: int = ...,
-        answer_counter: int = ...,
         immediate: int = ...,
-        attempt_counter: int = ...,
         signal_check: Callable[[type], bool] | None = ...,
+    ) -> None: ...
+
+class Fallback(_Policy):
+    def __new__(cls) -> Self: ...
+    def _configure(
+        self,
+        *,
+        on: tuple[type[BaseException], ...] | None = ...,
+        on_pred: Callable[[BaseException], object] | None = ...,
+        handoff_results: bool = ...,
+        answer: Any = ...,
+        call_answer: bool = ...,
     ) -> None: ...
 
 @final

@@ -79,7 +79,7 @@ class Bulkhead(Component, _native.Bulkhead):
     """
 
     PATTERN: ClassVar[str] = "bulkhead"
-    METRICS: ClassVar[tuple[str, ...]] = ("full", "admitted", "waited", "timed_out")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["bulkhead"]
 
     def __new__(cls, *args: Any, store: Any = None, lease: float | None = None, **kw: Any) -> Self:
         if store is not None:  # permits shared through a store: a policy of its own

@@ -121,15 +121,7 @@ class Cache(_core.Component, _native.Cache):
     """
 
     PATTERN: ClassVar[str] = "cache"
-    METRICS: ClassVar[tuple[str, ...]] = (
-        "hit",
-        "miss",
-        "set",
-        "evict",
-        "expired",
-        "shared",
-        "stale",
-    )
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["cache"]
 
     def __new__(cls, *args: Any, store: Any = None, **kwargs: Any) -> Self:
         if store is not None:  # entries shared through a store: a policy of its own

@@ -193,14 +193,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
 
     PATTERN: ClassVar[str] = "circuitbreaker"
     _WORKING: ClassVar[BreakerState] = BreakerState.working  # on_success's state, read by C
-    METRICS: ClassVar[tuple[str, ...]] = (
-        "transition.working",
-        "transition.recovering",
-        "transition.failing",
-        "success",
-        "failure",
-        "rejected",
-    )
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["circuitbreaker"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
         if store is not None and cls is CircuitBreaker:  # open state shared through a store

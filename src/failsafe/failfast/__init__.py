@@ -61,7 +61,7 @@ class FailFast(_core.Component, _native.FailFast):
     """
 
     PATTERN: ClassVar[str] = "failfast"
-    METRICS: ClassVar[tuple[str, ...]] = ("opened", "closed", "rejected")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["failfast"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
         if store is not None and cls is FailFast:  # the latch shared through a store

@@ -70,7 +70,7 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
     """
 
     PATTERN: ClassVar[str] = "featuretoggle"
-    METRICS: ClassVar[tuple[str, ...]] = ("enabled", "disabled")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["featuretoggle"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
         if store is not None and cls is FeatureToggle:  # state shared through a store

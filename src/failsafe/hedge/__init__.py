@@ -484,7 +484,7 @@ class Hedge(Component, _native.Hedge):
     """
 
     PATTERN: ClassVar[str] = "hedge"
-    METRICS: ClassVar[tuple[str, ...]] = ("success", "failure", "all_failed", "timeout", "hedged")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["hedge"]
 
     def __init__(
         self,

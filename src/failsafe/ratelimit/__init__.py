@@ -90,7 +90,7 @@ class _Limiter(_core.Component, _native.Limiter):
     ``acquire()``, the waiting slow path and stats. The C base decides every call."""
 
     PATTERN: ClassVar[str] = "ratelimit"
-    METRICS: ClassVar[tuple[str, ...]] = ("admitted", "rejected")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["ratelimit"]
 
     max_executions: int
     per_time_secs: float

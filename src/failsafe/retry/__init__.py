@@ -33,8 +33,9 @@ __all__ = [
     "retry",
 ]
 
-ATTEMPT, SUCCESS, GIVEUP = 0, 1, 2
-_YIELD_EVERY: Final = 16  # zero-delay retries between loop turns (FS_YIELD_EVERY in C)
+_METRICS: Final = _native.METRICS["retry"]
+ATTEMPT, SUCCESS, GIVEUP = (_METRICS.index(m) for m in ("attempt", "success", "giveup"))
+_YIELD_EVERY: Final = _native.YIELD_EVERY  # zero-delay retries between loop turns
 _IMMEDIATE_OFF: Final = -2
 
 
@@ -160,14 +161,14 @@ def _schedule_factory(backoff: object) -> Callable[[], Iterator[float]]:
     )
 
 
-class Retry(_core.Component, _native.Outcome):
+class Retry(_core.Component, _native.Retry):
     """A retry policy. Decorate with it, or iterate it for the block form."""
 
     PATTERN: ClassVar[str] = "retry"
-    METRICS: ClassVar[tuple[str, ...]] = ("attempt", "success", "giveup")
+    METRICS: ClassVar[tuple[str, ...]] = _METRICS
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Retry:
-        return super().__new__(cls, _core.PATTERNS["retry"])
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -221,10 +222,8 @@ class Retry(_core.Component, _native.Outcome):
             on_pred=self._on_pred,
             budget=budget,
             handoff_results=if_result is not None,
-            success_counter=SUCCESS,
             needs_t0=max_duration is not None,
             immediate=immediate,
-            attempt_counter=ATTEMPT,
             signal_check=None if self._retry_after is None else signals._carries_signal,
         )
 
