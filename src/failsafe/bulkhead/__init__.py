@@ -28,7 +28,7 @@ import asyncio
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, Final, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from failsafe import _native, events
 from failsafe._core import Component, check_int, check_number
@@ -189,3 +189,7 @@ Bulkhead.__signature__ = _init_sig.replace(  # type: ignore[attr-defined]
 )
 
 bulkhead = Bulkhead
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _bulkhead_slow_paths: type[_native.BulkheadSlowPaths] = Bulkhead

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, Final, Self, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast, overload
 
 from failsafe import _core, _native, events
 from failsafe._types import CachedFunction
@@ -268,6 +268,11 @@ class Cache(_core.Component, _native.Cache):
         if self._stale_if_error is not None:
             s["stale_if_error"] = self._stale_if_error
         return s
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_call: type[_native.SlowCall] = Cache
+    _cache_settle: type[_native.CacheSettle] = Cache
 
 
 @overload

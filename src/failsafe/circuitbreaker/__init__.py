@@ -38,7 +38,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 from failsafe import _core, _native, events
 from failsafe.circuitbreaker.exceptions import BreakerFailing
@@ -422,6 +422,10 @@ _init_signature = inspect.signature(CircuitBreaker.__init__)
 CircuitBreaker.__signature__ = _init_signature.replace(  # type: ignore[attr-defined]
     parameters=list(_init_signature.parameters.values())[1:]
 )
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _breaker_events: type[_native.BreakerEvents] = CircuitBreaker
 
 
 def _break_reader(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from failsafe import _core, _native, events
 
@@ -123,6 +123,10 @@ class Fallback(_core.Component, _native.Fallback):
         if verdict:
             return await self._answer(result, args, kwargs)
         return result
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_paths: type[_native.OutcomeSlowPaths] = Fallback
 
 
 def fallback(

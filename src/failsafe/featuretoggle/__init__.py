@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, ClassVar, Self, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Self, overload
 
 from failsafe import _core, _native, events
 from failsafe._types import Decorated
@@ -169,6 +169,10 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
 
 # failsafe-py's name of the object holding the state.
 FeatureToggleManager = FeatureToggle
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_call: type[_native.SlowCall] = FeatureToggle
 
 
 @overload

@@ -26,7 +26,7 @@ import types
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Final, TypeGuard
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeGuard
 
 from failsafe import _native, events
 from failsafe import testing as _testing
@@ -579,6 +579,11 @@ class Hedge(Component, _native.Hedge):
             f"<hedge {self._name!r} attempts={self.attempts} delay={delay}"
             f" timeout={self.timeout!r} {counts}>"
         )
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_call: type[_native.SlowCall] = Hedge
+    _hedge_slow_paths: type[_native.HedgeSlowPaths] = Hedge
 
 
 hedge = Hedge

@@ -201,6 +201,10 @@ class _Limiter(_core.Component, _native.Limiter):
         return s
 
 
+if TYPE_CHECKING:  # the methods C calls by name
+    _limiter_slow_paths: type[_native.LimiterSlowPaths] = _Limiter
+
+
 class TokenBucketLimiter(_Limiter):
     """A token bucket shared by every call: ``max_executions`` per ``per_time_secs`` seconds,
     bursts of ``bucket_size`` (default ``max_executions``). Exact GCRA in C."""

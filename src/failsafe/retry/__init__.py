@@ -399,6 +399,10 @@ class Retry(_core.Component, _native.Retry):
         return s
 
 
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_paths: type[_native.RetrySlowPaths] = Retry
+
+
 class Attempt:
     """One attempt of the block form. ``with attempt:`` suppresses an exception the policy
     retries on (the loop then waits and yields the next attempt) and lets any other through."""

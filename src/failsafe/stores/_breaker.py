@@ -18,8 +18,9 @@ import contextlib
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from failsafe import _native
 from failsafe.circuitbreaker import CircuitBreaker
 from failsafe.circuitbreaker.exceptions import BreakerFailing
 from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
@@ -283,6 +284,11 @@ class SharedBreaker(CircuitBreaker):
         out = super().stats()
         out["shared_state"] = ("closed", "open", "half_open")[self._shared_state]
         return out
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _tripped: type[_native.Tripped] = SharedBreaker
+    _slow_call: type[_native.SlowCall] = SharedBreaker
 
 
 class _Done:

@@ -14,8 +14,9 @@ import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from failsafe import _native
 from failsafe.failfast import FailFast
 from failsafe.failfast.exceptions import FailFastOpen
 from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
@@ -214,3 +215,7 @@ class SharedFailFast(FailFast):
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "shared_state": "open" if self._open_shared else "closed"}
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _tripped: type[_native.Tripped] = SharedFailFast
