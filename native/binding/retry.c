@@ -14,7 +14,7 @@ typedef struct FsRetry {
     FsOutcome o;
     PyObject *budget;           /* FsBudgetObject or NULL: one deposit per call */
     /* Retries with no wait run in C while nobody listens: */
-    long immediate;             /* re-attempts allowed (-1: until success), or -2: none in C */
+    long immediate;             /* re-attempts allowed (-1: until success), or FS_IMMEDIATE_OFF */
     /* Server signals: an exception that may carry a delay goes to Python, never at once. */
     PyObject *signal_check;     /* callable type -> bool, or NULL: signals ignored in C */
     PyObject *plain_type;       /* the last type signal_check answered False for, or NULL */
@@ -139,26 +139,34 @@ static PyObject *retry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)r;
 }
 
-/* _configure(on, on_pred, budget, handoff_results, needs_t0, immediate, signal_check) */
+/* _configure(on, on_pred, budget, handoff_results, needs_t0, immediate, signal_check):
+ * immediate is the re-attempts C may make at once (-1: until success), None: none. */
 static PyObject *retry_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     FsRetry *r = (FsRetry *)self;
     PyObject *on = Py_None, *on_pred = Py_None, *budget = Py_None, *signal_check = Py_None;
+    PyObject *immediate_arg = Py_None;
     int handoff_results = 0, needs_t0 = 0;
     long immediate = FS_IMMEDIATE_OFF;
     static char *kwlist[] = {"on", "on_pred", "budget", "handoff_results", "needs_t0",
                              "immediate", "signal_check", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOpplO:_configure", kwlist, &on,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOppOO:_configure", kwlist, &on,
                                      &on_pred, &budget, &handoff_results, &needs_t0,
-                                     &immediate, &signal_check)) {
+                                     &immediate_arg, &signal_check)) {
         return NULL;
+    }
+    if (immediate_arg != Py_None) {
+        immediate = PyLong_AsLong(immediate_arg);
+        if (immediate == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (immediate < -1) {
+            PyErr_SetString(PyExc_ValueError, "immediate must be >= -1 or None");
+            return NULL;
+        }
     }
     if (signal_check != Py_None && !PyCallable_Check(signal_check)) {
         PyErr_SetString(PyExc_TypeError, "signal_check must be callable or None");
-        return NULL;
-    }
-    if (immediate < FS_IMMEDIATE_OFF) {
-        PyErr_SetString(PyExc_ValueError, "immediate must be >= -2");
         return NULL;
     }
     if (budget != Py_None && !PyObject_TypeCheck(budget, r->o.base.st->Budget_Type)) {

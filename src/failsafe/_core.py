@@ -17,6 +17,13 @@ from failsafe._types import Decorated
 # Pattern indexes of the C module's global "somebody listens" flags, defined by the C module.
 PATTERNS: Final[dict[str, int]] = _native.PATTERNS
 
+
+def counter_indexes(pattern: str, *names: str) -> tuple[int, ...]:
+    """The C counter index of each metric name of pattern (the C module defines the order)."""
+    metrics = _native.METRICS[pattern]
+    return tuple(metrics.index(name) for name in names)
+
+
 # OpenTelemetry instrument names: an ASCII letter, then letters, digits, '_', '.', '-', '/'.
 # A component name is one segment of such a name, so the whole name stays valid.
 _NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]{0,62}")

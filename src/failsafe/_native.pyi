@@ -164,7 +164,7 @@ class Retry(_Policy):
         budget: RetryBudget | None = ...,
         handoff_results: bool = ...,
         needs_t0: bool = ...,
-        immediate: int = ...,
+        immediate: int | None = ...,
         signal_check: Callable[[type], bool] | None = ...,
     ) -> None: ...
 

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from failsafe import _native, events
-from failsafe._core import Component, check_int, check_number
+from failsafe._core import Component, check_int, check_number, counter_indexes
 from failsafe.bulkhead.exceptions import BulkheadFull
 from failsafe.events import EventManager
 
@@ -45,7 +45,9 @@ __all__ = [
 
 _native._bind(bulkhead_full=BulkheadFull)
 
-FULL, ADMITTED, WAITED, TIMED_OUT = range(4)  # C counter order (bulkhead.c)
+FULL, ADMITTED, WAITED, TIMED_OUT = counter_indexes(
+    "bulkhead", "full", "admitted", "waited", "timed_out"
+)
 _MAX_COUNT: Final = 2**63 - 1
 _MAX_WAIT: Final = 1e9  # seconds (about 31 years); any longer wait is no limit
 

@@ -42,7 +42,9 @@ __all__ = [
     "register_cache_listener",
 ]
 
-HIT, MISS, SET, EVICT, EXPIRED, SHARED, STALE = range(7)
+HIT, MISS, SET, EVICT, EXPIRED, SHARED, STALE = _core.counter_indexes(
+    "cache", "hit", "miss", "set", "evict", "expired", "shared", "stale"
+)
 _PROBE_HIT, _PROBE_IN_FLIGHT = 0, 1
 _SETTLE_VALUE, _SETTLE_ERROR = 0, 1
 _MAX_TTL_NS: Final = 2**62

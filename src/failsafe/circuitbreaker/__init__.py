@@ -56,8 +56,17 @@ __all__ = [
 _native._bind(breaker_failing=BreakerFailing)
 
 # Counter indexes (circuitbreaker.c), transition bits (fs_breaker.h), event kinds.
-TRANSITION_WORKING, TRANSITION_RECOVERING, TRANSITION_FAILING = 0, 1, 2
-SUCCESS, FAILURE, REJECTED = 3, 4, 5
+TRANSITION_WORKING, TRANSITION_RECOVERING, TRANSITION_FAILING, SUCCESS, FAILURE, REJECTED = (
+    _core.counter_indexes(
+        "circuitbreaker",
+        "transition.working",
+        "transition.recovering",
+        "transition.failing",
+        "success",
+        "failure",
+        "rejected",
+    )
+)
 _TO_WORKING, _TO_RECOVERING, _TO_FAILING = 0x1, 0x2, 0x4
 _EV_SUCCESS, _EV_FAILURE, _EV_REJECTED = 1, 2, 3
 _CONSECUTIVE, _COUNT_WINDOW, _TIME_WINDOW = 0, 1, 2

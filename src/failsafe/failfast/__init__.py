@@ -31,7 +31,7 @@ __all__ = [
 
 _native._bind(failfast_open=FailFastOpen)
 
-OPENED, CLOSED, REJECTED = 0, 1, 2
+OPENED, CLOSED, REJECTED = _core.counter_indexes("failfast", "opened", "closed", "rejected")
 
 
 class FailFastListener:

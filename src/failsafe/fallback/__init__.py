@@ -19,7 +19,7 @@ __all__ = [
     "register_fallback_listener",
 ]
 
-INVOKED = _native.METRICS["fallback"].index("invoked")
+(INVOKED,) = _core.counter_indexes("fallback", "invoked")
 
 
 class FallbackListener:

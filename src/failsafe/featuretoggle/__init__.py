@@ -36,7 +36,7 @@ __all__ = [
 
 _native._bind(feature_disabled=FeatureDisabled)
 
-ENABLED, DISABLED = 0, 1
+ENABLED, DISABLED = _core.counter_indexes("featuretoggle", "enabled", "disabled")
 
 
 def rollout_bucket(key: str | bytes | int) -> int:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeGuard
 
 from failsafe import _native, events
 from failsafe import testing as _testing
-from failsafe._core import Component, check_int, check_number
+from failsafe._core import Component, check_int, check_number, counter_indexes
 from failsafe.events import EventManager
 from failsafe.hedge.exceptions import HedgeAllFailed, HedgeTimeout
 from failsafe.retry import RetryBudget
@@ -50,7 +50,9 @@ __all__ = [
 _native._bind(hedge_timeout=HedgeTimeout)
 
 # C counter indexes (hedge.c)
-SUCCESS, FAILURE, ALL_FAILED, TIMEOUT, HEDGED = range(5)
+SUCCESS, FAILURE, ALL_FAILED, TIMEOUT, HEDGED = counter_indexes(
+    "hedge", "success", "failure", "all_failed", "timeout", "hedged"
+)
 
 # The window (seconds) of the budget that max_hedged_ratio builds
 _RATIO_WINDOW = 10.0

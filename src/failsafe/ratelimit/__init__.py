@@ -53,7 +53,7 @@ __all__ = [
 
 _native._bind(rate_limit_exceeded=RateLimitExceeded)
 
-ADMITTED, REJECTED = 0, 1
+ADMITTED, REJECTED = _core.counter_indexes("ratelimit", "admitted", "rejected")
 _NS: Final = 1_000_000_000
 _MAX_NS: Final = (2**63 - 1) // 4  # the C core's margin for int64 time arithmetic
 _I64_MAX: Final = 2**63 - 1

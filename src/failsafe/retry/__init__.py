@@ -33,10 +33,8 @@ __all__ = [
     "retry",
 ]
 
-_METRICS: Final = _native.METRICS["retry"]
-ATTEMPT, SUCCESS, GIVEUP = (_METRICS.index(m) for m in ("attempt", "success", "giveup"))
+ATTEMPT, SUCCESS, GIVEUP = _core.counter_indexes("retry", "attempt", "success", "giveup")
 _YIELD_EVERY: Final = _native.YIELD_EVERY  # zero-delay retries between loop turns
-_IMMEDIATE_OFF: Final = -2
 
 
 def _is_zero_backoff(backoff: object) -> bool:
@@ -165,7 +163,7 @@ class Retry(_core.Component, _native.Retry):
     """A retry policy. Decorate with it, or iterate it for the block form."""
 
     PATTERN: ClassVar[str] = "retry"
-    METRICS: ClassVar[tuple[str, ...]] = _METRICS
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["retry"]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Retry:
         return super().__new__(cls)
@@ -208,7 +206,7 @@ class Retry(_core.Component, _native.Retry):
         self._max_retry_after = signals.check_max_retry_after(max_retry_after, self._retry_after)
         # Retries with no wait and nothing to consult (budget, bucket, deadline, a user's
         # retry_after) run in C; C hands an exception that may carry a delay to Python.
-        immediate = _IMMEDIATE_OFF
+        immediate = None
         if (
             _is_zero_backoff(backoff)
             and budget is None
