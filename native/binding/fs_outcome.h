@@ -11,6 +11,7 @@ typedef struct FsOutcome {
     FsPolicy base;
     PyObject *on;           /* tuple of exception classes, or NULL */
     PyObject *on_pred;      /* predicate over the exception, or NULL */
+    PyObject *matched_type; /* the last exception type `on` (a tuple) covered, or NULL */
     int handoff_results;    /* every result goes to _on_result */
 } FsOutcome;
 
@@ -23,7 +24,8 @@ int fs_outcome_configure(FsOutcome *o, PyObject *on, PyObject *on_pred, int hand
  * NULL with an exception. */
 PyObject *fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value);
 
-/* The shared part of finish for an exception exc: 1 when `on` covers it (the caller handles it),
+/* The shared part of finish for an exception exc: 1 when `on` covers it (the caller handles it;
+ * a type `on` covered once is not matched again),
  * or 0 with *out the exception to raise (FS_NEXT_RAISE) when it propagates: exc itself, or a
  * failing predicate's error chained to it. */
 int fs_outcome_match(FsOutcome *o, PyObject *exc, PyObject **out);

@@ -16,6 +16,7 @@ int fs_outcome_configure(FsOutcome *o, PyObject *on, PyObject *on_pred, int hand
     }
     Py_XSETREF(o->on, on == Py_None ? NULL : Py_NewRef(on));
     Py_XSETREF(o->on_pred, on_pred == Py_None ? NULL : Py_NewRef(on_pred));
+    Py_CLEAR(o->matched_type);
     o->handoff_results = handoff_results;
     return 0;
 }
@@ -42,8 +43,17 @@ PyObject *fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value)
 
 int fs_outcome_match(FsOutcome *o, PyObject *exc, PyObject **out)
 {
+    /* Retries see the same type again and again: `on` is a tuple of classes, so a type it
+     * covered once it covers always (a predicate is asked every time). */
+    PyObject *tp = (PyObject *)Py_TYPE(exc);
+    if (tp == o->matched_type) {
+        return 1;
+    }
     int m = fs_exception_matches(exc, o->on, o->on_pred, 0);
     if (m > 0) {
+        if (o->on != NULL) {
+            Py_XSETREF(o->matched_type, Py_NewRef(tp));
+        }
         return 1;
     }
     if (m < 0) {
@@ -64,6 +74,7 @@ int fs_outcome_traverse(FsOutcome *o, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(o));
     Py_VISIT(o->on);
     Py_VISIT(o->on_pred);
+    Py_VISIT(o->matched_type);
     return fs_policy_traverse(&o->base, visit, arg);
 }
 
@@ -72,6 +83,7 @@ void fs_outcome_clear(FsOutcome *o)
     fs_policy_clear_events(&o->base);
     Py_CLEAR(o->on);
     Py_CLEAR(o->on_pred);
+    Py_CLEAR(o->matched_type);
     Py_CLEAR(o->base.name);
 }
 
