@@ -212,6 +212,22 @@ def _try_fallback(fn: AsyncFn) -> Any:
     return guarded
 
 
+def _failsafe_fallback_async(fn: AsyncFn) -> Any:
+    from failsafe.fallback import fallback
+
+    return fallback(_zero)(fn)
+
+
+def _try_fallback_async(fn: AsyncFn) -> Any:
+    async def guarded() -> Any:
+        try:
+            return await fn()
+        except Exception as e:
+            return await _zero(e)
+
+    return guarded
+
+
 def _wrapper() -> Any:
     async def wrapped() -> Any:
         return await f()
@@ -328,6 +344,21 @@ CASES += [
     ),
     Case("fallback", "taken", "hyx", lambda: _hyx_fallback(failing), expect=0),
     Case("fallback", "taken", "hand-rolled try/except", lambda: _try_fallback(failing), expect=0),
+    Case(
+        "fallback",
+        "taken async",
+        "failsafe @fallback(async handler)",
+        lambda: _failsafe_fallback_async(failing),
+        expect=0,
+        budget=7_000,
+    ),
+    Case(
+        "fallback",
+        "taken async",
+        "hand-rolled try/except + await handler",
+        lambda: _try_fallback_async(failing),
+        expect=0,
+    ),
 ]
 
 CASES += [

@@ -789,3 +789,46 @@ async def test_value_answer_switches_to_the_slow_path_when_listened() -> None:
     assert await boom(2) == 0  # answered by the slow path, which emits
     assert rec.events == [(ValueError, (2,))]
     assert policy.stats()["invoked"] == 2
+
+
+# ------------------------------------------------------------------------------------------
+# An async handler answers in C while nobody listens, in Python while somebody does: the same
+
+
+@pytest.mark.parametrize("listening", [False, True])
+async def test_async_handler_same_answer_either_path(listening: bool) -> None:
+    seen: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    loop = asyncio.get_running_loop()
+
+    async def handler(exc: BaseException, *args: Any, **kwargs: Any) -> Any:
+        seen.append((str(exc), args, kwargs))
+        await asyncio.sleep(0)
+        if kwargs.get("mode") == "raise":
+            raise KeyError("handler")
+        if kwargs.get("mode") == "future":
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, "from future")
+            return await fut
+        return ("answer", args)
+
+    rec = Recorder()
+    policy = fallback(handler, on=ValueError, listeners=[rec] if listening else None)
+
+    @policy
+    async def work(x: int, *, mode: str) -> Any:
+        raise ValueError(f"failed {x}")
+
+    assert await work(1, mode="value") == ("answer", (1,))
+    assert await work(2, mode="future") == "from future"
+    with pytest.raises(KeyError, match="handler") as info:
+        await work(3, mode="raise")
+    # as in an `except` block: the handler's error shows what it was handling
+    assert isinstance(info.value.__context__, ValueError)
+    assert str(info.value.__context__) == "failed 3"
+    assert seen == [
+        ("failed 1", (1,), {"mode": "value"}),
+        ("failed 2", (2,), {"mode": "future"}),
+        ("failed 3", (3,), {"mode": "raise"}),
+    ]
+    assert invoked(work) == 3
+    assert len(rec.events) == (3 if listening else 0)

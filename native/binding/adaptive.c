@@ -21,10 +21,12 @@
 #include "fs_alimit.h"
 #include "fs_throttle.h"
 
-/* Counters, in failsafe.adaptive.ConcurrencyLimit.METRICS order. */
+/* Counters, and their metric names in that order (Python reads them as _native.METRICS). */
 enum { AL_ADMITTED = 0, AL_REJECTED, AL_WAITED, AL_TIMED_OUT, AL_DROPPED, AL_SHED };
-/* Counters, in failsafe.adaptive.Throttle.METRICS order. */
+static const char *const al_metrics[] = {"admitted", "rejected", "waited", "timed_out",
+                                         "dropped", "shed", NULL};
 enum { TH_SENT = 0, TH_THROTTLED, TH_ACCEPTED, TH_NOT_ACCEPTED };
+static const char *const th_metrics[] = {"sent", "throttled", "accepted", "not_accepted", NULL};
 
 #define NS_PER_S 1e9
 
@@ -716,7 +718,17 @@ static void ad_part_clear(fs_state *st)
 }
 
 const fs_part fs_adaptive_part = {
+    .name = "concurrency_limit",
+    .pattern = FS_PATTERN_CONCURRENCY_LIMIT,
+    .metrics = al_metrics,
     .setup = ad_setup,
     .traverse = ad_part_traverse,
     .clear = ad_part_clear,
+};
+
+/* The throttle's facts (its type is set up with the limit's, above). */
+const fs_part fs_throttle_part = {
+    .name = "throttle",
+    .pattern = FS_PATTERN_THROTTLE,
+    .metrics = th_metrics,
 };

@@ -348,7 +348,7 @@ static PyType_Spec bucket_spec = {
     .slots = bucket_slots,
 };
 
-int fs_backoff_setup(PyObject *module, fs_state *st)
+static int backoff_setup(PyObject *module, fs_state *st)
 {
     PyObject *bucket = PyType_FromModuleAndSpec(module, &bucket_spec, NULL);
     if (bucket == NULL) {
@@ -373,3 +373,25 @@ int fs_backoff_setup(PyObject *module, fs_state *st)
     }
     return 0;
 }
+
+static int backoff_traverse(fs_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->Backoff_Type);
+    Py_VISIT(st->BackoffIter_Type);
+    Py_VISIT(st->Budget_Type);
+    return 0;
+}
+
+static void backoff_clear(fs_state *st)
+{
+    Py_CLEAR(st->Backoff_Type);
+    Py_CLEAR(st->BackoffIter_Type);
+    Py_CLEAR(st->Budget_Type);
+}
+
+const fs_part fs_backoff_part = {
+    .name = "backoff",
+    .setup = backoff_setup,
+    .traverse = backoff_traverse,
+    .clear = backoff_clear,
+};

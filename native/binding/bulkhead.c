@@ -29,6 +29,7 @@
 
 /* Counters, in failsafe.bulkhead.Bulkhead.METRICS order. */
 enum { BH_FULL = 0, BH_ADMITTED, BH_WAITED, BH_TIMED_OUT };
+static const char *const bh_metrics[] = {"full", "admitted", "waited", "timed_out", NULL};
 
 /* Waiter states */
 enum {
@@ -830,6 +831,9 @@ static void bh_part_clear(fs_state *st)
 }
 
 const fs_part fs_bulkhead_part = {
+    .name = "bulkhead",
+    .pattern = FS_PATTERN_BULKHEAD,
+    .metrics = bh_metrics,
     .setup = bh_setup,
     .traverse = bh_part_traverse,
     .clear = bh_part_clear,

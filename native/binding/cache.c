@@ -18,6 +18,8 @@
 
 /* Counters, in the order of failsafe.cache.Cache.METRICS. */
 enum { C_HIT = 0, C_MISS, C_SET, C_EVICT, C_EXPIRED, C_SHARED, C_STALE };
+static const char *const cache_metrics[] = {"hit", "miss", "set", "evict", "expired", "shared",
+    "stale", NULL};
 
 /* How waiters learn the leader's outcome (_settle). */
 enum { SETTLE_VALUE = 0, SETTLE_ERROR = 1, SETTLE_RETRY = 2 };
@@ -873,6 +875,9 @@ static void cache_part_clear(fs_state *st)
 }
 
 const fs_part fs_cache_part = {
+    .name = "cache",
+    .pattern = FS_PATTERN_CACHE,
+    .metrics = cache_metrics,
     .setup = cache_part_setup,
     .traverse = cache_part_traverse,
     .clear = cache_part_clear,

@@ -24,6 +24,8 @@ enum {
     C_FAILURE = 4,
     C_REJECTED = 5
 };
+static const char *const breaker_metrics[] = {"transition.working", "transition.recovering",
+    "transition.failing", "success", "failure", "rejected", NULL};
 
 /* Kinds of event report handed to the Python subclass's _events(). */
 enum { EV_NONE = 0, EV_SUCCESS = 1, EV_FAILURE = 2, EV_REJECTED = 3 };
@@ -827,6 +829,9 @@ static void breaker_part_clear(fs_state *st)
 }
 
 const fs_part fs_breaker_part = {
+    .name = "circuitbreaker",
+    .pattern = FS_PATTERN_CIRCUITBREAKER,
+    .metrics = breaker_metrics,
     .setup = breaker_part_setup,
     .traverse = breaker_part_traverse,
     .clear = breaker_part_clear,

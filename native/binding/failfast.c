@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 enum { FF_OPENED = 0, FF_CLOSED = 1, FF_REJECTED = 2 };
+static const char *const ff_metrics[] = {"opened", "closed", "rejected", NULL};
 
 typedef struct FsFailFast {
     FsPolicy base;
@@ -458,6 +459,9 @@ static void ff_part_clear(fs_state *st)
 }
 
 const fs_part fs_failfast_part = {
+    .name = "failfast",
+    .pattern = FS_PATTERN_FAILFAST,
+    .metrics = ff_metrics,
     .setup = ff_setup,
     .traverse = ff_part_traverse,
     .clear = ff_part_clear,

@@ -18,22 +18,20 @@
 #include "fs_heap.h"
 #include "fs_rng.h"
 
-/* Patterns, indexing the global "somebody listens" flags. Keep in sync with failsafe/_core.py. */
+/* The patterns, in the order of their indexes (FS_PATTERN_*): the global "somebody listens"
+ * flags. Python reads the list as _native.PATTERNS (name -> index). */
+#define FS_PATTERN_LIST(X)                                                                       \
+    X(RETRY, "retry") X(TIMEOUT, "timeout") X(FALLBACK, "fallback")                            \
+    X(CIRCUITBREAKER, "circuitbreaker") X(FAILFAST, "failfast") X(BULKHEAD, "bulkhead")        \
+    X(RATELIMIT, "ratelimit") X(CACHE, "cache") X(HEDGE, "hedge")                              \
+    X(FEATURETOGGLE, "featuretoggle") X(CONCURRENCY_LIMIT, "concurrency_limit")                \
+    X(THROTTLE, "throttle")
+#define FS_PATTERN_ENUM(id, name) FS_PATTERN_##id,
 enum {
-    FS_PATTERN_RETRY = 0,
-    FS_PATTERN_TIMEOUT,
-    FS_PATTERN_FALLBACK,
-    FS_PATTERN_CIRCUITBREAKER,
-    FS_PATTERN_FAILFAST,
-    FS_PATTERN_BULKHEAD,
-    FS_PATTERN_RATELIMIT,
-    FS_PATTERN_CACHE,
-    FS_PATTERN_HEDGE,
-    FS_PATTERN_FEATURETOGGLE,
-    FS_PATTERN_CONCURRENCY_LIMIT,
-    FS_PATTERN_THROTTLE,
+    FS_PATTERN_LIST(FS_PATTERN_ENUM)
     FS_PATTERN_COUNT = 16   /* room for the patterns still to come */
 };
+#undef FS_PATTERN_ENUM
 
 /* Errors the binding raises, mapped to exception classes in fs_error(). The failsafe-specific
  * classes are defined in Python and handed over once by failsafe._core (_native._bind). */
@@ -63,7 +61,6 @@ typedef struct fs_state {
     PyTypeObject *Done_Type;       /* done awaitables: answers and refusals (done.c) */
     PyObject *ready_none;          /* the kept Done answering None (done.c) */
     PyTypeObject *StopIteration_Type;   /* recycled StopIteration of guarded returns (done.c) */
-    PyTypeObject *Outcome_Type;
     PyTypeObject *Backoff_Type;
     PyTypeObject *BackoffIter_Type;
     PyTypeObject *Budget_Type;
@@ -96,7 +93,7 @@ typedef struct fs_state {
     PyTypeObject *CacheFlight_Type;
     /* hedge.c */
     PyTypeObject *Hedge_Type;
-    /* toggle.c */
+    /* featuretoggle.c */
     PyTypeObject *Toggle_Type;
     /* adaptive.c */
     PyTypeObject *AdaptiveLimit_Type;
@@ -555,27 +552,33 @@ PyObject *fs_call_method_with(PyObject *self, PyObject *name, PyObject *const *h
 /* Builds the (args tuple, kwargs dict) pair of a call that kept its arguments, for a slow path. */
 int fs_call_unpack_args(FsCall *c, PyObject **args, PyObject **kwargs);
 
-/* One binding file's share of module exec / traverse / clear. setup: 0 or -1 with an exception;
- * traverse and clear cover the module-state fields the part owns (each may be NULL). */
+/* One binding file's share of module exec / traverse / clear, listed in module.c's table of
+ * parts. setup: 0 or -1 with an exception; traverse and clear cover the module-state fields the
+ * part owns (each may be NULL). A part that implements a pattern names its counters: metrics
+ * (NULL-terminated, in counter order) for pattern (FS_PATTERN_*), read by Python as
+ * _native.METRICS[pattern name]; metrics is NULL for the other parts. */
 typedef struct fs_part {
+    const char *name;
+    int pattern;
+    const char *const *metrics;
     int (*setup)(PyObject *module, fs_state *st);
     int (*traverse)(fs_state *st, visitproc visit, void *arg);
     void (*clear)(fs_state *st);
 } fs_part;
 
-/* The later parts, one per binding file (module.c runs them in this order). */
-extern const fs_part fs_breaker_part, fs_failfast_part, fs_bulkhead_part, fs_ratelimit_part,
-    fs_cache_part, fs_hedge_part, fs_toggle_part, fs_adaptive_part;
+/* The parts, one per binding file (module.c runs them in its table's order). */
+extern const fs_part fs_outcome_part, fs_retry_part, fs_fallback_part, fs_backoff_part,
+    fs_breaker_part, fs_failfast_part, fs_bulkhead_part, fs_ratelimit_part, fs_cache_part,
+    fs_hedge_part, fs_featuretoggle_part, fs_adaptive_part, fs_throttle_part;
 
-/* Type setup of each binding file, called once from module exec. 0 or -1 with exception. */
+/* Type setup of the guard and timeout files, called once from module exec through module.c's
+ * table. 0 or -1 with exception. */
 int fs_guard_setup(PyObject *module, fs_state *st);
 /* done.c's and series.c's types (called from fs_guard_setup). */
 int fs_done_setup(PyObject *module, fs_state *st);
 int fs_series_setup(PyObject *module, fs_state *st);
 /* A policy leaves its series, folding its counters into it (fs_policy_clear). */
 void fs_series_leave(FsPolicy *p);
-int fs_outcome_setup(PyObject *module, fs_state *st);
-int fs_backoff_setup(PyObject *module, fs_state *st);
 int fs_timeout_setup(PyObject *module, fs_state *st);
 /* GC of module-state fields owned by timeout.c */
 int fs_timeout_traverse(fs_state *st, visitproc visit, void *arg);

@@ -15,6 +15,8 @@
 #include "fs_quantile.h"
 
 enum { H_SUCCESS = 0, H_FAILURE, H_ALL_FAILED, H_TIMEOUT, H_HEDGED };
+static const char *const hedge_metrics[] = {"success", "failure", "all_failed", "timeout",
+    "hedged", NULL};
 
 /* c->pword of a call: its deadline starts the next attempt (else it cancels, or is none). */
 #define H_CALL_HEDGES 1u
@@ -461,6 +463,9 @@ static void hedge_part_clear(fs_state *st)
 }
 
 const fs_part fs_hedge_part = {
+    .name = "hedge",
+    .pattern = FS_PATTERN_HEDGE,
+    .metrics = hedge_metrics,
     .setup = hedge_setup,
     .traverse = hedge_part_traverse,
     .clear = hedge_part_clear,

@@ -640,10 +640,125 @@ static int intern(PyObject **slot, const char *s)
     return *slot == NULL ? -1 : 0;
 }
 
-static const fs_part *const parts[] = {
-    &fs_breaker_part, &fs_failfast_part, &fs_bulkhead_part, &fs_ratelimit_part,
-    &fs_cache_part,   &fs_hedge_part,    &fs_toggle_part,   &fs_adaptive_part,
+/* The guard's and the timeout's share of module state (their files predate the parts table;
+ * their types are set up by fs_guard_setup / fs_timeout_setup). */
+static int guard_traverse(fs_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->Guard_Type);
+    Py_VISIT(st->Call_Type);
+    Py_VISIT(st->Done_Type);
+    Py_VISIT(st->StopIteration_Type);
+    return 0;
+}
+
+static void guard_clear(fs_state *st)
+{
+    fs_call_freelist_clear(st);
+    fs_stop_freelist_clear(st);
+    fs_done_freelist_clear(st);
+    Py_CLEAR(st->Guard_Type);
+    Py_CLEAR(st->Call_Type);
+    Py_CLEAR(st->Done_Type);
+    Py_CLEAR(st->StopIteration_Type);
+}
+
+static int timeout_traverse(fs_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->Timeout_Type);
+    Py_VISIT(st->TimeoutScope_Type);
+    Py_VISIT(st->TimerQueue_Type);
+    return fs_timeout_traverse(st, visit, arg);
+}
+
+static void timeout_clear(fs_state *st)
+{
+    fs_timeout_clear(st);
+    Py_CLEAR(st->Timeout_Type);
+    Py_CLEAR(st->TimeoutScope_Type);
+    Py_CLEAR(st->TimerQueue_Type);
+}
+
+static const char *const timeout_metrics[] = {"fired", NULL};  /* timeout.c's counter 0 */
+
+static const fs_part guard_part = {
+    .name = "guard", .setup = fs_guard_setup, .traverse = guard_traverse, .clear = guard_clear,
 };
+static const fs_part timeout_part = {
+    .name = "timeout",
+    .pattern = FS_PATTERN_TIMEOUT,
+    .metrics = timeout_metrics,
+    .setup = fs_timeout_setup,
+    .traverse = timeout_traverse,
+    .clear = timeout_clear,
+};
+
+/* Every binding file, set up in this order (the guard first: policies need its types), cleared
+ * in the reverse order. Policy types register as they are set up: the most used first, since
+ * fs_is_policy tries them in turn. */
+static const fs_part *const parts[] = {
+    &guard_part,         &fs_backoff_part,   &fs_retry_part,    &fs_fallback_part,
+    &timeout_part,       &fs_breaker_part,   &fs_failfast_part, &fs_bulkhead_part,
+    &fs_ratelimit_part,  &fs_cache_part,     &fs_hedge_part,    &fs_featuretoggle_part,
+    &fs_outcome_part,    &fs_adaptive_part,  &fs_throttle_part,
+};
+#define N_PARTS (sizeof(parts) / sizeof(parts[0]))
+
+static const char *const pattern_names[] = {
+#define FS_PATTERN_NAME(id, name) [FS_PATTERN_##id] = name,
+    FS_PATTERN_LIST(FS_PATTERN_NAME)
+#undef FS_PATTERN_NAME
+};
+#define N_PATTERNS (sizeof(pattern_names) / sizeof(pattern_names[0]))
+
+/* _native.PATTERNS (pattern name -> FS_PATTERN_* index) and _native.METRICS (pattern name ->
+ * its counter names, in counter order), from the pattern list and the parts. */
+static int add_facts(PyObject *module)
+{
+    PyObject *patterns = PyDict_New();
+    PyObject *metrics = PyDict_New();
+    int rc = patterns == NULL || metrics == NULL ? -1 : 0;
+    for (size_t i = 0; rc == 0 && i < N_PATTERNS; i++) {
+        PyObject *index = PyLong_FromSize_t(i);
+        rc = index == NULL ? -1 : PyDict_SetItemString(patterns, pattern_names[i], index);
+        Py_XDECREF(index);
+    }
+    for (size_t i = 0; rc == 0 && i < N_PARTS; i++) {
+        const char *const *m = parts[i]->metrics;
+        if (m == NULL) {
+            continue;
+        }
+        if (parts[i]->pattern < 0 || (size_t)parts[i]->pattern >= N_PATTERNS) {
+            PyErr_Format(PyExc_SystemError, "part %s: pattern out of range", parts[i]->name);
+            rc = -1;
+            break;
+        }
+        Py_ssize_t n = 0;
+        while (m[n] != NULL) {
+            n++;
+        }
+        PyObject *names = PyTuple_New(n);
+        for (Py_ssize_t k = 0; names != NULL && k < n; k++) {
+            PyObject *name = PyUnicode_InternFromString(m[k]);
+            if (name == NULL) {
+                Py_CLEAR(names);
+                break;
+            }
+            PyTuple_SET_ITEM(names, k, name);
+        }
+        rc = names == NULL ? -1
+                           : PyDict_SetItemString(metrics, pattern_names[parts[i]->pattern], names);
+        Py_XDECREF(names);
+    }
+    if (rc == 0) {
+        rc = PyModule_AddObjectRef(module, "PATTERNS", patterns);
+    }
+    if (rc == 0) {
+        rc = PyModule_AddObjectRef(module, "METRICS", metrics);
+    }
+    Py_XDECREF(patterns);
+    Py_XDECREF(metrics);
+    return rc;
+}
 
 /* 8 bytes of os.urandom() (getrandom, getentropy or BCryptGenRandom, whichever the platform
  * has) for the jitter RNG's seed. Returns 0, or -1 with an exception set. */
@@ -705,16 +820,12 @@ static int fs_exec(PyObject *module)
         return -1;
     }
     fs_rng_seed(&st->rng, seed);
-    if (fs_guard_setup(module, st) < 0 || fs_outcome_setup(module, st) < 0
-        || fs_backoff_setup(module, st) < 0 || fs_timeout_setup(module, st) < 0) {
-        return -1;
-    }
-    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+    for (size_t i = 0; i < N_PARTS; i++) {
         if (parts[i]->setup != NULL && parts[i]->setup(module, st) < 0) {
             return -1;
         }
     }
-    return 0;
+    return add_facts(module);
 }
 
 static int fs_traverse(PyObject *module, visitproc visit, void *arg)
@@ -723,17 +834,6 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
     if (st == NULL) {
         return 0;
     }
-    Py_VISIT(st->Guard_Type);
-    Py_VISIT(st->Call_Type);
-    Py_VISIT(st->Done_Type);
-    Py_VISIT(st->StopIteration_Type);
-    Py_VISIT(st->Outcome_Type);
-    Py_VISIT(st->Backoff_Type);
-    Py_VISIT(st->BackoffIter_Type);
-    Py_VISIT(st->Budget_Type);
-    Py_VISIT(st->Timeout_Type);
-    Py_VISIT(st->TimeoutScope_Type);
-    Py_VISIT(st->TimerQueue_Type);
     Py_VISIT(st->CancelledError);
     Py_VISIT(st->get_running_loop);
     Py_VISIT(st->current_task);
@@ -749,7 +849,7 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
     for (int i = 0; i < st->n_policy_types; i++) {
         Py_VISIT(st->policy_types[i]);
     }
-    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+    for (size_t i = 0; i < N_PARTS; i++) {
         if (parts[i]->traverse != NULL) {
             int r = parts[i]->traverse(st, visit, arg);
             if (r != 0) {
@@ -757,7 +857,7 @@ static int fs_traverse(PyObject *module, visitproc visit, void *arg)
             }
         }
     }
-    return fs_timeout_traverse(st, visit, arg);
+    return 0;
 }
 
 static int fs_clear(PyObject *module)
@@ -766,7 +866,7 @@ static int fs_clear(PyObject *module)
     if (st == NULL) {
         return 0;
     }
-    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+    for (size_t i = N_PARTS; i-- > 0;) {
         if (parts[i]->clear != NULL) {
             parts[i]->clear(st);
         }
@@ -775,22 +875,7 @@ static int fs_clear(PyObject *module)
         Py_CLEAR(st->policy_types[i]);
     }
     st->n_policy_types = 0;
-    fs_timeout_clear(st);
-    fs_call_freelist_clear(st);
-    fs_stop_freelist_clear(st);
-    fs_done_freelist_clear(st);
     Py_CLEAR(st->instant_var);
-    Py_CLEAR(st->Guard_Type);
-    Py_CLEAR(st->Call_Type);
-    Py_CLEAR(st->Done_Type);
-    Py_CLEAR(st->StopIteration_Type);
-    Py_CLEAR(st->Outcome_Type);
-    Py_CLEAR(st->Backoff_Type);
-    Py_CLEAR(st->BackoffIter_Type);
-    Py_CLEAR(st->Budget_Type);
-    Py_CLEAR(st->Timeout_Type);
-    Py_CLEAR(st->TimeoutScope_Type);
-    Py_CLEAR(st->TimerQueue_Type);
     Py_CLEAR(st->CancelledError);
     Py_CLEAR(st->get_running_loop);
     Py_CLEAR(st->current_task);

@@ -20,6 +20,7 @@
 
 enum { ALG_GCRA = 0, ALG_SLIDING = 1 };
 enum { C_ADMITTED = 0, C_REJECTED = 1 };
+static const char *const rl_metrics[] = {"admitted", "rejected", NULL};
 /* Decisions of limiter_decide */
 enum { DEC_ERROR = -1, DEC_REJECT = 0, DEC_NOW = 1, DEC_WAIT = 2 };
 
@@ -871,6 +872,9 @@ static void ratelimit_clear(fs_state *st)
 }
 
 const fs_part fs_ratelimit_part = {
+    .name = "ratelimit",
+    .pattern = FS_PATTERN_RATELIMIT,
+    .metrics = rl_metrics,
     .setup = ratelimit_setup,
     .traverse = ratelimit_traverse,
     .clear = ratelimit_clear,

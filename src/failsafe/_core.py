@@ -15,21 +15,15 @@ from failsafe import _native
 from failsafe._types import Decorated
 from failsafe.stats import PolicyStats, attribute
 
-# Pattern indexes of the C module's global "somebody listens" flags (fs_binding.h FS_PATTERN_*).
-PATTERNS: Final[dict[str, int]] = {
-    "retry": 0,
-    "timeout": 1,
-    "fallback": 2,
-    "circuitbreaker": 3,
-    "failfast": 4,
-    "bulkhead": 5,
-    "ratelimit": 6,
-    "cache": 7,
-    "hedge": 8,
-    "featuretoggle": 9,
-    "concurrency_limit": 10,
-    "throttle": 11,
-}
+# Pattern indexes of the C module's global "somebody listens" flags, defined by the C module.
+PATTERNS: Final[dict[str, int]] = _native.PATTERNS
+
+
+def counter_indexes(pattern: str, *names: str) -> tuple[int, ...]:
+    """The C counter index of each metric name of pattern (the C module defines the order)."""
+    metrics = _native.METRICS[pattern]
+    return tuple(metrics.index(name) for name in names)
+
 
 # OpenTelemetry instrument names: an ASCII letter, then letters, digits, '_', '.', '-', '/'.
 # A component name is one segment of such a name, so the whole name stays valid.

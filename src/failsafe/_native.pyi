@@ -4,7 +4,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Self, final
+from typing import Any, Protocol, Self, final
+
+PATTERNS: dict[str, int]
+"""Pattern name -> index of its global "somebody listens" flag."""
+METRICS: dict[str, tuple[str, ...]]
+"""Pattern name -> its counter names, in counter order."""
+YIELD_EVERY: int
+"""Zero-delay retries between loop turns (retry's C and Python loops)."""
 
 def now_ns() -> int: ...
 def _set_clock(now_ns: int | None, /) -> None: ...
@@ -34,6 +41,110 @@ class _Policy:
     def _counters(self) -> tuple[int, ...]: ...
     def _count(self, index: int, n: int = 1, /) -> None: ...
 
+# The private methods C calls by name on a Python subclass of a native policy type. Each
+# subclass is checked against its protocol (`_: type[Protocol] = Subclass` under TYPE_CHECKING).
+
+class OutcomeSlowPaths(Protocol):
+    """Retry and fallback (outcome.c): the awaitable that finishes a call whose exception
+    matched ``on`` (``_on_error``) or whose result is to be judged (``_on_result``), called as
+    ``(value, fn, args, kwargs, t0_ns, failures)``."""
+
+    def _on_error(
+        self,
+        exc: BaseException,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        t0: int,
+        failures: int,
+        /,
+    ) -> Awaitable[Any]: ...
+    def _on_result(
+        self,
+        result: Any,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        t0: int,
+        failures: int,
+        /,
+    ) -> Awaitable[Any]: ...
+
+class RetrySlowPaths(OutcomeSlowPaths, Protocol):
+    """Retry (retry.c): also ``_first_success(failures)``, the on_success event of a call that
+    ended in C."""
+
+    def _first_success(self, failures: int, /) -> None: ...
+
+class SlowCall(Protocol):
+    """Every policy whose admit may answer FS_ADMIT_SLOW (guard.c): the whole call in Python."""
+
+    def _call_slow(
+        self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
+    ) -> Awaitable[Any]: ...
+
+class BreakerEvents(Protocol):
+    """Circuit breaker (circuitbreaker.c): the events of one decision."""
+
+    def _events(self, kind: int, exc: BaseException | None, old: int, bits: int, /) -> None: ...
+
+class Tripped(Protocol):
+    """Breaker and fail-fast shared through a store: an opening to publish."""
+
+    def _tripped(self) -> None: ...
+
+class CacheSettle(Protocol):
+    """Cache (cache.c): the leader's outcome handed to the calls waiting on it."""
+
+    def _settle(self, waiters: list[asyncio.Future[Any]], outcome: Any, how: int, /) -> None: ...
+
+class BulkheadSlowPaths(Protocol):
+    """Bulkhead (bulkhead.c): waiting for a slot."""
+
+    def _acquire_slow(self) -> Awaitable[None]: ...
+    def _queued_call(
+        self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
+    ) -> Awaitable[Any]: ...
+
+class LimiterSlowPaths(Protocol):
+    """Rate limiter (ratelimit.c): sleeping until a reserved token."""
+
+    def _sleep_until(self, ticket: tuple[int, int, int], key: Any, /) -> Awaitable[None]: ...
+    def _waiting(
+        self,
+        due: int,
+        a: int,
+        b: int,
+        key: Any,
+        fn: Callable[..., Awaitable[Any]],
+        /,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Awaitable[Any]: ...
+
+class HedgeRace(Protocol):
+    """One hedged call's race (hedge.c): a deadline fired, the first attempt ended, the call
+    was abandoned."""
+
+    def _fire(self) -> None: ...
+    def _settle(self, result: Any, exc: BaseException | None, /) -> Awaitable[Any]: ...
+    def _abandon(self) -> None: ...
+
+class HedgeSlowPaths(Protocol):
+    """Hedge (hedge.c): the race of a call that runs past its delay."""
+
+    def _race(
+        self,
+        task: asyncio.Task[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        t0: float,
+        c0: int,
+        t0_ns: int,
+        /,
+    ) -> HedgeRace: ...
+
 class Outcome(_Policy):
     def __new__(cls, pattern: int) -> Self: ...
     def _configure(
@@ -41,16 +152,33 @@ class Outcome(_Policy):
         *,
         on: tuple[type[BaseException], ...] | None = ...,
         on_pred: Callable[[BaseException], object] | None = ...,
+        handoff_results: bool = ...,
+    ) -> None: ...
+
+class Retry(_Policy):
+    def __new__(cls) -> Self: ...
+    def _configure(
+        self,
+        *,
+        on: tuple[type[BaseException], ...] | None = ...,
+        on_pred: Callable[[BaseException], object] | None = ...,
         budget: RetryBudget | None = ...,
         handoff_results: bool = ...,
-        success_counter: int = ...,
         needs_t0: bool = ...,
-        answer: Any = ...,
-        answer_kind: int = ...,
-        answer_counter: int = ...,
-        immediate: int = ...,
-        attempt_counter: int = ...,
+        immediate: int | None = ...,
         signal_check: Callable[[type], bool] | None = ...,
+    ) -> None: ...
+
+class Fallback(_Policy):
+    def __new__(cls) -> Self: ...
+    def _configure(
+        self,
+        *,
+        on: tuple[type[BaseException], ...] | None = ...,
+        on_pred: Callable[[BaseException], object] | None = ...,
+        handoff_results: bool = ...,
+        answer: Any = ...,
+        call_answer: bool = ...,
     ) -> None: ...
 
 @final

@@ -64,14 +64,7 @@ class ConcurrencyLimit(Component, _native.AdaptiveLimit):
     """
 
     PATTERN: ClassVar[str] = "concurrency_limit"
-    METRICS: ClassVar[tuple[str, ...]] = (
-        "admitted",
-        "rejected",
-        "waited",
-        "timed_out",
-        "dropped",
-        "shed",
-    )
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["concurrency_limit"]
 
     def __init__(
         self,

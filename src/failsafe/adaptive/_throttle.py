@@ -38,7 +38,7 @@ class Throttle(Component, _native.AdaptiveThrottle):
     """
 
     PATTERN: ClassVar[str] = "throttle"
-    METRICS: ClassVar[tuple[str, ...]] = ("sent", "throttled", "accepted", "not_accepted")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["throttle"]
 
     def __init__(
         self,

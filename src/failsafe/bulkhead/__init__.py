@@ -28,10 +28,10 @@ import asyncio
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, Final, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from failsafe import _native, events
-from failsafe._core import Component, check_int, check_number
+from failsafe._core import Component, check_int, check_number, counter_indexes
 from failsafe.bulkhead.exceptions import BulkheadFull
 from failsafe.events import EventManager
 from failsafe.stats import BulkheadStats
@@ -46,7 +46,9 @@ __all__ = [
 ]
 
 
-FULL, ADMITTED, WAITED, TIMED_OUT = range(4)  # C counter order (bulkhead.c)
+FULL, ADMITTED, WAITED, TIMED_OUT = counter_indexes(
+    "bulkhead", "full", "admitted", "waited", "timed_out"
+)
 _MAX_COUNT: Final = 2**63 - 1
 _MAX_WAIT: Final = 1e9  # seconds (about 31 years); any longer wait is no limit
 
@@ -80,7 +82,7 @@ class Bulkhead(Component, _native.Bulkhead):
     """
 
     PATTERN: ClassVar[str] = "bulkhead"
-    METRICS: ClassVar[tuple[str, ...]] = ("full", "admitted", "waited", "timed_out")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["bulkhead"]
 
     def __new__(cls, *args: Any, store: Any = None, lease: float | None = None, **kw: Any) -> Self:
         if store is not None:  # permits shared through a store: a policy of its own
@@ -190,3 +192,7 @@ Bulkhead.__signature__ = _init_sig.replace(  # type: ignore[attr-defined]
 )
 
 bulkhead = Bulkhead
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _bulkhead_slow_paths: type[_native.BulkheadSlowPaths] = Bulkhead

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, Final, Self, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast, overload
 
 from failsafe import _core, _native, events
 from failsafe._types import CachedFunction
@@ -44,7 +44,9 @@ __all__ = [
     "register_cache_listener",
 ]
 
-HIT, MISS, SET, EVICT, EXPIRED, SHARED, STALE = range(7)
+HIT, MISS, SET, EVICT, EXPIRED, SHARED, STALE = _core.counter_indexes(
+    "cache", "hit", "miss", "set", "evict", "expired", "shared", "stale"
+)
 _PROBE_HIT, _PROBE_IN_FLIGHT = 0, 1
 _SETTLE_VALUE, _SETTLE_ERROR = 0, 1
 _MAX_TTL_NS: Final = 2**62
@@ -123,15 +125,7 @@ class Cache(_core.Component, _native.Cache):
     """
 
     PATTERN: ClassVar[str] = "cache"
-    METRICS: ClassVar[tuple[str, ...]] = (
-        "hit",
-        "miss",
-        "set",
-        "evict",
-        "expired",
-        "shared",
-        "stale",
-    )
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["cache"]
 
     def __new__(cls, *args: Any, store: Any = None, **kwargs: Any) -> Self:
         if store is not None:  # entries shared through a store: a policy of its own
@@ -278,6 +272,11 @@ class Cache(_core.Component, _native.Cache):
             ttl=self._ttl,
             stale_if_error=self._stale_if_error,
         )
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_call: type[_native.SlowCall] = Cache
+    _cache_settle: type[_native.CacheSettle] = Cache
 
 
 @overload

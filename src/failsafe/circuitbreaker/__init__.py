@@ -38,7 +38,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 from failsafe import _core, _native, events
 from failsafe.circuitbreaker.exceptions import BreakerFailing
@@ -57,8 +57,17 @@ __all__ = [
 
 
 # Counter indexes (circuitbreaker.c), transition bits (fs_breaker.h), event kinds.
-TRANSITION_WORKING, TRANSITION_RECOVERING, TRANSITION_FAILING = 0, 1, 2
-SUCCESS, FAILURE, REJECTED = 3, 4, 5
+TRANSITION_WORKING, TRANSITION_RECOVERING, TRANSITION_FAILING, SUCCESS, FAILURE, REJECTED = (
+    _core.counter_indexes(
+        "circuitbreaker",
+        "transition.working",
+        "transition.recovering",
+        "transition.failing",
+        "success",
+        "failure",
+        "rejected",
+    )
+)
 _TO_WORKING, _TO_RECOVERING, _TO_FAILING = 0x1, 0x2, 0x4
 _EV_SUCCESS, _EV_FAILURE, _EV_REJECTED = 1, 2, 3
 _CONSECUTIVE, _COUNT_WINDOW, _TIME_WINDOW = 0, 1, 2
@@ -191,14 +200,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
 
     PATTERN: ClassVar[str] = "circuitbreaker"
     _WORKING: ClassVar[BreakerState] = BreakerState.working  # on_success's state, read by C
-    METRICS: ClassVar[tuple[str, ...]] = (
-        "transition.working",
-        "transition.recovering",
-        "transition.failing",
-        "success",
-        "failure",
-        "rejected",
-    )
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["circuitbreaker"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
         if store is not None and cls is CircuitBreaker:  # open state shared through a store
@@ -429,6 +431,10 @@ _init_signature = inspect.signature(CircuitBreaker.__init__)
 CircuitBreaker.__signature__ = _init_signature.replace(  # type: ignore[attr-defined]
     parameters=list(_init_signature.parameters.values())[1:]
 )
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _breaker_events: type[_native.BreakerEvents] = CircuitBreaker
 
 
 def _break_reader(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, ClassVar, Self, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Self, overload
 
 from failsafe import _core, _native, events
 from failsafe._types import Decorated
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-OPENED, CLOSED, REJECTED = 0, 1, 2
+OPENED, CLOSED, REJECTED = _core.counter_indexes("failfast", "opened", "closed", "rejected")
 
 
 class FailFastListener:
@@ -62,7 +62,7 @@ class FailFast(_core.Component, _native.FailFast):
     """
 
     PATTERN: ClassVar[str] = "failfast"
-    METRICS: ClassVar[tuple[str, ...]] = ("opened", "closed", "rejected")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["failfast"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
         if store is not None and cls is FailFast:  # the latch shared through a store
@@ -175,6 +175,10 @@ class FailFast(_core.Component, _native.FailFast):
 
 # failsafe-py's name of the object holding the state.
 FailFastManager = FailFast
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_call: type[_native.SlowCall] = FailFast
 
 
 @overload

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from failsafe import _core, _native, events
 from failsafe.stats import FallbackStats
@@ -21,8 +21,7 @@ __all__ = [
     "register_fallback_listener",
 ]
 
-INVOKED = 0
-_ANSWER_NONE, _ANSWER_VALUE, _ANSWER_CALL = 0, 1, 2
+(INVOKED,) = _core.counter_indexes("fallback", "invoked")
 
 
 class FallbackListener:
@@ -43,18 +42,18 @@ def register_fallback_listener(listener: Any) -> None:
 register_timeout_listener = register_fallback_listener
 
 
-class Fallback(_core.Component, _native.Outcome):
+class Fallback(_core.Component, _native.Fallback):
     """A fallback policy; decorate an async function with it."""
 
     PATTERN: ClassVar[str] = "fallback"
-    METRICS: ClassVar[tuple[str, ...]] = ("invoked",)
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["fallback"]
 
     def stats(self) -> FallbackStats:
         """A snapshot of this policy's counters."""
         return FallbackStats(**self._stat_values())
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Fallback:
-        return super().__new__(cls, _core.PATTERNS["fallback"])
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -77,20 +76,14 @@ class Fallback(_core.Component, _native.Outcome):
         self._handler = handler
         self._call_handler = callable(handler)
         self._if = if_
-        # Without listeners, a value or a sync handler answers in C (no Python frame); an
-        # async handler, or any handler while somebody listens, takes the slow path below.
-        kind = _ANSWER_NONE
-        if not callable(handler):
-            kind = _ANSWER_VALUE
-        elif not _core.is_async_callable(handler):
-            kind = _ANSWER_CALL
+        # Without listeners the handler answers in C (no Python frame; C drives an async
+        # handler's coroutine); while somebody listens it answers through the slow path below.
         self._configure(
             on=types,
             on_pred=on if on is not None and types is None else None,
             handoff_results=if_ is not None,
             answer=handler,
-            answer_kind=kind,
-            answer_counter=INVOKED,
+            call_answer=callable(handler),
         )
 
     async def _answer(self, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -136,6 +129,10 @@ class Fallback(_core.Component, _native.Outcome):
         if verdict:
             return await self._answer(result, args, kwargs)
         return result
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_paths: type[_native.OutcomeSlowPaths] = Fallback
 
 
 def fallback(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, ClassVar, Self, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Self, overload
 
 from failsafe import _core, _native, events
 from failsafe._types import Decorated
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-ENABLED, DISABLED = 0, 1
+ENABLED, DISABLED = _core.counter_indexes("featuretoggle", "enabled", "disabled")
 
 
 def rollout_bucket(key: str | bytes | int) -> int:
@@ -71,7 +71,7 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
     """
 
     PATTERN: ClassVar[str] = "featuretoggle"
-    METRICS: ClassVar[tuple[str, ...]] = ("enabled", "disabled")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["featuretoggle"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
         if store is not None and cls is FeatureToggle:  # state shared through a store
@@ -173,6 +173,10 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
 
 # failsafe-py's name of the object holding the state.
 FeatureToggleManager = FeatureToggle
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_call: type[_native.SlowCall] = FeatureToggle
 
 
 @overload

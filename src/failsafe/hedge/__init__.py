@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from failsafe import _native, events
 from failsafe._core import Component, check_int, check_number
@@ -46,7 +46,6 @@ __all__ = [
     "percentile",
     "register_hedge_listener",
 ]
-
 
 # The window (seconds) of the budget that max_hedged_ratio builds
 _RATIO_WINDOW = 10.0
@@ -126,7 +125,7 @@ class Hedge(Component, _native.Hedge):
     """
 
     PATTERN: ClassVar[str] = "hedge"
-    METRICS: ClassVar[tuple[str, ...]] = ("success", "failure", "all_failed", "timeout", "hedged")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["hedge"]
 
     def stats(self) -> HedgeStats:
         """A snapshot of this policy's counters."""
@@ -225,6 +224,11 @@ class Hedge(Component, _native.Hedge):
             f"<hedge {self._name!r} attempts={self.attempts} delay={delay}"
             f" timeout={self.timeout!r} {counts}>"
         )
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_call: type[_native.SlowCall] = Hedge
+    _hedge_slow_paths: type[_native.HedgeSlowPaths] = Hedge
 
 
 hedge = Hedge

@@ -11,13 +11,17 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 from failsafe import _native, events
 from failsafe import testing as _testing
+from failsafe._core import counter_indexes
 from failsafe.hedge.exceptions import HedgeAllFailed, HedgeTimeout
 
 if TYPE_CHECKING:
     from failsafe.hedge import Hedge
 
 # C counter indexes (hedge.c)
-SUCCESS, FAILURE, ALL_FAILED, TIMEOUT, HEDGED = range(5)
+# C counter indexes (hedge.c)
+SUCCESS, FAILURE, ALL_FAILED, TIMEOUT, HEDGED = counter_indexes(
+    "hedge", "success", "failure", "all_failed", "timeout", "hedged"
+)
 
 # Outcomes of a race
 _OPEN, _WON, _ALL_FAILED, _TIMED_OUT, _STOPPED, _RAISED = range(6)

@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 
-ADMITTED, REJECTED = 0, 1
+ADMITTED, REJECTED = _core.counter_indexes("ratelimit", "admitted", "rejected")
 _NS: Final = NS
 _MAX_NS: Final = MAX_NS
 _I64_MAX: Final = 2**63 - 1
@@ -94,7 +94,7 @@ class _Limiter(_core.Component, _native.Limiter):
     ``acquire()``, the waiting slow path and stats. The C base decides every call."""
 
     PATTERN: ClassVar[str] = "ratelimit"
-    METRICS: ClassVar[tuple[str, ...]] = ("admitted", "rejected")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["ratelimit"]
 
     max_executions: int
     per_time_secs: float
@@ -203,6 +203,10 @@ class _Limiter(_core.Component, _native.Limiter):
 
     def stats(self) -> RateLimitStats:
         return RateLimitStats(**self._stat_values())
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _limiter_slow_paths: type[_native.LimiterSlowPaths] = _Limiter
 
 
 class TokenBucketLimiter(_Limiter):

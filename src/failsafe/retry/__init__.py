@@ -35,9 +35,8 @@ __all__ = [
     "retry",
 ]
 
-ATTEMPT, SUCCESS, GIVEUP = 0, 1, 2
-_YIELD_EVERY: Final = 16  # zero-delay retries between loop turns (FS_YIELD_EVERY in C)
-_IMMEDIATE_OFF: Final = -2
+ATTEMPT, SUCCESS, GIVEUP = _core.counter_indexes("retry", "attempt", "success", "giveup")
+_YIELD_EVERY: Final = _native.YIELD_EVERY  # zero-delay retries between loop turns
 
 
 def _is_zero_backoff(backoff: object) -> bool:
@@ -162,14 +161,14 @@ def _schedule_factory(backoff: object) -> Callable[[], Iterator[float]]:
     )
 
 
-class Retry(_core.Component, _native.Outcome):
+class Retry(_core.Component, _native.Retry):
     """A retry policy. Decorate with it, or iterate it for the block form."""
 
     PATTERN: ClassVar[str] = "retry"
-    METRICS: ClassVar[tuple[str, ...]] = ("attempt", "success", "giveup")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["retry"]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Retry:
-        return super().__new__(cls, _core.PATTERNS["retry"])
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -209,7 +208,7 @@ class Retry(_core.Component, _native.Outcome):
         self._max_retry_after = signals.check_max_retry_after(max_retry_after, self._retry_after)
         # Retries with no wait and nothing to consult (budget, bucket, deadline, a user's
         # retry_after) run in C; C hands an exception that may carry a delay to Python.
-        immediate = _IMMEDIATE_OFF
+        immediate = None
         if (
             _is_zero_backoff(backoff)
             and budget is None
@@ -223,10 +222,8 @@ class Retry(_core.Component, _native.Outcome):
             on_pred=self._on_pred,
             budget=budget,
             handoff_results=if_result is not None,
-            success_counter=SUCCESS,
             needs_t0=max_duration is not None,
             immediate=immediate,
-            attempt_counter=ATTEMPT,
             signal_check=None if self._retry_after is None else signals._carries_signal,
         )
 
@@ -398,6 +395,10 @@ class Retry(_core.Component, _native.Outcome):
 
     def stats(self) -> RetryStats:
         return RetryStats(**self._stat_values(), attempts=self._attempts)
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_paths: type[_native.RetrySlowPaths] = Retry
 
 
 class Attempt:

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from failsafe import _native
 from failsafe.circuitbreaker import CircuitBreaker
@@ -358,6 +358,11 @@ class SharedBreaker(CircuitBreaker):
             **self._stat_values(),
             shared_state=("closed", "open", "half_open")[self._shared_state],
         )
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _tripped: type[_native.Tripped] = SharedBreaker
+    _slow_call: type[_native.SlowCall] = SharedBreaker
 
 
 class _Done:

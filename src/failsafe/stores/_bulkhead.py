@@ -130,7 +130,7 @@ class SharedBulkhead(_core.Component, _native.Outcome):
     at once across every process using the same store and name."""
 
     PATTERN: ClassVar[str] = "bulkhead"
-    METRICS: ClassVar[tuple[str, ...]] = ("full", "admitted", "waited", "timed_out")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["bulkhead"]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SharedBulkhead:
         return super().__new__(cls, _core.PATTERNS["bulkhead"])

@@ -14,8 +14,9 @@ import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from failsafe import _native
 from failsafe.failfast import FailFast
 from failsafe.failfast.exceptions import FailFastOpen
 from failsafe.stats import SharedFailFastStats
@@ -217,3 +218,7 @@ class SharedFailFast(FailFast):
         return SharedFailFastStats(
             **self._stat_values(), shared_state="open" if self._open_shared else "closed"
         )
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _tripped: type[_native.Tripped] = SharedFailFast

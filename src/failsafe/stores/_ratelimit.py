@@ -136,7 +136,7 @@ class SharedLimiter(_core.Component, _native.Outcome):
     ``acquire(key)``. Refusals raise :class:`RateLimitExceeded` with ``retry_after_seconds``."""
 
     PATTERN: ClassVar[str] = "ratelimit"
-    METRICS: ClassVar[tuple[str, ...]] = ("admitted", "rejected")
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["ratelimit"]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SharedLimiter:
         return super().__new__(cls, _core.PATTERNS["ratelimit"])

@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from failsafe import _core, _native
 from failsafe.featuretoggle import FeatureToggle
@@ -259,6 +259,10 @@ class SharedFeatureToggle(FeatureToggle):
         return SharedFeatureToggleStats(
             **self._stat_values(), loaded=self._loaded, store_up=self._store.up
         )
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_call: type[_native.SlowCall] = SharedFeatureToggle
 
 
 _SCRIPTS: dict[str, Any] = {}

@@ -68,7 +68,7 @@ class Timeout(Component, _native.Timeout):
     __slots__ = COMPONENT_SLOTS  # no __dict__: cheap to build per `async with timeout(...)`
 
     PATTERN: ClassVar[str] = "timeout"
-    METRICS: ClassVar[tuple[str, ...]] = ("fired",)
+    METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["timeout"]
 
     def stats(self) -> TimeoutStats:
         """A snapshot of this policy's counters."""

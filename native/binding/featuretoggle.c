@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 enum { TG_ENABLED = 0, TG_DISABLED = 1 };
+static const char *const tg_metrics[] = {"enabled", "disabled", NULL};
 
 typedef struct FsToggle {
     FsPolicy base;
@@ -396,7 +397,10 @@ static void tg_part_clear(fs_state *st)
     Py_CLEAR(st->Toggle_Type);
 }
 
-const fs_part fs_toggle_part = {
+const fs_part fs_featuretoggle_part = {
+    .name = "featuretoggle",
+    .pattern = FS_PATTERN_FEATURETOGGLE,
+    .metrics = tg_metrics,
     .setup = tg_setup,
     .traverse = tg_part_traverse,
     .clear = tg_part_clear,

@@ -1,0 +1,39 @@
+/* What retry and fallback share (outcome.c): a policy whose handled exceptions, and results
+ * when asked, go to the Python subclass's slow path (`_on_error` / `_on_result`, declared by
+ * failsafe._native's OutcomeSlowPaths protocol), whose awaitable the same FsCall then drives. */
+#ifndef FS_OUTCOME_H
+#define FS_OUTCOME_H
+
+#include "fs_binding.h"
+
+/* Header of the retry and fallback policy objects (and of the plain Outcome base). */
+typedef struct FsOutcome {
+    FsPolicy base;
+    PyObject *on;           /* tuple of exception classes, or NULL */
+    PyObject *on_pred;      /* predicate over the exception, or NULL */
+    PyObject *matched_type; /* the last exception type `on` (a tuple) covered, or NULL */
+    int handoff_results;    /* every result goes to _on_result */
+} FsOutcome;
+
+/* Sets on / on_pred / handoff_results from _configure's arguments (Py_None: unset). 0, or -1
+ * with TypeError naming the parameter. */
+int fs_outcome_configure(FsOutcome *o, PyObject *on, PyObject *on_pred, int handoff_results);
+
+/* Calls policy.<method>(value, fn, args, kwargs, t0_ns, failures) (method: st->str_on_error or
+ * st->str_on_result; value borrowed) and returns the slow path's awaitable (new reference), or
+ * NULL with an exception. */
+PyObject *fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value);
+
+/* The shared part of finish for an exception exc: 1 when `on` covers it (the caller handles it;
+ * a type `on` covered once is not matched again),
+ * or 0 with *out the exception to raise (FS_NEXT_RAISE) when it propagates: exc itself, or a
+ * failing predicate's error chained to it. */
+int fs_outcome_match(FsOutcome *o, PyObject *exc, PyObject **out);
+
+int fs_outcome_traverse(FsOutcome *o, visitproc visit, void *arg);
+void fs_outcome_clear(FsOutcome *o);
+
+/* tp_dealloc of the outcome types: clear is the type's tp_clear. */
+void fs_outcome_dealloc(PyObject *self, inquiry clear);
+
+#endif
