@@ -505,11 +505,11 @@ static PyObject *mod_bind(PyObject *module, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"emit", "resolve", "finish", FS_ERR_BIND_NAMES, NULL};
     PyObject *emit = NULL, *resolve = NULL, *finish = NULL;
     PyObject *errors[FS_E_COUNT] = {NULL};
-    _Static_assert(FS_E_COUNT == 7, "one _bind keyword and format unit per fs_err");
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOO:_bind", kwlist, &emit, &resolve,
+    _Static_assert(FS_E_COUNT == 8, "one _bind keyword and format unit per fs_err");
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOO:_bind", kwlist, &emit, &resolve,
                                      &finish, &errors[0],
                                      &errors[1], &errors[2], &errors[3], &errors[4], &errors[5],
-                                     &errors[6])) {
+                                     &errors[6], &errors[7])) {
         return NULL;
     }
     PyObject *fns[3] = {emit, resolve, finish};
@@ -575,7 +575,7 @@ static int intern(PyObject **slot, const char *s)
 
 static const fs_part *const parts[] = {
     &fs_breaker_part, &fs_failfast_part, &fs_bulkhead_part, &fs_ratelimit_part,
-    &fs_cache_part,   &fs_hedge_part,    &fs_toggle_part,
+    &fs_cache_part,   &fs_hedge_part,    &fs_toggle_part,    &fs_deadline_part,
 };
 
 /* 8 bytes of os.urandom() (getrandom, getentropy or BCryptGenRandom, whichever the platform

@@ -181,7 +181,8 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     }
     c->failures++;
     if (o->immediate != FS_IMMEDIATE_OFF && (o->immediate < 0 || (long)c->failures <= o->immediate)
-        && c->failures % FS_YIELD_EVERY != 0 && !fs_listening(c->policy)) {
+        && c->failures % FS_YIELD_EVERY != 0 && !fs_listening(c->policy)
+        && !(st->deadline_open && fs_deadline_left(st) <= 0.0)) {
         if (o->signal_check != NULL && (PyObject *)Py_TYPE(exc) != o->plain_type) {
             int plain = outcome_plain(o, exc);
             if (plain < 0) {

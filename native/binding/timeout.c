@@ -869,6 +869,7 @@ static void entry_init(FsTimerEntry *e, PyObject *owner)
     e->fire = NULL;
     e->cancelling0 = 0;
     e->state = FS_TE_IDLE;
+    e->by_deadline = 0;
 }
 
 static void entry_unlink(FsTimerEntry *e);
@@ -1021,6 +1022,7 @@ static int entry_exit(fs_state *st, FsTimerEntry *e, PyObject *exc_type, PyObjec
         entry_unlink(e);
         return EXIT_KEEP;
     }
+    code = fs_deadline_code(st, e, code);
     PyObject *task = Py_NewRef(e->task);
     Py_ssize_t c0 = e->cancelling0;
     entry_unlink(e);
@@ -1075,6 +1077,7 @@ void fs_timer_init(FsTimerEntry *e, PyObject *owner, fs_timer_fire_fn fire)
 int fs_timer_enter(fs_state *st, FsTimerEntry *e, double delay, double *now)
 {
     PyObject *loop, *task;
+    delay = st->deadline_open ? fs_deadline_cap(st, e, delay) : delay;
     if (running_task(st, &loop, &task) < 0) {
         return -1;
     }
@@ -1544,11 +1547,13 @@ static PyObject *timeout_aenter(PyObject *self)
         PyObject_GC_Track(s);
     }
     entry_init(&s->entry, (PyObject *)s);
+    double secs = st->deadline_open && t->enabled ? fs_deadline_cap(st, &s->entry, t->seconds)
+                                                  : t->seconds;
     s->policy = (TimeoutObject *)Py_NewRef(t);
     s->outer = NULL;
     s->phase = SCOPE_ACTIVE;
     s->has_when = (uint8_t)t->enabled;
-    if (entry_register(&s->entry, q, loop, task, t->enabled ? now + t->seconds : INFINITY,
+    if (entry_register(&s->entry, q, loop, task, t->enabled ? now + secs : INFINITY,
                        now) < 0) {
         goto done;
     }

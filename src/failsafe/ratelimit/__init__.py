@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, overload, runtime_checkable
 
-from failsafe import _core, _native, events
+from failsafe import _core, _native, deadline, events
 from failsafe import testing as _testing
 from failsafe.ratelimit.exceptions import EmptyBucket, RateLimitExceeded
 
@@ -160,6 +160,13 @@ class _Limiter(_core.Component, _native.Limiter):
             # moved the fake clock.
             delay = (due - _native.now_ns()) / _NS
             if delay > 0:
+                left = deadline.left()
+                if left is not None and delay >= left:
+                    # The place comes at or after the deadline: not worth waiting for.
+                    raise deadline.DeadlineExceeded(
+                        f"limiter {self._name!r}: the next place is {delay:.3g} s away,"
+                        f" {left:.3g} s left before the deadline"
+                    )
                 await _testing.sleep(delay)
         except BaseException:
             # Cancelled (or closed) while waiting: the place goes back if it is the latest.
