@@ -287,12 +287,22 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         send = self._once
         if retrying:
             send = self._hedged if request.method == "GET" else self._retrying
-        gave_up: AttemptsExceeded | None = None
+        gave_up: AttemptsExceeded | deadline.DeadlineExceeded | None = None
         response: httpx.Response | None = None
         try:
             response = await send(request, exchange)
         except RetryableStatus as answer:
             response = answer.response
+        except deadline.DeadlineExceeded as e:
+            # Retry stopped short of the deadline: a status answer stands, and an error of the
+            # last attempt (not a timeout) is raised as when the attempts run out.
+            last = e.__cause__
+            if isinstance(last, RetryableStatus):
+                response = last.response
+            elif isinstance(last, Exception) and not isinstance(last, FsTimeoutError):
+                gave_up = e
+            else:
+                raise
         except AttemptsExceeded as e:
             last = e.last_exception
             if isinstance(last, RetryableStatus):
@@ -304,8 +314,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         finally:
             await exchange.close_all_but(response)
         if gave_up is not None:
-            last = gave_up.last_exception
-            assert last is not None
+            last = gave_up.__cause__
+            assert isinstance(last, Exception)
             last.add_note(f"failsafe: {gave_up}")
             raise last
         assert response is not None
