@@ -194,6 +194,20 @@ async def test_a_timeout_of_its_own_raises_a_plain_timeout_error() -> None:
         assert remaining > 1
 
 
+async def test_a_capped_scope_rescheduled_earlier_is_a_plain_timeout() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def rescheduled() -> None:
+        async with timeout(30) as scope:
+            scope.reschedule(loop.time() + 0.01)
+            await hang()
+
+    async with deadline(30):
+        with pytest.raises(FsTimeoutError) as caught:
+            await rescheduled()
+    assert not isinstance(caught.value, DeadlineExceeded)
+
+
 async def test_a_decorated_timeout_fires_at_the_deadline() -> None:
     @timeout(30)
     async def guarded() -> None:
@@ -594,3 +608,22 @@ def test_middleware_options_are_validated(kwargs: dict[str, Any], err: type[Exce
 
     with pytest.raises(err, match=next(iter(kwargs))):
         DeadlineMiddleware(app, **kwargs)
+
+
+@pytest.mark.parametrize("header", ["", "a:b", 3, "dé"])
+def test_the_transport_header_option_is_validated(header: Any) -> None:
+    from failsafe.integrations.httpx import ResilientTransport
+
+    with pytest.raises(ValueError, match="deadline_header"):
+        ResilientTransport(deadline_header=header)
+
+
+def test_c_reads_the_deadline_only_in_its_context(clock: FakeClock) -> None:
+    async def main() -> tuple[float, float]:
+        async with deadline(2.0):
+            inside = _native._deadline_left()
+        return inside, _native._deadline_left()
+
+    inside, after = asyncio.run(main())
+    assert inside == 2.0
+    assert after == math.inf
