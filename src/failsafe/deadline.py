@@ -47,10 +47,10 @@ __all__ = [
 ]
 
 _NS: Final = 1_000_000_000
-_NEVER: Final = 2**63 - 1  # int64 ns: no deadline at all (deadline(math.inf) alone)
 
 # The current frame: [when_ns, outer frame, the block's timeout, the Deadline entered], or
-# None. A list: the C side reads (and, once the deadline has fired, lowers) when_ns in place.
+# None; when_ns a float (math.inf: no limit). A list: the C side reads (and, once the deadline
+# has fired, lowers) when_ns in place.
 _frame: Final[ContextVar[list[Any] | None]] = ContextVar("failsafe_deadline", default=None)
 _WHEN, _OUTER, _TIMEOUT, _OWNER = 0, 1, 2, 3
 
@@ -73,9 +73,7 @@ def left(context: Context | None = None) -> float | None:
     frame = _frame.get() if context is None else context.get(_frame)
     if frame is None:
         return None
-    when: int = frame[_WHEN]
-    if when >= _NEVER:
-        return math.inf
+    when: float = frame[_WHEN]
     return max(0.0, (when - _native.now_ns()) / _NS)
 
 
@@ -90,7 +88,7 @@ class Deadline:
     def __init__(self, seconds: float) -> None:
         value = check_number(seconds, "seconds", allow_inf=True)
         self.seconds = float(value)
-        self._ns = _NEVER if math.isinf(value) else min(round(value * _NS), _NEVER)
+        self._ns = self.seconds * _NS
 
     @staticmethod
     def remaining() -> float | None:
@@ -99,7 +97,7 @@ class Deadline:
 
     async def __aenter__(self) -> Deadline:
         outer = _frame.get()
-        when = _NEVER if self._ns >= _NEVER else min(_native.now_ns() + self._ns, _NEVER)
+        when = _native.now_ns() + self._ns
         if outer is not None and outer[_WHEN] < when:
             when = outer[_WHEN]
         # A timeout without a delay of its own: capped at the deadline just set, it cancels
