@@ -4,8 +4,9 @@
 
 * EDGE, a Starlette app behind ``DeadlineMiddleware`` (``grpc-timeout`` and
   ``X-Request-Timeout``):
-  * ``/front/KEY?to=URL&header=NAME``: GETs ``URL/down/KEY`` through a ``ResilientTransport``
-    sending what is left of the deadline in header NAME; answers ``{"status": ...}``;
+  * ``/front/KEY?to=URL&header=NAME&seconds=60``: GETs ``URL/down/KEY?seconds=...`` through a
+    ``ResilientTransport`` sending what is left of the deadline in header NAME; answers
+    ``{"status": ...}``;
   * ``/remaining``: ``{"remaining": failsafe.deadline.remaining()}``;
 * both EDGE and PLAIN (the same routes, PLAIN without the middleware):
   * ``/down/KEY?seconds=S``: records the request's deadline headers, then answers after S s;
@@ -61,7 +62,8 @@ async def front(request: Request) -> Response:
     key = request.path_params["key"]
     target = request.query_params["to"]
     client = CLIENTS[request.query_params.get("header", "x-request-timeout")]
-    answer = await client.get(f"{target}/down/{key}?seconds=60")
+    seconds = request.query_params.get("seconds", "60")
+    answer = await client.get(f"{target}/down/{key}?seconds={seconds}")
     await answer.aclose()
     return JSONResponse({"status": answer.status_code})
 

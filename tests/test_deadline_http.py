@@ -55,6 +55,12 @@ def services() -> Iterator[tuple[str, str]]:
                 if proc.poll() is not None or time.monotonic() > until:
                     raise
                 time.sleep(0.05)
+        # Every path once, so that first-use work (imports, connections) is not in a deadline.
+        for to in urls:
+            for header in ("x-request-timeout", "grpc-timeout"):
+                params = {"to": to, "header": header, "seconds": "0"}
+                warm = httpx.get(f"{urls[0]}/front/warm-up", params=params, timeout=60)
+                assert warm.json() == {"status": 200}, warm.text
         yield urls[0], urls[1]
     finally:
         proc.terminate()
