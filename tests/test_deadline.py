@@ -433,18 +433,26 @@ async def test_a_hedge_starts_no_attempt_after_the_deadline(clock: FakeClock) ->
         launched += 1
         await hang()
 
-    async def advance() -> None:
-        # Attempt 2 starts at 0.1 s of fake time; the deadline (0.15 s) passes before 0.2 s.
-        for _ in range(4):
-            await asyncio.sleep(0.01)
-            clock.advance(0.05)
-
-    mover = asyncio.create_task(advance())
-    with pytest.raises(DeadlineExceeded):
-        async with deadline(0.15):
+    async def bounded() -> None:
+        async with deadline(60):  # the block's own cut is 60 s of real time away
             await call()
-    await mover
+
+    async def turns() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(bounded())
+    await turns()
+    assert launched == 1
+    clock.advance(0.1)  # the hedge delay (on the fake clock): attempt 2
+    await turns()
     assert launched == 2
+    clock.advance(60)  # past the deadline: attempt 3, due at 0.2 s, never starts
+    await turns()
+    assert launched == 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 # ------------------------------------------------------------------------------------------
