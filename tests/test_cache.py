@@ -89,6 +89,7 @@ def test_exported_names() -> None:
     assert set(failsafe.cache.__all__) == {
         "Cache",
         "CacheListener",
+        "CacheStats",
         "CacheMiss",
         "CacheUnavailable",
         "cache",

@@ -3,6 +3,7 @@ pattern's page, with each metric and listener event of the pattern."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from collections.abc import Callable
@@ -88,6 +89,54 @@ def test_every_page_lists_metrics_and_events() -> None:
         assert events, listener
         missing += [(pattern, e) for e in events if f"`{e}(" not in text]
     assert missing == []
+
+
+STATS = {
+    "retry": ["RetryStats"],
+    "timeout": ["TimeoutStats"],
+    "fallback": ["FallbackStats"],
+    "circuitbreaker": ["CircuitBreakerStats", "SharedBreakerStats"],
+    "failfast": ["FailFastStats", "SharedFailFastStats"],
+    "bulkhead": ["BulkheadStats", "SharedBulkheadStats"],
+    "ratelimit": [
+        "TokenBucketStats",
+        "SlidingWindowStats",
+        "KeyedTokenBucketStats",
+        "SharedLimiterStats",
+    ],
+    "cache": ["CacheStats", "SharedCacheStats"],
+    "hedge": ["HedgeStats"],
+    "featuretoggle": ["FeatureToggleStats", "SharedFeatureToggleStats"],
+}
+
+
+def test_every_page_lists_its_statistics() -> None:
+    """Each pattern page names the statistics class of each of its policies, every key of it,
+    and shows its reference; every statistics class of a policy is on a page."""
+    import failsafe.stats
+
+    missing = []
+    for pattern, names in STATS.items():
+        text = page(pattern)
+        for name in names:
+            cls = getattr(failsafe.stats, name)
+            keys = [f.metadata.get("key", f.name) for f in dataclasses.fields(cls)]
+            missing += [(pattern, name, k) for k in keys if f"`{k}`" not in text]
+            if f"`{name}`" not in text or f"::: failsafe.stats.{name}" not in text:
+                missing.append((pattern, name, "reference"))
+    assert missing == []
+    documented_classes = {n for names in STATS.values() for n in names}
+    policy_stats = {
+        n
+        for n in failsafe.stats.__all__
+        if issubclass(getattr(failsafe.stats, n), failsafe.stats.PolicyStats)
+    }
+    assert policy_stats - documented_classes == {
+        "PolicyStats",
+        "RateLimitStats",  # the base of the limiters' classes
+        "StoreStats",  # stores.md
+        "RedisStoreStats",
+    }
 
 
 def test_nav_lists_every_page() -> None:

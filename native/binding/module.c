@@ -405,6 +405,19 @@ static PyObject *mod_set_clock(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* For a test suite only: the real clock restarts from the machine's monotonic time, undoing
+ * the shift left by fake clocks run far ahead (time goes back: state taken before is void). */
+static PyObject *mod_restart_clock(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fs_state *st = PyModule_GetState(module);
+    if (st->fake_clock) {
+        PyErr_SetString(PyExc_RuntimeError, "a FakeClock is installed");
+        return NULL;
+    }
+    st->real_offset_ns = 0;
+    Py_RETURN_NONE;
+}
+
 int fs_test_waits(fs_state *st)
 {
     if (st->fake_clock) {
@@ -551,6 +564,8 @@ static PyMethodDef fs_module_methods[] = {
     {"now_ns", mod_now_ns, METH_NOARGS, "Monotonic time in ns as failsafe sees it (the fake clock when set)."},
     {"_set_clock", mod_set_clock, METH_O, "Sets the fake clock to ns, or None for the real clock (shifted forward, never back, to"
      " resume after the fake time)."},
+    {"_restart_clock", mod_restart_clock, METH_NOARGS,
+     "Test suites only: the real clock restarts unshifted (time goes back)."},
     {"_set_instant_var", mod_set_instant_var, METH_O,
      "The ContextVar saying whether waits are instant (hedge delays then wait from Python)."},
     {"seed", mod_seed, METH_O, "Seeds the jitter RNG."},

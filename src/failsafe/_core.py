@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 from failsafe import _native
 from failsafe._types import Decorated
+from failsafe.stats import PolicyStats, attribute
 
 # Pattern indexes of the C module's global "somebody listens" flags (fs_binding.h FS_PATTERN_*).
 PATTERNS: Final[dict[str, int]] = {
@@ -386,10 +387,19 @@ class Component:
         self._local_listening = 1
         _native._listeners_changed()  # drops the handlers the C core resolved
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot of this component's counters (and state, where it has one)."""
+    def _stat_values(self) -> dict[str, Any]:
+        """The name and counters, by attribute of the pattern's statistics class; a pattern
+        with state adds it."""
         counts = self._counters()
-        return {"name": self._name, **dict(zip(self.METRICS, counts, strict=False))}
+        return {
+            "name": self._name,
+            **{attribute(m): c for m, c in zip(self.METRICS, counts, strict=False)},
+        }
+
+    def stats(self) -> PolicyStats:
+        """A snapshot of this component's counters (and state, where it has one): each
+        pattern returns its own statistics class (failsafe.stats)."""
+        raise NotImplementedError(f"{type(self).__name__} has no statistics")
 
     if TYPE_CHECKING:  # provided by the C base type of every policy
 

@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from failsafe import CachedFunction, Decorated
 from failsafe.bulkhead import Bulkhead, BulkheadFull, bulkhead
-from failsafe.cache import Cache, CacheListener, cache
+from failsafe.cache import Cache, CacheListener, CacheStats, cache
 from failsafe.circuitbreaker import (
     BreakerFailing,
     BreakerState,
@@ -391,6 +391,13 @@ async def cache_main() -> None:
     assert_type(get_account.invalidate(7), bool)
     get_account.clear()
     print(get_account.policy.stats())
+    stats = get_account.policy.stats()
+    assert_type(stats, CacheStats)
+    assert_type(stats.hit, int)
+    assert_type(stats.stale_if_error, float | None)
+    assert_type(stats["hit"], Any)  # still readable as a mapping
+    assert_type(dict(stats), dict[str, Any])
+    stats.hit = 0  # type: ignore[misc]  # frozen
     async with get_account:  # type: ignore[misc]  # a cache has no block form
         pass
 

@@ -34,11 +34,13 @@ from failsafe import _native, deadline, events
 from failsafe._core import Component, check_int, check_number
 from failsafe.bulkhead.exceptions import BulkheadFull
 from failsafe.events import EventManager
+from failsafe.stats import BulkheadStats
 
 __all__ = [
     "Bulkhead",
     "BulkheadFull",
     "BulkheadListener",
+    "BulkheadStats",
     "bulkhead",
     "register_bulkhead_listener",
 ]
@@ -168,18 +170,18 @@ class Bulkhead(Component, _native.Bulkhead):
 
     # -- introspection ---------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> BulkheadStats:
         """Counters, then the live state: running and queued calls, limits, peaks."""
-        return {
-            **super().stats(),
-            "running": self.running,
-            "queued": self.queued,
-            "max_concurrency": self.max_concurrency,
-            "max_capacity": self.max_capacity,
-            "max_wait": self.max_wait,
-            "peak_running": self.peak_running,
-            "peak_queued": self.peak_queued,
-        }
+        return BulkheadStats(
+            **self._stat_values(),
+            running=self.running,
+            queued=self.queued,
+            max_concurrency=self.max_concurrency,
+            max_capacity=self.max_capacity,
+            max_wait=self.max_wait,
+            peak_running=self.peak_running,
+            peak_queued=self.peak_queued,
+        )
 
     def __repr__(self) -> str:
         return (

@@ -32,11 +32,13 @@ from typing import Any, ClassVar, Final, Self, cast, overload
 from failsafe import _core, _native, events
 from failsafe._types import CachedFunction
 from failsafe.cache.exceptions import CacheMiss, CacheUnavailable
+from failsafe.stats import CacheStats
 
 __all__ = [
     "Cache",
     "CacheListener",
     "CacheMiss",
+    "CacheStats",
     "CacheUnavailable",
     "cache",
     "register_cache_listener",
@@ -267,15 +269,15 @@ class Cache(_core.Component, _native.Cache):
         the key would start a second one)."""
         return bool(self._in_flight())
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s["size"] = self._size()
-        s["in_flight"] = self._in_flight()
-        s["maxsize"] = self._maxsize
-        s["ttl"] = self._ttl
-        if self._stale_if_error is not None:
-            s["stale_if_error"] = self._stale_if_error
-        return s
+    def stats(self) -> CacheStats:
+        return CacheStats(
+            **self._stat_values(),
+            size=self._size(),
+            in_flight=self._in_flight(),
+            maxsize=self._maxsize,
+            ttl=self._ttl,
+            stale_if_error=self._stale_if_error,
+        )
 
 
 @overload

@@ -42,12 +42,14 @@ from typing import Any, ClassVar, Final, Self
 
 from failsafe import _core, _native, events
 from failsafe.circuitbreaker.exceptions import BreakerFailing
+from failsafe.stats import CircuitBreakerStats
 
 __all__ = [
     "BreakerFailing",
     "BreakerListener",
     "BreakerState",
     "CircuitBreaker",
+    "CircuitBreakerStats",
     "circuitbreaker",
     "consecutive_breaker",
     "register_breaker_listener",
@@ -137,10 +139,7 @@ def _ns(seconds: float) -> int:
 
 
 def _count(value: object, param: str, *, maximum: int = _MAX_COUNT) -> int:
-    checked: int = _core.check_number(value, param, allow_zero=False, integer=True)
-    if checked > maximum:
-        raise ValueError(f"{param} must be at most {maximum}, got {checked}")
-    return checked
+    return int(_core.check_int(value, param, maximum=maximum))
 
 
 def _ratio(value: object, param: str) -> float:
@@ -394,15 +393,12 @@ class CircuitBreaker(_core.Component, _native.Breaker):
                 events.emit(self, method, (state, target))
                 state = target
 
-    def stats(self) -> dict[str, Any]:
-        """Counters, state, and the figures of the current period: consecutive failures and
-        the window's calls, failures and slow calls (working), probes in flight and probe
-        successes (recovering), seconds left of the break (failing, None when isolated)."""
+    def _stat_values(self) -> dict[str, Any]:
         state, isolated, consecutive, calls, failures, slow, probes, successes, after, _ = (
             self._snapshot()
         )
-        out = super().stats()
-        out.update(
+        return dict(
+            super()._stat_values(),
             state=_STATES[state].value,
             isolated=bool(isolated),
             mode=self._mode,
@@ -414,7 +410,12 @@ class CircuitBreaker(_core.Component, _native.Breaker):
             probe_successes=successes,
             retry_after=None if after < 0 else after / _NS,
         )
-        return out
+
+    def stats(self) -> CircuitBreakerStats:
+        """Counters, state, and the figures of the current period: consecutive failures and
+        the window's calls, failures and slow calls (working), probes in flight and probe
+        successes (recovering), seconds left of the break (failing, None when isolated)."""
+        return CircuitBreakerStats(**self._stat_values())
 
     def __repr__(self) -> str:
         s = self.stats()

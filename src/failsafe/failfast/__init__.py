@@ -19,12 +19,14 @@ from typing import Any, ClassVar, Self, overload
 from failsafe import _core, _native, events
 from failsafe._types import Decorated
 from failsafe.failfast.exceptions import FailFastOpen
+from failsafe.stats import FailFastStats
 
 __all__ = [
     "FailFast",
     "FailFastListener",
     "FailFastManager",
     "FailFastOpen",
+    "FailFastStats",
     "failfast",
     "register_failfast_listener",
 ]
@@ -165,8 +167,11 @@ class FailFast(_core.Component, _native.FailFast):
         """failsafe-py's manager object: the policy itself (``_manager.close()`` works)."""
         return self
 
-    def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "state": self.state, "failures": self.failures}
+    def _stat_values(self) -> dict[str, Any]:
+        return {**super()._stat_values(), "state": self.state, "failures": self.failures}
+
+    def stats(self) -> FailFastStats:
+        return FailFastStats(**self._stat_values())
 
 
 # failsafe-py's name of the object holding the state.

@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from failsafe import _core, _native, events
+from failsafe.stats import FallbackStats
 
 __all__ = [
     "Fallback",
     "FallbackListener",
+    "FallbackStats",
     "fallback",
     "register_fallback_listener",
 ]
@@ -46,6 +48,10 @@ class Fallback(_core.Component, _native.Outcome):
 
     PATTERN: ClassVar[str] = "fallback"
     METRICS: ClassVar[tuple[str, ...]] = ("invoked",)
+
+    def stats(self) -> FallbackStats:
+        """A snapshot of this policy's counters."""
+        return FallbackStats(**self._stat_values())
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Fallback:
         return super().__new__(cls, _core.PATTERNS["fallback"])

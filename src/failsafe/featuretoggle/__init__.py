@@ -23,12 +23,14 @@ from typing import Any, ClassVar, Self, overload
 from failsafe import _core, _native, events
 from failsafe._types import Decorated
 from failsafe.featuretoggle.exceptions import FeatureDisabled
+from failsafe.stats import FeatureToggleStats
 
 __all__ = [
     "FeatureDisabled",
     "FeatureToggle",
     "FeatureToggleListener",
     "FeatureToggleManager",
+    "FeatureToggleStats",
     "featuretoggle",
     "register_featuretoggle_listener",
     "rollout_bucket",
@@ -163,8 +165,11 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
         """For keyed registries: switched at runtime (a new toggle would start as built)."""
         return bool(self.enabled != self._built_enabled)
 
-    def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "state": "enabled" if self.enabled else "disabled"}
+    def _stat_values(self) -> dict[str, Any]:
+        return {**super()._stat_values(), "state": "enabled" if self.enabled else "disabled"}
+
+    def stats(self) -> FeatureToggleStats:
+        return FeatureToggleStats(**self._stat_values())
 
 
 # failsafe-py's name of the object holding the state.

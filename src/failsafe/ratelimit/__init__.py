@@ -22,15 +22,30 @@ awaited.
 
 from __future__ import annotations
 
-import inspect
-import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, overload, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Final,
+    Protocol,
+    Self,
+    overload,
+    runtime_checkable,
+)
 
 from failsafe import _core, _native, deadline, events
 from failsafe import testing as _testing
+from failsafe.ratelimit._options import DEFAULT_MAX_KEYS, MAX_NS, NS, LimitOptions
+from failsafe.ratelimit.buckets import TokenBucket
 from failsafe.ratelimit.exceptions import EmptyBucket, RateLimitExceeded
+from failsafe.stats import (
+    KeyedTokenBucketStats,
+    RateLimitStats,
+    SlidingWindowStats,
+    TokenBucketStats,
+)
 
 if TYPE_CHECKING:
     from failsafe.stores._base import Store
@@ -39,12 +54,16 @@ if TYPE_CHECKING:
 __all__ = [
     "EmptyBucket",
     "KeyedTokenBucketLimiter",
+    "KeyedTokenBucketStats",
     "RateLimitExceeded",
     "RateLimitListener",
+    "RateLimitStats",
     "RateLimiter",
     "SlidingWindowLimiter",
+    "SlidingWindowStats",
     "TokenBucket",
     "TokenBucketLimiter",
+    "TokenBucketStats",
     "ratelimiter",
     "register_ratelimit_listener",
     "slidingwindow",
@@ -54,10 +73,9 @@ __all__ = [
 _native._bind(rate_limit_exceeded=RateLimitExceeded)
 
 ADMITTED, REJECTED = 0, 1
-_NS: Final = 1_000_000_000
-_MAX_NS: Final = (2**63 - 1) // 4  # the C core's margin for int64 time arithmetic
+_NS: Final = NS
+_MAX_NS: Final = MAX_NS
 _I64_MAX: Final = 2**63 - 1
-_MAX_KEYS: Final = 1 << 30
 
 
 class RateLimitListener:
@@ -70,19 +88,6 @@ class RateLimitListener:
 def register_ratelimit_listener(listener: Any) -> None:
     """Adds a listener to every rate limiter, existing and future."""
     events.register_listener("ratelimit", listener)
-
-
-def _check_count(value: object, param: str) -> int:
-    return int(_core.check_int(value, param))
-
-
-def _check_period_ns(value: object, param: str) -> int:
-    return _core.check_ns(value, param, min_ns=1, max_ns=_MAX_NS)
-
-
-def _check_max_wait_ns(value: object) -> int:
-    # inf, and any wait beyond the core's range, waits as long as it takes.
-    return _core.check_ns(value, "max_wait", allow_zero=True, max_ns=_MAX_NS, saturate=True)
 
 
 class _Limiter(_core.Component, _native.Limiter):
@@ -111,36 +116,32 @@ class _Limiter(_core.Component, _native.Limiter):
         event_manager: Any,
     ) -> None:
         self._init_component(name, listeners, event_manager)
-        count = _check_count(max_executions, "max_executions")
-        period_ns = _check_period_ns(per_time_secs, "per_time_secs")
-        burst = count if bucket_size is None else _check_count(bucket_size, "bucket_size")
-        # Rounded up: the limit never admits faster than max_executions per per_time_secs.
-        interval_ns = -(-period_ns // count)
-        if burst > _MAX_NS // interval_ns:
-            raise ValueError(f"bucket_size ({burst}) * per_time_secs / max_executions is too large")
-        if sliding and count > 1 << 24:
-            raise ValueError(f"max_executions must be at most 2**24 for a sliding window: {count}")
-        wait_ns = _check_max_wait_ns(max_wait)
-        kwargs: dict[str, Any] = {}
-        if key is not None:
-            if not callable(key):
-                raise TypeError(f"key must be a callable (*args, **kwargs) -> key, not {key!r}")
-            if inspect.iscoroutinefunction(key):
-                raise TypeError("key must be a sync callable, not an async function")
-            keys = _core.check_int(max_keys, "max_keys", maximum=_MAX_KEYS)
-            kwargs = {"key": key, "max_keys": keys}
-        self._configure(
-            interval_ns=interval_ns,
-            burst=count if sliding else burst,
-            sliding=sliding,
-            window_ns=period_ns,
-            max_wait_ns=wait_ns,
-            **kwargs,
+        self._apply(
+            LimitOptions.check(
+                max_executions,
+                per_time_secs,
+                bucket_size,
+                sliding=sliding,
+                max_wait=max_wait,
+                key=key,
+                max_keys=max_keys,
+            )
         )
-        self.max_executions = count
-        self.per_time_secs = period_ns / _NS
-        self.bucket_size = count if sliding else burst
-        self.max_wait = math.inf if wait_ns == _MAX_NS else wait_ns / _NS
+
+    def _apply(self, options: LimitOptions) -> None:
+        self._configure(**options.configuration())
+        self.max_executions = options.max_executions
+        self.per_time_secs = options.per_time_secs
+        self.bucket_size = options.bucket_size
+        self.max_wait = options.max_wait
+
+    @classmethod
+    def _of(cls, options: LimitOptions) -> Self:
+        """An anonymous limiter of checked options (a shared limiter's in-process fallback)."""
+        limiter = cls.__new__(cls)
+        limiter._init_component(None, None)
+        limiter._apply(options)
+        return limiter
 
     # -- decorator and block forms ---------------------------------------------------------
 
@@ -201,11 +202,15 @@ class _Limiter(_core.Component, _native.Limiter):
         """Forgets every admission: a full bucket (or empty window), no keys."""
         self._reset()
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s["max_executions"] = self.max_executions
-        s["per_time_secs"] = self.per_time_secs
-        return s
+    def _stat_values(self) -> dict[str, Any]:
+        return {
+            **super()._stat_values(),
+            "max_executions": self.max_executions,
+            "per_time_secs": self.per_time_secs,
+        }
+
+    def stats(self) -> RateLimitStats:
+        return RateLimitStats(**self._stat_values())
 
 
 class TokenBucketLimiter(_Limiter):
@@ -249,11 +254,10 @@ class TokenBucketLimiter(_Limiter):
         """This limiter's bucket (failsafe-py's ``TokenBucket`` interface)."""
         return TokenBucket._of(self)
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s["bucket_size"] = self.bucket_size
-        s["tokens"] = self._tokens()
-        return s
+    def stats(self) -> TokenBucketStats:
+        return TokenBucketStats(
+            **self._stat_values(), bucket_size=self.bucket_size, tokens=self._tokens()
+        )
 
 
 class SlidingWindowLimiter(_Limiter):
@@ -289,10 +293,8 @@ class SlidingWindowLimiter(_Limiter):
         """Admits nothing for ``seconds``; the whole limit is available again after."""
         self._pause_for(seconds, None)
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s["available"] = int(self._tokens())
-        return s
+    def stats(self) -> SlidingWindowStats:
+        return SlidingWindowStats(**self._stat_values(), available=int(self._tokens()))
 
 
 class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
@@ -314,7 +316,7 @@ class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
         bucket_size: int | None = None,
         *,
         key: Callable[..., Any],
-        max_keys: int = 10_000,
+        max_keys: int = DEFAULT_MAX_KEYS,
         max_wait: float = 0,
         name: str | None = None,
         listeners: Iterable[Any] | None = None,
@@ -343,11 +345,15 @@ class KeyedTokenBucketLimiter(_Limiter, _native.KeyedLimiter):
         anyway)."""
         return self._pause_for(seconds, key)
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
+    def stats(self) -> KeyedTokenBucketStats:
         held, limited, max_keys, _ = self._key_stats()
-        s.update(bucket_size=self.bucket_size, keys=held, limited_keys=limited, max_keys=max_keys)
-        return s
+        return KeyedTokenBucketStats(
+            **self._stat_values(),
+            bucket_size=self.bucket_size,
+            held_keys=held,
+            limited_keys=limited,
+            max_keys=max_keys,
+        )
 
 
 RateLimiter = TokenBucketLimiter | SlidingWindowLimiter | KeyedTokenBucketLimiter
@@ -405,7 +411,7 @@ def tokenbucket(
     *,
     max_wait: float = 0,
     key: Callable[..., Any] | None = None,
-    max_keys: int = 10_000,
+    max_keys: int = DEFAULT_MAX_KEYS,
     name: str | None = None,
     listeners: Iterable[Any] | None = None,
     event_manager: Any = None,
@@ -559,48 +565,3 @@ def ratelimiter(limiter: Any) -> Any:
     if not isinstance(limiter, _Acquirable) or not callable(limiter.acquire):
         raise TypeError(f"limiter must have an async acquire() method, not {limiter!r}")
     return _AcquireFirst(limiter)
-
-
-class TokenBucket:
-    """failsafe-py's bucket interface: ``tokens``, ``empty`` and ``await take()`` (raises
-    :class:`EmptyBucket` when no token is left). Backed by a :class:`TokenBucketLimiter`."""
-
-    __slots__ = ("_limiter",)
-
-    def __init__(
-        self, max_executions: int, per_time_secs: float, bucket_size: int | None = None
-    ) -> None:
-        self._limiter = TokenBucketLimiter(max_executions, per_time_secs, bucket_size)
-
-    @classmethod
-    def _of(cls, limiter: TokenBucketLimiter) -> TokenBucket:
-        bucket = cls.__new__(cls)
-        bucket._limiter = limiter
-        return bucket
-
-    @property
-    def limiter(self) -> TokenBucketLimiter:
-        return self._limiter
-
-    @property
-    def tokens(self) -> float:
-        """Tokens available now (a partial token shows as a fraction)."""
-        return self._limiter._tokens()
-
-    @property
-    def empty(self) -> bool:
-        """No whole token available now."""
-        return self._limiter._tokens() < 1
-
-    async def take(self) -> None:
-        """Takes a token now, or raises EmptyBucket (with retry_after) when none is left."""
-        if not self._limiter.try_acquire():
-            raise EmptyBucket(retry_after=self._limiter._retry_after())
-
-    def __repr__(self) -> str:
-        lim = self._limiter
-        return (
-            f"TokenBucket(max_executions={lim.max_executions},"
-            f" per_time_secs={lim.per_time_secs}, bucket_size={lim.bucket_size},"
-            f" tokens={self.tokens:.3f})"
-        )

@@ -19,6 +19,7 @@ from failsafe._types import Decorated
 from failsafe.ratelimit.exceptions import EmptyBucket
 from failsafe.retry import backoffs, jitters
 from failsafe.retry.exceptions import _NO_RESULT, AttemptsExceeded
+from failsafe.stats import RetryStats
 
 __all__ = [
     "AttemptsExceeded",
@@ -26,6 +27,7 @@ __all__ = [
     "RetryBudget",
     "RetryCounter",
     "RetryListener",
+    "RetryStats",
     "backoffs",
     "bucket_retry",
     "jitters",
@@ -414,10 +416,8 @@ class Retry(_core.Component, _native.Outcome):
         shared ``budget`` lives outside the policy and is not forgotten with it)."""
         return self._bucket is not None and bool(self._bucket._holds_state())
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s["attempts"] = self._attempts
-        return s
+    def stats(self) -> RetryStats:
+        return RetryStats(**self._stat_values(), attempts=self._attempts)
 
 
 class Attempt:

@@ -11,6 +11,7 @@ import weakref
 from typing import Any, ClassVar, Final, Protocol
 
 from failsafe import _core, _native
+from failsafe.stats import StoreStats
 
 __all__ = ["ON_ERROR", "Store", "StoreUnavailable"]
 
@@ -43,6 +44,9 @@ class _Metrics(_core.Component, _native.Outcome):
 
     def __init__(self, name: str) -> None:
         self._init_component(name, None)
+
+    def __repr__(self) -> str:
+        return f"<store metrics {self._name!r}>"  # the store's stats() has them
 
 
 class Store:
@@ -128,18 +132,19 @@ class Store:
         """Whether the last operation succeeded (False while the breaker around it is open)."""
         return self._down_until == 0.0
 
-    def stats(self) -> dict[str, Any]:
-        """Counters (round trips, decisions, errors, fallbacks, times the breaker opened) and
-        the state."""
-        counts = self._metrics._counters()
+    def _stat_values(self) -> dict[str, Any]:
         return {
-            "name": self._metrics.name,
-            **dict(zip(_Metrics.METRICS, counts, strict=False)),
+            **self._metrics._stat_values(),
             "up": self.up,
             "retry_in": self._retry_in(),
             "on_error": self.on_error,
             "op_timeout": self.op_timeout,
         }
+
+    def stats(self) -> StoreStats:
+        """Counters (round trips, decisions, errors, fallbacks, times the breaker opened) and
+        the state."""
+        return StoreStats(**self._stat_values())
 
     def __repr__(self) -> str:
         s = self.stats()
@@ -147,6 +152,15 @@ class Store:
             f"<{type(self).__name__} {s['name']!r} up={s['up']} on_error={self.on_error!r}"
             f" errors={s['errors']} fallbacks={s['fallbacks']}>"
         )
+
+
+def check_lease(value: object, param: str, default: float) -> float:
+    """A duration the store keeps something for (a permit's lease, a lock): finite seconds,
+    at least 0.01 (``default`` when None)."""
+    secs = _core.check_number(default if value is None else value, param, allow_zero=False)
+    if math.isinf(secs) or secs < 0.01:
+        raise ValueError(f"{param} must be a finite number of seconds >= 0.01, got {secs}")
+    return float(secs)
 
 
 def check_store(store: object, name: object, pattern: str) -> Store:

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from failsafe.circuitbreaker import CircuitBreaker
 from failsafe.circuitbreaker.exceptions import BreakerFailing
+from failsafe.stats import SharedBreakerStats
 from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
 from failsafe.stores._toggle import _script
 
@@ -279,10 +280,11 @@ class SharedBreaker(CircuitBreaker):
         self._shared_state, self._until, self._gate = CLOSED, 0.0, 0
         return _Done(self._send(_FORCE, self._channel, "0"))
 
-    def stats(self) -> dict[str, Any]:
-        out = super().stats()
-        out["shared_state"] = ("closed", "open", "half_open")[self._shared_state]
-        return out
+    def stats(self) -> SharedBreakerStats:
+        return SharedBreakerStats(
+            **self._stat_values(),
+            shared_state=("closed", "open", "half_open")[self._shared_state],
+        )
 
 
 class _Done:

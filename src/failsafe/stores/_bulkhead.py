@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import functools
 import itertools
-import math
 import os
 import uuid
 import weakref
@@ -26,7 +25,8 @@ from typing import Any, ClassVar, Final, Self, cast
 from failsafe import _core, _native, events
 from failsafe._types import Decorated
 from failsafe.bulkhead.exceptions import BulkheadFull
-from failsafe.stores._base import Store, StoreUnavailable, check_store
+from failsafe.stats import SharedBulkheadStats
+from failsafe.stores._base import Store, StoreUnavailable, check_lease, check_store
 
 __all__ = ["SharedBulkhead"]
 
@@ -139,23 +139,20 @@ class SharedBulkhead(_core.Component, _native.Outcome):
         self,
         local: Any,
         *,
-        store: object,
+        store: Store,
         lease: object,
         name: str | None,
         listeners: Iterable[Any] | None,
         event_manager: Any,
     ) -> None:
-        checked = check_store(store, name, "bulkhead")
-        secs = _core.check_number(30.0 if lease is None else lease, "lease", allow_zero=False)
-        if math.isinf(secs) or secs < 0.01:
-            raise ValueError(f"lease must be a finite number of seconds >= 0.01, got {secs}")
+        secs = check_lease(lease, "lease", 30.0)
         self._init_component(name, listeners, event_manager)
-        self._store: Any = checked
+        self._store: Any = store
         self._local = local  # the same bulkhead in this process: on_error="local"
         self.max_concurrency: int = local.max_concurrency
         self.max_capacity: int = local.max_capacity
         self.max_wait: float | None = local.max_wait
-        self.lease: float = float(secs)
+        self.lease: float = secs
         self._lease_us = round(self.lease * _US)
         from failsafe.stores.redis import Script
 
@@ -387,18 +384,18 @@ class SharedBulkhead(_core.Component, _native.Outcome):
 
     # -- introspection ----------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SharedBulkheadStats:
         """Counters, then this process's part: its running and queued calls, and the limits."""
-        return {
-            **super().stats(),
-            "running": self.running,
-            "queued": self.queued,
-            "max_concurrency": self.max_concurrency,
-            "max_capacity": self.max_capacity,
-            "max_wait": self.max_wait,
-            "lease": self.lease,
-            "store": self._store.stats()["name"],
-        }
+        return SharedBulkheadStats(
+            **self._stat_values(),
+            running=self.running,
+            queued=self.queued,
+            max_concurrency=self.max_concurrency,
+            max_capacity=self.max_capacity,
+            max_wait=self.max_wait,
+            lease=self.lease,
+            store=self._store._metrics.name,
+        )
 
 
 class _FellBack(Exception):  # internal: carries the fallback's permit out of _wait
@@ -431,11 +428,11 @@ def shared_bulkhead(
     """Validates like the in-process bulkhead (it is built too: the on_error="local" path)."""
     from failsafe.bulkhead import Bulkhead
 
-    check_store(store, name, "bulkhead")
+    checked = check_store(store, name, "bulkhead")
     local = Bulkhead(max_concurrency, max_capacity, max_wait=max_wait)
     return SharedBulkhead(
         local,
-        store=store,
+        store=checked,
         lease=lease,
         name=name,
         listeners=listeners,

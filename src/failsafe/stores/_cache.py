@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import inspect
 import json
-import math
 import pickle
 import uuid
 import weakref
@@ -35,7 +34,8 @@ from typing import Any, ClassVar, Final
 
 from failsafe import _core, _native
 from failsafe.cache.exceptions import CacheUnavailable
-from failsafe.stores._base import Store, StoreUnavailable, check_store
+from failsafe.stats import SharedCacheStats
+from failsafe.stores._base import Store, StoreUnavailable, check_lease, check_store
 
 __all__ = ["SERIALIZERS", "SharedCache"]
 
@@ -222,9 +222,7 @@ class SharedCache(_core.Component, _native.Outcome):
                 raise ValueError(f"secret must be at least {_MIN_SECRET} bytes")
         elif secret is not None:
             raise ValueError("secret= signs pickled values: it needs serializer='pickle'")
-        lock = _core.check_number(10.0 if lock_ttl is None else lock_ttl, "lock_ttl")
-        if math.isinf(lock) or lock < 0.01:
-            raise ValueError(f"lock_ttl must be a finite number of seconds >= 0.01, got {lock}")
+        lock = check_lease(lock_ttl, "lock_ttl", 10.0)
         # The in-process caches validate ttl, maxsize, key_func and local_ttl.
         self._init_component(name, listeners, event_manager)
         self._fallback_cache: Any = Cache(
@@ -520,16 +518,16 @@ class SharedCache(_core.Component, _native.Outcome):
     def __len__(self) -> int:
         return 0 if self._local is None else len(self._local)
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            **super().stats(),
-            "ttl": self.ttl,
-            "local_ttl": self.local_ttl,
-            "lock_ttl": self.lock_ttl,
-            "serializer": self.serializer,
-            "local_size": len(self),
-            "store": self._store.stats()["name"],
-        }
+    def stats(self) -> SharedCacheStats:
+        return SharedCacheStats(
+            **self._stat_values(),
+            ttl=self.ttl,
+            local_ttl=self.local_ttl,
+            lock_ttl=self.lock_ttl,
+            serializer=self.serializer,
+            local_size=len(self),
+            store=self._store._metrics.name,
+        )
 
 
 def _wake(part: _LoopPart) -> None:

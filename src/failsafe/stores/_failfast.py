@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from failsafe.failfast import FailFast
 from failsafe.failfast.exceptions import FailFastOpen
+from failsafe.stats import SharedFailFastStats
 from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
 from failsafe.stores._breaker import _Done
 from failsafe.stores._toggle import _script
@@ -212,5 +213,7 @@ class SharedFailFast(FailFast):
             return await self._call_slow(fn, *args, **kwargs)
         return await self(fn)(*args, **kwargs)
 
-    def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "shared_state": "open" if self._open_shared else "closed"}
+    def stats(self) -> SharedFailFastStats:
+        return SharedFailFastStats(
+            **self._stat_values(), shared_state="open" if self._open_shared else "closed"
+        )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
@@ -24,7 +23,9 @@ from typing import Any, ClassVar, Final, Self, cast
 
 from failsafe import _core, _native, events
 from failsafe._types import Decorated
+from failsafe.ratelimit._options import LimitOptions
 from failsafe.ratelimit.exceptions import RateLimitExceeded
+from failsafe.stats import SharedLimiterStats
 from failsafe.stores._base import Store, StoreUnavailable, check_store
 
 __all__ = ["SharedLimiter"]
@@ -142,31 +143,34 @@ class SharedLimiter(_core.Component, _native.Outcome):
 
     def __init__(
         self,
-        local: Any,
+        options: LimitOptions,
         *,
-        store: object,
-        sliding: bool,
-        key: Callable[..., Any] | None,
-        prefetch: object,
+        store: Store,
+        prefetch: int,
         name: str | None,
         listeners: Iterable[Any] | None,
         event_manager: Any,
     ) -> None:
-        checked = check_store(store, name, "slidingwindow" if sliding else "tokenbucket")
-        if prefetch is not None:
-            prefetch = _core.check_number(prefetch, "prefetch", allow_zero=False, integer=True)
-            if sliding:
-                raise ValueError("prefetch is for tokenbucket only (a sliding window logs times)")
+        from failsafe import ratelimit
+
         self._init_component(name, listeners, event_manager)
-        self._store: Any = checked
-        self._local = local  # the same policy in this process: on_error="local"
-        self._sliding = sliding
-        self._key_fn = key
-        self.prefetch: int = 1 if prefetch is None else int(prefetch)  # type: ignore[call-overload]
-        self.max_executions: int = local.max_executions
-        self.per_time_secs: float = local.per_time_secs
-        self.bucket_size: int = local.bucket_size
-        wait = local.max_wait
+        self._store: Any = store
+        # The same limit in this process: on_error="local".
+        local: Any
+        if options.sliding:
+            local = ratelimit.SlidingWindowLimiter._of(options)
+        elif options.key is not None:
+            local = ratelimit.KeyedTokenBucketLimiter._of(options)
+        else:
+            local = ratelimit.TokenBucketLimiter._of(options)
+        self._local = local
+        sliding = self._sliding = options.sliding
+        self._key_fn = options.key
+        self.prefetch: int = prefetch
+        self.max_executions: int = options.max_executions
+        self.per_time_secs: float = options.per_time_secs
+        self.bucket_size: int = options.bucket_size
+        wait = options.max_wait
         self.max_wait: float = wait
         self._max_wait_us = 2**52 if math.isinf(wait) else round(wait * _US)
         window_us = max(1, round(self.per_time_secs * _US))
@@ -315,17 +319,16 @@ class SharedLimiter(_core.Component, _native.Outcome):
             return 0.0
         return max(0.0, (refused[0] - _native.now_ns()) / 1e9)
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s.update(
+    def stats(self) -> SharedLimiterStats:
+        return SharedLimiterStats(
+            **self._stat_values(),
             max_executions=self.max_executions,
             per_time_secs=self.per_time_secs,
             bucket_size=self.bucket_size,
             prefetch=self.prefetch,
             refused_keys=len(self._refused),
-            store=self._store.stats()["name"],
+            store=self._store._metrics.name,
         )
-        return s
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -349,32 +352,28 @@ def shared_limiter(
     listeners: Iterable[Any] | None,
     event_manager: Any,
 ) -> SharedLimiter:
-    """Validates like the in-process limiter (it is built too: the on_error="local" path)."""
-    from failsafe import ratelimit
-
+    """Checks each parameter once, as the in-process limiter does (it is built too, from the
+    same options: the on_error="local" path)."""
     if store is None:
         raise ValueError("prefetch= (tokens per round trip to a store) needs store=")
-    check_store(store, name, "slidingwindow" if sliding else "tokenbucket")
-    local: Any
-    if sliding:
-        local = ratelimit.SlidingWindowLimiter(max_executions, per_time_secs, max_wait=max_wait)
-    elif key is not None:
-        if inspect.iscoroutinefunction(key):
-            raise TypeError("key must be a sync callable, not an async function")
-        local = ratelimit.KeyedTokenBucketLimiter(
-            max_executions, per_time_secs, bucket_size, key=key, max_keys=max_keys,
-            max_wait=max_wait,
-        )  # fmt: skip
-    else:
-        local = ratelimit.TokenBucketLimiter(
-            max_executions, per_time_secs, bucket_size, max_wait=max_wait
-        )
-    return SharedLimiter(
-        local,
-        store=store,
+    checked = check_store(store, name, "slidingwindow" if sliding else "tokenbucket")
+    options = LimitOptions.check(
+        max_executions,
+        per_time_secs,
+        bucket_size,
         sliding=sliding,
+        max_wait=max_wait,
         key=key,
-        prefetch=prefetch,
+        max_keys=max_keys,
+    )
+    if prefetch is not None:
+        prefetch = _core.check_number(prefetch, "prefetch", allow_zero=False, integer=True)
+        if sliding:
+            raise ValueError("prefetch is for tokenbucket only (a sliding window logs times)")
+    return SharedLimiter(
+        options,
+        store=checked,
+        prefetch=1 if prefetch is None else int(prefetch),
         name=name,
         listeners=listeners,
         event_manager=event_manager,

@@ -18,6 +18,7 @@ from typing import Any, Final, Self
 
 from failsafe import _core, _native
 from failsafe.featuretoggle import FeatureToggle
+from failsafe.stats import SharedFeatureToggleStats
 from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
 
 __all__ = ["SharedFeatureToggle"]
@@ -254,8 +255,10 @@ class SharedFeatureToggle(FeatureToggle):
             await self._first()
         return await super().__aenter__()
 
-    def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "loaded": self._loaded, "store_up": self._store.up}
+    def stats(self) -> SharedFeatureToggleStats:
+        return SharedFeatureToggleStats(
+            **self._stat_values(), loaded=self._loaded, store_up=self._store.up
+        )
 
 
 _SCRIPTS: dict[str, Any] = {}

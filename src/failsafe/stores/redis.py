@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "failsafe.stores.RedisStore needs redis-py: pip install 'failsafe-py[redis]'"
     ) from exc
 
+from failsafe.stats import RedisStoreStats
 from failsafe.stores._base import DECISIONS, ROUND_TRIPS, Store, StoreUnavailable
 
 __all__ = ["RedisStore", "Script"]
@@ -359,11 +360,8 @@ class RedisStore(Store):
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
 
-    def stats(self) -> dict[str, Any]:
-        s = super().stats()
-        s["prefix"] = self.prefix
-        s["loops"] = len(self._loops)
-        return s
+    def stats(self) -> RedisStoreStats:
+        return RedisStoreStats(**self._stat_values(), prefix=self.prefix, loops=len(self._loops))
 
 
 class _Subscriptions:

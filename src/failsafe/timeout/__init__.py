@@ -19,6 +19,7 @@ from failsafe import _native, events
 from failsafe._core import COMPONENT_SLOTS, Component, check_number
 from failsafe._native import TimeoutScope
 from failsafe.events import EventManager
+from failsafe.stats import TimeoutStats
 from failsafe.timeout.exceptions import MaxDurationExceeded, TimeoutError
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "TimeoutError",
     "TimeoutListener",
     "TimeoutScope",
+    "TimeoutStats",
     "register_timeout_listener",
     "timeout",
 ]
@@ -69,6 +71,10 @@ class Timeout(Component, _native.Timeout):
 
     PATTERN: ClassVar[str] = "timeout"
     METRICS: ClassVar[tuple[str, ...]] = ("fired",)
+
+    def stats(self) -> TimeoutStats:
+        """A snapshot of this policy's counters."""
+        return TimeoutStats(**self._stat_values())
 
     def __init__(
         self,
