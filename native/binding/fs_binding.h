@@ -43,13 +43,14 @@ typedef enum fs_err {
     FS_E_RATE_LIMIT_EXCEEDED,   /* failsafe.ratelimit.RateLimitExceeded */
     FS_E_HEDGE_TIMEOUT,         /* failsafe.hedge.HedgeTimeout */
     FS_E_FEATURE_DISABLED,      /* failsafe.featuretoggle.FeatureDisabled */
+    FS_E_DEADLINE,              /* failsafe.deadline.DeadlineExceeded */
     FS_E_COUNT
 } fs_err;
 
 /* The keyword of _native._bind() that hands over the class of each fs_err, in enum order. */
 #define FS_ERR_BIND_NAMES                                                                        \
     "timeout_error", "breaker_failing", "failfast_open", "bulkhead_full",                        \
-        "rate_limit_exceeded", "hedge_timeout", "feature_disabled"
+        "rate_limit_exceeded", "hedge_timeout", "feature_disabled", "deadline_exceeded"
 
 #define FS_MAX_COUNTERS 8
 #define FS_MAX_POLICY_TYPES 16
@@ -161,6 +162,10 @@ typedef struct fs_state {
     PyCFunction task_cancelling;
     PyCFunction task_uncancel;
     PyCFunction task_cancel;        /* METH_FASTCALL | METH_KEYWORDS, or NULL */
+    /* deadline.c: failsafe.deadline's ContextVar (strong, NULL until bound) and the count of
+     * deadline scopes open in the process (the ContextVar is read only while it is non-zero) */
+    PyObject *deadline_var;
+    Py_ssize_t deadline_open;
 } fs_state;
 
 /* Current time in monotonic nanoseconds (the fake clock when one is set). */
@@ -411,6 +416,7 @@ struct FsTimerEntry {
     fs_timer_fire_fn fire;  /* NULL: the deadline cancels the task (timeout semantics) */
     Py_ssize_t cancelling0; /* task.cancelling() at entry */
     uint8_t state;          /* FS_TE_* */
+    uint8_t by_deadline;    /* due at the ambient deadline (fs_deadline_cap): it raises that */
 };
 
 /* Prepares e, embedded in owner, before fs_timer_enter; fire as in FsTimerEntry. */
@@ -427,6 +433,19 @@ int fs_timer_enter(fs_state *st, FsTimerEntry *e, double delay, double *now);
 int fs_timer_exit(fs_state *st, FsTimerEntry *e, PyObject *exc, fs_err code, PyObject **out);
 /* Unregisters e of a call closed before its end, uncancelling if it fired. Never raises. */
 void fs_timer_abandon(fs_state *st, FsTimerEntry *e);
+
+/* The ambient deadline (deadline.c). Call sites test st->deadline_open first (no deadline
+ * scope open anywhere: nothing to read), so these run only while deadlines are in use. */
+/* Seconds left before the current context's deadline (>= 0), +inf when it has none. Never
+ * raises. */
+double fs_deadline_left(fs_state *st);
+/* delay (seconds) capped at what is left of the deadline, for a cancelling entry e (e->fire
+ * NULL; others are returned delay unchanged); sets e->by_deadline when the deadline is the
+ * nearer. Never raises. */
+double fs_deadline_cap(fs_state *st, FsTimerEntry *e, double delay);
+/* The error code a fired e raises: FS_E_DEADLINE when it was due at the deadline (the current
+ * deadline then reads as passed), else code. Never raises. */
+fs_err fs_deadline_code(fs_state *st, FsTimerEntry *e, fs_err code);
 
 /* ------------------------------------------------------------------------------------------ */
 /* The guarded call */
@@ -569,7 +588,8 @@ typedef struct fs_part {
 /* The parts, one per binding file (module.c runs them in its table's order). */
 extern const fs_part fs_outcome_part, fs_retry_part, fs_fallback_part, fs_backoff_part,
     fs_breaker_part, fs_failfast_part, fs_bulkhead_part, fs_ratelimit_part, fs_cache_part,
-    fs_hedge_part, fs_featuretoggle_part, fs_adaptive_part, fs_throttle_part;
+    fs_hedge_part, fs_featuretoggle_part, fs_adaptive_part, fs_throttle_part,
+    fs_deadline_part;
 
 /* Type setup of the guard and timeout files, called once from module exec through module.c's
  * table. 0 or -1 with exception. */

@@ -167,6 +167,7 @@ static inline void fs_entry_init(FsTimerEntry *e, PyObject *owner)
     e->fire = NULL;
     e->cancelling0 = 0;
     e->state = FS_TE_IDLE;
+    e->by_deadline = 0;
 }
 
 /* Registers e for task with deadline when (+inf: none yet), arming the loop timer if needed.

@@ -35,6 +35,7 @@ static const char *const error_homes[FS_E_COUNT][2] = {
     {"failsafe.ratelimit.exceptions", "RateLimitExceeded"},
     {"failsafe.hedge.exceptions", "HedgeTimeout"},
     {"failsafe.featuretoggle.exceptions", "FeatureDisabled"},
+    {"failsafe.deadline", "DeadlineExceeded"},
 };
 
 PyObject *fs_error_class(fs_state *st, fs_err code)
@@ -570,11 +571,11 @@ static PyObject *mod_bind(PyObject *module, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"emit", "resolve", "finish", FS_ERR_BIND_NAMES, NULL};
     PyObject *emit = NULL, *resolve = NULL, *finish = NULL;
     PyObject *errors[FS_E_COUNT] = {NULL};
-    _Static_assert(FS_E_COUNT == 7, "one _bind keyword and format unit per fs_err");
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOO:_bind", kwlist, &emit, &resolve,
+    _Static_assert(FS_E_COUNT == 8, "one _bind keyword and format unit per fs_err");
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOO:_bind", kwlist, &emit, &resolve,
                                      &finish, &errors[0],
                                      &errors[1], &errors[2], &errors[3], &errors[4], &errors[5],
-                                     &errors[6])) {
+                                     &errors[6], &errors[7])) {
         return NULL;
     }
     PyObject *fns[3] = {emit, resolve, finish};
@@ -699,7 +700,7 @@ static const fs_part *const parts[] = {
     &guard_part,         &fs_backoff_part,   &fs_retry_part,    &fs_fallback_part,
     &timeout_part,       &fs_breaker_part,   &fs_failfast_part, &fs_bulkhead_part,
     &fs_ratelimit_part,  &fs_cache_part,     &fs_hedge_part,    &fs_featuretoggle_part,
-    &fs_outcome_part,    &fs_adaptive_part,  &fs_throttle_part,
+    &fs_outcome_part,    &fs_adaptive_part,  &fs_throttle_part, &fs_deadline_part,
 };
 #define N_PARTS (sizeof(parts) / sizeof(parts[0]))
 

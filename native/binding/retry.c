@@ -89,7 +89,8 @@ static int retry_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
     }
     c->failures++;
     if (r->immediate != FS_IMMEDIATE_OFF && (r->immediate < 0 || (long)c->failures <= r->immediate)
-        && c->failures % FS_YIELD_EVERY != 0 && !fs_listening(c->policy)) {
+        && c->failures % FS_YIELD_EVERY != 0 && !fs_listening(c->policy)
+        && !(st->deadline_open && fs_deadline_left(st) <= 0.0)) {
         if (r->signal_check != NULL && (PyObject *)Py_TYPE(exc) != r->plain_type) {
             int plain = retry_plain(r, exc);
             if (plain < 0) {

@@ -204,11 +204,13 @@ static PyObject *timeout_aenter(PyObject *self)
         PyObject_GC_Track(s);
     }
     fs_entry_init(&s->entry, (PyObject *)s);
+    double secs = st->deadline_open && t->enabled ? fs_deadline_cap(st, &s->entry, t->seconds)
+                                                  : t->seconds;
     s->policy = (TimeoutObject *)Py_NewRef(t);
     s->outer = NULL;
     s->phase = SCOPE_ACTIVE;
     s->has_when = (uint8_t)t->enabled;
-    if (fs_entry_register(&s->entry, q, loop, task, t->enabled ? now + t->seconds : INFINITY,
+    if (fs_entry_register(&s->entry, q, loop, task, t->enabled ? now + secs : INFINITY,
                        now) < 0) {
         goto done;
     }

@@ -69,6 +69,7 @@ static PyObject *scope_reschedule(PyObject *self, PyObject *arg)
         return NULL;
     }
     s->has_when = 1;
+    s->entry.by_deadline = 0;   /* a time of the caller's own now, not the deadline's */
     if (when == INFINITY) {
         fs_tq_remove(q, &s->entry);
         s->entry.node.when = when;

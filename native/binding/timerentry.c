@@ -159,6 +159,7 @@ int fs_entry_exit(fs_state *st, FsTimerEntry *e, PyObject *exc_type, PyObject *e
         fs_entry_unlink(e);
         return EXIT_KEEP;
     }
+    code = fs_deadline_code(st, e, code);
     PyObject *task = Py_NewRef(e->task);
     Py_ssize_t c0 = e->cancelling0;
     fs_entry_unlink(e);
@@ -202,6 +203,7 @@ void fs_timer_init(FsTimerEntry *e, PyObject *owner, fs_timer_fire_fn fire)
 int fs_timer_enter(fs_state *st, FsTimerEntry *e, double delay, double *now)
 {
     PyObject *loop, *task;
+    delay = st->deadline_open ? fs_deadline_cap(st, e, delay) : delay;
     if (fs_running_task(st, &loop, &task) < 0) {
         return -1;
     }

@@ -30,7 +30,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
-from failsafe import _native, events
+from failsafe import _native, deadline, events
 from failsafe._core import Component, check_int, check_number, counter_indexes
 from failsafe.bulkhead.exceptions import BulkheadFull
 from failsafe.events import EventManager
@@ -130,8 +130,12 @@ class Bulkhead(Component, _native.Bulkhead):
             return
         max_wait = self.max_wait
         timer = None
-        if max_wait is not None:
-            timer = asyncio.get_running_loop().call_later(max_wait, self._expire, waiter)
+        # The wait ends at the deadline when that comes first.
+        left = deadline.left()
+        cut = left is not None and (max_wait is None or left < max_wait)
+        wait = left if cut else max_wait
+        if wait is not None:
+            timer = asyncio.get_running_loop().call_later(wait, self._expire, waiter)
         try:
             served = await waiter.future
         except BaseException:  # cancelled or closed: give back the place, or pass the slot on
@@ -141,6 +145,10 @@ class Bulkhead(Component, _native.Bulkhead):
             if timer is not None:
                 timer.cancel()
         if not served:
+            if cut:
+                raise deadline.DeadlineExceeded(
+                    f"bulkhead {self._name!r}: the deadline passed while waiting for a slot"
+                )
             self._count(FULL)
             self._count(TIMED_OUT)
             if events.is_listening(self):

@@ -9,7 +9,7 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from failsafe import _native, events
+from failsafe import _native, deadline, events
 from failsafe import testing as _testing
 from failsafe._core import counter_indexes
 from failsafe.hedge.exceptions import HedgeAllFailed, HedgeTimeout
@@ -209,6 +209,9 @@ class _Race:
         policy = self._policy
         budget = policy.budget
         while self._outcome == _OPEN and self._launched < self._limit:
+            if self._launched and deadline.left(self._context) == 0:
+                self._limit = self._launched  # past the deadline: no more attempts
+                return
             if self._launched and budget is not None and not budget.try_withdraw():
                 self._limit = self._launched  # over the budget: no more attempts
                 return

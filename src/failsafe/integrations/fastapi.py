@@ -1,4 +1,4 @@
-"""FastAPI (Starlette) exception handlers for failsafe's rejections.
+"""FastAPI (Starlette): exception handlers for failsafe's rejections, and the inbound deadline.
 
 ``install_exception_handlers(app)`` maps each failsafe exception to an HTTP answer with a short
 JSON body (``{"detail": ..., "error": <class name>}``):
@@ -12,22 +12,31 @@ JSON body (``{"detail": ..., "error": <class name>}``):
 ``Retry-After`` is in whole seconds, rounded up, at least 1 and at most ``MAX_RETRY_AFTER``
 (one day: a longer wait is no useful hint to a client). Patterns whose module is not installed
 are skipped; handlers match subclasses too (``EmptyBucket`` is a 429).
+
+``app.add_middleware(DeadlineMiddleware)`` runs each request under the deadline its caller sent
+(:mod:`failsafe.deadline`): ``grpc-timeout`` (``500m``, ``2S``) or ``X-Request-Timeout``
+(seconds), the nearer when both come. A request whose deadline passes before its answer has
+started gets a 504; a malformed header a 400.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from failsafe._core import check_number
+from failsafe.deadline import DeadlineExceeded, deadline, parse_grpc_timeout, parse_seconds
+
 __all__ = [
     "HANDLED",
     "MAX_RETRY_AFTER",
+    "DeadlineMiddleware",
     "exception_response",
     "install_exception_handlers",
     "retry_after_header",
@@ -103,3 +112,99 @@ def install_exception_handlers(app: Starlette) -> dict[type[Exception], int]:
             app.add_exception_handler(cls, _handler(status, detail))
             installed[cls] = status
     return installed
+
+
+_Scope = MutableMapping[str, Any]
+_Message = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+_App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+
+
+def _header_name(value: object, param: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or not value.isascii() or ":" in value:
+        raise ValueError(f"{param} must be a header name or None, not {value!r}")
+    return value.lower().encode("ascii")
+
+
+class DeadlineMiddleware:
+    """ASGI middleware: each HTTP request runs under ``failsafe.deadline.deadline(seconds)``,
+    seconds read from the ``grpc_header`` (gRPC syntax, default ``grpc-timeout``) or the
+    ``seconds_header`` (a number, default ``X-Request-Timeout``); None turns one off. With
+    neither header, ``default`` seconds (None: no deadline). ``max_seconds`` caps what a caller
+    may ask for.
+
+    A deadline that passes before the answer has started is answered ``504`` with failsafe's
+    JSON body; a header that does not parse, ``400``.
+    """
+
+    def __init__(
+        self,
+        app: _App,
+        *,
+        grpc_header: str | None = "grpc-timeout",
+        seconds_header: str | None = "x-request-timeout",
+        default: float | None = None,
+        max_seconds: float | None = None,
+    ) -> None:
+        self.app = app
+        self._grpc = _header_name(grpc_header, "grpc_header")
+        self._seconds = _header_name(seconds_header, "seconds_header")
+        self._default = check_number(default, "default", allow_none=True, allow_inf=True)
+        self._max = check_number(max_seconds, "max_seconds", allow_none=True, allow_inf=True)
+
+    def seconds(self, headers: list[tuple[bytes, bytes]]) -> float | None:
+        """The deadline a request asks for (capped at max_seconds), or the default; ValueError
+        when a header of it does not parse."""
+        found: float | None = None
+        for name, value in headers:
+            name = name.lower()
+            if name == self._grpc:
+                seconds = parse_grpc_timeout(value.decode("latin-1"))
+            elif name == self._seconds:
+                seconds = parse_seconds(value.decode("latin-1"))
+            else:
+                continue
+            found = seconds if found is None else min(found, seconds)
+        if found is None:
+            found = self._default
+        if found is not None and self._max is not None:
+            found = min(found, self._max)
+        return found
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            seconds = self.seconds(scope["headers"])
+        except ValueError as e:
+            await _answer(scope, receive, send, 400, str(e), "ValueError")
+            return
+        if seconds is None:
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: _Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            async with deadline(seconds):
+                await self.app(scope, receive, tracked)
+        except DeadlineExceeded:
+            if started:
+                raise
+            await _answer(scope, receive, send, 504, "deadline exceeded", "DeadlineExceeded")
+
+
+async def _answer(
+    scope: _Scope, receive: _Receive, send: _Send, status: int, detail: str, error: str
+) -> None:
+    response = JSONResponse({"detail": detail, "error": error}, status_code=status)
+    await response(scope, receive, send)

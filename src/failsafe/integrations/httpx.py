@@ -2,7 +2,10 @@
 
 Each request goes through, outermost first:
 
-* ``timeout`` (default 30 s): one deadline for the whole request, retries included;
+* ``timeout`` (default 30 s): one deadline for the whole request, retries included (a
+  :func:`failsafe.deadline.deadline`: an ambient deadline already set, by the caller or by
+  :class:`~failsafe.integrations.fastapi.DeadlineMiddleware` for the request being served, cuts
+  it shorter);
 * ``retry`` (default 3 retries, exponential backoff with jitter) of connection errors, attempt
   timeouts and ``retry_statuses`` (default 429, 502, 503, 504), for ``retry_methods`` only
   (idempotent ones by default: a POST is never retried unless listed). The wait before a
@@ -15,15 +18,20 @@ Each request goes through, outermost first:
   429 with ``Retry-After`` pauses the host for every request of the process);
 * ``attempt_timeout`` (default 10 s) around each attempt.
 
-The timeouts bound the wait for a response's head; reading its body is the client's (httpx's own
-``timeout`` still bounds it). Only requests whose body can be sent again (bytes, or none) are
-retried or hedged. Bodies of responses that are not returned (retried answers, hedge losers)
+Each attempt tells the server how long it has: what is left of the deadline, in the
+``deadline_header`` (default ``X-Request-Timeout``, in seconds; ``grpc-timeout`` in gRPC's
+syntax; None sends nothing).
+
+The timeouts bound the wait for a response's head; reading its body is the client's (httpx's
+own ``timeout`` still bounds it). Only requests whose body can be sent again (bytes, or none)
+are retried or hedged. Bodies of responses that are not returned (retried answers, hedge losers)
 are read and closed, so their connections go back to the pool.
 
 What the client sees: the last response when retrying ends on a status (even a 503); the last
 attempt's httpx exception when it ends on an error; ``BreakerFailing`` when a host's breaker is
 open (and the break outlasts the deadline); ``RateLimitExceeded`` when its limiter refuses; and
-``failsafe.timeout.TimeoutError`` when the deadline passes.
+``failsafe.deadline.DeadlineExceeded`` (a ``failsafe.timeout.TimeoutError``) when the deadline
+passes.
 
 Each option takes a failsafe policy instead of its default (``retry=retry(...)``,
 ``timeout=timeout(5)``, ``hedge=hedge(...)``, or any decorator of async functions, a stack of
@@ -33,12 +41,13 @@ as ``"https://example.com:443"``); False or None turns a part off.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final
 
 import httpx
 
-from failsafe import _core
+from failsafe import _core, deadline
 from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker
 from failsafe.hedge import Hedge, HedgeAllFailed
 from failsafe.keyed import Keyed
@@ -183,6 +192,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         limiter: bool | Callable[[str], Any] | None = True,
         hedge: float | Any = None,
         max_hosts: int = 1_000,
+        deadline_header: str | None = "x-request-timeout",
     ) -> None:
         if transport is None:
             transport = httpx.AsyncHTTPTransport()
@@ -192,8 +202,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self._statuses = _statuses(retry_statuses)
         self._methods = _methods(retry_methods)
         max_hosts = _core.check_number(max_hosts, "max_hosts", allow_zero=False, integer=True)
+        self._deadline_header, self._format = _deadline_header(deadline_header)
 
-        deadline = _policy(timeout, "timeout", Timeout)
+        overall = _policy(timeout, "timeout", deadline.Deadline)
         seconds = float(timeout) if isinstance(timeout, (int, float)) else None
         if backoff is _DEFAULT:
             backoff = backoffs.expo(min_delay_secs=0.1, max_delay_secs=10, jitter=jitters.full)
@@ -234,13 +245,17 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             hedged = _hedged(hedger, attempt)
             hedged = hedged if retrier is None else retrier(hedged)
         chains = (attempt, retried, hedged)
-        if deadline is not None:
-            chains = (deadline(attempt), deadline(retried), deadline(hedged))
+        if overall is not None:
+            chains = (overall(attempt), overall(retried), overall(hedged))
         self._once, self._retrying, self._hedged = chains
 
     # -- one attempt ----------------------------------------------------------------------
 
     async def _send(self, request: httpx.Request, exchange: _Exchange) -> httpx.Response:
+        if self._deadline_header is not None:
+            left = deadline.left()
+            if left is not None and left < math.inf:
+                request.headers[self._deadline_header] = self._format(left)
         response = await self._transport.handle_async_request(request)
         exchange.responses.append(response)
         status = response.status_code
@@ -272,12 +287,22 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         send = self._once
         if retrying:
             send = self._hedged if request.method == "GET" else self._retrying
-        gave_up: AttemptsExceeded | None = None
+        gave_up: AttemptsExceeded | deadline.DeadlineExceeded | None = None
         response: httpx.Response | None = None
         try:
             response = await send(request, exchange)
         except RetryableStatus as answer:
             response = answer.response
+        except deadline.DeadlineExceeded as e:
+            # Retry stopped short of the deadline: a status answer stands, and an error of the
+            # last attempt (not a timeout) is raised as when the attempts run out.
+            last = e.__cause__
+            if isinstance(last, RetryableStatus):
+                response = last.response
+            elif isinstance(last, Exception) and not isinstance(last, FsTimeoutError):
+                gave_up = e
+            else:
+                raise
         except AttemptsExceeded as e:
             last = e.last_exception
             if isinstance(last, RetryableStatus):
@@ -289,8 +314,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         finally:
             await exchange.close_all_but(response)
         if gave_up is not None:
-            last = gave_up.last_exception
-            assert last is not None
+            last = gave_up.__cause__
+            assert isinstance(last, Exception)
             last.add_note(f"failsafe: {gave_up}")
             raise last
         assert response is not None
@@ -347,6 +372,17 @@ def _hedged(hedger: Any, attempt: _Send) -> _Send:
         return response
 
     return hedged
+
+
+def _deadline_header(value: object) -> tuple[str | None, Callable[[float], str]]:
+    """The header name and its syntax: gRPC's for ``grpc-timeout``, else seconds."""
+    if value is None:
+        return None, deadline.format_seconds
+    if not isinstance(value, str) or not value or not value.isascii() or ":" in value:
+        raise ValueError(f"deadline_header must be a header name or None, not {value!r}")
+    name = value.lower()
+    grpc = name == "grpc-timeout"
+    return name, deadline.format_grpc_timeout if grpc else deadline.format_seconds
 
 
 def _statuses(value: Collection[int]) -> frozenset[int]:

@@ -35,7 +35,7 @@ from typing import (
     runtime_checkable,
 )
 
-from failsafe import _core, _native, events
+from failsafe import _core, _native, deadline, events
 from failsafe import testing as _testing
 from failsafe.ratelimit._options import DEFAULT_MAX_KEYS, MAX_NS, NS, LimitOptions
 from failsafe.ratelimit.buckets import TokenBucket
@@ -160,6 +160,13 @@ class _Limiter(_core.Component, _native.Limiter):
             # moved the fake clock.
             delay = (due - _native.now_ns()) / _NS
             if delay > 0:
+                left = deadline.left()
+                if left is not None and delay >= left:
+                    # The place comes at or after the deadline: not worth waiting for.
+                    raise deadline.DeadlineExceeded(
+                        f"limiter {self._name!r}: the next place is {delay:.3g} s away,"
+                        f" {left:.3g} s left before the deadline"
+                    )
                 await _testing.sleep(delay)
         except BaseException:
             # Cancelled (or closed) while waiting: the place goes back if it is the latest.

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, overload
 
-from failsafe import _core, _native, events, signals
+from failsafe import _core, _native, deadline, events, signals
 from failsafe import testing as _testing
 from failsafe._types import Decorated
 from failsafe.ratelimit.exceptions import EmptyBucket
@@ -296,6 +296,9 @@ class Retry(_core.Component, _native.Retry):
             delay = max(delay, asked)
         if delay is None:
             reason = "attempts"
+        elif (left := deadline.left()) is not None and delay >= left:
+            # The next attempt would start at or after the deadline: give up now.
+            raise self._past_deadline(failures, exc, delay, asked, left)
         elif self._max_duration_ns is not None and (
             # Never start an attempt that cannot finish: assume it lasts as long as the last one.
             # In float: a schedule's delay may be any size, up to inf.
@@ -315,6 +318,23 @@ class Retry(_core.Component, _native.Retry):
         if events.is_listening(self):
             events.emit(self, "on_retry", (exc, RetryCounter(failures, self._attempts), delay))
         return delay
+
+    def _past_deadline(
+        self, failures: int, exc: BaseException | None, delay: float, asked: float, left: float
+    ) -> BaseException:
+        self._count(GIVEUP)
+        if events.is_listening(self):
+            events.emit(self, "on_attempts_exceeded", ())
+        if isinstance(exc, deadline.DeadlineExceeded):
+            return exc  # the deadline already fired inside the attempt: one error, not two
+        why = f"the server asked to wait {asked:g} s" if asked and asked >= delay else ""
+        wait = why or (f"the next would start in {delay:g} s" if delay else "no time for one more")
+        err = deadline.DeadlineExceeded(
+            f"retry {self._name!r} gave up after {failures} attempt(s): {left:.3g} s left"
+            f" before the deadline, {wait}"
+        )
+        err.__cause__ = exc
+        return err
 
     def _give_up(
         self,
