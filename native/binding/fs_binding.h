@@ -167,6 +167,7 @@ typedef struct fs_state {
     PyCFunction task_uncancel;
     PyCFunction task_cancel;        /* METH_FASTCALL | METH_KEYWORDS, or NULL */
     PyObject *ready_none;
+    struct fs_latency_state *latency;   /* latency.c */
 } fs_state;
 
 /* Current time in monotonic nanoseconds (the fake clock when one is set). */
@@ -278,6 +279,7 @@ struct FsPolicy {
     struct FsSeries *series;
     FsPolicy *series_prev;
     FsPolicy *series_next;
+    PyObject *latency;      /* failsafe._native.Latency timing its calls (strong), or NULL */
 };
 
 /* Every policy type embeds these in its own tables (one Py_tp_members / Py_tp_methods slot per
@@ -494,7 +496,12 @@ typedef struct fs_part {
 
 /* The later parts, one per binding file (module.c runs them in this order). */
 extern const fs_part fs_breaker_part, fs_failfast_part, fs_bulkhead_part, fs_ratelimit_part,
-    fs_cache_part, fs_hedge_part, fs_toggle_part;
+    fs_cache_part, fs_hedge_part, fs_toggle_part, fs_latency_part;
+
+/* The awaitable a guarded call returns while p->latency is set: aw (stolen), timed from its
+ * first drive to its end into p->latency by outcome (latency.c). NULL (aw released) with an
+ * exception set on failure, or when aw is NULL. */
+PyObject *fs_latency_wrap(FsPolicy *p, PyObject *aw);
 
 /* Type setup of each binding file, called once from module exec. 0 or -1 with exception. */
 int fs_guard_setup(PyObject *module, fs_state *st);

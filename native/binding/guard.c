@@ -45,6 +45,7 @@ void fs_policy_clear(FsPolicy *p)
         PyObject_ClearWeakRefs((PyObject *)p);
     }
     fs_policy_clear_events(p);
+    Py_CLEAR(p->latency);
     Py_CLEAR(p->name);
 }
 
@@ -1010,8 +1011,8 @@ static PyObject *guard_call_slow(FsGuard *g, PyObject *const *args, size_t nargs
     return res;
 }
 
-static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
-                                  PyObject *kwnames)
+static inline PyObject *guard_call(PyObject *self, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames)
 {
     FsGuard *g = (FsGuard *)self;
     FsPolicy *p = g->policy;
@@ -1110,6 +1111,14 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
     }
     c->inner = coro;
     return (PyObject *)c;
+}
+
+static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames)
+{
+    PyObject *aw = guard_call(self, args, nargsf, kwnames);
+    FsPolicy *p = ((FsGuard *)self)->policy;
+    return aw == NULL || p == NULL || p->latency == NULL ? aw : fs_latency_wrap(p, aw);
 }
 
 static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)

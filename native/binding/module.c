@@ -575,7 +575,7 @@ static int intern(PyObject **slot, const char *s)
 
 static const fs_part *const parts[] = {
     &fs_breaker_part, &fs_failfast_part, &fs_bulkhead_part, &fs_ratelimit_part,
-    &fs_cache_part,   &fs_hedge_part,    &fs_toggle_part,
+    &fs_cache_part,   &fs_hedge_part,    &fs_toggle_part, &fs_latency_part,
 };
 
 /* 8 bytes of os.urandom() (getrandom, getentropy or BCryptGenRandom, whichever the platform

@@ -24,7 +24,7 @@ int main(void)
     const fs_test *suites[] = {rng_tests,      backoff_tests,  budget_tests,   heap_tests,
                                gcra_tests,     failfast_tests, hash_tests,     cache_tests,
                                bulkhead_tests, quantile_tests, swlog_tests,    keytab_tests,
-                               breaker_tests,  edge_tests};
+                               breaker_tests,  edge_tests,     lathist_tests};
     int passed = 0, failed = 0;
     for (size_t s = 0; s < sizeof suites / sizeof suites[0]; s++) {
         for (const fs_test *t = suites[s]; t->fn; t++) {

@@ -57,5 +57,6 @@ extern const fs_test swlog_tests[];
 extern const fs_test keytab_tests[];
 extern const fs_test breaker_tests[];
 extern const fs_test edge_tests[];
+extern const fs_test lathist_tests[];
 
 #endif
