@@ -29,6 +29,10 @@ component name and pattern, ``{namespace}.{component_name}.{pattern}.duration`` 
 ``outcome`` (success, failure, rejected, cancelled): see ``failsafe.integrations._otel_latency``.
 It needs the OpenTelemetry SDK's meter provider. Off by default; when off, calls are not timed.
 
+With ``instrument(spans="events")`` (or ``"spans"``), retry attempts, hedge attempts, waits in
+a bulkhead's queue or for a token, and refusals become span events (or child spans) of the
+current span: see ``failsafe.integrations._otel_spans``. Off by default.
+
 Listener events failsafe could not deliver are exported too, as
 ``{namespace}.listener_events.dropped`` and ``{namespace}.listener_events.lost`` (see
 :func:`failsafe.events.totals`).
@@ -325,6 +329,7 @@ class FailsafeOtelInstrumentor:
     _lock: ClassVar = threading.RLock()
 
     _export: _Export | None
+    _spans: Any  # the trace listener while spans are on
     _exports: weakref.WeakKeyDictionary[Meter, dict[str, _Export]]  # by meter, then namespace
 
     def __new__(cls) -> FailsafeOtelInstrumentor:
@@ -332,6 +337,7 @@ class FailsafeOtelInstrumentor:
             if cls._instance is None:
                 self = super().__new__(cls)
                 self._export = None
+                self._spans = None
                 self._exports = weakref.WeakKeyDictionary()
                 cls._instance = self
             return cls._instance
@@ -349,6 +355,8 @@ class FailsafeOtelInstrumentor:
         *,
         max_components: int = MAX_COMPONENTS,
         latency: bool = False,
+        spans: str | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         """Exports every component's counters, for components existing now and later.
 
@@ -359,6 +367,9 @@ class FailsafeOtelInstrumentor:
 
         ``latency=True`` also times every component's decorated calls and exports their
         latency histograms (see the module docstring); it needs an OpenTelemetry SDK meter.
+        ``spans="events"`` reports retry and hedge attempts, waits and refusals as events of
+        the current span, ``spans="spans"`` as child spans of it, on ``tracer_provider`` (the
+        global one by default); ``None`` reports nothing.
 
         Calling it again while instrumented, with the same namespace and no other meter or
         meter provider, does nothing. With another namespace, meter or meter provider it
@@ -370,6 +381,9 @@ class FailsafeOtelInstrumentor:
         max_components = _check_max_components(max_components)
         if not isinstance(latency, bool):
             raise TypeError(f"latency must be a bool, not {type(latency).__name__}")
+        from failsafe.integrations import _otel_spans
+
+        mode = _otel_spans.check_mode(spans)
         with self._lock:
             current = self._export
             if meter is None and (meter_provider is not None or current is None):
@@ -379,6 +393,7 @@ class FailsafeOtelInstrumentor:
                 same_meter = meter is None or current.meter() is meter
                 if same_meter and current.namespace == namespace:
                     self._set_latency(current, latency)
+                    self._set_spans(mode, tracer_provider)
                     return
                 logger.warning(
                     "failsafe: instrument() called again with another %s: the export moves"
@@ -401,6 +416,7 @@ class FailsafeOtelInstrumentor:
             for name, pattern, metrics_, s in _core.all_series():
                 export.add(name, pattern, metrics_, s)
             self._set_latency(export, latency)
+            self._set_spans(mode, tracer_provider)
 
     def _set_latency(self, export: _Export, on: bool) -> None:
         """Starts or stops timing calls and exporting their histograms on export."""
@@ -425,6 +441,15 @@ class FailsafeOtelInstrumentor:
         for name, pattern, h in _core.all_latency():
             export.latency.add(name, pattern, h)
 
+    def _set_spans(self, mode: str | None, tracer_provider: Any) -> None:
+        from failsafe.integrations import _otel_spans
+
+        if self._spans is not None:
+            _otel_spans.stop(self._spans)
+            self._spans = None
+        if mode is not None:
+            self._spans = _otel_spans.start(mode, tracer_provider)
+
     @property
     def latency(self) -> bool:
         """Whether calls are timed and their latency histograms exported."""
@@ -439,6 +464,7 @@ class FailsafeOtelInstrumentor:
                 return
             _core.off_new_series(self._on_new_series)
             self._set_latency(self._export, False)
+            self._set_spans(None, None)
             self._export.active = False
             self._export = None
 
