@@ -2,8 +2,8 @@
 
 Starts the service in-process (uvicorn on a free local port), sends the same load to its quote
 endpoint without and with failsafe, and prints success rates, latencies and every pattern's
-counters as read back from OpenTelemetry (an in-process reader; set
-OTEL_EXPORTER_OTLP_ENDPOINT to also export to a collector).
+counters and the retry's latency histogram as read back from OpenTelemetry (an in-process
+reader; set OTEL_EXPORTER_OTLP_ENDPOINT to also export to a collector).
 
 Run: uv run python examples/demo.py [--calls N]; --overload compares an adaptive concurrency
 limit with a fixed one under overload, in the simulator (examples/overload_demo.py).
@@ -183,7 +183,33 @@ def print_counters(counters: dict[str, int]) -> None:
         print(f"  {pattern:<15} {component:<20} {'  '.join(values)}")
 
 
-def plot(runs: list[Run]) -> None:
+HISTOGRAM = f"{NAMESPACE}.quote_retry.retry.duration"
+
+
+def _bound(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:g} {unit}"
+    return f"{seconds * 1e9:g} ns"
+
+
+def print_histogram(latency: dict[str, Any]) -> None:
+    """The guarded calls' duration histogram (quote_retry: whole calls, retries included)."""
+    outcomes = latency.get(HISTOGRAM)
+    if not outcomes:
+        return
+    print(f"\nlatency histogram of {HISTOGRAM}, by outcome (timed in C)")
+    widest = max(max(o["counts"]) for o in outcomes.values()) or 1
+    for outcome, o in sorted(outcomes.items()):
+        print(f"  {outcome}: {o['count']} calls, mean {1000 * o['sum'] / o['count']:.2f} ms")
+        bounds, counts = o["bounds"], o["counts"]
+        for i, n in enumerate(counts):
+            if n:
+                upper = f"<= {_bound(bounds[i])}" if i < len(bounds) else f"> {_bound(bounds[-1])}"
+                print(f"    {upper:>10} {n:>6} {'#' * max(1, round(40 * n / widest))}")
+
+
+def plot(runs: list[Run], latency: dict[str, Any]) -> None:
     try:
         import matplotlib
 
@@ -191,7 +217,7 @@ def plot(runs: list[Run]) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, hist) = plt.subplots(1, 2, figsize=(11, 4))
     for r in runs:
         ordered = sorted(x * 1000 for x in r.latencies)
         ax.plot([100 * (i + 1) / len(ordered) for i in range(len(ordered))], ordered, label=r.label)
@@ -199,6 +225,15 @@ def plot(runs: list[Run]) -> None:
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
     ax.legend()
+    for outcome, o in sorted(latency.get(HISTOGRAM, {}).items()):
+        labels = [_bound(b) for b in o["bounds"]] + ["more"]
+        hist.bar(labels, o["counts"], label=outcome, alpha=0.7)
+    hist.set_title("quote_retry duration (OpenTelemetry histogram)", fontsize=9)
+    hist.set_xlabel("bucket (upper bound)")
+    hist.set_ylabel("calls")
+    hist.tick_params(axis="x", labelrotation=90, labelsize=6)
+    hist.legend()
+    fig.tight_layout()
     path = Path("demo-latency.png").resolve()
     fig.savefig(path, dpi=100)
     print(f"\nlatency plot: {path}")
@@ -222,12 +257,14 @@ async def main(calls: int) -> None:
             if hasattr(service, "orders_router"):  # the orders endpoint is mounted
                 orders = await place_orders(client, 20)
             counters: dict[str, Any] = (await client.get("/metrics/failsafe")).json()
+            latency: dict[str, Any] = (await client.get("/metrics/failsafe/latency")).json()
     print_results(runs)
     if orders is not None:
         print(f"  orders endpoint: {dict(sorted(orders.items()))}")
     print(f"  dependency calls: {dict(dependency.calls)}")
     print_counters(counters)
-    plot(runs)
+    print_histogram(latency)
+    plot(runs, latency)
 
 
 if __name__ == "__main__":

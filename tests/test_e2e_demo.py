@@ -74,6 +74,14 @@ def test_demo_runs_and_reports_sensible_figures() -> None:
     assert re.search(r"attempt=[1-9]\d*", retry_line)
     assert re.search(r"success=[1-9]\d*", retry_line)
 
+    # The retry's latency histogram, timed in C and read back from OpenTelemetry: every
+    # guarded request is one call of it, in a bucket.
+    histogram = out[out.index("latency histogram of") :]
+    calls = {m[1]: int(m[2]) for m in re.finditer(r"^  (\w+): (\d+) calls", histogram, re.M)}
+    assert calls.get("success", 0) > 0, histogram
+    assert sum(calls.values()) <= int(with_["calls"]), histogram  # a cache hit skips it
+    assert "cancelled" not in calls
+
     # The README's orders endpoint is served once hedge, failfast and featuretoggle exist.
     orders_patterns = ("hedge", "failfast", "featuretoggle")
     orders = re.search(r"orders endpoint: \{(?P<statuses>[^}]*)\}", out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, HTTPException
 from quotes import DEFAULT_PRICE, guarded_price, unguarded_price
-from telemetry import failsafe_counters, setup_otel
+from telemetry import failsafe_counters, failsafe_latency, setup_otel
 
 from failsafe.integrations.fastapi import install_exception_handlers
 
@@ -45,3 +45,9 @@ async def quote_unguarded(item: int) -> dict[str, object]:
 async def metrics() -> dict[str, int]:
     """failsafe's counters, read back from OpenTelemetry."""
     return failsafe_counters()
+
+
+@app.get("/metrics/failsafe/latency")
+async def latency() -> dict[str, dict[str, object]]:
+    """failsafe's latency histograms by outcome, read back from OpenTelemetry."""
+    return failsafe_latency()

@@ -3,16 +3,19 @@
 Metrics go to an OTLP/HTTP collector when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``) is set, every ``OTEL_METRIC_EXPORT_INTERVAL`` ms. An
 in-process reader is always attached too, so the service can show its own counters
-(``GET /metrics/failsafe``) without any collector.
+(``GET /metrics/failsafe``) and latency histograms (``GET /metrics/failsafe/latency``) without
+any collector.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from opentelemetry.metrics import set_meter_provider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
+    Histogram,
     InMemoryMetricReader,
     MetricReader,
     PeriodicExportingMetricReader,
@@ -46,6 +49,7 @@ def setup_otel(service_name: str) -> MeterProvider:
     FailsafeOtelInstrumentor().instrument(
         namespace=NAMESPACE,
         meter_provider=provider,
+        latency=True,  # one duration histogram per component, by outcome
     )
     return provider
 
@@ -61,6 +65,31 @@ def failsafe_counters() -> dict[str, int]:
             if scope_metrics.scope.name != "failsafe":
                 continue
             for metric in scope_metrics.metrics:
+                if isinstance(metric.data, Histogram):
+                    continue
                 points = getattr(metric.data, "data_points", ())
                 counters[metric.name] = int(sum(getattr(p, "value", 0) for p in points))
     return counters
+
+
+def failsafe_latency() -> dict[str, dict[str, Any]]:
+    """Every failsafe latency histogram the in-process reader collects now:
+    {metric name: {outcome: {"bounds": [s, ...], "counts": [...], "count": n, "sum": s}}}."""
+    out: dict[str, dict[str, Any]] = {}
+    data = local_reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data is not None else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            if scope_metrics.scope.name != "failsafe":
+                continue
+            for metric in scope_metrics.metrics:
+                if isinstance(metric.data, Histogram):
+                    out[metric.name] = {
+                        str((p.attributes or {}).get("outcome")): {
+                            "bounds": list(p.explicit_bounds),
+                            "counts": list(p.bucket_counts),
+                            "count": p.count,
+                            "sum": p.sum,
+                        }
+                        for p in metric.data.data_points
+                    }
+    return out

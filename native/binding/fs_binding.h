@@ -166,6 +166,7 @@ typedef struct fs_state {
      * deadline scopes open in the process (the ContextVar is read only while it is non-zero) */
     PyObject *deadline_var;
     Py_ssize_t deadline_open;
+    struct fs_latency_state *latency;   /* latency.c */
 } fs_state;
 
 /* Current time in monotonic nanoseconds (the fake clock when one is set). */
@@ -325,6 +326,7 @@ struct FsPolicy {
     struct FsSeries *series;
     FsPolicy *series_prev;
     FsPolicy *series_next;
+    PyObject *latency;      /* failsafe._native.Latency timing its calls (strong), or NULL */
 };
 
 /* Every policy type embeds these in its own tables (one Py_tp_members / Py_tp_methods slot per
@@ -589,7 +591,12 @@ typedef struct fs_part {
 extern const fs_part fs_outcome_part, fs_retry_part, fs_fallback_part, fs_backoff_part,
     fs_breaker_part, fs_failfast_part, fs_bulkhead_part, fs_ratelimit_part, fs_cache_part,
     fs_hedge_part, fs_featuretoggle_part, fs_adaptive_part, fs_throttle_part,
-    fs_deadline_part;
+    fs_deadline_part, fs_latency_part;
+
+/* The awaitable a guarded call returns while p->latency is set: aw (stolen), timed from its
+ * first drive to its end into p->latency by outcome (latency.c). NULL (aw released) with an
+ * exception set on failure, or when aw is NULL. */
+PyObject *fs_latency_wrap(FsPolicy *p, PyObject *aw);
 
 /* Type setup of the guard and timeout files, called once from module exec through module.c's
  * table. 0 or -1 with exception. */

@@ -697,7 +697,8 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
         PyErr_SetString(PyExc_RuntimeError, "failsafe guard used after it was cleared");
         return NULL;
     }
-    return guard_call(p, g->fn, args, nargsf, kwnames);
+    PyObject *aw = guard_call(p, g->fn, args, nargsf, kwnames);
+    return aw == NULL || p->latency == NULL ? aw : fs_latency_wrap(p, aw);
 }
 
 static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)

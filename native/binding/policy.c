@@ -44,6 +44,7 @@ void fs_policy_clear(FsPolicy *p)
         PyObject_ClearWeakRefs((PyObject *)p);
     }
     fs_policy_clear_events(p);
+    Py_CLEAR(p->latency);
     Py_CLEAR(p->name);
 }
 

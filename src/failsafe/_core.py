@@ -8,6 +8,7 @@ import inspect
 import logging
 import math
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
@@ -272,6 +273,94 @@ def is_current(name: str, pattern: str, series: _native.Series) -> bool:
     return by_name is not None and by_name.get(name) is series
 
 
+# Latency histograms (off until enable_latency()): one _native.Latency per (pattern, component
+# name), into which every component reporting under that pair times its decorated calls. Named
+# components are kept weakly so that enabling reaches those made before; a component that
+# joins later is attached as it joins. Calls of components not attached pay one pointer test.
+_latency: dict[tuple[str, str], _native.Latency] = {}
+_latency_on = False
+_latency_hooks: list[Callable[[str, str, _native.Latency], None]] = []
+_named: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _join(component: Component, series: Any) -> None:
+    series.attach(component)
+    if isinstance(series, _native.Series):
+        _named.add(component)
+        if _latency_on:
+            _latency_of(component._name, component.PATTERN).attach(component)
+
+
+def _latency_of(name: str, pattern: str) -> _native.Latency:
+    key = (pattern, name)
+    latency = _latency.get(key)
+    if latency is None:
+        if len(_latency) >= _prune_at.get("", _PRUNE_MIN):
+            for gone in [k for k in _latency if _series_get(k) is None]:
+                del _latency[gone]
+            _prune_at[""] = max(_PRUNE_MIN, 2 * len(_latency))
+        latency = _latency[key] = _native.Latency()
+        for hook in tuple(_latency_hooks):
+            try:
+                hook(name, pattern, latency)
+            except Exception:  # an exporter's failure never stops a component
+                logging.getLogger("failsafe").exception("latency hook %r failed", hook)
+    return latency
+
+
+def _series_get(key: tuple[str, str]) -> Any:
+    """The series of (pattern, name) while it has live components, else None."""
+    by_name = _series.get(key[0])
+    s = None if by_name is None else by_name.get(key[1])
+    return s if s is not None and s.live else None
+
+
+def enable_latency() -> None:
+    """Times the decorated calls of every named component, existing and future, into one
+    latency histogram per (component name, pattern)."""
+    global _latency_on
+    _latency_on = True
+    for component in list(_named):
+        _latency_of(component._name, component.PATTERN).attach(component)
+
+
+def disable_latency() -> None:
+    """Stops timing calls (the histograms keep their counts; calls in flight still count)."""
+    global _latency_on
+    _latency_on = False
+    for component in list(_named):
+        latency = _latency.get((component.PATTERN, component._name))
+        if latency is not None:
+            latency.detach(component)
+
+
+def latency_enabled() -> bool:
+    """Whether components time their calls (enable_latency())."""
+    return _latency_on
+
+
+def all_latency() -> list[tuple[str, str, _native.Latency]]:
+    """Every latency histogram so far: (component name, pattern, histogram)."""
+    return [(name, pattern, h) for (pattern, name), h in list(_latency.items())]
+
+
+def is_current_latency(name: str, pattern: str, latency: _native.Latency) -> bool:
+    """Whether latency is the registry's histogram of (name, pattern): calls may still count
+    into it. One no longer current only keeps the counts of calls that were in flight."""
+    return _latency.get((pattern, name)) is latency
+
+
+def on_new_latency(hook: Callable[[str, str, _native.Latency], None]) -> None:
+    """Calls hook(name, pattern, histogram) for each latency histogram created from now on."""
+    _latency_hooks.append(hook)
+
+
+def off_new_latency(hook: Callable[[str, str, _native.Latency], None]) -> None:
+    """Stops calling a hook given to on_new_latency."""
+    if hook in _latency_hooks:
+        _latency_hooks.remove(hook)
+
+
 class _NoSeries(dict[str, Any]):
     """_SERIES of a component class that has no C counters: its components report nothing."""
 
@@ -343,7 +432,7 @@ class Component:
         self._explicit_name = checked is not None
         self._name = checked or self.PATTERN
         if checked is not None:
-            (self._SERIES.get(checked) or _new_series(self)).attach(self)
+            _join(self, self._SERIES.get(checked) or _new_series(self))
         if listeners is None:
             self._listeners = ()
             return
@@ -358,7 +447,7 @@ class Component:
         if not self._explicit_name:
             self._name = name_from(fn, self.PATTERN)
             self._explicit_name = True
-            (self._SERIES.get(self._name) or _new_series(self)).attach(self)
+            _join(self, self._SERIES.get(self._name) or _new_series(self))
 
     def __call__[**P, T](self, fn: Callable[P, Awaitable[T]]) -> Decorated[P, T, Self]:
         """Decorates an async function (or method) with this policy: the C guard returned

@@ -25,7 +25,7 @@ int main(void)
                                gcra_tests,     failfast_tests, hash_tests,     cache_tests,
                                bulkhead_tests, quantile_tests, swlog_tests,    keytab_tests,
                                breaker_tests,  edge_tests,     ptrmap_tests,
-                               alimit_tests};
+                               alimit_tests,   lathist_tests};
     int passed = 0, failed = 0;
     for (size_t s = 0; s < sizeof suites / sizeof suites[0]; s++) {
         for (const fs_test *t = suites[s]; t->fn; t++) {

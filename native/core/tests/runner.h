@@ -59,5 +59,6 @@ extern const fs_test ptrmap_tests[];
 extern const fs_test breaker_tests[];
 extern const fs_test edge_tests[];
 extern const fs_test alimit_tests[];
+extern const fs_test lathist_tests[];
 
 #endif

@@ -63,6 +63,10 @@ class BulkheadListener:
     def on_bulkhead_full(self, bulkhead: Bulkhead) -> Any:
         """A call was refused with BulkheadFull (full, or timed out in the queue)."""
 
+    def on_bulkhead_wait(self, bulkhead: Bulkhead, waited: float, served: bool) -> Any:
+        """A call left the queue after ``waited`` seconds: with a slot (``served``), or
+        refused when ``max_wait`` ran out."""
+
 
 def register_bulkhead_listener(listener: object) -> None:
     """Adds a listener (or listener factory) of every bulkhead, existing or future."""
@@ -129,6 +133,7 @@ class Bulkhead(Component, _native.Bulkhead):
         if waiter is None:  # a slot freed up before this call first ran
             return
         max_wait = self.max_wait
+        since = _native.now_ns()
         timer = None
         # The wait ends at the deadline when that comes first.
         left = deadline.left()
@@ -144,6 +149,8 @@ class Bulkhead(Component, _native.Bulkhead):
         finally:
             if timer is not None:
                 timer.cancel()
+        if events.is_listening(self):
+            events.emit(self, "on_bulkhead_wait", ((_native.now_ns() - since) / 1e9, served))
         if not served:
             if cut:
                 raise deadline.DeadlineExceeded(

@@ -249,6 +249,9 @@ class HedgeListener:
     def on_hedge_timeout(self, hedge: Hedge) -> None:
         """A hedged call (or block) ran out of its timeout (HedgeTimeout is raised)."""
 
+    def on_hedge_attempt(self, hedge: Hedge, attempt: int) -> None:
+        """Attempt number ``attempt`` (2 or more) of a hedged call started, in its own task."""
+
 
 def register_hedge_listener(listener: object) -> None:
     """Adds a listener (or listener factory) of every hedge, existing or future."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from failsafe import _native, deadline, events
@@ -35,6 +35,13 @@ def _ends_the_call(exc: BaseException | None) -> TypeGuard[BaseException]:
 
 async def _await(aw: Awaitable[Any]) -> Any:
     return await aw
+
+
+async def _announced(coro: Coroutine[Any, Any, Any], policy: Hedge, attempt: int) -> Any:
+    # Reported from the attempt's own task, in (a copy of) the caller's context: listeners see
+    # the caller's context variables (its current trace span) there.
+    events.emit(policy, "on_hedge_attempt", (attempt,))
+    return await coro
 
 
 def _closer(aw: Any) -> Callable[[asyncio.Task[Any]], None]:
@@ -224,6 +231,8 @@ class _Race:
                 coro = self._fn(*self._args, **self._kwargs)
                 if type(coro) is not types.CoroutineType:
                     aw, coro = coro, _await(coro)  # a guarded call, a future, any awaitable
+                if self._launched > 1 and events.is_listening(policy):
+                    coro = _announced(coro, policy, self._launched)
                 task = self._loop.create_task(coro, context=self._context.copy())
             except BaseException as exc:
                 for obj in (coro, aw):

@@ -23,6 +23,16 @@ Bounded, however many names come and go (per-host names of keyed policies):
 * creating a component never waits for a collection: its instruments are created at once when
   no collection is running, else by a background thread as soon as the collection ends.
 
+With ``instrument(latency=True)``, each component also times its decorated calls (in C, into
+fixed log-spaced buckets) and the instrumentor exports one explicit-bucket histogram per
+component name and pattern, ``{namespace}.{component_name}.{pattern}.duration`` in seconds, by
+``outcome`` (success, failure, rejected, cancelled): see ``failsafe.integrations._otel_latency``.
+It needs the OpenTelemetry SDK's meter provider. Off by default; when off, calls are not timed.
+
+With ``instrument(spans="events")`` (or ``"spans"``), retry attempts, hedge attempts, waits in
+a bulkhead's queue or for a token, and refusals become span events (or child spans) of the
+current span: see ``failsafe.integrations._otel_spans``. Off by default.
+
 Listener events failsafe could not deliver are exported too, as
 ``{namespace}.listener_events.dropped`` and ``{namespace}.listener_events.lost`` (see
 :func:`failsafe.events.totals`).
@@ -160,6 +170,7 @@ class _Export:
         self.groups: dict[tuple[str, str], _Group] = {}  # by (name.lower(), pattern)
         self.named = 0  # (name, pattern) pairs with instruments of their own
         self.seen: set[int] = set()  # ids of the series held (a held series keeps its id)
+        self.latency: Any = None  # its LatencyExport, once latency=True was asked for
         self._create(
             f"{namespace}.listener_events.dropped",
             "failsafe listener events dropped: an EventManager had max_pending tasks running",
@@ -175,6 +186,8 @@ class _Export:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             if not self.active:
                 return ()
+            if self.latency is not None and self.latency.active:
+                self.latency.hook_readers()  # readers added to the provider since
             return (Observation(events.totals()[key]),)
 
         return observe
@@ -316,6 +329,7 @@ class FailsafeOtelInstrumentor:
     _lock: ClassVar = threading.RLock()
 
     _export: _Export | None
+    _spans: Any  # the trace listener while spans are on
     _exports: weakref.WeakKeyDictionary[Meter, dict[str, _Export]]  # by meter, then namespace
 
     def __new__(cls) -> FailsafeOtelInstrumentor:
@@ -323,6 +337,7 @@ class FailsafeOtelInstrumentor:
             if cls._instance is None:
                 self = super().__new__(cls)
                 self._export = None
+                self._spans = None
                 self._exports = weakref.WeakKeyDictionary()
                 cls._instance = self
             return cls._instance
@@ -339,6 +354,9 @@ class FailsafeOtelInstrumentor:
         meter: Meter | None = None,
         *,
         max_components: int = MAX_COMPONENTS,
+        latency: bool = False,
+        spans: str | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         """Exports every component's counters, for components existing now and later.
 
@@ -346,6 +364,12 @@ class FailsafeOtelInstrumentor:
         used. ``max_components``: how many component names get instruments of their own, the
         others being summed into the overflow series (see the module docstring); it applies
         to exports started from now on.
+
+        ``latency=True`` also times every component's decorated calls and exports their
+        latency histograms (see the module docstring); it needs an OpenTelemetry SDK meter.
+        ``spans="events"`` reports retry and hedge attempts, waits and refusals as events of
+        the current span, ``spans="spans"`` as child spans of it, on ``tracer_provider`` (the
+        global one by default); ``None`` reports nothing.
 
         Calling it again while instrumented, with the same namespace and no other meter or
         meter provider, does nothing. With another namespace, meter or meter provider it
@@ -355,6 +379,11 @@ class FailsafeOtelInstrumentor:
         """
         namespace = _check_namespace(namespace)
         max_components = _check_max_components(max_components)
+        if not isinstance(latency, bool):
+            raise TypeError(f"latency must be a bool, not {type(latency).__name__}")
+        from failsafe.integrations import _otel_spans
+
+        mode = _otel_spans.check_mode(spans)
         with self._lock:
             current = self._export
             if meter is None and (meter_provider is not None or current is None):
@@ -363,6 +392,8 @@ class FailsafeOtelInstrumentor:
             if current is not None:
                 same_meter = meter is None or current.meter() is meter
                 if same_meter and current.namespace == namespace:
+                    self._set_latency(current, latency)
+                    self._set_spans(mode, tracer_provider)
                     return
                 logger.warning(
                     "failsafe: instrument() called again with another %s: the export moves"
@@ -384,13 +415,56 @@ class FailsafeOtelInstrumentor:
             _core.on_new_series(self._on_new_series)
             for name, pattern, metrics_, s in _core.all_series():
                 export.add(name, pattern, metrics_, s)
+            self._set_latency(export, latency)
+            self._set_spans(mode, tracer_provider)
+
+    def _set_latency(self, export: _Export, on: bool) -> None:
+        """Starts or stops timing calls and exporting their histograms on export."""
+        if on == (export.latency is not None and export.latency.active):
+            return
+        if not on:
+            _core.off_new_latency(self._on_new_latency)
+            _core.disable_latency()
+            export.latency.active = False
+            return
+        from failsafe.integrations import _otel_latency  # needs the SDK
+
+        meter = export.meter()
+        if export.latency is None and meter is not None:
+            export.latency = _otel_latency.LatencyExport(
+                meter, export.namespace, export.max_components, instrument_name, OVERFLOW
+            )
+        export.latency.active = True
+        export.latency.hook_readers()
+        _core.on_new_latency(self._on_new_latency)
+        _core.enable_latency()
+        for name, pattern, h in _core.all_latency():
+            export.latency.add(name, pattern, h)
+
+    def _set_spans(self, mode: str | None, tracer_provider: Any) -> None:
+        from failsafe.integrations import _otel_spans
+
+        if self._spans is not None:
+            _otel_spans.stop(self._spans)
+            self._spans = None
+        if mode is not None:
+            self._spans = _otel_spans.start(mode, tracer_provider)
+
+    @property
+    def latency(self) -> bool:
+        """Whether calls are timed and their latency histograms exported."""
+        export = self._export
+        return export is not None and export.latency is not None and export.latency.active
 
     def uninstrument(self) -> None:
-        """Stops exporting: the instruments observe nothing from the next collection on."""
+        """Stops exporting: the instruments observe nothing from the next collection on, and
+        calls are no longer timed."""
         with self._lock:
             if self._export is None:
                 return
             _core.off_new_series(self._on_new_series)
+            self._set_latency(self._export, False)
+            self._set_spans(None, None)
             self._export.active = False
             self._export = None
 
@@ -400,6 +474,11 @@ class FailsafeOtelInstrumentor:
         created. Returns whether they all do."""
         export = self._export
         return True if export is None else export.flush(timeout)
+
+    def _on_new_latency(self, name: str, pattern: str, h: _native.Latency) -> None:
+        export = self._export
+        if export is not None and export.latency is not None and export.latency.active:
+            export.latency.add(name, pattern, h)
 
     def _on_new_series(
         self, name: str, pattern: str, metrics_: tuple[str, ...], s: _native.Series

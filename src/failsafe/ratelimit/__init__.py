@@ -83,6 +83,9 @@ class RateLimitListener:
     def on_rate_limited(self, limiter: Any, retry_after: float) -> Any:
         """A call was refused; the limit admits again in ``retry_after`` seconds."""
 
+    def on_rate_limit_wait(self, limiter: Any, waited: float) -> Any:
+        """A call waited ``waited`` seconds for its token (``max_wait``) and goes on."""
+
 
 def register_ratelimit_listener(listener: Any) -> None:
     """Adds a listener to every rate limiter, existing and future."""
@@ -155,10 +158,11 @@ class _Limiter(_core.Component, _native.Limiter):
 
     async def _sleep_until(self, ticket: tuple[int, int, int], key: Any) -> None:
         due, a, b = ticket
+        since = _native.now_ns()
         try:
             # Measured when the waiter runs: with instant waits, earlier waiters have already
             # moved the fake clock.
-            delay = (due - _native.now_ns()) / _NS
+            delay = (due - since) / _NS
             if delay > 0:
                 left = deadline.left()
                 if left is not None and delay >= left:
@@ -173,6 +177,8 @@ class _Limiter(_core.Component, _native.Limiter):
             self._give_back(a, b, key)
             raise
         self._count(ADMITTED)
+        if events.is_listening(self):
+            events.emit(self, "on_rate_limit_wait", ((_native.now_ns() - since) / _NS,))
 
     async def _waiting(
         self,
