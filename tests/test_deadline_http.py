@@ -7,10 +7,6 @@ The cuts run in real time; the tests assert lower bounds and counts only.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,41 +16,15 @@ import httpx
 import pytest
 
 from failsafe.deadline import parse_grpc_timeout
+from http_servers import serving
 
 SERVICE = Path(__file__).with_name("deadline_service.py")
-
-
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
 
 
 @pytest.fixture(scope="module")
 def services() -> Iterator[tuple[str, str]]:
     """Base URLs of the edge service (behind DeadlineMiddleware) and the plain one."""
-    socks = [_listening_socket(), _listening_socket()]
-    fds = [s.fileno() for s in socks]
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVICE), *map(str, fds)],
-        pass_fds=fds,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    urls = tuple(f"http://127.0.0.1:{s.getsockname()[1]}" for s in socks)
-    try:
-        until = time.monotonic() + 30
-        while True:
-            try:
-                for url in urls:
-                    httpx.get(f"{url}/seen/ready", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > until:
-                    raise
-                time.sleep(0.05)
+    with serving(SERVICE, "/seen/ready") as urls:
         # Every path once, so that first-use work (imports, connections) is not in a deadline.
         for to in urls:
             for header in ("x-request-timeout", "grpc-timeout"):
@@ -62,15 +32,6 @@ def services() -> Iterator[tuple[str, str]]:
                 warm = httpx.get(f"{urls[0]}/front/warm-up", params=params, timeout=60)
                 assert warm.json() == {"status": 200}, warm.text
         yield urls[0], urls[1]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for s in socks:
-            s.close()
 
 
 def seen(base: str, key: str) -> list[dict[str, str | None]]:

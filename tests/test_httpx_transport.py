@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,51 +27,16 @@ from failsafe.retry import RetryListener, retry
 from failsafe.testing import FakeClock
 from failsafe.timeout import TimeoutError as FsTimeoutError
 from failsafe.timeout import timeout
+from http_servers import listening_socket, serving
 
 UPSTREAM = Path(__file__).with_name("httpx_upstream.py")
-
-
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[str, str]]:
     """Two base URLs (two hosts: two ports) of one upstream process."""
-    socks = [_listening_socket(), _listening_socket()]
-    fds = [s.fileno() for s in socks]
-    proc = subprocess.Popen(
-        [sys.executable, str(UPSTREAM), *map(str, fds)],
-        pass_fds=fds,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    urls = tuple(f"http://127.0.0.1:{s.getsockname()[1]}" for s in socks)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                for url in urls:
-                    httpx.get(f"{url}/hits/ready", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield urls[0], urls[1]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for s in socks:
-            s.close()
+    with serving(UPSTREAM, "/hits/ready") as (a, b):
+        yield a, b
 
 
 class Recording(httpx.AsyncBaseTransport):
@@ -261,7 +222,7 @@ async def test_a_body_dropped_after_the_head_is_the_clients_to_read(
 async def test_connection_errors_end_with_the_last_one_then_the_breaker_opens(
     recording: Recording,
 ) -> None:
-    closed = _listening_socket()
+    closed = listening_socket()
     url = f"http://127.0.0.1:{closed.getsockname()[1]}/x"
     closed.close()  # nothing listens there now: every connection is refused
     transport = ResilientTransport(
