@@ -1,8 +1,8 @@
 """A worker process of the shared breaker tests; reads commands on stdin, prints JSON lines.
 
-breaker_worker.py URL NAME RECOVERY [failfast|block]   a consecutive breaker (2 failures, 2
-probes) as a decorator, a fail-fast latch (2 failures), or the breaker as `async with`, shared by
-NAME
+breaker_worker.py URL NAME RECOVERY [failfast|block|failfast-block]   a consecutive breaker (2
+failures, 2 probes) or a fail-fast latch (2 failures) as a decorator, or either as `async with`
+("block"), shared by NAME
   watch        calls its (healthy) function until rejected: {"at", "retry_after", "called_after"}
   probe START  5 tasks call at once at wall time START: {"ran": calls of the function}
   until STATE  calls until admitted (closed) or rejected (open): {"at"}
@@ -31,7 +31,7 @@ async def serve(url: str, name: str, recovery: float, kind: str) -> None:
         failfast(
             failure_threshold=2, recovery_time=recovery, on=ConnectionError, store=store, name=name
         )
-        if kind == "failfast"
+        if kind.startswith("failfast")
         else consecutive_breaker(
             ConnectionError,
             failure_threshold=2,
@@ -53,7 +53,7 @@ async def serve(url: str, name: str, recovery: float, kind: str) -> None:
         async with breaker:
             await body(pause)
 
-    healthy = block if kind == "block" else breaker(body)
+    healthy = block if kind.endswith("block") else breaker(body)
 
     await healthy()
     print(json.dumps("ready"), flush=True)

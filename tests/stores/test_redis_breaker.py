@@ -187,23 +187,27 @@ async def test_outage_under_each_on_error(outage: Outage, on_error: str) -> None
     await other.aclose()
 
 
-@pytest.mark.parametrize("where", ["single", "cluster"])
+@pytest.mark.parametrize(
+    ("where", "form"), [("single", "decorator"), ("cluster", "decorator"), ("single", "block")]
+)
 async def test_failfast_opened_in_one_process_rejects_everywhere(
-    where: str, redis_server: RedisServer, redis_cluster: RedisCluster
+    where: str, form: str, redis_server: RedisServer, redis_cluster: RedisCluster
 ) -> None:
+    # form "block": every process uses the latch as `async with`, not as a decorator.
     url = redis_server.url if where == "single" else redis_cluster.url
-    name = f"latch-{where}"
+    name = f"latch-{where}-{form}"
     store = RedisStore(url, prefix="breakers", op_timeout=0.5)
     latch = failfast(
         failure_threshold=2, recovery_time=RECOVERY, on=ConnectionError, store=store, name=name
     )
     await latch.ready()  # type: ignore[attr-defined]
-    workers = [Worker(url, name, "failfast") for _ in range(PROCESSES)]
+    kind = "failfast-block" if form == "block" else "failfast"
+    workers = [Worker(url, name, kind) for _ in range(PROCESSES)]
     try:
         for w in workers:
             w.send("watch")
         await asyncio.sleep(0.2)
-        tripped = await _trip(latch)
+        tripped = await _trip(latch, form)
         for s in await _all(workers):
             assert s["at"] - tripped < PROPAGATION, s["at"] - tripped
             assert 0 < s["retry_after"] <= RECOVERY

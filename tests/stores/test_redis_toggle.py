@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis_server import RedisServer
@@ -103,6 +104,42 @@ async def test_rollout_change_reaches_every_toggle(redis_server: RedisServer) ->
 
     with pytest.raises(FeatureDisabled):
         await f("anyone")
+    for s in stores:
+        await s.aclose()
+
+
+async def _until(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert check()
+
+
+@pytest.mark.parametrize("read", ["enabled", "rollout"])
+async def test_reading_the_state_before_any_call_reads_and_watches_it(
+    redis_server: RedisServer, read: str
+) -> None:
+    stores = [RedisStore(redis_server.url, prefix="toggles") for _ in range(2)]
+    a, b = (
+        featuretoggle(rollout=100, key=lambda user: user, name=f"read-{read}", store=s)
+        for s in stores
+    )
+    await a.ready()  # type: ignore[attr-defined]
+    await a.disable()
+    await a.set_rollout(40)  # type: ignore[attr-defined]
+    # b is never called: its first read (built state: enabled, 100 %) starts the read.
+    assert getattr(b, read) == (True if read == "enabled" else 100)
+    await _until(lambda: b.stats()["loaded"])
+    assert (b.enabled, b.rollout) == (False, 40)
+    # And it keeps watching: later changes elsewhere reach it.
+    await a.enable()
+    await a.set_rollout(70)  # type: ignore[attr-defined]
+    await _until(lambda: (b.enabled, b.rollout) == (True, 70))
+    # Before its state is read, a toggle built disabled reads disabled (not the gate's flag).
+    fresh = featuretoggle(enabled=False, name=f"fresh-{read}", store=stores[0])
+    assert fresh.enabled is False
+    await _until(lambda: fresh.stats()["loaded"])
+    assert fresh.enabled is False
     for s in stores:
         await s.aclose()
 

@@ -14,7 +14,7 @@ import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from failsafe import _native
 from failsafe.failfast import FailFast
@@ -199,20 +199,30 @@ class SharedFailFast(FailFast):
 
     # -- calls while the shared latch is open or unknown -------------------------------------
 
+    async def _admit(self) -> None:
+        """While the gate is up: rejects while the shared latch is open, else reads it (the
+        first call, or the end of the shared latch) until it is known closed."""
+        while self._gate:
+            self._watch()
+            if self._open_shared and (self._until == 0.0 or time.monotonic() < self._until):
+                self._count(REJECTED)
+                left = None if self._until == 0.0 else max(0.0, self._until - time.monotonic())
+                raise FailFastOpen("Fail-fast is open", retry_after=left)
+            await self._refresh()
+
     async def _call_slow(
         self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
     ) -> Any:
         if not self._gate:  # an async predicate of a closed latch
             return await super()._call_slow(fn, *args, **kwargs)
-        self._watch()
-        if self._open_shared and (self._until == 0.0 or time.monotonic() < self._until):
-            self._count(REJECTED)
-            left = None if self._until == 0.0 else max(0.0, self._until - time.monotonic())
-            raise FailFastOpen("Fail-fast is open", retry_after=left)
-        await self._refresh()  # the first call, or the end of the shared latch
-        if self._gate:
-            return await self._call_slow(fn, *args, **kwargs)
+        await self._admit()
         return await self(fn)(*args, **kwargs)
+
+    async def __aenter__(self) -> Self:
+        # The shared latch first (the C latch only knows this process's failures).
+        if self._gate:
+            await self._admit()
+        return await super().__aenter__()
 
     def stats(self) -> SharedFailFastStats:
         return SharedFailFastStats(

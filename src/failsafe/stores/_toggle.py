@@ -106,6 +106,7 @@ class SharedFeatureToggle(FeatureToggle):
         self._denied = False  # on_error="deny" while the store is down
         self._watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
         self._watchers = weakref.WeakKeyDictionary()
+        self._reading: asyncio.Task[None] | None = None  # a read started by reading the state
         self._apply(gate=True)
 
     # -- local state -------------------------------------------------------------------------
@@ -209,8 +210,23 @@ class SharedFeatureToggle(FeatureToggle):
         self._apply()
         return self._write("enabled", "0")
 
+    def _start(self) -> None:
+        """A read of the state before any call: starts watching it from this event loop and
+        reads it now, in the background (``await ready()`` waits for the stored state)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the first call (or read within a loop) does it
+            return
+        if loop in self._watchers:  # a call, ready() or an earlier read started it
+            return
+        self._watch()
+        self._reading = loop.create_task(self._refresh())
+
     @property
     def enabled(self) -> bool:
+        if not self._loaded:  # the C flag is the gate's until the state is read
+            self._start()
+            return self._remote_enabled and not self._denied
         return bool(_FLAG.__get__(self))
 
     @enabled.setter
@@ -218,6 +234,12 @@ class SharedFeatureToggle(FeatureToggle):
         if not isinstance(value, bool):
             raise TypeError(f"enabled must be a bool, not {type(value).__name__}")
         self.enable() if value else self.disable()
+
+    @property
+    def rollout(self) -> float | None:
+        if not self._loaded:
+            self._start()
+        return self._rollout
 
     def set_rollout(self, percent: float) -> Awaitable[None]:
         """Changes the rollout percentage in every process (the toggle needs ``key=``)."""
