@@ -654,8 +654,8 @@ static int guard_traverse(fs_state *st, visitproc visit, void *arg)
 static void guard_clear(fs_state *st)
 {
     fs_call_freelist_clear(st);
+    fs_done_freelist_clear(st);     /* first: recycled Done objects give back their stops */
     fs_stop_freelist_clear(st);
-    fs_done_freelist_clear(st);
     Py_CLEAR(st->Guard_Type);
     Py_CLEAR(st->Call_Type);
     Py_CLEAR(st->Done_Type);
