@@ -204,6 +204,21 @@ def _plain_predicate(exc: BaseException) -> bool:
     raise TypeError("predicate failed")
 
 
+@pytest.mark.parametrize("pattern", ["breaker", "bulkhead", "ratelimit"])
+async def test_a_refusal_made_while_handling_but_awaited_after_is_not_chained(
+    pattern: str, clock: FakeClock
+) -> None:
+    # Chained where it is awaited (once), as a coroutine made there and awaited later would be.
+    refused, error = await REFUSERS[pattern]()
+    try:
+        raise KeyError("handled")
+    except KeyError:
+        aw = refused()
+    with pytest.raises(error) as info:
+        await aw
+    assert info.value.__context__ is None
+
+
 def _breaker_with(on: Callable[[BaseException], bool]) -> Any:
     return CircuitBreaker(failure_threshold=5, on=on)
 

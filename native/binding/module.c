@@ -99,7 +99,7 @@ PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_af
     return exc;
 }
 
-PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns)
+static PyObject *refusal_of(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns)
 {
     PyObject *args = Py_BuildValue("(s)", msg != NULL ? msg : "");
     if (args == NULL) {
@@ -107,7 +107,25 @@ PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_af
     }
     PyObject *exc = fs_refusal(st, code, args, retry_after_ns);
     Py_DECREF(args);
-    return fs_raise(exc);
+    return exc;
+}
+
+PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns)
+{
+    return fs_raise(refusal_of(st, code, msg, retry_after_ns));
+}
+
+PyObject *fs_refuse_deferred(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns)
+{
+    return fs_defer(refusal_of(st, code, msg, retry_after_ns));
+}
+
+PyObject *fs_defer(PyObject *exc)
+{
+    if (exc != NULL) {
+        PyErr_SetRaisedException(exc);
+    }
+    return NULL;
 }
 
 PyObject *fs_raise(PyObject *exc)
