@@ -189,7 +189,7 @@ static inline int64_t fs_monotonic_ns(void)
 }
 
 /* The class of code (borrowed): the one bound by _bind, else imported once from where failsafe
- * defines it (module.c's table); the builtin it stands for when that fails (interpreter
+ * defines it (errors.c's table); the builtin it stands for when that fails (interpreter
  * shutdown). Keeps any pending exception. */
 PyObject *fs_error_class(fs_state *st, fs_err code);
 
