@@ -135,6 +135,31 @@ async def test_a_cache_hit_is_a_done_spent_by_its_first_await() -> None:
     assert calls == [1]
 
 
+async def test_a_recycled_hit_never_reuses_a_stopiteration_still_held() -> None:
+    @cache()
+    async def f(x: int) -> list[int]:
+        return [x]
+
+    one, two = await f(1), await f(2)
+    for _ in range(3):
+        assert await f(1) is one  # recycles the Done and its StopIteration
+    hit = f(1)
+    with pytest.raises(StopIteration) as info:
+        hit.send(None)
+    held = info.value
+    del hit, info
+    for _ in range(3):
+        assert await f(2) is two
+    assert held.value is one
+
+    @cache()
+    async def nothing() -> None:
+        return None
+
+    for _ in range(3):
+        assert await nothing() is None  # a hit on None ends without a StopIteration
+
+
 async def test_an_async_with_entry_is_a_done_spent_by_its_first_await() -> None:
     br = CircuitBreaker(failure_threshold=5)
     entry = br.__aenter__()
@@ -177,6 +202,21 @@ def _own_chain_predicate(exc: BaseException) -> bool:
 
 def _plain_predicate(exc: BaseException) -> bool:
     raise TypeError("predicate failed")
+
+
+@pytest.mark.parametrize("pattern", ["breaker", "bulkhead", "ratelimit"])
+async def test_a_refusal_made_while_handling_but_awaited_after_is_not_chained(
+    pattern: str, clock: FakeClock
+) -> None:
+    # Chained where it is awaited (once), as a coroutine made there and awaited later would be.
+    refused, error = await REFUSERS[pattern]()
+    try:
+        raise KeyError("handled")
+    except KeyError:
+        aw = refused()
+    with pytest.raises(error) as info:
+        await aw
+    assert info.value.__context__ is None
 
 
 def _breaker_with(on: Callable[[BaseException], bool]) -> Any:

@@ -276,7 +276,7 @@ static fs_verdict bh_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
         return FS_ADMIT_CALL;
     }
     if (v == FS_BH_FULL || b->max_wait == 0.0) {
-        bh_reject(b, v == FS_BH_WAIT);
+        fs_defer(bh_refusal(b, v == FS_BH_WAIT));   /* chained where it is awaited */
         return FS_ADMIT_REFUSE;
     }
     return FS_ADMIT_SLOW;

@@ -14,6 +14,7 @@
 
 #include "cache.h"
 #include "cachekey.h"
+#include "done.h"
 #include "fs_cache.h"
 
 /* Counters, in the order of failsafe.cache.Cache.METRICS. */
@@ -386,7 +387,7 @@ static fs_verdict cache_admit(FsPolicy *p, fs_admission *a, PyObject *const *arg
     if (i >= 0) {
         PyObject *value = ready_hit(cc, i);
         probe_release(&kp);
-        if (value == NULL || (a->answer = fs_done_new(st, value)) == NULL) {
+        if (value == NULL || (a->answer = fs_done_answer(st, value)) == NULL) {
             return FS_ADMIT_REFUSE;
         }
         return FS_ADMIT_VALUE;

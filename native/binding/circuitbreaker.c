@@ -98,10 +98,10 @@ static int breaker_events(FsBreaker *b, int kind, PyObject *exc, int old, unsign
     return 0;
 }
 
-/* Counts a rejection and reports it, then raises BreakerFailing. Always returns -1; *raised
- * (when not NULL) tells whether the exception set is BreakerFailing (1) or a listener's
- * KeyboardInterrupt / SystemExit (0). */
-static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised)
+/* Counts a rejection and reports it, then raises BreakerFailing (deferred: unchained, for
+ * admit, see fs_defer). Always returns -1; *raised (when not NULL) tells whether the exception
+ * set is BreakerFailing (1) or a listener's KeyboardInterrupt / SystemExit (0). */
+static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised, bool deferred)
 {
     b->base.counters[C_REJECTED]++;
     if (raised != NULL) {
@@ -113,12 +113,18 @@ static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised)
     if (raised != NULL) {
         *raised = 1;
     }
-    fs_refuse(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG, retry_after_ns);
+    if (deferred) {
+        fs_refuse_deferred(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG, retry_after_ns);
+    }
+    else {
+        fs_refuse(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG, retry_after_ns);
+    }
     return -1;
 }
 
-/* Admission: a token in *token, or -1 with BreakerFailing (or a listener's BaseException). */
-static int breaker_acquire(FsBreaker *b, uint64_t *token)
+/* Admission: a token in *token, or -1 with BreakerFailing (or a listener's BaseException;
+ * deferred: see breaker_reject). */
+static int breaker_acquire(FsBreaker *b, uint64_t *token, bool deferred)
 {
     if (b->core.state == FS_BR_WORKING) {
         *token = fs_breaker_working_token(&b->core);   /* no clock read on the hot path */
@@ -135,7 +141,7 @@ static int breaker_acquire(FsBreaker *b, uint64_t *token)
         return -1;
     }
     if (a == FS_BR_REJECTED) {
-        return breaker_reject(b, after, NULL);
+        return breaker_reject(b, after, NULL, deferred);
     }
     return 0;
 }
@@ -211,7 +217,7 @@ static fs_verdict breaker_admit(FsPolicy *p, fs_admission *a, PyObject *const *P
     if (b->gate) {
         return FS_ADMIT_SLOW;   /* the shared state decides, in Python */
     }
-    return breaker_acquire(b, &a->token) < 0 ? FS_ADMIT_REFUSE : FS_ADMIT_CALL;
+    return breaker_acquire(b, &a->token, true) < 0 ? FS_ADMIT_REFUSE : FS_ADMIT_CALL;
 }
 
 /* No FsCall could be made: the token goes back. */
@@ -547,7 +553,7 @@ static PyObject *breaker_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
     FsBreaker *b = (FsBreaker *)self;
     fs_state *st = b->base.st;
     uint64_t token;
-    if (breaker_acquire(b, &token) < 0) {
+    if (breaker_acquire(b, &token, false) < 0) {
         return NULL;
     }
     int64_t t0 = (b->base.flags & FS_POL_NEEDS_T0) ? fs_now_ns(st) : 0;
@@ -623,7 +629,7 @@ static PyObject *breaker_aexit(PyObject *self, PyObject *const *args, Py_ssize_t
 static PyObject *breaker_enter(PyObject *self, PyObject *Py_UNUSED(unused))
 {
     uint64_t token;
-    if (breaker_acquire((FsBreaker *)self, &token) < 0) {
+    if (breaker_acquire((FsBreaker *)self, &token, false) < 0) {
         return NULL;
     }
     return PyLong_FromUnsignedLongLong(token);

@@ -2,6 +2,7 @@
  * it is awaited) and the recycled StopIteration a guarded return ends with. Apart from guard.c
  * because every pattern returns them. */
 #include "fs_binding.h"
+#include "done.h"
 
 #include <stddef.h>
 
@@ -137,26 +138,18 @@ PyObject *fs_raise_thrown(PyObject *const *args, Py_ssize_t nargs)
 
 #define DONE_FREELIST 32
 
-typedef struct FsDone {
-    PyObject_HEAD
-    fs_state *st;       /* borrowed: the module outlives its objects */
-    PyObject *value;    /* the answer (NULL: None); next in the free list when recycled */
-    PyObject *exc;      /* raised in place of an answer, or NULL */
-    PyObject *fn;       /* the function whose call it answers (owned), for its names, or NULL */
-    PyObject *stop;     /* the StopIteration last raised, recycled once nobody holds it */
-    uint8_t spent;      /* awaited, sent to, thrown into or closed */
-    uint8_t kept;       /* never spent (st->ready_none) */
-} FsDone;
-
 static FsDone *done_alloc(fs_state *st)
 {
     FsDone *d = st->done_freelist;
     if (d != NULL) {
+        /* Recycled: clear but for the free-list link and a spare stop (done_dealloc). */
         st->done_freelist = (FsDone *)d->value;
         st->done_free_count--;
         PyObject_Init((PyObject *)d, st->Done_Type);
+        d->value = NULL;
+        return d;
     }
-    else if ((d = PyObject_GC_New(FsDone, st->Done_Type)) == NULL) {
+    if ((d = PyObject_GC_New(FsDone, st->Done_Type)) == NULL) {
         return NULL;
     }
     d->st = st;
@@ -280,7 +273,7 @@ static PySendResult done_am_send(PyObject *self, PyObject *arg, PyObject **presu
 
 /* Ends iteration with v (stolen): a bare NULL for None, else a StopIteration instance (so
  * tuples and exceptions arrive intact). */
-static PyObject *done_stop(FsDone *d, PyObject *v)
+static inline PyObject *done_stop(FsDone *d, PyObject *v)
 {
     if (v == Py_None) {
         Py_DECREF(v);
@@ -327,9 +320,21 @@ static PyObject *done_send(PyObject *self, PyObject *arg)
     return done_stop((FsDone *)self, v);
 }
 
+/* What an awaiting SEND calls: the common answer (unspent, not kept, no refusal) without the
+ * checks of done_am_send. */
 static PyObject *done_iternext(PyObject *self)
 {
-    return done_send(self, Py_None);
+    FsDone *d = (FsDone *)self;
+    if ((d->spent | d->kept) || d->exc != NULL) {
+        return done_send(self, Py_None);
+    }
+    d->spent = 1;
+    PyObject *v = d->value;
+    if (v == NULL) {
+        return NULL;    /* a bare NULL ends iteration with None */
+    }
+    d->value = NULL;
+    return done_stop(d, v);
 }
 
 /* Thrown in before it ran: the thrown exception surfaces and the answer is dropped, as for a
@@ -383,17 +388,35 @@ static int done_clear(PyObject *self)
 
 static void done_dealloc(PyObject *self)
 {
+    FsDone *d = (FsDone *)self;
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    done_clear(self);
-    fs_state *st = ((FsDone *)self)->st;
+    fs_state *st = d->st;
     if (st->done_free_count < DONE_FREELIST && tp == st->Done_Type) {
-        /* Recycled untracked; PyObject_Init on reuse takes the type reference back. */
-        ((FsDone *)self)->value = (PyObject *)st->done_freelist;
-        st->done_freelist = (FsDone *)self;
+        Py_CLEAR(d->value);
+        Py_CLEAR(d->exc);
+        Py_CLEAR(d->fn);
+        PyObject *stop = d->stop;
+        if (stop != NULL) {
+            if (Py_REFCNT(stop) == 1) {
+                /* Kept for the next answer (done_stop scrubs the rest); its value goes now,
+                 * so nothing outlives the await. */
+                Py_CLEAR(((PyStopIterationObject *)stop)->value);
+            }
+            else {
+                Py_CLEAR(d->stop);
+            }
+        }
+        /* Recycled untracked and clear but for its stop (fs_done_answer sets only the value);
+         * PyObject_Init on reuse takes the type reference back. */
+        d->spent = 0;
+        d->kept = 0;
+        d->value = (PyObject *)st->done_freelist;
+        st->done_freelist = d;
         st->done_free_count++;
     }
     else {
+        done_clear(self);
         tp->tp_free(self);
     }
     Py_DECREF(tp);
@@ -404,6 +427,7 @@ void fs_done_freelist_clear(fs_state *st)
     while (st->done_freelist != NULL) {
         FsDone *d = st->done_freelist;
         st->done_freelist = (FsDone *)d->value;
+        Py_CLEAR(d->stop);
         PyObject_GC_Del(d);
     }
     st->done_free_count = 0;

@@ -195,7 +195,7 @@ static inline int64_t fs_monotonic_ns(void)
 }
 
 /* The class of code (borrowed): the one bound by _bind, else imported once from where failsafe
- * defines it (module.c's table); the builtin it stands for when that fails (interpreter
+ * defines it (errors.c's table); the builtin it stands for when that fails (interpreter
  * shutdown). Keeps any pending exception. */
 PyObject *fs_error_class(fs_state *st, fs_err code);
 
@@ -213,6 +213,13 @@ PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_af
 /* Sets exc (stolen; NULL: the error already set stands) as the current exception, chained by
  * fs_chain to the exception being handled, as a `raise` would chain it. Always returns NULL. */
 PyObject *fs_raise(PyObject *exc);
+/* fs_raise for a refusal admit hands to the guard (FS_ADMIT_REFUSE): exc (stolen; NULL: the
+ * error already set stands) is set unchained, because the guard defers it to a Done that
+ * chains it where it is awaited (fs_done_refused): the handled exception is looked up once.
+ * Always returns NULL. */
+PyObject *fs_defer(PyObject *exc);
+/* fs_refuse, set by fs_defer: for admit's refusals only. Always returns NULL. */
+PyObject *fs_refuse_deferred(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns);
 
 /* The one chaining rule, for an exception failsafe raises while another is in hand (a policy's
  * own error, a predicate's, a listener's, beside the call's exception): exc gets context as

@@ -1,5 +1,5 @@
-/* failsafe._native: module definition, module state, clock, RNG, listener flags and the one
- * place where binding errors become exceptions. */
+/* failsafe._native: module definition, module state, clock, RNG and listener flags (binding
+ * errors become exceptions in errors.c). */
 #include "fs_binding.h"
 
 #include <string.h>
@@ -23,148 +23,6 @@ int64_t fs_now_ns(fs_state *st)
     int64_t real = fs_monotonic_ns();
     /* Saturates instead of overflowing after a fake clock near INT64_MAX. */
     return real > INT64_MAX - st->real_offset_ns ? INT64_MAX : real + st->real_offset_ns;
-}
-
-/* Where the class of each fs_err is defined, in enum order: the one place exception classes
- * are bound. Imported on first use (its pattern's package is loaded by then) and kept. */
-static const char *const error_homes[FS_E_COUNT][2] = {
-    {"failsafe.timeout.exceptions", "TimeoutError"},
-    {"failsafe.circuitbreaker.exceptions", "BreakerFailing"},
-    {"failsafe.failfast.exceptions", "FailFastOpen"},
-    {"failsafe.bulkhead.exceptions", "BulkheadFull"},
-    {"failsafe.ratelimit.exceptions", "RateLimitExceeded"},
-    {"failsafe.hedge.exceptions", "HedgeTimeout"},
-    {"failsafe.featuretoggle.exceptions", "FeatureDisabled"},
-    {"failsafe.deadline", "DeadlineExceeded"},
-};
-
-PyObject *fs_error_class(fs_state *st, fs_err code)
-{
-    if ((int)code < 0 || code >= FS_E_COUNT) {
-        return PyExc_RuntimeError;
-    }
-    if (st->errors[code] == NULL) {
-        PyObject *saved = PyErr_GetRaisedException();
-        PyObject *mod = PyImport_ImportModule(error_homes[code][0]);
-        PyObject *cls = mod != NULL ? PyObject_GetAttrString(mod, error_homes[code][1]) : NULL;
-        Py_XDECREF(mod);
-        if (cls != NULL && PyType_Check(cls)) {
-            st->errors[code] = cls;
-        }
-        else {
-            Py_XDECREF(cls);
-            PyErr_Clear();
-        }
-        PyErr_SetRaisedException(saved);
-    }
-    if (st->errors[code] != NULL) {
-        return st->errors[code];
-    }
-    return code == FS_E_TIMEOUT ? PyExc_TimeoutError : PyExc_RuntimeError;
-}
-
-PyObject *fs_error(fs_state *st, fs_err code, const char *msg)
-{
-    PyObject *cls = fs_error_class(st, code);
-    if (msg != NULL) {
-        PyErr_SetString(cls, msg);
-    }
-    else {
-        PyErr_SetNone(cls);
-    }
-    return NULL;
-}
-
-PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_after_ns)
-{
-    PyObject *cls = fs_error_class(st, code);
-    PyObject *exc;
-    if (PyType_Check(cls)
-        && PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_BaseException)) {
-        exc = ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, args, NULL);
-    }
-    else {
-        exc = PyObject_Call(cls, args, NULL);   /* a factory bound in place of a class */
-    }
-    if (exc != NULL && retry_after_ns >= 0) {
-        /* RateLimitExceeded derives its retry_after properties from _after. */
-        PyObject *name = code == FS_E_RATE_LIMIT_EXCEEDED && st->str_after != NULL
-                             ? st->str_after
-                             : st->str_retry_after;
-        PyObject *after = PyFloat_FromDouble((double)retry_after_ns / 1e9);
-        if (after == NULL || PyObject_SetAttr(exc, name, after) < 0) {
-            Py_CLEAR(exc);
-        }
-        Py_XDECREF(after);
-    }
-    return exc;
-}
-
-PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns)
-{
-    PyObject *args = Py_BuildValue("(s)", msg != NULL ? msg : "");
-    if (args == NULL) {
-        return NULL;
-    }
-    PyObject *exc = fs_refusal(st, code, args, retry_after_ns);
-    Py_DECREF(args);
-    return fs_raise(exc);
-}
-
-PyObject *fs_raise(PyObject *exc)
-{
-    if (exc != NULL) {
-        PyObject *handled = PyErr_GetHandledException();
-        fs_chain(exc, handled);
-        Py_XDECREF(handled);
-        PyErr_SetRaisedException(exc);
-    }
-    return NULL;
-}
-
-void fs_chain(PyObject *exc, PyObject *context)
-{
-    if (exc == NULL || context == NULL || exc == context) {
-        return;
-    }
-    PyObject *own = PyException_GetContext(exc);
-    if (own != NULL) {
-        Py_DECREF(own);     /* kept: the chain it already has is its own story */
-        return;
-    }
-    /* No cycle: exc must not be in context's own chain. */
-    PyObject *o = context;
-    for (int depth = 0; o != NULL && depth < 100; depth++) {
-        if (o == exc) {
-            return;
-        }
-        PyObject *next = PyException_GetContext(o);
-        Py_XDECREF(next);   /* borrowed use: the chain holds it */
-        o = next;
-    }
-    PyException_SetContext(exc, Py_NewRef(context));
-}
-
-int fs_int_arg_conv(PyObject *obj, void *arg)
-{
-    fs_int_arg *a = (fs_int_arg *)arg;
-    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.200s", a->name,
-                     Py_TYPE(obj)->tp_name);
-        return 0;
-    }
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
-    if (v == -1 && !overflow && PyErr_Occurred()) {
-        return 0;
-    }
-    if (overflow != 0 || v < a->min || v > a->max) {
-        PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", a->name,
-                     a->min, a->max, obj);
-        return 0;
-    }
-    a->value = v;
-    return 1;
 }
 
 int fs_event_error(PyObject *where)
@@ -655,8 +513,8 @@ static int guard_traverse(fs_state *st, visitproc visit, void *arg)
 static void guard_clear(fs_state *st)
 {
     fs_call_freelist_clear(st);
+    fs_done_freelist_clear(st);     /* first: recycled Done objects give back their stops */
     fs_stop_freelist_clear(st);
-    fs_done_freelist_clear(st);
     Py_CLEAR(st->Guard_Type);
     Py_CLEAR(st->Call_Type);
     Py_CLEAR(st->Done_Type);

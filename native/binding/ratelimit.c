@@ -213,7 +213,7 @@ static fs_verdict limiter_admit_decided(FsLimiter *o, fs_admission *ad, PyObject
     }
     Py_XDECREF(key);
     if (dec == DEC_REJECT && limiter_rejected(o, wait) == 0) {
-        limiter_error(o, wait);
+        fs_defer(limiter_exception(o, wait));   /* chained where it is awaited */
     }
     return FS_ADMIT_REFUSE;
 }
