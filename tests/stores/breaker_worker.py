@@ -6,6 +6,7 @@ failures, 2 probes) or a fail-fast latch (2 failures) as a decorator, or either 
   watch        calls its (healthy) function until rejected: {"at", "retry_after", "called_after"}
   probe START  5 tasks call at once at wall time START: {"ran": calls of the function}
   until STATE  calls until admitted (closed) or rejected (open): {"at"}
+A loop that has not seen what it waits for after LOOP_DEADLINE seconds answers {"error": ...}.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from failsafe.failfast import FailFastOpen, failfast
 from failsafe.stores import RedisStore
 
 PROBES = 2
+LOOP_DEADLINE = 60.0
 Refused = (BreakerFailing, FailFastOpen)
 
 
@@ -60,12 +62,16 @@ async def serve(url: str, name: str, recovery: float, kind: str) -> None:
     loop = asyncio.get_running_loop()
     while line := (await loop.run_in_executor(None, sys.stdin.readline)).split():
         out: dict[str, object] = {}
+        give_up = time.monotonic() + LOOP_DEADLINE
         if line[0] == "watch":
             while True:
                 try:
                     await healthy()
                 except Refused as exc:
                     out = {"at": time.time(), "retry_after": exc.retry_after}
+                    break
+                if time.monotonic() > give_up:
+                    out = {"error": f"watch: still admitted after {LOOP_DEADLINE} s"}
                     break
                 await asyncio.sleep(0.002)
             before = ran
@@ -81,16 +87,18 @@ async def serve(url: str, name: str, recovery: float, kind: str) -> None:
             out = {"ran": ran - before}
         elif line[0] == "until":
             want_open = line[1] == "open"
-            while True:
+            out = {"error": f"until {line[1]}: not {line[1]} after {LOOP_DEADLINE} s"}
+            while time.monotonic() < give_up:
                 try:
                     await healthy()
                     if not want_open:
+                        out = {"at": time.time()}
                         break
                 except Refused:
                     if want_open:
+                        out = {"at": time.time()}
                         break
                 await asyncio.sleep(0.002)
-            out = {"at": time.time()}
         print(json.dumps(out), flush=True)
     await store.aclose()
 

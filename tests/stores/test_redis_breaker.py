@@ -6,16 +6,13 @@ an outage under each on_error."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from breaker_worker import PROBES
 from redis_server import Outage, RedisCluster, RedisServer
+from workers import Worker, answers, stop_all
 
 from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker, consecutive_breaker
 from failsafe.failfast import FailFast, FailFastOpen, failfast
@@ -28,29 +25,15 @@ RECOVERY = 3.0
 pytestmark = pytest.mark.timeout(300)
 
 
-class Worker:
-    def __init__(self, url: str, name: str, kind: str = "breaker") -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, WORKER, url, name, str(RECOVERY), kind],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.read() == "ready"
-
-    def send(self, command: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-
-    def read(self) -> Any:
-        assert self.proc.stdout is not None
-        return json.loads(self.proc.stdout.readline())
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        assert self.proc.wait(60) == 0
+async def _workers(url: str, name: str, kind: str) -> list[Worker]:
+    workers = [Worker(WORKER, url, name, str(RECOVERY), kind) for _ in range(PROCESSES)]
+    try:
+        assert await answers(workers) == ["ready"] * PROCESSES
+    except BaseException:
+        for w in workers:
+            w.kill()
+        raise
+    return workers
 
 
 def _breaker(store: RedisStore, name: str) -> CircuitBreaker:
@@ -81,11 +64,6 @@ async def _trip(breaker: CircuitBreaker | FailFast, form: str = "decorator") -> 
     return time.time()
 
 
-async def _all(workers: list[Worker]) -> list[Any]:
-    loop = asyncio.get_running_loop()
-    return list(await asyncio.gather(*(loop.run_in_executor(None, w.read) for w in workers)))
-
-
 @pytest.mark.parametrize(
     ("where", "form"), [("single", "decorator"), ("cluster", "decorator"), ("single", "block")]
 )
@@ -99,13 +77,13 @@ async def test_trip_in_one_process_rejects_everywhere_then_probes_are_shared(
     breaker = _breaker(store, name)
     await breaker.ready()  # type: ignore[attr-defined]
     kind = "block" if form == "block" else "breaker"
-    workers = [Worker(url, name, kind) for _ in range(PROCESSES)]
+    workers = await _workers(url, name, kind)
     try:
         for w in workers:
             w.send("watch")
         await asyncio.sleep(0.2)
         tripped = await _trip(breaker, form)
-        seen = await _all(workers)
+        seen = await answers(workers)
         for s in seen:
             assert s["at"] - tripped < PROPAGATION, s["at"] - tripped
             assert 0 < s["retry_after"] <= RECOVERY
@@ -113,24 +91,23 @@ async def test_trip_in_one_process_rejects_everywhere_then_probes_are_shared(
         start = tripped + RECOVERY + 0.3
         for w in workers:
             w.send(f"probe {start}")
-        ran = sum(r["ran"] for r in await _all(workers))
+        ran = sum(r["ran"] for r in await answers(workers))
         assert 1 <= ran <= PROBES
         # The probes succeeded: closed for all.
         for w in workers:
             w.send("until closed")
-        await _all(workers)
+        await answers(workers)
         await breaker.isolate()  # type: ignore[attr-defined]
         isolated = time.time()
         for w in workers:
             w.send("until open")
-        assert all(r["at"] - isolated < PROPAGATION for r in await _all(workers))
+        assert all(r["at"] - isolated < PROPAGATION for r in await answers(workers))
         await breaker.reset()  # type: ignore[attr-defined]
         for w in workers:
             w.send("until closed")
-        await _all(workers)
+        await answers(workers)
     finally:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
         await store.aclose()
 
 
@@ -202,32 +179,31 @@ async def test_failfast_opened_in_one_process_rejects_everywhere(
     )
     await latch.ready()  # type: ignore[attr-defined]
     kind = "failfast-block" if form == "block" else "failfast"
-    workers = [Worker(url, name, kind) for _ in range(PROCESSES)]
+    workers = await _workers(url, name, kind)
     try:
         for w in workers:
             w.send("watch")
         await asyncio.sleep(0.2)
         tripped = await _trip(latch, form)
-        for s in await _all(workers):
+        for s in await answers(workers):
             assert s["at"] - tripped < PROPAGATION, s["at"] - tripped
             assert 0 < s["retry_after"] <= RECOVERY
             assert s["called_after"] == 0
         for w in workers:  # closes by itself for all at the shared end
             w.send("until closed")
-        for r in await _all(workers):
+        for r in await answers(workers):
             assert r["at"] - tripped >= RECOVERY - 0.1
         await latch.open()  # type: ignore[attr-defined]
         opened = time.time()
         for w in workers:
             w.send("until open")
-        assert all(r["at"] - opened < PROPAGATION for r in await _all(workers))
+        assert all(r["at"] - opened < PROPAGATION for r in await answers(workers))
         await latch.close()  # type: ignore[attr-defined]
         for w in workers:
             w.send("until closed")
-        await _all(workers)
+        await answers(workers)
     finally:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
         await store.aclose()
 
 

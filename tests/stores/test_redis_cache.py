@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis_cache_worker import LOCK_TTL
 from redis_server import Outage, RedisCluster, RedisServer
+from workers import Worker, stop_all
 
 from failsafe.cache import CacheUnavailable, cache
 from failsafe.stores import RedisStore
@@ -29,36 +28,31 @@ PROCESSES, TASKS = 4, 10
 pytestmark = pytest.mark.timeout(300)
 
 
-def _worker(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, WORKER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-
-
-def _line(p: subprocess.Popen[str]) -> str:
-    assert p.stdout is not None
-    return p.stdout.readline().strip()
+def _worker(*args: str) -> Worker:
+    return Worker(WORKER, *args)
 
 
 def _flight(url: str, name: str) -> list[dict[str, Any]]:
     procs = [_worker("flight", url, name, str(TASKS)) for _ in range(PROCESSES)]
-    for p in procs:
-        assert _line(p) == "ready"
-    start = time.time() + 0.3
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write(f"{start}\n")
-        p.stdin.close()
-    outs = [json.loads(_line(p)) for p in procs]
-    for p in procs:
-        assert p.wait(60) == 0
+    try:
+        for p in procs:
+            assert p.line(others=procs) == "ready"
+        start = time.time() + 0.3
+        for p in procs:
+            p.send(f"{start}")
+            p.close_input()
+        outs: list[dict[str, Any]] = [p.read(others=procs) for p in procs]
+    finally:
+        stop_all(procs)
     return outs
 
 
 def _get(url: str, name: str) -> dict[str, Any]:
     p = _worker("get", url, name)
-    out: dict[str, Any] = json.loads(_line(p))
-    assert p.wait(60) == 0
+    try:
+        out: dict[str, Any] = p.read()
+    finally:
+        p.stop()
     return out
 
 
@@ -91,10 +85,9 @@ async def test_invalidate_in_one_process_is_seen_by_all(redis_server: RedisServe
     src = aioredis.from_url(redis_server.url)
     await src.set(f"source:{name}", "1")
     watchers = [_worker("watch", redis_server.url, name, "6") for _ in range(2)]
-    loop = asyncio.get_running_loop()
     try:
         for w in watchers:
-            first = json.loads(await loop.run_in_executor(None, _line, w))
+            first = await w.aread(others=watchers)
             assert first["source"] == "1"
         await src.set(f"source:{name}", "2")
         await asyncio.sleep(0.3)  # their local layers (60 s) still answer "1"
@@ -107,7 +100,7 @@ async def test_invalidate_in_one_process_is_seen_by_all(redis_server: RedisServe
         t0 = time.time()
         assert await compute.invalidate("k") is True
         for w in watchers:
-            seen = json.loads(await loop.run_in_executor(None, _line, w))
+            seen = await w.aread(others=watchers)
             assert seen["source"] == "2"
             assert seen["at"] - t0 < 2.0
             print(f"invalidate seen elsewhere after {seen['at'] - t0:.3f} s")
@@ -115,15 +108,20 @@ async def test_invalidate_in_one_process_is_seen_by_all(redis_server: RedisServe
     finally:
         for w in watchers:
             w.kill()
-            w.wait()
         await src.aclose()
 
 
 async def test_killed_leader_lock_expires_and_another_computes(redis_server: RedisServer) -> None:
     name = f"lead_{time.monotonic_ns()}"
     leader = _worker("lead", redis_server.url, name)
-    loop = asyncio.get_running_loop()
-    assert await loop.run_in_executor(None, _line, leader) == "leading"
+    try:
+        await _outlive_the_leader(redis_server, name, leader)
+    finally:
+        leader.kill()
+
+
+async def _outlive_the_leader(redis_server: RedisServer, name: str, leader: Worker) -> None:
+    assert await leader.aline() == "leading"
     store = RedisStore(redis_server.url, prefix="cacheprocs", op_timeout=1.0)
     calls = 0
 
@@ -138,8 +136,7 @@ async def test_killed_leader_lock_expires_and_another_computes(redis_server: Red
     assert not waiting.done()  # the leader holds the lock
     assert calls == 0
     killed = time.monotonic()
-    leader.send_signal(signal.SIGKILL)
-    leader.wait()
+    leader.kill()  # SIGKILL
     assert await asyncio.wait_for(waiting, 10) == "after"
     assert calls == 1
     assert time.monotonic() - killed <= LOCK_TTL + 1.0

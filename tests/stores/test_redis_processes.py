@@ -4,7 +4,6 @@ and cluster); a process killed with SIGKILL while holding a permit."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from redis_server import RedisCluster, RedisServer
 from redis_worker import BURST, CONCURRENCY, PER, RATE
+from workers import Worker, stop_all
 
 from failsafe.bulkhead import BulkheadFull, bulkhead
 from failsafe.stores import RedisStore
@@ -27,28 +27,17 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def _run_workers(mode: str, url: str, name: str) -> list[list[object]]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, mode, url, name, str(SECONDS), str(TASKS)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(PROCESSES)
-    ]
-    for p in procs:  # every worker imported before the common start
-        assert p.stdout is not None
-        assert p.stdout.readline().strip() == "ready"
-    start = time.time() + 0.5
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write(f"{start}\n")
-        p.stdin.close()
-    outputs = []
-    for p in procs:
-        assert p.stdout is not None
-        outputs.append(json.loads(p.stdout.read()))
-        assert p.wait(60) == 0
+    procs = [Worker(WORKER, mode, url, name, str(SECONDS), str(TASKS)) for _ in range(PROCESSES)]
+    try:
+        for p in procs:  # every worker imported before the common start
+            assert p.line(others=procs) == "ready"
+        start = time.time() + 0.5
+        for p in procs:
+            p.send(f"{start}")
+            p.close_input()
+        outputs = [p.read(others=procs) for p in procs]
+    finally:
+        stop_all(procs)
     return outputs
 
 

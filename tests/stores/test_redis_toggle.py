@@ -5,14 +5,13 @@ an outage under each on_error."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis_server import RedisServer
+from workers import Worker
 
 from failsafe.featuretoggle import FeatureDisabled, FeatureToggle, featuretoggle
 from failsafe.stores import RedisStore
@@ -22,24 +21,8 @@ PROPAGATION = 1.0  # seconds: the acceptance bound for a flip to reach another p
 pytestmark = pytest.mark.timeout(300)
 
 
-def _start(url: str, name: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, WORKER, url, name],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _line(proc: subprocess.Popen[str]) -> list[str]:
-    assert proc.stdout is not None
-    return proc.stdout.readline().split()
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.close()
-    assert proc.wait(60) == 0
+async def _line(worker: Worker) -> list[str]:
+    return (await worker.aline()).split()
 
 
 async def _flip(toggle: FeatureToggle, on: bool) -> float:
@@ -54,17 +37,16 @@ async def test_flip_reaches_another_process_within_a_second_both_ways(
     store = RedisStore(redis_server.url, prefix="toggles", op_timeout=0.5)
     toggle = featuretoggle(enabled=True, name="both-ways", store=store)
     await toggle.ready()  # type: ignore[attr-defined]
-    worker = _start(redis_server.url, "both-ways")
+    worker = Worker(WORKER, redis_server.url, "both-ways")
     try:
-        assert _line(worker) == ["first", "ran"]
-        loop = asyncio.get_running_loop()
+        assert await _line(worker) == ["first", "ran"]
         for on in (False, True, False):
             t0 = await _flip(toggle, on)
-            state, seen = await loop.run_in_executor(None, _line, worker)
+            state, seen = await _line(worker)
             assert state == str(int(on))
             assert float(seen) - t0 < PROPAGATION, (on, float(seen) - t0)
     finally:
-        _stop(worker)
+        worker.stop()
         await store.aclose()
 
 
@@ -74,17 +56,17 @@ async def test_a_later_process_reads_the_flip_before_its_first_call(
     store = RedisStore(redis_server.url, prefix="toggles", op_timeout=0.5)
     toggle = featuretoggle(enabled=True, name="later", store=store)
     await toggle.disable()
-    worker = _start(redis_server.url, "later")  # built enabled=True: the stored state wins
+    worker = Worker(WORKER, redis_server.url, "later")  # built enabled=True: the stored state wins
     try:
-        assert _line(worker) == ["first", "refused"]
+        assert await _line(worker) == ["first", "refused"]
     finally:
-        _stop(worker)
+        worker.stop()
     await toggle.enable()
-    worker = _start(redis_server.url, "later")
+    worker = Worker(WORKER, redis_server.url, "later")
     try:
-        assert _line(worker) == ["first", "ran"]
+        assert await _line(worker) == ["first", "ran"]
     finally:
-        _stop(worker)
+        worker.stop()
         await store.aclose()
 
 
