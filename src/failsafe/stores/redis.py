@@ -43,6 +43,8 @@ Client = aioredis.Redis | aioredis.RedisCluster
 # A connection attempt runs in the background, beyond op_timeout (the calls waiting for it fall
 # back at op_timeout), so a slow first connection still ends up serving later calls.
 _CONNECT_TIMEOUT: Final = 5.0
+# Seconds past op_timeout after which a batch's callers are answered whatever the client does.
+_BACKSTOP: Final = 0.05
 # Connection settings copied when a given client must be reproduced for another event loop.
 # Seconds the pub/sub reader waits for a message before it looks for channels to unsubscribe
 # (new channels do not wait for it).
@@ -258,7 +260,13 @@ class RedisStore(Store):
                 cmd[3].append(fut)
             else:
                 batch.append((script, keys, args, [fut]))
-        await self._send_commands(batch, len(ops))
+        # The callers wait little more than op_timeout even when the client does not end at
+        # its cancellation; normally the timeout below answers them first (and counts it).
+        timer = asyncio.get_running_loop().call_later(self.op_timeout + _BACKSTOP, _expire, ops)
+        try:
+            await self._send_commands(batch, len(ops))
+        finally:
+            timer.cancel()
 
     async def _send_commands(self, batch: list[_Cmd], decisions: int) -> None:
         st = self._state()
@@ -451,6 +459,12 @@ class _Subscriptions:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+def _expire(ops: list[_Op]) -> None:
+    for *_, fut in ops:
+        if not fut.done():
+            fut.set_exception(StoreUnavailable("redis: no reply within op_timeout"))
 
 
 async def _warm(client: Client) -> None:
