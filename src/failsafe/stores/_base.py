@@ -8,7 +8,7 @@ import contextlib
 import math
 import time
 import weakref
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol, Self
 
 from failsafe import _core, _native
 from failsafe.stats import StoreStats
@@ -206,3 +206,60 @@ async def watch(ref: weakref.ref[Any], store: Store, poll: float) -> None:
             del policy
     finally:
         unsubscribe()
+
+
+class SharedLatch:
+    """The plumbing of a shared breaker or fail-fast latch: one watcher per event loop (pub/sub
+    plus a poll every ``_POLL`` seconds), reads of the shared state, and changes stored in the
+    background. The policy provides ``_ask`` (runs a script and applies its reply) and
+    ``_unavailable`` (what ``on_error`` decides when the store cannot answer)."""
+
+    __slots__ = ()  # mixed into C types: no layout of its own
+    _POLL: ClassVar[float] = 0.25
+    _READ: ClassVar[str]  # the script reading the state
+    _store: Store
+    _channel: str
+    _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
+
+    async def _ask(self, source: str, *args: int | str) -> Any:
+        raise NotImplementedError
+
+    def _unavailable(self) -> None:
+        raise NotImplementedError
+
+    async def _refresh(self) -> None:
+        try:
+            await self._ask(self._READ)
+        except StoreUnavailable:
+            self._unavailable()
+
+    def _watch(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if loop not in self._watchers:
+            task = loop.create_task(watch(weakref.ref(self), self._store, self._POLL))
+            self._watchers[loop] = task
+
+    async def ready(self) -> Self:
+        """Reads the shared state now (and keeps watching it from this event loop)."""
+        self._watch()
+        await self._refresh()
+        return self
+
+    def _send(self, source: str, *args: int | str) -> asyncio.Task[None] | None:
+        """Runs a change in the background (None outside an event loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        self._watch()
+
+        async def send() -> None:
+            try:
+                await self._ask(source, *args)
+            except StoreUnavailable:
+                self._unavailable()
+
+        return loop.create_task(send())

@@ -19,18 +19,17 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 from failsafe import _native
 from failsafe.circuitbreaker import CircuitBreaker
 from failsafe.circuitbreaker.exceptions import BreakerFailing
 from failsafe.stats import SharedBreakerStats
-from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
+from failsafe.stores._base import SharedLatch, Store, StoreUnavailable, check_store
 from failsafe.stores._toggle import _script
 
 __all__ = ["SharedBreaker"]
 
-_POLL: Final = 0.25  # seconds between re-reads of the shared state
 _US: Final = 1_000_000
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 
@@ -113,13 +112,15 @@ return state(now)
 )
 
 
-class SharedBreaker(CircuitBreaker):
+class SharedBreaker(SharedLatch, CircuitBreaker):
     """A circuit breaker shared by every process using the same store and ``name``.
 
     ``on_error`` when the store cannot answer: ``"local"``: this process's own breaker decides
     (its gate opens only on its own trips); ``"allow"``: calls are admitted as by a closed
     breaker; ``"deny"``: calls are refused with ``BreakerFailing``.
     """
+
+    _READ: ClassVar[str] = _READ
 
     def __init__(self, *, store: Any = None, **kw: Any) -> None:
         super().__init__(**kw)
@@ -157,12 +158,6 @@ class SharedBreaker(CircuitBreaker):
             self._apply(reply)
         return reply
 
-    async def _refresh(self) -> None:
-        try:
-            await self._ask(_READ)
-        except StoreUnavailable:
-            self._unavailable()
-
     def _unavailable(self) -> None:
         self._store._fell_back()
         mode = self._store.on_error
@@ -174,41 +169,12 @@ class SharedBreaker(CircuitBreaker):
         else:  # "local": this process's breaker alone
             self._gate = 0
 
-    def _watch(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if loop not in self._watchers:
-            self._watchers[loop] = loop.create_task(watch(weakref.ref(self), self._store, _POLL))
-
-    async def ready(self) -> SharedBreaker:
-        """Reads the shared state now (and keeps watching it from this event loop)."""
-        self._watch()
-        await self._refresh()
-        return self
-
     def _tripped(self) -> None:
         """Called by the C breaker when this process's breaker trips: open it for all."""
         self._gate = 1
         self._shared_state = OPEN
         self._until = time.monotonic() + self._recovery_time
         self._send(_TRIP, self._channel, self._recovery_us)
-
-    def _send(self, source: str, *args: int | str) -> asyncio.Task[None] | None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-        self._watch()
-
-        async def send() -> None:
-            try:
-                await self._ask(source, *args)
-            except StoreUnavailable:
-                self._unavailable()
-
-        return loop.create_task(send())
 
     # -- calls while the shared state is not closed ------------------------------------------
 

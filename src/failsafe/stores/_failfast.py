@@ -14,19 +14,18 @@ import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 from failsafe import _native
 from failsafe.failfast import FailFast
 from failsafe.failfast.exceptions import FailFastOpen
 from failsafe.stats import SharedFailFastStats
-from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
+from failsafe.stores._base import SharedLatch, Store, check_store
 from failsafe.stores._breaker import _Done
 from failsafe.stores._toggle import _script
 
 __all__ = ["SharedFailFast"]
 
-_POLL: Final = 0.25
 _US: Final = 1_000_000
 REJECTED = 2  # counter index
 
@@ -73,13 +72,15 @@ return state(now)
 )
 
 
-class SharedFailFast(FailFast):
+class SharedFailFast(SharedLatch, FailFast):
     """A fail-fast latch shared by every process using the same store and ``name``.
 
     ``on_error`` when the store cannot answer: ``"local"``: this process's own latch decides;
     ``"allow"``: calls are admitted as by a closed latch; ``"deny"``: calls are refused with
     ``FailFastOpen``.
     """
+
+    _READ: ClassVar[str] = _READ
 
     def __init__(
         self,
@@ -131,12 +132,6 @@ class SharedFailFast(FailFast):
     async def _ask(self, source: str, *args: int | str) -> None:
         self._apply(await self._store._submit(_script(source), (self._hash,), args))
 
-    async def _refresh(self) -> None:
-        try:
-            await self._ask(_READ)
-        except StoreUnavailable:
-            self._unavailable()
-
     def _unavailable(self) -> None:
         self._store._fell_back()
         mode = self._store.on_error
@@ -146,35 +141,6 @@ class SharedFailFast(FailFast):
         self._gate = 0
         if mode == "allow" and self.is_open:
             FailFast.close(self)
-
-    def _watch(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if loop not in self._watchers:
-            self._watchers[loop] = loop.create_task(watch(weakref.ref(self), self._store, _POLL))
-
-    async def ready(self) -> SharedFailFast:
-        """Reads the shared state now (and keeps watching it from this event loop)."""
-        self._watch()
-        await self._refresh()
-        return self
-
-    def _send(self, source: str, *args: int | str) -> asyncio.Task[None] | None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-        self._watch()
-
-        async def send() -> None:
-            try:
-                await self._ask(source, *args)
-            except StoreUnavailable:
-                self._unavailable()
-
-        return loop.create_task(send())
 
     def _tripped(self) -> None:
         """Called by the C latch when it opens here: open it for all."""
