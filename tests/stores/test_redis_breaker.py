@@ -253,3 +253,50 @@ async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_er
         pytest.fail("the close never arrived")
     await store.aclose()
     await other.aclose()
+
+
+@pytest.mark.parametrize("kind", ["breaker", "failfast"])
+async def test_trip_the_store_did_not_take_is_stored_once_it_returns(
+    own_redis: RedisServer, kind: str
+) -> None:
+    # A trip whose write fails (the store down, slow or still connecting) stays in this
+    # process's latch; once the store answers again the fleet learns of it.
+    def make(store: RedisStore) -> CircuitBreaker | FailFast:
+        if kind == "breaker":
+            return consecutive_breaker(
+                ConnectionError, failure_threshold=2, recovery_time=30, store=store, name="late"
+            )
+        return failfast(
+            failure_threshold=2, recovery_time=30, on=ConnectionError, store=store, name="late"
+        )
+
+    mine = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.2)
+    theirs = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.2)
+    tripped, peer = make(mine), make(theirs)
+    await tripped.ready()  # type: ignore[attr-defined]
+    await peer.ready()  # type: ignore[attr-defined]
+
+    @peer
+    async def healthy() -> None:
+        pass
+
+    own_redis.kill()
+    await _trip(tripped)
+    async with asyncio.timeout(10):  # the write fails (the store is not asked again for 1 s)
+        while not mine.stats()["errors"]:
+            await asyncio.sleep(0.01)
+    own_redis.restart()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            await healthy()
+        except (BreakerFailing, FailFastOpen) as exc:
+            left = exc.retry_after
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the trip never reached the other process")
+    assert left is not None
+    assert 0 < left <= 30
+    await mine.aclose()
+    await theirs.aclose()

@@ -208,18 +208,28 @@ async def watch(ref: weakref.ref[Any], store: Store, poll: float) -> None:
         unsubscribe()
 
 
+# A change of a shared latch: (script, its arguments, time.monotonic() after which it no
+# longer matters or None); with an end, the last argument is the µs left, computed per attempt.
+type Change = tuple[str, tuple[int | str, ...], float | None]
+
+
 class SharedLatch:
     """The plumbing of a shared breaker or fail-fast latch: one watcher per event loop (pub/sub
     plus a poll every ``_POLL`` seconds), reads of the shared state, and changes stored in the
     background. The policy provides ``_ask`` (runs a script and applies its reply) and
-    ``_unavailable`` (what ``on_error`` decides when the store cannot answer)."""
+    ``_unavailable`` (what ``on_error`` decides when the store cannot answer).
 
-    __slots__ = ()  # mixed into C types: no layout of its own
+    A change the store did not take (down, slow, still connecting) stays due: the watcher's
+    next turn stores it instead of reading, until it is stored, a newer change replaces it or
+    its end passes. Otherwise a trip made while the store was slow would stay in this process
+    and the fleet would never learn of it."""
+
     _POLL: ClassVar[float] = 0.25
     _READ: ClassVar[str]  # the script reading the state
     _store: Store
     _channel: str
     _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
+    _due: Change | None = None  # the last change, until the store has taken it
 
     async def _ask(self, source: str, *args: int | str) -> Any:
         raise NotImplementedError
@@ -228,10 +238,28 @@ class SharedLatch:
         raise NotImplementedError
 
     async def _refresh(self) -> None:
+        """Stores the change still due (its reply is the state), else reads the state."""
         try:
-            await self._ask(self._READ)
+            change = self._due
+            if change is None or not await self._store_change(change):
+                await self._ask(self._READ)
         except StoreUnavailable:
             self._unavailable()
+
+    async def _store_change(self, change: Change) -> bool:
+        """Sends change (raises StoreUnavailable); False if its end has passed (not sent)."""
+        source, args, until = change
+        if until is not None:
+            left = until - time.monotonic()
+            if left <= 0:
+                if self._due is change:
+                    self._due = None
+                return False
+            args = (*args[:-1], max(1, int(left * 1_000_000)))
+        await self._ask(source, *args)
+        if self._due is change:
+            self._due = None
+        return True
 
     def _watch(self) -> None:
         try:
@@ -248,8 +276,13 @@ class SharedLatch:
         await self._refresh()
         return self
 
-    def _send(self, source: str, *args: int | str) -> asyncio.Task[None] | None:
-        """Runs a change in the background (None outside an event loop)."""
+    def _send(
+        self, source: str, *args: int | str, until: float | None = None
+    ) -> asyncio.Task[None] | None:
+        """Stores a change in the background (None outside an event loop: the first watcher
+        stores it). ``until``: the time.monotonic() of its end; its last argument is then the
+        µs left when it is sent."""
+        change = self._due = (source, args, until)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -258,7 +291,7 @@ class SharedLatch:
 
         async def send() -> None:
             try:
-                await self._ask(source, *args)
+                await self._store_change(change)
             except StoreUnavailable:
                 self._unavailable()
 

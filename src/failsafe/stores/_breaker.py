@@ -174,7 +174,7 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
         self._gate = 1
         self._shared_state = OPEN
         self._until = time.monotonic() + self._recovery_time
-        self._send(_TRIP, self._channel, self._recovery_us)
+        self._send(_TRIP, self._channel, self._recovery_us, until=self._until)
 
     # -- calls while the shared state is not closed ------------------------------------------
 

@@ -147,14 +147,19 @@ class SharedFailFast(SharedLatch, FailFast):
         self._open_shared, self._gate = True, 1
         rt = self._recovery_time
         self._until = 0.0 if rt is None else time.monotonic() + rt
-        self._stored = self._send(_OPEN, self._channel, self._recovery_us)
+        self._stored = self._send(_OPEN, self._channel, self._recovery_us, until=self._ends())
+
+    def _ends(self) -> float | None:
+        """The time.monotonic() at which an opening made now ends (None: at close())."""
+        rt = self._recovery_time
+        return None if rt is None else time.monotonic() + rt
 
     def open(self) -> Awaitable[None]:  # type: ignore[override]
         """Opens it in every process; awaitable: done once stored."""
         self._stored = None
         FailFast.open(self)  # calls _tripped (when it was closed here), which stores it
         if self._stored is None:
-            self._stored = self._send(_OPEN, self._channel, self._recovery_us)
+            self._stored = self._send(_OPEN, self._channel, self._recovery_us, until=self._ends())
         return _Done(self._stored)
 
     def close(self) -> Awaitable[None]:  # type: ignore[override]
