@@ -99,8 +99,20 @@ async def serve(url: str, name: str, recovery: float, kind: str) -> None:
                         out = {"at": time.time()}
                         break
                 await asyncio.sleep(0.002)
+        if "error" in out:
+            out["error"] += f" ({_state(store, breaker)})"
         print(json.dumps(out), flush=True)
     await store.aclose()
+
+
+def _state(store: RedisStore, policy: Any) -> str:
+    """What a stuck loop reports: the store's counters and whether its watcher still runs."""
+    tasks = list(policy._watchers.values())
+    watcher = [
+        "running" if not t.done() else repr(t.exception() if not t.cancelled() else "cancelled")
+        for t in tasks
+    ]
+    return f"store {dict(store.stats())}, watcher {watcher}, gate {policy._gate}"
 
 
 if __name__ == "__main__":
