@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -20,6 +21,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+
+# How many times slower than a plain interpreter the workers run: .ci/run sets it for its
+# sanitized pass. It scales what a test asserts about throughput, never a propagation bound.
+SLOWDOWN = float(os.environ.get("FAILSAFE_TEST_SLOWDOWN", "1"))
 
 # Seconds a worker may take to answer one command (process start-up included): generous for a
 # sanitized interpreter on a loaded machine; a worker that is still silent then is stuck.
@@ -102,7 +107,12 @@ class Worker:
         return _answer(self, await self.aline(deadline, others))
 
     def stop(self, expect_ok: bool = True) -> None:
-        """Closes its input (it ends on that); killed if it does not end within 60 s."""
+        """Closes its input (it ends on that); killed if it does not end within 60 s. Killed
+        at once when called while an exception is on its way out (a failed or timed-out test,
+        whose worker may be in a loop that reads no input)."""
+        if sys.exc_info()[0] is not None:
+            self.kill()
+            return
         self.close_input()
         try:
             status = self.proc.wait(60)
