@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from failsafe.stores import RedisStore
+
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
 MISSING = "redis-server not found on PATH (apt-get install -y redis-server; .ci/run installs it)"
@@ -206,3 +208,11 @@ def running(server: RedisServer | RedisCluster) -> Iterator[None]:
         yield
     finally:
         server.stop()
+
+
+async def connected[S: RedisStore](store: S) -> S:
+    """store, its connection opened (bounded by the store's connect timeout, not op_timeout):
+    a test's first call then meets Redis, even on a slow (sanitized, loaded) interpreter where
+    connecting outlasts a 0.05 s op_timeout and would make that call fall back."""
+    await store._client()
+    return store

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from breaker_worker import PROBES
-from redis_server import Outage, RedisCluster, RedisServer
+from redis_server import Outage, RedisCluster, RedisServer, connected
 from workers import Worker, answers, stop_all
 
 from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker, consecutive_breaker
@@ -209,7 +209,9 @@ async def test_failfast_opened_in_one_process_rejects_everywhere(
 
 @pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
 async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
-    store = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.05, on_error=on_error)
+    store = await connected(
+        RedisStore(own_redis.url, prefix="breakers", op_timeout=0.05, on_error=on_error)
+    )
     latch = failfast(failure_threshold=2, recovery_time=30, store=store, name="latch-outage")
     ran = 0
 

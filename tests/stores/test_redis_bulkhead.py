@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from redis_server import REDIS_CLI, RedisServer
+from redis_server import REDIS_CLI, RedisServer, connected
 
 from failsafe.bulkhead import BulkheadFull, bulkhead
 from failsafe.stores import RedisStore
@@ -118,7 +118,9 @@ async def test_cancellation_frees_at_once(store: RedisStore) -> None:
 
 @pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
 async def test_redis_down_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
-    store = RedisStore(own_redis.url, prefix="bh-down", on_error=on_error, op_timeout=0.05)
+    store = await connected(
+        RedisStore(own_redis.url, prefix="bh-down", on_error=on_error, op_timeout=0.05)
+    )
     store.retry_interval = 0.2
     policy = bulkhead(2, 2, store=store, name="down", lease=5)
     async with policy:
@@ -156,7 +158,9 @@ async def test_redis_down_under_each_on_error(own_redis: RedisServer, on_error: 
 async def test_a_stalled_server_leaves_no_permit_behind(own_redis: RedisServer) -> None:
     # A request that timed out during the stall is run by the server when it catches up: the
     # permit it took is released before this process's next request, not after its lease.
-    store = RedisStore(own_redis.url, prefix="bh-stall", on_error="local", op_timeout=0.05)
+    store = await connected(
+        RedisStore(own_redis.url, prefix="bh-stall", on_error="local", op_timeout=0.05)
+    )
     store.retry_interval = 0.2
     policy = bulkhead(1, 1, store=store, name="stall", lease=30)
     async with policy:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from redis_server import RedisCluster, RedisServer
 from redis_worker import BURST, CONCURRENCY, PER, RATE
-from workers import Worker, stop_all
+from workers import SLOWDOWN, Worker, stop_all
 
 from failsafe.bulkhead import BulkheadFull, bulkhead
 from failsafe.stores import RedisStore
@@ -87,7 +87,8 @@ def test_processes_share_one_bulkhead(redis_server: RedisServer) -> None:
         running += kind
         most = max(most, running)
     assert most == CONCURRENCY  # never more, and the cap is used
-    assert sum(len(out) for out in outputs) > 0.5 * CONCURRENCY * SECONDS / 0.02
+    # The cap is kept busy: half its capacity of 20 ms calls (less on a sanitized interpreter).
+    assert sum(len(out) for out in outputs) > 0.5 * CONCURRENCY * SECONDS / 0.02 / SLOWDOWN
 
 
 async def test_permits_of_a_killed_process_expire_after_their_lease(

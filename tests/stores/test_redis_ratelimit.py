@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from redis_server import REDIS_CLI, RedisServer
+from redis_server import REDIS_CLI, RedisServer, connected
 
 from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
 from failsafe.stores import RedisStore
@@ -155,7 +155,9 @@ async def test_parameters_travel_with_each_decision(store: RedisStore) -> None:
 
 @pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
 async def test_server_killed_and_restarted(own_redis: RedisServer, on_error: str) -> None:
-    store = RedisStore(own_redis.url, prefix="outage", on_error=on_error, op_timeout=0.05)
+    store = await connected(
+        RedisStore(own_redis.url, prefix="outage", on_error=on_error, op_timeout=0.05)
+    )
     store.retry_interval = 0.2
     limit = tokenbucket(5, 60, store=store, name="outage")
     assert await _try(limit) is None
@@ -187,7 +189,9 @@ async def test_server_killed_and_restarted(own_redis: RedisServer, on_error: str
 
 @pytest.mark.skipif(REDIS_CLI is None, reason="redis-cli not found")
 async def test_a_stalled_server_never_stalls_a_call(own_redis: RedisServer) -> None:
-    store = RedisStore(own_redis.url, prefix="stall", on_error="local", op_timeout=0.05)
+    store = await connected(
+        RedisStore(own_redis.url, prefix="stall", on_error="local", op_timeout=0.05)
+    )
     limit = tokenbucket(1000, 1, store=store, name="stall")
     await limit.acquire()
     assert REDIS_CLI is not None

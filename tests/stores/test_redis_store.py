@@ -9,7 +9,7 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
-from redis_server import RedisCluster, RedisServer
+from redis_server import RedisCluster, RedisServer, connected
 
 from failsafe.bulkhead import bulkhead
 from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
@@ -198,7 +198,9 @@ def test_aclose_in_one_loop_leaves_another_loops_client_working(
 
 
 async def test_a_dead_server_costs_one_timeout_per_interval(own_redis: RedisServer) -> None:
-    store = RedisStore(own_redis.url, prefix="dead", on_error="allow", op_timeout=0.05)
+    store = await connected(
+        RedisStore(own_redis.url, prefix="dead", on_error="allow", op_timeout=0.05)
+    )
     limit = tokenbucket(1000, 1, store=store, name="d")
     await limit.acquire()
     own_redis.kill()

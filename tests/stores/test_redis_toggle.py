@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_server import RedisServer
+from redis_server import RedisServer, connected
 from workers import Worker
 
 from failsafe.featuretoggle import FeatureDisabled, FeatureToggle, featuretoggle
@@ -128,7 +128,9 @@ async def test_reading_the_state_before_any_call_reads_and_watches_it(
 
 @pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
 async def test_outage_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
-    store = RedisStore(own_redis.url, prefix="toggles", op_timeout=0.05, on_error=on_error)
+    store = await connected(
+        RedisStore(own_redis.url, prefix="toggles", op_timeout=0.05, on_error=on_error)
+    )
     toggle = featuretoggle(enabled=True, name="outage", store=store)
     ran = 0
 
