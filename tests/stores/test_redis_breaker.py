@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,22 @@ async def _trip(breaker: CircuitBreaker | FailFast, form: str = "decorator") -> 
         with pytest.raises((ConnectionError, FailFastOpen)):
             await broken()
     return time.time()
+
+
+async def _until(
+    call: Callable[[], Awaitable[None]], refused: bool, what: str, end: float
+) -> BreakerFailing | FailFastOpen | None:
+    """Calls until refused (its refusal) or admitted (None), until time.monotonic() end."""
+    while time.monotonic() < end:
+        try:
+            await call()
+            if not refused:
+                return None
+        except (BreakerFailing, FailFastOpen) as exc:
+            if refused:
+                return exc
+        await asyncio.sleep(0.02)
+    pytest.fail(f"{what} never arrived")
 
 
 @pytest.mark.parametrize(
@@ -142,24 +159,10 @@ async def test_outage_under_each_on_error(outage: Outage, on_error: str) -> None
     peer = _breaker(other, name)
     await peer.ready()  # type: ignore[attr-defined]
     await peer.isolate()  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # sharing resumed: the isolation reaches this process
-        try:
-            await healthy()
-        except BreakerFailing:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        pytest.fail("the isolation never arrived")
+    end = time.monotonic() + 10  # sharing resumed: the isolation reaches this process
+    await _until(healthy, refused=True, what="the isolation", end=end)
     await peer.reset()  # type: ignore[attr-defined]
-    while time.monotonic() < deadline:
-        try:
-            await healthy()
-            break
-        except BreakerFailing:
-            await asyncio.sleep(0.02)
-    else:
-        pytest.fail("the reset never arrived")
+    await _until(healthy, refused=False, what="the reset", end=end)
     await store.aclose()
     await other.aclose()
 
@@ -235,24 +238,10 @@ async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_er
     peer = failfast(failure_threshold=2, recovery_time=30, store=other, name="latch-outage")
     await peer.ready()  # type: ignore[attr-defined]
     await peer.open()  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            await healthy()
-        except FailFastOpen:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        pytest.fail("the opening never arrived")
+    end = time.monotonic() + 10
+    await _until(healthy, refused=True, what="the opening", end=end)
     await peer.close()  # type: ignore[attr-defined]
-    while time.monotonic() < deadline:
-        try:
-            await healthy()
-            break
-        except FailFastOpen:
-            await asyncio.sleep(0.02)
-    else:
-        pytest.fail("the close never arrived")
+    await _until(healthy, refused=False, what="the close", end=end)
     await store.aclose()
     await other.aclose()
 
@@ -288,17 +277,9 @@ async def test_trip_the_store_did_not_take_is_stored_once_it_returns(
         while not mine.stats()["errors"]:
             await asyncio.sleep(0.01)
     own_redis.restart()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            await healthy()
-        except (BreakerFailing, FailFastOpen) as exc:
-            left = exc.retry_after
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("the trip never reached the other process")
-    assert left is not None
-    assert 0 < left <= 30
+    refusal = await _until(healthy, refused=True, what="the trip", end=time.monotonic() + 15)
+    assert refusal is not None
+    assert refusal.retry_after is not None
+    assert 0 < refusal.retry_after <= 30
     await mine.aclose()
     await theirs.aclose()

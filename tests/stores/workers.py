@@ -74,31 +74,30 @@ class Worker:
         self.last = line.strip()
         return self.last
 
+    def _poll(self, end: float, deadline: float, others: Iterable[Worker]) -> str | None:
+        """The next line if one has arrived, None if not yet; gives up past end."""
+        try:
+            line = self._take()
+        except queue.Empty:
+            if time.monotonic() >= end:
+                _give_up([self, *others], deadline)
+            return None
+        assert line is not None
+        return line
+
     def line(self, deadline: float = ANSWER_DEADLINE, others: Iterable[Worker] = ()) -> str:
         """The next line, waiting at most deadline seconds (from a synchronous test)."""
         end = time.monotonic() + deadline
-        while True:
-            try:
-                line = self._take()
-                assert line is not None
-                return line
-            except queue.Empty:
-                if time.monotonic() >= end:
-                    _give_up([self, *others], deadline)
-                time.sleep(0.005)
+        while (line := self._poll(end, deadline, others)) is None:
+            time.sleep(0.005)
+        return line
 
     async def aline(self, deadline: float = ANSWER_DEADLINE, others: Iterable[Worker] = ()) -> str:
         """The next line, waiting at most deadline seconds without blocking the event loop."""
         end = time.monotonic() + deadline
-        while True:
-            try:
-                line = self._take()
-                assert line is not None
-                return line
-            except queue.Empty:
-                if time.monotonic() >= end:
-                    _give_up([self, *others], deadline)
-                await asyncio.sleep(0.005)
+        while (line := self._poll(end, deadline, others)) is None:
+            await asyncio.sleep(0.005)
+        return line
 
     def read(self, deadline: float = ANSWER_DEADLINE, others: Iterable[Worker] = ()) -> Any:
         return _answer(self, self.line(deadline, others))
