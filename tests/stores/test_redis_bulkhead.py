@@ -19,7 +19,7 @@ from failsafe.stores import RedisStore
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
     """A store on the session's single node, then on its 3-node cluster."""
     server = request.getfixturevalue("redis_server" if request.param == "node" else "redis_cluster")
-    s = RedisStore(server.url, prefix=f"bh-{request.node.name}"[:60], op_timeout=2)
+    s = await connected(RedisStore(server.url, prefix=f"bh-{request.node.name}"[:60], op_timeout=2))
     yield s
     await s.aclose()
 

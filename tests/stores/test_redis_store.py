@@ -79,7 +79,7 @@ def test_policies_build_at_import_time_without_a_loop(redis_server: RedisServer)
 
 
 async def test_concurrent_decisions_share_one_round_trip(redis_server: RedisServer) -> None:
-    store = RedisStore(redis_server.url, prefix="batch")
+    store = await connected(RedisStore(redis_server.url, prefix="batch"))
     limit = tokenbucket(1000, 1, store=store, name="batched")
     await limit.acquire()  # connects
     before = store.stats()["round_trips"]
@@ -90,7 +90,7 @@ async def test_concurrent_decisions_share_one_round_trip(redis_server: RedisServ
 
 
 async def test_scripts_reload_after_script_flush(redis_server: RedisServer) -> None:
-    store = RedisStore(redis_server.url, prefix="flush")
+    store = await connected(RedisStore(redis_server.url, prefix="flush"))
     limit = tokenbucket(3, 60, store=store, name="flushed")
     await limit.acquire()
     redis_server.cli("script", "flush")
@@ -103,7 +103,7 @@ async def test_scripts_reload_after_script_flush(redis_server: RedisServer) -> N
 
 
 async def test_keys_are_hash_tagged_under_the_prefix(redis_server: RedisServer) -> None:
-    store = RedisStore(redis_server.url, prefix="tagged")
+    store = await connected(RedisStore(redis_server.url, prefix="tagged"))
     await tokenbucket(3, 60, store=store, name="tb")(_noop)()
     await slidingwindow(3, 60, store=store, name="sw")(_noop)()
     keyed = tokenbucket(3, 60, key=lambda user: user, store=store, name="per_user")
@@ -221,7 +221,7 @@ async def test_a_dead_server_costs_one_timeout_per_interval(own_redis: RedisServ
 async def test_store_counters_are_exported_as_a_metrics_series(own_redis: RedisServer) -> None:
     from failsafe import _core
 
-    store = RedisStore(own_redis.url, prefix="otel:svc", on_error="deny")
+    store = await connected(RedisStore(own_redis.url, prefix="otel:svc", on_error="deny"))
     limit = tokenbucket(5, 1, store=store, name="exported")
     await limit.acquire()
     own_redis.kill()

@@ -34,7 +34,7 @@ async def _flip(toggle: FeatureToggle, on: bool) -> float:
 async def test_flip_reaches_another_process_within_a_second_both_ways(
     redis_server: RedisServer,
 ) -> None:
-    store = RedisStore(redis_server.url, prefix="toggles", op_timeout=0.5)
+    store = await connected(RedisStore(redis_server.url, prefix="toggles", op_timeout=0.5))
     toggle = featuretoggle(enabled=True, name="both-ways", store=store)
     await toggle.ready()  # type: ignore[attr-defined]
     worker = Worker(WORKER, redis_server.url, "both-ways")
@@ -53,7 +53,7 @@ async def test_flip_reaches_another_process_within_a_second_both_ways(
 async def test_a_later_process_reads_the_flip_before_its_first_call(
     redis_server: RedisServer,
 ) -> None:
-    store = RedisStore(redis_server.url, prefix="toggles", op_timeout=0.5)
+    store = await connected(RedisStore(redis_server.url, prefix="toggles", op_timeout=0.5))
     toggle = featuretoggle(enabled=True, name="later", store=store)
     await toggle.disable()
     worker = Worker(WORKER, redis_server.url, "later")  # built enabled=True: the stored state wins
@@ -71,7 +71,7 @@ async def test_a_later_process_reads_the_flip_before_its_first_call(
 
 
 async def test_rollout_change_reaches_every_toggle(redis_server: RedisServer) -> None:
-    stores = [RedisStore(redis_server.url, prefix="toggles") for _ in range(2)]
+    stores = [await connected(RedisStore(redis_server.url, prefix="toggles")) for _ in range(2)]
     a, b = (featuretoggle(rollout=100, key=lambda user: user, name="roll", store=s) for s in stores)
     await b.ready()  # type: ignore[attr-defined]
     await a.set_rollout(0)  # type: ignore[attr-defined]
@@ -101,7 +101,7 @@ async def _until(check: Any, timeout: float = 5.0) -> None:
 async def test_reading_the_state_before_any_call_reads_and_watches_it(
     redis_server: RedisServer, read: str
 ) -> None:
-    stores = [RedisStore(redis_server.url, prefix="toggles") for _ in range(2)]
+    stores = [await connected(RedisStore(redis_server.url, prefix="toggles")) for _ in range(2)]
     a, b = (
         featuretoggle(rollout=100, key=lambda user: user, name=f"read-{read}", store=s)
         for s in stores

@@ -17,6 +17,7 @@ from failsafe.stores import RedisStore
 
 async def watch(url: str, name: str) -> None:
     store = RedisStore(url, prefix="toggles", op_timeout=0.5)
+    await store._client()  # connected first: a slow start-up must not pass for a store down
     toggle = featuretoggle(enabled=True, name=name, store=store)
 
     @toggle
