@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from breaker_worker import PROBES
 from redis_server import Outage, RedisCluster, RedisServer, connected
-from workers import Worker, answers, stop_all
+from workers import SLOWDOWN, Worker, answers, stop_all
 
 from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker, consecutive_breaker
 from failsafe.failfast import FailFast, FailFastOpen, failfast
@@ -21,7 +21,9 @@ from failsafe.stores import RedisStore
 
 WORKER = str(Path(__file__).with_name("breaker_worker.py"))
 PROCESSES = 4
-PROPAGATION = 0.5  # seconds: the acceptance bound for a trip to reach another process
+# Seconds for a trip to reach another process: the acceptance bound, scaled on a sanitized
+# interpreter only.
+PROPAGATION = 0.5 * SLOWDOWN
 RECOVERY = 3.0
 pytestmark = pytest.mark.timeout(300)
 

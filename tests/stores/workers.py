@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 # How many times slower than a plain interpreter the workers run: .ci/run sets it for its
-# sanitized pass. It scales what a test asserts about throughput, never a propagation bound.
+# sanitized pass. It scales the throughput and propagation bounds a test asserts (1: the
+# bounds themselves).
 SLOWDOWN = float(os.environ.get("FAILSAFE_TEST_SLOWDOWN", "1"))
 
 # Seconds a worker may take to answer one command (process start-up included): generous for a
