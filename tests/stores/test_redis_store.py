@@ -103,7 +103,7 @@ async def test_scripts_reload_after_script_flush(redis_server: RedisServer) -> N
 
 
 async def test_keys_are_hash_tagged_under_the_prefix(redis_server: RedisServer) -> None:
-    store = await connected(RedisStore(redis_server.url, prefix="tagged"))
+    store = await connected(RedisStore(redis_server.url, prefix="tagged", op_timeout=2))
     await tokenbucket(3, 60, store=store, name="tb")(_noop)()
     await slidingwindow(3, 60, store=store, name="sw")(_noop)()
     keyed = tokenbucket(3, 60, key=lambda user: user, store=store, name="per_user")
