@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+from workers import SLOWDOWN
+
 from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
 from failsafe.failfast import FailFastOpen, failfast
 from failsafe.stores import RedisStore
@@ -28,7 +30,9 @@ Refused = (BreakerFailing, FailFastOpen)
 
 
 async def serve(url: str, name: str, recovery: float, kind: str) -> None:
-    store = RedisStore(url, prefix="breakers", op_timeout=0.5)
+    # A decision timed out on a sanitized interpreter would fall back to this process's own
+    # breaker (on_error="local") and its probe limit: the sharing would go untested.
+    store = RedisStore(url, prefix="breakers", op_timeout=0.5 * SLOWDOWN)
     breaker: Any = (
         failfast(
             failure_threshold=2, recovery_time=recovery, on=ConnectionError, store=store, name=name
