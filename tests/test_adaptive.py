@@ -129,7 +129,7 @@ class LimitMachine(RuleBasedStateMachine):
 
     @rule()
     def acquire(self) -> None:
-        at = self.lim._try_acquire()
+        at = self.lim._take()
         if len(self.held) < int(self.m.limit):
             assert at == len(self.held)
             self.held.append((_native.now_ns(), at))

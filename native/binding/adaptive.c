@@ -30,6 +30,31 @@ static const char *const th_metrics[] = {"sent", "throttled", "accepted", "not_a
 
 #define NS_PER_S 1e9
 
+/* The end of both finish hooks: the call's own outcome, unchanged. */
+static int ad_pass(PyObject *result, PyObject *exc, PyObject **out)
+{
+    if (exc != NULL) {
+        *out = Py_NewRef(exc);
+        return FS_NEXT_RAISE;
+    }
+    *out = Py_NewRef(result);
+    return FS_NEXT_RETURN;
+}
+
+/* Both types' tp_dealloc: clear is the type's own tp_clear (not a subclass's). */
+static void ad_dealloc(PyObject *self, inquiry clear)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    fs_policy_clear((FsPolicy *)self);
+    clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* A read-only attribute of either type: get's closure is its index. */
+#define AD_FIELD(get, name, i, doc) {name, get, NULL, doc, (void *)(intptr_t)(i)}
+
 typedef struct LimitObject {
     FsPolicy base;
     fs_alimit core;
@@ -65,6 +90,13 @@ static void al_grant(LimitObject *l)
     PyErr_SetRaisedException(saved);
 }
 
+/* A place given back without a sample, offered to the queue. */
+static void al_give_back(LimitObject *l)
+{
+    fs_alimit_release(&l->core);
+    al_grant(l);
+}
+
 static fs_verdict al_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
                            PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
                            PyObject *Py_UNUSED(kwnames))
@@ -95,8 +127,7 @@ static int al_end(LimitObject *l, int64_t t0_ns, uint64_t at, PyObject *exc)
         drop = fs_exception_matches(exc, l->drop_on, l->drop_pred, 0);
         if (drop < 0) {
             if (fs_event_error((PyObject *)l) < 0) {
-                fs_alimit_release(&l->core);
-                al_grant(l);
+                al_give_back(l);
                 return -1;
             }
             drop = 0;
@@ -118,28 +149,19 @@ static int al_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
     if (al_end((LimitObject *)c->policy, c->t0_ns, c->pword, exc) < 0) {
         return -1;
     }
-    if (exc != NULL) {
-        *out = Py_NewRef(exc);
-        return FS_NEXT_RAISE;
-    }
-    *out = Py_NewRef(result);
-    return FS_NEXT_RETURN;
+    return ad_pass(result, exc, out);
 }
 
 /* Closed, thrown into before it started, or collected unfinished: no sample. */
 static void al_abandon(FsCall *c)
 {
-    LimitObject *l = (LimitObject *)c->policy;
-    fs_alimit_release(&l->core);
-    al_grant(l);
+    al_give_back((LimitObject *)c->policy);
 }
 
 /* Admitted, but no FsCall could be made: the place goes back. */
 static void al_release_admission(FsPolicy *p, fs_admission *Py_UNUSED(a))
 {
-    LimitObject *l = (LimitObject *)p;
-    fs_alimit_release(&l->core);
-    al_grant(l);
+    al_give_back((LimitObject *)p);
 }
 
 static const fs_policy_ops al_ops = {
@@ -152,19 +174,6 @@ static const fs_policy_ops al_ops = {
 
 /* ------------------------------------------------------------------------------------------ */
 /* Limit: primitives of the slow path and of `async with` (failsafe.adaptive) */
-
-/* _try_acquire(): a place for a new call when there is room and nobody waits: the calls in
- * flight it found (an int), or -1 with nothing taken. */
-static PyObject *al_try_acquire(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    LimitObject *l = (LimitObject *)self;
-    uint64_t at = 0;
-    if (l->queued > 0 || !fs_alimit_try_acquire(&l->core, &at)) {
-        return PyLong_FromLong(-1);
-    }
-    l->base.counters[AL_ADMITTED]++;
-    return PyLong_FromUnsignedLongLong(at);
-}
 
 /* _take(): a place whatever the queue (a queued call being served, or a call of a limit with
  * priorities that found room): the calls in flight it found, or -1 when there is no room. */
@@ -205,9 +214,7 @@ static PyObject *al_end_method(PyObject *self, PyObject *const *args, Py_ssize_t
 /* _release(): a place given back without a sample (a granted call that left before running). */
 static PyObject *al_release(PyObject *self, PyObject *Py_UNUSED(unused))
 {
-    LimitObject *l = (LimitObject *)self;
-    fs_alimit_release(&l->core);
-    al_grant(l);
+    al_give_back((LimitObject *)self);
     Py_RETURN_NONE;
 }
 
@@ -215,27 +222,6 @@ static PyObject *al_release(PyObject *self, PyObject *Py_UNUSED(unused))
 static PyObject *al_has_room(PyObject *self, PyObject *Py_UNUSED(unused))
 {
     return PyBool_FromLong(fs_alimit_has_room(&((LimitObject *)self)->core));
-}
-
-/* _sample(rtt_s, inflight, drop): feeds the update rule alone (tests, simulations). */
-static PyObject *al_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_sample(rtt, inflight, drop) takes 3 arguments");
-        return NULL;
-    }
-    double rtt = PyFloat_AsDouble(args[0]);
-    unsigned long long at = PyLong_AsUnsignedLongLong(args[1]);
-    int drop = PyObject_IsTrue(args[2]);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    if (!(rtt >= 0.0 && rtt < 9e9)) {
-        PyErr_Format(PyExc_ValueError, "rtt must be in [0, 9e9) seconds, got %R", args[0]);
-        return NULL;
-    }
-    fs_alimit_sample(&((LimitObject *)self)->core, (int64_t)(rtt * NS_PER_S), at, drop != 0);
-    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -340,7 +326,7 @@ static PyObject *al_get(PyObject *self, void *closure)
     }
 }
 
-#define AL_FIELD(name, i, doc) {name, al_get, NULL, doc, (void *)(intptr_t)(i)}
+#define AL_FIELD(name, i, doc) AD_FIELD(al_get, name, i, doc)
 
 static PyGetSetDef al_getset[] = {
     AL_FIELD("current", 0, "calls allowed in flight now (the limit, rounded down)"),
@@ -378,12 +364,7 @@ static int al_clear(PyObject *self)
 
 static void al_dealloc(PyObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    al_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    ad_dealloc(self, al_clear);
 }
 
 static PyMemberDef al_members[] = {
@@ -396,15 +377,11 @@ static PyMemberDef al_members[] = {
 
 static PyMethodDef al_methods[] = {
     FS_POLICY_METHODS,
-    {"_try_acquire", al_try_acquire, METH_NOARGS,
-     "A place when there is room and nobody waits: the calls in flight found, or -1."},
     {"_take", al_take, METH_NOARGS, "A place when there is room: the calls in flight found, or -1."},
     {"_end", (PyCFunction)(void (*)(void))al_end_method, METH_FASTCALL,
      "_end(t0_ns, at, exc): a call that held a place ended."},
     {"_release", al_release, METH_NOARGS, "A place given back without a sample."},
     {"_has_room", al_has_room, METH_NOARGS, "Whether a call may run now."},
-    {"_sample", (PyCFunction)(void (*)(void))al_sample, METH_FASTCALL,
-     "_sample(rtt, inflight, drop): the update rule alone."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -485,12 +462,7 @@ static int th_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
     if (th_end((ThrottleObject *)c->policy, result, exc) < 0) {
         return -1;
     }
-    if (exc != NULL) {
-        *out = Py_NewRef(exc);
-        return FS_NEXT_RAISE;
-    }
-    *out = Py_NewRef(result);
-    return FS_NEXT_RETURN;
+    return ad_pass(result, exc, out);
 }
 
 static const fs_policy_ops th_ops = {
@@ -533,18 +505,6 @@ static PyObject *th_end_method(PyObject *self, PyObject *const *args, Py_ssize_t
     if (th_end((ThrottleObject *)self, args[0], args[1] == Py_None ? NULL : args[1]) < 0) {
         return NULL;
     }
-    Py_RETURN_NONE;
-}
-
-/* _record(accepted): an outcome counted directly (tests, simulations). */
-static PyObject *th_record(PyObject *self, PyObject *arg)
-{
-    ThrottleObject *t = (ThrottleObject *)self;
-    int ok = PyObject_IsTrue(arg);
-    if (ok < 0) {
-        return NULL;
-    }
-    fs_throttle_record(&t->core, fs_now_ns(t->base.st), ok != 0);
     Py_RETURN_NONE;
 }
 
@@ -612,7 +572,7 @@ static PyObject *th_get(PyObject *self, void *closure)
     }
 }
 
-#define TH_FIELD(name, i, doc) {name, th_get, NULL, doc, (void *)(intptr_t)(i)}
+#define TH_FIELD(name, i, doc) AD_FIELD(th_get, name, i, doc)
 
 static PyGetSetDef th_getset[] = {
     TH_FIELD("probability", 0, "the probability a new call is refused now"),
@@ -643,12 +603,7 @@ static int th_clear(PyObject *self)
 
 static void th_dealloc(PyObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    th_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    ad_dealloc(self, th_clear);
 }
 
 static PyMemberDef th_members[] = {
@@ -663,7 +618,6 @@ static PyMethodDef th_methods[] = {
      "_admit(scale=1.0): True to send a new call, False: refused."},
     {"_end", (PyCFunction)(void (*)(void))th_end_method, METH_FASTCALL,
      "_end(result, exc): a sent call ended."},
-    {"_record", th_record, METH_O, "_record(accepted): counts an outcome directly."},
     {NULL, NULL, 0, NULL},
 };
 
