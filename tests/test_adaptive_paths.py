@@ -21,6 +21,7 @@ from failsafe.adaptive import (
     throttle,
 )
 from failsafe.adaptive._limit import ConcurrencyLimit
+from failsafe.adaptive._throttle import Throttle
 from failsafe.testing import FakeClock
 
 
@@ -455,3 +456,55 @@ async def test_hundreds_of_throttled_tasks_cancelled_while_running_count_nothing
     # Only the calls that ended count: the cancelled ones are no outcome.
     assert (stats["accepted"], stats["not_accepted"]) == (ok, errors)
     assert th.requests == ok + errors
+
+
+async def _refused(call: Any) -> BaseException:
+    """The first refusal of call() within 200 tries, each sent call failing (p stays near 1)."""
+    for _ in range(200):
+        try:
+            await call()
+        except KeyError:
+            continue
+        except BaseException as exc:
+            return exc
+    raise AssertionError("never refused")
+
+
+async def test_a_decorated_refusal_is_raised_where_awaited_and_chained_there() -> None:
+    th = throttle(k=1, max_reject=1)
+
+    @th
+    async def call() -> None:
+        raise KeyError
+
+    for _ in range(50):
+        th._end(None, KeyError())
+    refusal = await _refused(call)
+    assert isinstance(refusal, Throttled)
+    assert refusal.retry_after is not None
+    assert 0 < refusal.retry_after <= th.window
+    handled = ValueError("handled")
+    try:
+        raise handled
+    except ValueError:
+        chained = await _refused(call)
+    assert chained.__context__ is handled
+    assert th.stats()["throttled"] == 2
+
+
+class RefusalStops(Throttle):
+    def _refusal(self) -> Throttled:
+        raise Stop
+
+
+async def test_a_refusal_that_fails_raises_its_own_error() -> None:
+    th = RefusalStops(k=1, max_reject=1)
+
+    @th
+    async def call() -> None:
+        raise KeyError
+
+    for _ in range(50):
+        th._end(None, KeyError())
+    assert isinstance(await _refused(lambda: call()), Stop)
+    assert th.stats()["throttled"] == 1

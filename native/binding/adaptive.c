@@ -11,8 +11,9 @@
  *
  * Throttle: a decorated call is sent (an FsCall that records its outcome when it ends: an
  * accept, or a request the dependency did not accept) or refused with the SRE probability,
- * drawn from the module's seedable RNG; the refusal itself (Throttled) is raised by the Python
- * slow path. A call that never ends (cancelled, closed) counts nothing. */
+ * drawn from the module's seedable RNG: admit's refusal (FS_ADMIT_REFUSE) is the Throttled
+ * that failsafe.adaptive's _refusal() makes (and reports). A call that never ends (cancelled,
+ * closed) counts nothing. */
 #include "fs_binding.h"
 
 #include <math.h>
@@ -451,7 +452,9 @@ static fs_verdict th_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
     }
     if (!fs_throttle_admit(&t->core, fs_now_ns(p->st), &p->st->rng)) {
         p->counters[TH_THROTTLED]++;
-        return FS_ADMIT_SLOW;   /* _call_slow raises Throttled where the call is awaited */
+        /* Raised where the call is awaited; NULL: _refusal's own error stands. */
+        fs_defer(PyObject_CallMethod((PyObject *)t, "_refusal", NULL));
+        return FS_ADMIT_REFUSE;
     }
     p->counters[TH_SENT]++;
     return FS_ADMIT_CALL;
