@@ -14,8 +14,9 @@ from failsafe.retry import retry
 from failsafe.simulation import Dependency, DependencyError, Report, call_class, ramp, simulate
 from failsafe.timeout import timeout
 
-# The adaptive limit of the scenarios: vegas as published, without its periodic re-measure of
-# the no-load RTT (under a lasting queue a re-measure takes the queued RTT as the baseline).
+# The adaptive limit of the halving and priority scenarios: vegas as published, without its
+# periodic re-measure of the no-load RTT (under a lasting queue a re-measure takes the queued RTT
+# as the baseline). The overload ramp uses the default limit (gradient2).
 LIMIT: dict[str, Any] = {"algorithm": "vegas", "initial": 5, "probe_multiplier": 0}
 CLIENT_TIMEOUT = 1.0  # seconds a caller waits for the dependency
 
@@ -35,12 +36,13 @@ def unloaded_p99(dependency: Dependency, seed: int = 1) -> float:
 def overload_ramp() -> tuple[dict[str, Report], float]:
     """Capacity 100 calls/s at 50 ms; offered load ramps 50 -> 300 calls/s over 15 s (after
     5 s at 50), then stays at 300 until 30 s. Three fronts: no limit, a bulkhead mis-set at
-    50, the adaptive limit. Returns the reports and the unloaded p99."""
+    50, the adaptive limit with its defaults (gradient2). Returns the reports and the unloaded
+    p99."""
     dep = Dependency(capacity=100, latency=0.05)
     fronts = {
         "no limit": None,
         "bulkhead(50)": bulkhead(50),
-        "concurrency_limit (vegas)": concurrency_limit(**LIMIT),
+        "concurrency_limit()": concurrency_limit(),
     }
     reports = {
         name: simulate(

@@ -103,7 +103,7 @@ def test_cancelled_simulation_tasks_do_not_leak() -> None:
 def test_overload_ramp_adaptive_keeps_goodput_and_latency() -> None:
     reports, base_p99 = sim_scenarios.overload_ramp()
     peak = {name: r.summary(20, 30) for name, r in reports.items()}
-    adaptive = peak["concurrency_limit (vegas)"]
+    adaptive = peak["concurrency_limit()"]  # the defaults: gradient2
     assert adaptive["goodput"] >= 90  # of a capacity of 100 calls/s
     assert adaptive["p99"] <= 2 * base_p99
     # No limit: the queue grows until every caller times out (collapse).

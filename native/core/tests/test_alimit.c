@@ -12,6 +12,12 @@ static fs_alimit make(int algo, double initial)
 {
     fs_alimit_config c;
     fs_alimit_defaults(&c, algo);
+    if (algo == FS_AL_GRADIENT2) {
+        /* Gradient2Limit's published parameters, which the rule tests below follow. */
+        c.tolerance = 1.5;
+        c.queue_size = 4.0;
+        c.long_window = 600;
+    }
     c.initial = initial;
     fs_alimit l;
     fs_alimit_init(&l, &c);
