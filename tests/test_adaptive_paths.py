@@ -5,6 +5,7 @@ cancelled at each await (queued, granted but not started, running, inside ``asyn
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import sys
 from typing import Any
@@ -424,7 +425,8 @@ async def test_a_granted_call_cancelled_before_it_runs_passes_its_place_on() -> 
 async def test_hundreds_of_throttled_tasks_cancelled_while_running_count_nothing(
     clock: FakeClock,
 ) -> None:
-    th = throttle(k=2, window=60)
+    # With an accept predicate every call is observed (none is sent unobserved as accepted).
+    th = throttle(k=2, window=60, accept=lambda result, exc: exc is None)
     gate = asyncio.Event()
 
     @th
@@ -508,3 +510,42 @@ async def test_a_refusal_that_fails_raises_its_own_error() -> None:
         th._end(None, KeyError())
     assert isinstance(await _refused(lambda: call()), Stop)
     assert th.stats()["throttled"] == 1
+
+
+async def test_a_healthy_throttle_observes_one_call_in_eight(clock: FakeClock) -> None:
+    """While the window holds only accepts, 7 calls in 8 are sent as they are (fn's own
+    coroutine), counted as accepted when sent; the first failure observed makes every call
+    observed, so failures count exactly from there."""
+    th = throttle(k=2, window=60)
+    failing = False
+
+    async def fn() -> int:
+        if failing:
+            raise ConnectionError
+        return 1
+
+    call = th(fn)
+    aws = [call() for _ in range(16)]
+    assert sum(inspect.iscoroutine(aw) for aw in aws) == 14  # 2 observed: GuardedCalls
+    assert (th.requests, th.accepts) == (14, 14)  # the passed ones, counted when sent
+    assert await asyncio.gather(*aws) == [1] * 16
+    stats = th.stats()
+    assert (stats["sent"], stats["accepted"], th.requests, th.accepts) == (16, 16, 16, 16)
+
+    failing = True
+    outcomes: list[str] = []
+    for _ in range(40):
+        try:
+            await call()
+        except ConnectionError:
+            outcomes.append("failed")
+        except Throttled:
+            outcomes.append("refused")
+    stats = th.stats()
+    # At most 7 failures went unobserved (counted as accepted) before an observed one failed;
+    # from there every failure counts, and the window refuses.
+    assert 16 <= th.accepts <= 16 + 7
+    assert stats["not_accepted"] == outcomes.count("failed") - (th.accepts - 16)
+    assert th.requests == 16 + 40
+    assert outcomes.count("refused") > 0
+    assert th.probability > 0

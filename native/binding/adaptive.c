@@ -13,7 +13,8 @@
  * accept, or a request the dependency did not accept) or refused with the SRE probability,
  * drawn from the module's seedable RNG: admit's refusal (FS_ADMIT_REFUSE) is the Throttled
  * that failsafe.adaptive's _refusal() makes (and reports). A call that never ends (cancelled,
- * closed) counts nothing. */
+ * closed) counts nothing. While the window holds only accepts, most calls are sent unobserved
+ * (fn's own coroutine, counted as accepted when sent; see TH_SAMPLE). */
 #include "fs_binding.h"
 
 #include <math.h>
@@ -65,10 +66,18 @@ typedef struct LimitObject {
     PyObject *drop_pred;    /* predicate over the exception, or NULL */
 } LimitObject;
 
+/* While every request in the throttle's window was accepted, one decorated call in TH_SAMPLE is
+ * observed (an FsCall) and the others are sent as they are, counted as accepted when sent: an
+ * observed call costs about twice a passed one. The first observed failure makes every call
+ * observed until the window holds only accepts again. With an accept predicate every call is
+ * observed (its outcome is what the predicate says of it). */
+#define TH_SAMPLE 8
+
 typedef struct ThrottleObject {
     FsPolicy base;
     fs_throttle core;
     int slow;               /* 1: every call goes to _call_slow (priorities) */
+    unsigned int unobserved; /* calls that may still be sent unobserved before the next sample */
     PyObject *accept;       /* accept(result, exc) -> bool, or NULL: accepted iff it returned */
 } ThrottleObject;
 
@@ -450,7 +459,15 @@ static fs_verdict th_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
     if (t->slow) {
         return FS_ADMIT_SLOW;
     }
-    if (!fs_throttle_admit(&t->core, fs_now_ns(p->st), &p->st->rng)) {
+    int64_t now = fs_now_ns(p->st);
+    if (t->unobserved > 0 && fs_throttle_pass_accepted(&t->core, now)) {
+        t->unobserved--;
+        p->counters[TH_SENT]++;
+        p->counters[TH_ACCEPTED]++;
+        return FS_ADMIT_PASS;
+    }
+    t->unobserved = t->accept == NULL ? TH_SAMPLE - 1 : 0;
+    if (!fs_throttle_admit(&t->core, now, &p->st->rng)) {
         p->counters[TH_THROTTLED]++;
         /* Raised where the call is awaited; NULL: _refusal's own error stands. */
         fs_defer(PyObject_CallMethod((PyObject *)t, "_refusal", NULL));
