@@ -46,7 +46,7 @@ def main() -> None:
         f" p99 {before['p99'] * 1000:.0f} -> {after['p99'] * 1000:.0f} ms"
     )
     plot(
-        {"concurrency_limit (vegas)": report},
+        {"concurrency_limit (vegas, probe_multiplier=0)": report},
         IMG / "adaptive-halving.png",
         title="Capacity halves at 20 s (300 calls/s offered)",
         panels=("goodput", "p99", "limit"),
@@ -63,9 +63,9 @@ def main() -> None:
     plot(
         storm,
         IMG / "adaptive-retry-storm.png",
-        title="3 retries against a dependency that can serve half the load",
+        title="3 retries against a dependency failing half the load (it sheds its excess)",
         panels=("sent", "goodput", "amplification"),
-        capacity=[(0.0, 50.0)],
+        capacity=[(0.0, 60.0)],
     )
 
     prio = sim_scenarios.priorities()

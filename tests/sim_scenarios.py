@@ -14,8 +14,9 @@ from failsafe.retry import retry
 from failsafe.simulation import Dependency, DependencyError, Report, call_class, ramp, simulate
 from failsafe.timeout import timeout
 
-# The adaptive limit of the scenarios: vegas as published, without its periodic re-measure of
-# the no-load RTT (under a lasting queue a re-measure takes the queued RTT as the baseline).
+# The adaptive limit of the halving and priority scenarios: vegas as published, without its
+# periodic re-measure of the no-load RTT (under a lasting queue a re-measure takes the queued RTT
+# as the baseline). The overload ramp uses the default limit (gradient2).
 LIMIT: dict[str, Any] = {"algorithm": "vegas", "initial": 5, "probe_multiplier": 0}
 CLIENT_TIMEOUT = 1.0  # seconds a caller waits for the dependency
 
@@ -35,12 +36,13 @@ def unloaded_p99(dependency: Dependency, seed: int = 1) -> float:
 def overload_ramp() -> tuple[dict[str, Report], float]:
     """Capacity 100 calls/s at 50 ms; offered load ramps 50 -> 300 calls/s over 15 s (after
     5 s at 50), then stays at 300 until 30 s. Three fronts: no limit, a bulkhead mis-set at
-    50, the adaptive limit. Returns the reports and the unloaded p99."""
+    50, the adaptive limit with its defaults (gradient2). Returns the reports and the unloaded
+    p99."""
     dep = Dependency(capacity=100, latency=0.05)
     fronts = {
         "no limit": None,
         "bulkhead(50)": bulkhead(50),
-        "concurrency_limit (vegas)": concurrency_limit(**LIMIT),
+        "concurrency_limit()": concurrency_limit(),
     }
     reports = {
         name: simulate(
@@ -84,10 +86,12 @@ def capacity_halving() -> tuple[Report, float]:
 
 
 def retry_storm() -> dict[str, Report]:
-    """100 calls/s offered to a dependency that serves 50 calls/s and refuses what its queue
-    (5) cannot hold: half the calls fail. Each call retries up to 3 times at once on a
-    failure; with `throttle` inside the retry, attempts refused locally are not sent."""
-    dep = Dependency(capacity=50, latency=0.05, queue=5)
+    """100 calls/s offered to a dependency that serves 60 calls/s and sheds the excess at once,
+    a refusal costing it a fifth of a call: without retries half the calls fail (it serves
+    (0.6 - 0.2) / 0.8 of 100 calls/s). Each call retries up to 3 times at once on a failure
+    (up to 4 attempts); the retries add load, which fails more calls. With `throttle` inside
+    the retry, attempts refused locally are not sent."""
+    dep = Dependency(capacity=60, latency=0.05, shed_cost=0.2)
 
     def with_throttle(call: Any) -> Any:
         return retry(attempts=3, on=DependencyError, backoff=0.0)(throttle()(call))
@@ -97,7 +101,11 @@ def retry_storm() -> dict[str, Report]:
 
     return {
         name: simulate(stack, load=100, duration=30, dependency=dep, seed=2)
-        for name, stack in (("retry", without), ("retry + throttle", with_throttle))
+        for name, stack in (
+            ("no retry", None),
+            ("retry", without),
+            ("retry + throttle", with_throttle),
+        )
     }
 
 

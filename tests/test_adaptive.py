@@ -37,8 +37,18 @@ MS = 1_000_000
 class LimitModel:
     """Netflix's Gradient2Limit, VegasLimit and AIMDLimit, as written in their sources."""
 
-    def __init__(self, algorithm: str, initial: float, lo: float, hi: float, probe: int) -> None:
+    def __init__(
+        self,
+        algorithm: str,
+        initial: float,
+        lo: float,
+        hi: float,
+        probe: int,
+        gradient2: tuple[float, float, int] = (1.0, 1.0, 2000),
+    ) -> None:
         self.algorithm, self.limit, self.lo, self.hi = algorithm, initial, lo, hi
+        # gradient2's tolerance, queue_size and long_window
+        self.tolerance, self.queue_size, self.long_window = gradient2
         self.smoothing = 1.0 if algorithm == "vegas" else 0.2
         self.long = 0.0
         self.count = 0
@@ -56,13 +66,14 @@ class LimitModel:
                 self.count += 1
                 self.long += (rtt - self.long) / self.count
             else:
-                f = 2 / 601
+                f = 2 / (self.long_window + 1)
                 self.long = self.long * (1 - f) + rtt * f
             if self.long / rtt > 2:
                 self.long *= 0.95
             if not app_limited:
-                g = max(0.5, min(1.0, 1.5 * self.long / rtt))
-                new = self.limit * (1 - self.smoothing) + (self.limit * g + 4) * self.smoothing
+                g = max(0.5, min(1.0, self.tolerance * self.long / rtt))
+                new = self.limit * (1 - self.smoothing)
+                new += (self.limit * g + self.queue_size) * self.smoothing
         elif self.algorithm == "vegas":
             new = self._vegas(rtt, app_limited, drop)
         else:
@@ -117,19 +128,27 @@ class LimitMachine(RuleBasedStateMachine):
         algorithm=st.sampled_from(["gradient2", "vegas", "aimd"]),
         initial=st.integers(1, 30),
         probe=st.sampled_from([0, 1, 30]),
+        # gradient2's defaults, and the published Gradient2Limit's
+        gradient2=st.sampled_from([(1.0, 1.0, 2000), (1.5, 4.0, 600)]),
     )
-    def make(self, algorithm: str, initial: int, probe: int) -> None:
+    def make(
+        self, algorithm: str, initial: int, probe: int, gradient2: tuple[float, float, int]
+    ) -> None:
+        tolerance, queue_size, long_window = gradient2
         self.lim = concurrency_limit(
             algorithm=algorithm,  # type: ignore[arg-type]
             initial=initial,
             max_limit=60,
             probe_multiplier=probe,
+            tolerance=tolerance,
+            queue_size=queue_size,
+            long_window=long_window,
         )
-        self.m = LimitModel(algorithm, initial, 1, 60, probe)
+        self.m = LimitModel(algorithm, initial, 1, 60, probe, gradient2)
 
     @rule()
     def acquire(self) -> None:
-        at = self.lim._try_acquire()
+        at = self.lim._take()
         if len(self.held) < int(self.m.limit):
             assert at == len(self.held)
             self.held.append((_native.now_ns(), at))

@@ -11,8 +11,10 @@
  *
  * Throttle: a decorated call is sent (an FsCall that records its outcome when it ends: an
  * accept, or a request the dependency did not accept) or refused with the SRE probability,
- * drawn from the module's seedable RNG; the refusal itself (Throttled) is raised by the Python
- * slow path. A call that never ends (cancelled, closed) counts nothing. */
+ * drawn from the module's seedable RNG: admit's refusal (FS_ADMIT_REFUSE) is the Throttled
+ * that failsafe.adaptive's _refusal() makes (and reports). A call that never ends (cancelled,
+ * closed) counts nothing. While the window holds only accepts, most calls are sent unobserved
+ * (fn's own coroutine, counted as accepted when sent; see TH_SAMPLE). */
 #include "fs_binding.h"
 
 #include <math.h>
@@ -30,6 +32,31 @@ static const char *const th_metrics[] = {"sent", "throttled", "accepted", "not_a
 
 #define NS_PER_S 1e9
 
+/* The end of both finish hooks: the call's own outcome, unchanged. */
+static int ad_pass(PyObject *result, PyObject *exc, PyObject **out)
+{
+    if (exc != NULL) {
+        *out = Py_NewRef(exc);
+        return FS_NEXT_RAISE;
+    }
+    *out = Py_NewRef(result);
+    return FS_NEXT_RETURN;
+}
+
+/* Both types' tp_dealloc: clear is the type's own tp_clear (not a subclass's). */
+static void ad_dealloc(PyObject *self, inquiry clear)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    fs_policy_clear((FsPolicy *)self);
+    clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* A read-only attribute of either type: get's closure is its index. */
+#define AD_FIELD(get, name, i, doc) {name, get, NULL, doc, (void *)(intptr_t)(i)}
+
 typedef struct LimitObject {
     FsPolicy base;
     fs_alimit core;
@@ -39,10 +66,18 @@ typedef struct LimitObject {
     PyObject *drop_pred;    /* predicate over the exception, or NULL */
 } LimitObject;
 
+/* While every request in the throttle's window was accepted, one decorated call in TH_SAMPLE is
+ * observed (an FsCall) and the others are sent as they are, counted as accepted when sent: an
+ * observed call costs about twice a passed one. The first observed failure makes every call
+ * observed until the window holds only accepts again. With an accept predicate every call is
+ * observed (its outcome is what the predicate says of it). */
+#define TH_SAMPLE 8
+
 typedef struct ThrottleObject {
     FsPolicy base;
     fs_throttle core;
     int slow;               /* 1: every call goes to _call_slow (priorities) */
+    unsigned int unobserved; /* calls that may still be sent unobserved before the next sample */
     PyObject *accept;       /* accept(result, exc) -> bool, or NULL: accepted iff it returned */
 } ThrottleObject;
 
@@ -63,6 +98,13 @@ static void al_grant(LimitObject *l)
     }
     Py_XDECREF(r);
     PyErr_SetRaisedException(saved);
+}
+
+/* A place given back without a sample, offered to the queue. */
+static void al_give_back(LimitObject *l)
+{
+    fs_alimit_release(&l->core);
+    al_grant(l);
 }
 
 static fs_verdict al_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
@@ -95,8 +137,7 @@ static int al_end(LimitObject *l, int64_t t0_ns, uint64_t at, PyObject *exc)
         drop = fs_exception_matches(exc, l->drop_on, l->drop_pred, 0);
         if (drop < 0) {
             if (fs_event_error((PyObject *)l) < 0) {
-                fs_alimit_release(&l->core);
-                al_grant(l);
+                al_give_back(l);
                 return -1;
             }
             drop = 0;
@@ -118,28 +159,19 @@ static int al_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
     if (al_end((LimitObject *)c->policy, c->t0_ns, c->pword, exc) < 0) {
         return -1;
     }
-    if (exc != NULL) {
-        *out = Py_NewRef(exc);
-        return FS_NEXT_RAISE;
-    }
-    *out = Py_NewRef(result);
-    return FS_NEXT_RETURN;
+    return ad_pass(result, exc, out);
 }
 
 /* Closed, thrown into before it started, or collected unfinished: no sample. */
 static void al_abandon(FsCall *c)
 {
-    LimitObject *l = (LimitObject *)c->policy;
-    fs_alimit_release(&l->core);
-    al_grant(l);
+    al_give_back((LimitObject *)c->policy);
 }
 
 /* Admitted, but no FsCall could be made: the place goes back. */
 static void al_release_admission(FsPolicy *p, fs_admission *Py_UNUSED(a))
 {
-    LimitObject *l = (LimitObject *)p;
-    fs_alimit_release(&l->core);
-    al_grant(l);
+    al_give_back((LimitObject *)p);
 }
 
 static const fs_policy_ops al_ops = {
@@ -152,19 +184,6 @@ static const fs_policy_ops al_ops = {
 
 /* ------------------------------------------------------------------------------------------ */
 /* Limit: primitives of the slow path and of `async with` (failsafe.adaptive) */
-
-/* _try_acquire(): a place for a new call when there is room and nobody waits: the calls in
- * flight it found (an int), or -1 with nothing taken. */
-static PyObject *al_try_acquire(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    LimitObject *l = (LimitObject *)self;
-    uint64_t at = 0;
-    if (l->queued > 0 || !fs_alimit_try_acquire(&l->core, &at)) {
-        return PyLong_FromLong(-1);
-    }
-    l->base.counters[AL_ADMITTED]++;
-    return PyLong_FromUnsignedLongLong(at);
-}
 
 /* _take(): a place whatever the queue (a queued call being served, or a call of a limit with
  * priorities that found room): the calls in flight it found, or -1 when there is no room. */
@@ -205,9 +224,7 @@ static PyObject *al_end_method(PyObject *self, PyObject *const *args, Py_ssize_t
 /* _release(): a place given back without a sample (a granted call that left before running). */
 static PyObject *al_release(PyObject *self, PyObject *Py_UNUSED(unused))
 {
-    LimitObject *l = (LimitObject *)self;
-    fs_alimit_release(&l->core);
-    al_grant(l);
+    al_give_back((LimitObject *)self);
     Py_RETURN_NONE;
 }
 
@@ -215,27 +232,6 @@ static PyObject *al_release(PyObject *self, PyObject *Py_UNUSED(unused))
 static PyObject *al_has_room(PyObject *self, PyObject *Py_UNUSED(unused))
 {
     return PyBool_FromLong(fs_alimit_has_room(&((LimitObject *)self)->core));
-}
-
-/* _sample(rtt_s, inflight, drop): feeds the update rule alone (tests, simulations). */
-static PyObject *al_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_sample(rtt, inflight, drop) takes 3 arguments");
-        return NULL;
-    }
-    double rtt = PyFloat_AsDouble(args[0]);
-    unsigned long long at = PyLong_AsUnsignedLongLong(args[1]);
-    int drop = PyObject_IsTrue(args[2]);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    if (!(rtt >= 0.0 && rtt < 9e9)) {
-        PyErr_Format(PyExc_ValueError, "rtt must be in [0, 9e9) seconds, got %R", args[0]);
-        return NULL;
-    }
-    fs_alimit_sample(&((LimitObject *)self)->core, (int64_t)(rtt * NS_PER_S), at, drop != 0);
-    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -340,7 +336,7 @@ static PyObject *al_get(PyObject *self, void *closure)
     }
 }
 
-#define AL_FIELD(name, i, doc) {name, al_get, NULL, doc, (void *)(intptr_t)(i)}
+#define AL_FIELD(name, i, doc) AD_FIELD(al_get, name, i, doc)
 
 static PyGetSetDef al_getset[] = {
     AL_FIELD("current", 0, "calls allowed in flight now (the limit, rounded down)"),
@@ -378,12 +374,7 @@ static int al_clear(PyObject *self)
 
 static void al_dealloc(PyObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    al_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    ad_dealloc(self, al_clear);
 }
 
 static PyMemberDef al_members[] = {
@@ -396,15 +387,11 @@ static PyMemberDef al_members[] = {
 
 static PyMethodDef al_methods[] = {
     FS_POLICY_METHODS,
-    {"_try_acquire", al_try_acquire, METH_NOARGS,
-     "A place when there is room and nobody waits: the calls in flight found, or -1."},
     {"_take", al_take, METH_NOARGS, "A place when there is room: the calls in flight found, or -1."},
     {"_end", (PyCFunction)(void (*)(void))al_end_method, METH_FASTCALL,
      "_end(t0_ns, at, exc): a call that held a place ended."},
     {"_release", al_release, METH_NOARGS, "A place given back without a sample."},
     {"_has_room", al_has_room, METH_NOARGS, "Whether a call may run now."},
-    {"_sample", (PyCFunction)(void (*)(void))al_sample, METH_FASTCALL,
-     "_sample(rtt, inflight, drop): the update rule alone."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -472,9 +459,19 @@ static fs_verdict th_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
     if (t->slow) {
         return FS_ADMIT_SLOW;
     }
-    if (!fs_throttle_admit(&t->core, fs_now_ns(p->st), &p->st->rng)) {
+    int64_t now = fs_now_ns(p->st);
+    if (t->unobserved > 0 && fs_throttle_pass_accepted(&t->core, now)) {
+        t->unobserved--;
+        p->counters[TH_SENT]++;
+        p->counters[TH_ACCEPTED]++;
+        return FS_ADMIT_PASS;
+    }
+    t->unobserved = t->accept == NULL ? TH_SAMPLE - 1 : 0;
+    if (!fs_throttle_admit(&t->core, now, &p->st->rng)) {
         p->counters[TH_THROTTLED]++;
-        return FS_ADMIT_SLOW;   /* _call_slow raises Throttled where the call is awaited */
+        /* Raised where the call is awaited; NULL: _refusal's own error stands. */
+        fs_defer(PyObject_CallMethod((PyObject *)t, "_refusal", NULL));
+        return FS_ADMIT_REFUSE;
     }
     p->counters[TH_SENT]++;
     return FS_ADMIT_CALL;
@@ -485,12 +482,7 @@ static int th_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **out)
     if (th_end((ThrottleObject *)c->policy, result, exc) < 0) {
         return -1;
     }
-    if (exc != NULL) {
-        *out = Py_NewRef(exc);
-        return FS_NEXT_RAISE;
-    }
-    *out = Py_NewRef(result);
-    return FS_NEXT_RETURN;
+    return ad_pass(result, exc, out);
 }
 
 static const fs_policy_ops th_ops = {
@@ -533,18 +525,6 @@ static PyObject *th_end_method(PyObject *self, PyObject *const *args, Py_ssize_t
     if (th_end((ThrottleObject *)self, args[0], args[1] == Py_None ? NULL : args[1]) < 0) {
         return NULL;
     }
-    Py_RETURN_NONE;
-}
-
-/* _record(accepted): an outcome counted directly (tests, simulations). */
-static PyObject *th_record(PyObject *self, PyObject *arg)
-{
-    ThrottleObject *t = (ThrottleObject *)self;
-    int ok = PyObject_IsTrue(arg);
-    if (ok < 0) {
-        return NULL;
-    }
-    fs_throttle_record(&t->core, fs_now_ns(t->base.st), ok != 0);
     Py_RETURN_NONE;
 }
 
@@ -612,7 +592,7 @@ static PyObject *th_get(PyObject *self, void *closure)
     }
 }
 
-#define TH_FIELD(name, i, doc) {name, th_get, NULL, doc, (void *)(intptr_t)(i)}
+#define TH_FIELD(name, i, doc) AD_FIELD(th_get, name, i, doc)
 
 static PyGetSetDef th_getset[] = {
     TH_FIELD("probability", 0, "the probability a new call is refused now"),
@@ -643,12 +623,7 @@ static int th_clear(PyObject *self)
 
 static void th_dealloc(PyObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    th_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    ad_dealloc(self, th_clear);
 }
 
 static PyMemberDef th_members[] = {
@@ -663,7 +638,6 @@ static PyMethodDef th_methods[] = {
      "_admit(scale=1.0): True to send a new call, False: refused."},
     {"_end", (PyCFunction)(void (*)(void))th_end_method, METH_FASTCALL,
      "_end(result, exc): a sent call ended."},
-    {"_record", th_record, METH_O, "_record(accepted): counts an outcome directly."},
     {NULL, NULL, 0, NULL},
 };
 

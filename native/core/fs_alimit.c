@@ -11,9 +11,11 @@ void fs_alimit_defaults(fs_alimit_config *cfg, int algo)
         .min_limit = 1.0,
         .max_limit = 1000.0,
         .smoothing = algo == FS_AL_VEGAS ? 1.0 : 0.2,
-        .tolerance = 1.5,
-        .queue_size = 4.0,
-        .long_window = 600,
+        /* Not Netflix's 1.5 / 4 / 600: those let a lasting queue hold the limit up (the long RTT
+         * follows it); these keep the RTT near the long one and the long one slow to move. */
+        .tolerance = 1.0,
+        .queue_size = 1.0,
+        .long_window = 2000,
         .alpha = 3.0,
         .beta = 6.0,
         .probe_multiplier = 30,

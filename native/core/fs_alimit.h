@@ -64,9 +64,9 @@ typedef struct fs_alimit {
     uint64_t peak_inflight;
 } fs_alimit;
 
-/* Fills cfg with the published defaults for algo: initial 20, limits [1, 1000], smoothing 0.2
- * (vegas 1.0), tolerance 1.5, queue_size 4, long_window 600, alpha 3, beta 6, probe_multiplier 30, backoff 0.9,
- * timeout 5 s. */
+/* Fills cfg with the defaults for algo: initial 20, limits [1, 1000], smoothing 0.2 (vegas 1.0),
+ * tolerance 1.0, queue_size 1, long_window 2000 (gradient2's published 1.5, 4, 600 let a lasting
+ * queue raise the limit), alpha 3, beta 6, probe_multiplier 30, backoff 0.9, timeout 5 s. */
 void fs_alimit_defaults(fs_alimit_config *cfg, int algo);
 
 /* Checks cfg (ranges above) and starts l at cfg->initial with nothing in flight. Returns 0, or

@@ -90,6 +90,19 @@ void fs_throttle_record(fs_throttle *t, int64_t now_ns, bool accepted)
     }
 }
 
+bool fs_throttle_pass_accepted(fs_throttle *t, int64_t now_ns)
+{
+    roll(t, now_ns);
+    if (t->requests != t->accepts) {
+        return false;
+    }
+    t->req[t->head]++;
+    t->requests++;
+    t->acc[t->head]++;
+    t->accepts++;
+    return true;
+}
+
 int64_t fs_throttle_next_change_ns(const fs_throttle *t, int64_t now_ns)
 {
     int64_t end = (t->epoch + 1) * t->bucket_ns;

@@ -53,6 +53,13 @@ bool fs_throttle_admit_scaled(fs_throttle *t, int64_t now_ns, fs_rng *rng, doubl
 /* An admitted request ended at now_ns: counted as a request, and as an accept when accepted. */
 void fs_throttle_record(fs_throttle *t, int64_t now_ns, bool accepted);
 
+/* A new request sent without observing its outcome, when the window at now_ns holds only
+ * accepted requests (so p is 0): counted at once as a request and an accept, and true. Else
+ * nothing is counted and false: the request goes through fs_throttle_admit (and its outcome
+ * through fs_throttle_record). Lets a caller observe only a sample of the calls while nothing
+ * fails; a failure among the unobserved ones is counted as an accept. */
+bool fs_throttle_pass_accepted(fs_throttle *t, int64_t now_ns);
+
 /* Nanoseconds from now_ns until the oldest bucket leaves the window (>= 1): when the counts can
  * next change without new requests. */
 int64_t fs_throttle_next_change_ns(const fs_throttle *t, int64_t now_ns);

@@ -6,8 +6,10 @@ The dependency is a queue served by ``capacity * latency`` workers (so it comple
 ``capacity`` calls per second), each call holding a worker for a service time drawn from a
 log-normal distribution of mean ``latency``; a bounded ``queue`` refuses what does not fit
 (:class:`Overloaded`), and ``failure_rate`` of the calls served fail (:class:`DependencyError`).
-``changes`` replace the dependency's parameters mid-run (a degradation). Arrivals are a Poisson
-process of rate ``load(t)`` calls per second.
+With ``shed_cost`` the dependency first sheds at once what it cannot serve, refusing being work
+too: the more calls it receives (retries included), the fewer it serves. ``changes`` replace
+the dependency's parameters mid-run (a degradation). Arrivals are a Poisson process of rate
+``load(t)`` calls per second.
 
 Everything runs on an event loop whose clock is a :class:`failsafe.testing.FakeClock`: waits
 take no real time, timers (timeouts, ``max_wait``) and the C core's clock agree, and a run with
@@ -66,13 +68,32 @@ class Overloaded(DependencyError):
 class Dependency:
     """The simulated dependency: ``capacity`` calls/s at ``latency`` seconds (mean service
     time, log-normal with shape ``spread``), a ``queue`` of waiting calls (None: unbounded),
-    and ``failure_rate`` of the served calls failing."""
+    and ``failure_rate`` of the served calls failing.
+
+    ``shed_cost`` (None: not shedding) models a dependency that fails what exceeds its capacity
+    at once (:class:`Overloaded`), refusing a call costing it ``shed_cost`` (in [0, 1)) of
+    serving one: receiving ``r`` calls/s over the last second, it serves the share
+    ``(capacity / r - shed_cost) / (1 - shed_cost)`` (clamped to [0, 1]) of them, each call
+    drawn at random. Failures come from load: retries add load, which fails more calls, so a
+    storm of retries can bring what it serves to nothing."""
 
     capacity: float = 100.0
     latency: float = 0.05
     spread: float = 0.25
     queue: int | None = None
     failure_rate: float = 0.0
+    shed_cost: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.shed_cost is not None and not 0.0 <= self.shed_cost < 1.0:
+            raise ValueError(f"shed_cost must be in [0, 1), got {self.shed_cost!r}")
+
+    def served_share(self, rate: float) -> float:
+        """The share of ``rate`` calls/s a shedding dependency serves (1.0 when not shedding)."""
+        if self.shed_cost is None or rate <= self.capacity:
+            return 1.0
+        share = (self.capacity / rate - self.shed_cost) / (1.0 - self.shed_cost)
+        return min(1.0, max(0.0, share))
 
     @property
     def workers(self) -> int:
@@ -218,6 +239,7 @@ class _Server:
         self.busy = 0
         self.waiting: deque[asyncio.Future[None]] = deque()
         self.record = record
+        self.arrivals: deque[float] = deque()  # times of the calls of the last second
 
     def _service_time(self) -> float:
         sigma = self.dep.spread
@@ -242,9 +264,20 @@ class _Server:
         else:
             self.busy -= 1
 
+    def _shed(self, now: float) -> bool:
+        """Whether a shedding dependency refuses the call arriving now."""
+        self.arrivals.append(now)
+        while self.arrivals[0] <= now - 1.0:
+            self.arrivals.popleft()
+        share = self.dep.served_share(float(len(self.arrivals)))
+        return share < 1.0 and self.rng.random() >= share
+
     async def call(self) -> None:
         self.record()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self.dep.shed_cost is not None and self._shed(loop.time()):
+            raise Overloaded("shed")
+        done: asyncio.Future[None] = loop.create_future()
         if self.busy < self.dep.workers and not self.waiting:
             self.busy += 1
             self._start(done)

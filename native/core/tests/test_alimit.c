@@ -12,6 +12,12 @@ static fs_alimit make(int algo, double initial)
 {
     fs_alimit_config c;
     fs_alimit_defaults(&c, algo);
+    if (algo == FS_AL_GRADIENT2) {
+        /* Gradient2Limit's published parameters, which the rule tests below follow. */
+        c.tolerance = 1.5;
+        c.queue_size = 4.0;
+        c.long_window = 600;
+    }
     c.initial = initial;
     fs_alimit l;
     fs_alimit_init(&l, &c);
@@ -280,6 +286,25 @@ static void throttle_max_reject_and_admit(void)
     CHECK(rng.s[0] == before.s[0] && rng.s[3] == before.s[3]);
 }
 
+/* A request passed unobserved counts as a request and an accept at once, only while the window
+ * holds nothing but accepts. */
+static void throttle_pass_accepted(void)
+{
+    fs_throttle t;
+    fs_throttle_init(&t, 2.0, 1.0, 40 * MS);
+    CHECK(fs_throttle_pass_accepted(&t, 0));
+    CHECK(fs_throttle_pass_accepted(&t, 1 * MS));
+    CHECK_EQ_INT(t.requests, 2);
+    CHECK_EQ_INT(t.accepts, 2);
+    fs_throttle_record(&t, 2 * MS, false);
+    CHECK(!fs_throttle_pass_accepted(&t, 3 * MS));  /* a failure in the window */
+    CHECK_EQ_INT(t.requests, 3);
+    CHECK_EQ_INT(t.accepts, 2);
+    CHECK(fs_throttle_pass_accepted(&t, 42 * MS));  /* the failure's bucket has left */
+    CHECK_EQ_INT(t.requests, 1);
+    CHECK_EQ_INT(t.accepts, 1);
+}
+
 const fs_test alimit_tests[] = {
     TEST_CASE(alimit_rejects_bad_config),
     TEST_CASE(alimit_admits_up_to_floor),
@@ -292,5 +317,6 @@ const fs_test alimit_tests[] = {
     TEST_CASE(throttle_rejects_bad_args),
     TEST_CASE(throttle_probability_rule),
     TEST_CASE(throttle_max_reject_and_admit),
+    TEST_CASE(throttle_pass_accepted),
     TEST_END,
 };

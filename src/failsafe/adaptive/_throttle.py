@@ -67,6 +67,7 @@ class Throttle(Component, _native.AdaptiveThrottle):
         self._init_component(name, listeners, event_manager)
 
     def _refusal(self) -> Throttled:
+        """The refusal of a call (C's admit raises it too): reported, then returned."""
         if events.is_listening(self):
             events.emit(self, "on_throttled")
         return Throttled(
@@ -82,9 +83,7 @@ class Throttle(Component, _native.AdaptiveThrottle):
     async def _call_slow(
         self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
     ) -> Any:
-        """A call refused in C (raises Throttled), or one of a throttle with priorities."""
-        if not self._slow:
-            raise self._refusal()
+        """A call of a throttle with priorities (C refuses the others with _refusal())."""
         if not self._admit_priority(_priority.priority_of(self._priority, args, kwargs)):
             raise self._refusal()
         result: Any = None
