@@ -303,6 +303,11 @@ async def test_off_by_default_no_histograms_and_calls_untimed(clock: FakeClock) 
     async def call() -> int:
         return 1
 
+    def counted() -> int:
+        """Calls counted so far into the component's histogram (0 before it has one)."""
+        h = _core._latency.get(("retry", name))
+        return 0 if h is None else sum(point[1] for point in h.read())
+
     inst = FailsafeOtelInstrumentor()
     inst.uninstrument()
     o = Otel()
@@ -313,16 +318,24 @@ async def test_off_by_default_no_histograms_and_calls_untimed(clock: FakeClock) 
         assert kind(call()) != "TimedCall"  # not wrapped: nothing timed
         assert await call() == 1
         assert o.histograms() == {}
+        assert counted() == 0
         inst.instrument(namespace=NS, meter_provider=o.provider, latency=True)
-        assert kind(call()) == "TimedCall"
+        # Timed by the guarded call itself: no second awaitable around it.
+        assert kind(call()) == "GuardedCall"
+        assert await call() == 1
+        assert counted() == 1
         assert inst.latency
         inst.instrument(namespace=NS, meter_provider=o.provider, latency=False)
         assert kind(call()) != "TimedCall"
+        assert await call() == 1
+        assert counted() == 1
         assert not _core.latency_enabled()
     finally:
         inst.uninstrument()
         o.provider.shutdown()
     assert kind(call()) != "TimedCall"  # uninstrument() stops timing as well
+    assert await call() == 1
+    assert counted() == 1
 
 
 def kind(aw: Any) -> str:

@@ -485,10 +485,12 @@ struct FsCall {
     PyObject *kwnames;      /* owned or NULL */
     Py_ssize_t nargs;       /* positional count */
     Py_ssize_t ntotal;      /* positional + keyword values kept */
-    int64_t t0_ns;          /* start time when FS_POL_NEEDS_T0 */
+    int64_t t0_ns;          /* start time when FS_POL_NEEDS_T0 or timed */
     uint8_t state;          /* FS_CALL_* */
     uint8_t running;        /* inside send/throw/close: re-entry is refused */
+    uint8_t bare;           /* only times what a route without a call returned: no hooks run */
     uint32_t failures;      /* retry: attempts of this call that failed so far */
+    PyObject *lat;          /* the Latency timing this call (owned), NULL untimed or counted */
     PyObject *weakreflist;
     /* policy payload */
     double timeout_s;       /* timeout: the delay of this call */
@@ -600,10 +602,13 @@ extern const fs_part fs_outcome_part, fs_retry_part, fs_fallback_part, fs_backof
     fs_hedge_part, fs_featuretoggle_part, fs_adaptive_part, fs_throttle_part,
     fs_deadline_part, fs_latency_part;
 
-/* The awaitable a guarded call returns while p->latency is set: aw (stolen), timed from its
- * first drive to its end into p->latency by outcome (latency.c). NULL (aw released) with an
- * exception set on failure, or when aw is NULL. */
-PyObject *fs_latency_wrap(FsPolicy *p, PyObject *aw);
+/* Latency histograms (latency.c). The outcome (FS_LAT_*) of a call that raised exc: what is not
+ * an Exception (NULL, CancelledError, a close) is a cancellation, never a failure; a policy's
+ * refusal is a rejection. Never raises. */
+int fs_latency_outcome(fs_state *st, PyObject *exc);
+/* Counts one call of outcome that ran from t0_ns to end_ns into lat (a failsafe._native.Latency,
+ * borrowed). Never raises. */
+void fs_latency_count(PyObject *lat, int outcome, int64_t t0_ns, int64_t end_ns);
 
 /* Type setup of the guard and timeout files, called once from module exec through module.c's
  * table. 0 or -1 with exception. */
