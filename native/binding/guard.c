@@ -97,7 +97,11 @@ static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, Py
 {
     if (c->state == FS_CALL_HANDOFF) {
         c->state = FS_CALL_DONE;
-        if (c->lat != NULL) {
+        if (c->lat != NULL && c->block && exc == NULL) {
+            /* A block's entry admitted: its timing goes on until the block's __aexit__. */
+            fs_latency_block_open(c->policy, c->lat, c->t0_ns);
+        }
+        else if (c->lat != NULL) {
             call_count(c, exc == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(c->policy->st, exc));
         }
         call_release(c);
@@ -637,6 +641,7 @@ static FsCall *call_new(FsPolicy *p)
     c->state = FS_CALL_FRESH;
     c->running = 0;
     c->bare = 0;
+    c->block = 0;
     c->lat = NULL;
     c->timeout_s = 0.0;
     c->pobj = NULL;
@@ -666,6 +671,15 @@ static PyObject *call_timed_bare(FsPolicy *p, PyObject *lat, PyObject *aw)
     c->t0_ns = fs_now_ns(p->st);
     PyObject_GC_Track(c);
     return (PyObject *)c;
+}
+
+PyObject *fs_call_timed_enter(FsPolicy *p, PyObject *lat, PyObject *aw)
+{
+    PyObject *c = call_timed_bare(p, lat, aw);
+    if (c != NULL) {
+        ((FsCall *)c)->block = 1;
+    }
+    return c;
 }
 
 /* Counts a call answered at once by d (a Done, or NULL with the exception that will raise in

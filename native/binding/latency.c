@@ -4,6 +4,8 @@
  * pointer test per call. */
 #include "fs_binding.h"
 #include "fs_lathist.h"
+#include "done.h"
+#include "fs_timers.h"
 
 #include <stddef.h>
 
@@ -14,6 +16,8 @@ typedef struct FsLatency {
 
 struct fs_latency_state {
     PyTypeObject *Latency_Type;
+    /* task -> list of (policy, Latency, t0_ns) of its timed `async with` blocks, innermost last */
+    PyObject *blocks;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -39,6 +43,167 @@ int fs_latency_outcome(fs_state *st, PyObject *exc)
 void fs_latency_count(PyObject *lat, int outcome, int64_t t0_ns, int64_t end_ns)
 {
     fs_lathist_record(&((FsLatency *)lat)->h, outcome, t0_ns, end_ns);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* async with blocks: timed per task, from __aenter__ to the end of __aexit__ */
+
+/* The current task (new reference), or NULL without an exception outside one. */
+static PyObject *block_task(fs_state *st)
+{
+    PyObject *loop, *task;
+    if (fs_running_task(st, &loop, &task) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(loop);
+    return task;
+}
+
+void fs_latency_block_open(FsPolicy *p, PyObject *lat, int64_t t0_ns)
+{
+    fs_state *st = p->st;
+    PyObject *blocks = st->latency != NULL ? st->latency->blocks : NULL;
+    PyObject *task = blocks != NULL ? block_task(st) : NULL;
+    if (task == NULL) {
+        return;
+    }
+    PyObject *stack = Py_XNewRef(PyDict_GetItemWithError(blocks, task));
+    if (stack == NULL && !PyErr_Occurred()) {
+        stack = PyList_New(0);
+        if (stack != NULL && PyDict_SetItem(blocks, task, stack) < 0) {
+            Py_CLEAR(stack);
+        }
+    }
+    PyObject *entry = stack != NULL ? Py_BuildValue("(OOL)", p, lat, (long long)t0_ns) : NULL;
+    if (entry != NULL && PyList_Append(stack, entry) == 0) {
+        st->blocks_timed++;
+    }
+    else {
+        PyErr_Clear();  /* not kept: the block goes untimed */
+    }
+    Py_XDECREF(entry);
+    Py_XDECREF(stack);
+    Py_DECREF(task);
+}
+
+PyObject *fs_latency_block_enter(FsPolicy *p, PyObject *aw)
+{
+    fs_state *st = p->st;
+    PyObject *lat = p->latency;
+    if (aw == NULL) {
+        /* Refused (or failed) on the spot: counted as taking no time, the error kept. */
+        PyObject *exc = PyErr_GetRaisedException();
+        if (exc != NULL && PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+            fs_latency_count(lat, fs_latency_outcome(st, exc), 0, 0);
+        }
+        PyErr_SetRaisedException(exc);
+        return NULL;
+    }
+    if (Py_IS_TYPE(aw, st->Done_Type)) {
+        PyObject *exc = ((FsDone *)aw)->exc;
+        if (exc != NULL) {
+            fs_latency_count(lat, fs_latency_outcome(st, exc), 0, 0);
+        }
+        else {
+            fs_latency_block_open(p, lat, fs_now_ns(st));
+        }
+        return aw;
+    }
+    return fs_call_timed_enter(p, lat, aw);    /* entered after a wait, or refused by it */
+}
+
+void fs_latency_block_exit(FsPolicy *p, PyObject *r, PyObject *exc)
+{
+    fs_state *st = p->st;
+    PyObject *blocks = st->latency != NULL ? st->latency->blocks : NULL;
+    PyObject *raised = r == NULL ? PyErr_GetRaisedException() : NULL;
+    PyObject *task = blocks != NULL ? block_task(st) : NULL;
+    PyObject *stack = task != NULL ? PyDict_GetItemWithError(blocks, task) : NULL;  /* borrowed */
+    Py_ssize_t i = stack != NULL ? PyList_GET_SIZE(stack) : 0;
+    while (--i >= 0 && PyTuple_GET_ITEM(PyList_GET_ITEM(stack, i), 0) != (PyObject *)p) {
+    }
+    if (i >= 0) {
+        PyObject *entry = Py_NewRef(PyList_GET_ITEM(stack, i));
+        int64_t t0 = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 2));
+        int rc = PyList_GET_SIZE(stack) == 1 ? PyDict_DelItem(blocks, task)
+                                             : PyList_SetSlice(stack, i, i + 1, NULL);
+        if (rc == 0) {
+            st->blocks_timed--;
+            /* What the block ended with, as its user sees it: what __aexit__ raised, else exc. */
+            PyObject *end = raised != NULL ? raised : (exc == Py_None ? NULL : exc);
+            int outcome = end == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(st, end);
+            fs_latency_count(PyTuple_GET_ITEM(entry, 1), outcome, t0, fs_now_ns(st));
+        }
+        Py_DECREF(entry);
+    }
+    Py_XDECREF(task);
+    PyErr_Clear();
+    if (raised != NULL) {
+        PyErr_SetRaisedException(raised);
+    }
+}
+
+/* Stops timing p's open blocks (its latency detached): they end untimed. */
+static void block_forget(fs_state *st, FsPolicy *p)
+{
+    PyObject *blocks = st->latency != NULL ? st->latency->blocks : NULL;
+    if (blocks == NULL || st->blocks_timed == 0) {
+        return;
+    }
+    PyObject *tasks = PyDict_Keys(blocks);
+    for (Py_ssize_t k = 0; tasks != NULL && k < PyList_GET_SIZE(tasks); k++) {
+        PyObject *task = PyList_GET_ITEM(tasks, k);
+        PyObject *stack = PyDict_GetItemWithError(blocks, task);
+        for (Py_ssize_t i = stack != NULL ? PyList_GET_SIZE(stack) : 0; --i >= 0;) {
+            if (PyTuple_GET_ITEM(PyList_GET_ITEM(stack, i), 0) == (PyObject *)p
+                && PyList_SetSlice(stack, i, i + 1, NULL) == 0) {
+                st->blocks_timed--;
+            }
+        }
+        if (stack != NULL && PyList_GET_SIZE(stack) == 0) {
+            (void)PyDict_DelItem(blocks, task);
+        }
+    }
+    Py_XDECREF(tasks);
+    PyErr_Clear();
+}
+
+PyObject *fs_policy_block_open(PyObject *self, PyObject *t0)
+{
+    FsPolicy *p = (FsPolicy *)self;
+    long long t = PyLong_AsLongLong(t0);
+    if (t == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (p->latency != NULL) {
+        fs_latency_block_open(p, p->latency, t);
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *fs_policy_block_refused(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    FsPolicy *p = (FsPolicy *)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_block_refused(t0_ns, exc)");
+        return NULL;
+    }
+    long long t = PyLong_AsLongLong(args[0]);
+    if (t == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (p->latency != NULL) {
+        fs_latency_count(p->latency, fs_latency_outcome(p->st, args[1]), t, fs_now_ns(p->st));
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *fs_policy_block_exited(PyObject *self, PyObject *exc)
+{
+    FsPolicy *p = (FsPolicy *)self;
+    fs_block_exited(p, Py_None, exc);
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -91,6 +256,7 @@ static PyObject *lat_detach(PyObject *self, PyObject *obj)
     }
     if (p->latency == self) {
         Py_CLEAR(p->latency);
+        block_forget(p->st, p);
     }
     Py_RETURN_NONE;
 }
@@ -226,6 +392,9 @@ static int lat_setup(PyObject *module, fs_state *st)
     if (ls->Latency_Type == NULL || PyModule_AddType(module, ls->Latency_Type) < 0) {
         return -1;
     }
+    if ((ls->blocks = PyDict_New()) == NULL) {
+        return -1;
+    }
     return lat_add_constants(module);
 }
 
@@ -233,6 +402,7 @@ static int lat_part_traverse(fs_state *st, visitproc visit, void *arg)
 {
     if (st->latency != NULL) {
         Py_VISIT(st->latency->Latency_Type);
+        Py_VISIT(st->latency->blocks);
     }
     return 0;
 }
@@ -244,6 +414,8 @@ static void lat_part_clear(fs_state *st)
         return;
     }
     Py_CLEAR(ls->Latency_Type);
+    Py_CLEAR(ls->blocks);
+    st->blocks_timed = 0;
     st->latency = NULL;
     PyMem_Free(ls);
 }
