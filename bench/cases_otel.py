@@ -57,6 +57,20 @@ def _stack3(on: bool | str) -> Any:
     )
 
 
+def _bulkhead(on: bool | str) -> Any:
+    from failsafe.bulkhead import bulkhead
+
+    _instrumented(on)
+    return bulkhead(100, name="bench_bulkhead")(f)
+
+
+def _breaker(on: bool | str) -> Any:
+    from failsafe.circuitbreaker import consecutive_breaker
+
+    _instrumented(on)
+    return consecutive_breaker(name="bench_breaker")(f)
+
+
 def _timeout_shared(on: bool | str) -> Any:
     from failsafe.timeout import timeout
 
@@ -84,6 +98,8 @@ for _label, _on in _MODES:
         Case(
             "otel", "retry ok (named)", f"failsafe, {_label}", lambda o=_on: _retry(o), budget=1_500
         ),
+        Case("otel", "bulkhead free (named)", f"failsafe, {_label}", lambda o=_on: _bulkhead(o)),
+        Case("otel", "breaker closed (named)", f"failsafe, {_label}", lambda o=_on: _breaker(o)),
         Case(
             "otel",
             "fallback+retry+timeout ok (named)",

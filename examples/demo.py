@@ -1,9 +1,11 @@
 """failsafe at work: the example service (examples/service) against a flaky, slow dependency.
 
 Starts the service in-process (uvicorn on a free local port), sends the same load to its quote
-endpoint without and with failsafe, and prints success rates, latencies and every pattern's
-counters and the retry's latency histogram as read back from OpenTelemetry (an in-process
-reader; set OTEL_EXPORTER_OTLP_ENDPOINT to also export to a collector).
+endpoint without and with failsafe, then a quarter of it to the unguarded endpoint through a
+client guarded by failsafe's httpx transport (retries of 502s, a per-attempt timeout, a breaker
+per host), and prints success rates, latencies and every pattern's counters and the retry's
+latency histogram as read back from OpenTelemetry (an in-process reader; set
+OTEL_EXPORTER_OTLP_ENDPOINT to also export to a collector).
 
 Run: uv run python examples/demo.py [--calls N]; --overload compares an adaptive concurrency
 limit with a fixed one under overload, in the simulator (examples/overload_demo.py).
@@ -33,6 +35,9 @@ from quotes import patterns_in_use
 from telemetry import NAMESPACE
 
 from failsafe._core import PATTERNS
+from failsafe.circuitbreaker import consecutive_breaker
+from failsafe.exceptions import FailsafeError
+from failsafe.integrations.httpx import ResilientTransport
 
 CONCURRENCY = 10
 
@@ -129,7 +134,7 @@ async def drive(client: httpx.AsyncClient, path: str, label: str, calls: int) ->
                 run.statuses[response.status_code] += 1
                 if response.status_code == 200 and response.json().get("fresh"):
                     run.fresh += 1
-            except httpx.HTTPError:
+            except (httpx.HTTPError, FailsafeError):  # the transport's refusals too
                 run.statuses[0] += 1
             run.latencies.append(time.perf_counter() - start)
             progress.tick()
@@ -256,12 +261,32 @@ async def main(calls: int) -> None:
             orders: Counter[int] | None = None
             if hasattr(service, "orders_router"):  # the orders endpoint is mounted
                 orders = await place_orders(client, 20)
+            dependency_calls = dict(dependency.calls)
+            # The same unguarded endpoint, guarded on the client's side instead: 502s retried
+            # (GETs are idempotent), a stalled attempt cut at 500 ms and tried again, and a
+            # breaker for the host that 30 % of failures alone do not open.
+            transport = ResilientTransport(
+                httpx.AsyncHTTPTransport(limits=limits),
+                attempt_timeout=0.5,
+                timeout=5,
+                breaker=lambda host: consecutive_breaker(
+                    failure_threshold=10, recovery_time=1, name="demo_host"
+                ),
+            )
+            async with httpx.AsyncClient(base_url=url, transport=transport) as guarded:
+                runs.append(
+                    await drive(guarded, "/quote-unguarded", "httpx transport", max(1, calls // 4))
+                )
             counters: dict[str, Any] = (await client.get("/metrics/failsafe")).json()
             latency: dict[str, Any] = (await client.get("/metrics/failsafe/latency")).json()
     print_results(runs)
     if orders is not None:
         print(f"  orders endpoint: {dict(sorted(orders.items()))}")
-    print(f"  dependency calls: {dict(dependency.calls)}")
+    print(f"  dependency calls (first two runs): {dependency_calls}")
+    print(
+        "  httpx transport: the unguarded endpoint through"
+        " AsyncClient(transport=ResilientTransport(...))"
+    )
     print_counters(counters)
     print_histogram(latency)
     plot(runs, latency)

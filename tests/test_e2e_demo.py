@@ -18,7 +18,8 @@ from failsafe._core import PATTERNS
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(
-    r"^\s+(?P<label>without failsafe|with failsafe)\s+(?P<calls>\d+)\s+(?P<success>[\d.]+)%"
+    r"^\s+(?P<label>without failsafe|with failsafe|httpx transport)\s+(?P<calls>\d+)"
+    r"\s+(?P<success>[\d.]+)%"
     r"\s+(?P<fresh>[\d.]+)%\s+(?P<p50>[\d.]+)\s+(?P<p99>[\d.]+)\s",
     re.M,
 )
@@ -48,7 +49,7 @@ def test_demo_runs_and_reports_sensible_figures() -> None:
     out = done.stdout
 
     rows = {m["label"]: m for m in ROW.finditer(out)}
-    assert set(rows) == {"without failsafe", "with failsafe"}, out
+    assert set(rows) == {"without failsafe", "with failsafe", "httpx transport"}, out
     for row in rows.values():
         assert int(row["calls"]) > 0
         for column in ("success", "fresh"):
@@ -59,6 +60,8 @@ def test_demo_runs_and_reports_sensible_figures() -> None:
     assert float(without["success"]) < 100.0  # the dependency does fail
     # A timeout bounds each attempt: the stalls (1 s) do not reach the guarded tail.
     assert float(with_["p99"]) < float(without["p99"])
+    # The unguarded endpoint again, a quarter of the load, through the httpx transport.
+    assert int(rows["httpx transport"]["calls"]) == int(without["calls"]) // 4
 
     # Every pattern present in this failsafe shows its counters, read back from OpenTelemetry.
     counters = out[out.index("failsafe counters") :]
@@ -71,6 +74,13 @@ def test_demo_runs_and_reports_sensible_figures() -> None:
             present.discard("ratelimit")  # its exceptions only: no limiter to guard with
     assert present <= shown, counters
     retry_line = next(line for line in counters.splitlines() if "quote_retry" in line)
+    transport = [line.split() for line in counters.splitlines() if "demo_host" in line]
+    assert [line[:2] for line in transport] == [["circuitbreaker", "demo_host"]], counters
+    # Every request through the transport passed its host's breaker at least once.
+    seen = {k: int(v) for k, v in (f.split("=") for f in transport[0][2:])}
+    assert seen["success"] + seen["failure"] + seen["rejected"] >= int(
+        rows["httpx transport"]["calls"]
+    ), counters
     assert re.search(r"attempt=[1-9]\d*", retry_line)
     assert re.search(r"success=[1-9]\d*", retry_line)
 

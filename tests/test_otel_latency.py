@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from failsafe import _core, _native, events
-from failsafe.bulkhead import bulkhead
+from failsafe.bulkhead import BulkheadFull, bulkhead
+from failsafe.cache import cache
 from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
 from failsafe.featuretoggle import FeatureDisabled, featuretoggle
 from failsafe.hedge import hedge
@@ -232,6 +233,164 @@ async def test_every_admission_path_is_timed(otel: Otel, clock: FakeClock) -> No
     assert held_ok.bucket_counts[bucket_of(10 * MS)] == 1  # the queued one waited for it
 
 
+async def test_cache_hit_counts_at_once_as_a_success(otel: Otel, clock: FakeClock) -> None:
+    name = unique("c")
+
+    @cache(ttl=60, name=name)
+    async def call(x: int) -> int:
+        clock.advance(0.002)
+        return x
+
+    assert await call(1) == 1  # a miss: the function runs 2 ms
+    assert await call(1) == 1  # a hit: answered without calling it
+    ok = otel.histograms()[f"{NS}.{name}.cache.duration"]["success"]
+    assert ok.count == 2
+    assert ok.bucket_counts[bucket_of(2 * MS)] == 1
+    assert ok.bucket_counts[0] == 1
+    assert ok.min == 0
+
+
+async def test_cancelled_at_each_await_of_each_route_is_never_a_failure(
+    otel: Otel, clock: FakeClock
+) -> None:
+    names = {p: unique(p) for p in ("toggle", "timeout", "retry", "bulkhead", "limit")}
+    gate = asyncio.Event()
+    failed_once = asyncio.Event()
+
+    async def hang() -> None:
+        await gate.wait()
+
+    toggled = featuretoggle(name=names["toggle"])(hang)  # the function's own coroutine
+    bounded = timeout(10, name=names["timeout"])(hang)  # a GuardedCall
+
+    @retry(attempts=3, backoff=60, name=names["retry"])
+    async def flaky() -> None:
+        failed_once.set()
+        raise ConnectionError  # then waits out the backoff, where it is cancelled
+
+    bh = bulkhead(1, 2, name=names["bulkhead"])
+    held = bh(hang)
+    limited = tokenbucket(1, 1, 1, max_wait=600, name=names["limit"])(hang)
+
+    async def cancelled(aw: Any, advance: float) -> None:
+        task = asyncio.ensure_future(aw)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        clock.advance(advance)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    await cancelled(toggled(), 0.001)
+    await cancelled(bounded(), 0.002)
+    await cancelled(flaky(), 0.003)
+    assert failed_once.is_set()
+    holder = asyncio.create_task(held())  # admitted: holds the only place
+    await asyncio.sleep(0)
+    await cancelled(held(), 0.004)  # queued behind it: cancelled while waiting (slow path)
+    queued = asyncio.create_task(held())
+    await asyncio.sleep(0)
+    with pytest.raises(BulkheadFull):
+        await held()  # the queue is full: refused at once
+    limiter_task = asyncio.create_task(limited())  # takes the one token, then waits on gate
+    await asyncio.sleep(0)
+    await cancelled(limited(), 0.005)  # waits for a token: cancelled in the limiter's wait
+    gate.set()
+    await holder
+    await queued
+    await limiter_task
+
+    h = otel.histograms()
+    for pattern, key, ms in (
+        ("featuretoggle", "toggle", 1),
+        ("timeout", "timeout", 2),
+        ("retry", "retry", 3),
+        ("ratelimit", "limit", 5),
+    ):
+        points = h[f"{NS}.{names[key]}.{pattern}.duration"]
+        assert "failure" not in points
+        assert points["cancelled"].count == 1
+        assert points["cancelled"].bucket_counts[bucket_of(ms * MS)] == 1
+    points = h[f"{NS}.{names['bulkhead']}.bulkhead.duration"]
+    assert "failure" not in points
+    assert points["rejected"].count == 1
+    assert points["rejected"].max == 0
+    assert points["success"].count == 2  # the holder, and the queued call once it ran
+    assert points["cancelled"].count == 1
+    assert points["cancelled"].bucket_counts[bucket_of(4 * MS)] == 1
+
+
+async def test_closed_or_thrown_into_before_running_is_not_counted_on_any_route(
+    otel: Otel, clock: FakeClock
+) -> None:
+    names = {p: unique(p) for p in ("toggle", "timeout", "bulkhead")}
+
+    async def one() -> int:
+        return 1
+
+    toggled = featuretoggle(name=names["toggle"])(one)
+    bounded = timeout(10, name=names["timeout"])(one)
+    bh = bulkhead(1, 2, name=names["bulkhead"])
+    held = bh(one)
+    async with bh:  # the place is taken: calls go down the slow path
+        for fn in (toggled, bounded, held):
+            fn().close()
+            with pytest.raises(KeyError):
+                fn().throw(KeyError("x"))
+    assert await toggled() == await bounded() == await held() == 1
+    h = otel.histograms()
+    for pattern, key, counted in (
+        ("featuretoggle", "toggle", 1),
+        ("timeout", "timeout", 1),
+        ("bulkhead", "bulkhead", 2),  # the call and the `async with` block
+    ):
+        assert set(h[f"{NS}.{names[key]}.{pattern}.duration"]) == {"success"}
+        assert h[f"{NS}.{names[key]}.{pattern}.duration"]["success"].count == counted
+
+
+async def test_many_tasks_into_one_histogram_add_up(otel: Otel, clock: FakeClock) -> None:
+    name = unique("many")
+    gate = asyncio.Event()
+    # Three components under one name share its histogram per pattern; each is driven by many
+    # tasks at once, a third succeeding, a third failing, a third cancelled while suspended.
+    policies = {
+        "retry": retry(attempts=0, name=name),
+        "featuretoggle": featuretoggle(name=name),
+        "bulkhead": bulkhead(10, 1000, name=name),  # most wait in its queue (slow path)
+    }
+    per_kind = 60
+
+    async def body(kind: int) -> int:
+        await asyncio.sleep(0)
+        if kind == 1:
+            raise ValueError
+        if kind == 2:
+            await gate.wait()
+        return kind
+
+    tasks = []
+    for policy in policies.values():
+        guarded = policy(body)
+        tasks += [asyncio.create_task(guarded(i % 3)) for i in range(3 * per_kind)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    for i, task in enumerate(tasks):
+        if i % 3 == 2:
+            task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 3 * per_kind
+    h = otel.histograms()
+    for pattern in policies:
+        points = h[f"{NS}.{name}.{pattern}.duration"]
+        assert {k: p.count for k, p in points.items()} == {
+            "success": per_kind,
+            "failure": per_kind,
+            "cancelled": per_kind,
+        }
+        for p in points.values():
+            assert sum(p.bucket_counts) == p.count
+
+
 async def test_components_before_and_after_share_one_series(clock: FakeClock) -> None:
     name = unique("lat")
     early = retry(attempts=0, name=name)
@@ -303,6 +462,11 @@ async def test_off_by_default_no_histograms_and_calls_untimed(clock: FakeClock) 
     async def call() -> int:
         return 1
 
+    def counted() -> int:
+        """Calls counted so far into the component's histogram (0 before it has one)."""
+        h = _core._latency.get(("retry", name))
+        return 0 if h is None else sum(point[1] for point in h.read())
+
     inst = FailsafeOtelInstrumentor()
     inst.uninstrument()
     o = Otel()
@@ -313,16 +477,24 @@ async def test_off_by_default_no_histograms_and_calls_untimed(clock: FakeClock) 
         assert kind(call()) != "TimedCall"  # not wrapped: nothing timed
         assert await call() == 1
         assert o.histograms() == {}
+        assert counted() == 0
         inst.instrument(namespace=NS, meter_provider=o.provider, latency=True)
-        assert kind(call()) == "TimedCall"
+        # Timed by the guarded call itself: no second awaitable around it.
+        assert kind(call()) == "GuardedCall"
+        assert await call() == 1
+        assert counted() == 1
         assert inst.latency
         inst.instrument(namespace=NS, meter_provider=o.provider, latency=False)
         assert kind(call()) != "TimedCall"
+        assert await call() == 1
+        assert counted() == 1
         assert not _core.latency_enabled()
     finally:
         inst.uninstrument()
         o.provider.shutdown()
     assert kind(call()) != "TimedCall"  # uninstrument() stops timing as well
+    assert await call() == 1
+    assert counted() == 1
 
 
 def kind(aw: Any) -> str:

@@ -544,7 +544,7 @@ static PyObject *bh_holds_state(PyObject *self, PyObject *Py_UNUSED(unused))
 /* async with */
 
 /* A free slot is taken at once (a ready awaitable); otherwise the slow path waits for one. */
-static PyObject *bh_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+static PyObject *bh_aenter_impl(PyObject *self)
 {
     BulkheadObject *b = (BulkheadObject *)self;
     fs_state *st = b->base.st;
@@ -560,7 +560,12 @@ static PyObject *bh_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
     return NULL;
 }
 
-static PyObject *bh_aexit(PyObject *self, PyObject *const *Py_UNUSED(args), Py_ssize_t nargs)
+static PyObject *bh_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    return fs_block_entered(&((BulkheadObject *)self)->base, bh_aenter_impl(self));
+}
+
+static PyObject *bh_aexit_impl(PyObject *self, Py_ssize_t nargs)
 {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "__aexit__() takes 3 positional arguments");
@@ -573,6 +578,13 @@ static PyObject *bh_aexit(PyObject *self, PyObject *const *Py_UNUSED(args), Py_s
     }
     bh_release_slot(b);
     return Py_NewRef(b->base.st->ready_none);
+}
+
+static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *r = bh_aexit_impl(self, nargs);
+    fs_block_exited(&((BulkheadObject *)self)->base, r, nargs == 3 ? args[1] : Py_None);
+    return r;
 }
 
 /* ------------------------------------------------------------------------------------------ */

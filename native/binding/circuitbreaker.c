@@ -548,7 +548,7 @@ static PyObject *breaker_task_key(fs_state *st)
 
 /* __aenter__(): the admission (BreakerFailing when rejected), kept for this task's __aexit__
  * as two ints in its stack (token, t0_ns). Returns an awaitable that gives back self. */
-static PyObject *breaker_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+static PyObject *breaker_aenter_impl(PyObject *self)
 {
     FsBreaker *b = (FsBreaker *)self;
     fs_state *st = b->base.st;
@@ -582,9 +582,14 @@ static PyObject *breaker_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
     return fs_done_new(st, Py_NewRef(self));
 }
 
+static PyObject *breaker_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    return fs_block_entered(&((FsBreaker *)self)->base, breaker_aenter_impl(self));
+}
+
 /* __aexit__(exc_type, exc, tb): this task's innermost entry ends with exc (None: completed).
  * Never suppresses the exception. */
-static PyObject *breaker_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *breaker_aexit_impl(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     FsBreaker *b = (FsBreaker *)self;
     fs_state *st = b->base.st;
@@ -623,6 +628,13 @@ static PyObject *breaker_aexit(PyObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     return Py_NewRef(st->ready_none);
+}
+
+static PyObject *breaker_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *r = breaker_aexit_impl(self, args, nargs);
+    fs_block_exited(&((FsBreaker *)self)->base, r, nargs == 3 ? args[1] : Py_None);
+    return r;
 }
 
 /* _enter() -> token: admission of an `async with` block (BreakerFailing when rejected). */

@@ -167,6 +167,7 @@ typedef struct fs_state {
     PyObject *deadline_var;
     Py_ssize_t deadline_open;
     struct fs_latency_state *latency;   /* latency.c */
+    Py_ssize_t blocks_timed;        /* timed `async with` blocks open (latency.c): 0 skips exits */
 } fs_state;
 
 /* Current time in monotonic nanoseconds (the fake clock when one is set). */
@@ -343,14 +344,29 @@ struct FsPolicy {
     {"_name", Py_T_OBJECT_EX, offsetof(FsPolicy, name), 0, "component name"},                    \
     {"_local_listening", Py_T_INT, offsetof(FsPolicy, local_listeners), 0,                        \
      "non-zero when the component has listeners of its own"},                                    \
-    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(FsPolicy, weakreflist), Py_READONLY, NULL}
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(FsPolicy, weakreflist), Py_READONLY, NULL}, \
+    /* None when untimed: a slot read, so block forms written in Python test it for free */     \
+    {"_latency", _Py_T_OBJECT, offsetof(FsPolicy, latency), Py_READONLY,                        \
+     "the Latency timing this component, or None"}
 #define FS_POLICY_METHODS                                                                        \
     {"_counters", (PyCFunction)fs_policy_counters, METH_NOARGS, "the C counters, in order"},     \
     {"_count", (PyCFunction)(void (*)(void))fs_policy_count, METH_FASTCALL,                      \
-     "_count(index, n=1): adds n to a counter"}
+     "_count(index, n=1): adds n to a counter"},                                                 \
+    {"_block_open", (PyCFunction)fs_policy_block_open, METH_O,                                   \
+     "_block_open(t0_ns): a block entered at t0_ns is timed until _block_exited"},                \
+    {"_block_refused", (PyCFunction)(void (*)(void))fs_policy_block_refused, METH_FASTCALL,      \
+     "_block_refused(t0_ns, exc): a block's entry begun at t0_ns ended with exc"},                \
+    {"_block_exited", (PyCFunction)fs_policy_block_exited, METH_O,                               \
+     "_block_exited(exc): this task's innermost timed block of the component ended with exc"}
 
 PyObject *fs_policy_counters(PyObject *self, PyObject *unused);
 PyObject *fs_policy_count(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+/* Block timing of the `async with` forms written in Python (latency.c), used while _latency is
+ * set: _block_open(t0_ns) after an entry admitted, _block_refused(t0_ns, exc) when the entry
+ * raised exc, _block_exited(exc) (exc None: success) at the block's end. */
+PyObject *fs_policy_block_open(PyObject *self, PyObject *t0);
+PyObject *fs_policy_block_refused(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fs_policy_block_exited(PyObject *self, PyObject *exc);
 /* Fills the header of a new policy object (called from tp_new / tp_init); name defaults to the
  * pattern name given. 0 or -1 with exception. */
 int fs_policy_init(FsPolicy *p, const fs_policy_ops *ops, int pattern, unsigned flags,
@@ -485,10 +501,13 @@ struct FsCall {
     PyObject *kwnames;      /* owned or NULL */
     Py_ssize_t nargs;       /* positional count */
     Py_ssize_t ntotal;      /* positional + keyword values kept */
-    int64_t t0_ns;          /* start time when FS_POL_NEEDS_T0 */
+    int64_t t0_ns;          /* start time when FS_POL_NEEDS_T0 or timed */
     uint8_t state;          /* FS_CALL_* */
     uint8_t running;        /* inside send/throw/close: re-entry is refused */
+    uint8_t bare;           /* only times what a route without a call returned: no hooks run */
+    uint8_t block;          /* bare, timing a block's entry: success opens the block's timing */
     uint32_t failures;      /* retry: attempts of this call that failed so far */
+    PyObject *lat;          /* the Latency timing this call (owned), NULL untimed or counted */
     PyObject *weakreflist;
     /* policy payload */
     double timeout_s;       /* timeout: the delay of this call */
@@ -600,10 +619,38 @@ extern const fs_part fs_outcome_part, fs_retry_part, fs_fallback_part, fs_backof
     fs_hedge_part, fs_featuretoggle_part, fs_adaptive_part, fs_throttle_part,
     fs_deadline_part, fs_latency_part;
 
-/* The awaitable a guarded call returns while p->latency is set: aw (stolen), timed from its
- * first drive to its end into p->latency by outcome (latency.c). NULL (aw released) with an
- * exception set on failure, or when aw is NULL. */
-PyObject *fs_latency_wrap(FsPolicy *p, PyObject *aw);
+/* Latency histograms (latency.c). The outcome (FS_LAT_*) of a call that raised exc: what is not
+ * an Exception (NULL, CancelledError, a close) is a cancellation, never a failure; a policy's
+ * refusal is a rejection. Never raises. */
+int fs_latency_outcome(fs_state *st, PyObject *exc);
+/* Counts one call of outcome that ran from t0_ns to end_ns into lat (a failsafe._native.Latency,
+ * borrowed). Never raises. */
+void fs_latency_count(PyObject *lat, int outcome, int64_t t0_ns, int64_t end_ns);
+/* `async with` blocks of a policy with a Latency attached are timed from __aenter__ to the end
+ * of __aexit__, per task (latency.c). fs_block_entered takes what __aenter__ returns (aw,
+ * stolen; NULL with the exception pending) and returns it, or the awaitable timing its entry:
+ * an entry refused counts at once (or when its wait ends), one admitted opens the block's
+ * timing. fs_block_exited ends the innermost timed block of p in the current task, by what
+ * __aexit__ returned (r, borrowed; NULL with the exception pending, kept) or else the block's
+ * exc (None: success). Neither raises; untimed policies pay a pointer test. */
+PyObject *fs_latency_block_enter(FsPolicy *p, PyObject *aw);
+void fs_latency_block_exit(FsPolicy *p, PyObject *r, PyObject *exc);
+static inline PyObject *fs_block_entered(FsPolicy *p, PyObject *aw)
+{
+    return p->latency == NULL ? aw : fs_latency_block_enter(p, aw);
+}
+static inline void fs_block_exited(FsPolicy *p, PyObject *r, PyObject *exc)
+{
+    if (p->st->blocks_timed != 0) {
+        fs_latency_block_exit(p, r, exc);
+    }
+}
+/* Opens the timing of p's block entered at t0_ns into lat (borrowed) in the current task.
+ * Never raises: a block that cannot be kept (no task, no memory) goes untimed. */
+void fs_latency_block_open(FsPolicy *p, PyObject *lat, int64_t t0_ns);
+/* The bare FsCall driving aw (stolen; a block's entry that waits), timed from now into lat:
+ * success opens the block's timing, an error or a cancellation counts. NULL with an exception. */
+PyObject *fs_call_timed_enter(FsPolicy *p, PyObject *lat, PyObject *aw);
 
 /* Type setup of the guard and timeout files, called once from module exec through module.c's
  * table. 0 or -1 with exception. */

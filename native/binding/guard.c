@@ -1,6 +1,8 @@
 /* The guarded call: Guard (what a decorator returns) and FsCall (the awaitable that lets a
  * policy observe the outcome of one call), plus the parts every policy type shares. */
 #include "fs_binding.h"
+#include "done.h"
+#include "fs_lathist.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -21,6 +23,24 @@ static void call_release(FsCall *c)
     Py_CLEAR(c->args);
     Py_CLEAR(c->kwnames);
     Py_CLEAR(c->pobj);
+    Py_CLEAR(c->lat);
+}
+
+/* Counts the end of the timed call c (c->lat set) with outcome into its histogram, once. */
+static void call_count(FsCall *c, int outcome)
+{
+    PyObject *lat = c->lat;
+    c->lat = NULL;
+    fs_latency_count(lat, outcome, c->t0_ns, fs_now_ns(c->policy->st));
+    Py_DECREF(lat);
+}
+
+/* Counts the end of the timed call c by the pending exception (kept pending). */
+static void call_count_raised(FsCall *c)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    call_count(c, fs_latency_outcome(c->policy->st, exc));
+    PyErr_SetRaisedException(exc);
 }
 
 
@@ -77,6 +97,13 @@ static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, Py
 {
     if (c->state == FS_CALL_HANDOFF) {
         c->state = FS_CALL_DONE;
+        if (c->lat != NULL && c->block && exc == NULL) {
+            /* A block's entry admitted: its timing goes on until the block's __aexit__. */
+            fs_latency_block_open(c->policy, c->lat, c->t0_ns);
+        }
+        else if (c->lat != NULL) {
+            call_count(c, exc == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(c->policy->st, exc));
+        }
         call_release(c);
         if (exc != NULL) {
             PyErr_SetRaisedException(exc);
@@ -106,11 +133,23 @@ static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, Py
         return call_drive(c, Py_None, presult);
     }
     c->state = FS_CALL_DONE;
-    call_release(c);
     if (next == FS_NEXT_RETURN) {
+        if (c->lat != NULL) {
+            call_count(c, FS_LAT_SUCCESS);
+        }
+        call_release(c);
         *presult = out;
         return PYGEN_RETURN;
     }
+    if (c->lat != NULL) {
+        if (next == FS_NEXT_RAISE) {
+            call_count(c, fs_latency_outcome(c->policy->st, out));
+        }
+        else {
+            call_count_raised(c);
+        }
+    }
+    call_release(c);
     if (next == FS_NEXT_RAISE) {
         PyErr_SetRaisedException(out);
     }
@@ -137,9 +176,13 @@ static int call_begin(FsCall *c, PyObject *arg)
                             "can't send non-None value to a just-started coroutine");
             return -1;
         }
-        c->state = FS_CALL_RUNNING;
-        if (c->policy->ops->start != NULL && c->policy->ops->start(c) < 0) {
+        /* A bare call runs no hooks: it only hands over to what it drives. */
+        c->state = FS_CALL_RUNNING + c->bare;
+        if (c->bare == 0 && c->policy->ops->start != NULL && c->policy->ops->start(c) < 0) {
             /* Nothing ran yet: end the call with the start error, closing the inner coroutine. */
+            if (c->lat != NULL) {
+                call_count_raised(c);   /* a refusal at the start: rejected */
+            }
             PyObject *err = PyErr_GetRaisedException();
             c->state = FS_CALL_DONE;
             if (c->policy->ops->abandon != NULL) {
@@ -261,8 +304,9 @@ static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     if (c->state == FS_CALL_FRESH) {
         /* Thrown in before it ever ran: the function's body never runs, so neither does the
-         * policy; whatever comes out passes through. */
-        if (c->policy->ops->abandon != NULL) {
+         * policy, and no time is counted; whatever comes out passes through. */
+        Py_CLEAR(c->lat);
+        if (c->bare == 0 && c->policy->ops->abandon != NULL) {
             c->policy->ops->abandon(c);
         }
         c->state = FS_CALL_HANDOFF;
@@ -348,10 +392,13 @@ static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(unused))
             Py_DECREF(close);
         }
     }
-    if (state != FS_CALL_HANDOFF && c->policy->ops->abandon != NULL) {
+    if (state != FS_CALL_HANDOFF && c->bare == 0 && c->policy->ops->abandon != NULL) {
         PyObject *err = PyErr_GetRaisedException();
         c->policy->ops->abandon(c);
         PyErr_SetRaisedException(err);
+    }
+    if (c->lat != NULL && state != FS_CALL_FRESH) {
+        call_count(c, FS_LAT_CANCELLED);    /* closed unfinished (a fresh one never ran) */
     }
     call_release(c);
     c->running = 0;
@@ -391,8 +438,12 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg)
 
 static void call_abandon_if_open(FsCall *c)
 {
+    if (c->lat != NULL && (c->state == FS_CALL_RUNNING || c->state == FS_CALL_HANDOFF)
+        && c->policy != NULL) {
+        call_count(c, FS_LAT_CANCELLED);    /* let go unfinished: never a failure */
+    }
     if ((c->state == FS_CALL_FRESH || c->state == FS_CALL_RUNNING) && c->policy != NULL
-        && c->policy->ops->abandon != NULL) {
+        && c->bare == 0 && c->policy->ops->abandon != NULL) {
         PyObject *err = PyErr_GetRaisedException();
         c->state = FS_CALL_DONE;
         c->policy->ops->abandon(c);
@@ -561,12 +612,9 @@ static PyObject *guard_call_slow(FsPolicy *p, fs_admission *a, PyObject *fn,
                                kwnames);
 }
 
-/* The FsCall of an admitted call (FS_ADMIT_CALL), or NULL with an exception. */
-static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
-                                 PyObject *const *args, size_t nargsf, PyObject *kwnames)
+/* A fresh FsCall of p (GC-untracked, nothing driven yet), or NULL with MemoryError. */
+static FsCall *call_new(FsPolicy *p)
 {
-    /* The call object comes first: if fn fails synchronously (bad arguments), deallocating it
-     * runs the policy's abandon hook, which gives back whatever admit took. */
     fs_state *st = p->st;
     FsCall *c = st->call_freelist;
     if (c != NULL) {
@@ -577,9 +625,6 @@ static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
     else {
         c = PyObject_GC_New(FsCall, st->Call_Type);
         if (c == NULL) {
-            if (p->ops->release != NULL) {
-                p->ops->release(p, a);
-            }
             return NULL;
         }
     }
@@ -595,11 +640,76 @@ static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
     c->failures = 0;
     c->state = FS_CALL_FRESH;
     c->running = 0;
+    c->bare = 0;
+    c->block = 0;
+    c->lat = NULL;
     c->timeout_s = 0.0;
     c->pobj = NULL;
-    c->pword = a->token;    /* from here the call's abandon gives it back */
+    c->pword = 0;
     memset(&c->entry, 0, sizeof(c->entry));
     fs_heap_node_init(&c->entry.node);
+    return c;
+}
+
+/* The bare FsCall timing what a route without a call returned (aw stolen: the function's own
+ * coroutine, a slow path) into lat, or NULL with an exception (also when aw is NULL). */
+static PyObject *call_timed_bare(FsPolicy *p, PyObject *lat, PyObject *aw)
+{
+    if (aw == NULL) {
+        return NULL;
+    }
+    PyObject *it = fs_awaitable_iter(aw);
+    Py_DECREF(aw);
+    FsCall *c = it != NULL ? call_new(p) : NULL;
+    if (c == NULL) {
+        Py_XDECREF(it);
+        return NULL;
+    }
+    c->inner = it;
+    c->bare = 1;
+    c->lat = Py_NewRef(lat);
+    c->t0_ns = fs_now_ns(p->st);
+    PyObject_GC_Track(c);
+    return (PyObject *)c;
+}
+
+PyObject *fs_call_timed_enter(FsPolicy *p, PyObject *lat, PyObject *aw)
+{
+    PyObject *c = call_timed_bare(p, lat, aw);
+    if (c != NULL) {
+        ((FsCall *)c)->block = 1;
+    }
+    return c;
+}
+
+/* Counts a call answered at once by d (a Done, or NULL with the exception that will raise in
+ * its place, kept pending) into lat: it took no time. */
+static void guard_count_at_once(FsPolicy *p, PyObject *lat, PyObject *d)
+{
+    if (d == NULL) {
+        return;     /* not an Exception (admission was interrupted): nothing was called */
+    }
+    PyObject *exc = Py_IS_TYPE(d, p->st->Done_Type) ? ((FsDone *)d)->exc : NULL;
+    fs_latency_count(lat, exc == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(p->st, exc), 0, 0);
+}
+
+/* The FsCall of an admitted call (FS_ADMIT_CALL), timed into lat unless NULL, or NULL with an
+ * exception. */
+static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
+                                 PyObject *const *args, size_t nargsf, PyObject *kwnames,
+                                 PyObject *lat)
+{
+    /* The call object comes first: if fn fails synchronously (bad arguments), deallocating it
+     * runs the policy's abandon hook, which gives back whatever admit took. */
+    fs_state *st = p->st;
+    FsCall *c = call_new(p);
+    if (c == NULL) {
+        if (p->ops->release != NULL) {
+            p->ops->release(p, a);
+        }
+        return NULL;
+    }
+    c->pword = a->token;    /* from here the call's abandon gives it back */
     if (p->flags & FS_POL_KEEP_ARGS) {
         Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
         Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
@@ -624,14 +734,18 @@ static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
         c->kwnames = Py_XNewRef(kwnames);
         c->nargs = nargs;
     }
-    if (p->flags & FS_POL_NEEDS_T0) {
+    if ((p->flags & FS_POL_NEEDS_T0) || lat != NULL) {
         c->t0_ns = fs_now_ns(st);
     }
     PyObject_GC_Track(c);
     if (p->ops->init_call != NULL && p->ops->init_call(c, a) < 0) {
         /* A refusal decided here is raised where the call is awaited, as admit's are. */
         Py_DECREF(c);
-        return fs_done_refused(st, fn);
+        PyObject *d = fs_done_refused(st, fn);
+        if (lat != NULL) {
+            guard_count_at_once(p, lat, d);
+        }
+        return d;
     }
     PyObject *coro = PyObject_Vectorcall(fn, args, nargsf, kwnames);
     if (coro != NULL && !PyCoro_CheckExact(coro)) {
@@ -643,14 +757,17 @@ static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
         return NULL;
     }
     c->inner = coro;
+    c->lat = Py_XNewRef(lat);
     return (PyObject *)c;
 }
 
 /* One call of fn under p: one admission decision, then the one route its verdict names. Every
  * refusal (FS_ADMIT_REFUSE, or init_call failing) becomes a Done raising it where it is
- * awaited (fs_done_refused). */
+ * awaited (fs_done_refused). Timed into lat unless NULL: an admitted call by its FsCall, a
+ * call passed through or sent down the slow path by a bare FsCall around it, and one answered
+ * at once (a value, a refusal) at once, as taking no time. */
 static inline PyObject *guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args,
-                                   size_t nargsf, PyObject *kwnames)
+                                   size_t nargsf, PyObject *kwnames, PyObject *lat)
 {
     fs_admission a;
     a.key = NULL;
@@ -659,19 +776,29 @@ static inline PyObject *guard_call(FsPolicy *p, PyObject *fn, PyObject *const *a
     PyObject *res;
     switch (p->ops->admit(p, &a, args, nargsf, kwnames)) {
     case FS_ADMIT_PASS:
-        return PyObject_Vectorcall(fn, args, nargsf, kwnames);
+        res = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+        return lat == NULL ? res : call_timed_bare(p, lat, res);
     case FS_ADMIT_CALL:
-        res = guard_make_call(p, &a, fn, args, nargsf, kwnames);
+        res = guard_make_call(p, &a, fn, args, nargsf, kwnames, lat);
         break;
     case FS_ADMIT_SLOW:
         res = guard_call_slow(p, &a, fn, args, nargsf, kwnames);
         fs_done_name(p->st, res, fn);   /* refused by the slow path */
+        if (lat != NULL) {
+            res = call_timed_bare(p, lat, res);
+        }
         break;
     case FS_ADMIT_VALUE:
+        if (lat != NULL) {
+            guard_count_at_once(p, lat, a.answer);
+        }
         return a.answer;
     case FS_ADMIT_REFUSE:
     default:
         res = fs_done_refused(p->st, fn);
+        if (lat != NULL) {
+            guard_count_at_once(p, lat, res);
+        }
         break;
     }
     if (a.key != NULL || a.stale != NULL) {
@@ -684,7 +811,7 @@ static inline PyObject *guard_call(FsPolicy *p, PyObject *fn, PyObject *const *a
 PyObject *fs_guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t nargsf,
                         PyObject *kwnames)
 {
-    return guard_call(p, fn, args, nargsf, kwnames);
+    return guard_call(p, fn, args, nargsf, kwnames, NULL);    /* timed by its caller's guard */
 }
 
 static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
@@ -697,8 +824,7 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
         PyErr_SetString(PyExc_RuntimeError, "failsafe guard used after it was cleared");
         return NULL;
     }
-    PyObject *aw = guard_call(p, g->fn, args, nargsf, kwnames);
-    return aw == NULL || p->latency == NULL ? aw : fs_latency_wrap(p, aw);
+    return guard_call(p, g->fn, args, nargsf, kwnames, p->latency);
 }
 
 static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)

@@ -1,47 +1,29 @@
-/* Latency histograms of guarded calls (failsafe._native.Latency) and the awaitable that times
- * one call (LatencyCall). A policy records only while a Latency is attached to it
- * (FsPolicy.latency): the guard then wraps whatever it would return (the function's coroutine,
- * a GuardedCall, a slow path, a refusal, a cache hit) in a LatencyCall, which reads the clock
- * when the call is first driven and again when it ends, and counts the duration in the bucket of
- * its outcome (fs_lathist). Unattached policies pay one pointer test per call. */
+/* Latency histograms of guarded calls (failsafe._native.Latency). A policy records only while a
+ * Latency is attached to it (FsPolicy.latency): its guard then times each call (guard.c) and
+ * counts the duration in the bucket of its outcome (fs_lathist). Unattached policies pay one
+ * pointer test per call. */
 #include "fs_binding.h"
 #include "fs_lathist.h"
+#include "done.h"
+#include "fs_timers.h"
 
 #include <stddef.h>
-#include <string.h>
-
-#define FS_LATCALL_FREELIST 64
-
-enum { LC_FRESH = 0, LC_RUNNING, LC_UNTIMED, LC_DONE };
 
 typedef struct FsLatency {
     PyObject_HEAD
     fs_lathist h;
 } FsLatency;
 
-typedef struct FsLatencyCall {
-    PyObject_HEAD
-    PyObject *inner;        /* the awaitable's iterator (owned), NULL once done */
-    FsLatency *lat;         /* owned */
-    fs_state *st;           /* borrowed: the module outlives its types' instances */
-    int64_t t0_ns;
-    uint8_t state;          /* LC_*; LC_UNTIMED: thrown into before it ran, not counted */
-    uint8_t running;
-} FsLatencyCall;
-
 struct fs_latency_state {
     PyTypeObject *Latency_Type;
-    PyTypeObject *Call_Type;
-    FsLatencyCall *freelist;    /* linked through ->inner, GC-untracked */
-    int free_count;
+    /* task -> list of (policy, Latency, t0_ns) of its timed `async with` blocks, innermost last */
+    PyObject *blocks;
 };
 
 /* ------------------------------------------------------------------------------------------ */
 /* Outcomes */
 
-/* The outcome of a call that raised exc: what is not an Exception (CancelledError, a close)
- * is a cancellation, never a failure; a policy's refusal is a rejection. */
-static int outcome_of(fs_state *st, PyObject *exc)
+int fs_latency_outcome(fs_state *st, PyObject *exc)
 {
     if (exc == NULL || !PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
         return FS_LAT_CANCELLED;
@@ -58,352 +40,171 @@ static int outcome_of(fs_state *st, PyObject *exc)
     return FS_LAT_FAILURE;
 }
 
-/* Ends the timing of c with outcome and lets its inner awaitable go. */
-static void lc_end(FsLatencyCall *c, int outcome)
+void fs_latency_count(PyObject *lat, int outcome, int64_t t0_ns, int64_t end_ns)
 {
-    if (c->state == LC_RUNNING) {
-        fs_lathist_record(&c->lat->h, outcome, c->t0_ns, fs_now_ns(c->st));
-    }
-    c->state = LC_DONE;
-    Py_CLEAR(c->inner);
-}
-
-/* Ends c with the pending exception (kept pending). */
-static void lc_end_raised(FsLatencyCall *c)
-{
-    PyObject *exc = PyErr_GetRaisedException();
-    lc_end(c, outcome_of(c->st, exc));
-    PyErr_SetRaisedException(exc);
+    fs_lathist_record(&((FsLatency *)lat)->h, outcome, t0_ns, end_ns);
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* LatencyCall: the coroutine protocol, delegated to the inner awaitable */
+/* async with blocks: timed per task, from __aenter__ to the end of __aexit__ */
 
-static int lc_refuse_running(FsLatencyCall *c)
+/* The current task (new reference), or NULL without an exception outside one. */
+static PyObject *block_task(fs_state *st)
 {
-    if (c->running) {
-        PyErr_SetString(PyExc_ValueError, "coroutine already executing");
-        return -1;
-    }
-    return 0;
-}
-
-static PySendResult lc_am_send(PyObject *self, PyObject *arg, PyObject **presult)
-{
-    FsLatencyCall *c = (FsLatencyCall *)self;
-    *presult = NULL;
-    if (lc_refuse_running(c) < 0) {
-        return PYGEN_ERROR;
-    }
-    if (c->state == LC_DONE) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
-        return PYGEN_ERROR;
-    }
-    if (c->state == LC_FRESH) {
-        if (arg != Py_None) {
-            PyErr_SetString(PyExc_TypeError,
-                            "can't send non-None value to a just-started coroutine");
-            return PYGEN_ERROR;
-        }
-        c->state = LC_RUNNING;
-        c->t0_ns = fs_now_ns(c->st);
-    }
-    c->running = 1;
-    PySendResult r = PyIter_Send(c->inner, arg, presult);
-    c->running = 0;
-    if (r == PYGEN_RETURN) {
-        lc_end(c, FS_LAT_SUCCESS);
-    }
-    else if (r == PYGEN_ERROR) {
-        lc_end_raised(c);
-    }
-    return r;
-}
-
-static PyObject *lc_iternext(PyObject *self)
-{
-    PyObject *res = NULL;
-    PySendResult r = lc_am_send(self, Py_None, &res);
-    if (r == PYGEN_NEXT) {
-        return res;
-    }
-    if (r == PYGEN_RETURN) {
-        if (res == Py_None) {
-            Py_DECREF(res);
-            return NULL;    /* a bare NULL ends iteration with value None */
-        }
-        PyObject *e = fs_stop_iteration_new(((FsLatencyCall *)self)->st, res);
-        if (e != NULL) {
-            PyErr_SetRaisedException(e);
-        }
-    }
-    return NULL;
-}
-
-/* Raises StopIteration(value) (value stolen), keeping tuples and exceptions intact. */
-static PyObject *lc_stop(PyObject *value)
-{
-    PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, value);
-    Py_DECREF(value);
-    if (e != NULL) {
-        PyErr_SetRaisedException(e);
-    }
-    return NULL;
-}
-
-static PyObject *lc_send(PyObject *self, PyObject *arg)
-{
-    PyObject *res = NULL;
-    PySendResult r = lc_am_send(self, arg, &res);
-    if (r == PYGEN_NEXT) {
-        return res;
-    }
-    return r == PYGEN_RETURN ? lc_stop(res) : NULL;
-}
-
-/* 1 and *res set when obj has the attribute, 0 when not, -1 on another error. */
-static int lc_lookup(PyObject *obj, PyObject *name, PyObject **res)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    return PyObject_GetOptionalAttr(obj, name, res);
-#else
-    return _PyObject_LookupAttr(obj, name, res);
-#endif
-}
-
-/* inner.throw(*args): what it yields (new reference), or NULL with what it raised. */
-static PyObject *lc_throw_inner(FsLatencyCall *c, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *meth = NULL;
-    if (lc_lookup(c->inner, c->st->str_throw, &meth) < 0) {
-        return NULL;
-    }
-    if (meth == NULL) {
-        return fs_raise_thrown(args, nargs);    /* no throw(): the exception ends it */
-    }
-    PyObject *res = PyObject_Vectorcall(meth, args, (size_t)nargs, NULL);
-    Py_DECREF(meth);
-    return res;
-}
-
-static PyObject *lc_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    FsLatencyCall *c = (FsLatencyCall *)self;
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
-        return NULL;
-    }
-    if (lc_refuse_running(c) < 0) {
-        return NULL;
-    }
-    if (c->state == LC_DONE || c->inner == NULL) {
-        return fs_raise_thrown(args, nargs);
-    }
-    if (c->state == LC_FRESH) {
-        c->state = LC_UNTIMED;  /* thrown in before it ran: not a call that took time */
-    }
-    c->running = 1;
-    PyObject *res = lc_throw_inner(c, args, nargs);
-    c->running = 0;
-    if (res != NULL) {
-        return res;
-    }
-    if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
-        PyObject *exc = PyErr_GetRaisedException();
-        PyObject *value = PyObject_GetAttrString(exc, "value");
-        Py_DECREF(exc);
-        lc_end(c, FS_LAT_SUCCESS);
-        return value == NULL ? NULL : lc_stop(value);
-    }
-    lc_end_raised(c);
-    return NULL;
-}
-
-static PyObject *lc_close(PyObject *self, PyObject *Py_UNUSED(unused))
-{
-    FsLatencyCall *c = (FsLatencyCall *)self;
-    if (lc_refuse_running(c) < 0) {
-        return NULL;
-    }
-    if (c->state == LC_DONE || c->inner == NULL) {
-        Py_RETURN_NONE;
-    }
-    PyObject *res = Py_NewRef(Py_None);
-    PyObject *close = NULL;
-    c->running = 1;
-    if (lc_lookup(c->inner, c->st->str_close, &close) < 0) {
-        Py_CLEAR(res);
-    }
-    else if (close != NULL) {
-        Py_SETREF(res, PyObject_CallNoArgs(close));     /* 3.13: may return a value */
-        Py_DECREF(close);
-    }
-    c->running = 0;
-    PyObject *err = PyErr_GetRaisedException();
-    lc_end(c, FS_LAT_CANCELLED);
-    PyErr_SetRaisedException(err);
-    return res;
-}
-
-static PyObject *lc_await(PyObject *self)
-{
-    FsLatencyCall *c = (FsLatencyCall *)self;
-    if (c->state == LC_RUNNING || c->state == LC_UNTIMED) {
-        PyErr_SetString(PyExc_RuntimeError, "coroutine is being awaited already");
-        return NULL;
-    }
-    return Py_NewRef(self);
-}
-
-/* __name__, __qualname__, cr_frame, cr_code, cr_suspended of the inner awaitable, for task
- * reprs and stacks (None, or False for cr_suspended, when it has none). */
-static PyObject *lc_get_inner_attr(PyObject *self, void *closure)
-{
-    FsLatencyCall *c = (FsLatencyCall *)self;
-    const char *attr = (const char *)closure;
-    if (c->inner != NULL) {
-        PyObject *v = PyObject_GetAttrString(c->inner, attr);
-        if (v != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            return v;
-        }
+    PyObject *loop, *task;
+    if (fs_running_task(st, &loop, &task) < 0) {
         PyErr_Clear();
-    }
-    if (attr[0] == '_') {
-        return PyUnicode_FromString("GuardedCall");
-    }
-    return Py_NewRef(strcmp(attr, "cr_suspended") == 0 ? Py_False : Py_None);
-}
-
-static PyObject *lc_get_await(PyObject *self, void *Py_UNUSED(closure))
-{
-    FsLatencyCall *c = (FsLatencyCall *)self;
-    return Py_NewRef(c->inner != NULL && c->state != LC_FRESH ? c->inner : Py_None);
-}
-
-static PyObject *lc_get_running(PyObject *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(((FsLatencyCall *)self)->running);
-}
-
-static int lc_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((FsLatencyCall *)self)->inner);
-    return 0;
-}
-
-static int lc_clear(PyObject *self)
-{
-    FsLatencyCall *c = (FsLatencyCall *)self;
-    if (c->inner != NULL) {
-        lc_end(c, FS_LAT_CANCELLED);    /* let go unfinished: never a failure */
-    }
-    return 0;
-}
-
-static void lc_dealloc(PyObject *self)
-{
-    FsLatencyCall *c = (FsLatencyCall *)self;
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    lc_clear(self);
-    Py_CLEAR(c->lat);
-    struct fs_latency_state *ls = c->st->latency;
-    if (ls != NULL && ls->free_count < FS_LATCALL_FREELIST && tp == ls->Call_Type) {
-        c->inner = (PyObject *)ls->freelist;   /* PyObject_Init on reuse takes tp back */
-        ls->freelist = c;
-        ls->free_count++;
-    }
-    else {
-        tp->tp_free(self);
-    }
-    Py_DECREF(tp);
-}
-
-static PyObject *lc_repr(PyObject *self)
-{
-    static const char *states[] = {"fresh", "running", "running", "done"};
-    return PyUnicode_FromFormat("<failsafe timed call, %s>",
-                                states[((FsLatencyCall *)self)->state & 3]);
-}
-
-PyObject *fs_latency_wrap(FsPolicy *p, PyObject *aw)
-{
-    if (aw == NULL) {
         return NULL;
     }
+    Py_DECREF(loop);
+    return task;
+}
+
+void fs_latency_block_open(FsPolicy *p, PyObject *lat, int64_t t0_ns)
+{
     fs_state *st = p->st;
-    struct fs_latency_state *ls = st->latency;
-    PyObject *it = fs_awaitable_iter(aw);
-    Py_DECREF(aw);
-    if (it == NULL) {
-        return NULL;
+    PyObject *blocks = st->latency != NULL ? st->latency->blocks : NULL;
+    PyObject *task = blocks != NULL ? block_task(st) : NULL;
+    if (task == NULL) {
+        return;
     }
-    FsLatencyCall *c = ls->freelist;
-    if (c != NULL) {
-        ls->freelist = (FsLatencyCall *)c->inner;
-        ls->free_count--;
-        PyObject_Init((PyObject *)c, ls->Call_Type);
-    }
-    else {
-        c = PyObject_GC_New(FsLatencyCall, ls->Call_Type);
-        if (c == NULL) {
-            Py_DECREF(it);
-            return NULL;
+    PyObject *stack = Py_XNewRef(PyDict_GetItemWithError(blocks, task));
+    if (stack == NULL && !PyErr_Occurred()) {
+        stack = PyList_New(0);
+        if (stack != NULL && PyDict_SetItem(blocks, task, stack) < 0) {
+            Py_CLEAR(stack);
         }
     }
-    c->inner = it;
-    c->lat = (FsLatency *)Py_NewRef(p->latency);
-    c->st = st;
-    c->t0_ns = 0;
-    c->state = LC_FRESH;
-    c->running = 0;
-    PyObject_GC_Track(c);
-    return (PyObject *)c;
+    PyObject *entry = stack != NULL ? Py_BuildValue("(OOL)", p, lat, (long long)t0_ns) : NULL;
+    if (entry != NULL && PyList_Append(stack, entry) == 0) {
+        st->blocks_timed++;
+    }
+    else {
+        PyErr_Clear();  /* not kept: the block goes untimed */
+    }
+    Py_XDECREF(entry);
+    Py_XDECREF(stack);
+    Py_DECREF(task);
 }
 
-static PyGetSetDef lc_getset[] = {
-    {"__name__", lc_get_inner_attr, NULL, "name of the guarded coroutine", "__name__"},
-    {"__qualname__", lc_get_inner_attr, NULL, "qualified name of the guarded coroutine",
-     "__qualname__"},
-    {"cr_frame", lc_get_inner_attr, NULL, "frame of the guarded coroutine", "cr_frame"},
-    {"cr_code", lc_get_inner_attr, NULL, "code of the guarded coroutine", "cr_code"},
-    {"cr_suspended", lc_get_inner_attr, NULL, "the guarded coroutine is suspended",
-     "cr_suspended"},
-    {"cr_await", lc_get_await, NULL, "the awaitable this call is driving", NULL},
-    {"cr_running", lc_get_running, NULL, "the call is executing", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
+PyObject *fs_latency_block_enter(FsPolicy *p, PyObject *aw)
+{
+    fs_state *st = p->st;
+    PyObject *lat = p->latency;
+    if (aw == NULL) {
+        /* Refused (or failed) on the spot: counted as taking no time, the error kept. */
+        PyObject *exc = PyErr_GetRaisedException();
+        if (exc != NULL && PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+            fs_latency_count(lat, fs_latency_outcome(st, exc), 0, 0);
+        }
+        PyErr_SetRaisedException(exc);
+        return NULL;
+    }
+    if (Py_IS_TYPE(aw, st->Done_Type)) {
+        PyObject *exc = ((FsDone *)aw)->exc;
+        if (exc != NULL) {
+            fs_latency_count(lat, fs_latency_outcome(st, exc), 0, 0);
+        }
+        else {
+            fs_latency_block_open(p, lat, fs_now_ns(st));
+        }
+        return aw;
+    }
+    return fs_call_timed_enter(p, lat, aw);    /* entered after a wait, or refused by it */
+}
 
-static PyMethodDef lc_methods[] = {
-    {"send", lc_send, METH_O, "send(value) -> next yielded value or StopIteration."},
-    {"throw", (PyCFunction)(void (*)(void))lc_throw, METH_FASTCALL,
-     "throw(exc) -> raise an exception into the guarded call."},
-    {"close", lc_close, METH_NOARGS, "close() -> raise GeneratorExit inside the guarded call."},
-    {NULL, NULL, 0, NULL},
-};
+void fs_latency_block_exit(FsPolicy *p, PyObject *r, PyObject *exc)
+{
+    fs_state *st = p->st;
+    PyObject *blocks = st->latency != NULL ? st->latency->blocks : NULL;
+    PyObject *raised = r == NULL ? PyErr_GetRaisedException() : NULL;
+    PyObject *task = blocks != NULL ? block_task(st) : NULL;
+    PyObject *stack = task != NULL ? PyDict_GetItemWithError(blocks, task) : NULL;  /* borrowed */
+    Py_ssize_t i = stack != NULL ? PyList_GET_SIZE(stack) : 0;
+    while (--i >= 0 && PyTuple_GET_ITEM(PyList_GET_ITEM(stack, i), 0) != (PyObject *)p) {
+    }
+    if (i >= 0) {
+        PyObject *entry = Py_NewRef(PyList_GET_ITEM(stack, i));
+        int64_t t0 = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 2));
+        int rc = PyList_GET_SIZE(stack) == 1 ? PyDict_DelItem(blocks, task)
+                                             : PyList_SetSlice(stack, i, i + 1, NULL);
+        if (rc == 0) {
+            st->blocks_timed--;
+            /* What the block ended with, as its user sees it: what __aexit__ raised, else exc. */
+            PyObject *end = raised != NULL ? raised : (exc == Py_None ? NULL : exc);
+            int outcome = end == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(st, end);
+            fs_latency_count(PyTuple_GET_ITEM(entry, 1), outcome, t0, fs_now_ns(st));
+        }
+        Py_DECREF(entry);
+    }
+    Py_XDECREF(task);
+    PyErr_Clear();
+    if (raised != NULL) {
+        PyErr_SetRaisedException(raised);
+    }
+}
 
-static PyType_Slot lc_slots[] = {
-    {Py_am_await, lc_await},
-    {Py_am_send, lc_am_send},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, lc_iternext},
-    {Py_tp_methods, lc_methods},
-    {Py_tp_getset, lc_getset},
-    {Py_tp_traverse, lc_traverse},
-    {Py_tp_clear, lc_clear},
-    {Py_tp_dealloc, lc_dealloc},
-    {Py_tp_repr, lc_repr},
-    {0, NULL},
-};
+/* Stops timing p's open blocks (its latency detached): they end untimed. */
+static void block_forget(fs_state *st, FsPolicy *p)
+{
+    PyObject *blocks = st->latency != NULL ? st->latency->blocks : NULL;
+    if (blocks == NULL || st->blocks_timed == 0) {
+        return;
+    }
+    PyObject *tasks = PyDict_Keys(blocks);
+    for (Py_ssize_t k = 0; tasks != NULL && k < PyList_GET_SIZE(tasks); k++) {
+        PyObject *task = PyList_GET_ITEM(tasks, k);
+        PyObject *stack = PyDict_GetItemWithError(blocks, task);
+        for (Py_ssize_t i = stack != NULL ? PyList_GET_SIZE(stack) : 0; --i >= 0;) {
+            if (PyTuple_GET_ITEM(PyList_GET_ITEM(stack, i), 0) == (PyObject *)p
+                && PyList_SetSlice(stack, i, i + 1, NULL) == 0) {
+                st->blocks_timed--;
+            }
+        }
+        if (stack != NULL && PyList_GET_SIZE(stack) == 0) {
+            (void)PyDict_DelItem(blocks, task);
+        }
+    }
+    Py_XDECREF(tasks);
+    PyErr_Clear();
+}
 
-static PyType_Spec lc_spec = {
-    .name = "failsafe._native.TimedCall",
-    .basicsize = sizeof(FsLatencyCall),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = lc_slots,
-};
+PyObject *fs_policy_block_open(PyObject *self, PyObject *t0)
+{
+    FsPolicy *p = (FsPolicy *)self;
+    long long t = PyLong_AsLongLong(t0);
+    if (t == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (p->latency != NULL) {
+        fs_latency_block_open(p, p->latency, t);
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *fs_policy_block_refused(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    FsPolicy *p = (FsPolicy *)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_block_refused(t0_ns, exc)");
+        return NULL;
+    }
+    long long t = PyLong_AsLongLong(args[0]);
+    if (t == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (p->latency != NULL) {
+        fs_latency_count(p->latency, fs_latency_outcome(p->st, args[1]), t, fs_now_ns(p->st));
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *fs_policy_block_exited(PyObject *self, PyObject *exc)
+{
+    FsPolicy *p = (FsPolicy *)self;
+    fs_block_exited(p, Py_None, exc);
+    Py_RETURN_NONE;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Latency: one histogram, shared by the components reporting under one name and pattern */
@@ -455,6 +256,7 @@ static PyObject *lat_detach(PyObject *self, PyObject *obj)
     }
     if (p->latency == self) {
         Py_CLEAR(p->latency);
+        block_forget(p->st, p);
     }
     Py_RETURN_NONE;
 }
@@ -587,9 +389,10 @@ static int lat_setup(PyObject *module, fs_state *st)
     }
     struct fs_latency_state *ls = st->latency;
     ls->Latency_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &lat_spec, NULL);
-    ls->Call_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &lc_spec, NULL);
-    if (ls->Latency_Type == NULL || ls->Call_Type == NULL
-        || PyModule_AddType(module, ls->Latency_Type) < 0) {
+    if (ls->Latency_Type == NULL || PyModule_AddType(module, ls->Latency_Type) < 0) {
+        return -1;
+    }
+    if ((ls->blocks = PyDict_New()) == NULL) {
         return -1;
     }
     return lat_add_constants(module);
@@ -599,7 +402,7 @@ static int lat_part_traverse(fs_state *st, visitproc visit, void *arg)
 {
     if (st->latency != NULL) {
         Py_VISIT(st->latency->Latency_Type);
-        Py_VISIT(st->latency->Call_Type);
+        Py_VISIT(st->latency->blocks);
     }
     return 0;
 }
@@ -610,14 +413,9 @@ static void lat_part_clear(fs_state *st)
     if (ls == NULL) {
         return;
     }
-    while (ls->freelist != NULL) {
-        FsLatencyCall *c = ls->freelist;
-        ls->freelist = (FsLatencyCall *)c->inner;
-        PyObject_GC_Del(c);
-    }
-    ls->free_count = 0;
     Py_CLEAR(ls->Latency_Type);
-    Py_CLEAR(ls->Call_Type);
+    Py_CLEAR(ls->blocks);
+    st->blocks_timed = 0;
     st->latency = NULL;
     PyMem_Free(ls);
 }

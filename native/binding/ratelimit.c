@@ -357,7 +357,7 @@ static PyObject *limiter_acquire(PyObject *self, PyObject *args, PyObject *kwarg
 /* `async with limiter:` (unkeyed): __aenter__ answers a ready awaitable when admitted (no
  * coroutine), a RejectedCall when refused, and the Python waiter self._sleep_until(ticket, None)
  * when a place was reserved. */
-static PyObject *limiter_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+static PyObject *limiter_aenter_impl(PyObject *self)
 {
     FsLimiter *o = (FsLimiter *)self;
     fs_state *st = o->base.st;
@@ -406,14 +406,19 @@ static PyObject *limiter_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
     return res;
 }
 
-static PyObject *limiter_aexit(PyObject *self, PyObject *const *Py_UNUSED(args),
-                               Py_ssize_t Py_UNUSED(nargs))
+static PyObject *limiter_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    return fs_block_entered(&((FsLimiter *)self)->base, limiter_aenter_impl(self));
+}
+
+static PyObject *limiter_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     fs_state *st = ((FsLimiter *)self)->base.st;
     if (st->ready_none == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "failsafe is shutting down");
         return NULL;
     }
+    fs_block_exited(&((FsLimiter *)self)->base, st->ready_none, nargs == 3 ? args[1] : Py_None);
     return Py_NewRef(st->ready_none);
 }
 

@@ -229,10 +229,10 @@ done:
     Py_XDECREF(s);
     Py_DECREF(loop);
     Py_DECREF(task);
-    return ready;
+    return fs_block_entered(&t->base, ready);
 }
 
-static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
+static PyObject *timeout_aexit_impl(PyObject *self, PyObject *const *args)
 {
     TimeoutObject *t = (TimeoutObject *)self;
     fs_state *st = t->base.st;
@@ -287,6 +287,13 @@ static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
         return NULL;
     }
     return Py_NewRef(st->ready_none);
+}
+
+static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
+{
+    PyObject *r = timeout_aexit_impl(self, args);
+    fs_block_exited(&((TimeoutObject *)self)->base, r, args[1]);
+    return r;
 }
 
 /* __aenter__ and __aexit__ of Timeout. `async with` binds both for every entry; as ordinary C

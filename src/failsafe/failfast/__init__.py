@@ -109,13 +109,22 @@ class FailFast(_core.Component, _native.FailFast):
     # -- decorator and block form ------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._check_open()
-        if self._predicate is not None:
-            verdict = self._predicate()
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-            if verdict:
-                self._reject()
+        # Timed (latency histograms) only while _latency is set: a slot read otherwise.
+        t0 = None if self._latency is None else _native.now_ns()
+        try:
+            self._check_open()
+            if self._predicate is not None:
+                verdict = self._predicate()
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+                if verdict:
+                    self._reject()
+        except BaseException as exc:
+            if t0 is not None:
+                self._block_refused(t0, exc)
+            raise
+        if t0 is not None:
+            self._block_open(t0)
         return self
 
     async def __aexit__(
@@ -124,6 +133,8 @@ class FailFast(_core.Component, _native.FailFast):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._latency is not None:
+            self._block_exited(exc)
         # Raises FailFastOpen from exc when this failure opened it; never suppresses.
         if self._observe:
             self._exit(exc)

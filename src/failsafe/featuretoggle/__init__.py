@@ -124,12 +124,21 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
     # -- decorator and block form ------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        # Timed (latency histograms) only while _latency is set: a slot read otherwise.
+        t0 = None if self._latency is None else _native.now_ns()
         verdict: Any = True
-        if self.enabled and self._predicate is not None:
-            verdict = self._predicate()
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-        self._decide(verdict, (), {})
+        try:
+            if self.enabled and self._predicate is not None:
+                verdict = self._predicate()
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+            self._decide(verdict, (), {})
+        except BaseException as exc:
+            if t0 is not None:
+                self._block_refused(t0, exc)
+            raise
+        if t0 is not None:
+            self._block_open(t0)
         return self
 
     async def __aexit__(
@@ -138,7 +147,8 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        return None
+        if self._latency is not None:
+            self._block_exited(exc)
 
     async def _call_slow(
         self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
