@@ -753,14 +753,9 @@ static int breaker_clear(PyObject *self)
 static void breaker_dealloc(PyObject *self)
 {
     FsBreaker *b = (FsBreaker *)self;
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear(&b->base);
-    breaker_clear(self);
     PyMem_Free(b->window);
     b->window = NULL;
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    fs_policy_dealloc(self, breaker_clear);
 }
 
 static PyMemberDef breaker_members[] = {
@@ -816,11 +811,7 @@ static int breaker_part_setup(PyObject *module, fs_state *st)
     if (bfb_setup(module) < 0) {
         return -1;
     }
-    st->Breaker_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &breaker_spec, NULL);
-    if (st->Breaker_Type == NULL || fs_register_policy_type(st, st->Breaker_Type) < 0) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->Breaker_Type);
+    return fs_policy_type_add(module, st, &breaker_spec, &st->Breaker_Type);
 }
 
 static int breaker_part_traverse(fs_state *st, visitproc visit, void *arg)

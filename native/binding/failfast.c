@@ -132,26 +132,6 @@ static PyObject *ff_outcome(FsFailFast *f, PyObject *exc)
     return err;
 }
 
-/* A sync predicate that hands back an awaitable was meant to be async: its verdict is unknown,
- * so the call fails instead of taking the (always truthy) awaitable as the answer. -1 with
- * TypeError set (the awaitable closed) when r is one, else 0. */
-static int refuse_awaitable(PyObject *r, const char *param)
-{
-    PyAsyncMethods *am = Py_TYPE(r)->tp_as_async;
-    if (am == NULL || am->am_await == NULL) {
-        return 0;
-    }
-    if (PyCoro_CheckExact(r)) {
-        PyObject *res = PyObject_CallMethod(r, "close", NULL);
-        Py_XDECREF(res);
-        PyErr_Clear();
-    }
-    PyErr_Format(PyExc_TypeError,
-                 "%s returned an awaitable (%.200s) but was not recognised as async: declare it"
-                 " with async def", param, Py_TYPE(r)->tp_name);
-    return -1;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Policy hooks */
 
@@ -169,16 +149,7 @@ static fs_verdict ff_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *co
         if (f->pred_async) {
             return FS_ADMIT_SLOW;
         }
-        PyObject *r = PyObject_Vectorcall(f->predicate, args, nargsf, kwnames);
-        if (r == NULL) {
-            return FS_ADMIT_REFUSE;
-        }
-        if (refuse_awaitable(r, "predicate") < 0) {
-            Py_DECREF(r);
-            return FS_ADMIT_REFUSE;
-        }
-        int t = PyObject_IsTrue(r);
-        Py_DECREF(r);
+        int t = fs_predicate_verdict(f->predicate, args, nargsf, kwnames);
         if (t != 0) {
             if (t > 0) {
                 ff_reject(f, -1);
@@ -383,12 +354,7 @@ static int ff_clear(PyObject *self)
 
 static void ff_dealloc(PyObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    ff_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    fs_policy_dealloc(self, ff_clear);
 }
 
 static PyMemberDef ff_members[] = {
@@ -440,11 +406,7 @@ static PyType_Spec ff_spec = {
 
 static int ff_setup(PyObject *module, fs_state *st)
 {
-    st->FailFast_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ff_spec, NULL);
-    if (st->FailFast_Type == NULL || fs_register_policy_type(st, st->FailFast_Type) < 0) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->FailFast_Type);
+    return fs_policy_type_add(module, st, &ff_spec, &st->FailFast_Type);
 }
 
 static int ff_part_traverse(fs_state *st, visitproc visit, void *arg)

@@ -197,7 +197,7 @@ static int fallback_clear(PyObject *self)
 
 static void fallback_dealloc(PyObject *self)
 {
-    fs_outcome_dealloc(self, fallback_clear);
+    fs_policy_dealloc(self, fallback_clear);
 }
 
 static PyMemberDef fallback_members[] = {
@@ -231,10 +231,7 @@ static PyType_Spec fallback_spec = {
 
 static int fallback_setup(PyObject *module, fs_state *st)
 {
-    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fallback_spec, NULL);
-    int rc = tp == NULL || fs_register_policy_type(st, tp) < 0 || PyModule_AddType(module, tp) < 0;
-    Py_XDECREF(tp);     /* the policy type list and the module hold it */
-    return rc ? -1 : 0;
+    return fs_policy_type_add(module, st, &fallback_spec, NULL);
 }
 
 const fs_part fs_fallback_part = {

@@ -49,26 +49,6 @@ static long key_bucket(PyObject *k)
     return -1;
 }
 
-/* A sync predicate that hands back an awaitable was meant to be async: its verdict is unknown,
- * so the call fails instead of taking the (always truthy) awaitable as the answer. -1 with
- * TypeError set (the awaitable closed) when r is one, else 0. */
-static int refuse_awaitable(PyObject *r, const char *param)
-{
-    PyAsyncMethods *am = Py_TYPE(r)->tp_as_async;
-    if (am == NULL || am->am_await == NULL) {
-        return 0;
-    }
-    if (PyCoro_CheckExact(r)) {
-        PyObject *res = PyObject_CallMethod(r, "close", NULL);
-        Py_XDECREF(res);
-        PyErr_Clear();
-    }
-    PyErr_Format(PyExc_TypeError,
-                 "%s returned an awaitable (%.200s) but was not recognised as async: declare it"
-                 " with async def", param, Py_TYPE(r)->tp_name);
-    return -1;
-}
-
 /* A call refused: counted, reported, FeatureDisabled set. Always -1. */
 static int tg_reject(FsToggle *t)
 {
@@ -110,16 +90,7 @@ static fs_verdict tg_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *co
         if (t->pred_async) {
             return FS_ADMIT_SLOW;
         }
-        PyObject *r = PyObject_Vectorcall(t->predicate, args, nargsf, kwnames);
-        if (r == NULL) {
-            return -1;
-        }
-        if (refuse_awaitable(r, "predicate") < 0) {
-            Py_DECREF(r);
-            return -1;
-        }
-        int ok = PyObject_IsTrue(r);
-        Py_DECREF(r);
+        int ok = fs_predicate_verdict(t->predicate, args, nargsf, kwnames);
         if (ok <= 0) {
             return ok < 0 ? -1 : tg_reject(t);
         }
@@ -314,12 +285,7 @@ static int tg_clear(PyObject *self)
 
 static void tg_dealloc(PyObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    tg_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    fs_policy_dealloc(self, tg_clear);
 }
 
 static PyMemberDef tg_members[] = {
@@ -378,12 +344,10 @@ static PyMethodDef tg_module_methods[] = {
 
 static int tg_setup(PyObject *module, fs_state *st)
 {
-    st->Toggle_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tg_spec, NULL);
-    if (st->Toggle_Type == NULL || fs_register_policy_type(st, st->Toggle_Type) < 0
-        || PyModule_AddFunctions(module, tg_module_methods) < 0) {
+    if (PyModule_AddFunctions(module, tg_module_methods) < 0) {
         return -1;
     }
-    return PyModule_AddType(module, st->Toggle_Type);
+    return fs_policy_type_add(module, st, &tg_spec, &st->Toggle_Type);
 }
 
 static int tg_part_traverse(fs_state *st, visitproc visit, void *arg)

@@ -364,6 +364,19 @@ void fs_policy_clear(FsPolicy *p);
  * KeyboardInterrupt, SystemExit, GeneratorExit). 1 or 0, or -1 with the predicate's error set. */
 int fs_exception_matches(PyObject *exc, PyObject *on, PyObject *on_pred, int otherwise);
 
+/* tp_dealloc of a policy type whose tp_clear (clear) releases all it holds: untracks self,
+ * leaves the series (fs_policy_clear), clears, frees, and drops the heap type's reference. */
+void fs_policy_dealloc(PyObject *self, inquiry clear);
+/* Makes a policy type from spec, lists it (fs_register_policy_type) and adds it to module; a
+ * part that keeps it in its state passes keep (a new reference is stored there), else the list
+ * and the module hold it. 0, or -1 with an exception. */
+int fs_policy_type_add(PyObject *module, fs_state *st, PyType_Spec *spec, PyTypeObject **keep);
+/* A sync predicate's verdict on a call's arguments (vectorcall convention, borrowed): 1
+ * truthy, 0 falsy, -1 with an exception: the predicate's, or TypeError when it returned an
+ * awaitable (closed if a coroutine: it was meant to be declared async). */
+int fs_predicate_verdict(PyObject *predicate, PyObject *const *args, size_t nargsf,
+                         PyObject *kwnames);
+
 /* True when obj is an instance of one of this module's policy types. */
 bool fs_is_policy(fs_state *st, PyObject *obj);
 /* Lists tp as a policy type (from a part's setup). 0, or -1 with an exception when full. */

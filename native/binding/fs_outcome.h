@@ -33,7 +33,4 @@ int fs_outcome_match(FsOutcome *o, PyObject *exc, PyObject **out);
 int fs_outcome_traverse(FsOutcome *o, visitproc visit, void *arg);
 void fs_outcome_clear(FsOutcome *o);
 
-/* tp_dealloc of the outcome types: clear is the type's tp_clear. */
-void fs_outcome_dealloc(PyObject *self, inquiry clear);
-
 #endif

@@ -87,16 +87,6 @@ void fs_outcome_clear(FsOutcome *o)
     Py_CLEAR(o->base.name);
 }
 
-void fs_outcome_dealloc(PyObject *self, inquiry clear)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Outcome: a policy that hands matched exceptions (none unless configured) to Python */
 
@@ -179,7 +169,7 @@ static int outcome_clear(PyObject *self)
 
 static void outcome_dealloc(PyObject *self)
 {
-    fs_outcome_dealloc(self, outcome_clear);
+    fs_policy_dealloc(self, outcome_clear);
 }
 
 static PyMemberDef outcome_members[] = {
@@ -213,10 +203,7 @@ static PyType_Spec outcome_spec = {
 
 static int outcome_setup(PyObject *module, fs_state *st)
 {
-    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &outcome_spec, NULL);
-    int rc = tp == NULL || fs_register_policy_type(st, tp) < 0 || PyModule_AddType(module, tp) < 0;
-    Py_XDECREF(tp);     /* the policy type list and the module hold it */
-    return rc ? -1 : 0;
+    return fs_policy_type_add(module, st, &outcome_spec, NULL);
 }
 
 const fs_part fs_outcome_part = {

@@ -212,7 +212,7 @@ static int retry_clear(PyObject *self)
 
 static void retry_dealloc(PyObject *self)
 {
-    fs_outcome_dealloc(self, retry_clear);
+    fs_policy_dealloc(self, retry_clear);
 }
 
 static PyMemberDef retry_members[] = {
@@ -246,11 +246,10 @@ static PyType_Spec retry_spec = {
 
 static int retry_setup(PyObject *module, fs_state *st)
 {
-    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &retry_spec, NULL);
-    int rc = tp == NULL || fs_register_policy_type(st, tp) < 0 || PyModule_AddType(module, tp) < 0
-             || PyModule_AddIntConstant(module, "YIELD_EVERY", FS_YIELD_EVERY) < 0;
-    Py_XDECREF(tp);     /* the policy type list and the module hold it */
-    return rc ? -1 : 0;
+    if (fs_policy_type_add(module, st, &retry_spec, NULL) < 0) {
+        return -1;
+    }
+    return PyModule_AddIntConstant(module, "YIELD_EVERY", FS_YIELD_EVERY) < 0 ? -1 : 0;
 }
 
 const fs_part fs_retry_part = {
