@@ -21,11 +21,12 @@ int fs_outcome_configure(FsOutcome *o, PyObject *on, PyObject *on_pred, int hand
     return 0;
 }
 
-PyObject *fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value)
+int fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value, PyObject **out)
 {
     PyObject *args, *kwargs;
     if (fs_call_unpack_args(c, &args, &kwargs) < 0) {
-        return NULL;
+        *out = NULL;
+        return -1;
     }
     PyObject *t0 = PyLong_FromLongLong(c->t0_ns);
     PyObject *failures = PyLong_FromUnsignedLong(c->failures);
@@ -38,7 +39,8 @@ PyObject *fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value)
     Py_XDECREF(failures);
     Py_DECREF(args);
     Py_DECREF(kwargs);
-    return res;
+    *out = res;
+    return res == NULL ? -1 : FS_NEXT_CONTINUE;
 }
 
 int fs_outcome_match(FsOutcome *o, PyObject *exc, PyObject **out)
@@ -95,8 +97,7 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     FsOutcome *o = (FsOutcome *)c->policy;
     if (exc == NULL) {
         if (o->handoff_results) {
-            *out = fs_outcome_slow_path(c, c->policy->st->str_on_result, result);
-            return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+            return fs_outcome_slow_path(c, c->policy->st->str_on_result, result, out);
         }
         *out = Py_NewRef(result);
         return FS_NEXT_RETURN;
@@ -104,19 +105,18 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     if (!fs_outcome_match(o, exc, out)) {
         return FS_NEXT_RAISE;
     }
-    *out = fs_outcome_slow_path(c, c->policy->st->str_on_error, exc);
-    return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+    return fs_outcome_slow_path(c, c->policy->st->str_on_error, exc, out);
 }
 
-static fs_verdict outcome_admit(FsPolicy *Py_UNUSED(p), fs_admission *Py_UNUSED(a),
-                                PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
-                                PyObject *Py_UNUSED(kwnames))
+fs_verdict fs_outcome_admit(FsPolicy *Py_UNUSED(p), fs_admission *Py_UNUSED(a),
+                            PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
+                            PyObject *Py_UNUSED(kwnames))
 {
     return FS_ADMIT_CALL;
 }
 
 static const fs_policy_ops outcome_ops = {
-    .admit = outcome_admit,
+    .admit = fs_outcome_admit,
     .finish = outcome_finish,
 };
 

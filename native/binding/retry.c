@@ -79,8 +79,7 @@ static int retry_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
     fs_state *st = c->policy->st;
     if (exc == NULL) {
         if (r->o.handoff_results) {
-            *out = fs_outcome_slow_path(c, st->str_on_result, result);
-            return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+            return fs_outcome_slow_path(c, st->str_on_result, result, out);
         }
         return retry_succeeded(c, result, out);
     }
@@ -114,8 +113,7 @@ static int retry_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
         return FS_NEXT_AGAIN;
     }
 slow:
-    *out = fs_outcome_slow_path(c, st->str_on_error, exc);
-    return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+    return fs_outcome_slow_path(c, st->str_on_error, exc, out);
 }
 
 static const fs_policy_ops retry_ops = {
