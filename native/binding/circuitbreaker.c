@@ -43,6 +43,7 @@ typedef struct FsBreaker {
     int shared;                 /* a store shares the state: a trip calls self._tripped() */
     int gate;                   /* the shared state is not closed: calls go to self._call_slow */
     PyObject *signal;           /* callable failure -> break in ns or None, or NULL */
+    PyObject *refusal_args;     /* BreakerFailing's (REJECT_MSG,), built once */
 } FsBreaker;
 
 /* Reports on_success(state) of a call passing a working breaker, dispatched from C (the
@@ -113,11 +114,12 @@ static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised, boo
     if (raised != NULL) {
         *raised = 1;
     }
+    PyObject *exc = fs_refusal(b->base.st, FS_E_BREAKER_FAILING, b->refusal_args, retry_after_ns);
     if (deferred) {
-        fs_refuse_deferred(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG, retry_after_ns);
+        fs_defer(exc);
     }
     else {
-        fs_refuse(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG, retry_after_ns);
+        fs_raise(exc);
     }
     return -1;
 }
@@ -422,7 +424,8 @@ static PyObject *breaker_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
         return NULL;
     }
     b->entries = PyDict_New();
-    if (b->entries == NULL) {
+    b->refusal_args = Py_BuildValue("(s)", REJECT_MSG);
+    if (b->entries == NULL || b->refusal_args == NULL) {
         Py_DECREF(b);
         return NULL;
     }
@@ -735,6 +738,7 @@ static int breaker_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(b->on_pred);
     Py_VISIT(b->entries);
     Py_VISIT(b->signal);
+    Py_VISIT(b->refusal_args);
     return fs_policy_traverse(&b->base, visit, arg);
 }
 
@@ -746,6 +750,7 @@ static int breaker_clear(PyObject *self)
     Py_CLEAR(b->on_pred);
     Py_CLEAR(b->entries);
     Py_CLEAR(b->signal);
+    Py_CLEAR(b->refusal_args);
     Py_CLEAR(b->base.name);
     return 0;
 }

@@ -8,7 +8,6 @@
 #include "fs_failfast.h"
 
 #include <stddef.h>
-#include <stdio.h>
 
 enum { FF_OPENED = 0, FF_CLOSED = 1, FF_REJECTED = 2 };
 static const char *const ff_metrics[] = {"opened", "closed", "rejected", NULL};
@@ -23,6 +22,8 @@ typedef struct FsFailFast {
     int observe;            /* failures can open the latch: calls are wrapped to see outcomes */
     int shared;             /* a store shares the latch: an opening calls self._tripped() */
     int gate;               /* the shared latch is open (or unknown): calls go to _call_slow */
+    PyObject *refusal_args; /* FailFastOpen's (msg,), for refusal_name (fs_named_refusal_args) */
+    PyObject *refusal_name;
 } FsFailFast;
 
 static double ns_to_s(int64_t ns)
@@ -53,28 +54,37 @@ static int ff_opened(FsFailFast *f)
     return ff_emit(f, "on_failfast_open");
 }
 
-/* Sets FailFastOpen(retry_after=...) as the current exception; retry_after_ns < 0: None. */
-static void ff_set_open_error(FsFailFast *f, int64_t retry_after_ns)
+/* A new FailFastOpen(retry_after=...); retry_after_ns < 0: None. NULL with an exception when
+ * it cannot be made. */
+static PyObject *ff_open_error(FsFailFast *f, int64_t retry_after_ns)
 {
-    char msg[96];
-    snprintf(msg, sizeof msg, "fail-fast %.64s is open", PyUnicode_AsUTF8(f->base.name));
-    fs_refuse(f->base.st, FS_E_FAILFAST_OPEN, msg, retry_after_ns);
+    PyObject *args = fs_named_refusal_args(&f->refusal_args, &f->refusal_name, f->base.name,
+                                           "fail-fast %.64S is open");
+    return args == NULL ? NULL : fs_refusal(f->base.st, FS_E_FAILFAST_OPEN, args, retry_after_ns);
 }
 
-/* A call refused: counted, reported, FailFastOpen set. Always -1. */
-static int ff_reject(FsFailFast *f, int64_t retry_after_ns)
+/* A call refused: counted, reported, FailFastOpen set (deferred: unchained, for admit, see
+ * fs_defer). Always -1. */
+static int ff_reject(FsFailFast *f, int64_t retry_after_ns, bool deferred)
 {
     f->base.counters[FF_REJECTED]++;
     if (ff_emit(f, "on_failfast_rejected") < 0) {
         return -1;
     }
-    ff_set_open_error(f, retry_after_ns);
+    PyObject *exc = ff_open_error(f, retry_after_ns);
+    if (deferred) {
+        fs_defer(exc);      /* chained where it is awaited */
+    }
+    else {
+        fs_raise(exc);
+    }
     return -1;
 }
 
 /* The latch says whether a call may start now (closing it when its time ran out). 0: it may;
- * -1 with FailFastOpen (or a listener's KeyboardInterrupt) set: it may not. */
-static int ff_check(FsFailFast *f)
+ * -1 with FailFastOpen (or a listener's KeyboardInterrupt) set (deferred: see ff_reject): it
+ * may not. */
+static int ff_check(FsFailFast *f, bool deferred)
 {
     if (!f->ff.open) {
         return 0;
@@ -84,7 +94,7 @@ static int ff_check(FsFailFast *f)
     int64_t now = f->ff.recovery_ns < 0 ? 0 : fs_now_ns(f->base.st);
     int v = fs_failfast_admit(&f->ff, now, &after);
     if (v == FS_FF_REJECT) {
-        return ff_reject(f, after);
+        return ff_reject(f, after, deferred);
     }
     if (v == FS_FF_ADMIT_CLOSED) {
         f->base.counters[FF_CLOSED]++;
@@ -123,7 +133,7 @@ static PyObject *ff_outcome(FsFailFast *f, PyObject *exc)
     if (ff_opened(f) < 0) {
         return NULL;
     }
-    ff_set_open_error(f, f->ff.recovery_ns);
+    fs_raise(ff_open_error(f, f->ff.recovery_ns));
     PyObject *err = PyErr_GetRaisedException();
     if (err != NULL) {
         PyException_SetCause(err, Py_NewRef(exc));
@@ -142,7 +152,7 @@ static fs_verdict ff_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *co
     if (f->gate) {
         return FS_ADMIT_SLOW;   /* the shared latch decides, in Python */
     }
-    if (f->ff.open && ff_check(f) < 0) {
+    if (f->ff.open && ff_check(f, true) < 0) {
         return FS_ADMIT_REFUSE;
     }
     if (f->predicate != NULL) {
@@ -152,7 +162,7 @@ static fs_verdict ff_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *co
         int t = fs_predicate_verdict(f->predicate, args, nargsf, kwnames);
         if (t != 0) {
             if (t > 0) {
-                ff_reject(f, -1);
+                ff_reject(f, -1, true);
             }
             return FS_ADMIT_REFUSE;
         }
@@ -267,7 +277,7 @@ static PyObject *ff_close(PyObject *self, PyObject *Py_UNUSED(unused))
 /* _check_open(): raises FailFastOpen if a call may not start now. */
 static PyObject *ff_check_open(PyObject *self, PyObject *Py_UNUSED(unused))
 {
-    if (ff_check((FsFailFast *)self) < 0) {
+    if (ff_check((FsFailFast *)self, false) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -276,7 +286,7 @@ static PyObject *ff_check_open(PyObject *self, PyObject *Py_UNUSED(unused))
 /* _reject(): the predicate refused a call: counts it and raises FailFastOpen. */
 static PyObject *ff_reject_py(PyObject *self, PyObject *Py_UNUSED(unused))
 {
-    ff_reject((FsFailFast *)self, -1);
+    ff_reject((FsFailFast *)self, -1, false);
     return NULL;
 }
 
@@ -338,6 +348,8 @@ static int ff_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(f->on);
     Py_VISIT(f->on_pred);
     Py_VISIT(f->predicate);
+    Py_VISIT(f->refusal_args);
+    Py_VISIT(f->refusal_name);
     return fs_policy_traverse(&f->base, visit, arg);
 }
 
@@ -348,6 +360,8 @@ static int ff_clear(PyObject *self)
     Py_CLEAR(f->on);
     Py_CLEAR(f->on_pred);
     Py_CLEAR(f->predicate);
+    Py_CLEAR(f->refusal_args);
+    Py_CLEAR(f->refusal_name);
     Py_CLEAR(f->base.name);
     return 0;
 }

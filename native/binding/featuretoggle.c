@@ -7,7 +7,6 @@
 
 #include "fs_hash.h"
 
-#include <stdio.h>
 
 enum { TG_ENABLED = 0, TG_DISABLED = 1 };
 static const char *const tg_metrics[] = {"enabled", "disabled", NULL};
@@ -19,6 +18,8 @@ typedef struct FsToggle {
     uint32_t limit;         /* rollout: buckets admitted (a key is in when bucket < limit) */
     int enabled;
     int pred_async;         /* the predicate must be awaited: admission goes to Python */
+    PyObject *refusal_args; /* FeatureDisabled's (msg,), for refusal_name (fs_named_refusal_args) */
+    PyObject *refusal_name;
 } FsToggle;
 
 /* The rollout bucket of a key value: a str (its UTF-8), bytes, or an int (its decimal digits).
@@ -49,16 +50,23 @@ static long key_bucket(PyObject *k)
     return -1;
 }
 
-/* A call refused: counted, reported, FeatureDisabled set. Always -1. */
-static int tg_reject(FsToggle *t)
+/* A call refused: counted, reported, FeatureDisabled set (deferred: unchained, for admit, see
+ * fs_defer). Always -1. */
+static int tg_reject(FsToggle *t, bool deferred)
 {
     t->base.counters[TG_DISABLED]++;
     if (fs_listening(&t->base) && fs_emit(&t->base, "on_feature_disabled", NULL) < 0) {
         return -1;
     }
-    char msg[96];
-    snprintf(msg, sizeof msg, "feature %.64s is disabled", PyUnicode_AsUTF8(t->base.name));
-    fs_refuse(t->base.st, FS_E_FEATURE_DISABLED, msg, -1);
+    PyObject *args = fs_named_refusal_args(&t->refusal_args, &t->refusal_name, t->base.name,
+                                           "feature %.64S is disabled");
+    PyObject *exc = args == NULL ? NULL : fs_refusal(t->base.st, FS_E_FEATURE_DISABLED, args, -1);
+    if (deferred) {
+        fs_defer(exc);      /* chained where it is awaited */
+    }
+    else {
+        fs_raise(exc);
+    }
     return -1;
 }
 
@@ -84,7 +92,7 @@ static fs_verdict tg_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *co
 {
     FsToggle *t = (FsToggle *)p;
     if (!t->enabled) {
-        return tg_reject(t);
+        return tg_reject(t, true);
     }
     if (t->predicate != NULL) {
         if (t->pred_async) {
@@ -92,7 +100,7 @@ static fs_verdict tg_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *co
         }
         int ok = fs_predicate_verdict(t->predicate, args, nargsf, kwnames);
         if (ok <= 0) {
-            return ok < 0 ? -1 : tg_reject(t);
+            return ok < 0 ? -1 : tg_reject(t, true);
         }
     }
     if (t->key != NULL) {
@@ -103,7 +111,7 @@ static fs_verdict tg_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *co
         int in = tg_in_rollout(t, k);
         Py_DECREF(k);
         if (in <= 0) {
-            return in < 0 ? -1 : tg_reject(t);
+            return in < 0 ? -1 : tg_reject(t, true);
         }
     }
     return tg_accept(t);
@@ -229,7 +237,7 @@ static PyObject *tg_decide(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     if (!t->enabled || !passed) {
-        tg_reject(t);
+        tg_reject(t, false);
         return NULL;
     }
     if (t->key != NULL) {
@@ -241,7 +249,7 @@ static PyObject *tg_decide(PyObject *self, PyObject *const *args, Py_ssize_t nar
         Py_DECREF(k);
         if (in <= 0) {
             if (in == 0) {
-                tg_reject(t);
+                tg_reject(t, false);
             }
             return NULL;
         }
@@ -270,6 +278,8 @@ static int tg_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(t->predicate);
     Py_VISIT(t->key);
+    Py_VISIT(t->refusal_args);
+    Py_VISIT(t->refusal_name);
     return fs_policy_traverse(&t->base, visit, arg);
 }
 
@@ -279,6 +289,8 @@ static int tg_clear(PyObject *self)
     FsToggle *t = (FsToggle *)self;
     Py_CLEAR(t->predicate);
     Py_CLEAR(t->key);
+    Py_CLEAR(t->refusal_args);
+    Py_CLEAR(t->refusal_name);
     Py_CLEAR(t->base.name);
     return 0;
 }

@@ -208,8 +208,6 @@ PyObject *fs_error(fs_state *st, fs_err code, const char *msg);
  * retry_after set to retry_after_ns in seconds when >= 0 (else the class default, None,
  * stands). New reference, or NULL with an exception. */
 PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_after_ns);
-/* fs_refusal with args (msg,), raised by fs_raise. Always returns NULL. */
-PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns);
 /* Sets exc (stolen; NULL: the error already set stands) as the current exception, chained by
  * fs_chain to the exception being handled, as a `raise` would chain it. Always returns NULL. */
 PyObject *fs_raise(PyObject *exc);
@@ -218,8 +216,11 @@ PyObject *fs_raise(PyObject *exc);
  * chains it where it is awaited (fs_done_refused): the handled exception is looked up once.
  * Always returns NULL. */
 PyObject *fs_defer(PyObject *exc);
-/* fs_refuse, set by fs_defer: for admit's refusals only. Always returns NULL. */
-PyObject *fs_refuse_deferred(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns);
+/* The arguments (msg,) of a refusal whose message names its policy: *args, built from fmt (one
+ * %S: the name) again only when name is not *for_name (both owned by the policy), so a refusal
+ * formats nothing. Borrowed reference, or NULL with an exception. */
+PyObject *fs_named_refusal_args(PyObject **args, PyObject **for_name, PyObject *name,
+                                const char *fmt);
 
 /* The one chaining rule, for an exception failsafe raises while another is in hand (a policy's
  * own error, a predicate's, a listener's, beside the call's exception): exc gets context as
