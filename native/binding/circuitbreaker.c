@@ -115,12 +115,7 @@ static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised, boo
         *raised = 1;
     }
     PyObject *exc = fs_refusal(b->base.st, FS_E_BREAKER_FAILING, b->refusal_args, retry_after_ns);
-    if (deferred) {
-        fs_defer(exc);
-    }
-    else {
-        fs_raise(exc);
-    }
+    fs_raise_or_defer(exc, deferred);
     return -1;
 }
 

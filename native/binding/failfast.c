@@ -72,12 +72,7 @@ static int ff_reject(FsFailFast *f, int64_t retry_after_ns, bool deferred)
         return -1;
     }
     PyObject *exc = ff_open_error(f, retry_after_ns);
-    if (deferred) {
-        fs_defer(exc);      /* chained where it is awaited */
-    }
-    else {
-        fs_raise(exc);
-    }
+    fs_raise_or_defer(exc, deferred);
     return -1;
 }
 

@@ -61,12 +61,7 @@ static int tg_reject(FsToggle *t, bool deferred)
     PyObject *args = fs_named_refusal_args(&t->refusal_args, &t->refusal_name, t->base.name,
                                            "feature %.64S is disabled");
     PyObject *exc = args == NULL ? NULL : fs_refusal(t->base.st, FS_E_FEATURE_DISABLED, args, -1);
-    if (deferred) {
-        fs_defer(exc);      /* chained where it is awaited */
-    }
-    else {
-        fs_raise(exc);
-    }
+    fs_raise_or_defer(exc, deferred);
     return -1;
 }
 

@@ -216,6 +216,11 @@ PyObject *fs_raise(PyObject *exc);
  * chains it where it is awaited (fs_done_refused): the handled exception is looked up once.
  * Always returns NULL. */
 PyObject *fs_defer(PyObject *exc);
+/* fs_defer(exc) for a refusal made by admit (deferred), else fs_raise(exc). Returns NULL. */
+static inline PyObject *fs_raise_or_defer(PyObject *exc, bool deferred)
+{
+    return deferred ? fs_defer(exc) : fs_raise(exc);
+}
 /* The arguments (msg,) of a refusal whose message names its policy: *args, built from fmt (one
  * %S: the name) again only when name is not *for_name (both owned by the policy), so a refusal
  * formats nothing. Borrowed reference, or NULL with an exception. */
