@@ -1,6 +1,8 @@
 /* Binding errors: the one place exception classes are bound, the one constructor of refusals
  * (and the cache of their message arguments), the one raise path and chaining rule, and the
  * integer-argument converter that names the parameter in its TypeError/ValueError. */
+#include <stdarg.h>
+
 #include "fs_binding.h"
 
 /* Where the class of each fs_err is defined, in enum order: the one place exception classes
@@ -79,12 +81,15 @@ PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_af
 }
 
 PyObject *fs_named_refusal_args(PyObject **args, PyObject **for_name, PyObject *name,
-                                const char *fmt)
+                                const char *fmt, ...)
 {
     if (*args != NULL && *for_name == name) {
         return *args;
     }
-    PyObject *msg = PyUnicode_FromFormat(fmt, name);
+    va_list va;
+    va_start(va, fmt);
+    PyObject *msg = PyUnicode_FromFormatV(fmt, va);
+    va_end(va);
     PyObject *t = msg != NULL ? PyTuple_Pack(1, msg) : NULL;
     Py_XDECREF(msg);
     if (t == NULL) {

@@ -59,7 +59,7 @@ static int ff_opened(FsFailFast *f)
 static PyObject *ff_open_error(FsFailFast *f, int64_t retry_after_ns)
 {
     PyObject *args = fs_named_refusal_args(&f->refusal_args, &f->refusal_name, f->base.name,
-                                           "fail-fast %.64S is open");
+                                           "fail-fast %.64S is open", f->base.name);
     return args == NULL ? NULL : fs_refusal(f->base.st, FS_E_FAILFAST_OPEN, args, retry_after_ns);
 }
 

@@ -59,7 +59,7 @@ static int tg_reject(FsToggle *t, bool deferred)
         return -1;
     }
     PyObject *args = fs_named_refusal_args(&t->refusal_args, &t->refusal_name, t->base.name,
-                                           "feature %.64S is disabled");
+                                           "feature %.64S is disabled", t->base.name);
     PyObject *exc = args == NULL ? NULL : fs_refusal(t->base.st, FS_E_FEATURE_DISABLED, args, -1);
     fs_raise_or_defer(exc, deferred);
     return -1;

@@ -221,11 +221,12 @@ static inline PyObject *fs_raise_or_defer(PyObject *exc, bool deferred)
 {
     return deferred ? fs_defer(exc) : fs_raise(exc);
 }
-/* The arguments (msg,) of a refusal whose message names its policy: *args, built from fmt (one
- * %S: the name) again only when name is not *for_name (both owned by the policy), so a refusal
- * formats nothing. Borrowed reference, or NULL with an exception. */
+/* The arguments (msg,) of a refusal whose message names its policy: *args, built from fmt and
+ * the arguments after it (the name among them, as fmt places it) again only when name is not
+ * *for_name (both owned by the policy), so a refusal formats nothing. Borrowed reference, or
+ * NULL with an exception. */
 PyObject *fs_named_refusal_args(PyObject **args, PyObject **for_name, PyObject *name,
-                                const char *fmt);
+                                const char *fmt, ...);
 
 /* The one chaining rule, for an exception failsafe raises while another is in hand (a policy's
  * own error, a predicate's, a listener's, beside the call's exception): exc gets context as
