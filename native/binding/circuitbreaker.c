@@ -99,20 +99,13 @@ static int breaker_events(FsBreaker *b, int kind, PyObject *exc, int old, unsign
     return 0;
 }
 
-/* Counts a rejection and reports it, then raises BreakerFailing (deferred: unchained, for
- * admit, see fs_defer). Always returns -1; *raised (when not NULL) tells whether the exception
- * set is BreakerFailing (1) or a listener's KeyboardInterrupt / SystemExit (0). */
-static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised, bool deferred)
+/* A call refused: counted, reported, BreakerFailing set (deferred: unchained, for admit, see
+ * fs_defer). Always -1. */
+static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, bool deferred)
 {
     b->base.counters[C_REJECTED]++;
-    if (raised != NULL) {
-        *raised = 0;
-    }
     if (breaker_events(b, EV_REJECTED, NULL, b->core.state, 0) < 0) {
         return -1;
-    }
-    if (raised != NULL) {
-        *raised = 1;
     }
     PyObject *exc = fs_refusal(b->base.st, FS_E_BREAKER_FAILING, b->refusal_args, retry_after_ns);
     fs_raise_or_defer(exc, deferred);
@@ -138,7 +131,7 @@ static int breaker_acquire(FsBreaker *b, uint64_t *token, bool deferred)
         return -1;
     }
     if (a == FS_BR_REJECTED) {
-        return breaker_reject(b, after, NULL, deferred);
+        return breaker_reject(b, after, deferred);
     }
     return 0;
 }
