@@ -545,8 +545,9 @@ PyObject *fs_done_new(fs_state *st, PyObject *value);
 /* A Done raising exc (stolen) where it is awaited. New reference, or NULL with an exception set
  * (exc released; also when exc is NULL, its maker's error standing). */
 PyObject *fs_done_raise(fs_state *st, PyObject *exc);
-/* The Done of a call of fn refused with the pending exception: an Exception is deferred to the
- * await; anything else (KeyboardInterrupt from a listener) stays raised (NULL). */
+/* The Done of a call of fn (NULL: an `async with` entry) refused with the pending exception:
+ * an Exception is deferred to the await; anything else (KeyboardInterrupt from a listener)
+ * stays raised (NULL). */
 PyObject *fs_done_refused(fs_state *st, PyObject *fn);
 /* Gives a Done made without its function (res, borrowed; anything else is left alone) the
  * names of fn, for task reprs. */
