@@ -579,6 +579,20 @@ int fs_int_arg_conv(PyObject *obj, void *arg);
 /* Frees the recycled GuardedCall objects (module clear). */
 void fs_call_freelist_clear(fs_state *st);
 
+/* fn(*args), the call of the guarded function that makes its coroutine: a Python function's
+ * own vectorcall straight, as CALL does from bytecode (PyObject_Vectorcall would add a thread
+ * state lookup and a result check the function makes needless: it sets an error whenever it
+ * returns NULL); any other callable through PyObject_Vectorcall. New reference, or NULL with
+ * an exception. */
+static inline PyObject *fs_call_fn(PyObject *fn, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames)
+{
+    if (PyFunction_Check(fn)) {
+        return ((PyFunctionObject *)fn)->vectorcall(fn, args, nargsf, kwnames);
+    }
+    return PyObject_Vectorcall(fn, args, nargsf, kwnames);
+}
+
 /* The kept arguments (FS_POL_KEEP_ARGS) as a vectorcall array of c->ntotal items (borrowed). */
 static inline PyObject *const *fs_call_argv(FsCall *c)
 {

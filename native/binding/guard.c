@@ -633,7 +633,7 @@ static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
         Py_DECREF(c);
         return fs_done_refused(st, fn);
     }
-    PyObject *coro = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    PyObject *coro = fs_call_fn(fn, args, nargsf, kwnames);
     if (coro != NULL && !PyCoro_CheckExact(coro)) {
         /* Another awaitable (a Future, an object with __await__): drive its iterator. */
         Py_SETREF(coro, fs_awaitable_iter(coro));
@@ -659,7 +659,7 @@ static inline PyObject *guard_call(FsPolicy *p, PyObject *fn, PyObject *const *a
     PyObject *res;
     switch (p->ops->admit(p, &a, args, nargsf, kwnames)) {
     case FS_ADMIT_PASS:
-        return PyObject_Vectorcall(fn, args, nargsf, kwnames);
+        return fs_call_fn(fn, args, nargsf, kwnames);
     case FS_ADMIT_CALL:
         res = guard_make_call(p, &a, fn, args, nargsf, kwnames);
         break;

@@ -100,8 +100,7 @@ static int retry_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
             }
         }
         /* Re-attempt at once: call fn again with the kept arguments, observe the new coroutine. */
-        PyObject *coro =
-            PyObject_Vectorcall(c->fn, fs_call_argv(c), (size_t)c->nargs, c->kwnames);
+        PyObject *coro = fs_call_fn(c->fn, fs_call_argv(c), (size_t)c->nargs, c->kwnames);
         if (coro != NULL && !PyCoro_CheckExact(coro)) {
             Py_SETREF(coro, fs_awaitable_iter(coro));
         }
