@@ -354,8 +354,8 @@ static PyObject *limiter_acquire(PyObject *self, PyObject *args, PyObject *kwarg
 }
 
 /* `async with limiter:` (unkeyed): __aenter__ answers a ready awaitable when admitted (no
- * coroutine), a Done raising RateLimitExceeded when refused, and the Python waiter self._sleep_until(ticket, None)
- * when a place was reserved. */
+ * coroutine), a Done raising RateLimitExceeded when refused, and the Python waiter
+ * self._sleep_until(ticket, None) when a place was reserved. */
 static PyObject *limiter_aenter(PyObject *self, PyObject *Py_UNUSED(unused))
 {
     FsLimiter *o = (FsLimiter *)self;
