@@ -80,12 +80,9 @@ PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_af
     return exc;
 }
 
-PyObject *fs_named_refusal_args(PyObject **args, PyObject **for_name, PyObject *name,
-                                const char *fmt, ...)
+PyObject *fs_named_refusal_args_build(PyObject **args, PyObject **for_name, PyObject *name,
+                                      const char *fmt, ...)
 {
-    if (*args != NULL && *for_name == name) {
-        return *args;
-    }
     va_list va;
     va_start(va, fmt);
     PyObject *msg = PyUnicode_FromFormatV(fmt, va);

@@ -224,9 +224,14 @@ static inline PyObject *fs_raise_or_defer(PyObject *exc, bool deferred)
 /* The arguments (msg,) of a refusal whose message names its policy: *args, built from fmt and
  * the arguments after it (the name among them, as fmt places it) again only when name is not
  * *for_name (both owned by the policy), so a refusal formats nothing. Borrowed reference, or
- * NULL with an exception. */
-PyObject *fs_named_refusal_args(PyObject **args, PyObject **for_name, PyObject *name,
-                                const char *fmt, ...);
+ * NULL with an exception. A macro: the check inline, fs_named_refusal_args_build (which
+ * builds them unconditionally) out of line. */
+PyObject *fs_named_refusal_args_build(PyObject **args, PyObject **for_name, PyObject *name,
+                                      const char *fmt, ...);
+#define fs_named_refusal_args(args, for_name, name, ...)                                     \
+    (*(args) != NULL && *(for_name) == (name)                                                \
+         ? *(args)                                                                           \
+         : fs_named_refusal_args_build((args), (for_name), (name), __VA_ARGS__))
 
 /* The one chaining rule, for an exception failsafe raises while another is in hand (a policy's
  * own error, a predicate's, a listener's, beside the call's exception): exc gets context as
