@@ -207,6 +207,28 @@ async def test_full_rejects_at_once_without_calling(form: Any) -> None:
     assert state(b) == IDLE
 
 
+async def test_a_refusal_message_follows_the_name_and_the_sizes() -> None:
+    b = bulkhead(1, 1, name="first")
+    refused = b(Gate().hold)
+    async with b:
+        for name in ["first", "first", "second"]:
+            b._name = name
+            with pytest.raises(BulkheadFull, match=f"'{name}' is full: 1 running and 0 queued"):
+                await refused("x")
+            with pytest.raises(BulkheadFull, match=f"'{name}' is full"):
+                async with b:
+                    pass
+    _native.Bulkhead.__init__(b, 2, 2)
+    async with b, b:
+        with pytest.raises(BulkheadFull, match=r"2 running .* \(max_concurrency=2, max_capacity=2"):
+            await refused("x")
+    _native.Bulkhead.__init__(b, 3, 4, 0)
+    async with b, b, b:
+        with pytest.raises(BulkheadFull, match=r"'second' has no .* \(max_concurrency=3\)$"):
+            await refused("x")
+    assert b.stats()["full"] == 8
+
+
 async def test_decorated_call_is_refused_when_made_raises_when_awaited() -> None:
     b = bulkhead(1)
     calls = 0

@@ -16,7 +16,7 @@ from failsafe.bulkhead import Bulkhead, BulkheadFull
 from failsafe.cache import cache
 from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker
 from failsafe.failfast import FailFast, FailFastOpen, failfast
-from failsafe.featuretoggle import FeatureDisabled, featuretoggle
+from failsafe.featuretoggle import FeatureDisabled, FeatureToggle, featuretoggle
 from failsafe.ratelimit import RateLimitExceeded, tokenbucket
 from failsafe.testing import FakeClock
 
@@ -56,6 +56,12 @@ async def _failfast() -> tuple[Callable[[], Awaitable[str]], type[Exception]]:
     return failfast(predicate=lambda: True)(ok), FailFastOpen
 
 
+async def _failfast_open() -> tuple[Callable[[], Awaitable[str]], type[Exception]]:
+    latch = FailFast(failure_threshold=1, recovery_time=100.0)
+    latch.open()
+    return latch(ok), FailFastOpen
+
+
 async def _bulkhead() -> tuple[Callable[[], Awaitable[str]], type[Exception]]:
     bh = Bulkhead(1, max_wait=0)
     gate = asyncio.Event()
@@ -85,6 +91,7 @@ REFUSERS: dict[
 ] = {
     "breaker": _breaker,
     "failfast": _failfast,
+    "failfast open": _failfast_open,
     "bulkhead": _bulkhead,
     "ratelimit": _ratelimit,
     "featuretoggle": _toggle,
@@ -204,7 +211,7 @@ def _plain_predicate(exc: BaseException) -> bool:
     raise TypeError("predicate failed")
 
 
-@pytest.mark.parametrize("pattern", ["breaker", "bulkhead", "ratelimit"])
+@pytest.mark.parametrize("pattern", sorted(REFUSERS))
 async def test_a_refusal_made_while_handling_but_awaited_after_is_not_chained(
     pattern: str, clock: FakeClock
 ) -> None:
@@ -250,3 +257,109 @@ async def test_failfast_open_is_caused_by_the_failure_that_opened_it() -> None:
         await ff(boom)()
     assert isinstance(info.value.__cause__, ValueError)
     assert info.value.__context__ is info.value.__cause__
+
+
+# Refusals whose message names the policy: formatted once per name, not per refusal.
+NAMED: dict[str, tuple[Callable[[str], Any], str]] = {
+    "failfast": (lambda name: FailFast(predicate=lambda: True, name=name), "fail-fast {} is open"),
+    "featuretoggle": (
+        lambda name: FeatureToggle(enabled=False, name=name),
+        "feature {} is disabled",
+    ),
+}
+
+
+@pytest.mark.parametrize("pattern", sorted(NAMED))
+async def test_a_refusal_names_the_policy_by_its_current_name(pattern: str) -> None:
+    make, message = NAMED[pattern]
+    policy = make("first")
+    refused = policy(ok)
+    for name in ["first", "first", "second"]:
+        policy._name = name
+        with pytest.raises((FailFastOpen, FeatureDisabled), match=message.format(name)):
+            await refused()
+    assert policy.stats()[{"failfast": "rejected", "featuretoggle": "disabled"}[pattern]] == 3
+
+
+class _Unshowable:
+    def __str__(self) -> str:
+        raise LookupError("no name to show")
+
+
+@pytest.mark.parametrize("pattern", sorted(NAMED))
+async def test_a_refusal_whose_message_cannot_be_made_raises_why(pattern: str) -> None:
+    policy = NAMED[pattern][0]("named")
+    policy._name = _Unshowable()
+    with pytest.raises(LookupError, match="no name to show"):
+        await policy(ok)()
+    policy._name = "named"
+    with pytest.raises((FailFastOpen, FeatureDisabled), match="named"):
+        await policy(ok)()
+
+
+async def test_a_breaker_refusal_keeps_its_one_message() -> None:
+    br = CircuitBreaker(failure_threshold=1, recovery_time=100.0, name="svc")
+    br.isolate()
+    for _ in range(2):
+        with pytest.raises(BreakerFailing, match=r"^Circuit Breaker is in the failing state$"):
+            await br(ok)()
+
+
+class _Undecided:
+    def __bool__(self) -> bool:
+        raise RuntimeError("no truth")
+
+
+async def _later() -> bool:
+    return True
+
+
+def _raising_predicate() -> bool:
+    raise KeyError("predicate broke")
+
+
+PREDICATE_ERRORS: list[tuple[Callable[[], Any], type[Exception], str]] = [
+    (_raising_predicate, KeyError, "predicate broke"),
+    (lambda: _Undecided(), RuntimeError, "no truth"),
+    (lambda: _later(), TypeError, "returned an awaitable"),
+]
+
+
+@pytest.mark.parametrize("predicate", PREDICATE_ERRORS, ids=["raises", "undecided", "awaitable"])
+@pytest.mark.parametrize("pattern", ["failfast", "featuretoggle"])
+async def test_a_sync_predicate_that_cannot_decide_fails_the_call_uncounted(
+    pattern: str, predicate: tuple[Callable[[], Any], type[Exception], str]
+) -> None:
+    pred, error, message = predicate
+    if pattern == "failfast":
+        policy: Any = FailFast(predicate=pred)
+        counter = "rejected"
+    else:
+        policy = FeatureToggle(predicate=pred)
+        counter = "disabled"
+    calls: list[str] = []
+
+    async def fn() -> str:
+        calls.append("ran")
+        return "ran"
+
+    with pytest.raises(error, match=message):
+        await policy(fn)()
+    assert calls == []
+    assert policy.stats()[counter] == 0
+
+
+class _Interrupting:
+    def on_feature_disabled(self, toggle: Any) -> None:
+        raise SystemExit("stop")
+
+
+def test_a_listener_interrupting_a_toggle_refusal_interrupts_the_call_at_once() -> None:
+    toggle: Any = FeatureToggle(enabled=False, listeners=[_Interrupting()])
+
+    async def fn() -> str:
+        return "ran"
+
+    with pytest.raises(SystemExit, match="stop"):
+        toggle(fn)()  # raised by the call, not deferred to the await
+    assert toggle.stats()["disabled"] == 1

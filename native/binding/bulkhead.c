@@ -53,11 +53,12 @@ typedef struct BulkheadObject {
     fs_bulkhead core;
     BulkheadWaiter *head, *tail;            /* FIFO of queued calls; queued == its length */
     double max_wait;                        /* seconds; < 0: wait as long as it takes */
-    /* BulkheadFull arguments (a message in a tuple), built again when the name changes (a
-     * decorator adopts its function's name). */
-    PyObject *msg_name;                     /* the name they were built for (strong) */
+    /* BulkheadFull arguments (a message in a tuple) and the name each was built for
+     * (fs_named_refusal_args: built again when a decorator gives its function's name). */
     PyObject *args_full;                    /* full: running + queued = max_capacity */
+    PyObject *args_full_name;
     PyObject *args_no_wait;                 /* no free slot, and max_wait is 0 */
+    PyObject *args_no_wait_name;
 } BulkheadObject;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -213,50 +214,36 @@ static void bh_release_slot(BulkheadObject *b)
 /* ------------------------------------------------------------------------------------------ */
 /* Refusals */
 
-static int bh_build_messages(BulkheadObject *b)
+/* The arguments of BulkheadFull: full (running + queued = max_capacity), or no free slot with
+ * max_wait 0 (no_wait). Borrowed, or NULL with an exception. */
+static PyObject *bh_refusal_args(BulkheadObject *b, bool no_wait)
 {
     PyObject *name = b->base.name;
     unsigned long long conc = b->core.max_concurrency, cap = b->core.max_capacity;
-    PyObject *full = PyUnicode_FromFormat(
+    if (no_wait) {
+        return fs_named_refusal_args(
+            &b->args_no_wait, &b->args_no_wait_name, name,
+            "bulkhead %R has no free slot and max_wait is 0 (max_concurrency=%llu)", name, conc);
+    }
+    return fs_named_refusal_args(
+        &b->args_full, &b->args_full_name, name,
         "bulkhead %R is full: %llu running and %llu queued (max_concurrency=%llu, "
         "max_capacity=%llu)", name, conc, cap - conc, conc, cap);
-    PyObject *no_wait = PyUnicode_FromFormat(
-        "bulkhead %R has no free slot and max_wait is 0 (max_concurrency=%llu)", name, conc);
-    PyObject *args_full = full ? PyTuple_Pack(1, full) : NULL;
-    PyObject *args_no_wait = no_wait ? PyTuple_Pack(1, no_wait) : NULL;
-    Py_XDECREF(full);
-    Py_XDECREF(no_wait);
-    if (args_full == NULL || args_no_wait == NULL) {
-        Py_XDECREF(args_full);
-        Py_XDECREF(args_no_wait);
-        return -1;
-    }
-    Py_XSETREF(b->args_full, args_full);
-    Py_XSETREF(b->args_no_wait, args_no_wait);
-    Py_XSETREF(b->msg_name, Py_XNewRef(name));
-    return 0;
 }
 
-/* Counts a refusal, reports it, and returns a new BulkheadFull for it; NULL with an exception
- * set on a listener's KeyboardInterrupt or SystemExit, or no memory. */
-static PyObject *bh_refusal(BulkheadObject *b, bool no_wait)
+/* A call refused: counted, reported, BulkheadFull set (deferred: unchained, for admit, see
+ * fs_defer; its other attributes keep their class defaults, retry_after None, timed_out False).
+ * Always -1. */
+static int bh_reject(BulkheadObject *b, bool no_wait, bool deferred)
 {
     FsPolicy *p = &b->base;
     p->counters[BH_FULL]++;
     if (fs_listening(p) && fs_emit(p, "on_bulkhead_full", NULL) < 0) {
-        return NULL;
+        return -1;
     }
-    if (b->msg_name != p->name && bh_build_messages(b) < 0) {
-        return NULL;
-    }
-    /* Its other attributes keep their class defaults (retry_after None, timed_out False). */
-    return fs_refusal(p->st, FS_E_BULKHEAD_FULL, no_wait ? b->args_no_wait : b->args_full, -1);
-}
-
-/* Counts a refusal, reports it, raises BulkheadFull. Returns -1. */
-static int bh_reject(BulkheadObject *b, bool no_wait)
-{
-    fs_raise(bh_refusal(b, no_wait));
+    PyObject *args = bh_refusal_args(b, no_wait);
+    PyObject *exc = args == NULL ? NULL : fs_refusal(p->st, FS_E_BULKHEAD_FULL, args, -1);
+    fs_raise_or_defer(exc, deferred);
     return -1;
 }
 
@@ -276,7 +263,7 @@ static fs_verdict bh_admit(FsPolicy *p, fs_admission *Py_UNUSED(a),
         return FS_ADMIT_CALL;
     }
     if (v == FS_BH_FULL || b->max_wait == 0.0) {
-        fs_defer(bh_refusal(b, v == FS_BH_WAIT));   /* chained where it is awaited */
+        bh_reject(b, v == FS_BH_WAIT, true);
         return FS_ADMIT_REFUSE;
     }
     return FS_ADMIT_SLOW;
@@ -437,7 +424,7 @@ static PyObject *bh_enqueue(PyObject *self, PyObject *Py_UNUSED(unused))
         Py_RETURN_NONE;
     }
     if (v == FS_BH_FULL || b->max_wait == 0.0) {
-        bh_reject(b, v == FS_BH_WAIT);
+        bh_reject(b, v == FS_BH_WAIT, false);
         return NULL;
     }
     PyObject *loop = PyObject_CallNoArgs(st->get_running_loop);
@@ -470,7 +457,7 @@ static PyObject *bh_enqueue(PyObject *self, PyObject *Py_UNUSED(unused))
     }
     if (v == FS_BH_FULL) {
         Py_DECREF(w);
-        bh_reject(b, false);
+        bh_reject(b, false, false);
         return NULL;
     }
     w->state = W_QUEUED;
@@ -556,7 +543,7 @@ static PyObject *bh_aenter_impl(PyObject *self)
     if (v == FS_BH_WAIT && b->max_wait != 0.0) {
         return PyObject_CallMethodNoArgs(self, st->str_acquire_slow);
     }
-    bh_reject(b, v == FS_BH_WAIT);
+    bh_reject(b, v == FS_BH_WAIT, false);
     return NULL;
 }
 
@@ -676,7 +663,8 @@ static int bh_init(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     fs_bulkhead_init(&b->core, conc, cap);
     b->max_wait = wait;
-    Py_CLEAR(b->msg_name);
+    Py_CLEAR(b->args_full_name);     /* the messages name the sizes: built again */
+    Py_CLEAR(b->args_no_wait_name);
     return 0;
 }
 
@@ -714,9 +702,10 @@ static int bh_traverse(PyObject *self, visitproc visit, void *arg)
 {
     BulkheadObject *b = (BulkheadObject *)self;
     Py_VISIT(Py_TYPE(self));
-    Py_VISIT(b->msg_name);
     Py_VISIT(b->args_full);
+    Py_VISIT(b->args_full_name);
     Py_VISIT(b->args_no_wait);
+    Py_VISIT(b->args_no_wait_name);
     for (BulkheadWaiter *w = b->head; w != NULL; w = w->next) {
         Py_VISIT(w);
     }
@@ -740,9 +729,10 @@ static int bh_clear(PyObject *self)
     fs_policy_clear_events((FsPolicy *)self);
     BulkheadObject *b = (BulkheadObject *)self;
     bh_drop_queue(b);
-    Py_CLEAR(b->msg_name);
     Py_CLEAR(b->args_full);
+    Py_CLEAR(b->args_full_name);
     Py_CLEAR(b->args_no_wait);
+    Py_CLEAR(b->args_no_wait_name);
     Py_CLEAR(b->base.name);
     return 0;
 }

@@ -43,6 +43,7 @@ typedef struct FsBreaker {
     int shared;                 /* a store shares the state: a trip calls self._tripped() */
     int gate;                   /* the shared state is not closed: calls go to self._call_slow */
     PyObject *signal;           /* callable failure -> break in ns or None, or NULL */
+    PyObject *refusal_args;     /* BreakerFailing's (REJECT_MSG,), built once */
 } FsBreaker;
 
 /* Reports on_success(state) of a call passing a working breaker, dispatched from C (the
@@ -98,27 +99,16 @@ static int breaker_events(FsBreaker *b, int kind, PyObject *exc, int old, unsign
     return 0;
 }
 
-/* Counts a rejection and reports it, then raises BreakerFailing (deferred: unchained, for
- * admit, see fs_defer). Always returns -1; *raised (when not NULL) tells whether the exception
- * set is BreakerFailing (1) or a listener's KeyboardInterrupt / SystemExit (0). */
-static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, int *raised, bool deferred)
+/* A call refused: counted, reported, BreakerFailing set (deferred: unchained, for admit, see
+ * fs_defer). Always -1. */
+static int breaker_reject(FsBreaker *b, int64_t retry_after_ns, bool deferred)
 {
     b->base.counters[C_REJECTED]++;
-    if (raised != NULL) {
-        *raised = 0;
-    }
     if (breaker_events(b, EV_REJECTED, NULL, b->core.state, 0) < 0) {
         return -1;
     }
-    if (raised != NULL) {
-        *raised = 1;
-    }
-    if (deferred) {
-        fs_refuse_deferred(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG, retry_after_ns);
-    }
-    else {
-        fs_refuse(b->base.st, FS_E_BREAKER_FAILING, REJECT_MSG, retry_after_ns);
-    }
+    PyObject *exc = fs_refusal(b->base.st, FS_E_BREAKER_FAILING, b->refusal_args, retry_after_ns);
+    fs_raise_or_defer(exc, deferred);
     return -1;
 }
 
@@ -141,7 +131,7 @@ static int breaker_acquire(FsBreaker *b, uint64_t *token, bool deferred)
         return -1;
     }
     if (a == FS_BR_REJECTED) {
-        return breaker_reject(b, after, NULL, deferred);
+        return breaker_reject(b, after, deferred);
     }
     return 0;
 }
@@ -422,7 +412,8 @@ static PyObject *breaker_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
         return NULL;
     }
     b->entries = PyDict_New();
-    if (b->entries == NULL) {
+    b->refusal_args = Py_BuildValue("(s)", REJECT_MSG);
+    if (b->entries == NULL || b->refusal_args == NULL) {
         Py_DECREF(b);
         return NULL;
     }
@@ -747,6 +738,7 @@ static int breaker_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(b->on_pred);
     Py_VISIT(b->entries);
     Py_VISIT(b->signal);
+    Py_VISIT(b->refusal_args);
     return fs_policy_traverse(&b->base, visit, arg);
 }
 
@@ -758,6 +750,7 @@ static int breaker_clear(PyObject *self)
     Py_CLEAR(b->on_pred);
     Py_CLEAR(b->entries);
     Py_CLEAR(b->signal);
+    Py_CLEAR(b->refusal_args);
     Py_CLEAR(b->base.name);
     return 0;
 }
@@ -765,14 +758,9 @@ static int breaker_clear(PyObject *self)
 static void breaker_dealloc(PyObject *self)
 {
     FsBreaker *b = (FsBreaker *)self;
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear(&b->base);
-    breaker_clear(self);
     PyMem_Free(b->window);
     b->window = NULL;
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    fs_policy_dealloc(self, breaker_clear);
 }
 
 static PyMemberDef breaker_members[] = {
@@ -828,11 +816,7 @@ static int breaker_part_setup(PyObject *module, fs_state *st)
     if (bfb_setup(module) < 0) {
         return -1;
     }
-    st->Breaker_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &breaker_spec, NULL);
-    if (st->Breaker_Type == NULL || fs_register_policy_type(st, st->Breaker_Type) < 0) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->Breaker_Type);
+    return fs_policy_type_add(module, st, &breaker_spec, &st->Breaker_Type);
 }
 
 static int breaker_part_traverse(fs_state *st, visitproc visit, void *arg)

@@ -196,7 +196,7 @@ PyObject *fs_done_refused(fs_state *st, PyObject *fn)
     }
     PyObject *d = fs_done_raise(st, PyErr_GetRaisedException());
     if (d != NULL) {
-        ((FsDone *)d)->fn = Py_NewRef(fn);
+        ((FsDone *)d)->fn = Py_XNewRef(fn);
     }
     return d;
 }

@@ -1,6 +1,8 @@
-/* Binding errors: the one place exception classes are bound, the one constructor of refusals,
- * the one raise path and chaining rule, and the integer-argument converter that names the
- * parameter in its TypeError/ValueError. */
+/* Binding errors: the one place exception classes are bound, the one constructor of refusals
+ * (and the cache of their message arguments), the one raise path and chaining rule, and the
+ * integer-argument converter that names the parameter in its TypeError/ValueError. */
+#include <stdarg.h>
+
 #include "fs_binding.h"
 
 /* Where the class of each fs_err is defined, in enum order: the one place exception classes
@@ -78,25 +80,21 @@ PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_af
     return exc;
 }
 
-static PyObject *refusal_of(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns)
+PyObject *fs_named_refusal_args_build(PyObject **args, PyObject **for_name, PyObject *name,
+                                      const char *fmt, ...)
 {
-    PyObject *args = Py_BuildValue("(s)", msg != NULL ? msg : "");
-    if (args == NULL) {
+    va_list va;
+    va_start(va, fmt);
+    PyObject *msg = PyUnicode_FromFormatV(fmt, va);
+    va_end(va);
+    PyObject *t = msg != NULL ? PyTuple_Pack(1, msg) : NULL;
+    Py_XDECREF(msg);
+    if (t == NULL) {
         return NULL;
     }
-    PyObject *exc = fs_refusal(st, code, args, retry_after_ns);
-    Py_DECREF(args);
-    return exc;
-}
-
-PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns)
-{
-    return fs_raise(refusal_of(st, code, msg, retry_after_ns));
-}
-
-PyObject *fs_refuse_deferred(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns)
-{
-    return fs_defer(refusal_of(st, code, msg, retry_after_ns));
+    Py_XSETREF(*args, t);
+    Py_XSETREF(*for_name, Py_XNewRef(name));
+    return t;
 }
 
 PyObject *fs_defer(PyObject *exc)

@@ -8,7 +8,6 @@
 #include "fs_failfast.h"
 
 #include <stddef.h>
-#include <stdio.h>
 
 enum { FF_OPENED = 0, FF_CLOSED = 1, FF_REJECTED = 2 };
 static const char *const ff_metrics[] = {"opened", "closed", "rejected", NULL};
@@ -23,6 +22,8 @@ typedef struct FsFailFast {
     int observe;            /* failures can open the latch: calls are wrapped to see outcomes */
     int shared;             /* a store shares the latch: an opening calls self._tripped() */
     int gate;               /* the shared latch is open (or unknown): calls go to _call_slow */
+    PyObject *refusal_args; /* FailFastOpen's (msg,), for refusal_name (fs_named_refusal_args) */
+    PyObject *refusal_name;
 } FsFailFast;
 
 static double ns_to_s(int64_t ns)
@@ -53,28 +54,32 @@ static int ff_opened(FsFailFast *f)
     return ff_emit(f, "on_failfast_open");
 }
 
-/* Sets FailFastOpen(retry_after=...) as the current exception; retry_after_ns < 0: None. */
-static void ff_set_open_error(FsFailFast *f, int64_t retry_after_ns)
+/* A new FailFastOpen(retry_after=...); retry_after_ns < 0: None. NULL with an exception when
+ * it cannot be made. */
+static PyObject *ff_open_error(FsFailFast *f, int64_t retry_after_ns)
 {
-    char msg[96];
-    snprintf(msg, sizeof msg, "fail-fast %.64s is open", PyUnicode_AsUTF8(f->base.name));
-    fs_refuse(f->base.st, FS_E_FAILFAST_OPEN, msg, retry_after_ns);
+    PyObject *args = fs_named_refusal_args(&f->refusal_args, &f->refusal_name, f->base.name,
+                                           "fail-fast %.64S is open", f->base.name);
+    return args == NULL ? NULL : fs_refusal(f->base.st, FS_E_FAILFAST_OPEN, args, retry_after_ns);
 }
 
-/* A call refused: counted, reported, FailFastOpen set. Always -1. */
-static int ff_reject(FsFailFast *f, int64_t retry_after_ns)
+/* A call refused: counted, reported, FailFastOpen set (deferred: unchained, for admit, see
+ * fs_defer). Always -1. */
+static int ff_reject(FsFailFast *f, int64_t retry_after_ns, bool deferred)
 {
     f->base.counters[FF_REJECTED]++;
     if (ff_emit(f, "on_failfast_rejected") < 0) {
         return -1;
     }
-    ff_set_open_error(f, retry_after_ns);
+    PyObject *exc = ff_open_error(f, retry_after_ns);
+    fs_raise_or_defer(exc, deferred);
     return -1;
 }
 
 /* The latch says whether a call may start now (closing it when its time ran out). 0: it may;
- * -1 with FailFastOpen (or a listener's KeyboardInterrupt) set: it may not. */
-static int ff_check(FsFailFast *f)
+ * -1 with FailFastOpen (or a listener's KeyboardInterrupt) set (deferred: see ff_reject): it
+ * may not. */
+static int ff_check(FsFailFast *f, bool deferred)
 {
     if (!f->ff.open) {
         return 0;
@@ -84,7 +89,7 @@ static int ff_check(FsFailFast *f)
     int64_t now = f->ff.recovery_ns < 0 ? 0 : fs_now_ns(f->base.st);
     int v = fs_failfast_admit(&f->ff, now, &after);
     if (v == FS_FF_REJECT) {
-        return ff_reject(f, after);
+        return ff_reject(f, after, deferred);
     }
     if (v == FS_FF_ADMIT_CLOSED) {
         f->base.counters[FF_CLOSED]++;
@@ -123,33 +128,13 @@ static PyObject *ff_outcome(FsFailFast *f, PyObject *exc)
     if (ff_opened(f) < 0) {
         return NULL;
     }
-    ff_set_open_error(f, f->ff.recovery_ns);
+    fs_raise(ff_open_error(f, f->ff.recovery_ns));
     PyObject *err = PyErr_GetRaisedException();
     if (err != NULL) {
         PyException_SetCause(err, Py_NewRef(exc));
         fs_chain(err, exc);
     }
     return err;
-}
-
-/* A sync predicate that hands back an awaitable was meant to be async: its verdict is unknown,
- * so the call fails instead of taking the (always truthy) awaitable as the answer. -1 with
- * TypeError set (the awaitable closed) when r is one, else 0. */
-static int refuse_awaitable(PyObject *r, const char *param)
-{
-    PyAsyncMethods *am = Py_TYPE(r)->tp_as_async;
-    if (am == NULL || am->am_await == NULL) {
-        return 0;
-    }
-    if (PyCoro_CheckExact(r)) {
-        PyObject *res = PyObject_CallMethod(r, "close", NULL);
-        Py_XDECREF(res);
-        PyErr_Clear();
-    }
-    PyErr_Format(PyExc_TypeError,
-                 "%s returned an awaitable (%.200s) but was not recognised as async: declare it"
-                 " with async def", param, Py_TYPE(r)->tp_name);
-    return -1;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -162,26 +147,17 @@ static fs_verdict ff_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *co
     if (f->gate) {
         return FS_ADMIT_SLOW;   /* the shared latch decides, in Python */
     }
-    if (f->ff.open && ff_check(f) < 0) {
+    if (f->ff.open && ff_check(f, true) < 0) {
         return FS_ADMIT_REFUSE;
     }
     if (f->predicate != NULL) {
         if (f->pred_async) {
             return FS_ADMIT_SLOW;
         }
-        PyObject *r = PyObject_Vectorcall(f->predicate, args, nargsf, kwnames);
-        if (r == NULL) {
-            return FS_ADMIT_REFUSE;
-        }
-        if (refuse_awaitable(r, "predicate") < 0) {
-            Py_DECREF(r);
-            return FS_ADMIT_REFUSE;
-        }
-        int t = PyObject_IsTrue(r);
-        Py_DECREF(r);
+        int t = fs_predicate_verdict(f->predicate, args, nargsf, kwnames);
         if (t != 0) {
             if (t > 0) {
-                ff_reject(f, -1);
+                ff_reject(f, -1, true);
             }
             return FS_ADMIT_REFUSE;
         }
@@ -296,7 +272,7 @@ static PyObject *ff_close(PyObject *self, PyObject *Py_UNUSED(unused))
 /* _check_open(): raises FailFastOpen if a call may not start now. */
 static PyObject *ff_check_open(PyObject *self, PyObject *Py_UNUSED(unused))
 {
-    if (ff_check((FsFailFast *)self) < 0) {
+    if (ff_check((FsFailFast *)self, false) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -305,7 +281,7 @@ static PyObject *ff_check_open(PyObject *self, PyObject *Py_UNUSED(unused))
 /* _reject(): the predicate refused a call: counts it and raises FailFastOpen. */
 static PyObject *ff_reject_py(PyObject *self, PyObject *Py_UNUSED(unused))
 {
-    ff_reject((FsFailFast *)self, -1);
+    ff_reject((FsFailFast *)self, -1, false);
     return NULL;
 }
 
@@ -367,6 +343,8 @@ static int ff_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(f->on);
     Py_VISIT(f->on_pred);
     Py_VISIT(f->predicate);
+    Py_VISIT(f->refusal_args);
+    Py_VISIT(f->refusal_name);
     return fs_policy_traverse(&f->base, visit, arg);
 }
 
@@ -377,18 +355,15 @@ static int ff_clear(PyObject *self)
     Py_CLEAR(f->on);
     Py_CLEAR(f->on_pred);
     Py_CLEAR(f->predicate);
+    Py_CLEAR(f->refusal_args);
+    Py_CLEAR(f->refusal_name);
     Py_CLEAR(f->base.name);
     return 0;
 }
 
 static void ff_dealloc(PyObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    ff_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    fs_policy_dealloc(self, ff_clear);
 }
 
 static PyMemberDef ff_members[] = {
@@ -440,11 +415,7 @@ static PyType_Spec ff_spec = {
 
 static int ff_setup(PyObject *module, fs_state *st)
 {
-    st->FailFast_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ff_spec, NULL);
-    if (st->FailFast_Type == NULL || fs_register_policy_type(st, st->FailFast_Type) < 0) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->FailFast_Type);
+    return fs_policy_type_add(module, st, &ff_spec, &st->FailFast_Type);
 }
 
 static int ff_part_traverse(fs_state *st, visitproc visit, void *arg)

@@ -109,8 +109,7 @@ static int fallback_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject 
     }
     if (exc == NULL) {
         if (f->o.handoff_results) {
-            *out = fs_outcome_slow_path(c, st->str_on_result, result);
-            return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+            return fs_outcome_slow_path(c, st->str_on_result, result, out);
         }
         *out = Py_NewRef(result);
         return FS_NEXT_RETURN;
@@ -121,19 +120,11 @@ static int fallback_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject 
     if (f->answer_kind != ANSWER_NONE && !fs_listening(c->policy)) {
         return fallback_answer(f, c, exc, out);
     }
-    *out = fs_outcome_slow_path(c, st->str_on_error, exc);
-    return *out == NULL ? -1 : FS_NEXT_CONTINUE;
-}
-
-static fs_verdict fallback_admit(FsPolicy *Py_UNUSED(p), fs_admission *Py_UNUSED(a),
-                                 PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
-                                 PyObject *Py_UNUSED(kwnames))
-{
-    return FS_ADMIT_CALL;
+    return fs_outcome_slow_path(c, st->str_on_error, exc, out);
 }
 
 static const fs_policy_ops fallback_ops = {
-    .admit = fallback_admit,
+    .admit = fs_outcome_admit,
     .finish = fallback_finish,
 };
 
@@ -197,7 +188,7 @@ static int fallback_clear(PyObject *self)
 
 static void fallback_dealloc(PyObject *self)
 {
-    fs_outcome_dealloc(self, fallback_clear);
+    fs_policy_dealloc(self, fallback_clear);
 }
 
 static PyMemberDef fallback_members[] = {
@@ -231,10 +222,7 @@ static PyType_Spec fallback_spec = {
 
 static int fallback_setup(PyObject *module, fs_state *st)
 {
-    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fallback_spec, NULL);
-    int rc = tp == NULL || fs_register_policy_type(st, tp) < 0 || PyModule_AddType(module, tp) < 0;
-    Py_XDECREF(tp);     /* the policy type list and the module hold it */
-    return rc ? -1 : 0;
+    return fs_policy_type_add(module, st, &fallback_spec, NULL);
 }
 
 const fs_part fs_fallback_part = {

@@ -7,7 +7,6 @@
 
 #include "fs_hash.h"
 
-#include <stdio.h>
 
 enum { TG_ENABLED = 0, TG_DISABLED = 1 };
 static const char *const tg_metrics[] = {"enabled", "disabled", NULL};
@@ -19,6 +18,8 @@ typedef struct FsToggle {
     uint32_t limit;         /* rollout: buckets admitted (a key is in when bucket < limit) */
     int enabled;
     int pred_async;         /* the predicate must be awaited: admission goes to Python */
+    PyObject *refusal_args; /* FeatureDisabled's (msg,), for refusal_name (fs_named_refusal_args) */
+    PyObject *refusal_name;
 } FsToggle;
 
 /* The rollout bucket of a key value: a str (its UTF-8), bytes, or an int (its decimal digits).
@@ -49,36 +50,18 @@ static long key_bucket(PyObject *k)
     return -1;
 }
 
-/* A sync predicate that hands back an awaitable was meant to be async: its verdict is unknown,
- * so the call fails instead of taking the (always truthy) awaitable as the answer. -1 with
- * TypeError set (the awaitable closed) when r is one, else 0. */
-static int refuse_awaitable(PyObject *r, const char *param)
-{
-    PyAsyncMethods *am = Py_TYPE(r)->tp_as_async;
-    if (am == NULL || am->am_await == NULL) {
-        return 0;
-    }
-    if (PyCoro_CheckExact(r)) {
-        PyObject *res = PyObject_CallMethod(r, "close", NULL);
-        Py_XDECREF(res);
-        PyErr_Clear();
-    }
-    PyErr_Format(PyExc_TypeError,
-                 "%s returned an awaitable (%.200s) but was not recognised as async: declare it"
-                 " with async def", param, Py_TYPE(r)->tp_name);
-    return -1;
-}
-
-/* A call refused: counted, reported, FeatureDisabled set. Always -1. */
-static int tg_reject(FsToggle *t)
+/* A call refused: counted, reported, FeatureDisabled set (deferred: unchained, for admit, see
+ * fs_defer). Always -1. */
+static int tg_reject(FsToggle *t, bool deferred)
 {
     t->base.counters[TG_DISABLED]++;
     if (fs_listening(&t->base) && fs_emit(&t->base, "on_feature_disabled", NULL) < 0) {
         return -1;
     }
-    char msg[96];
-    snprintf(msg, sizeof msg, "feature %.64s is disabled", PyUnicode_AsUTF8(t->base.name));
-    fs_refuse(t->base.st, FS_E_FEATURE_DISABLED, msg, -1);
+    PyObject *args = fs_named_refusal_args(&t->refusal_args, &t->refusal_name, t->base.name,
+                                           "feature %.64S is disabled", t->base.name);
+    PyObject *exc = args == NULL ? NULL : fs_refusal(t->base.st, FS_E_FEATURE_DISABLED, args, -1);
+    fs_raise_or_defer(exc, deferred);
     return -1;
 }
 
@@ -104,24 +87,15 @@ static fs_verdict tg_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *co
 {
     FsToggle *t = (FsToggle *)p;
     if (!t->enabled) {
-        return tg_reject(t);
+        return tg_reject(t, true);
     }
     if (t->predicate != NULL) {
         if (t->pred_async) {
             return FS_ADMIT_SLOW;
         }
-        PyObject *r = PyObject_Vectorcall(t->predicate, args, nargsf, kwnames);
-        if (r == NULL) {
-            return -1;
-        }
-        if (refuse_awaitable(r, "predicate") < 0) {
-            Py_DECREF(r);
-            return -1;
-        }
-        int ok = PyObject_IsTrue(r);
-        Py_DECREF(r);
+        int ok = fs_predicate_verdict(t->predicate, args, nargsf, kwnames);
         if (ok <= 0) {
-            return ok < 0 ? -1 : tg_reject(t);
+            return ok < 0 ? -1 : tg_reject(t, true);
         }
     }
     if (t->key != NULL) {
@@ -132,7 +106,7 @@ static fs_verdict tg_admit(FsPolicy *p, fs_admission *Py_UNUSED(a), PyObject *co
         int in = tg_in_rollout(t, k);
         Py_DECREF(k);
         if (in <= 0) {
-            return in < 0 ? -1 : tg_reject(t);
+            return in < 0 ? -1 : tg_reject(t, true);
         }
     }
     return tg_accept(t);
@@ -258,7 +232,7 @@ static PyObject *tg_decide(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     if (!t->enabled || !passed) {
-        tg_reject(t);
+        tg_reject(t, false);
         return NULL;
     }
     if (t->key != NULL) {
@@ -270,7 +244,7 @@ static PyObject *tg_decide(PyObject *self, PyObject *const *args, Py_ssize_t nar
         Py_DECREF(k);
         if (in <= 0) {
             if (in == 0) {
-                tg_reject(t);
+                tg_reject(t, false);
             }
             return NULL;
         }
@@ -299,6 +273,8 @@ static int tg_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(t->predicate);
     Py_VISIT(t->key);
+    Py_VISIT(t->refusal_args);
+    Py_VISIT(t->refusal_name);
     return fs_policy_traverse(&t->base, visit, arg);
 }
 
@@ -308,18 +284,15 @@ static int tg_clear(PyObject *self)
     FsToggle *t = (FsToggle *)self;
     Py_CLEAR(t->predicate);
     Py_CLEAR(t->key);
+    Py_CLEAR(t->refusal_args);
+    Py_CLEAR(t->refusal_name);
     Py_CLEAR(t->base.name);
     return 0;
 }
 
 static void tg_dealloc(PyObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    tg_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
+    fs_policy_dealloc(self, tg_clear);
 }
 
 static PyMemberDef tg_members[] = {
@@ -378,12 +351,10 @@ static PyMethodDef tg_module_methods[] = {
 
 static int tg_setup(PyObject *module, fs_state *st)
 {
-    st->Toggle_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tg_spec, NULL);
-    if (st->Toggle_Type == NULL || fs_register_policy_type(st, st->Toggle_Type) < 0
-        || PyModule_AddFunctions(module, tg_module_methods) < 0) {
+    if (PyModule_AddFunctions(module, tg_module_methods) < 0) {
         return -1;
     }
-    return PyModule_AddType(module, st->Toggle_Type);
+    return fs_policy_type_add(module, st, &tg_spec, &st->Toggle_Type);
 }
 
 static int tg_part_traverse(fs_state *st, visitproc visit, void *arg)

@@ -209,8 +209,6 @@ PyObject *fs_error(fs_state *st, fs_err code, const char *msg);
  * retry_after set to retry_after_ns in seconds when >= 0 (else the class default, None,
  * stands). New reference, or NULL with an exception. */
 PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_after_ns);
-/* fs_refusal with args (msg,), raised by fs_raise. Always returns NULL. */
-PyObject *fs_refuse(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns);
 /* Sets exc (stolen; NULL: the error already set stands) as the current exception, chained by
  * fs_chain to the exception being handled, as a `raise` would chain it. Always returns NULL. */
 PyObject *fs_raise(PyObject *exc);
@@ -219,8 +217,22 @@ PyObject *fs_raise(PyObject *exc);
  * chains it where it is awaited (fs_done_refused): the handled exception is looked up once.
  * Always returns NULL. */
 PyObject *fs_defer(PyObject *exc);
-/* fs_refuse, set by fs_defer: for admit's refusals only. Always returns NULL. */
-PyObject *fs_refuse_deferred(fs_state *st, fs_err code, const char *msg, int64_t retry_after_ns);
+/* fs_defer(exc) for a refusal made by admit (deferred), else fs_raise(exc). Returns NULL. */
+static inline PyObject *fs_raise_or_defer(PyObject *exc, bool deferred)
+{
+    return deferred ? fs_defer(exc) : fs_raise(exc);
+}
+/* The arguments (msg,) of a refusal whose message names its policy: *args, built from fmt and
+ * the arguments after it (the name among them, as fmt places it) again only when name is not
+ * *for_name (both owned by the policy), so a refusal formats nothing. Borrowed reference, or
+ * NULL with an exception. A macro: the check inline, fs_named_refusal_args_build (which
+ * builds them unconditionally) out of line. */
+PyObject *fs_named_refusal_args_build(PyObject **args, PyObject **for_name, PyObject *name,
+                                      const char *fmt, ...);
+#define fs_named_refusal_args(args, for_name, name, ...)                                     \
+    (*(args) != NULL && *(for_name) == (name)                                                \
+         ? *(args)                                                                           \
+         : fs_named_refusal_args_build((args), (for_name), (name), __VA_ARGS__))
 
 /* The one chaining rule, for an exception failsafe raises while another is in hand (a policy's
  * own error, a predicate's, a listener's, beside the call's exception): exc gets context as
@@ -379,6 +391,19 @@ void fs_policy_clear(FsPolicy *p);
  * with exc), else `otherwise`. Never for what is not an Exception (CancelledError,
  * KeyboardInterrupt, SystemExit, GeneratorExit). 1 or 0, or -1 with the predicate's error set. */
 int fs_exception_matches(PyObject *exc, PyObject *on, PyObject *on_pred, int otherwise);
+
+/* tp_dealloc of a policy type whose tp_clear (clear) releases all it holds: untracks self,
+ * leaves the series (fs_policy_clear), clears, frees, and drops the heap type's reference. */
+void fs_policy_dealloc(PyObject *self, inquiry clear);
+/* Makes a policy type from spec, lists it (fs_register_policy_type) and adds it to module; a
+ * part that keeps it in its state passes keep (a new reference is stored there), else the list
+ * and the module hold it. 0, or -1 with an exception. */
+int fs_policy_type_add(PyObject *module, fs_state *st, PyType_Spec *spec, PyTypeObject **keep);
+/* A sync predicate's verdict on a call's arguments (vectorcall convention, borrowed): 1
+ * truthy, 0 falsy, -1 with an exception: the predicate's, or TypeError when it returned an
+ * awaitable (closed if a coroutine: it was meant to be declared async). */
+int fs_predicate_verdict(PyObject *predicate, PyObject *const *args, size_t nargsf,
+                         PyObject *kwnames);
 
 /* True when obj is an instance of one of this module's policy types. */
 bool fs_is_policy(fs_state *st, PyObject *obj);
@@ -544,8 +569,9 @@ PyObject *fs_done_new(fs_state *st, PyObject *value);
 /* A Done raising exc (stolen) where it is awaited. New reference, or NULL with an exception set
  * (exc released; also when exc is NULL, its maker's error standing). */
 PyObject *fs_done_raise(fs_state *st, PyObject *exc);
-/* The Done of a call of fn refused with the pending exception: an Exception is deferred to the
- * await; anything else (KeyboardInterrupt from a listener) stays raised (NULL). */
+/* The Done of a call of fn (NULL: an `async with` entry) refused with the pending exception:
+ * an Exception is deferred to the await; anything else (KeyboardInterrupt from a listener)
+ * stays raised (NULL). */
 PyObject *fs_done_refused(fs_state *st, PyObject *fn);
 /* Gives a Done made without its function (res, borrowed; anything else is left alone) the
  * names of fn, for task reprs. */
@@ -576,6 +602,20 @@ int fs_int_arg_conv(PyObject *obj, void *arg);
 
 /* Frees the recycled GuardedCall objects (module clear). */
 void fs_call_freelist_clear(fs_state *st);
+
+/* fn(*args), the call of the guarded function that makes its coroutine: a Python function's
+ * own vectorcall straight, as CALL does from bytecode (PyObject_Vectorcall would add a thread
+ * state lookup and a result check the function makes needless: it sets an error whenever it
+ * returns NULL); any other callable through PyObject_Vectorcall. New reference, or NULL with
+ * an exception. */
+static inline PyObject *fs_call_fn(PyObject *fn, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames)
+{
+    if (PyFunction_Check(fn)) {
+        return ((PyFunctionObject *)fn)->vectorcall(fn, args, nargsf, kwnames);
+    }
+    return PyObject_Vectorcall(fn, args, nargsf, kwnames);
+}
 
 /* The kept arguments (FS_POL_KEEP_ARGS) as a vectorcall array of c->ntotal items (borrowed). */
 static inline PyObject *const *fs_call_argv(FsCall *c)

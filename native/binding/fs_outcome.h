@@ -19,10 +19,14 @@ typedef struct FsOutcome {
  * with TypeError naming the parameter. */
 int fs_outcome_configure(FsOutcome *o, PyObject *on, PyObject *on_pred, int handoff_results);
 
-/* Calls policy.<method>(value, fn, args, kwargs, t0_ns, failures) (method: st->str_on_error or
- * st->str_on_result; value borrowed) and returns the slow path's awaitable (new reference), or
- * NULL with an exception. */
-PyObject *fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value);
+/* Hands the call over to policy.<method>(value, fn, args, kwargs, t0_ns, failures) (method:
+ * st->str_on_error or st->str_on_result; value borrowed): FS_NEXT_CONTINUE with *out the slow
+ * path's awaitable (new reference), or -1 with an exception. */
+int fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value, PyObject **out);
+
+/* admit of the outcome policies without admission of their own: every call is observed. */
+fs_verdict fs_outcome_admit(FsPolicy *p, fs_admission *a, PyObject *const *args, size_t nargsf,
+                            PyObject *kwnames);
 
 /* The shared part of finish for an exception exc: 1 when `on` covers it (the caller handles it;
  * a type `on` covered once is not matched again),
@@ -32,8 +36,5 @@ int fs_outcome_match(FsOutcome *o, PyObject *exc, PyObject **out);
 
 int fs_outcome_traverse(FsOutcome *o, visitproc visit, void *arg);
 void fs_outcome_clear(FsOutcome *o);
-
-/* tp_dealloc of the outcome types: clear is the type's tp_clear. */
-void fs_outcome_dealloc(PyObject *self, inquiry clear);
 
 #endif

@@ -747,7 +747,7 @@ static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
         }
         return d;
     }
-    PyObject *coro = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    PyObject *coro = fs_call_fn(fn, args, nargsf, kwnames);
     if (coro != NULL && !PyCoro_CheckExact(coro)) {
         /* Another awaitable (a Future, an object with __await__): drive its iterator. */
         Py_SETREF(coro, fs_awaitable_iter(coro));
@@ -776,7 +776,7 @@ static inline PyObject *guard_call(FsPolicy *p, PyObject *fn, PyObject *const *a
     PyObject *res;
     switch (p->ops->admit(p, &a, args, nargsf, kwnames)) {
     case FS_ADMIT_PASS:
-        res = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+        res = fs_call_fn(fn, args, nargsf, kwnames);
         return lat == NULL ? res : call_timed_bare(p, lat, res);
     case FS_ADMIT_CALL:
         res = guard_make_call(p, &a, fn, args, nargsf, kwnames, lat);

@@ -21,11 +21,12 @@ int fs_outcome_configure(FsOutcome *o, PyObject *on, PyObject *on_pred, int hand
     return 0;
 }
 
-PyObject *fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value)
+int fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value, PyObject **out)
 {
     PyObject *args, *kwargs;
     if (fs_call_unpack_args(c, &args, &kwargs) < 0) {
-        return NULL;
+        *out = NULL;
+        return -1;
     }
     PyObject *t0 = PyLong_FromLongLong(c->t0_ns);
     PyObject *failures = PyLong_FromUnsignedLong(c->failures);
@@ -38,7 +39,8 @@ PyObject *fs_outcome_slow_path(FsCall *c, PyObject *method, PyObject *value)
     Py_XDECREF(failures);
     Py_DECREF(args);
     Py_DECREF(kwargs);
-    return res;
+    *out = res;
+    return res == NULL ? -1 : FS_NEXT_CONTINUE;
 }
 
 int fs_outcome_match(FsOutcome *o, PyObject *exc, PyObject **out)
@@ -87,16 +89,6 @@ void fs_outcome_clear(FsOutcome *o)
     Py_CLEAR(o->base.name);
 }
 
-void fs_outcome_dealloc(PyObject *self, inquiry clear)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Outcome: a policy that hands matched exceptions (none unless configured) to Python */
 
@@ -105,8 +97,7 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     FsOutcome *o = (FsOutcome *)c->policy;
     if (exc == NULL) {
         if (o->handoff_results) {
-            *out = fs_outcome_slow_path(c, c->policy->st->str_on_result, result);
-            return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+            return fs_outcome_slow_path(c, c->policy->st->str_on_result, result, out);
         }
         *out = Py_NewRef(result);
         return FS_NEXT_RETURN;
@@ -114,19 +105,18 @@ static int outcome_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject *
     if (!fs_outcome_match(o, exc, out)) {
         return FS_NEXT_RAISE;
     }
-    *out = fs_outcome_slow_path(c, c->policy->st->str_on_error, exc);
-    return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+    return fs_outcome_slow_path(c, c->policy->st->str_on_error, exc, out);
 }
 
-static fs_verdict outcome_admit(FsPolicy *Py_UNUSED(p), fs_admission *Py_UNUSED(a),
-                                PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
-                                PyObject *Py_UNUSED(kwnames))
+fs_verdict fs_outcome_admit(FsPolicy *Py_UNUSED(p), fs_admission *Py_UNUSED(a),
+                            PyObject *const *Py_UNUSED(args), size_t Py_UNUSED(nargsf),
+                            PyObject *Py_UNUSED(kwnames))
 {
     return FS_ADMIT_CALL;
 }
 
 static const fs_policy_ops outcome_ops = {
-    .admit = outcome_admit,
+    .admit = fs_outcome_admit,
     .finish = outcome_finish,
 };
 
@@ -179,7 +169,7 @@ static int outcome_clear(PyObject *self)
 
 static void outcome_dealloc(PyObject *self)
 {
-    fs_outcome_dealloc(self, outcome_clear);
+    fs_policy_dealloc(self, outcome_clear);
 }
 
 static PyMemberDef outcome_members[] = {
@@ -213,10 +203,7 @@ static PyType_Spec outcome_spec = {
 
 static int outcome_setup(PyObject *module, fs_state *st)
 {
-    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &outcome_spec, NULL);
-    int rc = tp == NULL || fs_register_policy_type(st, tp) < 0 || PyModule_AddType(module, tp) < 0;
-    Py_XDECREF(tp);     /* the policy type list and the module hold it */
-    return rc ? -1 : 0;
+    return fs_policy_type_add(module, st, &outcome_spec, NULL);
 }
 
 const fs_part fs_outcome_part = {

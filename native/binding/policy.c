@@ -113,6 +113,61 @@ int fs_exception_matches(PyObject *exc, PyObject *on, PyObject *on_pred, int oth
     return otherwise;
 }
 
+void fs_policy_dealloc(PyObject *self, inquiry clear)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    fs_policy_clear((FsPolicy *)self);
+    clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+int fs_policy_type_add(PyObject *module, fs_state *st, PyType_Spec *spec, PyTypeObject **keep)
+{
+    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, NULL);
+    int rc = tp == NULL || fs_register_policy_type(st, tp) < 0 || PyModule_AddType(module, tp) < 0;
+    if (keep != NULL) {
+        Py_XSETREF(*keep, tp);
+    }
+    else {
+        Py_XDECREF(tp);     /* the policy type list and the module hold it */
+    }
+    return rc ? -1 : 0;
+}
+
+/* -1 with TypeError set (the awaitable closed) when r is awaitable, else 0. */
+static int refuse_awaitable(PyObject *r)
+{
+    PyAsyncMethods *am = Py_TYPE(r)->tp_as_async;
+    if (am == NULL || am->am_await == NULL) {
+        return 0;
+    }
+    if (PyCoro_CheckExact(r)) {
+        PyObject *res = PyObject_CallMethod(r, "close", NULL);
+        Py_XDECREF(res);
+        PyErr_Clear();
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "predicate returned an awaitable (%.200s) but was not recognised as async:"
+                 " declare it with async def", Py_TYPE(r)->tp_name);
+    return -1;
+}
+
+int fs_predicate_verdict(PyObject *predicate, PyObject *const *args, size_t nargsf,
+                         PyObject *kwnames)
+{
+    PyObject *r = PyObject_Vectorcall(predicate, args, nargsf, kwnames);
+    if (r == NULL) {
+        return -1;
+    }
+    /* Its verdict is unknown, so the call fails instead of taking the (always truthy)
+     * awaitable as the answer. */
+    int t = refuse_awaitable(r) < 0 ? -1 : PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return t;
+}
+
 bool fs_is_policy(fs_state *st, PyObject *obj)
 {
     for (int i = 0; i < st->n_policy_types; i++) {

@@ -181,17 +181,18 @@ static int limiter_rejected(FsLimiter *o, int64_t retry_after_ns)
     return 0;
 }
 
-/* A new RateLimitExceeded for a refusal (fs_refusal: its one attribute `_after` is set, from
- * which its retry_after properties derive), or NULL with an exception. */
-static PyObject *limiter_exception(FsLimiter *o, int64_t retry_after_ns)
+/* A call refused: counted, reported, RateLimitExceeded set (fs_refusal sets its one attribute
+ * `_after`, from which its retry_after properties derive; deferred: unchained, for admit, see
+ * fs_defer). Always -1. */
+static int limiter_reject(FsLimiter *o, int64_t retry_after_ns, bool deferred)
 {
-    return fs_refusal(o->base.st, FS_E_RATE_LIMIT_EXCEEDED, o->base.st->rl_args, retry_after_ns);
-}
-
-/* Sets RateLimitExceeded for a refusal and returns NULL. */
-static PyObject *limiter_error(FsLimiter *o, int64_t retry_after_ns)
-{
-    return fs_raise(limiter_exception(o, retry_after_ns));
+    if (limiter_rejected(o, retry_after_ns) < 0) {
+        return -1;
+    }
+    PyObject *exc = fs_refusal(o->base.st, FS_E_RATE_LIMIT_EXCEEDED, o->base.st->rl_args,
+                               retry_after_ns);
+    fs_raise_or_defer(exc, deferred);
+    return -1;
 }
 
 /* Admit hooks: the whole decision (see the file comment). A place reserved rides in the
@@ -212,8 +213,8 @@ static fs_verdict limiter_admit_decided(FsLimiter *o, fs_admission *ad, PyObject
         return FS_ADMIT_SLOW;
     }
     Py_XDECREF(key);
-    if (dec == DEC_REJECT && limiter_rejected(o, wait) == 0) {
-        fs_defer(limiter_exception(o, wait));   /* chained where it is awaited */
+    if (dec == DEC_REJECT) {
+        limiter_reject(o, wait, true);
     }
     return FS_ADMIT_REFUSE;
 }
@@ -345,18 +346,16 @@ static PyObject *limiter_acquire(PyObject *self, PyObject *args, PyObject *kwarg
     case DEC_WAIT:
         return Py_BuildValue("(LLL)", (long long)(now + wait), (long long)a, (long long)b);
     case DEC_REJECT:
-        if (limiter_rejected(o, wait) < 0) {
-            return NULL;
-        }
-        return limiter_error(o, wait);
+        limiter_reject(o, wait, false);
+        return NULL;
     default:
         return NULL;
     }
 }
 
 /* `async with limiter:` (unkeyed): __aenter__ answers a ready awaitable when admitted (no
- * coroutine), a RejectedCall when refused, and the Python waiter self._sleep_until(ticket, None)
- * when a place was reserved. */
+ * coroutine), a Done raising RateLimitExceeded when refused, and the Python waiter
+ * self._sleep_until(ticket, None) when a place was reserved. */
 static PyObject *limiter_aenter_impl(PyObject *self)
 {
     FsLimiter *o = (FsLimiter *)self;
@@ -373,14 +372,8 @@ static PyObject *limiter_aenter_impl(PyObject *self)
         return Py_NewRef(st->ready_none);
     }
     if (dec == DEC_REJECT) {
-        if (limiter_rejected(o, wait) < 0) {
-            return NULL;
-        }
-        PyObject *exc = limiter_exception(o, wait);
-        if (exc == NULL) {
-            return NULL;
-        }
-        return fs_done_raise(st, exc);
+        limiter_reject(o, wait, true);
+        return fs_done_refused(st, NULL);
     }
     if (dec == DEC_ERROR) {
         return NULL;

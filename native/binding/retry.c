@@ -79,8 +79,7 @@ static int retry_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
     fs_state *st = c->policy->st;
     if (exc == NULL) {
         if (r->o.handoff_results) {
-            *out = fs_outcome_slow_path(c, st->str_on_result, result);
-            return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+            return fs_outcome_slow_path(c, st->str_on_result, result, out);
         }
         return retry_succeeded(c, result, out);
     }
@@ -101,8 +100,7 @@ static int retry_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
             }
         }
         /* Re-attempt at once: call fn again with the kept arguments, observe the new coroutine. */
-        PyObject *coro =
-            PyObject_Vectorcall(c->fn, fs_call_argv(c), (size_t)c->nargs, c->kwnames);
+        PyObject *coro = fs_call_fn(c->fn, fs_call_argv(c), (size_t)c->nargs, c->kwnames);
         if (coro != NULL && !PyCoro_CheckExact(coro)) {
             Py_SETREF(coro, fs_awaitable_iter(coro));
         }
@@ -114,8 +112,7 @@ static int retry_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
         return FS_NEXT_AGAIN;
     }
 slow:
-    *out = fs_outcome_slow_path(c, st->str_on_error, exc);
-    return *out == NULL ? -1 : FS_NEXT_CONTINUE;
+    return fs_outcome_slow_path(c, st->str_on_error, exc, out);
 }
 
 static const fs_policy_ops retry_ops = {
@@ -212,7 +209,7 @@ static int retry_clear(PyObject *self)
 
 static void retry_dealloc(PyObject *self)
 {
-    fs_outcome_dealloc(self, retry_clear);
+    fs_policy_dealloc(self, retry_clear);
 }
 
 static PyMemberDef retry_members[] = {
@@ -246,11 +243,10 @@ static PyType_Spec retry_spec = {
 
 static int retry_setup(PyObject *module, fs_state *st)
 {
-    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &retry_spec, NULL);
-    int rc = tp == NULL || fs_register_policy_type(st, tp) < 0 || PyModule_AddType(module, tp) < 0
-             || PyModule_AddIntConstant(module, "YIELD_EVERY", FS_YIELD_EVERY) < 0;
-    Py_XDECREF(tp);     /* the policy type list and the module hold it */
-    return rc ? -1 : 0;
+    if (fs_policy_type_add(module, st, &retry_spec, NULL) < 0) {
+        return -1;
+    }
+    return PyModule_AddIntConstant(module, "YIELD_EVERY", FS_YIELD_EVERY) < 0 ? -1 : 0;
 }
 
 const fs_part fs_retry_part = {
