@@ -313,14 +313,6 @@ def _collecting(meter: Meter) -> bool:
     return bool(locked()) if callable(locked) else False
 
 
-def _check_max_components(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"max_components must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"max_components must be >= 0, got {value}")
-    return value
-
-
 class FailsafeOtelInstrumentor:
     """Exports failsafe's counters to OpenTelemetry. One per process: every construction
     returns the same instrumentor."""
@@ -378,7 +370,7 @@ class FailsafeOtelInstrumentor:
         says so.
         """
         namespace = _check_namespace(namespace)
-        max_components = _check_max_components(max_components)
+        max_components = _core.check_int(max_components, "max_components", minimum=0)
         if not isinstance(latency, bool):
             raise TypeError(f"latency must be a bool, not {type(latency).__name__}")
         from failsafe.integrations import _otel_spans
