@@ -266,6 +266,47 @@ async def test_components_before_and_after_share_one_series(clock: FakeClock) ->
         o.provider.shutdown()
 
 
+async def test_names_past_the_cap_keep_counting_into_the_overflow(clock: FakeClock) -> None:
+    """A histogram in the overflow stays live across collections (it is not folded away as
+    if its component were gone), and later names past the cap join it."""
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    o = Otel()
+    inst.instrument(namespace=NS, meter_provider=o.provider, latency=True, max_components=0)
+    try:
+        name = unique("lat")
+
+        @retry(attempts=0, name=name)
+        async def call() -> None:
+            clock.advance(0.002)
+
+        metric = f"{NS}._overflow.retry.duration"
+        before = o.histograms().get(metric, {})  # earlier tests' histograms are there too
+        base = before["success"].count if "success" in before else 0
+        await call()
+        assert o.histograms()[metric]["success"].count == base + 1
+        await call()
+        await call()
+        assert o.histograms()[metric]["success"].count == base + 3
+        assert f"{NS}.{name}.retry.duration" not in o.histograms()
+        del call
+        gc.collect()
+        o.histograms()  # the series of the component gone is let go
+        for _ in range(20):
+
+            @retry(attempts=0, name=unique("lat"))
+            async def again() -> None:
+                clock.advance(0.002)
+
+            await again()
+            del again
+            gc.collect()
+        assert o.histograms()[metric]["success"].count == base + 23
+    finally:
+        inst.uninstrument()
+        o.provider.shutdown()
+
+
 async def test_delta_temporality_gets_what_is_new(clock: FakeClock) -> None:
     name = unique("lat")
     inst = FailsafeOtelInstrumentor()
