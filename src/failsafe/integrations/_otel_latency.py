@@ -8,6 +8,8 @@ reach OpenTelemetry already aggregated: each reader's collection gets one explic
 API has no asynchronous histogram, so they enter as a metric producer's data would (as the
 specification's MetricProducer does): added to what each reader of the meter's provider
 collects, in the reader's temporality, and not subject to views. Nothing runs per call.
+The SDK has no public hook for such data (docs/latency.md says why), so each reader's private
+``_collect`` is wrapped, once per reader.
 """
 
 from __future__ import annotations
