@@ -307,6 +307,35 @@ async def test_names_past_the_cap_keep_counting_into_the_overflow(clock: FakeClo
         o.provider.shutdown()
 
 
+async def test_a_reader_added_to_the_provider_later_gets_the_histograms(
+    otel: Otel, clock: FakeClock
+) -> None:
+    """A reader added after instrument() is hooked at the first collection of the provider's
+    readers (its own included) and gets the histograms from the next one on."""
+    late = InMemoryMetricReader()
+    otel.provider.add_metric_reader(late)
+    name = unique("lat")
+
+    @retry(attempts=0, name=name)
+    async def call() -> None:
+        clock.advance(0.002)
+
+    late.get_metrics_data()  # hooks it
+    await call()
+    metric = f"{NS}.{name}.retry.duration"
+    data = late.get_metrics_data()
+    assert data is not None
+    found = [
+        m
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == metric
+    ]
+    assert [p.count for p in found[0].data.data_points] == [1]
+    assert otel.histograms()[metric]["success"].count == 1
+
+
 async def test_delta_temporality_gets_what_is_new(clock: FakeClock) -> None:
     name = unique("lat")
     inst = FailsafeOtelInstrumentor()
