@@ -209,6 +209,15 @@ def check_ns(
     return max(1, round(ns)) if secs > 0 else 0
 
 
+def check_header_name(value: object, param: str) -> str | None:
+    """An HTTP header name (ASCII, no colon), lower-cased; None stays None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or not value.isascii() or ":" in value:
+        raise ValueError(f"{param} must be a header name or None, not {value!r}")
+    return value.lower()
+
+
 def check_exceptions(on: object, param: str = "on") -> tuple[type[BaseException], ...] | None:
     """Normalises an exception class or tuple of classes; None when on is a predicate."""
     if isinstance(on, type) and issubclass(on, BaseException):
