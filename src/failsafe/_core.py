@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import inspect
 import logging
 import math
@@ -207,6 +208,26 @@ def check_ns(
     if ns < min_ns:
         raise ValueError(f"{param} must be at least {min_ns / NS_PER_S:g} seconds, got {secs}")
     return max(1, round(ns)) if secs > 0 else 0
+
+
+def store_variant[T](cls: type[T], own: type, store: object, where: str) -> type[T]:
+    """The class a pattern's __new__ builds: for ``store=`` given to the pattern's class own
+    itself, its variant shared through a store (``"module:Class"``, imported on first use);
+    else cls (whose __init__ refuses a store when cls is a subclass)."""
+    if store is None or cls is not own:
+        return cls
+    module, _, name = where.partition(":")
+    variant: type[T] = getattr(importlib.import_module(module), name)  # a subclass of own
+    return variant
+
+
+def show_init_signature(cls: type) -> None:
+    """Shows __init__'s parameters as the signature of cls (help(), IDEs), which a __new__
+    taking anything (to route ``store=``) would otherwise hide."""
+    init = inspect.signature(cls.__dict__["__init__"])
+    cls.__signature__ = init.replace(  # type: ignore[attr-defined]
+        parameters=list(init.parameters.values())[1:]
+    )
 
 
 def check_header_name(value: object, param: str) -> str | None:

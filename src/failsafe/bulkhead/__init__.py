@@ -25,13 +25,18 @@ the place or the slot; a call cancelled just after being handed a slot passes it
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from failsafe import _native, deadline, events
-from failsafe._core import Component, check_int, check_number, counter_indexes
+from failsafe._core import (
+    Component,
+    check_int,
+    check_number,
+    counter_indexes,
+    show_init_signature,
+)
 from failsafe.bulkhead.exceptions import BulkheadFull
 from failsafe.events import EventManager
 from failsafe.stats import BulkheadStats
@@ -200,11 +205,7 @@ class Bulkhead(Component, _native.Bulkhead):
 
 
 # The factory is the class itself (one shared policy per call of bulkhead(...)).
-# __new__ routes store= away; the class's signature is still its __init__'s (help(), IDEs).
-_init_sig = inspect.signature(Bulkhead.__init__)
-Bulkhead.__signature__ = _init_sig.replace(  # type: ignore[attr-defined]
-    parameters=list(_init_sig.parameters.values())[1:]
-)
+show_init_signature(Bulkhead)  # __new__ routes store= away
 
 bulkhead = Bulkhead
 

@@ -36,7 +36,6 @@ when it ends.
 from __future__ import annotations
 
 import enum
-import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
@@ -203,11 +202,9 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["circuitbreaker"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
-        if store is not None and cls is CircuitBreaker:  # open state shared through a store
-            from failsafe.stores._breaker import SharedBreaker
-
-            cls = SharedBreaker  # type: ignore[assignment]  # a subclass of cls
-        return super().__new__(cls)
+        # The open state shared through a store: a SharedBreaker.
+        where = "failsafe.stores._breaker:SharedBreaker"
+        return super().__new__(_core.store_variant(cls, CircuitBreaker, store, where))
 
     def __init__(
         self,
@@ -426,11 +423,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         )
 
 
-# __new__ routes store= (it takes anything): show __init__'s parameters instead.
-_init_signature = inspect.signature(CircuitBreaker.__init__)
-CircuitBreaker.__signature__ = _init_signature.replace(  # type: ignore[attr-defined]
-    parameters=list(_init_signature.parameters.values())[1:]
-)
+_core.show_init_signature(CircuitBreaker)
 
 
 if TYPE_CHECKING:  # the methods C calls by name

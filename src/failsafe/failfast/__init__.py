@@ -65,11 +65,9 @@ class FailFast(_core.Component, _native.FailFast):
     METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["failfast"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
-        if store is not None and cls is FailFast:  # the latch shared through a store
-            from failsafe.stores._failfast import SharedFailFast
-
-            cls = SharedFailFast  # type: ignore[assignment]  # a subclass of cls
-        return super().__new__(cls)
+        # The latch shared through a store: a SharedFailFast.
+        where = "failsafe.stores._failfast:SharedFailFast"
+        return super().__new__(_core.store_variant(cls, FailFast, store, where))
 
     def __init__(
         self,
@@ -172,6 +170,8 @@ class FailFast(_core.Component, _native.FailFast):
     def stats(self) -> FailFastStats:
         return FailFastStats(**self._stat_values())
 
+
+_core.show_init_signature(FailFast)
 
 # failsafe-py's name of the object holding the state.
 FailFastManager = FailFast
