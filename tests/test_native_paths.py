@@ -987,3 +987,17 @@ def test_series_attach_checks() -> None:
     series.attach(latch)  # already a member: nothing changes
     with pytest.raises(ValueError, match="reports to another series already"):
         _native.Series().attach(latch)
+
+
+def test_breaker_and_cache_facts_come_from_c() -> None:
+    from failsafe import circuitbreaker as cb
+
+    assert tuple(s.value for s in cb._STATES) == _native.BREAKER_STATES
+    assert [_native.BREAKER_STATES[i] for i in range(3)] == ["working", "recovering", "failing"]
+    bits = list(_native.BREAKER_TRANSITIONS.values())
+    assert all(b & (b - 1) == 0 for b in bits)  # one bit each: _events ORs them
+    assert len(set(bits)) == 3
+    assert len(set(_native.BREAKER_EVENTS.values())) == 3
+    assert set(_native.BREAKER_MODES) == {"consecutive", "count_window", "time_window"}
+    assert len(set(_native.CACHE_PROBE.values())) == 3
+    assert len(set(_native.CACHE_SETTLE.values())) == 3

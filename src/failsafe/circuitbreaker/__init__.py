@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 
-# Counter indexes (circuitbreaker.c), transition bits (fs_breaker.h), event kinds.
+# Counter indexes, transition bits, event kinds and modes: the C module defines them.
 TRANSITION_WORKING, TRANSITION_RECOVERING, TRANSITION_FAILING, SUCCESS, FAILURE, REJECTED = (
     _core.counter_indexes(
         "circuitbreaker",
@@ -67,9 +67,15 @@ TRANSITION_WORKING, TRANSITION_RECOVERING, TRANSITION_FAILING, SUCCESS, FAILURE,
         "rejected",
     )
 )
-_TO_WORKING, _TO_RECOVERING, _TO_FAILING = 0x1, 0x2, 0x4
-_EV_SUCCESS, _EV_FAILURE, _EV_REJECTED = 1, 2, 3
-_CONSECUTIVE, _COUNT_WINDOW, _TIME_WINDOW = 0, 1, 2
+_TO_WORKING, _TO_RECOVERING, _TO_FAILING = (
+    _native.BREAKER_TRANSITIONS[s] for s in ("working", "recovering", "failing")
+)
+_EV_SUCCESS, _EV_FAILURE, _EV_REJECTED = (
+    _native.BREAKER_EVENTS[e] for e in ("success", "failure", "rejected")
+)
+_CONSECUTIVE, _COUNT_WINDOW, _TIME_WINDOW = (
+    _native.BREAKER_MODES[m] for m in ("consecutive", "count_window", "time_window")
+)
 
 _NS: Final = 1_000_000_000
 _MAX_SECONDS: Final = 1e9  # about 31 years: every duration fits the core's int64 nanoseconds
@@ -92,7 +98,7 @@ class BreakerState(enum.StrEnum):
 
 
 # Indexed by the C state (fs_br_state).
-_STATES: Final = (BreakerState.working, BreakerState.recovering, BreakerState.failing)
+_STATES: Final = tuple(BreakerState(name) for name in _native.BREAKER_STATES)
 
 
 class BreakerListener:
