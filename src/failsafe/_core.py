@@ -21,9 +21,12 @@ from failsafe.stats import PolicyStats, attribute
 PATTERNS: Final[dict[str, int]] = _native.PATTERNS
 
 
-def counter_indexes(pattern: str, *names: str) -> tuple[int, ...]:
-    """The C counter index of each metric name of pattern (the C module defines the order)."""
-    metrics = _native.METRICS[pattern]
+def counter_indexes(
+    pattern: str, *names: str, table: dict[str, tuple[str, ...]] = _native.METRICS
+) -> tuple[int, ...]:
+    """The C counter index of each metric name of pattern (the C module defines the order;
+    table=_native.STORE_METRICS for the stores' own counters)."""
+    metrics = table[pattern]
     return tuple(metrics.index(name) for name in names)
 
 

@@ -10,6 +10,8 @@ PATTERNS: dict[str, int]
 """Pattern name -> index of its global "somebody listens" flag."""
 METRICS: dict[str, tuple[str, ...]]
 """Pattern name -> its counter names, in counter order."""
+STORE_METRICS: dict[str, tuple[str, ...]]
+"""The Python stores' counters, in counter order: "store" (a store's own), "cache" (shared)."""
 YIELD_EVERY: int
 """Zero-delay retries between loop turns (retry's C and Python loops)."""
 BREAKER_STATES: tuple[str, ...]
