@@ -32,6 +32,7 @@ from failsafe.bulkhead import (
     bulkhead,
     register_bulkhead_listener,
 )
+from failsafe.bulkhead._options import BulkheadOptions
 from failsafe.exceptions import FailsafeError
 from failsafe.fallback import fallback
 from failsafe.retry import retry
@@ -130,13 +131,25 @@ def test_defaults_and_accepted_values() -> None:
     assert isinstance(b, _native.Bulkhead)
 
 
-def test_native_type_validates_too() -> None:
-    with pytest.raises(ValueError, match="max_capacity"):
+def test_native_type_refuses_what_breaks_its_slots() -> None:
+    # BulkheadOptions names the bad parameter; the C type keeps only its core's invariant.
+    with pytest.raises(ValueError, match="max_concurrency <= max_capacity"):
         _native.Bulkhead(3, 2)
-    with pytest.raises(TypeError, match="max_concurrency"):
-        _native.Bulkhead(1.0)
-    with pytest.raises(ValueError, match="max_wait"):
-        _native.Bulkhead(1, 1, -0.5)
+    with pytest.raises(ValueError, match="1 <= max_concurrency"):
+        _native.Bulkhead(0)
+    with pytest.raises(TypeError):
+        _native.Bulkhead(1.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _native.Bulkhead(1, 1, "1")  # type: ignore[arg-type]
+    assert _native.Bulkhead(2, 3, float("inf")).max_wait is None
+
+
+def test_options_hold_the_checked_limits() -> None:
+    assert BulkheadOptions.check(3) == BulkheadOptions(3, 3, None)
+    assert BulkheadOptions.check(2, 5, max_wait=1) == BulkheadOptions(2, 5, 1.0)
+    assert BulkheadOptions.check(2, max_wait=2e9).max_wait is None  # beyond any loop timer
+    with pytest.raises(AttributeError):
+        BulkheadOptions.check(3).max_concurrency = 4  # type: ignore[misc]
 
 
 async def test_reconfiguring_in_use_is_refused() -> None:

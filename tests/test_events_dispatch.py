@@ -3,6 +3,7 @@ same events, in the same order, as through emit(), and changes at run time are s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,12 @@ import pytest
 
 from failsafe import events
 from failsafe.circuitbreaker import BreakerState, consecutive_breaker
-from failsafe.events import get_event_manager, register_listener, unregister_listener
+from failsafe.events import (
+    EventManager,
+    get_event_manager,
+    register_listener,
+    unregister_listener,
+)
 
 WORKING = BreakerState.working
 
@@ -159,3 +165,53 @@ def test_resolve_answers_none_for_factories_and_pairs_otherwise() -> None:
     assert events.resolve(breaker, "on_rejected") == ()
     with_factory = consecutive_breaker(listeners=[lambda c: None], name="dispatch-resolve2")
     assert events.resolve(with_factory, "on_success") is None
+
+
+async def test_hundreds_of_concurrent_calls_with_async_handlers_and_cancellation() -> None:
+    """400 calls at once through a breaker whose listener's handler (resolved once, called
+    from C) is async: a quarter of the calls are cancelled while inside (never a failure, and
+    no event), each other call starts one tracked task, the manager's cap drops what is over
+    it, and cancel_tasks() ends the rest without counting them lost."""
+    manager = EventManager(max_pending=200)
+    gate = asyncio.Event()
+    started: list[int] = []
+    finished: list[int] = []
+
+    class Slow:
+        async def on_success(self, component: Any, state: Any) -> None:
+            started.append(1)  # the eager first step runs in the call
+            await gate.wait()
+            finished.append(1)
+
+    breaker = consecutive_breaker(
+        listeners=[Slow()], name="dispatch-concurrent", event_manager=manager
+    )
+    release = asyncio.Event()
+
+    @breaker
+    async def call(i: int) -> int:
+        await release.wait()
+        return i
+
+    tasks = [asyncio.create_task(call(i)) for i in range(400)]
+    await asyncio.sleep(0)  # every call is inside, waiting
+    for t in tasks[::4]:
+        t.cancel()
+    release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 100
+    assert [r for r in results if isinstance(r, int)] == [i for i in range(400) if i % 4]
+    stats = breaker.stats()
+    assert (stats.success, stats.failure, stats.state) == (300, 0, "working")
+
+    assert len(started) == 200  # one task per event until the cap, the rest dropped
+    assert manager.stats().pending == 200
+    assert manager.stats().dropped == 100
+    assert await manager.cancel_tasks() == 200
+    assert (manager.pending, manager.stats().lost, finished) == (0, 0, [])
+
+    # Below the cap again: the next events' tasks run to their end.
+    gate.set()
+    assert await asyncio.gather(*(call(i) for i in range(50))) == list(range(50))
+    assert await manager.wait_for_tasks() >= 0
+    assert (len(finished), manager.pending, manager.stats().dropped) == (50, 0, 100)

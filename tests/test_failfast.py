@@ -26,6 +26,7 @@ from failsafe.failfast import (
     failfast,
     register_failfast_listener,
 )
+from failsafe.failfast._options import FailFastOptions
 from failsafe.fallback import fallback
 from failsafe.retry import AttemptsExceeded, retry
 from failsafe.testing import FakeClock
@@ -1027,3 +1028,18 @@ FailFastMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None
 )
 test_engine_matches_the_model = FailFastMachine.TestCase
+
+
+def test_options_hold_the_checked_parameters() -> None:
+    assert FailFastOptions.check() == FailFastOptions()  # one set of defaults
+    o = FailFastOptions.check(failure_threshold=3, recovery_time=0.5, on=ValueError)
+    assert (o.failure_threshold, o.recovery_time, o.recovery_ns) == (3, 0.5, 500_000_000)
+    assert (o.on, o.on_pred) == ((ValueError,), None)
+
+    def broken(exc: BaseException) -> bool:
+        return True
+
+    by_pred = FailFastOptions.check(on=broken)
+    assert (by_pred.on, by_pred.on_pred) == (None, broken)
+    with pytest.raises(AttributeError):
+        o.recovery_ns = 1  # type: ignore[misc]

@@ -25,12 +25,14 @@ from failsafe.hedge import (
     HedgeAllFailed,
     HedgeListener,
     HedgeTimeout,
+    Percentile,
     hedge,
     percentile,
     register_hedge_listener,
 )
 from failsafe.hedge import exceptions as hedge_exceptions
-from failsafe.retry import retry
+from failsafe.hedge._options import HedgeOptions
+from failsafe.retry import RetryBudget, retry
 from failsafe.testing import FakeClock
 from failsafe.timeout import TimeoutError as FsTimeoutError
 from failsafe.timeout import timeout
@@ -985,13 +987,30 @@ def test_sync_callable_rejected() -> None:
         hedge()(sync)  # type: ignore[arg-type]
 
 
-def test_native_type_validates_too() -> None:
+def test_native_type_refuses_what_it_cannot_run() -> None:
+    # HedgeOptions names the bad parameter; the C type keeps what its timers need.
     with pytest.raises(ValueError, match="attempts must be between 1 and"):
         _native.Hedge(0, 0.0, None)
-    with pytest.raises(ValueError, match="Hedge needs"):
+    with pytest.raises(ValueError, match="out of the core's range"):
         _native.Hedge(2, -1.0, None)
-    with pytest.raises(ValueError, match="Hedge needs"):
+    with pytest.raises(ValueError, match="out of the core's range"):
         _native.Hedge(2, 0.0, 0)
+
+
+def test_options_hold_the_checked_parameters() -> None:
+    assert HedgeOptions.check() == HedgeOptions()  # one set of defaults
+    o = HedgeOptions.check(attempts=3, delay=1, timeout=float("inf"), max_hedged_ratio=0.2)
+    assert (o.attempts, o.delay, o.timeout, o.percentile) == (3, 1.0, float("inf"), None)
+    assert isinstance(o.budget, RetryBudget)
+    adaptive = HedgeOptions.check(delay=percentile(90, fallback=0.5, window=2))
+    assert (adaptive.delay, adaptive.percentile) == (0.5, percentile(90, fallback=0.5, window=2))
+    assert adaptive.percentile is not None
+    assert adaptive.percentile.window_ns == 2 * 10**9
+    # A Percentile built by hand is checked like percentile()'s.
+    with pytest.raises(ValueError, match="window"):
+        HedgeOptions.check(delay=Percentile(90.0, 0.5, 0.0, 20))
+    with pytest.raises(ValueError, match="p must be in"):
+        hedge(delay=Percentile(0.0, 0.5, 1.0, 20))
 
 
 def test_properties_stats_repr() -> None:
@@ -1195,8 +1214,8 @@ def test_percentile_native_validation() -> None:
     policy = hedge()
     with pytest.raises(ValueError, match="_adapt"):
         policy._adapt(0.0, 1.0, 10**9, 1)
-    with pytest.raises(ValueError, match="window"):
-        policy._adapt(0.5, 1.0, 1, 1)
+    with pytest.raises(ValueError, match="_adapt: out of the core's range"):
+        policy._adapt(0.5, 1.0, 1, 1)  # the quantile's window is at least 2 ns
     assert policy.delay == 0.0
 
 

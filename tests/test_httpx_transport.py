@@ -253,6 +253,35 @@ async def test_a_stall_is_cut_by_the_attempt_timeout_and_retried(
     assert (response.status_code, response.text) == (200, "ok 2")
 
 
+async def test_hundreds_of_requests_cancelled_in_flight_leave_nothing_held(
+    upstream: tuple[str, str], recording: Recording
+) -> None:
+    """200 GETs at once, all stalled upstream (half holding a connection, half queued for
+    one), cancelled: no failure counted by the host's breaker, no connection left in use,
+    and 200 requests right after all succeed."""
+    base, _ = upstream
+    k = key()
+    transport = ResilientTransport(recording)
+    async with client(transport) as c:
+        stalled = [
+            asyncio.create_task(c.get(f"{base}/stall/{k}?seconds=60&n=1000")) for _ in range(200)
+        ]
+        deadline = time.monotonic() + 20
+        while len(await hits(base, k)) < 100 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(await hits(base, k)) >= 100  # the pool's 100 connections are all in use
+        for t in stalled:
+            t.cancel()
+        results = await asyncio.gather(*stalled, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+        breaker = transport.breaker(host_of(httpx.Request("GET", base)))
+        assert (breaker.state, breaker.stats().failure) == ("working", 0)
+
+        answers = await asyncio.gather(*(c.get(f"{base}/ok/{k}ok") for _ in range(200)))
+    assert sorted(int(r.text.split()[1]) for r in answers) == list(range(1, 201))
+    assert all(r.status_code == 200 for r in answers)
+
+
 async def test_the_deadline_bounds_the_whole_request(
     upstream: tuple[str, str], recording: Recording
 ) -> None:

@@ -247,6 +247,41 @@ async def test_cancelled_calls_leave_every_keyed_policy_idle() -> None:
     assert len(registry) == 10
 
 
+async def test_hundreds_of_keys_full_registry_and_cancellation() -> None:
+    """300 calls on 100 keys fill a 100-key registry with busy bulkheads: a new key is refused
+    (RegistryFull) while they all hold calls; a third of the calls are cancelled, running and
+    queued alike; once all end, every bulkhead is idle and new keys take their places."""
+    from failsafe.bulkhead import bulkhead
+
+    registry = keyed(lambda k: bulkhead(1, 3), key=lambda user: user, max_keys=100)
+    gate = asyncio.Event()
+
+    @registry
+    async def work(user: int) -> int:
+        await gate.wait()
+        return user
+
+    tasks = [asyncio.create_task(work(i % 100)) for i in range(300)]  # per key: 1 runs, 2 queue
+    await asyncio.sleep(0)
+    assert len(registry) == 100
+    assert all(registry.get(k).running == 1 and registry.get(k).queued == 2 for k in range(100))
+    with pytest.raises(RegistryFull):
+        await work(1000)
+    for t in tasks[::3]:
+        t.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 100
+    assert sorted(r for r in results if isinstance(r, int)) == sorted(
+        i % 100 for i in range(300) if i % 3
+    )
+    assert all(registry.get(k).running == 0 and registry.get(k).queued == 0 for k in range(100))
+    assert await asyncio.gather(*(work(k) for k in range(1000, 1100))) == list(range(1000, 1100))
+    assert len(registry) == 100
+    assert 0 not in registry
+
+
 # -- nothing that holds state is forgotten (issue 9, defect 2) ----------------------------------
 
 

@@ -425,6 +425,76 @@ async def test_components_before_and_after_share_one_series(clock: FakeClock) ->
         o.provider.shutdown()
 
 
+async def test_names_past_the_cap_keep_counting_into_the_overflow(clock: FakeClock) -> None:
+    """A histogram in the overflow stays live across collections (it is not folded away as
+    if its component were gone), and later names past the cap join it."""
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    o = Otel()
+    inst.instrument(namespace=NS, meter_provider=o.provider, latency=True, max_components=0)
+    try:
+        name = unique("lat")
+
+        @retry(attempts=0, name=name)
+        async def call() -> None:
+            clock.advance(0.002)
+
+        metric = f"{NS}._overflow.retry.duration"
+        before = o.histograms().get(metric, {})  # earlier tests' histograms are there too
+        base = before["success"].count if "success" in before else 0
+        await call()
+        assert o.histograms()[metric]["success"].count == base + 1
+        await call()
+        await call()
+        assert o.histograms()[metric]["success"].count == base + 3
+        assert f"{NS}.{name}.retry.duration" not in o.histograms()
+        del call
+        gc.collect()
+        o.histograms()  # the series of the component gone is let go
+        for _ in range(20):
+
+            @retry(attempts=0, name=unique("lat"))
+            async def again() -> None:
+                clock.advance(0.002)
+
+            await again()
+            del again
+            gc.collect()
+        assert o.histograms()[metric]["success"].count == base + 23
+    finally:
+        inst.uninstrument()
+        o.provider.shutdown()
+
+
+async def test_a_reader_added_to_the_provider_later_gets_the_histograms(
+    otel: Otel, clock: FakeClock
+) -> None:
+    """A reader added after instrument() is hooked at the first collection of the provider's
+    readers (its own included) and gets the histograms from the next one on."""
+    late = InMemoryMetricReader()
+    otel.provider.add_metric_reader(late)
+    name = unique("lat")
+
+    @retry(attempts=0, name=name)
+    async def call() -> None:
+        clock.advance(0.002)
+
+    late.get_metrics_data()  # hooks it
+    await call()
+    metric = f"{NS}.{name}.retry.duration"
+    data = late.get_metrics_data()
+    assert data is not None
+    found = [
+        m
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == metric
+    ]
+    assert [p.count for p in found[0].data.data_points] == [1]
+    assert otel.histograms()[metric]["success"].count == 1
+
+
 async def test_delta_temporality_gets_what_is_new(clock: FakeClock) -> None:
     name = unique("lat")
     inst = FailsafeOtelInstrumentor()

@@ -42,6 +42,7 @@ from failsafe.retry import (
     register_retry_listener,
     retry,
 )
+from failsafe.retry._options import BudgetOptions
 from failsafe.testing import FakeClock, instant_waits
 
 pytestmark = pytest.mark.usefixtures("instant", "clock")
@@ -273,6 +274,13 @@ def test_retry_budget_defaults_and_repr() -> None:
     assert "ratio=0.2" in repr(budget)
     assert budget.available() == pytest.approx(100.0)  # 10 per second over 10 s
     assert RetryBudget(0, min_per_second=0).available() == 0
+
+
+def test_retry_budget_options_hold_the_checked_parameters() -> None:
+    assert BudgetOptions.check() == BudgetOptions()  # the defaults RetryBudget() gets
+    assert BudgetOptions.check(1, min_per_second=0, ttl=5) == BudgetOptions(1.0, 0.0, 5.0)
+    assert RetryBudget(0.5, ttl=2)._options == BudgetOptions(0.5, 10.0, 2.0)
+    assert "ratio=0.5, min_per_second=10.0, ttl=2.0" in repr(RetryBudget(0.5, ttl=2))
 
 
 def _bucket_cases() -> Iterator[Any]:

@@ -18,7 +18,7 @@ from failsafe.failfast import FailFastOpen
 from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
 from failsafe.retry import AttemptsExceeded, Retry, retry
 from failsafe.signals import parse_retry_after, retry_after_of
-from failsafe.testing import FakeClock
+from failsafe.testing import FakeClock, instant_waits
 
 pytestmark = pytest.mark.usefixtures("instant", "clock")
 
@@ -389,3 +389,42 @@ async def test_pausing_an_unkeyed_limiter(clock: FakeClock, make: Any) -> None:
     assert limiter.try_acquire() is True
     with pytest.raises(ValueError, match="seconds must be >= 0"):
         limiter.pause(-1)
+
+
+async def test_hundreds_of_callers_waiting_a_signal_and_half_cancelled(clock: FakeClock) -> None:
+    """300 calls fail with a 503 asking for 30 s and wait it, each on its own; half are
+    cancelled during the wait: they end cancelled, never attempt again, and count as no
+    give-up; the others attempt once more at 30 s and succeed."""
+    calls = 0
+    recovered = False
+
+    async def upstream() -> str:
+        nonlocal calls
+        calls += 1
+        if not recovered:
+            raise status_error(503, "30")
+        return "ok"
+
+    policy = retry(attempts=3, backoff=0)
+    guarded = policy(upstream)
+    with instant_waits(False):  # the waits are on the fake clock: they end as it advances
+        tasks = [asyncio.create_task(guarded()) for _ in range(300)]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert calls == 300
+        clock.advance(10)
+        await asyncio.sleep(0)
+        assert calls == 300
+        assert not any(t.done() for t in tasks)
+        for t in tasks[::2]:
+            t.cancel()
+        recovered = True
+        clock.advance(19.9)
+        await asyncio.sleep(0)
+        assert calls == 300  # 30 s asked for, not yet waited
+        clock.advance(0.1)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [isinstance(r, asyncio.CancelledError) for r in results] == [True, False] * 150
+    assert results[1::2] == ["ok"] * 150
+    assert calls == 450
+    assert policy.stats().giveup == 0

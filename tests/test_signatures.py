@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from factories import FACTORIES
+from failsafe.bulkhead import Bulkhead
 from failsafe.cache import Cache, cache
+from failsafe.circuitbreaker import CircuitBreaker
 from failsafe.failfast import FailFast, failfast
 from failsafe.featuretoggle import FeatureToggle, featuretoggle
 from failsafe.retry import Retry, retry
@@ -43,6 +45,17 @@ def test_decorator_factory_takes_what_its_policy_takes(
     }
     assert {n: p.default for n, p in shown.items() if n != "fn"} == taken
     assert shown["fn"].kind is inspect.Parameter.POSITIONAL_ONLY
+
+
+@pytest.mark.parametrize(
+    "policy", [Bulkhead, CircuitBreaker, FailFast, FeatureToggle], ids=lambda c: c.__name__
+)
+def test_a_policy_class_routing_store_shows_its_init_parameters(policy: type) -> None:
+    # Its __new__ takes anything (it routes store= to the shared variant): the signature
+    # shown is still __init__'s, without self.
+    init = inspect.signature(policy.__init__)
+    assert inspect.signature(policy) == init.replace(parameters=list(init.parameters.values())[1:])
+    assert "store" in inspect.signature(policy).parameters
 
 
 @pytest.mark.parametrize("factory", [retry, cache, failfast, featuretoggle])

@@ -75,6 +75,8 @@ static PyObject *backoff_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         o->b.seq = o->seq;
         o->b.seq_len = (size_t)n;
     }
+    /* Kept for Backoff(kind, ...) built by hand and direct _native use: the schedules in
+     * failsafe.retry.backoffs check their own parameters, naming them. */
     fs_backoff_err err = fs_backoff_check(&o->b);
     if (err != FS_BACKOFF_OK) {
         PyErr_Format(PyExc_ValueError, "invalid backoff: bad %s", backoff_field[err]);
@@ -211,8 +213,10 @@ static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     if (st == NULL) {
         return NULL;
     }
+    /* Kept for direct _native use (BudgetOptions checks each parameter, naming it): ttl_s
+     * becomes int64 nanoseconds, and the core's init has its contract. */
     if (!isfinite(ttl_s) || ttl_s <= 0 || ttl_s > 1e9) {
-        PyErr_SetString(PyExc_ValueError, "ttl must be a finite number of seconds > 0");
+        PyErr_SetString(PyExc_ValueError, "RetryBudget: out of the core's range");
         return NULL;
     }
     FsBudgetObject *o = (FsBudgetObject *)type->tp_alloc(type, 0);
@@ -222,7 +226,7 @@ static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     o->st = st;
     if (fs_budget_init(&o->b, ratio, min_per_s, (int64_t)(ttl_s * 1e9)) < 0) {
         Py_DECREF(o);
-        PyErr_SetString(PyExc_ValueError, "ratio and min_per_s must be finite numbers >= 0");
+        PyErr_SetString(PyExc_ValueError, "RetryBudget: out of the core's range");
         return NULL;
     }
     return (PyObject *)o;
@@ -301,9 +305,10 @@ static PyObject *bucket_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         return NULL;
     }
     o->st = st;
+    /* The core's contract, for direct _native use (bucket_retry checks its parameters). */
     if (fs_gcra_init(&o->g, interval_ns, burst) < 0) {
         Py_DECREF(o);
-        PyErr_SetString(PyExc_ValueError, "interval_ns and burst must be >= 1");
+        PyErr_SetString(PyExc_ValueError, "TokenBucket: out of the core's range");
         return NULL;
     }
     return (PyObject *)o;

@@ -22,7 +22,7 @@ enum { C_HIT = 0, C_MISS, C_SET, C_EVICT, C_EXPIRED, C_SHARED, C_STALE };
 static const char *const cache_metrics[] = {"hit", "miss", "set", "evict", "expired", "shared",
     "stale", NULL};
 
-/* How waiters learn the leader's outcome (_settle). */
+/* How waiters learn the leader's outcome (_settle), read by Python as _native.CACHE_SETTLE. */
 enum { SETTLE_VALUE = 0, SETTLE_ERROR = 1, SETTLE_RETRY = 2 };
 
 #define PENDING_INITIAL 8
@@ -678,8 +678,11 @@ static PyObject *cache_clear_method(PyObject *self, PyObject *Py_UNUSED(unused))
     Py_RETURN_NONE;
 }
 
-/* _probe(*args, **kwargs) -> (0, value) a hit (counted and reported), (1, flight) a call in
- * flight, (2, None) neither. */
+/* _probe's verdicts, read by Python as _native.CACHE_PROBE. */
+enum { PROBE_HIT = 0, PROBE_IN_FLIGHT = 1, PROBE_NONE = 2 };
+
+/* _probe(*args, **kwargs) -> (PROBE_HIT, value) a hit (counted and reported), (PROBE_IN_FLIGHT,
+ * flight) a call in flight, (PROBE_NONE, None) neither. */
 static PyObject *cache_probe(PyObject *self, PyObject *const *args, size_t nargsf,
                              PyObject *kwnames)
 {
@@ -695,16 +698,16 @@ static PyObject *cache_probe(PyObject *self, PyObject *const *args, size_t nargs
     if (i >= 0) {
         PyObject *value = ready_hit(cc, i);
         if (value != NULL) {
-            res = Py_BuildValue("(iN)", 0, value);
+            res = Py_BuildValue("(iN)", PROBE_HIT, value);
         }
     }
     else if (i == FS_CACHE_NONE) {
         i = table_lookup(cc, &cc->pending, &kp, args, nargs, kwnames);
         if (i >= 0) {
-            res = Py_BuildValue("(iO)", 1, cc->pending.slots[i].value);
+            res = Py_BuildValue("(iO)", PROBE_IN_FLIGHT, cc->pending.slots[i].value);
         }
         else if (i == FS_CACHE_NONE) {
-            res = Py_BuildValue("(iO)", 2, Py_None);
+            res = Py_BuildValue("(iO)", PROBE_NONE, Py_None);
         }
     }
     probe_release(&kp);
@@ -823,7 +826,7 @@ static PyMethodDef cache_methods[] = {
     {"clear", cache_clear_method, METH_NOARGS,
      "clear(): forgets every result (calls in flight will not store theirs)."},
     {"_probe", (PyCFunction)(void (*)(void))cache_probe, METH_FASTCALL | METH_KEYWORDS,
-     "_probe(*args, **kwargs) -> (0, value) | (1, flight) | (2, None)"},
+     "_probe(*args, **kwargs) -> (kind, value): kinds in CACHE_PROBE"},
     {"_size", cache_size, METH_NOARGS, "entries stored (expired ones dropped first)"},
     {"_in_flight", cache_in_flight, METH_NOARGS, "calls in flight"},
     {"_keys", cache_keys, METH_NOARGS, "stored keys, least recently used first"},
@@ -859,7 +862,18 @@ static int cache_part_setup(PyObject *module, fs_state *st)
         || PyModule_AddType(module, st->CacheFlight_Type) < 0) {
         return -1;
     }
-    return 0;
+    PyObject *probe = Py_BuildValue("{sisisi}", "hit", PROBE_HIT, "in_flight", PROBE_IN_FLIGHT,
+                                    "none", PROBE_NONE);
+    PyObject *settle = Py_BuildValue("{sisisi}", "value", SETTLE_VALUE, "error", SETTLE_ERROR,
+                                     "retry", SETTLE_RETRY);
+    int rc = probe == NULL || settle == NULL
+                     || PyModule_AddObjectRef(module, "CACHE_PROBE", probe) < 0
+                     || PyModule_AddObjectRef(module, "CACHE_SETTLE", settle) < 0
+                 ? -1
+                 : 0;
+    Py_XDECREF(probe);
+    Py_XDECREF(settle);
+    return rc;
 }
 
 static int cache_part_traverse(fs_state *st, visitproc visit, void *arg)

@@ -811,9 +811,37 @@ static PyType_Spec breaker_spec = {
     .slots = breaker_slots,
 };
 
+/* The breaker's facts Python reads instead of restating: BREAKER_STATES (names by
+ * fs_br_state), BREAKER_MODES, BREAKER_TRANSITIONS (the FS_BR_TO_* bits of _events) and
+ * BREAKER_EVENTS (the event kinds of _events). */
+static int breaker_add_facts(PyObject *module)
+{
+    static const char *const states[] = {
+        [FS_BR_WORKING] = "working", [FS_BR_RECOVERING] = "recovering", [FS_BR_FAILING] = "failing"};
+    PyObject *facts[4] = {
+        Py_BuildValue("(sss)", states[0], states[1], states[2]),
+        Py_BuildValue("{sisisi}", "consecutive", FS_BR_CONSECUTIVE, "count_window",
+                      FS_BR_COUNT_WINDOW, "time_window", FS_BR_TIME_WINDOW),
+        Py_BuildValue("{sIsIsI}", "working", FS_BR_TO_WORKING, "recovering", FS_BR_TO_RECOVERING,
+                      "failing", FS_BR_TO_FAILING),
+        Py_BuildValue("{sisisi}", "success", EV_SUCCESS, "failure", EV_FAILURE, "rejected",
+                      EV_REJECTED),
+    };
+    static const char *const names[4] = {"BREAKER_STATES", "BREAKER_MODES",
+                                         "BREAKER_TRANSITIONS", "BREAKER_EVENTS"};
+    int rc = 0;
+    for (int i = 0; i < 4; i++) {
+        if (rc == 0 && (facts[i] == NULL || PyModule_AddObjectRef(module, names[i], facts[i]) < 0)) {
+            rc = -1;
+        }
+        Py_XDECREF(facts[i]);
+    }
+    return rc;
+}
+
 static int breaker_part_setup(PyObject *module, fs_state *st)
 {
-    if (bfb_setup(module) < 0) {
+    if (bfb_setup(module) < 0 || breaker_add_facts(module) < 0) {
         return -1;
     }
     return fs_policy_type_add(module, st, &breaker_spec, &st->Breaker_Type);

@@ -258,8 +258,8 @@ static PyObject *hedge_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     return (PyObject *)h;
 }
 
-/* Hedge(attempts, delay, timeout, budget): already validated by failsafe.hedge (timeout None:
- * none; budget None or a RetryBudget). */
+/* Hedge(attempts, delay, timeout, budget): a HedgeOptions' values, each checked there, naming
+ * it (timeout None: none; budget None or a RetryBudget). */
 static int hedge_init(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     HedgeObject *h = (HedgeObject *)self;
@@ -272,6 +272,8 @@ static int hedge_init(PyObject *self, PyObject *args, PyObject *kwargs)
                                      &timeout, &budget)) {
         return -1;
     }
+    /* Kept for direct _native use: the budget is read as a RetryBudget's struct, and the
+     * delays become timer deadlines (a NaN or negative one is none). */
     if (budget != Py_None && !PyObject_TypeCheck(budget, h->base.st->Budget_Type)) {
         PyErr_SetString(PyExc_TypeError, "budget must be a RetryBudget or None");
         return -1;
@@ -284,8 +286,7 @@ static int hedge_init(PyObject *self, PyObject *args, PyObject *kwargs)
         }
     }
     if (!(delay >= 0.0) || !isfinite(delay) || !(t > 0.0)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "Hedge needs a finite delay >= 0 and a timeout > 0");
+        PyErr_SetString(PyExc_ValueError, "Hedge: out of the core's range");
         return -1;
     }
     h->attempts = (long)attempts.value;
@@ -308,7 +309,7 @@ static PyObject *hedge_get_delay(PyObject *self, void *Py_UNUSED(closure))
 
 /* _adapt(pct, fallback, window_ns, min_samples): the delay follows the pct-quantile (0 < pct
  * <= 1) of successful attempts' latencies in the last window_ns, fallback (> 0 seconds) until
- * min_samples are in the window. Validated by failsafe.hedge. */
+ * min_samples are in the window. Checked by failsafe.hedge's percentile(), naming each. */
 static PyObject *hedge_adapt(PyObject *self, PyObject *args)
 {
     HedgeObject *h = (HedgeObject *)self;
@@ -319,8 +320,9 @@ static PyObject *hedge_adapt(PyObject *self, PyObject *args)
                           &min_samples)) {
         return NULL;
     }
+    /* Kept for direct _native use: the quantile's contract, and a delay that converts to ns. */
     if (!(pct > 0.0 && pct <= 1.0) || !(fallback > 0.0) || !isfinite(fallback)) {
-        PyErr_SetString(PyExc_ValueError, "_adapt needs 0 < pct <= 1 and a finite fallback > 0");
+        PyErr_SetString(PyExc_ValueError, "_adapt: out of the core's range");
         return NULL;
     }
     fs_quantile *lat = h->lat != NULL ? h->lat : PyMem_Malloc(sizeof(fs_quantile));
@@ -331,7 +333,7 @@ static PyObject *hedge_adapt(PyObject *self, PyObject *args)
         if (lat != h->lat) {
             PyMem_Free(lat);
         }
-        PyErr_SetString(PyExc_ValueError, "_adapt needs window_ns >= 2");
+        PyErr_SetString(PyExc_ValueError, "_adapt: out of the core's range");
         return NULL;
     }
     h->lat = lat;

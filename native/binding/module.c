@@ -570,13 +570,50 @@ static const char *const pattern_names[] = {
 };
 #define N_PATTERNS (sizeof(pattern_names) / sizeof(pattern_names[0]))
 
-/* _native.PATTERNS (pattern name -> FS_PATTERN_* index) and _native.METRICS (pattern name ->
- * its counter names, in counter order), from the pattern list and the parts. */
+/* The counters the Python stores keep on a _native.Outcome: a store's own, and a cache's shared
+ * through a store (in counter order, as _native.STORE_METRICS[...]). */
+static const char *const store_metrics[] = {"round_trips", "decisions", "errors", "fallbacks",
+                                            "opened", NULL};
+static const char *const shared_cache_metrics[] = {"hit", "miss", "set", "shared", "rejected",
+                                                   "fallback", NULL};
+
+/* A tuple of interned names from a NULL-terminated list; NULL with an exception set. */
+static PyObject *names_tuple(const char *const *m)
+{
+    Py_ssize_t n = 0;
+    while (m[n] != NULL) {
+        n++;
+    }
+    PyObject *names = PyTuple_New(n);
+    for (Py_ssize_t k = 0; names != NULL && k < n; k++) {
+        PyObject *name = PyUnicode_InternFromString(m[k]);
+        if (name == NULL) {
+            Py_CLEAR(names);
+            break;
+        }
+        PyTuple_SET_ITEM(names, k, name);
+    }
+    return names;
+}
+
+/* Sets d[key] = names_tuple(m). Returns 0, or -1 with an exception set. */
+static int set_names(PyObject *d, const char *key, const char *const *m)
+{
+    PyObject *names = names_tuple(m);
+    int rc = names == NULL ? -1 : PyDict_SetItemString(d, key, names);
+    Py_XDECREF(names);
+    return rc;
+}
+
+/* _native.PATTERNS (pattern name -> FS_PATTERN_* index), _native.METRICS (pattern name -> its
+ * counter names, in counter order), from the pattern list and the parts, and
+ * _native.STORE_METRICS. */
 static int add_facts(PyObject *module)
 {
     PyObject *patterns = PyDict_New();
     PyObject *metrics = PyDict_New();
-    int rc = patterns == NULL || metrics == NULL ? -1 : 0;
+    PyObject *stores = PyDict_New();
+    int rc = patterns == NULL || metrics == NULL || stores == NULL ? -1 : 0;
     for (size_t i = 0; rc == 0 && i < N_PATTERNS; i++) {
         PyObject *index = PyLong_FromSize_t(i);
         rc = index == NULL ? -1 : PyDict_SetItemString(patterns, pattern_names[i], index);
@@ -592,22 +629,13 @@ static int add_facts(PyObject *module)
             rc = -1;
             break;
         }
-        Py_ssize_t n = 0;
-        while (m[n] != NULL) {
-            n++;
-        }
-        PyObject *names = PyTuple_New(n);
-        for (Py_ssize_t k = 0; names != NULL && k < n; k++) {
-            PyObject *name = PyUnicode_InternFromString(m[k]);
-            if (name == NULL) {
-                Py_CLEAR(names);
-                break;
-            }
-            PyTuple_SET_ITEM(names, k, name);
-        }
-        rc = names == NULL ? -1
-                           : PyDict_SetItemString(metrics, pattern_names[parts[i]->pattern], names);
-        Py_XDECREF(names);
+        rc = set_names(metrics, pattern_names[parts[i]->pattern], m);
+    }
+    if (rc == 0) {
+        rc = set_names(stores, "store", store_metrics) < 0
+                     || set_names(stores, "cache", shared_cache_metrics) < 0
+                 ? -1
+                 : 0;
     }
     if (rc == 0) {
         rc = PyModule_AddObjectRef(module, "PATTERNS", patterns);
@@ -615,8 +643,12 @@ static int add_facts(PyObject *module)
     if (rc == 0) {
         rc = PyModule_AddObjectRef(module, "METRICS", metrics);
     }
+    if (rc == 0) {
+        rc = PyModule_AddObjectRef(module, "STORE_METRICS", stores);
+    }
     Py_XDECREF(patterns);
     Py_XDECREF(metrics);
+    Py_XDECREF(stores);
     return rc;
 }
 

@@ -610,7 +610,8 @@ static PyObject *limiter_reset(PyObject *self, PyObject *Py_UNUSED(unused))
 }
 
 /* _configure(*, interval_ns, burst, sliding=False, window_ns=0, max_wait_ns=0, key=None,
- * max_keys=0): once, from the Python constructor. Sliding: burst admissions per window_ns. */
+ * max_keys=0): once, from the Python constructor, with a LimitOptions' values (each parameter
+ * checked there, naming it). Sliding: burst admissions per window_ns. */
 static PyObject *limiter_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     FsLimiter *o = (FsLimiter *)self;
@@ -629,27 +630,19 @@ static PyObject *limiter_configure(PyObject *self, PyObject *args, PyObject *kwa
         return NULL;
     }
     bool keyed = o->base.ops == &keyed_ops;
-    if (keyed != (key_fn != Py_None)) {
-        PyErr_SetString(PyExc_TypeError, keyed ? "KeyedLimiter needs key" : "Limiter takes no key");
+    if (keyed != (key_fn != Py_None) || (keyed && sliding)) {
+        PyErr_SetString(PyExc_TypeError, keyed ? "KeyedLimiter needs key, and has no sliding form"
+                                               : "Limiter takes no key");
         return NULL;
     }
-    if (max_wait_ns < 0) {
-        PyErr_SetString(PyExc_ValueError, "max_wait_ns must be >= 0");
-        return NULL;
-    }
-    if (fs_gcra_init(&o->g, interval_ns, burst) < 0) {
-        PyErr_SetString(PyExc_ValueError, "interval_ns and burst out of range");
+    /* Kept for direct _native use: the core's contracts and the sizes allocated below. */
+    if (max_wait_ns < 0 || (sliding && burst > (1 << 24))
+        || (keyed && (max_keys < 1 || max_keys > FS_KEYTAB_MAX_KEYS))
+        || fs_gcra_init(&o->g, interval_ns, burst) < 0) {
+        PyErr_SetString(PyExc_ValueError, "_configure: out of the core's range");
         return NULL;
     }
     if (sliding) {
-        if (keyed) {
-            PyErr_SetString(PyExc_ValueError, "the sliding window has no keyed form");
-            return NULL;
-        }
-        if (burst > (1 << 24)) {
-            PyErr_SetString(PyExc_ValueError, "a sliding window holds at most 2**24 calls");
-            return NULL;
-        }
         o->ring = PyMem_Malloc((size_t)burst * sizeof(int64_t));
         if (o->ring == NULL) {
             PyErr_NoMemory();
@@ -658,23 +651,13 @@ static PyObject *limiter_configure(PyObject *self, PyObject *args, PyObject *kwa
         if (fs_swlog_init(&o->w, o->ring, (uint32_t)burst, window_ns) < 0) {
             PyMem_Free(o->ring);
             o->ring = NULL;
-            PyErr_SetString(PyExc_ValueError, "window_ns out of range");
+            PyErr_SetString(PyExc_ValueError, "_configure: out of the core's range");
             return NULL;
         }
         o->algo = ALG_SLIDING;
     }
     if (keyed) {
-        if (!PyCallable_Check(key_fn)) {
-            PyErr_SetString(PyExc_TypeError, "key must be callable");
-            return NULL;
-        }
-        size_t size = max_keys > 0 && max_keys <= FS_KEYTAB_MAX_KEYS
-                          ? fs_keytab_mem_size((uint32_t)max_keys)
-                          : 0;
-        if (size == 0) {
-            PyErr_Format(PyExc_ValueError, "max_keys must be between 1 and %u", FS_KEYTAB_MAX_KEYS);
-            return NULL;
-        }
+        size_t size = fs_keytab_mem_size((uint32_t)max_keys);
         o->kt_mem = PyMem_Malloc(size);
         o->keys = PyMem_Calloc((size_t)max_keys, sizeof(PyObject *));
         if (o->kt_mem == NULL || o->keys == NULL) {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import inspect
 import logging
 import math
@@ -20,9 +21,12 @@ from failsafe.stats import PolicyStats, attribute
 PATTERNS: Final[dict[str, int]] = _native.PATTERNS
 
 
-def counter_indexes(pattern: str, *names: str) -> tuple[int, ...]:
-    """The C counter index of each metric name of pattern (the C module defines the order)."""
-    metrics = _native.METRICS[pattern]
+def counter_indexes(
+    pattern: str, *names: str, table: dict[str, tuple[str, ...]] = _native.METRICS
+) -> tuple[int, ...]:
+    """The C counter index of each metric name of pattern (the C module defines the order;
+    table=_native.STORE_METRICS for the stores' own counters)."""
+    metrics = table[pattern]
     return tuple(metrics.index(name) for name in names)
 
 
@@ -207,6 +211,35 @@ def check_ns(
     if ns < min_ns:
         raise ValueError(f"{param} must be at least {min_ns / NS_PER_S:g} seconds, got {secs}")
     return max(1, round(ns)) if secs > 0 else 0
+
+
+def store_variant[T](cls: type[T], own: type, store: object, where: str) -> type[T]:
+    """The class a pattern's __new__ builds: for ``store=`` given to the pattern's class own
+    itself, its variant shared through a store (``"module:Class"``, imported on first use);
+    else cls (whose __init__ refuses a store when cls is a subclass)."""
+    if store is None or cls is not own:
+        return cls
+    module, _, name = where.partition(":")
+    variant: type[T] = getattr(importlib.import_module(module), name)  # a subclass of own
+    return variant
+
+
+def show_init_signature(cls: type) -> None:
+    """Shows __init__'s parameters as the signature of cls (help(), IDEs), which a __new__
+    taking anything (to route ``store=``) would otherwise hide."""
+    init = inspect.signature(cls.__dict__["__init__"])
+    cls.__signature__ = init.replace(  # type: ignore[attr-defined]
+        parameters=list(init.parameters.values())[1:]
+    )
+
+
+def check_header_name(value: object, param: str) -> str | None:
+    """An HTTP header name (ASCII, no colon), lower-cased; None stays None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or not value.isascii() or ":" in value:
+        raise ValueError(f"{param} must be a header name or None, not {value!r}")
+    return value.lower()
 
 
 def check_exceptions(on: object, param: str = "on") -> tuple[type[BaseException], ...] | None:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any, Final
 
+from failsafe._core import check_int
 from failsafe.stats import EventManagerStats
 
 logger: Final = logging.getLogger("failsafe")
@@ -41,11 +42,7 @@ class EventManager:
     """
 
     def __init__(self, max_pending: int = MAX_PENDING_TASKS) -> None:
-        if isinstance(max_pending, bool) or not isinstance(max_pending, int):
-            raise TypeError(f"max_pending must be an int, not {type(max_pending).__name__}")
-        if max_pending < 1:
-            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
-        self.max_pending = max_pending
+        self.max_pending: int = check_int(max_pending, "max_pending")
         self._tasks: set[asyncio.Future[Any]] = set()
         self._cancelling: set[asyncio.Future[Any]] = set()  # by cancel_tasks(): not lost
         self._prune_at = 64  # the size at which tasks of closed loops are looked for

@@ -10,8 +10,22 @@ PATTERNS: dict[str, int]
 """Pattern name -> index of its global "somebody listens" flag."""
 METRICS: dict[str, tuple[str, ...]]
 """Pattern name -> its counter names, in counter order."""
+STORE_METRICS: dict[str, tuple[str, ...]]
+"""The Python stores' counters, in counter order: "store" (a store's own), "cache" (shared)."""
 YIELD_EVERY: int
 """Zero-delay retries between loop turns (retry's C and Python loops)."""
+BREAKER_STATES: tuple[str, ...]
+"""The breaker's state names, indexed by its C state (Breaker._state())."""
+BREAKER_MODES: dict[str, int]
+"""Breaker._configure's mode: consecutive, count_window, time_window."""
+BREAKER_TRANSITIONS: dict[str, int]
+"""State name -> the bit of Breaker's _events transition mask for a move to it."""
+BREAKER_EVENTS: dict[str, int]
+"""success, failure, rejected -> the event kind Breaker's _events takes."""
+CACHE_PROBE: dict[str, int]
+"""hit, in_flight, none -> the kind of Cache._probe's (kind, value) answer."""
+CACHE_SETTLE: dict[str, int]
+"""value, error, retry -> how Cache's _settle hands a leader's outcome to its waiters."""
 
 def now_ns() -> int: ...
 def _set_clock(now_ns: int | None, /) -> None: ...

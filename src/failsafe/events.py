@@ -247,9 +247,7 @@ def emit(component: Any, method: str, args: tuple[Any, ...] = ()) -> None:
     and SystemExit are not failures of a listener and propagate.
     """
     try:
-        manager = getattr(component, "_event_manager", None)
-        if manager is None:
-            manager = _manager
+        manager = _manager_of(component)
         for entry in component._listeners:
             _deliver(entry, component, method, args, manager)
         registry = _registries.get(component.PATTERN)
@@ -291,12 +289,15 @@ def finish(listener: object, component: Any, method: str, outcome: Any, raised: 
         if raised:
             raise outcome
         if inspect.isawaitable(outcome):
-            manager = getattr(component, "_event_manager", None)
-            if manager is None:
-                manager = _manager
-            _spawn(_run_async(outcome, listener, component, method), outcome, manager, method)
+            _start(outcome, listener, component, method, _manager_of(component))
     except (Exception, asyncio.CancelledError):
         _log_failure(listener, component, method)
+
+
+def _manager_of(component: Any) -> EventManager:
+    """The component's own `event_manager=`, else the process-wide one."""
+    manager: EventManager | None = getattr(component, "_event_manager", None)
+    return _manager if manager is None else manager
 
 
 def _deliver(
@@ -328,9 +329,16 @@ def _call(
     try:
         result = hook(component, *args)
         if inspect.isawaitable(result):
-            _spawn(_run_async(result, listener, component, method), result, manager, method)
+            _start(result, listener, component, method, manager)
     except (Exception, asyncio.CancelledError):
         _log_failure(listener, component, method)
+
+
+def _start(
+    awaitable: Awaitable[Any], listener: object, component: Any, method: str, manager: EventManager
+) -> None:
+    """Runs what an async listener method returned as a task tracked by manager."""
+    _spawn(_run_async(awaitable, listener, component, method), awaitable, manager, method)
 
 
 async def _run_async(

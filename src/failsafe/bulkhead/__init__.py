@@ -25,13 +25,12 @@ the place or the slot; a call cancelled just after being handed a slot passes it
 from __future__ import annotations
 
 import asyncio
-import inspect
-import math
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 from failsafe import _native, deadline, events
-from failsafe._core import Component, check_int, check_number, counter_indexes
+from failsafe._core import Component, counter_indexes, show_init_signature
+from failsafe.bulkhead._options import BulkheadOptions
 from failsafe.bulkhead.exceptions import BulkheadFull
 from failsafe.events import EventManager
 from failsafe.stats import BulkheadStats
@@ -49,12 +48,6 @@ __all__ = [
 FULL, ADMITTED, WAITED, TIMED_OUT = counter_indexes(
     "bulkhead", "full", "admitted", "waited", "timed_out"
 )
-_MAX_COUNT: Final = 2**63 - 1
-_MAX_WAIT: Final = 1e9  # seconds (about 31 years); any longer wait is no limit
-
-
-def _check_count(value: object, param: str) -> int:
-    return int(check_int(value, param, maximum=_MAX_COUNT))
 
 
 class BulkheadListener:
@@ -110,19 +103,8 @@ class Bulkhead(Component, _native.Bulkhead):
     ) -> None:
         if lease is not None:
             raise ValueError("lease= (a permit's lifetime in a store) needs store=")
-        concurrency = _check_count(max_concurrency, "max_concurrency")
-        capacity = (
-            concurrency if max_capacity is None else _check_count(max_capacity, "max_capacity")
-        )
-        if capacity < concurrency:
-            raise ValueError(
-                f"max_capacity (running + queued) must be >= max_concurrency ({concurrency}),"
-                f" got {capacity}"
-            )
-        wait = check_number(max_wait, "max_wait", allow_none=True, allow_inf=True)
-        if wait is not None and wait > _MAX_WAIT:
-            wait = math.inf  # as long as it takes: no loop's timer holds more
-        _native.Bulkhead.__init__(self, concurrency, capacity, wait)
+        o = BulkheadOptions.check(max_concurrency, max_capacity, max_wait=max_wait)
+        _native.Bulkhead.__init__(self, o.max_concurrency, o.max_capacity, o.max_wait)
         self._init_component(name, listeners, event_manager)
 
     # -- slow paths, called by the C guard and __aenter__ ----------------------------------
@@ -200,11 +182,7 @@ class Bulkhead(Component, _native.Bulkhead):
 
 
 # The factory is the class itself (one shared policy per call of bulkhead(...)).
-# __new__ routes store= away; the class's signature is still its __init__'s (help(), IDEs).
-_init_sig = inspect.signature(Bulkhead.__init__)
-Bulkhead.__signature__ = _init_sig.replace(  # type: ignore[attr-defined]
-    parameters=list(_init_sig.parameters.values())[1:]
-)
+show_init_signature(Bulkhead)  # __new__ routes store= away
 
 bulkhead = Bulkhead
 

@@ -47,8 +47,10 @@ __all__ = [
 HIT, MISS, SET, EVICT, EXPIRED, SHARED, STALE = _core.counter_indexes(
     "cache", "hit", "miss", "set", "evict", "expired", "shared", "stale"
 )
-_PROBE_HIT, _PROBE_IN_FLIGHT = 0, 1
-_SETTLE_VALUE, _SETTLE_ERROR = 0, 1
+_PROBE_HIT: Final[int] = _native.CACHE_PROBE["hit"]
+_PROBE_IN_FLIGHT: Final[int] = _native.CACHE_PROBE["in_flight"]
+_SETTLE_VALUE: Final[int] = _native.CACHE_SETTLE["value"]
+_SETTLE_ERROR: Final[int] = _native.CACHE_SETTLE["error"]
 _MAX_TTL_NS: Final = 2**62
 
 

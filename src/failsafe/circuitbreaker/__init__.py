@@ -36,7 +36,6 @@ when it ends.
 from __future__ import annotations
 
 import enum
-import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
@@ -56,7 +55,7 @@ __all__ = [
 ]
 
 
-# Counter indexes (circuitbreaker.c), transition bits (fs_breaker.h), event kinds.
+# Counter indexes, transition bits, event kinds and modes: the C module defines them.
 TRANSITION_WORKING, TRANSITION_RECOVERING, TRANSITION_FAILING, SUCCESS, FAILURE, REJECTED = (
     _core.counter_indexes(
         "circuitbreaker",
@@ -68,9 +67,15 @@ TRANSITION_WORKING, TRANSITION_RECOVERING, TRANSITION_FAILING, SUCCESS, FAILURE,
         "rejected",
     )
 )
-_TO_WORKING, _TO_RECOVERING, _TO_FAILING = 0x1, 0x2, 0x4
-_EV_SUCCESS, _EV_FAILURE, _EV_REJECTED = 1, 2, 3
-_CONSECUTIVE, _COUNT_WINDOW, _TIME_WINDOW = 0, 1, 2
+_TO_WORKING, _TO_RECOVERING, _TO_FAILING = (
+    _native.BREAKER_TRANSITIONS[s] for s in ("working", "recovering", "failing")
+)
+_EV_SUCCESS, _EV_FAILURE, _EV_REJECTED = (
+    _native.BREAKER_EVENTS[e] for e in ("success", "failure", "rejected")
+)
+_CONSECUTIVE, _COUNT_WINDOW, _TIME_WINDOW = (
+    _native.BREAKER_MODES[m] for m in ("consecutive", "count_window", "time_window")
+)
 
 _NS: Final = 1_000_000_000
 _MAX_SECONDS: Final = 1e9  # about 31 years: every duration fits the core's int64 nanoseconds
@@ -93,7 +98,7 @@ class BreakerState(enum.StrEnum):
 
 
 # Indexed by the C state (fs_br_state).
-_STATES: Final = (BreakerState.working, BreakerState.recovering, BreakerState.failing)
+_STATES: Final = tuple(BreakerState(name) for name in _native.BREAKER_STATES)
 
 
 class BreakerListener:
@@ -203,11 +208,9 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["circuitbreaker"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
-        if store is not None and cls is CircuitBreaker:  # open state shared through a store
-            from failsafe.stores._breaker import SharedBreaker
-
-            cls = SharedBreaker  # type: ignore[assignment]  # a subclass of cls
-        return super().__new__(cls)
+        # The open state shared through a store: a SharedBreaker.
+        where = "failsafe.stores._breaker:SharedBreaker"
+        return super().__new__(_core.store_variant(cls, CircuitBreaker, store, where))
 
     def __init__(
         self,
@@ -426,11 +429,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         )
 
 
-# __new__ routes store= (it takes anything): show __init__'s parameters instead.
-_init_signature = inspect.signature(CircuitBreaker.__init__)
-CircuitBreaker.__signature__ = _init_signature.replace(  # type: ignore[attr-defined]
-    parameters=list(_init_signature.parameters.values())[1:]
-)
+_core.show_init_signature(CircuitBreaker)
 
 
 if TYPE_CHECKING:  # the methods C calls by name

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, overload
 
 from failsafe import _core, _native, events
 from failsafe._types import Decorated
+from failsafe.failfast._options import FailFastOptions
 from failsafe.failfast.exceptions import FailFastOpen
 from failsafe.stats import FailFastStats
 
@@ -65,11 +66,9 @@ class FailFast(_core.Component, _native.FailFast):
     METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["failfast"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
-        if store is not None and cls is FailFast:  # the latch shared through a store
-            from failsafe.stores._failfast import SharedFailFast
-
-            cls = SharedFailFast  # type: ignore[assignment]  # a subclass of cls
-        return super().__new__(cls)
+        # The latch shared through a store: a SharedFailFast.
+        where = "failsafe.stores._failfast:SharedFailFast"
+        return super().__new__(_core.store_variant(cls, FailFast, store, where))
 
     def __init__(
         self,
@@ -86,25 +85,17 @@ class FailFast(_core.Component, _native.FailFast):
         if store is not None:
             raise TypeError("store= is not supported by subclasses of FailFast")
         self._init_component(name, listeners, event_manager)
-        threshold = _core.check_int(failure_threshold, "failure_threshold", allow_none=True)
-        recovery_ns = -1
-        if recovery_time is not None:
-            recovery_ns = _core.check_ns(recovery_time, "recovery_time")
-        types = _core.check_exceptions(on)
-        if predicate is not None and not callable(predicate):
-            raise TypeError(f"predicate must be a callable (sync or async), not {predicate!r}")
-        self._failure_threshold: int | None = threshold
-        self._recovery_time: float | None = None if recovery_time is None else float(recovery_time)
-        self._predicate = predicate
-        self._observe = threshold is not None
-        self._configure(
-            threshold=threshold or 0,
-            recovery_ns=recovery_ns,
-            on=types,
-            on_pred=None if types is not None else on,
+        o = FailFastOptions.check(
+            failure_threshold=failure_threshold,
             predicate=predicate,
-            pred_async=predicate is not None and _core.is_async_callable(predicate),
+            recovery_time=recovery_time,
+            on=on,
         )
+        self._failure_threshold: int | None = o.failure_threshold
+        self._recovery_time: float | None = o.recovery_time
+        self._predicate = o.predicate
+        self._observe = o.failure_threshold is not None
+        self._configure(**o.configuration())
 
     # -- decorator and block form ------------------------------------------------------------
 
@@ -183,6 +174,8 @@ class FailFast(_core.Component, _native.FailFast):
     def stats(self) -> FailFastStats:
         return FailFastStats(**self._stat_values())
 
+
+_core.show_init_signature(FailFast)
 
 # failsafe-py's name of the object holding the state.
 FailFastManager = FailFast

@@ -74,11 +74,9 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
     METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["featuretoggle"]
 
     def __new__(cls, *args: Any, store: Any = None, **kw: Any) -> Self:
-        if store is not None and cls is FeatureToggle:  # state shared through a store
-            from failsafe.stores._toggle import SharedFeatureToggle
-
-            cls = SharedFeatureToggle  # type: ignore[assignment]  # a subclass of cls
-        return super().__new__(cls)
+        # The switch and rollout shared through a store: a SharedFeatureToggle.
+        where = "failsafe.stores._toggle:SharedFeatureToggle"
+        return super().__new__(_core.store_variant(cls, FeatureToggle, store, where))
 
     def __init__(
         self,
@@ -180,6 +178,8 @@ class FeatureToggle(_core.Component, _native.FeatureToggle):
     def stats(self) -> FeatureToggleStats:
         return FeatureToggleStats(**self._stat_values())
 
+
+_core.show_init_signature(FeatureToggle)
 
 # failsafe-py's name of the object holding the state.
 FeatureToggleManager = FeatureToggle

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from failsafe import _native, events
-from failsafe._core import Component, check_int, check_number
+from failsafe._core import Component
 from failsafe.events import EventManager
+from failsafe.hedge._options import HedgeOptions, Percentile, percentile
 from failsafe.hedge._race import TIMEOUT, _Race
 from failsafe.hedge.exceptions import HedgeAllFailed, HedgeTimeout
 from failsafe.retry import RetryBudget
@@ -47,9 +47,6 @@ __all__ = [
     "register_hedge_listener",
 ]
 
-# The window (seconds) of the budget that max_hedged_ratio builds
-_RATIO_WINDOW = 10.0
-
 
 class _BlockTimeout(_native.Timeout):
     """The deadline of ``async with hedge(timeout=...)``; its events are the hedge's."""
@@ -61,47 +58,6 @@ class _BlockTimeout(_native.Timeout):
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
         self._listeners: tuple[object, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Percentile:
-    """An adaptive hedge delay: see :func:`percentile`."""
-
-    percentile: float
-    fallback: float
-    window: float
-    min_samples: int
-
-    def __str__(self) -> str:
-        return f"p{self.percentile:g}"
-
-
-def percentile(
-    p: float, *, fallback: float, window: float = 60.0, min_samples: int = 20
-) -> Percentile:
-    """A hedge delay that follows the ``p``-th percentile (0 < p <= 100) of the latency of
-    successful attempts over the last ``window`` seconds (kept in C: a log histogram, within
-    12.5 %), and is ``fallback`` seconds until ``min_samples`` latencies are in the window:
-    ``hedge(delay=percentile(95, fallback=0.05))`` hedges the slowest 5 % or so.
-    """
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise TypeError(f"p must be a number, not {type(p).__name__}")
-    if not 0 < p <= 100:  # NaN fails too
-        raise ValueError(f"p must be in (0, 100], got {p}")
-    fb = float(check_number(fallback, "fallback", allow_zero=False))
-    w = float(check_number(window, "window", allow_zero=False))
-    if not 1e-6 <= w <= 1e9:
-        raise ValueError(f"window must be between 1e-06 and 1e9 seconds, got {w}")
-    n = check_int(min_samples, "min_samples")
-    return Percentile(float(p), fb, w, n)
-
-
-# Every attempt may run at once (delay 0): more copies of one call than this is a mistake.
-_MAX_ATTEMPTS: Final = 1000
-
-
-def _check_attempts(attempts: object) -> int:
-    return int(check_int(attempts, "attempts", maximum=_MAX_ATTEMPTS))
 
 
 class Hedge(Component, _native.Hedge):
@@ -143,30 +99,20 @@ class Hedge(Component, _native.Hedge):
         budget: RetryBudget | None = None,
         max_hedged_ratio: float | None = None,
     ) -> None:
-        attempts = _check_attempts(attempts)
-        self._percentile = delay if isinstance(delay, Percentile) else None
-        seconds_delay = (
-            delay.fallback if isinstance(delay, Percentile) else float(check_number(delay, "delay"))
+        o = HedgeOptions.check(
+            attempts=attempts,
+            delay=delay,
+            timeout=timeout,
+            budget=budget,
+            max_hedged_ratio=max_hedged_ratio,
         )
-        checked = check_number(
-            timeout, "timeout", allow_zero=False, allow_none=True, allow_inf=True
-        )
-        seconds = None if checked is None else float(checked)
-        if max_hedged_ratio is not None:
-            if budget is not None:
-                raise TypeError("hedge() takes budget or max_hedged_ratio, not both")
-            ratio = float(check_number(max_hedged_ratio, "max_hedged_ratio"))
-            budget = RetryBudget(ratio, min_per_second=0.0, ttl=_RATIO_WINDOW)
-        elif budget is not None and not isinstance(budget, _native.RetryBudget):
-            raise TypeError(f"budget must be a failsafe.retry.RetryBudget, not {budget!r}")
-        _native.Hedge.__init__(self, attempts, seconds_delay, seconds, budget)
-        if self._percentile is not None:
-            pct = self._percentile
-            self._adapt(
-                pct.percentile / 100, pct.fallback, round(pct.window * 1e9), pct.min_samples
-            )
+        self._percentile = o.percentile
+        _native.Hedge.__init__(self, o.attempts, o.delay, o.timeout, o.budget)
+        if o.percentile is not None:
+            pct = o.percentile
+            self._adapt(pct.percentile / 100, pct.fallback, pct.window_ns, pct.min_samples)
         self._init_component(name, listeners, event_manager)
-        self._block = None if seconds is None else _BlockTimeout(seconds)
+        self._block = None if o.timeout is None else _BlockTimeout(o.timeout)
 
     def _race(
         self,

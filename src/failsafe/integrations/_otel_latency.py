@@ -8,6 +8,8 @@ reach OpenTelemetry already aggregated: each reader's collection gets one explic
 API has no asynchronous histogram, so they enter as a metric producer's data would (as the
 specification's MetricProducer does): added to what each reader of the meter's provider
 collects, in the reader's temporality, and not subject to views. Nothing runs per call.
+The SDK has no public hook for such data (docs/latency.md says why), so each reader's private
+``_collect`` is wrapped, once per reader.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from failsafe import __version__, _core, _native
+from failsafe.integrations.opentelemetry import NameCap, instrument_name
 
 logger: Final = logging.getLogger("failsafe")
 
@@ -64,10 +67,11 @@ class _Group:
         self.metric = metric
         self.name = name
         self.pattern = pattern
+        # (name of the components reporting into it, histogram)
         self.histograms: list[tuple[str, _native.Latency]] = []
         self.base: list[Point] = [_ZERO] * len(OUTCOMES)  # counts of histograms let go
 
-    def read(self) -> list[Point]:
+    def read(self, seen: set[int]) -> list[Point]:
         total = list(self.base)
         for item in tuple(self.histograms):
             name, h = item
@@ -75,10 +79,12 @@ class _Group:
             for i, p in enumerate(points):
                 total[i] = _add(total[i], p)
             if not _core.is_current_latency(name, self.pattern, h):
-                # No component reports into it any more: its counts stay as numbers.
+                # No component reports into it any more: its counts stay as numbers, and its
+                # id may be another histogram's once it is freed.
                 for i, p in enumerate(points):
                     self.base[i] = _add(self.base[i], p)
                 self.histograms.remove(item)
+                seen.discard(id(h))
         return total
 
 
@@ -104,40 +110,24 @@ def _temporality(reader: Any) -> AggregationTemporality:
 class LatencyExport:
     """Latency histograms added to the collections of every reader of one meter's provider."""
 
-    def __init__(
-        self, meter: Meter, namespace: str, max_components: int, name_of: Any, overflow: str
-    ) -> None:
+    def __init__(self, meter: Meter, namespace: str, max_components: int) -> None:
         self.meter = weakref.ref(meter)
         self.namespace = namespace
-        self.max_components = max_components
-        self.name_of = name_of  # (namespace, component, pattern, metric) -> instrument name
-        self.overflow = overflow
         self.active = False
         self.start_ns = time.time_ns()
         self.lock = threading.Lock()
-        self.groups: dict[tuple[str, str], _Group] = {}
-        self.named = 0
-        self.seen: set[int] = set()
+        self.names: NameCap[_Group] = NameCap(max_components)
         self.scope = InstrumentationScope("failsafe", __version__)
         self.readers: weakref.WeakKeyDictionary[Any, _Reader] = weakref.WeakKeyDictionary()
 
     def add(self, name: str, pattern: str, h: _native.Latency) -> None:
         with self.lock:
-            if id(h) in self.seen:
-                return
-            self.seen.add(id(h))
-            key = (name.lower(), pattern)
-            group = self.groups.get(key)
-            if group is None:
-                if self.named >= self.max_components:
-                    name, key = self.overflow, (self.overflow, pattern)
-                    group = self.groups.get(key)
-                else:
-                    self.named += 1
-                if group is None:
-                    metric = self.name_of(self.namespace, name, pattern, "duration")
-                    group = self.groups[key] = _Group(metric, name, pattern)
-            group.histograms.append((name, h))
+            group, _ = self.names.place(h, name, pattern, lambda part: self._group(part, pattern))
+            if group is not None:
+                group.histograms.append((name, h))
+
+    def _group(self, name: str, pattern: str) -> _Group:
+        return _Group(instrument_name(self.namespace, name, pattern, "duration"), name, pattern)
 
     def hook_readers(self) -> None:
         """Adds the histograms to the collections of the meter's readers not hooked yet
@@ -177,9 +167,9 @@ class LatencyExport:
             AggregationTemporality.DELTA if state.delta else AggregationTemporality.CUMULATIVE
         )
         out: list[Metric] = []
-        for group in list(self.groups.values()):
+        for group in list(self.names.groups.values()):
             points = []
-            for i, p in enumerate(group.read()):
+            for i, p in enumerate(group.read(self.names.seen)):
                 if state.delta:
                     p = _delta(p, state.last.get((group.metric, i), _ZERO), state, group, i)
                 if p[1]:

@@ -30,7 +30,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from failsafe._core import check_number
+from failsafe._core import check_header_name, check_number
 from failsafe.deadline import DeadlineExceeded, deadline, parse_grpc_timeout, parse_seconds
 
 __all__ = [
@@ -122,11 +122,8 @@ _App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
 
 
 def _header_name(value: object, param: str) -> bytes | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or not value.isascii() or ":" in value:
-        raise ValueError(f"{param} must be a header name or None, not {value!r}")
-    return value.lower().encode("ascii")
+    name = check_header_name(value, param)
+    return None if name is None else name.encode("ascii")
 
 
 class DeadlineMiddleware:

@@ -376,11 +376,7 @@ def _hedged(hedger: Any, attempt: _Send) -> _Send:
 
 def _deadline_header(value: object) -> tuple[str | None, Callable[[float], str]]:
     """The header name and its syntax: gRPC's for ``grpc-timeout``, else seconds."""
-    if value is None:
-        return None, deadline.format_seconds
-    if not isinstance(value, str) or not value or not value.isascii() or ":" in value:
-        raise ValueError(f"deadline_header must be a header name or None, not {value!r}")
-    name = value.lower()
+    name = _core.check_header_name(value, "deadline_header")
     grpc = name == "grpc-timeout"
     return name, deadline.format_grpc_timeout if grpc else deadline.format_seconds
 

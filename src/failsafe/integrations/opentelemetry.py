@@ -46,7 +46,7 @@ import queue
 import re
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final
 
 try:
@@ -107,6 +107,44 @@ def instrument_name(namespace: str, component: str, pattern: str, metric: str) -
     return f"{namespace}.{component[:room]}-{digest}.{pattern}.{metric}"
 
 
+class NameCap[G]:
+    """The groups series are exported in, by (component name, pattern): the first ``limit``
+    names (compared case-insensitively, all patterns together) get groups of their own, any
+    other name joins its pattern's OVERFLOW group. Also the ids of the series held, so that a
+    series joins once (a held series keeps its id; a series let go leaves ``seen``). Its
+    owner's lock guards it."""
+
+    __slots__ = ("groups", "limit", "named", "seen")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.named = 0  # names with groups of their own
+        self.groups: dict[tuple[str, str], G] = {}  # by (name.lower(), pattern)
+        self.seen: set[int] = set()
+
+    def place(
+        self, series: object, name: str, pattern: str, make: Callable[[str], G]
+    ) -> tuple[G | None, bool]:
+        """The group series joins, made by ``make(component part of the metric name)`` when
+        new, and whether it is new; (None, False) when series is held already."""
+        if id(series) in self.seen:
+            return None, False
+        self.seen.add(id(series))
+        key = (name.lower(), pattern)
+        group = self.groups.get(key)
+        if group is not None:
+            return group, False
+        if self.named < self.limit:
+            self.named += 1
+        else:
+            name, key = OVERFLOW, (OVERFLOW, pattern)
+            group = self.groups.get(key)
+            if group is not None:
+                return group, False
+        group = self.groups[key] = make(name)
+        return group, True
+
+
 class _Group:
     """The series exported under one component name (or the overflow) and pattern: one
     observable counter per metric, each the sum of the live series plus the final counts of
@@ -146,7 +184,7 @@ class _Group:
                     for j in range(len(self.base)):
                         self.base[j] += counts[j]
                     self.series.remove(item)
-                    self.export.seen.discard(id(s))
+                    self.export.names.seen.discard(id(s))
                 else:
                     live += counts[index]
             return self.base[index] + live
@@ -167,9 +205,7 @@ class _Export:
         # collection, taking fold_lock once per callback, never makes a creation wait.
         self.add_lock = threading.Lock()
         self.fold_lock = threading.Lock()
-        self.groups: dict[tuple[str, str], _Group] = {}  # by (name.lower(), pattern)
-        self.named = 0  # (name, pattern) pairs with instruments of their own
-        self.seen: set[int] = set()  # ids of the series held (a held series keeps its id)
+        self.names: NameCap[_Group] = NameCap(max_components)
         self.latency: Any = None  # its LatencyExport, once latency=True was asked for
         self._create(
             f"{namespace}.listener_events.dropped",
@@ -195,30 +231,20 @@ class _Export:
     def add(self, name: str, pattern: str, metrics_: tuple[str, ...], s: _native.Series) -> None:
         if self.meter() is None:
             return
-        new: _Group | None = None
         with self.add_lock:
-            if id(s) in self.seen:
-                return
-            self.seen.add(id(s))
-            key = (name.lower(), pattern)
-            group = self.groups.get(key)
+            group, made = self.names.place(
+                s, name, pattern, lambda part: _Group(self, part, pattern, metrics_)
+            )
             if group is None:
-                if self.named < self.max_components:
-                    self.named += 1
-                    group = new = self.groups[key] = _Group(self, name, pattern, metrics_)
-                else:
-                    key = (OVERFLOW, pattern)
-                    group = self.groups.get(key)
-                    if group is None:
-                        group = new = self.groups[key] = _Group(self, OVERFLOW, pattern, metrics_)
+                return
             group.series.append((name, s))
-        if new is not None:
-            for index, metric in enumerate(new.metrics):
-                what = "names past the cap" if new.name == OVERFLOW else repr(new.name)
+        if made:
+            for index, metric in enumerate(group.metrics):
+                what = "names past the cap" if group.name == OVERFLOW else repr(group.name)
                 self._create(
-                    instrument_name(self.namespace, new.name, pattern, metric),
+                    instrument_name(self.namespace, group.name, pattern, metric),
                     f"failsafe {pattern} {what}: {metric}",
-                    new.observer(index),
+                    group.observer(index),
                 )
 
     def _create(self, name: str, description: str, callback: Any) -> None:
@@ -313,14 +339,6 @@ def _collecting(meter: Meter) -> bool:
     return bool(locked()) if callable(locked) else False
 
 
-def _check_max_components(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"max_components must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"max_components must be >= 0, got {value}")
-    return value
-
-
 class FailsafeOtelInstrumentor:
     """Exports failsafe's counters to OpenTelemetry. One per process: every construction
     returns the same instrumentor."""
@@ -378,7 +396,7 @@ class FailsafeOtelInstrumentor:
         says so.
         """
         namespace = _check_namespace(namespace)
-        max_components = _check_max_components(max_components)
+        max_components = _core.check_int(max_components, "max_components", minimum=0)
         if not isinstance(latency, bool):
             raise TypeError(f"latency must be a bool, not {type(latency).__name__}")
         from failsafe.integrations import _otel_spans
@@ -432,7 +450,7 @@ class FailsafeOtelInstrumentor:
         meter = export.meter()
         if export.latency is None and meter is not None:
             export.latency = _otel_latency.LatencyExport(
-                meter, export.namespace, export.max_components, instrument_name, OVERFLOW
+                meter, export.namespace, export.max_components
             )
         export.latency.active = True
         export.latency.hook_readers()

@@ -8,7 +8,6 @@ Python slow path below, which waits (``failsafe.testing.sleep``) and calls again
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, overload
@@ -18,6 +17,7 @@ from failsafe import testing as _testing
 from failsafe._types import Decorated
 from failsafe.ratelimit.exceptions import EmptyBucket
 from failsafe.retry import backoffs, jitters
+from failsafe.retry._options import BudgetOptions
 from failsafe.retry.exceptions import _NO_RESULT, AttemptsExceeded
 from failsafe.stats import RetryStats
 
@@ -97,26 +97,21 @@ class RetryBudget(_native.RetryBudget):
     """A retry budget shared by policies: retries stay below ``ratio`` of calls, plus
     ``min_per_second`` retries always allowed, measured over the last ``ttl`` seconds."""
 
-    _params: tuple[float, float, float]
+    _options: BudgetOptions
 
     def __new__(
         cls, ratio: float = 0.2, *, min_per_second: float = 10.0, ttl: float = 10.0
     ) -> RetryBudget:
-        r = float(_core.check_number(ratio, "ratio"))
-        m = float(_core.check_number(min_per_second, "min_per_second"))
-        t = float(_core.check_number(ttl, "ttl", allow_zero=False))
-        if not 1e-8 <= t <= 1e9:  # the C window needs 10 slots of >= 1 ns
-            raise ValueError(f"ttl must be between 1e-08 and 1e9 seconds, got {t}")
-        if not math.isfinite(m * t):
-            raise ValueError(f"min_per_second * ttl must be finite, got {m} * {t}")
-        self = super().__new__(cls, r, m, t)
-        self._params = (r, m, t)
+        o = BudgetOptions.check(ratio, min_per_second=min_per_second, ttl=ttl)
+        self = super().__new__(cls, o.ratio, o.min_per_second, o.ttl)
+        self._options = o
         return self
 
     def __repr__(self) -> str:
-        r, m, t = self._params
+        o = self._options
         return (
-            f"RetryBudget(ratio={r}, min_per_second={m}, ttl={t}, available={self.available():.1f})"
+            f"RetryBudget(ratio={o.ratio}, min_per_second={o.min_per_second}, ttl={o.ttl},"
+            f" available={self.available():.1f})"
         )
 
 

@@ -17,8 +17,16 @@ __all__ = ["ON_ERROR", "Store", "StoreUnavailable"]
 
 ON_ERROR: Final = ("local", "allow", "deny")
 
-# Counter order of a store's metrics.
-ROUND_TRIPS, DECISIONS, ERRORS, FALLBACKS, OPENED = range(5)
+# Counter indexes of a store's metrics (the C module defines their order).
+ROUND_TRIPS, DECISIONS, ERRORS, FALLBACKS, OPENED = _core.counter_indexes(
+    "store",
+    "round_trips",
+    "decisions",
+    "errors",
+    "fallbacks",
+    "opened",
+    table=_native.STORE_METRICS,
+)
 
 
 class StoreUnavailable(Exception):  # internal: never reaches a guarded call
@@ -30,13 +38,7 @@ class _Metrics(_core.Component, _native.Outcome):
     ``{namespace}.{store name}.store.{metric}``."""
 
     PATTERN: ClassVar[str] = "store"
-    METRICS: ClassVar[tuple[str, ...]] = (
-        "round_trips",
-        "decisions",
-        "errors",
-        "fallbacks",
-        "opened",
-    )
+    METRICS: ClassVar[tuple[str, ...]] = _native.STORE_METRICS["store"]
 
     def __new__(cls, name: str) -> _Metrics:
         # The pattern index only selects global listener flags, which a store never reads.

@@ -40,7 +40,9 @@ from failsafe.stores._base import Store, StoreUnavailable, check_lease, check_st
 __all__ = ["SERIALIZERS", "SharedCache"]
 
 SERIALIZERS: Final = ("json", "pickle")
-HIT, MISS, SET, SHARED, REJECTED, FALLBACK = range(6)
+HIT, MISS, SET, SHARED, REJECTED, FALLBACK = _core.counter_indexes(
+    "cache", "hit", "miss", "set", "shared", "rejected", "fallback", table=_native.STORE_METRICS
+)
 _MIN_SECRET: Final = 16
 _SIG: Final = 32  # bytes of an HMAC-SHA256
 
@@ -178,7 +180,7 @@ class SharedCache(_core.Component, _native.Outcome):
     store and name (see the module's documentation)."""
 
     PATTERN: ClassVar[str] = "cache"
-    METRICS: ClassVar[tuple[str, ...]] = ("hit", "miss", "set", "shared", "rejected", "fallback")
+    METRICS: ClassVar[tuple[str, ...]] = _native.STORE_METRICS["cache"]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SharedCache:
         return super().__new__(cls, _core.PATTERNS["cache"])
