@@ -138,40 +138,27 @@ PyObject *fs_raise_thrown(PyObject *const *args, Py_ssize_t nargs)
 
 #define DONE_FREELIST 32
 
-static FsDone *done_alloc(fs_state *st)
+PyObject *fs_done_fresh(fs_state *st, PyObject *value)
 {
-    FsDone *d = st->done_freelist;
-    if (d != NULL) {
-        /* Recycled: clear but for the free-list link and a spare stop (done_dealloc). */
-        st->done_freelist = (FsDone *)d->value;
-        st->done_free_count--;
-        PyObject_Init((PyObject *)d, st->Done_Type);
-        d->value = NULL;
-        return d;
-    }
-    if ((d = PyObject_GC_New(FsDone, st->Done_Type)) == NULL) {
+    FsDone *d = PyObject_GC_New(FsDone, st->Done_Type);
+    if (d == NULL) {
+        Py_XDECREF(value);
         return NULL;
     }
     d->st = st;
-    d->value = NULL;
+    d->value = value;
     d->exc = NULL;
     d->fn = NULL;
     d->stop = NULL;
     d->spent = 0;
     d->kept = 0;
-    return d;
+    PyObject_GC_Track(d);
+    return (PyObject *)d;
 }
 
 PyObject *fs_done_new(fs_state *st, PyObject *value)
 {
-    FsDone *d = done_alloc(st);
-    if (d == NULL) {
-        Py_XDECREF(value);
-        return NULL;
-    }
-    d->value = value;
-    PyObject_GC_Track(d);
-    return (PyObject *)d;
+    return fs_done_answer(st, value);
 }
 
 PyObject *fs_done_raise(fs_state *st, PyObject *exc)
@@ -179,14 +166,13 @@ PyObject *fs_done_raise(fs_state *st, PyObject *exc)
     if (exc == NULL) {
         return NULL;
     }
-    FsDone *d = done_alloc(st);
+    PyObject *d = fs_done_answer(st, NULL);
     if (d == NULL) {
         Py_DECREF(exc);
         return NULL;    /* MemoryError replaces the refusal */
     }
-    d->exc = exc;
-    PyObject_GC_Track(d);
-    return (PyObject *)d;
+    ((FsDone *)d)->exc = exc;
+    return d;
 }
 
 PyObject *fs_done_refused(fs_state *st, PyObject *fn)
