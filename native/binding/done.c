@@ -46,7 +46,8 @@ static void stop_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-void fs_stop_freelist_clear(fs_state *st)
+/* Frees the recycled StopIteration instances (fs_done_clear). */
+static void stop_freelist_clear(fs_state *st)
 {
     while (st->stop_freelist != NULL) {
         PyStopIterationObject *e = (PyStopIterationObject *)st->stop_freelist;
@@ -408,7 +409,8 @@ static void done_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-void fs_done_freelist_clear(fs_state *st)
+/* Frees the recycled Done objects (module clear). */
+static void done_freelist_clear(fs_state *st)
 {
     while (st->done_freelist != NULL) {
         FsDone *d = st->done_freelist;
@@ -417,6 +419,23 @@ void fs_done_freelist_clear(fs_state *st)
         PyObject_GC_Del(d);
     }
     st->done_free_count = 0;
+}
+
+int fs_done_traverse(fs_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->Done_Type);
+    Py_VISIT(st->StopIteration_Type);
+    Py_VISIT(st->ready_none);
+    return 0;
+}
+
+void fs_done_clear(fs_state *st)
+{
+    Py_CLEAR(st->ready_none);       /* first: it goes to the free list */
+    done_freelist_clear(st);        /* then: recycled Done objects give back their stops */
+    stop_freelist_clear(st);
+    Py_CLEAR(st->Done_Type);
+    Py_CLEAR(st->StopIteration_Type);
 }
 
 static PyObject *done_repr(PyObject *self)
