@@ -256,3 +256,54 @@ async def test_limiter_rejections_and_admissions_under_load(
             assert isinstance(r, RateLimitExceeded), (i, r)
     assert limiter.stats()["admitted"] == N // 2
     assert limiter.stats()["rejected"] == N - N // 2
+
+
+class Interrupting:
+    """A listener whose every event raises KeyboardInterrupt (not a listener failure: it
+    propagates)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _raise(self, *args: Any) -> None:
+        self.calls += 1
+        raise KeyboardInterrupt
+
+    on_timeout = on_rate_limited = on_bulkhead_full = _raise
+
+
+async def test_an_interrupting_timeout_listener_leaves_the_scope_released() -> None:
+    listener = Interrupting()
+    t = timeout(0, listeners=[listener])
+    with pytest.raises(KeyboardInterrupt):
+        async with t:
+            await asyncio.Event().wait()
+    assert listener.calls == 1
+    t2 = timeout(3600)
+    # The task's scope chain and the loop's timer queue are consistent: nested entries work.
+    async with t2, t2:
+        await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="without a matching __aenter__"):
+        await t.__aexit__(None, None, None)  # the interrupted scope was taken out
+
+
+@pytest.mark.parametrize("pattern", ["ratelimit", "bulkhead"])
+async def test_an_interrupting_refusal_listener_raises_at_the_call(pattern: str) -> None:
+    listener = Interrupting()
+    gate = asyncio.Event()
+
+    async def work() -> int:
+        await gate.wait()
+        return 1
+
+    if pattern == "ratelimit":
+        guarded = tokenbucket(1, 3600, listeners=[listener])(work)
+    else:
+        guarded = Bulkhead(1, 1, listeners=[listener])(work)
+    held = asyncio.create_task(guarded())
+    await turns()
+    with pytest.raises(KeyboardInterrupt):
+        guarded()  # raised where the call is made, not deferred to the await
+    assert listener.calls == 1
+    gate.set()
+    assert await held == 1
