@@ -6,6 +6,11 @@ never completes; their deadlines pass and each task catches the TimeoutError.
   warm-up round in both (``PYTHONHASHSEED=0``).
 - net = minus the same N tasks cancelled by hand (``task.cancel()``, the CancelledError caught):
   what the deadline machinery adds to the cancellation itself.
+- net of a callback = minus the same N tasks cancelled from one loop callback that the first
+  task schedules with ``call_soon`` at its first step, as a timer armed at entry is: the same
+  loop turns and one Handle per batch, the part of a fired deadline that is asyncio's own (a
+  timer's callback runs one loop turn after the step that armed it; the by-hand baseline cancels
+  in the turn the tasks start).
 - ``--delay 0``: every deadline is due at entry (deterministic). ``--delay 0.001``: a real
   deadline; under callgrind the N entries take longer than natively, so their deadlines spread
   and small batches fire over several loop iterations.
@@ -29,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROUNDS = {10: (20, 120), 1_000: (1, 3), 100_000: (0, 1)}
-VARIANTS = ("failsafe", "asyncio.timeout", "cancelled by hand")
+VARIANTS = ("failsafe", "asyncio.timeout", "cancelled by hand", "cancelled from a callback")
 
 
 async def _failsafe(t: object, fut: asyncio.Future[None]) -> int:
@@ -58,6 +63,21 @@ async def _cancelled(fut: asyncio.Future[None]) -> int:
     return 0
 
 
+def _cancel_all(tasks: list[asyncio.Task[int]]) -> None:
+    for task in tasks:
+        task.cancel()
+
+
+async def _cancelled_later(fut: asyncio.Future[None], tasks: list[asyncio.Task[int]] | None) -> int:
+    if tasks is not None:
+        asyncio.get_running_loop().call_soon(_cancel_all, tasks)
+    try:
+        await fut
+    except asyncio.CancelledError:
+        return 1
+    return 0
+
+
 async def _rounds(variant: str, n: int, rounds: int, delay: float) -> None:
     from failsafe.timeout import timeout
 
@@ -69,6 +89,12 @@ async def _rounds(variant: str, n: int, rounds: int, delay: float) -> None:
             tasks = [loop.create_task(_failsafe(shared, f)) for f in futs]
         elif variant == "asyncio.timeout":
             tasks = [loop.create_task(_asyncio(delay, f)) for f in futs]
+        elif variant == "cancelled from a callback":
+            tasks = []
+            tasks[:] = [
+                loop.create_task(_cancelled_later(f, None if i else tasks))
+                for i, f in enumerate(futs)
+            ]
         else:
             tasks = [loop.create_task(_cancelled(f)) for f in futs]
             await asyncio.sleep(0)
@@ -125,14 +151,20 @@ def main(argv: list[str] | None = None) -> int:
                 for v in VARIANTS:
                     a, b = futures[label, v, n, k1].result(), futures[label, v, n, k2].result()
                     per[label, v, n] = (b - a) / ((k2 - k1) * n)
-    print(f"delay {opts.delay:g} s; Ir per expiry, net of a task cancelled by hand")
-    print("| N | " + " | ".join(f"{label}: {v}" for label, _ in pythons for v in VARIANTS[:2]))
-    print("|---:|" + "---:|" * (2 * len(pythons)))
+    # (measured variant, baseline) per column: net of a task cancelled by hand, then of one
+    # cancelled from a loop callback.
+    columns = [(v, VARIANTS[2]) for v in VARIANTS[:2]] + [(v, VARIANTS[3]) for v in VARIANTS[:2]]
+    print(
+        f"delay {opts.delay:g} s; Ir per expiry, net of a task cancelled by hand | from a callback"
+    )
+    heads = [f"{label}: {v} - {b.split()[-1]}" for label, _ in pythons for v, b in columns]
+    print("| N | " + " | ".join(heads) + " |")
+    print("|---:|" + "---:|" * len(heads))
     for n in sizes:
         cells = [
-            f"{per[label, v, n] - per[label, VARIANTS[2], n]:+,.0f}"
+            f"{per[label, v, n] - per[label, b, n]:+,.0f}"
             for label, _ in pythons
-            for v in VARIANTS[:2]
+            for v, b in columns
         ]
         print(f"| {n:,} | " + " | ".join(cells) + " |")
     return 0

@@ -363,3 +363,75 @@ def test_a_listener_interrupting_a_toggle_refusal_interrupts_the_call_at_once() 
     with pytest.raises(SystemExit, match="stop"):
         toggle(fn)()  # raised by the call, not deferred to the await
     assert toggle.stats()["disabled"] == 1
+
+
+async def _hit() -> Any:
+    @cache()
+    async def f(x: int) -> list[int]:
+        return [x]
+
+    await f(1)
+    hit = f(1)
+    assert type(hit) is _native.Done
+    return hit
+
+
+async def test_a_done_thrown_into_before_its_first_send_raises_that_and_is_spent() -> None:
+    hit = await _hit()
+    with pytest.raises(KeyError, match="thrown"):
+        hit.throw(KeyError("thrown"))
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        await hit
+    hit = await _hit()
+    with pytest.raises(LookupError):
+        hit.throw(LookupError)  # a class is instantiated, as a coroutine does
+    hit = await _hit()
+    with pytest.raises(TypeError, match="throw expected 1 to 3 arguments"):
+        hit.throw()
+    with pytest.raises(TypeError, match="exceptions must derive from BaseException"):
+        hit.throw("not an exception")
+
+
+async def test_a_done_closed_before_its_first_send_drops_its_answer_or_refusal() -> None:
+    hit = await _hit()
+    assert hit.close() is None
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        await hit
+    refused = featuretoggle(enabled=False)(ok)()
+    assert type(refused) is _native.Done
+    refused.close()  # the refusal is dropped, never raised
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        await refused
+
+
+async def test_a_done_sent_a_value_refuses_it_and_is_spent() -> None:
+    hit = await _hit()
+    with pytest.raises(TypeError, match="can't send non-None value"):
+        hit.send(1)
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        hit.send(None)
+
+
+async def test_the_kept_done_survives_throw_and_close() -> None:
+    bh = Bulkhead(10)
+    kept = bh.__aenter__()
+    with pytest.raises(KeyError):
+        kept.throw(KeyError("k"))
+    kept.close()
+    assert await kept is None  # still answers: it is never spent
+    await bh.__aexit__(None, None, None)
+
+
+async def test_many_hits_at_once_each_answer_once() -> None:
+    # More Done objects alive than the free list holds: fresh ones and recycled ones alike.
+    @cache()
+    async def f(x: int) -> list[int]:
+        return [x]
+
+    first = await f(1)
+    hits = [f(1) for _ in range(100)]
+    assert all(type(h) is _native.Done for h in hits)
+    assert await asyncio.gather(*hits) == [first] * 100
+    for h in hits[:3]:
+        with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+            await h

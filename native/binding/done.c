@@ -46,7 +46,8 @@ static void stop_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-void fs_stop_freelist_clear(fs_state *st)
+/* Frees the recycled StopIteration instances (fs_done_clear). */
+static void stop_freelist_clear(fs_state *st)
 {
     while (st->stop_freelist != NULL) {
         PyStopIterationObject *e = (PyStopIterationObject *)st->stop_freelist;
@@ -138,40 +139,27 @@ PyObject *fs_raise_thrown(PyObject *const *args, Py_ssize_t nargs)
 
 #define DONE_FREELIST 32
 
-static FsDone *done_alloc(fs_state *st)
+PyObject *fs_done_fresh(fs_state *st, PyObject *value)
 {
-    FsDone *d = st->done_freelist;
-    if (d != NULL) {
-        /* Recycled: clear but for the free-list link and a spare stop (done_dealloc). */
-        st->done_freelist = (FsDone *)d->value;
-        st->done_free_count--;
-        PyObject_Init((PyObject *)d, st->Done_Type);
-        d->value = NULL;
-        return d;
-    }
-    if ((d = PyObject_GC_New(FsDone, st->Done_Type)) == NULL) {
+    FsDone *d = PyObject_GC_New(FsDone, st->Done_Type);
+    if (d == NULL) {
+        Py_XDECREF(value);
         return NULL;
     }
     d->st = st;
-    d->value = NULL;
+    d->value = value;
     d->exc = NULL;
     d->fn = NULL;
     d->stop = NULL;
     d->spent = 0;
     d->kept = 0;
-    return d;
+    PyObject_GC_Track(d);
+    return (PyObject *)d;
 }
 
 PyObject *fs_done_new(fs_state *st, PyObject *value)
 {
-    FsDone *d = done_alloc(st);
-    if (d == NULL) {
-        Py_XDECREF(value);
-        return NULL;
-    }
-    d->value = value;
-    PyObject_GC_Track(d);
-    return (PyObject *)d;
+    return fs_done_answer(st, value);
 }
 
 PyObject *fs_done_raise(fs_state *st, PyObject *exc)
@@ -179,14 +167,13 @@ PyObject *fs_done_raise(fs_state *st, PyObject *exc)
     if (exc == NULL) {
         return NULL;
     }
-    FsDone *d = done_alloc(st);
+    PyObject *d = fs_done_answer(st, NULL);
     if (d == NULL) {
         Py_DECREF(exc);
         return NULL;    /* MemoryError replaces the refusal */
     }
-    d->exc = exc;
-    PyObject_GC_Track(d);
-    return (PyObject *)d;
+    ((FsDone *)d)->exc = exc;
+    return d;
 }
 
 PyObject *fs_done_refused(fs_state *st, PyObject *fn)
@@ -422,7 +409,8 @@ static void done_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-void fs_done_freelist_clear(fs_state *st)
+/* Frees the recycled Done objects (module clear). */
+static void done_freelist_clear(fs_state *st)
 {
     while (st->done_freelist != NULL) {
         FsDone *d = st->done_freelist;
@@ -431,6 +419,23 @@ void fs_done_freelist_clear(fs_state *st)
         PyObject_GC_Del(d);
     }
     st->done_free_count = 0;
+}
+
+int fs_done_traverse(fs_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->Done_Type);
+    Py_VISIT(st->StopIteration_Type);
+    Py_VISIT(st->ready_none);
+    return 0;
+}
+
+void fs_done_clear(fs_state *st)
+{
+    Py_CLEAR(st->ready_none);       /* first: it goes to the free list */
+    done_freelist_clear(st);        /* then: recycled Done objects give back their stops */
+    stop_freelist_clear(st);
+    Py_CLEAR(st->Done_Type);
+    Py_CLEAR(st->StopIteration_Type);
 }
 
 static PyObject *done_repr(PyObject *self)

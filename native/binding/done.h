@@ -16,13 +16,18 @@ typedef struct FsDone {
     uint8_t kept;       /* never spent (st->ready_none) */
 } FsDone;
 
-/* fs_done_new, inline: a recycled Done comes off the free list clear but for the free-list link
- * and a StopIteration kept to answer with (done_dealloc leaves it so): only the answer is set. */
+/* A Done made fresh when the free list is empty (fs_done_answer's slow half). Same contract as
+ * fs_done_new. */
+PyObject *fs_done_fresh(fs_state *st, PyObject *value);
+
+/* fs_done_new, inline, and the one constructor of a Done (done.c makes every Done with it): a
+ * recycled Done comes off the free list clear but for the free-list link and a StopIteration
+ * kept to answer with (done_dealloc leaves it so): only the answer is set. */
 static inline PyObject *fs_done_answer(fs_state *st, PyObject *value)
 {
     FsDone *d = st->done_freelist;
     if (d == NULL) {
-        return fs_done_new(st, value);
+        return fs_done_fresh(st, value);
     }
     st->done_freelist = (FsDone *)d->value;
     st->done_free_count--;

@@ -582,8 +582,10 @@ void fs_done_name(fs_state *st, PyObject *res, PyObject *fn);
 PyObject *fs_done_spare(fs_state *st, PyObject **spare, PyObject *value);
 /* Drops a spare Done's recycled StopIteration reference to value (done may be NULL). */
 void fs_done_forget(PyObject *done, PyObject *value);
-/* Frees the recycled Done objects (module clear). */
-void fs_done_freelist_clear(fs_state *st);
+/* GC of the module-state fields done.c owns (its types, st->ready_none, its free lists), from
+ * the guard's part; clear frees the recycled Done and StopIteration objects. */
+int fs_done_traverse(fs_state *st, visitproc visit, void *arg);
+void fs_done_clear(fs_state *st);
 
 /* An integer argument with its C range, parsed by the "O&" unit with fs_int_arg_conv:
  *     fs_int_arg n = {"min_samples", 1, INT64_MAX, 0};
@@ -627,8 +629,6 @@ static inline PyObject *const *fs_call_argv(FsCall *c)
  * drops it: an instance of a recycled StopIteration subclass, built without __init__. NULL with
  * an exception set on failure. */
 PyObject *fs_stop_iteration_new(fs_state *st, PyObject *value);
-/* Frees the recycled StopIteration instances (module clear). */
-void fs_stop_freelist_clear(fs_state *st);
 
 /* self.name(*head, *args, **kwargs), args in the vectorcall convention (all borrowed). New
  * reference, or NULL with an exception. */

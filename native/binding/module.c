@@ -505,20 +505,15 @@ static int guard_traverse(fs_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Guard_Type);
     Py_VISIT(st->Call_Type);
-    Py_VISIT(st->Done_Type);
-    Py_VISIT(st->StopIteration_Type);
-    return 0;
+    return fs_done_traverse(st, visit, arg);
 }
 
 static void guard_clear(fs_state *st)
 {
     fs_call_freelist_clear(st);
-    fs_done_freelist_clear(st);     /* first: recycled Done objects give back their stops */
-    fs_stop_freelist_clear(st);
+    fs_done_clear(st);
     Py_CLEAR(st->Guard_Type);
     Py_CLEAR(st->Call_Type);
-    Py_CLEAR(st->Done_Type);
-    Py_CLEAR(st->StopIteration_Type);
 }
 
 static int timeout_traverse(fs_state *st, visitproc visit, void *arg)

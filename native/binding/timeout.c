@@ -641,7 +641,6 @@ int fs_timeout_traverse(fs_state *st, visitproc visit, void *arg)
     Py_VISIT(st->queues);
     Py_VISIT(st->last_queue);
     Py_VISIT(st->CTask_Type);
-    Py_VISIT(st->ready_none);
     return 0;
 }
 
@@ -654,5 +653,4 @@ void fs_timeout_clear(fs_state *st)
     st->task_cancelling = NULL;
     st->task_uncancel = NULL;
     st->task_cancel = NULL;
-    Py_CLEAR(st->ready_none);
 }

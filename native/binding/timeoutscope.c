@@ -4,7 +4,6 @@
 #include "fs_timers.h"
 
 /* ------------------------------------------------------------------------------------------ */
-/* ------------------------------------------------------------------------------------------ */
 /* TimeoutScope: one `async with` entry of a Timeout */
 
 static const char *scope_phase_name(TimeoutScope *s)

@@ -97,10 +97,11 @@ int fs_tq_arm(FsTimerQueue *q, PyObject *loop, double when, double now)
     if (h == NULL) {
         return -1;
     }
-    /* Handles that cannot be weakly referenced are not kept: they run stale, as no-ops. */
-    q->handle = PyWeakref_NewRef(h, NULL);
+    /* A call_soon handle is never cancelled (no deadline comes before it): not kept. Handles
+     * that cannot be weakly referenced are not kept either: they run stale, as no-ops. */
+    q->handle = when <= now ? NULL : PyWeakref_NewRef(h, NULL);
     Py_DECREF(h);
-    if (q->handle == NULL) {
+    if (q->handle == NULL && when > now) {
         if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
             return -1;
         }
