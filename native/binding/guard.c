@@ -21,6 +21,10 @@ static void call_release(FsCall *c)
     Py_CLEAR(c->args);
     Py_CLEAR(c->kwnames);
     Py_CLEAR(c->pobj);
+    if (c->pin != NULL) {
+        fs_keyed_unpin(c->pin);
+        Py_CLEAR(c->pin);
+    }
 }
 
 
@@ -378,6 +382,7 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(c->args);
     Py_VISIT(c->kwnames);
     Py_VISIT(c->pobj);
+    Py_VISIT(c->pin);
     if (c->args == NULL) {
         for (Py_ssize_t i = 0; i < c->ntotal; i++) {
             Py_VISIT(c->iargs[i]);
@@ -597,6 +602,7 @@ static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
     c->running = 0;
     c->timeout_s = 0.0;
     c->pobj = NULL;
+    c->pin = NULL;
     c->pword = a->token;    /* from here the call's abandon gives it back */
     memset(&c->entry, 0, sizeof(c->entry));
     fs_heap_node_init(&c->entry.node);
