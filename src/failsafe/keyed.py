@@ -52,6 +52,7 @@ _CREATED, _EVICTED, _EXPIRED, _REFUSED = _core.counter_indexes(
 )
 
 _Entry = _native.KeyedEntry
+_COMPONENT_CALL: Final = _core.Component.__call__
 
 
 class RegistryFull(FailsafeError):
@@ -315,7 +316,14 @@ class Keyed[P]:
         with self._lock:
             guard = entry.guards.get(fn)
             if guard is None:
-                guard = entry.policy(fn)
+                policy = entry.policy
+                if type(policy).__call__ is _COMPONENT_CALL:
+                    # What Component.__call__ does, less making the guard look like fn (the
+                    # registry's own guard does; this one is never handed out).
+                    policy._adopt_name(fn)
+                    guard = _native.Guard(fn, policy)
+                else:
+                    guard = policy(fn)
                 entry._set_guard(fn, guard)
             return guard
 
