@@ -2,8 +2,9 @@
 
 Known key: every call names the same host (its breaker exists), beside the breaker called
 directly and a hand-rolled dict of decorated functions. New key: every call names a host never
-seen (its breaker is made). Eviction churn: 200 hosts in turn through a registry of 100, so
-every call forgets one breaker and makes another; the hand-rolled dict keeps all 200.
+seen (its breaker is made: by the factory, or copied from a breaker given as the template).
+Eviction churn: 200 hosts in turn through a registry of 100, so every call forgets one breaker
+and makes another; the hand-rolled dict keeps all 200.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ def _keyed(max_keys: int = 10**6) -> Any:
     from failsafe.keyed import keyed
 
     return keyed(lambda host: _breaker(), key=lambda host: host, max_keys=max_keys)(fetch)
+
+
+def _keyed_template(max_keys: int = 10**6) -> Any:
+    """The breaker given as a template: each new key gets a copy of it."""
+    from failsafe.keyed import keyed
+
+    return keyed(_breaker(), key=lambda host: host, max_keys=max_keys)(fetch)
 
 
 def _by_hand() -> Any:
@@ -72,6 +80,13 @@ CASES: list[Case] = [
     Case(
         "keyed",
         "new key",
+        "failsafe keyed (breaker template)",
+        lambda: {"g": _keyed_template(), "keys": itertools.count()},
+        NEXT_HOST,
+    ),
+    Case(
+        "keyed",
+        "new key",
         "dict of decorated functions",
         lambda: {"g": _by_hand(), "keys": itertools.count()},
         NEXT_HOST,
@@ -81,6 +96,13 @@ CASES: list[Case] = [
         "eviction churn",
         "failsafe keyed",
         lambda: {"g": _keyed(100), "keys": itertools.cycle(range(200))},
+        NEXT_HOST,
+    ),
+    Case(
+        "keyed",
+        "eviction churn",
+        "failsafe keyed (breaker template)",
+        lambda: {"g": _keyed_template(100), "keys": itertools.cycle(range(200))},
         NEXT_HOST,
     ),
     Case(

@@ -746,3 +746,55 @@ async def test_key_functions_and_their_errors() -> None:
     call = failing("https://a/")  # making the call raises nothing
     with pytest.raises(ValueError, match="https://a/"):
         await call
+
+
+async def test_a_breaker_template_is_copied_per_key(clock: FakeClock) -> None:
+    """keyed(breaker, ...): each new key gets a copy of the template's configuration (none of
+    its state), reporting under the template's name; the template itself is never called."""
+    from failsafe import _core
+    from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker, consecutive_breaker
+
+    template = consecutive_breaker(ConnectionError, 2, 30, 1, name="per_host")
+    template.open_for(100)  # state of the template is not copied
+    registry = keyed(template, key=lambda host, fail=False: host, max_keys=2)
+
+    @registry
+    async def fetch(host: str, fail: bool = False) -> str:
+        if fail:
+            raise ConnectionError(host)
+        return host
+
+    assert await fetch("a") == "a"
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await fetch("b", True)
+    with pytest.raises(BreakerFailing):
+        await fetch("b")
+    a, b = registry.get("a"), registry.get("b")
+    assert type(a) is CircuitBreaker
+    assert a is not b
+    assert a is not template
+    assert (a.state, b.state, template.state) == ("working", "failing", "failing")
+    assert a.name == b.name == "per_host"
+    with pytest.raises(ValueError, match="x"):  # a's own filter: ValueError is no failure
+        await registry.get("a")(_raise_value_error)()
+    assert a.state == "working"
+    series = {(n, p): s for n, p, _, s in _core.all_series()}[("per_host", "circuitbreaker")]
+    assert series.live == 3  # the template and its two copies
+    for i in range(3):  # the open breaker is kept while other hosts come and go
+        assert await fetch(f"up{i}") == f"up{i}"
+    assert registry.get("b") is b
+    clock.advance(30)
+    assert await fetch("b") == "b"  # its probe closes it
+    assert b.state == "working"
+
+
+async def _raise_value_error() -> None:
+    raise ValueError("x")
+
+
+def test_a_template_must_be_a_breaker() -> None:
+    from failsafe.bulkhead import bulkhead
+
+    with pytest.raises(TypeError, match="factory must be a callable key -> policy, or a circuit"):
+        keyed(bulkhead(1), key=lambda user: user)

@@ -1,7 +1,9 @@
 """Policies per key: a breaker per host, a limiter per user.
 
 ``keyed(factory, key=...)`` routes each call to the policy of its key (``key(*args,
-**kwargs)``), made by ``factory(key)`` on first use. The registry is bounded (``max_keys``) and
+**kwargs)``), made by ``factory(key)`` on first use; ``factory`` may also be a circuit breaker,
+a template copied for each new key (its configuration, none of its state) without running the
+Python construction again. The registry is bounded (``max_keys``) and
 forgets idle policies (``idle_after`` seconds without a call), least recently used first, but
 never one that still holds state: a policy whose ``_holds_state()`` returns True stays (a
 breaker not back to a clean closed state, a limiter whose bucket is not full again, a bulkhead
@@ -33,11 +35,14 @@ import threading
 import types
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, overload
 
 from failsafe import _core, _native
 from failsafe.exceptions import FailsafeError
 from failsafe.stats import KeyedStats
+
+if TYPE_CHECKING:
+    from failsafe.circuitbreaker import CircuitBreaker
 
 __all__ = ["Keyed", "KeyedStats", "RegistryFull", "keyed"]
 
@@ -112,8 +117,17 @@ class Keyed[P]:
         idle_after: float | None = None,
         name: str | None = None,
     ) -> None:
-        if not callable(factory):
+        if isinstance(factory, _core.Component):
+            if not callable(getattr(factory, "_clone", None)):
+                raise TypeError(
+                    f"factory must be a callable key -> policy, or a circuit breaker to copy"
+                    f" per key, not {factory!r}"
+                )
+            self._template: Any = factory
+        elif not callable(factory):
             raise TypeError(f"factory must be a callable key -> policy, not {factory!r}")
+        else:
+            self._template = None
         if not callable(key):
             raise TypeError(f"key must be a callable (*args, **kwargs) -> key, not {key!r}")
         self._factory = factory
@@ -160,7 +174,8 @@ class Keyed[P]:
             self._expire_one(now)
             if len(entries) >= self.max_keys:
                 self._free_one()
-            policy = self._factory(key)
+            template = self._template
+            policy = template._clone() if template is not None else self._factory(key)
             if not callable(policy):
                 raise TypeError(
                     f"keyed factory {_name_of(self._factory)} returned {policy!r} for key"
@@ -266,6 +281,8 @@ class Keyed[P]:
         """Decorates an async function: each call runs under the policy of its key."""
         _core.check_async(fn, "keyed")
         self._counts._adopt_name(fn)
+        if self._template is not None:  # its copies report under fn's name, as made ones do
+            self._template._adopt_name(fn)
         arg = _returned_arg(self._key)
         route = _native.KeyedRoute(
             self,
@@ -331,8 +348,26 @@ class Keyed[P]:
         return f"<keyed {len(self._entries)}/{self.max_keys} keys idle_after={self.idle_after}>"
 
 
+@overload
+def keyed[P: CircuitBreaker](
+    factory: P,
+    *,
+    key: Callable[..., Hashable],
+    max_keys: int = 10_000,
+    idle_after: float | None = None,
+    name: str | None = None,
+) -> Keyed[P]: ...
+@overload
 def keyed[P](
     factory: Callable[[Any], P],
+    *,
+    key: Callable[..., Hashable],
+    max_keys: int = 10_000,
+    idle_after: float | None = None,
+    name: str | None = None,
+) -> Keyed[P]: ...
+def keyed[P](
+    factory: Any,
     *,
     key: Callable[..., Hashable],
     max_keys: int = 10_000,
