@@ -21,8 +21,8 @@ typedef struct KeyedEntry {
     PyObject_HEAD
     PyObject *policy;       /* the key's policy (strong) */
     PyObject *guards;       /* dict: decorated function -> policy(fn) (strong) */
-    PyObject *fn0, *guard0; /* the first function decorated and its guard (borrowed from
-                             * guards, which keeps them for the entry's life) */
+    PyObject *fn0, *guard0; /* the first function decorated and its guard (strong), read by
+                             * the C route without a lookup in guards */
     Py_ssize_t pins;        /* calls running through the registry with this entry */
     long long used_ns;      /* last call (failsafe's clock), kept when idle_after is set */
 } KeyedEntry;
@@ -90,8 +90,8 @@ static PyObject *entry_set_guard(PyObject *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     if (e->fn0 == NULL) {
-        e->fn0 = args[0];
-        e->guard0 = args[1];
+        e->fn0 = Py_NewRef(args[0]);
+        e->guard0 = Py_NewRef(args[1]);
     }
     Py_RETURN_NONE;
 }
@@ -114,14 +114,16 @@ static int entry_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(e->policy);
     Py_VISIT(e->guards);
+    Py_VISIT(e->fn0);
+    Py_VISIT(e->guard0);
     return 0;
 }
 
 static int entry_clear(PyObject *self)
 {
     KeyedEntry *e = (KeyedEntry *)self;
-    e->fn0 = NULL;
-    e->guard0 = NULL;
+    Py_CLEAR(e->fn0);
+    Py_CLEAR(e->guard0);
     Py_CLEAR(e->policy);
     Py_CLEAR(e->guards);
     return 0;
