@@ -114,6 +114,7 @@ STATS = {
     "hedge": ["HedgeStats"],
     "featuretoggle": ["FeatureToggleStats", "SharedFeatureToggleStats"],
     "adaptive": ["ConcurrencyLimitStats", "ThrottleStats"],
+    "keyed": ["KeyedStats"],
 }
 
 

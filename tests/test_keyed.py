@@ -600,3 +600,236 @@ async def test_a_policy_is_kept_while_a_call_runs_through_the_registry() -> None
     assert policy.calls == 1
     assert await work("other") == "other"  # now its place is free
     assert "slow" not in registry
+
+
+# -- the C route of known keys (issue 17) --------------------------------------------------------
+
+
+def _breakers(max_keys: int = 10_000, **kw: Any) -> Keyed[Any]:
+    from failsafe.circuitbreaker import consecutive_breaker
+
+    return keyed(
+        lambda host: consecutive_breaker(ConnectionError, 3, 60, 1),
+        key=lambda host, fail=False: host,
+        max_keys=max_keys,
+        **kw,
+    )
+
+
+async def test_hundreds_of_tasks_across_keys_with_cancellations() -> None:
+    """Calls of known keys (routed in C) from many tasks: failures land on their own key's
+    breaker, cancelled calls count as nothing and release what they pinned, so every idle key
+    can be evicted afterwards."""
+    registry = _breakers(max_keys=20)
+    gate = asyncio.Event()
+
+    @registry
+    async def fetch(host: int, fail: bool = False) -> int:
+        await gate.wait()
+        if fail:
+            raise ConnectionError(host)
+        return host
+
+    for k in range(20):  # made through the registry's Python path; the calls below are known
+        assert await _settled(fetch(k), gate) == k
+    gate.clear()
+    tasks = [asyncio.create_task(fetch(i % 20, fail=i % 20 == 7)) for i in range(400)]
+    await asyncio.sleep(0)
+    with pytest.raises(RegistryFull):  # every place pinned by a running call
+        await fetch(99)
+    for t in tasks[::3]:
+        t.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
+    assert cancelled == len(tasks[::3])
+    for i, r in enumerate(results):
+        if not isinstance(r, asyncio.CancelledError):
+            assert (r == i % 20) if i % 20 != 7 else isinstance(r, (ConnectionError, FailsafeError))
+    assert registry.get(7).state == "failing"  # its failures all reached one breaker
+    assert all(registry.get(k).state == "working" for k in range(20) if k != 7)
+    # Nothing stays pinned: 19 new keys take the places of the 19 closed breakers; the open
+    # one stays.
+    for k in range(100, 119):
+        assert await fetch(k) == k
+    assert 7 in registry
+    assert sorted(registry) == [7, *range(100, 119)]
+    assert registry.stats().evicted == 19
+
+
+async def _settled(coro: Any, gate: asyncio.Event) -> Any:
+    gate.set()
+    return await coro
+
+
+async def test_a_running_call_of_a_known_key_keeps_its_breaker() -> None:
+    registry = _breakers(max_keys=1)
+    gate = asyncio.Event()
+
+    @registry
+    async def fetch(host: str, fail: bool = False) -> str:
+        if host == "slow":
+            await gate.wait()
+        return host
+
+    gate.set()
+    assert await fetch("slow") == "slow"  # made
+    gate.clear()
+    breaker = registry.get("slow")
+    running = asyncio.create_task(fetch("slow"))  # a known key: routed in C
+    await asyncio.sleep(0)
+    assert registry._entries["slow"].pins == 1  # held by the running call's FsCall
+    with pytest.raises(RegistryFull):
+        await fetch("other")
+    never_awaited = fetch("slow")
+    assert registry._entries["slow"].pins == 2
+    never_awaited.close()  # a call closed before it ran holds nothing
+    assert registry._entries["slow"].pins == 1
+    gate.set()
+    assert await running == "slow"
+    assert registry.stats().refused == 1
+    assert await fetch("other") == "other"  # nothing pinned any more
+    assert "slow" not in registry
+    assert registry.get("slow") is not breaker  # forgotten once idle, made anew
+
+
+async def test_eviction_churn_is_counted_in_stats_and_metrics() -> None:
+    from failsafe import _core
+
+    registry = _breakers(max_keys=10, name="churn")
+
+    @registry
+    async def fetch(host: int, fail: bool = False) -> int:
+        return host
+
+    for i in range(100):
+        assert await fetch(i % 20) == i % 20  # 20 live keys through 10 places
+    stats = registry.stats()
+    assert (stats.created, stats.evicted, stats.expired, stats.refused) == (100, 90, 0, 0)
+    assert stats["keys"] == stats.held_keys == 10
+    assert stats.max_keys == 10
+    assert stats.name == registry.name == "churn"
+    for i in range(10):
+        assert await fetch(19 - i) == 19 - i  # the last 10 keys: known, nothing made
+    assert registry.stats().created == 100
+    series = {(n, p): s for n, p, _, s in _core.all_series()}[("churn", "keyed")]
+    assert dict(zip(_native_metrics(), series.read(), strict=False)) == {
+        "created": 100,
+        "evicted": 90,
+        "expired": 0,
+        "refused": 0,
+    }
+
+
+def _native_metrics() -> tuple[str, ...]:
+    from failsafe import _native
+
+    return _native.METRICS["keyed"]
+
+
+async def test_idle_keys_expire_while_calls_take_the_c_route(clock: FakeClock) -> None:
+    registry = _breakers(idle_after=10)
+
+    @registry
+    async def fetch(host: str, fail: bool = False) -> str:
+        return host
+
+    for host in ("a", "b", "a", "b"):
+        assert await fetch(host) == host
+    clock.advance(5)
+    for _ in range(3):
+        assert await fetch("b") == "b"  # known: in C, and nothing idle yet
+    clock.advance(6)  # a idle for 11 s, b for 6
+    assert await fetch("b") == "b"
+    assert "a" not in registry
+    assert registry.stats().expired == 1
+    assert "b" in registry
+
+
+async def test_key_functions_and_their_errors() -> None:
+    """A key function that returns an argument is read without a call, but only for calls of
+    its exact shape; any other key function is called; its errors (and an unhashable key) are
+    raised where the call is awaited."""
+    seen: list[object] = []
+
+    def noting(host: object, fail: bool = False) -> object:
+        seen.append(host)
+        return host
+
+    for key in (lambda host, fail=False: host, noting):
+        registry: Keyed[Plain] = keyed(Plain, key=key)
+
+        @registry
+        async def fetch(host: object, fail: bool = False) -> object:
+            return host
+
+        assert await fetch("a") == "a"
+        assert await fetch("a") == "a"
+        assert await fetch(host="a") == "a"  # by keyword: the key function is called
+        assert await fetch("a", True) == "a"
+        assert registry.get("a").calls == 4
+        call = fetch(["unhashable"])
+        with pytest.raises(TypeError, match="unhashable"):
+            await call
+    assert seen == ["a", "a", "a", "a", ["unhashable"]]
+
+    def bad_key(host: str) -> str:
+        raise ValueError(host)
+
+    failing = keyed(Plain, key=bad_key)(host_of)
+    call = failing("https://a/")  # making the call raises nothing
+    with pytest.raises(ValueError, match="https://a/"):
+        await call
+
+
+async def test_a_breaker_template_is_copied_per_key(clock: FakeClock) -> None:
+    """keyed(breaker, ...): each new key gets a copy of the template's configuration (none of
+    its state), reporting under the template's name; the template itself is never called."""
+    from failsafe import _core
+    from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker, consecutive_breaker
+
+    template = consecutive_breaker(ConnectionError, 2, 30, 1, name="per_host")
+    template.open_for(100)  # state of the template is not copied
+    registry = keyed(template, key=lambda host, fail=False: host, max_keys=2)
+
+    @registry
+    async def fetch(host: str, fail: bool = False) -> str:
+        if fail:
+            raise ConnectionError(host)
+        return host
+
+    assert await fetch("a") == "a"
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await fetch("b", True)
+    with pytest.raises(BreakerFailing):
+        await fetch("b")
+    a, b = registry.get("a"), registry.get("b")
+    assert type(a) is CircuitBreaker
+    assert a is not b
+    assert a is not template
+    assert (a.state, b.state, template.state) == ("working", "failing", "failing")
+    assert a.name == b.name == "per_host"
+    with pytest.raises(ValueError, match="x"):  # a's own filter: ValueError is no failure
+        await registry.get("a")(_raise_value_error)()
+    assert a.state == "working"
+    series = {(n, p): s for n, p, _, s in _core.all_series()}[("per_host", "circuitbreaker")]
+    assert series.live == 3  # the template and its two copies
+    for i in range(3):  # the open breaker is kept while other hosts come and go
+        assert await fetch(f"up{i}") == f"up{i}"
+    assert registry.get("b") is b
+    clock.advance(30)
+    assert await fetch("b") == "b"  # its probe closes it
+    assert b.state == "working"
+
+
+async def _raise_value_error() -> None:
+    raise ValueError("x")
+
+
+def test_a_template_must_be_a_breaker() -> None:
+    from failsafe.bulkhead import bulkhead
+
+    with pytest.raises(TypeError, match="factory must be a callable key -> policy, or a circuit"):
+        keyed(bulkhead(1), key=lambda user: user)

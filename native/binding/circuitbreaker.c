@@ -399,6 +399,50 @@ static int breaker_setup_core(FsBreaker *b, const fs_breaker_config *cfg)
     return 0;
 }
 
+/* _copy(): a fresh working breaker of self's type and configuration (exception filters, break
+ * reader, name, listeners flag, and a shallow copy of the Python subclass's attributes), none
+ * of its state: what a keyed registry makes per key from a template, without re-running the
+ * Python validation. New reference, or NULL with an exception (a breaker shared through a
+ * store has state outside the process: TypeError). */
+static PyObject *breaker_copy(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsBreaker *t = (FsBreaker *)self;
+    PyTypeObject *type = Py_TYPE(self);
+    if (t->shared) {
+        PyErr_SetString(PyExc_TypeError, "a breaker shared through a store has no copies");
+        return NULL;
+    }
+    FsBreaker *b = (FsBreaker *)type->tp_alloc(type, 0);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->base.name = Py_NewRef(t->base.name);
+    if (fs_policy_init(&b->base, &breaker_ops, FS_PATTERN_CIRCUITBREAKER, t->base.flags,
+                       "circuitbreaker")
+            < 0
+        || (b->entries = PyDict_New()) == NULL || breaker_setup_core(b, &t->core.cfg) < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    b->base.local_listeners = t->base.local_listeners;
+    b->on = Py_XNewRef(t->on);
+    b->on_pred = Py_XNewRef(t->on_pred);
+    b->signal = Py_XNewRef(t->signal);
+    b->time_at_end = t->time_at_end;
+    if (type->tp_dictoffset != 0) {
+        PyObject *attrs = PyObject_GenericGetDict(self, NULL);
+        PyObject *copy = attrs == NULL ? NULL : PyDict_Copy(attrs);
+        Py_XDECREF(attrs);
+        if (copy == NULL || PyObject_GenericSetDict((PyObject *)b, copy, NULL) < 0) {
+            Py_XDECREF(copy);
+            Py_DECREF(b);
+            return NULL;
+        }
+        Py_DECREF(copy);
+    }
+    return (PyObject *)b;
+}
+
 static PyObject *breaker_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
                              PyObject *Py_UNUSED(kwargs))
 {
@@ -776,6 +820,8 @@ static PyMethodDef breaker_methods[] = {
     FS_POLICY_METHODS,
     {"_configure", (PyCFunction)(void (*)(void))breaker_configure, METH_VARARGS | METH_KEYWORDS,
      "Sets up a fresh working breaker."},
+    {"_copy", breaker_copy, METH_NOARGS,
+     "A fresh working breaker of this one's type and configuration, none of its state."},
     {"__aenter__", breaker_aenter, METH_NOARGS, "Admission of an async with block."},
     {"__aexit__", (PyCFunction)(void (*)(void))breaker_aexit, METH_FASTCALL,
      "The end of an async with block: its outcome."},

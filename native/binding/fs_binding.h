@@ -25,7 +25,7 @@
     X(CIRCUITBREAKER, "circuitbreaker") X(FAILFAST, "failfast") X(BULKHEAD, "bulkhead")        \
     X(RATELIMIT, "ratelimit") X(CACHE, "cache") X(HEDGE, "hedge")                              \
     X(FEATURETOGGLE, "featuretoggle") X(CONCURRENCY_LIMIT, "concurrency_limit")                \
-    X(THROTTLE, "throttle")
+    X(THROTTLE, "throttle") X(KEYED, "keyed")
 #define FS_PATTERN_ENUM(id, name) FS_PATTERN_##id,
 enum {
     FS_PATTERN_LIST(FS_PATTERN_ENUM)
@@ -99,6 +99,11 @@ typedef struct fs_state {
     /* adaptive.c */
     PyTypeObject *AdaptiveLimit_Type;
     PyTypeObject *AdaptiveThrottle_Type;
+    /* keyed.c */
+    PyTypeObject *KeyedEntry_Type;
+    PyTypeObject *KeyedRoute_Type;
+    PyObject *str_routed;           /* "_routed" */
+    PyObject *str_hold;             /* "_hold" */
     /* imports from asyncio (asyncio is imported before _asyncio; see asyncio_fast.c) */
     PyObject *CancelledError;
     PyObject *get_running_loop;
@@ -323,6 +328,11 @@ typedef struct fs_policy_ops {
 PyObject *fs_guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t nargsf,
                         PyObject *kwnames);
 
+/* fs_guard_call timed into p's own latency histogram when it has one, as p's guard would time
+ * it: for a router handing the call to p (keyed). Same contract as fs_guard_call. */
+PyObject *fs_guard_call_timed(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames);
+
 /* Flags of FsPolicy.flags */
 #define FS_POL_KEEP_ARGS  0x1u  /* FsCall keeps the call's arguments (slow paths re-call or pass them) */
 #define FS_POL_NEEDS_T0   0x2u  /* FsCall records its start time in t0_ns */
@@ -538,6 +548,8 @@ struct FsCall {
     double timeout_s;       /* timeout: the delay of this call */
     FsTimerEntry entry;     /* timeout: the deadline of this call */
     PyObject *pobj;         /* owned by the policy's hooks (cleared with the call, visited) */
+    PyObject *pin;          /* a keyed registry's entry pinned while the call runs (owned), or
+                             * NULL: unpinned when the call ends (keyed.c) */
     uint64_t pword;         /* policy scratch (e.g. a key hash, a probe flag) */
 };
 
@@ -657,7 +669,10 @@ typedef struct fs_part {
 extern const fs_part fs_outcome_part, fs_retry_part, fs_fallback_part, fs_backoff_part,
     fs_breaker_part, fs_failfast_part, fs_bulkhead_part, fs_ratelimit_part, fs_cache_part,
     fs_hedge_part, fs_featuretoggle_part, fs_adaptive_part, fs_throttle_part,
-    fs_deadline_part, fs_latency_part;
+    fs_deadline_part, fs_latency_part, fs_keyed_part;
+
+/* Drops one pin of a keyed registry's entry (a KeyedEntry, borrowed): its call ended. */
+void fs_keyed_unpin(PyObject *entry);
 
 /* Latency histograms (latency.c). The outcome (FS_LAT_*) of a call that raised exc: what is not
  * an Exception (NULL, CancelledError, a close) is a cancellation, never a failure; a policy's

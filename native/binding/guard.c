@@ -24,6 +24,10 @@ static void call_release(FsCall *c)
     Py_CLEAR(c->kwnames);
     Py_CLEAR(c->pobj);
     Py_CLEAR(c->lat);
+    if (c->pin != NULL) {
+        fs_keyed_unpin(c->pin);
+        Py_CLEAR(c->pin);
+    }
 }
 
 /* Counts the end of the timed call c (c->lat set) with outcome into its histogram, once. */
@@ -425,6 +429,7 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(c->args);
     Py_VISIT(c->kwnames);
     Py_VISIT(c->pobj);
+    Py_VISIT(c->pin);
     if (c->args == NULL) {
         for (Py_ssize_t i = 0; i < c->ntotal; i++) {
             Py_VISIT(c->iargs[i]);
@@ -645,6 +650,7 @@ static FsCall *call_new(FsPolicy *p)
     c->lat = NULL;
     c->timeout_s = 0.0;
     c->pobj = NULL;
+    c->pin = NULL;
     c->pword = 0;
     memset(&c->entry, 0, sizeof(c->entry));
     fs_heap_node_init(&c->entry.node);
@@ -812,6 +818,12 @@ PyObject *fs_guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t
                         PyObject *kwnames)
 {
     return guard_call(p, fn, args, nargsf, kwnames, NULL);    /* timed by its caller's guard */
+}
+
+PyObject *fs_guard_call_timed(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames)
+{
+    return guard_call(p, fn, args, nargsf, kwnames, p->latency);
 }
 
 static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,

@@ -554,7 +554,7 @@ static const fs_part *const parts[] = {
     &timeout_part,       &fs_breaker_part,   &fs_failfast_part, &fs_bulkhead_part,
     &fs_ratelimit_part,  &fs_cache_part,     &fs_hedge_part,    &fs_featuretoggle_part,
     &fs_outcome_part,    &fs_adaptive_part,  &fs_throttle_part, &fs_deadline_part,
-    &fs_latency_part,
+    &fs_latency_part,    &fs_keyed_part,
 };
 #define N_PARTS (sizeof(parts) / sizeof(parts[0]))
 

@@ -491,6 +491,41 @@ class Hedge(_Policy):
 
 class KeyedLimiter(Limiter): ...
 
+class KeyedEntry:
+    def __init__(self, policy: Any) -> None: ...
+    @property
+    def policy(self) -> Any: ...
+    @property
+    def guards(self) -> dict[Any, Any]: ...
+    @property
+    def pins(self) -> int: ...
+    used_ns: int
+    def _set_guard(self, fn: Callable[..., Any], guard: Any, /) -> None: ...
+    def _pin(self) -> None: ...
+    def _unpin(self) -> None: ...
+
+class KeyedRoutes(Protocol):
+    """What a KeyedRoute calls on its registry (failsafe.keyed.Keyed)."""
+
+    def _routed(
+        self, fn: Callable[..., Any], key: Any, *args: Any, **kwargs: Any
+    ) -> Awaitable[Any]: ...
+    def _hold(self, entry: KeyedEntry, aw: Awaitable[Any]) -> Awaitable[Any]: ...
+
+class KeyedRoute(_Policy):
+    def __init__(
+        self,
+        registry: KeyedRoutes | None = ...,
+        entries: dict[Any, KeyedEntry] | None = ...,
+        key: Callable[..., Any] | None = ...,
+        fn: Callable[..., Any] | None = ...,
+        counts: KeyedRoute | None = ...,
+        timed: bool = ...,
+        key_arg: int = ...,
+        key_nargs: int = ...,
+    ) -> None: ...
+    _check_at: int
+
 # circuitbreaker.c
 
 class BreakerFailingBase(Exception):
@@ -498,6 +533,7 @@ class BreakerFailingBase(Exception):
     def __init__(self, message: str = "", *, retry_after: float | None = None) -> None: ...
 
 class Breaker(_Policy):
+    def _copy(self) -> Self: ...
     def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
     def _configure(
         self,

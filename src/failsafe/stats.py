@@ -27,6 +27,7 @@ __all__ = [
     "FallbackStats",
     "FeatureToggleStats",
     "HedgeStats",
+    "KeyedStats",
     "KeyedTokenBucketStats",
     "PolicyStats",
     "RateLimitStats",
@@ -251,6 +252,21 @@ class KeyedTokenBucketStats(RateLimitStats):
     bucket_size: int
     held_keys: int = field(metadata=_key("keys"))
     limited_keys: int
+    max_keys: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class KeyedStats(PolicyStats):
+    """A keyed registry: policies made, forgotten to make room (``evicted``) or for being idle
+    (``expired``), new keys refused (every place held), the keys held (key ``"keys"``, as for
+    ``KeyedTokenBucketStats``) and ``max_keys``. ``evicted`` growing with ``created`` means the
+    live keys outnumber ``max_keys``: every such call forgets a policy and makes another."""
+
+    created: int
+    evicted: int
+    expired: int
+    refused: int
+    held_keys: int = field(metadata=_key("keys"))
     max_keys: int
 
 

@@ -332,6 +332,14 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         self._recovery_time = recovery
         self._settings = config
 
+    def _clone(self) -> Self:
+        """A fresh working breaker configured as this one, none of its state: a keyed
+        registry's breaker for a new key, made from this one as a template."""
+        clone: Self = self._copy()
+        if self._explicit_name:
+            _core._join(clone, self._SERIES.get(self._name) or _core._new_series(clone))
+        return clone
+
     @property
     def state(self) -> BreakerState:
         """The current state (working, failing or recovering)."""
