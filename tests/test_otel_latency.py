@@ -790,3 +790,36 @@ async def test_no_current_span_no_events(span_events: Spans) -> None:
     with pytest.raises(FeatureDisabled):
         await off()
     assert span_events.exporter.get_finished_spans() == ()
+
+
+async def test_keyed_calls_are_timed_by_their_keys_policy(otel: Otel, clock: FakeClock) -> None:
+    """A key's first call goes through Python, the next ones through the C route: each call is
+    timed once, into the histogram of its own key's breaker, with its outcome."""
+    from failsafe.keyed import keyed
+
+    prefix = unique("kl")
+    breakers = keyed(
+        lambda h: consecutive_breaker(ConnectionError, failure_threshold=9, name=f"{prefix}.{h}"),
+        key=lambda h, fail: h,
+    )
+
+    @breakers
+    async def call(host: str, fail: bool) -> str:
+        clock.advance(0.002)
+        if fail:
+            raise ConnectionError
+        return host
+
+    for _ in range(3):
+        assert await call("a", False) == "a"
+    with pytest.raises(ConnectionError):
+        await call("a", True)
+    assert await call("b", False) == "b"
+    hist = otel.histograms()
+    a = hist[f"{NS}.{prefix}.a.circuitbreaker.duration"]
+    b = hist[f"{NS}.{prefix}.b.circuitbreaker.duration"]
+    assert a["success"].count == 3
+    assert a["success"].sum == pytest.approx(0.006)
+    assert a["failure"].count == 1
+    assert b["success"].count == 1
+    assert set(b) == {"success"}
