@@ -43,17 +43,6 @@ static int ad_pass(PyObject *result, PyObject *exc, PyObject **out)
     return FS_NEXT_RETURN;
 }
 
-/* Both types' tp_dealloc: clear is the type's own tp_clear (not a subclass's). */
-static void ad_dealloc(PyObject *self, inquiry clear)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    fs_policy_clear((FsPolicy *)self);
-    clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* A read-only attribute of either type: get's closure is its index. */
 #define AD_FIELD(get, name, i, doc) {name, get, NULL, doc, (void *)(intptr_t)(i)}
 
@@ -374,7 +363,7 @@ static int al_clear(PyObject *self)
 
 static void al_dealloc(PyObject *self)
 {
-    ad_dealloc(self, al_clear);
+    fs_policy_dealloc(self, al_clear);
 }
 
 static PyMemberDef al_members[] = {
@@ -623,7 +612,7 @@ static int th_clear(PyObject *self)
 
 static void th_dealloc(PyObject *self)
 {
-    ad_dealloc(self, th_clear);
+    fs_policy_dealloc(self, th_clear);
 }
 
 static PyMemberDef th_members[] = {
