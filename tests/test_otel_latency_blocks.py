@@ -4,7 +4,7 @@ outcome, as decorated calls are; read through the real OpenTelemetry SDK's in-me
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,18 +17,9 @@ from failsafe.integrations.opentelemetry import FailsafeOtelInstrumentor
 from failsafe.ratelimit import RateLimitExceeded, tokenbucket
 from failsafe.testing import FakeClock
 from failsafe.timeout import timeout
-from test_otel_latency import MS, NS, Otel, bucket_of, unique
+from test_otel_latency import MS, NS, Otel, bucket_of, otel, unique
 
-
-@pytest.fixture
-def otel() -> Iterator[Otel]:
-    inst = FailsafeOtelInstrumentor()
-    inst.uninstrument()
-    o = Otel()
-    inst.instrument(namespace=NS, meter_provider=o.provider, latency=True)
-    yield o
-    inst.uninstrument()
-    o.provider.shutdown()
+__all__ = ["otel"]  # the fixture, shared with test_otel_latency
 
 
 # Each block form: (pattern, a policy named name). Every one admits a block while fresh.
