@@ -290,3 +290,29 @@ async def test_a_state_stored_without_versions_is_read_and_flipped(
     await peer.ready()  # type: ignore[attr-defined]
     assert peer.enabled
     await store.aclose()
+
+
+def test_a_flip_made_outside_an_event_loop_is_stored_by_the_first_call(
+    redis_server: RedisServer,
+) -> None:
+    def build() -> tuple[RedisStore, FeatureToggle]:
+        store = RedisStore(redis_server.url, prefix="toggles")
+        return store, featuretoggle(enabled=True, name="no-loop", store=store)
+
+    store, toggle = build()
+    toggle.disable()  # no loop runs: it acts here at once and stays due
+    assert not toggle.enabled
+
+    @toggle
+    async def f() -> None:
+        pass
+
+    async def first_call() -> None:
+        with pytest.raises(FeatureDisabled):
+            await f()
+        peer_store, peer = build()  # built enabled: the stored flip wins
+        await _until(lambda: not peer.enabled)
+        await peer_store.aclose()
+        await store.aclose()
+
+    asyncio.run(first_call())

@@ -247,12 +247,13 @@ class SharedFeatureToggle(FeatureToggle):
         self._flipped_ns = ns
         self._versions[field] = f"{ns:020d}{_ORIGIN:010d}"
         self._due.add(field)
-        self._loaded = True
-        self._apply()
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop: stored by the watcher of the first loop that runs
+        except RuntimeError:  # no loop: the first call (Python path until read) stores it
+            self._apply(gate=not self._loaded)
             return _Stored(None)
+        self._loaded = True
+        self._apply()
         self._watch()
 
         async def store() -> None:
