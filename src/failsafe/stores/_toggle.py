@@ -91,11 +91,12 @@ def _gate(*args: Any, **kwargs: Any) -> bool:  # pragma: no cover - never called
 
 
 class _Stored:
-    """The awaitable enable()/disable()/set_rollout() return (it never raises): done once the
-    store has answered, having taken the change or kept a newer flip made elsewhere (which then
-    applies here too), or once it failed to answer (down, slow): then the change acts locally,
-    stays due and the watcher stores it when the store answers again, unless a newer flip made
-    elsewhere was stored meanwhile."""
+    """The awaitable enable()/disable()/set_rollout() return; it gives None and never raises.
+    It is done once the store has answered (it took the change, or kept a newer flip made
+    elsewhere, which then applies here too), or once it failed to answer (down, slower than
+    ``op_timeout``): then the change acts locally, stays due and the watcher stores it when the
+    store answers again, unless a newer flip made elsewhere was stored meanwhile. Made outside
+    an event loop, it is done at once and the first call stores the change."""
 
     __slots__ = ("_task",)
 
@@ -111,11 +112,13 @@ class SharedFeatureToggle(FeatureToggle):
     """A feature toggle shared by every process using the same store and ``name``.
 
     ``enable()``, ``disable()`` and ``set_rollout()`` act locally at once and return an awaitable
-    done once the change is stored (then every process sees it within about a second; not
-    awaiting it still propagates). A process reads the stored state before its first call; the
-    first process to read it seeds it with its ``enabled`` / ``rollout``. When the store cannot
-    answer, ``on_error`` decides: ``"local"`` and ``"allow"`` keep the last known state,
-    ``"deny"`` refuses every call until the store answers again.
+    done once the store has answered (then every process sees it within about a second; not
+    awaiting it still propagates); a change the store did not take stays due and is stored
+    when it answers again. The last flip by wall-clock time wins. A process reads the stored
+    state before its first call; the first process to read it seeds it with its ``enabled`` /
+    ``rollout``. When the store cannot answer, ``on_error`` decides: ``"local"`` and
+    ``"allow"`` keep the last known state, ``"deny"`` refuses every call until the store
+    answers again.
     """
 
     def __init__(
