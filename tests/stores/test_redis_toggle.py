@@ -1,11 +1,14 @@
 """A feature toggle shared through a real Redis: a flip in one process reaches another process
-within a second both ways, a process started later reads the state before its first call, and
-an outage under each on_error."""
+within a second both ways, a process started later reads the state before its first call, an
+outage under each on_error, and a flip made during an outage: stored when Redis returns unless
+a later flip elsewhere wins."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +179,140 @@ async def test_outage_under_each_on_error(own_redis: RedisServer, on_error: str)
     await f()
     await store.aclose()
     await other.aclose()
+
+
+@pytest.fixture
+def durable_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone that keeps its data across a crash (append-only file,
+    synced on every write): the state stored before an outage is there when it returns."""
+    server = RedisServer(None, "--appendonly", "yes", "--appendfsync", "always").start()
+    yield server
+    server.stop()
+
+
+async def _pair(server: RedisServer, name: str) -> tuple[list[RedisStore], list[FeatureToggle]]:
+    stores = [
+        await connected(RedisStore(server.url, prefix="toggles", op_timeout=0.05)) for _ in range(2)
+    ]
+    toggles = [
+        featuretoggle(enabled=True, rollout=100, key=lambda user: user, name=name, store=s)
+        for s in stores
+    ]
+    for toggle in toggles:
+        await toggle.ready()  # type: ignore[attr-defined]
+    return stores, toggles
+
+
+async def test_a_flip_made_while_redis_is_down_is_stored_when_it_returns(
+    durable_redis: RedisServer,
+) -> None:
+    stores, (a, b) = await _pair(durable_redis, "due")
+    durable_redis.kill()
+    await a.disable()  # not taken: it does not raise and acts here at once
+    await a.set_rollout(30)  # type: ignore[attr-defined]
+    assert (a.enabled, a.rollout) == (False, 30)
+    await asyncio.sleep(1.0)  # the watchers' polls find the store down meanwhile
+    assert (a.enabled, a.rollout) == (False, 30)
+    assert (b.enabled, b.rollout) == (True, 100)
+    durable_redis.restart()  # with the state stored before the outage: enabled, 100 %
+    deadline = time.monotonic() + 10
+    while (b.enabled, b.rollout) != (False, 30) and time.monotonic() < deadline:
+        assert (a.enabled, a.rollout) == (False, 30)  # never put back by a read
+        await asyncio.sleep(0.01)
+    assert (b.enabled, b.rollout) == (False, 30)
+    await asyncio.sleep(1.0)  # later polls and messages keep it
+    assert (a.enabled, a.rollout) == (False, 30)
+    worker = Worker(WORKER, durable_redis.url, "due")  # a process started now reads it
+    try:
+        assert await _line(worker) == ["first", "refused"]
+    finally:
+        worker.stop()
+        for s in stores:
+            await s.aclose()
+
+
+def _flip_elsewhere(url: str, name: str) -> None:
+    """Another process's flips (enable, rollout 70 %), made on its own event loop while the
+    caller's loop is blocked: nothing of the caller's runs until they are stored."""
+
+    async def flip() -> None:
+        store = await connected(RedisStore(url, prefix="toggles", op_timeout=1.0))
+        toggle = featuretoggle(enabled=False, rollout=0, key=lambda u: u, name=name, store=store)
+        await toggle.ready()  # type: ignore[attr-defined]
+        await toggle.enable()
+        await toggle.set_rollout(70)  # type: ignore[attr-defined]
+        await store.aclose()
+
+    thread = threading.Thread(target=asyncio.run, args=(flip(),))
+    thread.start()
+    thread.join()
+
+
+async def test_a_later_flip_elsewhere_wins_over_a_flip_due_from_an_outage(
+    durable_redis: RedisServer,
+) -> None:
+    stores, (a, b) = await _pair(durable_redis, "later-wins")
+    durable_redis.kill()
+    await a.disable()  # due: not taken
+    await a.set_rollout(30)  # type: ignore[attr-defined]
+    await asyncio.sleep(0.6)
+    durable_redis.restart()
+    # Another process flips after a did (and after Redis returned), before a's due flips are
+    # retried (this loop is blocked meanwhile); a's retry is older: the later flips stay.
+    _flip_elsewhere(durable_redis.url, "later-wins")
+    state = durable_redis.cli("HMGET", stores[0].key("later-wins", "toggle"), "enabled", "rollout")
+    assert state.split() == ["1", "70.0"]
+    await _until(lambda: (a.enabled, a.rollout) == (True, 70))
+    await _until(lambda: (b.enabled, b.rollout) == (True, 70))
+    await asyncio.sleep(1.0)  # later polls and messages keep it in both
+    assert (a.enabled, a.rollout) == (True, 70)
+    assert (b.enabled, b.rollout) == (True, 70)
+    worker = Worker(WORKER, durable_redis.url, "later-wins")
+    try:
+        assert await _line(worker) == ["first", "ran"]
+    finally:
+        worker.stop()
+        for s in stores:
+            await s.aclose()
+
+
+async def test_a_state_stored_without_versions_is_read_and_flipped(
+    redis_server: RedisServer,
+) -> None:
+    store = await connected(RedisStore(redis_server.url, prefix="toggles"))
+    toggle = featuretoggle(enabled=True, name="unversioned", store=store)
+    # As an earlier release stored it: the fields alone.
+    redis_server.cli("HSET", store.key("unversioned", "toggle"), "enabled", "0", "rollout", "")
+    await toggle.ready()  # type: ignore[attr-defined]
+    assert not toggle.enabled
+    await toggle.enable()  # any versioned flip is newer than none
+    peer = featuretoggle(enabled=False, name="unversioned", store=store)
+    await peer.ready()  # type: ignore[attr-defined]
+    assert peer.enabled
+    await store.aclose()
+
+
+def test_a_flip_made_outside_an_event_loop_is_stored_by_the_first_call(
+    redis_server: RedisServer,
+) -> None:
+    def build() -> tuple[RedisStore, FeatureToggle]:
+        store = RedisStore(redis_server.url, prefix="toggles")
+        return store, featuretoggle(enabled=True, name="no-loop", store=store)
+
+    store, toggle = build()
+    toggle.disable()  # no loop runs: it acts here at once and stays due
+    assert not toggle.enabled
+
+    @toggle
+    async def f() -> None:
+        pass
+
+    async def first_call() -> None:
+        with pytest.raises(FeatureDisabled):
+            await f()
+        peer_store, peer = build()  # built enabled: the stored flip wins
+        await _until(lambda: not peer.enabled)
+        await peer_store.aclose()
+        await store.aclose()
+
+    asyncio.run(first_call())

@@ -3,15 +3,26 @@
 Evaluation stays local: the policy is the in-process C toggle, and the store only updates it.
 The state lives in one hash (``enabled``, ``rollout``); a change is written by a script that
 also publishes on the policy's channel, and every process re-reads the hash on that message and
-every ``_POLL`` seconds (the safety net when a message is lost). Until a process has read the
-state once, its calls take the Python path, which reads it first; after that they cost what an
-in-process toggle costs.
+every ``_POLL`` seconds (the safety net when a message is lost).
+
+Each flip carries a version (its wall-clock time in ns and a per-process tie-break, stored
+beside the field as ``enabled_v`` / ``rollout_v``): the store keeps a field's value only from a
+flip newer than the stored one, so the last flip by time wins in every process, whatever order
+the writes arrive in. A flip the store did not take (down, slow) stays due: the watcher's next
+turn stores it with its read, and until then a read does not undo it locally unless the stored
+flip is newer. A hash without versions (written by an earlier release) reads as version 0.
+
+Until a process has read the state once, its calls take the Python path, which reads it first;
+after that they cost what an in-process toggle costs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import secrets
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -27,21 +38,51 @@ __all__ = ["SharedFeatureToggle"]
 _FLAG: Final[Any] = _native.FeatureToggle.__dict__["enabled"]
 _POLL: Final = 0.5  # seconds between re-reads of the stored state (pub/sub is the fast path)
 
-# KEYS: state hash. ARGV: enabled (0|1), rollout ('' when none). Seeds the state when absent;
-# replies {enabled, rollout}.
-_READ: Final = """
+_FIELDS: Final = ("enabled", "rollout")
+
+# KEYS: state hash. ARGV: channel, seed enabled (0|1), seed rollout ('' when none), then
+# (field, value, version) per flip to store. Seeds the state when absent (unversioned: any flip
+# is newer); stores each flip newer than its field's stored version (versions are digit strings
+# of one width, so longer or greater is newer; none is ''); publishes when it stored one.
+# Replies {enabled, rollout, enabled_v, rollout_v}.
+_SYNC: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'enabled', ARGV[1], 'rollout', ARGV[2])
+  redis.call('HSET', KEYS[1], 'enabled', ARGV[2], 'rollout', ARGV[3])
 end
-return redis.call('HMGET', KEYS[1], 'enabled', 'rollout')
+local stored = false
+for i = 4, #ARGV, 3 do
+  local version = ARGV[i + 2]
+  local current = redis.call('HGET', KEYS[1], ARGV[i] .. '_v') or ''
+  if #version > #current or (#version == #current and version > current) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1], ARGV[i] .. '_v', version)
+    stored = true
+  end
+end
+if stored then
+  redis.call('PUBLISH', ARGV[1], '1')
+end
+return redis.call('HMGET', KEYS[1], 'enabled', 'rollout', 'enabled_v', 'rollout_v')
 """
 
-# KEYS: state hash. ARGV: channel, field, value. Stores one change and tells every process.
-_WRITE: Final = """
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1
-"""
+
+def _origin() -> int:
+    return secrets.randbelow(10**10)
+
+
+_ORIGIN = _origin()  # the tie-break of this process's versions (two flips in the same ns)
+
+
+def _reseed() -> None:
+    global _ORIGIN
+    _ORIGIN = _origin()
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
+def _newer(version: str, than: str) -> bool:
+    """Whether one version is newer than another ('' for none: older than any)."""
+    return len(version) > len(than) or (len(version) == len(than) and version > than)
 
 
 def _gate(*args: Any, **kwargs: Any) -> bool:  # pragma: no cover - never called: a marker
@@ -50,8 +91,12 @@ def _gate(*args: Any, **kwargs: Any) -> bool:  # pragma: no cover - never called
 
 
 class _Stored:
-    """The awaitable enable()/disable() return: done once the store has the change (or could
-    not take it: the change stays local and is retried by the next change or a reconnect)."""
+    """The awaitable enable()/disable()/set_rollout() return; it gives None and never raises.
+    It is done once the store has answered (it took the change, or kept a newer flip made
+    elsewhere, which then applies here too), or once it failed to answer (down, slower than
+    ``op_timeout``): then the change acts locally, stays due and the watcher stores it when the
+    store answers again, unless a newer flip made elsewhere was stored meanwhile. Made outside
+    an event loop, it is done at once and the first call stores the change."""
 
     __slots__ = ("_task",)
 
@@ -67,11 +112,13 @@ class SharedFeatureToggle(FeatureToggle):
     """A feature toggle shared by every process using the same store and ``name``.
 
     ``enable()``, ``disable()`` and ``set_rollout()`` act locally at once and return an awaitable
-    done once the change is stored (then every process sees it within about a second; not
-    awaiting it still propagates). A process reads the stored state before its first call; the
-    first process to read it seeds it with its ``enabled`` / ``rollout``. When the store cannot
-    answer, ``on_error`` decides: ``"local"`` and ``"allow"`` keep the last known state,
-    ``"deny"`` refuses every call until the store answers again.
+    done once the store has answered (then every process sees it within about a second; not
+    awaiting it still propagates); a change the store did not take stays due and is stored
+    when it answers again. The last flip by wall-clock time wins. A process reads the stored
+    state before its first call; the first process to read it seeds it with its ``enabled`` /
+    ``rollout``. When the store cannot answer, ``on_error`` decides: ``"local"`` and
+    ``"allow"`` keep the last known state, ``"deny"`` refuses every call until the store
+    answers again.
     """
 
     def __init__(
@@ -102,7 +149,11 @@ class SharedFeatureToggle(FeatureToggle):
         self._channel = self._store.key(name, "toggle", "changed")
         self._remote_enabled = enabled  # the last state known from the store (or set here)
         self._loaded = False
-        self._writes = 0  # changes of this process not yet stored: refreshes wait for them
+        # The version of each field's local value ('' for the built state), the fields whose
+        # local flip the store has not taken yet, and the ns of this toggle's last flip.
+        self._versions = dict.fromkeys(_FIELDS, "")
+        self._due: set[str] = set()
+        self._flipped_ns = 0
         self._denied = False  # on_error="deny" while the store is down
         self._watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
         self._watchers = weakref.WeakKeyDictionary()
@@ -138,22 +189,39 @@ class SharedFeatureToggle(FeatureToggle):
 
     # -- the store ---------------------------------------------------------------------------
 
-    async def _read(self) -> None:
-        """Reads the stored state (seeding it when absent) and applies it."""
-        seed_rollout = "" if self._rollout is None else repr(self._rollout)
-        writes = self._writes
-        reply = await self._store._submit(
-            _script(_READ), (self._hash,), ("1" if self._remote_enabled else "0", seed_rollout)
-        )
-        if self._writes or writes:  # a change of ours is in flight: it wins when stored
-            return
-        raw_enabled, raw_rollout = (_text(v) for v in reply)
-        rollout = float(raw_rollout) if raw_rollout else None
-        self._update(raw_enabled == "1", rollout)
+    def _value(self, field: str) -> str:
+        if field == "enabled":
+            return "1" if self._remote_enabled else "0"
+        return "" if self._rollout is None else repr(self._rollout)
+
+    async def _sync(self) -> None:
+        """Stores the flips still due and reads the stored state (seeding it when absent)."""
+        args = [self._channel, self._value("enabled"), self._value("rollout")]
+        for field in self._due:
+            args += (field, self._value(field), self._versions[field])
+        reply = await self._store._submit(_script(_SYNC), (self._hash,), tuple(args))
+        raw_enabled, raw_rollout, v_enabled, v_rollout = (_text(v) for v in reply)
+        enabled, rollout = self._remote_enabled, self._rollout
+        if self._take("enabled", v_enabled):
+            enabled = raw_enabled == "1"
+        if self._take("rollout", v_rollout):
+            rollout = float(raw_rollout) if raw_rollout else None
+        self._update(enabled, rollout)
+
+    def _take(self, field: str, stored: str) -> bool:
+        """Whether a field's stored value replaces the local one: not when the local flip is
+        newer (a flip of ours the store has not taken, or a reply overtaken by a later one:
+        it stays, or becomes, due)."""
+        if _newer(self._versions[field], stored):
+            self._due.add(field)
+            return False
+        self._due.discard(field)
+        self._versions[field] = stored
+        return True
 
     async def _refresh(self) -> None:
         try:
-            await self._read()
+            await self._sync()
         except StoreUnavailable:
             self._store._fell_back()
             if self._store.on_error == "deny" and not self._denied:
@@ -176,39 +244,38 @@ class SharedFeatureToggle(FeatureToggle):
         await self._refresh()
         return self
 
-    def _write(self, field: str, value: str) -> _Stored:
+    def _flip(self, field: str) -> _Stored:
+        """Versions a local flip of a field, marks it due and stores it in the background."""
+        ns = max(time.time_ns(), self._flipped_ns + 1)  # a later flip here is never older
+        self._flipped_ns = ns
+        self._versions[field] = f"{ns:020d}{_ORIGIN:010d}"
+        self._due.add(field)
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # no loop: stored by the watcher of the first loop that runs
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the first call (Python path until read) stores it
+            self._apply(gate=not self._loaded)
             return _Stored(None)
+        self._loaded = True
+        self._apply()
         self._watch()
-        self._writes += 1
 
         async def store() -> None:
             try:
-                await self._store._submit(
-                    _script(_WRITE), (self._hash,), (self._channel, field, value)
-                )
-            except StoreUnavailable:
+                await self._sync()
+            except StoreUnavailable:  # stays due: the watcher's next turn stores it
                 self._store._fell_back()
-            finally:
-                self._writes -= 1
 
-        return _Stored(asyncio.get_running_loop().create_task(store()))
+        return _Stored(loop.create_task(store()))
 
     # -- switching ---------------------------------------------------------------------------
 
     def enable(self) -> Awaitable[None]:
         self._remote_enabled = True
-        self._loaded = True
-        self._apply()
-        return self._write("enabled", "1")
+        return self._flip("enabled")
 
     def disable(self) -> Awaitable[None]:
         self._remote_enabled = False
-        self._loaded = True
-        self._apply()
-        return self._write("enabled", "0")
+        return self._flip("enabled")
 
     def _start(self) -> None:
         """A read of the state before any call: starts watching it from this event loop and
@@ -249,9 +316,7 @@ class SharedFeatureToggle(FeatureToggle):
         if value > 100:
             raise ValueError(f"percent must be a percentage from 0 to 100, got {value}")
         self._rollout = float(value)
-        self._loaded = True
-        self._apply()
-        return self._write("rollout", repr(float(value)))
+        return self._flip("rollout")
 
     # -- calls before the state is known -----------------------------------------------------
 
