@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(markdown(results, settings, valgrind, info, command.strip()))
         log(f"wrote {output}")
+        if args.no_callgrind or valgrind is None:
+            log("no Ir measured: plots not redrawn (they plot Ir)")
+            return 0
         try:
             import plots
         except ImportError:  # pragma: no cover - the bench group brings matplotlib
