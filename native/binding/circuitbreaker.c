@@ -256,121 +256,6 @@ static const fs_policy_ops breaker_ops = {
     .abandon = breaker_abandon,
 };
 
-/* BreakerFailingBase: the C base of failsafe.circuitbreaker.BreakerFailing. Its tp_init takes
- * (message="", *, retry_after=None), so raising a rejection runs no Python frame; retry_after
- * is a field that reads None until set, so a refusal built without __init__ needs no default
- * stored in it. */
-typedef struct FsBreakerFailing {
-    PyBaseExceptionObject base;
-    PyObject *retry_after;      /* float seconds, None, or NULL (reads None) */
-} FsBreakerFailing;
-
-static PyObject *bfb_get_retry_after(PyObject *self, void *Py_UNUSED(closure))
-{
-    PyObject *v = ((FsBreakerFailing *)self)->retry_after;
-    return Py_NewRef(v != NULL ? v : Py_None);
-}
-
-static int bfb_set_retry_after(PyObject *self, PyObject *value, void *Py_UNUSED(closure))
-{
-    Py_XSETREF(((FsBreakerFailing *)self)->retry_after, Py_XNewRef(value));
-    return 0;
-}
-
-static int bfb_init(PyObject *self, PyObject *args, PyObject *kwds)
-{
-    Py_ssize_t n = PyTuple_GET_SIZE(args);
-    if (n > 1) {
-        PyErr_Format(PyExc_TypeError,
-                     "%.200s() takes at most 1 positional argument (%zd given)",
-                     Py_TYPE(self)->tp_name, n);
-        return -1;
-    }
-    PyObject *message = n == 1 ? PyTuple_GET_ITEM(args, 0) : NULL;
-    PyObject *after = Py_None;
-    if (kwds != NULL) {
-        PyObject *key, *value;
-        Py_ssize_t pos = 0;
-        while (PyDict_Next(kwds, &pos, &key, &value)) {
-            if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "retry_after") == 0) {
-                after = value;
-            }
-            else if (message == NULL && PyUnicode_Check(key)
-                     && PyUnicode_CompareWithASCIIString(key, "message") == 0) {
-                /* BaseException.__new__ took args from the positional arguments only. */
-                PyObject *t = PyTuple_Pack(1, value);
-                if (t == NULL) {
-                    return -1;
-                }
-                Py_XSETREF(((PyBaseExceptionObject *)self)->args, t);
-                message = value;
-            }
-            else {
-                PyErr_Format(PyExc_TypeError, "%.200s() got an unexpected keyword argument %R",
-                             Py_TYPE(self)->tp_name, key);
-                return -1;
-            }
-        }
-    }
-    return bfb_set_retry_after(self, after, NULL);
-}
-
-static int bfb_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(((FsBreakerFailing *)self)->retry_after);
-    return ((PyTypeObject *)PyExc_Exception)->tp_traverse(self, visit, arg);
-}
-
-static int bfb_clear(PyObject *self)
-{
-    Py_CLEAR(((FsBreakerFailing *)self)->retry_after);
-    return ((PyTypeObject *)PyExc_Exception)->tp_clear(self);
-}
-
-static void bfb_dealloc(PyObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    Py_CLEAR(((FsBreakerFailing *)self)->retry_after);
-    ((PyTypeObject *)PyExc_Exception)->tp_dealloc(self);
-    Py_DECREF(tp);  /* a heap type's instances own a reference to it */
-}
-
-static PyGetSetDef bfb_getset[] = {
-    {"retry_after", bfb_get_retry_after, bfb_set_retry_after,
-     "seconds until the breaker probes again, or None (isolated, or unknown)", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyType_Slot bfb_slots[] = {
-    {Py_tp_init, bfb_init},
-    {Py_tp_traverse, bfb_traverse},
-    {Py_tp_clear, bfb_clear},
-    {Py_tp_dealloc, bfb_dealloc},
-    {Py_tp_getset, bfb_getset},
-    {Py_tp_doc, "Base of BreakerFailing: __init__(message='', *, retry_after=None) in C."},
-    {0, NULL},
-};
-
-static PyType_Spec bfb_spec = {
-    .name = "failsafe._native.BreakerFailingBase",
-    .basicsize = sizeof(FsBreakerFailing),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .slots = bfb_slots,
-};
-
-static int bfb_setup(PyObject *module)
-{
-    PyObject *base = PyType_FromModuleAndSpec(module, &bfb_spec, PyExc_Exception);
-    if (base == NULL) {
-        return -1;
-    }
-    int r = PyModule_AddObjectRef(module, "BreakerFailingBase", base);
-    Py_DECREF(base);
-    return r;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Type */
 
@@ -887,7 +772,7 @@ static int breaker_add_facts(PyObject *module)
 
 static int breaker_part_setup(PyObject *module, fs_state *st)
 {
-    if (bfb_setup(module) < 0 || breaker_add_facts(module) < 0) {
+    if (fs_breaker_failing_setup(module) < 0 || breaker_add_facts(module) < 0) {
         return -1;
     }
     return fs_policy_type_add(module, st, &breaker_spec, &st->Breaker_Type);

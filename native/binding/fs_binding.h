@@ -214,6 +214,10 @@ PyObject *fs_error(fs_state *st, fs_err code, const char *msg);
  * retry_after set to retry_after_ns in seconds when >= 0 (else the class default, None,
  * stands). New reference, or NULL with an exception. */
 PyObject *fs_refusal(fs_state *st, fs_err code, PyObject *args, int64_t retry_after_ns);
+
+/* Adds BreakerFailingBase (the C base of failsafe.circuitbreaker.BreakerFailing: an Exception
+ * with a retry_after field) to module. 0, or -1 with an exception. */
+int fs_breaker_failing_setup(PyObject *module);
 /* Sets exc (stolen; NULL: the error already set stands) as the current exception, chained by
  * fs_chain to the exception being handled, as a `raise` would chain it. Always returns NULL. */
 PyObject *fs_raise(PyObject *exc);
