@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Final, Protocol, Self
 
 from failsafe import _core, _native
 from failsafe.stats import StoreStats
+from failsafe.stores._version import newer, stamp
 
 __all__ = ["ON_ERROR", "Store", "StoreUnavailable"]
 
@@ -211,20 +212,26 @@ async def watch(ref: weakref.ref[Any], store: Store, poll: float) -> None:
 
 
 # A change of a shared latch: (script, its arguments, time.monotonic() after which it no
-# longer matters or None); with an end, the last argument is the µs left, computed per attempt.
-type Change = tuple[str, tuple[int | str, ...], float | None]
+# longer matters or None, its version); its first argument is the version; with an end, the
+# last argument is the µs left, computed per attempt.
+type Change = tuple[str, tuple[int | str, ...], float | None, str]
 
 
 class SharedLatch:
     """The plumbing of a shared breaker or fail-fast latch: one watcher per event loop (pub/sub
     plus a poll every ``_POLL`` seconds), reads of the shared state, and changes stored in the
-    background. The policy provides ``_ask`` (runs a script and applies its reply) and
-    ``_unavailable`` (what ``on_error`` decides when the store cannot answer).
+    background. The policy provides ``_ask`` (runs a script and settles its reply),
+    ``_apply`` (sets the local state from a reply) and ``_unavailable`` (what ``on_error``
+    decides when the store cannot answer).
 
     A change the store did not take (down, slow, still connecting) stays due: the watcher's
     next turn stores it instead of reading, until it is stored, a newer change replaces it or
     its end passes. Otherwise a trip made while the store was slow would stay in this process
-    and the fleet would never learn of it."""
+    and the fleet would never learn of it. Each change carries a version (``_version.stamp``)
+    and the store keeps it only when it is newer than the stored state's, so a change due from
+    an outage never undoes a later one made elsewhere; every script replies the stored version
+    last, and a reply older than the local state (a change of ours not stored yet, or a reply
+    overtaken by a later change here) does not replace it."""
 
     _POLL: ClassVar[float] = 0.25
     _READ: ClassVar[str]  # the script reading the state
@@ -232,12 +239,28 @@ class SharedLatch:
     _channel: str
     _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
     _due: Change | None = None  # the last change, until the store has taken it
+    _version = ""  # the version of the local state: the last change made here or read
 
     async def _ask(self, source: str, *args: int | str) -> Any:
         raise NotImplementedError
 
+    def _apply(self, reply: Any) -> None:
+        raise NotImplementedError
+
     def _unavailable(self) -> None:
         raise NotImplementedError
+
+    def _settle(self, reply: Any) -> bool:
+        """Applies a reply unless the local state is newer; whether it applied it."""
+        stored = text(reply[-1])
+        if newer(self._version, stored):
+            return False
+        self._version = stored
+        due = self._due
+        if due is not None and not newer(due[3], stored):
+            self._due = None  # stored, or overtaken by a newer change made elsewhere
+        self._apply(reply)
+        return True
 
     async def _refresh(self) -> None:
         """Stores the change still due (its reply is the state), else reads the state."""
@@ -250,12 +273,14 @@ class SharedLatch:
 
     async def _store_change(self, change: Change) -> bool:
         """Sends change (raises StoreUnavailable); False if its end has passed (not sent)."""
-        source, args, until = change
+        source, args, until, version = change
         if until is not None:
             left = until - time.monotonic()
             if left <= 0:
                 if self._due is change:
                     self._due = None
+                    if self._version == version:  # its effect ended here too: reads apply
+                        self._version = ""
                 return False
             args = (*args[:-1], max(1, int(left * 1_000_000)))
         await self._ask(source, *args)
@@ -283,8 +308,9 @@ class SharedLatch:
     ) -> asyncio.Task[None] | None:
         """Stores a change in the background (None outside an event loop: the first watcher
         stores it). ``until``: the time.monotonic() of its end; its last argument is then the
-        µs left when it is sent."""
-        change = self._due = (source, args, until)
+        µs left when it is sent. The change is versioned now (its first argument)."""
+        version = self._version = stamp()
+        change = self._due = (source, (version, *args), until, version)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -298,3 +324,8 @@ class SharedLatch:
                 self._unavailable()
 
         return loop.create_task(send())
+
+
+def text(value: Any) -> str:
+    """A script's reply value as a str ('' for nil)."""
+    return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)
