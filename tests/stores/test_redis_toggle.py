@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,15 +178,6 @@ async def test_outage_under_each_on_error(own_redis: RedisServer, on_error: str)
     await f()
     await store.aclose()
     await other.aclose()
-
-
-@pytest.fixture
-def durable_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test alone that keeps its data across a crash (append-only file,
-    synced on every write): the state stored before an outage is there when it returns."""
-    server = RedisServer(None, "--appendonly", "yes", "--appendfsync", "always").start()
-    yield server
-    server.stop()
 
 
 async def _pair(server: RedisServer, name: str) -> tuple[list[RedisStore], list[FeatureToggle]]:
