@@ -179,17 +179,39 @@ def check_store(store: object, name: object, pattern: str) -> Store:
 
 class Watched(Protocol):
     """A shared policy whose state changes rarely: a channel announces changes, _refresh()
-    reads the state again."""
+    reads the state again; one watcher per event loop, in _watchers; _unwatched() is told when
+    one ends while the policy lives (its loop is closing)."""
 
     _channel: str
+    _store: Store
+    _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
 
     async def _refresh(self) -> None: ...
+
+    def _unwatched(self) -> None: ...
+
+
+def start_watching(policy: Watched, poll: float) -> bool:
+    """Starts the running event loop's watcher of policy; False when one runs already (or no
+    loop runs). The watcher belongs to its loop: a later loop (a second ``asyncio.run``) gets
+    its own."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    watchers = policy._watchers
+    if loop in watchers:
+        return False
+    for closed in [other for other in watchers if other.is_closed()]:
+        del watchers[closed]  # closed without ending its tasks: its watcher never runs again
+    watchers[loop] = loop.create_task(watch(weakref.ref(policy), policy._store, poll))
+    return True
 
 
 async def watch(ref: weakref.ref[Any], store: Store, poll: float) -> None:
     """Re-reads a shared policy's state on each message of its channel and every poll seconds
     (the safety net when a message is lost); ends when the policy is gone (only a weak
-    reference is held between reads)."""
+    reference is held between reads) or when its loop ends it (then the policy is told)."""
     policy: Watched | None = ref()
     if policy is None:
         return
@@ -209,6 +231,12 @@ async def watch(ref: weakref.ref[Any], store: Store, poll: float) -> None:
             del policy
     finally:
         unsubscribe()
+        policy = ref()
+        if policy is not None:
+            loop = asyncio.get_running_loop()
+            if policy._watchers.get(loop) is asyncio.current_task():
+                del policy._watchers[loop]  # (its task holds the loop)
+            policy._unwatched()
 
 
 # A change of a shared latch: (script, its arguments, time.monotonic() after which it no
@@ -240,6 +268,8 @@ class SharedLatch:
     _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
     _due: Change | None = None  # the last change, until the store has taken it
     _version = ""  # the version of the local state: the last change made here or read
+    _gate: int
+    _rewatch = 0  # the gate is up only to watch from a new loop (not for a shared opening)
 
     async def _ask(self, source: str, *args: int | str) -> Any:
         raise NotImplementedError
@@ -289,13 +319,13 @@ class SharedLatch:
         return True
 
     def _watch(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if loop not in self._watchers:
-            task = loop.create_task(watch(weakref.ref(self), self._store, self._POLL))
-            self._watchers[loop] = task
+        start_watching(self, self._POLL)
+
+    def _unwatched(self) -> None:
+        """A watcher ended (its loop is closing): the next call, from any loop, takes the
+        Python path, which reads the state and watches it from there."""
+        if not self._gate:
+            self._gate = self._rewatch = 1
 
     async def ready(self) -> Self:
         """Reads the shared state now (and keeps watching it from this event loop)."""
@@ -310,6 +340,7 @@ class SharedLatch:
         stores it). ``until``: the time.monotonic() of its end; its last argument is then the
         µs left when it is sent. The change is versioned now (its first argument)."""
         version = self._version = stamp()
+        self._rewatch = 0
         change = self._due = (source, (version, *args), until, version)
         try:
             loop = asyncio.get_running_loop()

@@ -174,9 +174,11 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
         if state == CLOSED:
             if self._gate:
                 self._gate = 0
-                CircuitBreaker.reset(self)  # the fleet closed: so does this process
+                if not self._rewatch:
+                    CircuitBreaker.reset(self)  # the fleet closed: so does this process
         else:
             self._gate = 1
+        self._rewatch = 0
 
     async def _ask(self, source: str, *args: int | str) -> Any:
         reply = await self._store._submit(_script(source), (self._hash,), args)

@@ -146,8 +146,9 @@ class SharedFailFast(SharedLatch, FailFast):
             self._gate = 1
         elif self._gate:
             self._gate = 0
-            if self.is_open:
+            if self.is_open and not self._rewatch:
                 FailFast.close(self)  # the fleet's latch closed: so does this process's
+        self._rewatch = 0
 
     async def _ask(self, source: str, *args: int | str) -> None:
         self._settle(await self._store._submit(_script(source), (self._hash,), args))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from failsafe import _core, _native
 from failsafe.featuretoggle import FeatureToggle
 from failsafe.stats import SharedFeatureToggleStats
-from failsafe.stores._base import Store, StoreUnavailable, check_store, text, watch
+from failsafe.stores._base import Store, StoreUnavailable, check_store, start_watching, text
 from failsafe.stores._version import NEWER_LUA, newer, stamp
 
 __all__ = ["SharedFeatureToggle"]
@@ -211,10 +211,14 @@ class SharedFeatureToggle(FeatureToggle):
 
     def _watch(self) -> None:
         """Starts this loop's watcher (pub/sub plus poll) once."""
-        loop = asyncio.get_running_loop()
-        if loop in self._watchers:
-            return
-        self._watchers[loop] = loop.create_task(watch(weakref.ref(self), self._store, _POLL))
+        start_watching(self, _POLL)
+
+    def _unwatched(self) -> None:
+        """A watcher ended (its loop is closing): until the state is read again (the next call
+        or read, from any loop, does it and watches it from there), calls take the Python
+        path; the last known state stays meanwhile."""
+        self._loaded = False
+        self._apply(gate=True)
 
     async def ready(self) -> Self:
         """Reads the stored state now (a call does it anyway before the first call)."""
@@ -260,10 +264,8 @@ class SharedFeatureToggle(FeatureToggle):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop: the first call (or read within a loop) does it
             return
-        if loop in self._watchers:  # a call, ready() or an earlier read started it
-            return
-        self._watch()
-        self._reading = loop.create_task(self._refresh())
+        if start_watching(self, _POLL):  # else a call, ready() or an earlier read started it
+            self._reading = loop.create_task(self._refresh())
 
     @property
     def enabled(self) -> bool:
