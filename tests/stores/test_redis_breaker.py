@@ -158,7 +158,8 @@ async def test_outage_under_each_on_error(outage: Outage, on_error: str) -> None
         assert ran == 2
     assert time.monotonic() - t0 < 1.0  # nothing hangs
     outage.start()
-    other = RedisStore(outage.url, prefix="breakers", op_timeout=0.5)
+    store.op_timeout = 2
+    other = RedisStore(outage.url, prefix="breakers", op_timeout=2)
     peer = _breaker(other, name)
     await peer.ready()  # type: ignore[attr-defined]
     await peer.isolate()  # type: ignore[attr-defined]
@@ -216,7 +217,7 @@ async def test_failfast_opened_in_one_process_rejects_everywhere(
 @pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
 async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
     store = await connected(
-        RedisStore(own_redis.url, prefix="breakers", op_timeout=0.05, on_error=on_error)
+        RedisStore(own_redis.url, prefix="breakers", op_timeout=2, on_error=on_error)
     )
     latch = failfast(failure_threshold=2, recovery_time=30, store=store, name="latch-outage")
     ran = 0
@@ -227,6 +228,7 @@ async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_er
         ran += 1
 
     await healthy()
+    store.op_timeout = 0.05  # (the answer above must not fall back on a loaded machine)
     own_redis.kill()
     await asyncio.sleep(0.6)
     if on_error == "deny":
@@ -237,7 +239,8 @@ async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_er
         await healthy()
         assert ran == 2
     own_redis.restart()
-    other = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.5)
+    store.op_timeout = 2
+    other = RedisStore(own_redis.url, prefix="breakers", op_timeout=2)
     peer = failfast(failure_threshold=2, recovery_time=30, store=other, name="latch-outage")
     await peer.ready()  # type: ignore[attr-defined]
     await peer.open()  # type: ignore[attr-defined]
@@ -328,7 +331,6 @@ async def test_a_close_due_from_an_outage_does_not_undo_a_later_trip_elsewhere(
     await closer.ready()  # type: ignore[attr-defined]
     await peer.ready()  # type: ignore[attr-defined]
     durable_redis.kill()  # with the state stored before the outage: closed
-    mine.op_timeout = 0.2
     # Tripped, then closed here during the outage: not taken, the close stays due.
     await _trip(closer)
     await (closer.reset() if kind == "breaker" else closer.close())  # type: ignore[attr-defined]
