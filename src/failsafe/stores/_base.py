@@ -215,6 +215,7 @@ async def watch(ref: weakref.ref[Any], store: Store, poll: float) -> None:
     policy: Watched | None = ref()
     if policy is None:
         return
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
     wake = asyncio.Event()
     unsubscribe = store._subscribe(policy._channel, wake.set)
     del policy
@@ -232,9 +233,8 @@ async def watch(ref: weakref.ref[Any], store: Store, poll: float) -> None:
     finally:
         unsubscribe()
         policy = ref()
-        if policy is not None:
-            loop = asyncio.get_running_loop()
-            if policy._watchers.get(loop) is asyncio.current_task():
+        if policy is not None:  # (no loop may run here: closed when its task was collected)
+            if policy._watchers.get(loop) is task:
                 del policy._watchers[loop]  # (its task holds the loop)
             policy._unwatched()
 
