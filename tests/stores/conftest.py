@@ -33,6 +33,15 @@ def own_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture
+def durable_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone that keeps its data across a crash (append-only file,
+    synced on every write): the state stored before an outage is there when it returns."""
+    server = RedisServer(None, "--appendonly", "yes", "--appendfsync", "always").start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
     """A 3-node cluster (no replicas) for the session."""

@@ -6,6 +6,7 @@ an outage under each on_error."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -157,7 +158,8 @@ async def test_outage_under_each_on_error(outage: Outage, on_error: str) -> None
         assert ran == 2
     assert time.monotonic() - t0 < 1.0  # nothing hangs
     outage.start()
-    other = RedisStore(outage.url, prefix="breakers", op_timeout=0.5)
+    store.op_timeout = 2
+    other = RedisStore(outage.url, prefix="breakers", op_timeout=2)
     peer = _breaker(other, name)
     await peer.ready()  # type: ignore[attr-defined]
     await peer.isolate()  # type: ignore[attr-defined]
@@ -215,7 +217,7 @@ async def test_failfast_opened_in_one_process_rejects_everywhere(
 @pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
 async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
     store = await connected(
-        RedisStore(own_redis.url, prefix="breakers", op_timeout=0.05, on_error=on_error)
+        RedisStore(own_redis.url, prefix="breakers", op_timeout=2, on_error=on_error)
     )
     latch = failfast(failure_threshold=2, recovery_time=30, store=store, name="latch-outage")
     ran = 0
@@ -226,6 +228,7 @@ async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_er
         ran += 1
 
     await healthy()
+    store.op_timeout = 0.05  # (the answer above must not fall back on a loaded machine)
     own_redis.kill()
     await asyncio.sleep(0.6)
     if on_error == "deny":
@@ -236,7 +239,8 @@ async def test_failfast_outage_under_each_on_error(own_redis: RedisServer, on_er
         await healthy()
         assert ran == 2
     own_redis.restart()
-    other = RedisStore(own_redis.url, prefix="breakers", op_timeout=0.5)
+    store.op_timeout = 2
+    other = RedisStore(own_redis.url, prefix="breakers", op_timeout=2)
     peer = failfast(failure_threshold=2, recovery_time=30, store=other, name="latch-outage")
     await peer.ready()  # type: ignore[attr-defined]
     await peer.open()  # type: ignore[attr-defined]
@@ -285,3 +289,104 @@ async def test_trip_the_store_did_not_take_is_stored_once_it_returns(
     assert 0 < refusal.retry_after <= 30
     await mine.aclose()
     await theirs.aclose()
+
+
+def _latch(kind: str, store: RedisStore, name: str) -> CircuitBreaker | FailFast:
+    if kind == "breaker":
+        return consecutive_breaker(
+            ConnectionError, failure_threshold=2, recovery_time=30, store=store, name=name
+        )
+    return failfast(
+        failure_threshold=2, recovery_time=30, on=ConnectionError, store=store, name=name
+    )
+
+
+def _trip_elsewhere(url: str, kind: str, name: str) -> None:
+    """Another process's trip, made on its own event loop while the caller's loop is blocked:
+    nothing of the caller's runs until it is stored."""
+
+    async def trip() -> None:
+        store = await connected(RedisStore(url, prefix="breakers", op_timeout=2.0))
+        latch = _latch(kind, store, name)
+        await latch.ready()  # type: ignore[attr-defined]
+        await _trip(latch)
+        async with asyncio.timeout(10):  # stored (the trip's write runs in the background)
+            while store.stats()["decisions"] < 2:
+                await asyncio.sleep(0.01)
+        await store.aclose()
+
+    thread = threading.Thread(target=asyncio.run, args=(trip(),))
+    thread.start()
+    thread.join()
+
+
+@pytest.mark.parametrize("kind", ["breaker", "failfast"])
+async def test_a_close_due_from_an_outage_does_not_undo_a_later_trip_elsewhere(
+    durable_redis: RedisServer, kind: str
+) -> None:
+    name = f"close-{kind}"
+    mine = await connected(RedisStore(durable_redis.url, prefix="breakers", op_timeout=2.0))
+    theirs = await connected(RedisStore(durable_redis.url, prefix="breakers", op_timeout=2.0))
+    closer, peer = _latch(kind, mine, name), _latch(kind, theirs, name)
+    await closer.ready()  # type: ignore[attr-defined]
+    await peer.ready()  # type: ignore[attr-defined]
+    durable_redis.kill()  # with the state stored before the outage: closed
+    # Tripped, then closed here during the outage: not taken, the close stays due.
+    await _trip(closer)
+    await (closer.reset() if kind == "breaker" else closer.close())  # type: ignore[attr-defined]
+    assert mine.stats()["errors"]
+    await closer(_ok)()  # closed here at once
+    durable_redis.restart()
+    # Another process trips after the close (and after Redis returned), before the close is
+    # retried (this loop is blocked meanwhile): the close is older and must not undo the trip.
+    _trip_elsewhere(durable_redis.url, kind, name)
+    assert _stored_open(durable_redis, mine.key(name, kind))
+    # The close is retried, refused, and the stored trip reaches this process too.
+    refusal = await _until(
+        closer(_ok), refused=True, what="the later trip", end=time.monotonic() + 15
+    )
+    assert refusal is not None
+    assert refusal.retry_after is not None
+    assert 0 < refusal.retry_after <= 30
+    await asyncio.sleep(1.0)  # later polls and messages keep it open everywhere
+    assert _stored_open(durable_redis, mine.key(name, kind))
+    for latch in (closer, peer):
+        with pytest.raises((BreakerFailing, FailFastOpen)):
+            await latch(_ok)()
+    await mine.aclose()
+    await theirs.aclose()
+
+
+async def _ok() -> None:
+    pass
+
+
+def _stored_open(server: RedisServer, key: str) -> bool:
+    fields = dict(zip(*[iter(server.cli("HGETALL", key).split())] * 2, strict=True))
+    return "until" in fields or fields.get("open") == "1"
+
+
+@pytest.mark.parametrize("kind", ["breaker", "failfast"])
+async def test_a_state_stored_without_versions_is_read_and_changed(
+    redis_server: RedisServer, kind: str
+) -> None:
+    store = await connected(RedisStore(redis_server.url, prefix="breakers", op_timeout=2.0))
+    name = f"unversioned-{kind}"
+    latch = _latch(kind, store, name)
+    # Open for a minute, as an earlier release stored it: the state fields alone.
+    end = int(redis_server.cli("TIME").split()[0]) * 1_000_000 + 60_000_000
+    fields = ("until", str(end)) if kind == "breaker" else ("open", "1", "stop", str(end))
+    redis_server.cli("HSET", store.key(name, kind), *fields)
+    await latch.ready()  # type: ignore[attr-defined]
+    refusal = await _until(
+        latch(_ok), refused=True, what="the stored opening", end=time.monotonic() + 5
+    )
+    assert refusal is not None
+    assert refusal.retry_after is not None
+    assert 30 < refusal.retry_after <= 60
+    await (latch.reset() if kind == "breaker" else latch.close())  # type: ignore[attr-defined]
+    assert not _stored_open(redis_server, store.key(name, kind))  # any versioned change is newer
+    peer = _latch(kind, store, name)
+    await peer.ready()  # type: ignore[attr-defined]
+    await peer(_ok)()
+    await store.aclose()

@@ -119,12 +119,13 @@ async def test_cancellation_frees_at_once(store: RedisStore) -> None:
 @pytest.mark.parametrize("on_error", ["local", "allow", "deny"])
 async def test_redis_down_under_each_on_error(own_redis: RedisServer, on_error: str) -> None:
     store = await connected(
-        RedisStore(own_redis.url, prefix="bh-down", on_error=on_error, op_timeout=0.05)
+        RedisStore(own_redis.url, prefix="bh-down", on_error=on_error, op_timeout=2)
     )
     store.retry_interval = 0.2
     policy = bulkhead(2, 2, store=store, name="down", lease=5)
     async with policy:
         pass
+    store.op_timeout = 0.05  # (the answer above must not fall back on a loaded machine)
     own_redis.kill()
     admitted = full = 0
     longest = 0.0
@@ -148,6 +149,7 @@ async def test_redis_down_under_each_on_error(own_redis: RedisServer, on_error: 
     assert longest < 0.05 + 0.05 + 0.4  # op_timeout + the body + margin
     assert policy.stats()["running"] == 0
     own_redis.start()
+    store.op_timeout = 2
     await asyncio.sleep(store.retry_interval + 0.05)
     async with policy:  # shared again
         pass
@@ -159,12 +161,13 @@ async def test_a_stalled_server_leaves_no_permit_behind(own_redis: RedisServer) 
     # A request that timed out during the stall is run by the server when it catches up: the
     # permit it took is released before this process's next request, not after its lease.
     store = await connected(
-        RedisStore(own_redis.url, prefix="bh-stall", on_error="local", op_timeout=0.05)
+        RedisStore(own_redis.url, prefix="bh-stall", on_error="local", op_timeout=2)
     )
     store.retry_interval = 0.2
     policy = bulkhead(1, 1, store=store, name="stall", lease=30)
     async with policy:
         pass
+    store.op_timeout = 0.05  # (the answer above must not fall back on a loaded machine)
     assert REDIS_CLI is not None
     sleeper = await asyncio.create_subprocess_exec(
         REDIS_CLI, "-p", str(own_redis.port), "debug", "sleep", "1.0"
@@ -176,6 +179,7 @@ async def test_a_stalled_server_leaves_no_permit_behind(own_redis: RedisServer) 
     print(f"bulkhead, redis stalled 1 s: call entered after {longest * 1000:.1f} ms")
     assert longest < store.op_timeout + 0.25
     await sleeper.wait()
+    store.op_timeout = 2
     await asyncio.sleep(store.retry_interval + 0.05)
     async with policy:  # shared again, and not full
         assert store.up

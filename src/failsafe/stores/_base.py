@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Final, Protocol, Self
 
 from failsafe import _core, _native
 from failsafe.stats import StoreStats
+from failsafe.stores._version import newer, stamp
 
 __all__ = ["ON_ERROR", "Store", "StoreUnavailable"]
 
@@ -178,20 +179,43 @@ def check_store(store: object, name: object, pattern: str) -> Store:
 
 class Watched(Protocol):
     """A shared policy whose state changes rarely: a channel announces changes, _refresh()
-    reads the state again."""
+    reads the state again; one watcher per event loop, in _watchers; _unwatched() is told when
+    one ends while the policy lives (its loop is closing)."""
 
     _channel: str
+    _store: Store
+    _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
 
     async def _refresh(self) -> None: ...
+
+    def _unwatched(self) -> None: ...
+
+
+def start_watching(policy: Watched, poll: float) -> bool:
+    """Starts the running event loop's watcher of policy; False when one runs already (or no
+    loop runs). The watcher belongs to its loop: a later loop (a second ``asyncio.run``) gets
+    its own."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    watchers = policy._watchers
+    if loop in watchers:
+        return False
+    for closed in [other for other in watchers if other.is_closed()]:
+        del watchers[closed]  # closed without ending its tasks: its watcher never runs again
+    watchers[loop] = loop.create_task(watch(weakref.ref(policy), policy._store, poll))
+    return True
 
 
 async def watch(ref: weakref.ref[Any], store: Store, poll: float) -> None:
     """Re-reads a shared policy's state on each message of its channel and every poll seconds
     (the safety net when a message is lost); ends when the policy is gone (only a weak
-    reference is held between reads)."""
+    reference is held between reads) or when its loop ends it (then the policy is told)."""
     policy: Watched | None = ref()
     if policy is None:
         return
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
     wake = asyncio.Event()
     unsubscribe = store._subscribe(policy._channel, wake.set)
     del policy
@@ -208,23 +232,34 @@ async def watch(ref: weakref.ref[Any], store: Store, poll: float) -> None:
             del policy
     finally:
         unsubscribe()
+        policy = ref()
+        if policy is not None:  # (no loop may run here: closed when its task was collected)
+            if policy._watchers.get(loop) is task:
+                del policy._watchers[loop]  # (its task holds the loop)
+            policy._unwatched()
 
 
 # A change of a shared latch: (script, its arguments, time.monotonic() after which it no
-# longer matters or None); with an end, the last argument is the µs left, computed per attempt.
-type Change = tuple[str, tuple[int | str, ...], float | None]
+# longer matters or None, its version); its first argument is the version; with an end, the
+# last argument is the µs left, computed per attempt.
+type Change = tuple[str, tuple[int | str, ...], float | None, str]
 
 
 class SharedLatch:
     """The plumbing of a shared breaker or fail-fast latch: one watcher per event loop (pub/sub
     plus a poll every ``_POLL`` seconds), reads of the shared state, and changes stored in the
-    background. The policy provides ``_ask`` (runs a script and applies its reply) and
-    ``_unavailable`` (what ``on_error`` decides when the store cannot answer).
+    background. The policy provides ``_ask`` (runs a script and settles its reply),
+    ``_apply`` (sets the local state from a reply) and ``_unavailable`` (what ``on_error``
+    decides when the store cannot answer).
 
     A change the store did not take (down, slow, still connecting) stays due: the watcher's
     next turn stores it instead of reading, until it is stored, a newer change replaces it or
     its end passes. Otherwise a trip made while the store was slow would stay in this process
-    and the fleet would never learn of it."""
+    and the fleet would never learn of it. Each change carries a version (``_version.stamp``)
+    and the store keeps it only when it is newer than the stored state's, so a change due from
+    an outage never undoes a later one made elsewhere; every script replies the stored version
+    last, and a reply older than the local state (a change of ours not stored yet, or a reply
+    overtaken by a later change here) does not replace it."""
 
     _POLL: ClassVar[float] = 0.25
     _READ: ClassVar[str]  # the script reading the state
@@ -232,12 +267,30 @@ class SharedLatch:
     _channel: str
     _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
     _due: Change | None = None  # the last change, until the store has taken it
+    _version = ""  # the version of the local state: the last change made here or read
+    _gate: int
+    _rewatch = 0  # the gate is up only to watch from a new loop (not for a shared opening)
 
     async def _ask(self, source: str, *args: int | str) -> Any:
         raise NotImplementedError
 
+    def _apply(self, reply: Any) -> None:
+        raise NotImplementedError
+
     def _unavailable(self) -> None:
         raise NotImplementedError
+
+    def _settle(self, reply: Any) -> bool:
+        """Applies a reply unless the local state is newer; whether it applied it."""
+        stored = text(reply[-1])
+        if newer(self._version, stored):
+            return False
+        self._version = stored
+        due = self._due
+        if due is not None and not newer(due[3], stored):
+            self._due = None  # stored, or overtaken by a newer change made elsewhere
+        self._apply(reply)
+        return True
 
     async def _refresh(self) -> None:
         """Stores the change still due (its reply is the state), else reads the state."""
@@ -250,12 +303,14 @@ class SharedLatch:
 
     async def _store_change(self, change: Change) -> bool:
         """Sends change (raises StoreUnavailable); False if its end has passed (not sent)."""
-        source, args, until = change
+        source, args, until, version = change
         if until is not None:
             left = until - time.monotonic()
             if left <= 0:
                 if self._due is change:
                     self._due = None
+                    if self._version == version:  # its effect ended here too: reads apply
+                        self._version = ""
                 return False
             args = (*args[:-1], max(1, int(left * 1_000_000)))
         await self._ask(source, *args)
@@ -264,13 +319,13 @@ class SharedLatch:
         return True
 
     def _watch(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if loop not in self._watchers:
-            task = loop.create_task(watch(weakref.ref(self), self._store, self._POLL))
-            self._watchers[loop] = task
+        start_watching(self, self._POLL)
+
+    def _unwatched(self) -> None:
+        """A watcher ended (its loop is closing): the next call, from any loop, takes the
+        Python path, which reads the state and watches it from there."""
+        if not self._gate:
+            self._gate = self._rewatch = 1
 
     async def ready(self) -> Self:
         """Reads the shared state now (and keeps watching it from this event loop)."""
@@ -283,8 +338,10 @@ class SharedLatch:
     ) -> asyncio.Task[None] | None:
         """Stores a change in the background (None outside an event loop: the first watcher
         stores it). ``until``: the time.monotonic() of its end; its last argument is then the
-        µs left when it is sent."""
-        change = self._due = (source, args, until)
+        µs left when it is sent. The change is versioned now (its first argument)."""
+        version = self._version = stamp()
+        self._rewatch = 0
+        change = self._due = (source, (version, *args), until, version)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -298,3 +355,8 @@ class SharedLatch:
                 self._unavailable()
 
         return loop.create_task(send())
+
+
+def text(value: Any) -> str:
+    """A script's reply value as a str ('' for nil)."""
+    return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)

@@ -27,6 +27,7 @@ from failsafe.circuitbreaker.exceptions import BreakerFailing
 from failsafe.stats import SharedBreakerStats
 from failsafe.stores._base import SharedLatch, Store, StoreUnavailable, check_store
 from failsafe.stores._toggle import _script
+from failsafe.stores._version import NEWER_LUA, stamp
 
 __all__ = ["SharedBreaker"]
 
@@ -34,8 +35,13 @@ _US: Final = 1_000_000
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 
 # The state hash: until (break end, server µs; absent: closed), isolated, probes (slots taken),
-# ok (successful probes). Every script replies {state, µs left of the break or -1}.
-_STATE: Final = """
+# ok (successful probes), v (the version of the last change stored; absent in a hash written by
+# an earlier release: older than any). A change (trip, outcome, isolate, reset) is stored only
+# when its version (ARGV[1]) is newer, and published only then. Every script replies {state, µs
+# left of the break or -1, ..., stored version}.
+_STATE: Final = (
+    NEWER_LUA
+    + """
 local function state(now)
   if redis.call('HGET', KEYS[1], 'isolated') == '1' then return {1, -1} end
   local stop = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
@@ -43,71 +49,91 @@ local function state(now)
   if now < stop then return {1, stop - now} end
   return {2, 0}
 end
+local function stored()
+  return redis.call('HGET', KEYS[1], 'v') or ''
+end
+local function reply(s)
+  s[#s + 1] = stored()
+  return s
+end
+local function take(version)
+  if not newer(version, stored()) then return false end
+  redis.call('HSET', KEYS[1], 'v', version)
+  return true
+end
+local function close()
+  redis.call('HDEL', KEYS[1], 'until', 'isolated', 'probes', 'ok')
+end
+local function open(now, us)
+  redis.call('HSET', KEYS[1], 'until', string.format('%d', now + tonumber(us)), 'probes', 0,
+    'ok', 0)
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
+)
 
-# ARGV: channel, recovery µs. A trip: opens (unless already open or isolated).
+# ARGV: version, channel, recovery µs. A trip: opens (unless already open or isolated).
 _TRIP: Final = (
     _STATE
     + """
-local s = state(now)
-if s[1] ~= 1 then
-  redis.call('HSET', KEYS[1], 'until', string.format('%d', now + tonumber(ARGV[2])),
-    'probes', 0, 'ok', 0)
-  redis.call('PUBLISH', ARGV[1], 'open')
-  s = state(now)
+if take(ARGV[1]) and state(now)[1] ~= 1 then
+  open(now, ARGV[3])
+  redis.call('PUBLISH', ARGV[2], 'open')
 end
-return s
+return reply(state(now))
 """
 )
 
-_READ: Final = _STATE + "return state(now)\n"
+_READ: Final = _STATE + "return reply(state(now))\n"
 
-# ARGV: half_open_max_calls. Reply {state, left, granted (0|1)}.
+# ARGV: half_open_max_calls. Reply {state, left, granted (0|1), version}.
 _PROBE: Final = (
     _STATE
     + """
 local s = state(now)
-if s[1] ~= 2 then return {s[1], s[2], 0} end
+if s[1] ~= 2 then return reply({s[1], s[2], 0}) end
 if tonumber(redis.call('HGET', KEYS[1], 'probes') or '0') >= tonumber(ARGV[1]) then
-  return {2, 0, 0}
+  return reply({2, 0, 0})
 end
 redis.call('HINCRBY', KEYS[1], 'probes', 1)
-return {2, 0, 1}
+return reply({2, 0, 1})
 """
 )
 
-# ARGV: channel, success (0|1), recovery_threshold, recovery µs. A probe's outcome.
+# ARGV: version, channel, success (0|1), recovery_threshold, recovery µs. A probe's outcome:
+# decided by the stored state (half-open), it stamps its version when newer.
 _OUTCOME: Final = (
     _STATE
     + """
 local s = state(now)
-if s[1] ~= 2 then return s end
-if ARGV[2] == '1' then
+if s[1] ~= 2 then return reply(s) end
+if ARGV[3] == '1' then
   local ok = redis.call('HINCRBY', KEYS[1], 'ok', 1)
   redis.call('HINCRBY', KEYS[1], 'probes', -1)
-  if ok >= tonumber(ARGV[3]) then
-    redis.call('DEL', KEYS[1])
-    redis.call('PUBLISH', ARGV[1], 'closed')
+  if ok >= tonumber(ARGV[4]) then
+    close()
+    take(ARGV[1])
+    redis.call('PUBLISH', ARGV[2], 'closed')
   end
 else
-  redis.call('HSET', KEYS[1], 'until', string.format('%d', now + tonumber(ARGV[4])),
-    'probes', 0, 'ok', 0)
-  redis.call('PUBLISH', ARGV[1], 'open')
+  open(now, ARGV[5])
+  take(ARGV[1])
+  redis.call('PUBLISH', ARGV[2], 'open')
 end
-return state(now)
+return reply(state(now))
 """
 )
 
-# ARGV: channel, isolate (1) or reset (0).
+# ARGV: version, channel, isolate (1) or reset (0).
 _FORCE: Final = (
     _STATE
     + """
-if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'isolated', '1')
-else redis.call('DEL', KEYS[1]) end
-redis.call('PUBLISH', ARGV[1], 'forced')
-return state(now)
+if take(ARGV[1]) then
+  if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'isolated', '1') else close() end
+  redis.call('PUBLISH', ARGV[2], 'forced')
+end
+return reply(state(now))
 """
 )
 
@@ -148,15 +174,22 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
         if state == CLOSED:
             if self._gate:
                 self._gate = 0
-                CircuitBreaker.reset(self)  # the fleet closed: so does this process
+                if not self._rewatch:
+                    CircuitBreaker.reset(self)  # the fleet closed: so does this process
         else:
             self._gate = 1
+        self._rewatch = 0
 
     async def _ask(self, source: str, *args: int | str) -> Any:
         reply = await self._store._submit(_script(source), (self._hash,), args)
         if source is not _PROBE:
-            self._apply(reply)
+            self._settle(reply)
         return reply
+
+    def _closed(self, reply: Any) -> bool:
+        """A probe's reply of a closed shared state: applied unless the local state is newer
+        (a change of ours not stored yet); whether calls now go to the C breaker."""
+        return self._settle((CLOSED, -1, reply[-1])) or not self._gate
 
     def _unavailable(self) -> None:
         self._store._fell_back()
@@ -193,14 +226,16 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
         if self._shared_state == OPEN and (self._until == 0.0 or time.monotonic() < self._until):
             raise self._reject()
         try:
-            state, _, granted = await self._ask(_PROBE, self._probes)
+            reply = await self._ask(_PROBE, self._probes)
         except StoreUnavailable:
             self._unavailable()
             if self._store.on_error == "deny":
                 raise self._reject() from None
             return await self(fn)(*args, **kwargs)
+        state, _, granted = reply[:3]
         if int(state) == CLOSED:  # (the first call, or a stale gate): the local breaker counts
-            self._apply((CLOSED, -1))
+            if not self._closed(reply):
+                raise self._reject()
             return await self(fn)(*args, **kwargs)
         if not int(granted):
             if int(state) == OPEN:
@@ -246,14 +281,16 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
             ):
                 raise self._reject()
             try:
-                state, _, granted = await self._ask(_PROBE, self._probes)
+                reply = await self._ask(_PROBE, self._probes)
             except StoreUnavailable:
                 self._unavailable()
                 if self._store.on_error == "deny":
                     raise self._reject() from None
             else:
+                state, _, granted = reply[:3]
                 if int(state) == CLOSED:
-                    self._apply((CLOSED, -1))
+                    if not self._closed(reply):
+                        raise self._reject()
                 elif not int(granted):
                     if int(state) == OPEN:
                         await self._refresh()
@@ -298,6 +335,7 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
             await asyncio.shield(
                 self._ask(
                     _OUTCOME,
+                    stamp(),
                     self._channel,
                     "1" if success else "0",
                     self.recovery_threshold,

@@ -23,51 +23,71 @@ from failsafe.stats import SharedFailFastStats
 from failsafe.stores._base import SharedLatch, Store, check_store
 from failsafe.stores._breaker import _Done
 from failsafe.stores._toggle import _script
+from failsafe.stores._version import NEWER_LUA
 
 __all__ = ["SharedFailFast"]
 
 _US: Final = 1_000_000
 REJECTED = 2  # counter index
 
-# The latch hash: open ('1'), stop (server µs of its end; absent: until close()). Every script
-# replies {open (0|1), µs left or -1}.
-_STATE: Final = """
+# The latch hash: open ('1'), stop (server µs of its end; absent: until close()), v (the version
+# of the last change stored; absent in a hash written by an earlier release: older than any).
+# A change (open, close) is stored only when its version (ARGV[1]) is newer, and published only
+# then. Every script replies {open (0|1), µs left or -1, stored version}.
+_STATE: Final = (
+    NEWER_LUA
+    + """
 local function state(now)
   if redis.call('HGET', KEYS[1], 'open') ~= '1' then return {0, -1} end
   local stop = tonumber(redis.call('HGET', KEYS[1], 'stop') or '0')
   if stop == 0 then return {1, -1} end
   if now < stop then return {1, stop - now} end
-  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[1], 'open', 'stop')
   return {0, -1}
+end
+local function stored()
+  return redis.call('HGET', KEYS[1], 'v') or ''
+end
+local function reply(s)
+  s[#s + 1] = stored()
+  return s
+end
+local function take(version)
+  if not newer(version, stored()) then return false end
+  redis.call('HSET', KEYS[1], 'v', version)
+  return true
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
+)
 
-_READ: Final = _STATE + "return state(now)\n"
+_READ: Final = _STATE + "return reply(state(now))\n"
 
-# ARGV: channel, recovery µs (-1: until close()). Opens unless open already.
+# ARGV: version, channel, recovery µs (-1: until close()). Opens unless open already.
 _OPEN: Final = (
     _STATE
     + """
-if state(now)[1] == 0 then
+if take(ARGV[1]) and state(now)[1] == 0 then
   redis.call('HSET', KEYS[1], 'open', '1')
-  if tonumber(ARGV[2]) >= 0 then
-    redis.call('HSET', KEYS[1], 'stop', string.format('%d', now + tonumber(ARGV[2])))
+  if tonumber(ARGV[3]) >= 0 then
+    redis.call('HSET', KEYS[1], 'stop', string.format('%d', now + tonumber(ARGV[3])))
   end
-  redis.call('PUBLISH', ARGV[1], 'open')
+  redis.call('PUBLISH', ARGV[2], 'open')
 end
-return state(now)
+return reply(state(now))
 """
 )
 
-# ARGV: channel.
+# ARGV: version, channel.
 _CLOSE: Final = (
     _STATE
     + """
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], 'closed')
-return state(now)
+if take(ARGV[1]) then
+  redis.call('HDEL', KEYS[1], 'open', 'stop')
+  redis.call('PUBLISH', ARGV[2], 'closed')
+end
+return reply(state(now))
 """
 )
 
@@ -126,11 +146,12 @@ class SharedFailFast(SharedLatch, FailFast):
             self._gate = 1
         elif self._gate:
             self._gate = 0
-            if self.is_open:
+            if self.is_open and not self._rewatch:
                 FailFast.close(self)  # the fleet's latch closed: so does this process's
+        self._rewatch = 0
 
     async def _ask(self, source: str, *args: int | str) -> None:
-        self._apply(await self._store._submit(_script(source), (self._hash,), args))
+        self._settle(await self._store._submit(_script(source), (self._hash,), args))
 
     def _unavailable(self) -> None:
         self._store._fell_back()

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-import secrets
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -30,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from failsafe import _core, _native
 from failsafe.featuretoggle import FeatureToggle
 from failsafe.stats import SharedFeatureToggleStats
-from failsafe.stores._base import Store, StoreUnavailable, check_store, watch
+from failsafe.stores._base import Store, StoreUnavailable, check_store, start_watching, text
+from failsafe.stores._version import NEWER_LUA, newer, stamp
 
 __all__ = ["SharedFeatureToggle"]
 
@@ -42,19 +40,19 @@ _FIELDS: Final = ("enabled", "rollout")
 
 # KEYS: state hash. ARGV: channel, seed enabled (0|1), seed rollout ('' when none), then
 # (field, value, version) per flip to store. Seeds the state when absent (unversioned: any flip
-# is newer); stores each flip newer than its field's stored version (versions are digit strings
-# of one width, so longer or greater is newer; none is ''); publishes when it stored one.
+# is newer); stores each flip newer than its field's stored version (none: ''); publishes when
+# it stored one.
 # Replies {enabled, rollout, enabled_v, rollout_v}.
-_SYNC: Final = """
+_SYNC: Final = (
+    NEWER_LUA
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'enabled', ARGV[2], 'rollout', ARGV[3])
 end
 local stored = false
 for i = 4, #ARGV, 3 do
-  local version = ARGV[i + 2]
-  local current = redis.call('HGET', KEYS[1], ARGV[i] .. '_v') or ''
-  if #version > #current or (#version == #current and version > current) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1], ARGV[i] .. '_v', version)
+  if newer(ARGV[i + 2], redis.call('HGET', KEYS[1], ARGV[i] .. '_v') or '') then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1], ARGV[i] .. '_v', ARGV[i + 2])
     stored = true
   end
 end
@@ -63,26 +61,7 @@ if stored then
 end
 return redis.call('HMGET', KEYS[1], 'enabled', 'rollout', 'enabled_v', 'rollout_v')
 """
-
-
-def _origin() -> int:
-    return secrets.randbelow(10**10)
-
-
-_ORIGIN = _origin()  # the tie-break of this process's versions (two flips in the same ns)
-
-
-def _reseed() -> None:
-    global _ORIGIN
-    _ORIGIN = _origin()
-
-
-os.register_at_fork(after_in_child=_reseed)
-
-
-def _newer(version: str, than: str) -> bool:
-    """Whether one version is newer than another ('' for none: older than any)."""
-    return len(version) > len(than) or (len(version) == len(than) and version > than)
+)
 
 
 def _gate(*args: Any, **kwargs: Any) -> bool:  # pragma: no cover - never called: a marker
@@ -149,11 +128,10 @@ class SharedFeatureToggle(FeatureToggle):
         self._channel = self._store.key(name, "toggle", "changed")
         self._remote_enabled = enabled  # the last state known from the store (or set here)
         self._loaded = False
-        # The version of each field's local value ('' for the built state), the fields whose
-        # local flip the store has not taken yet, and the ns of this toggle's last flip.
+        # The version of each field's local value ('' for the built state) and the fields whose
+        # local flip the store has not taken yet.
         self._versions = dict.fromkeys(_FIELDS, "")
         self._due: set[str] = set()
-        self._flipped_ns = 0
         self._denied = False  # on_error="deny" while the store is down
         self._watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
         self._watchers = weakref.WeakKeyDictionary()
@@ -200,7 +178,7 @@ class SharedFeatureToggle(FeatureToggle):
         for field in self._due:
             args += (field, self._value(field), self._versions[field])
         reply = await self._store._submit(_script(_SYNC), (self._hash,), tuple(args))
-        raw_enabled, raw_rollout, v_enabled, v_rollout = (_text(v) for v in reply)
+        raw_enabled, raw_rollout, v_enabled, v_rollout = (text(v) for v in reply)
         enabled, rollout = self._remote_enabled, self._rollout
         if self._take("enabled", v_enabled):
             enabled = raw_enabled == "1"
@@ -212,7 +190,7 @@ class SharedFeatureToggle(FeatureToggle):
         """Whether a field's stored value replaces the local one: not when the local flip is
         newer (a flip of ours the store has not taken, or a reply overtaken by a later one:
         it stays, or becomes, due)."""
-        if _newer(self._versions[field], stored):
+        if newer(self._versions[field], stored):
             self._due.add(field)
             return False
         self._due.discard(field)
@@ -233,10 +211,14 @@ class SharedFeatureToggle(FeatureToggle):
 
     def _watch(self) -> None:
         """Starts this loop's watcher (pub/sub plus poll) once."""
-        loop = asyncio.get_running_loop()
-        if loop in self._watchers:
-            return
-        self._watchers[loop] = loop.create_task(watch(weakref.ref(self), self._store, _POLL))
+        start_watching(self, _POLL)
+
+    def _unwatched(self) -> None:
+        """A watcher ended (its loop is closing): until the state is read again (the next call
+        or read, from any loop, does it and watches it from there), calls take the Python
+        path; the last known state stays meanwhile."""
+        self._loaded = False
+        self._apply(gate=True)
 
     async def ready(self) -> Self:
         """Reads the stored state now (a call does it anyway before the first call)."""
@@ -246,9 +228,7 @@ class SharedFeatureToggle(FeatureToggle):
 
     def _flip(self, field: str) -> _Stored:
         """Versions a local flip of a field, marks it due and stores it in the background."""
-        ns = max(time.time_ns(), self._flipped_ns + 1)  # a later flip here is never older
-        self._flipped_ns = ns
-        self._versions[field] = f"{ns:020d}{_ORIGIN:010d}"
+        self._versions[field] = stamp()
         self._due.add(field)
         try:
             loop = asyncio.get_running_loop()
@@ -284,10 +264,8 @@ class SharedFeatureToggle(FeatureToggle):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop: the first call (or read within a loop) does it
             return
-        if loop in self._watchers:  # a call, ready() or an earlier read started it
-            return
-        self._watch()
-        self._reading = loop.create_task(self._refresh())
+        if start_watching(self, _POLL):  # else a call, ready() or an earlier read started it
+            self._reading = loop.create_task(self._refresh())
 
     @property
     def enabled(self) -> bool:
@@ -363,7 +341,3 @@ def _script(source: str) -> Any:
 
         script = _SCRIPTS[source] = Script(source)
     return script
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)
