@@ -87,8 +87,10 @@ def test_processes_share_one_bulkhead(redis_server: RedisServer) -> None:
         running += kind
         most = max(most, running)
     assert most == CONCURRENCY  # never more, and the cap is used
-    # The cap is kept busy: half its capacity of 20 ms calls (less on a sanitized interpreter).
-    assert sum(len(out) for out in outputs) > 0.5 * CONCURRENCY * SECONDS / 0.02 / SLOWDOWN
+    # A release wakes a waiter at once (pub/sub). Were a freed permit found only by the 0.25 s
+    # poll (or at its 5 s lease), the 3 permits would serve at most 36 calls in 3 s: ask for 2.5
+    # times that, a fifth of their capacity of 20 ms calls, which a loaded machine still reaches.
+    assert sum(len(out) for out in outputs) > 0.2 * CONCURRENCY * SECONDS / 0.02 / SLOWDOWN
 
 
 async def test_permits_of_a_killed_process_expire_after_their_lease(
