@@ -138,10 +138,35 @@ class Hedge(Component, _native.Hedge):
         return await race._wait()
 
     async def __aenter__(self) -> None:
+        # Timed (latency histograms) only while _latency is set: a slot read otherwise.
+        t0 = None if self._latency is None else _native.now_ns()
         if self._block is not None:
-            await self._block.__aenter__()
+            try:
+                await self._block.__aenter__()
+            except BaseException as exc:
+                if t0 is not None:
+                    self._block_refused(t0, exc)
+                raise
+        if t0 is not None:
+            self._block_open(t0)
 
     async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._latency is None:
+            await self._leave(exc_type, exc, tb)
+            return
+        try:
+            await self._leave(exc_type, exc, tb)
+        except BaseException as raised:  # timed by what the block's user sees
+            self._block_exited(raised)
+            raise
+        self._block_exited(exc)
+
+    async def _leave(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
