@@ -197,12 +197,14 @@ async def test_nested_and_interleaved_blocks_each_count_their_own_time(
     assert ok.sum == pytest.approx(0.02 + 0.52 + 0.521)  # the other task's: 20 + 500 ms
 
 
-async def test_blocks_timed_only_while_on(clock: FakeClock) -> None:
+@pytest.mark.parametrize("pattern", ["bulkhead", "timeout"])
+async def test_blocks_timed_only_while_on(clock: FakeClock, pattern: str) -> None:
+    # The timeout keeps a block's timing in its scope, the bulkhead per task: the same rules.
     inst = FailsafeOtelInstrumentor()
     inst.uninstrument()
     o = Otel()
     name = unique("b")
-    bh = bulkhead(2, name=name)
+    bh = FORMS[pattern](name)
     try:
         inst.instrument(namespace=NS, meter_provider=o.provider)
         async with bh:
@@ -217,7 +219,7 @@ async def test_blocks_timed_only_while_on(clock: FakeClock) -> None:
             clock.advance(0.5)
         async with bh:
             clock.advance(0.004)
-        ok = o.histograms()[f"{NS}.{name}.bulkhead.duration"]["success"]
+        ok = o.histograms()[f"{NS}.{name}.{pattern}.duration"]["success"]
         assert (ok.count, ok.max) == (1, pytest.approx(0.004))
     finally:
         inst.uninstrument()
