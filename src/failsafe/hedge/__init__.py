@@ -21,7 +21,7 @@ without hedging (a block cannot be run twice); with ``timeout=None`` it does not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -150,15 +150,23 @@ class Hedge(Component, _native.Hedge):
         if t0 is not None:
             self._block_open(t0)
 
-    async def __aexit__(
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Awaitable[None]:
+        # Untimed: the leaving coroutine itself, no layer around it.
+        if self._latency is None:
+            return self._leave(exc_type, exc, tb)
+        return self._leave_timed(exc_type, exc, tb)
+
+    async def _leave_timed(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._latency is None:
-            await self._leave(exc_type, exc, tb)
-            return
         try:
             await self._leave(exc_type, exc, tb)
         except BaseException as raised:  # timed by what the block's user sees
