@@ -85,7 +85,45 @@ def _timeout_per_use(on: bool | str) -> Any:
     return {"g": timeout, "f": f}
 
 
+def _retry_fail2_traced(spans: str | None) -> Any:
+    """retry over a function failing twice per call, inside a recording span made current in
+    the measuring task: with spans on, each call adds its attempts to the trace."""
+    from opentelemetry import context, trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from cases import flaky
+    from failsafe.integrations.opentelemetry import FailsafeOtelInstrumentor
+    from failsafe.retry import retry
+
+    inst = FailsafeOtelInstrumentor()
+    inst.uninstrument()
+    provider = TracerProvider()
+    if spans is not None:
+        from opentelemetry.sdk.metrics import MeterProvider
+
+        inst.instrument(
+            namespace="bench", meter_provider=MeterProvider(), spans=spans, tracer_provider=provider
+        )
+    span = provider.get_tracer("bench").start_span("request")
+    context.attach(trace.set_span_in_context(span))
+    return retry(attempts=3, backoff=0, name="bench_retry")(flaky())
+
+
 CASES: list[Case] = []
+# Span events when they fire: two failed attempts per call, in a recording span.
+for _label, _spans in (
+    ("spans off", None),
+    ("span events", "events"),
+    ("child spans", "spans"),
+):
+    CASES.append(
+        Case(
+            "otel",
+            "retry fail2 in a span (named)",
+            f"failsafe, {_label}",
+            lambda m=_spans: _retry_fail2_traced(m),
+        )
+    )
 _MODES: tuple[tuple[str, bool | str], ...] = (
     ("not instrumented", False),
     ("instrumented", True),

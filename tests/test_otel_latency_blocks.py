@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from failsafe.adaptive import concurrency_limit, throttle
 from failsafe.bulkhead import BulkheadFull, bulkhead
 from failsafe.circuitbreaker import BreakerFailing, consecutive_breaker
 from failsafe.failfast import FailFastOpen, failfast
 from failsafe.featuretoggle import FeatureDisabled, featuretoggle
+from failsafe.hedge import hedge
 from failsafe.integrations.opentelemetry import FailsafeOtelInstrumentor
 from failsafe.ratelimit import RateLimitExceeded, tokenbucket
 from failsafe.testing import FakeClock
@@ -30,6 +32,9 @@ FORMS: dict[str, Callable[[str], Any]] = {
     "ratelimit": lambda name: tokenbucket(100, 1, name=name),
     "failfast": lambda name: failfast(failure_threshold=5, name=name),
     "featuretoggle": lambda name: featuretoggle(name=name),
+    "hedge": lambda name: hedge(attempts=2, delay=1, timeout=10, name=name),
+    "concurrency_limit": lambda name: concurrency_limit(name=name),
+    "throttle": lambda name: throttle(name=name),
 }
 
 
@@ -76,7 +81,8 @@ async def test_block_success_failure_and_cancellation(
 
 
 async def test_refused_entries_count_as_rejected_at_once(otel: Otel, clock: FakeClock) -> None:
-    names = {p: unique(p[:2]) for p in FORMS}
+    refusing = ("timeout", "circuitbreaker", "bulkhead", "ratelimit", "failfast", "featuretoggle")
+    names = {p: unique(p[:2]) for p in refusing}
     breaker = consecutive_breaker(
         failure_threshold=1, recovery_time=60, name=names["circuitbreaker"]
     )
@@ -191,12 +197,14 @@ async def test_nested_and_interleaved_blocks_each_count_their_own_time(
     assert ok.sum == pytest.approx(0.02 + 0.52 + 0.521)  # the other task's: 20 + 500 ms
 
 
-async def test_blocks_timed_only_while_on(clock: FakeClock) -> None:
+@pytest.mark.parametrize("pattern", ["bulkhead", "timeout"])
+async def test_blocks_timed_only_while_on(clock: FakeClock, pattern: str) -> None:
+    # The timeout keeps a block's timing in its scope, the bulkhead per task: the same rules.
     inst = FailsafeOtelInstrumentor()
     inst.uninstrument()
     o = Otel()
     name = unique("b")
-    bh = bulkhead(2, name=name)
+    bh = FORMS[pattern](name)
     try:
         inst.instrument(namespace=NS, meter_provider=o.provider)
         async with bh:
@@ -211,7 +219,7 @@ async def test_blocks_timed_only_while_on(clock: FakeClock) -> None:
             clock.advance(0.5)
         async with bh:
             clock.advance(0.004)
-        ok = o.histograms()[f"{NS}.{name}.bulkhead.duration"]["success"]
+        ok = o.histograms()[f"{NS}.{name}.{pattern}.duration"]["success"]
         assert (ok.count, ok.max) == (1, pytest.approx(0.004))
     finally:
         inst.uninstrument()

@@ -24,18 +24,22 @@ static void call_release(FsCall *c)
     Py_CLEAR(c->args);
     Py_CLEAR(c->kwnames);
     Py_CLEAR(c->pobj);
-    Py_CLEAR(c->lat);
-    if (c->pin != NULL) {
-        fs_keyed_unpin(c->pin);
-        Py_CLEAR(c->pin);
+    if (c->extra & (FS_CX_TIMED | FS_CX_PIN)) {
+        c->extra &= (uint8_t)~(FS_CX_TIMED | FS_CX_PIN);
+        Py_CLEAR(c->lat);
+        if (c->pin != NULL) {
+            fs_keyed_unpin(c->pin);
+            Py_CLEAR(c->pin);
+        }
     }
 }
 
-/* Counts the end of the timed call c (c->lat set) with outcome into its histogram, once. */
+/* Counts the end of the timed call c (FS_CX_TIMED) with outcome into its histogram, once. */
 static void call_count(FsCall *c, int outcome)
 {
     PyObject *lat = c->lat;
     c->lat = NULL;
+    c->extra &= (uint8_t)~FS_CX_TIMED;
     fs_latency_count(lat, outcome, c->t0_ns, fs_now_ns(c->policy->st));
     Py_DECREF(lat);
 }
@@ -92,12 +96,15 @@ static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, Py
 {
     if (c->state == FS_CALL_HANDOFF) {
         c->state = FS_CALL_DONE;
-        if (c->lat != NULL && c->block && exc == NULL) {
-            /* A block's entry admitted: its timing goes on until the block's __aexit__. */
-            fs_latency_block_open(c->policy, c->lat, c->t0_ns);
-        }
-        else if (c->lat != NULL) {
-            call_count(c, exc == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(c->policy->st, exc));
+        if (c->extra & FS_CX_TIMED) {
+            if ((c->extra & FS_CX_BLOCK) && exc == NULL) {
+                /* A block's entry admitted: its timing goes on until the block's __aexit__. */
+                fs_latency_block_open(c->policy, c->lat, c->t0_ns);
+            }
+            else {
+                call_count(c, exc == NULL ? FS_LAT_SUCCESS
+                                          : fs_latency_outcome(c->policy->st, exc));
+            }
         }
         call_release(c);
         if (exc != NULL) {
@@ -129,14 +136,14 @@ static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, Py
     }
     c->state = FS_CALL_DONE;
     if (next == FS_NEXT_RETURN) {
-        if (c->lat != NULL) {
+        if (c->extra & FS_CX_TIMED) {
             call_count(c, FS_LAT_SUCCESS);
         }
         call_release(c);
         *presult = out;
         return PYGEN_RETURN;
     }
-    if (c->lat != NULL) {
+    if (c->extra & FS_CX_TIMED) {
         if (next == FS_NEXT_RAISE) {
             call_count(c, fs_latency_outcome(c->policy->st, out));
         }
@@ -171,11 +178,15 @@ static int call_begin(FsCall *c, PyObject *arg)
                             "can't send non-None value to a just-started coroutine");
             return -1;
         }
-        /* A bare call runs no hooks: it only hands over to what it drives. */
-        c->state = FS_CALL_RUNNING + c->bare;
-        if (c->bare == 0 && c->policy->ops->start != NULL && c->policy->ops->start(c) < 0) {
+        if (c->extra & FS_CX_BARE) {
+            /* A bare call runs no hooks: it only hands over to what it drives. */
+            c->state = FS_CALL_HANDOFF;
+            return 0;
+        }
+        c->state = FS_CALL_RUNNING;
+        if (c->policy->ops->start != NULL && c->policy->ops->start(c) < 0) {
             /* Nothing ran yet: end the call with the start error, closing the inner coroutine. */
-            if (c->lat != NULL) {
+            if (c->extra & FS_CX_TIMED) {
                 call_count_raised(c);   /* a refusal at the start: rejected */
             }
             PyObject *err = PyErr_GetRaisedException();
@@ -300,8 +311,9 @@ static PyObject *call_throw(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (c->state == FS_CALL_FRESH) {
         /* Thrown in before it ever ran: the function's body never runs, so neither does the
          * policy, and no time is counted; whatever comes out passes through. */
+        c->extra &= (uint8_t)~FS_CX_TIMED;
         Py_CLEAR(c->lat);
-        if (c->bare == 0 && c->policy->ops->abandon != NULL) {
+        if (!(c->extra & FS_CX_BARE) && c->policy->ops->abandon != NULL) {
             c->policy->ops->abandon(c);
         }
         c->state = FS_CALL_HANDOFF;
@@ -387,12 +399,12 @@ static PyObject *call_close(PyObject *self, PyObject *Py_UNUSED(unused))
             Py_DECREF(close);
         }
     }
-    if (state != FS_CALL_HANDOFF && c->bare == 0 && c->policy->ops->abandon != NULL) {
+    if (state != FS_CALL_HANDOFF && !(c->extra & FS_CX_BARE) && c->policy->ops->abandon != NULL) {
         PyObject *err = PyErr_GetRaisedException();
         c->policy->ops->abandon(c);
         PyErr_SetRaisedException(err);
     }
-    if (c->lat != NULL && state != FS_CALL_FRESH) {
+    if ((c->extra & FS_CX_TIMED) && state != FS_CALL_FRESH) {
         call_count(c, FS_LAT_CANCELLED);    /* closed unfinished (a fresh one never ran) */
     }
     call_release(c);
@@ -432,14 +444,15 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg)
     return 0;
 }
 
-static void call_abandon_if_open(FsCall *c)
+/* A call let go unfinished (not FS_CALL_DONE): counted as cancelled when timed, abandoned. */
+static void call_abandon_open(FsCall *c)
 {
-    if (c->lat != NULL && (c->state == FS_CALL_RUNNING || c->state == FS_CALL_HANDOFF)
+    if ((c->extra & FS_CX_TIMED) && (c->state == FS_CALL_RUNNING || c->state == FS_CALL_HANDOFF)
         && c->policy != NULL) {
         call_count(c, FS_LAT_CANCELLED);    /* let go unfinished: never a failure */
     }
     if ((c->state == FS_CALL_FRESH || c->state == FS_CALL_RUNNING) && c->policy != NULL
-        && c->bare == 0 && c->policy->ops->abandon != NULL) {
+        && !(c->extra & FS_CX_BARE) && c->policy->ops->abandon != NULL) {
         PyObject *err = PyErr_GetRaisedException();
         c->state = FS_CALL_DONE;
         c->policy->ops->abandon(c);
@@ -451,8 +464,10 @@ static void call_abandon_if_open(FsCall *c)
 static int call_clear(PyObject *self)
 {
     FsCall *c = (FsCall *)self;
-    call_abandon_if_open(c);
-    call_release(c);
+    if (c->state != FS_CALL_DONE) {
+        call_abandon_open(c);
+        call_release(c);
+    }
     Py_CLEAR(c->policy);
     return 0;
 }
@@ -465,8 +480,11 @@ static void call_dealloc(PyObject *self)
     if (c->weakreflist != NULL) {
         PyObject_ClearWeakRefs(self);
     }
-    call_abandon_if_open(c);
-    call_release(c);
+    if (c->state != FS_CALL_DONE) {
+        /* Every way into FS_CALL_DONE releases what the call held: only an open one has any. */
+        call_abandon_open(c);
+        call_release(c);
+    }
     fs_state *st = c->policy != NULL ? c->policy->st : NULL;
     Py_CLEAR(c->policy);
     if (st != NULL && st->call_free_count < FS_CALL_FREELIST && tp == st->Call_Type) {
@@ -606,7 +624,7 @@ PyObject *fs_call_timed_bare(FsPolicy *p, PyObject *lat, PyObject *aw)
         return NULL;
     }
     c->inner = it;
-    c->bare = 1;
+    c->extra = FS_CX_BARE | FS_CX_TIMED;
     c->lat = Py_NewRef(lat);
     c->t0_ns = fs_now_ns(p->st);
     PyObject_GC_Track(c);
@@ -617,7 +635,7 @@ PyObject *fs_call_timed_enter(FsPolicy *p, PyObject *lat, PyObject *aw)
 {
     PyObject *c = fs_call_timed_bare(p, lat, aw);
     if (c != NULL) {
-        ((FsCall *)c)->block = 1;
+        ((FsCall *)c)->extra |= FS_CX_BLOCK;
     }
     return c;
 }

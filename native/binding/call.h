@@ -35,8 +35,7 @@ static inline FsCall *fs_call_new(FsPolicy *p)
     c->failures = 0;
     c->state = FS_CALL_FRESH;
     c->running = 0;
-    c->bare = 0;
-    c->block = 0;
+    c->extra = 0;
     c->lat = NULL;
     c->timeout_s = 0.0;
     c->pobj = NULL;

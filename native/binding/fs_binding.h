@@ -175,8 +175,6 @@ typedef struct fs_state {
     Py_ssize_t blocks_timed;        /* timed `async with` blocks open (latency.c): 0 skips exits */
 } fs_state;
 
-/* Current time in monotonic nanoseconds (the fake clock when one is set). */
-int64_t fs_now_ns(fs_state *st);
 /* Whether failsafe.testing changes how waits go for the running context: a fake clock is
  * installed, or instant waits are on in this context (hedge delays are then waited from Python,
  * through failsafe.testing.sleep). 1 yes, 0 no; never fails (an error reads as no). */
@@ -198,6 +196,18 @@ static inline int64_t fs_monotonic_ns(void)
 #else
     return (int64_t)_PyTime_GetMonotonicClock();
 #endif
+}
+
+/* Current time in monotonic nanoseconds (the fake clock when one is set). Inline: a timed call
+ * reads it twice. */
+static inline int64_t fs_now_ns(fs_state *st)
+{
+    if (st->fake_clock) {
+        return st->fake_now_ns;
+    }
+    int64_t real = fs_monotonic_ns();
+    /* Saturates instead of overflowing after a fake clock near INT64_MAX. */
+    return real > INT64_MAX - st->real_offset_ns ? INT64_MAX : real + st->real_offset_ns;
 }
 
 /* The class of code (borrowed): the one bound by _bind, else imported once from where failsafe
@@ -361,6 +371,7 @@ struct FsPolicy {
     FsPolicy *series_prev;
     FsPolicy *series_next;
     PyObject *latency;      /* failsafe._native.Latency timing its calls (strong), or NULL */
+    uint32_t lat_gen;       /* detaches of latency so far: a block timed across one is not */
 };
 
 /* Every policy type embeds these in its own tables (one Py_tp_members / Py_tp_methods slot per
@@ -528,6 +539,14 @@ typedef struct FsGuard {
 
 enum { FS_CALL_FRESH = 0, FS_CALL_RUNNING, FS_CALL_HANDOFF, FS_CALL_DONE };
 
+/* FsCall.extra: what an untimed call of the off path never has (one byte tested, not four). */
+enum {
+    FS_CX_TIMED = 0x1,  /* lat is set: the call is counted into it when it ends */
+    FS_CX_BARE = 0x2,   /* only times what a route without a call returned: no hooks run */
+    FS_CX_BLOCK = 0x4,  /* bare, timing a block's entry: success opens the block's timing */
+    FS_CX_PIN = 0x8     /* pin is set: unpinned when the call ends */
+};
+
 struct FsCall {
     PyObject_HEAD
     PyObject *inner;        /* the awaitable being driven (owned), NULL once done */
@@ -543,17 +562,17 @@ struct FsCall {
     int64_t t0_ns;          /* start time when FS_POL_NEEDS_T0 or timed */
     uint8_t state;          /* FS_CALL_* */
     uint8_t running;        /* inside send/throw/close: re-entry is refused */
-    uint8_t bare;           /* only times what a route without a call returned: no hooks run */
-    uint8_t block;          /* bare, timing a block's entry: success opens the block's timing */
+    /* FS_CX_* flags: 0 for an untimed, unpinned call, so its path tests this byte alone */
+    uint8_t extra;
     uint32_t failures;      /* retry: attempts of this call that failed so far */
-    PyObject *lat;          /* the Latency timing this call (owned), NULL untimed or counted */
+    PyObject *lat;          /* the Latency timing this call (owned) while FS_CX_TIMED, else NULL */
     PyObject *weakreflist;
     /* policy payload */
     double timeout_s;       /* timeout: the delay of this call */
     FsTimerEntry entry;     /* timeout: the deadline of this call */
     PyObject *pobj;         /* owned by the policy's hooks (cleared with the call, visited) */
-    PyObject *pin;          /* a keyed registry's entry pinned while the call runs (owned), or
-                             * NULL: unpinned when the call ends (keyed.c) */
+    PyObject *pin;          /* a keyed registry's entry pinned while the call runs (owned,
+                             * FS_CX_PIN), or NULL: unpinned when the call ends (keyed.c) */
     uint64_t pword;         /* policy scratch (e.g. a key hash, a probe flag) */
 };
 
@@ -704,6 +723,11 @@ static inline void fs_block_exited(FsPolicy *p, PyObject *r, PyObject *exc)
         fs_latency_block_exit(p, r, exc);
     }
 }
+/* Ends the timing of a block of p begun at t0_ns into lat (borrowed) when p->lat_gen was gen,
+ * by what __aexit__ returned (r, borrowed; NULL with the exception pending, kept) or else the
+ * block's exc (None: success): counted unless p's latency was detached since. Never raises. */
+void fs_latency_block_end(FsPolicy *p, PyObject *lat, uint32_t gen, int64_t t0_ns, PyObject *r,
+                          PyObject *exc);
 /* Opens the timing of p's block entered at t0_ns into lat (borrowed) in the current task.
  * Never raises: a block that cannot be kept (no task, no memory) goes untimed. */
 void fs_latency_block_open(FsPolicy *p, PyObject *lat, int64_t t0_ns);

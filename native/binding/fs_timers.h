@@ -66,6 +66,9 @@ typedef struct TimeoutScope {
     struct TimeoutScope *outer;     /* strong: the task's next outer scope in the queue's map */
     uint8_t phase;                  /* SCOPE_*; while active, entry.state tells if it expires */
     uint8_t has_when;               /* when() is not None */
+    uint32_t lat_gen;               /* policy->lat_gen when the block's timing began */
+    int64_t lat_t0;                 /* when the block was entered, when timed */
+    PyObject *lat;                  /* the Latency timing the block (strong), or NULL */
 } TimeoutScope;
 
 static inline FsTimerEntry *entry_of(fs_heap_node *n)

@@ -34,10 +34,10 @@ static void guard_count_at_once(FsPolicy *p, PyObject *lat, PyObject *d)
 }
 
 /* The FsCall of an admitted call (FS_ADMIT_CALL), timed into lat unless NULL, or NULL with an
- * exception. */
-static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
-                                 PyObject *const *args, size_t nargsf, PyObject *kwnames,
-                                 PyObject *lat)
+ * exception. Inlined into each route, so the untimed one (lat a constant NULL) tests nothing. */
+static inline Py_ALWAYS_INLINE PyObject *
+guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn, PyObject *const *args, size_t nargsf,
+                PyObject *kwnames, PyObject *lat)
 {
     /* The call object comes first: if fn fails synchronously (bad arguments), deallocating it
      * runs the policy's abandon hook, which gives back whatever admit took. */
@@ -97,7 +97,10 @@ static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
         return NULL;
     }
     c->inner = coro;
-    c->lat = Py_XNewRef(lat);
+    if (lat != NULL) {
+        c->lat = Py_NewRef(lat);
+        c->extra = FS_CX_TIMED;
+    }
     return (PyObject *)c;
 }
 
@@ -106,8 +109,9 @@ static PyObject *guard_make_call(FsPolicy *p, fs_admission *a, PyObject *fn,
  * awaited (fs_done_refused). Timed into lat unless NULL: an admitted call by its FsCall, a
  * call passed through or sent down the slow path by a bare FsCall around it, and one answered
  * at once (a value, a refusal) at once, as taking no time. */
-static inline PyObject *guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args,
-                                   size_t nargsf, PyObject *kwnames, PyObject *lat)
+static inline Py_ALWAYS_INLINE PyObject *
+guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t nargsf, PyObject *kwnames,
+           PyObject *lat)
 {
     fs_admission a;
     a.key = NULL;
@@ -154,10 +158,19 @@ PyObject *fs_guard_call(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t
     return guard_call(p, fn, args, nargsf, kwnames, NULL);    /* timed by its caller's guard */
 }
 
+/* The timed route, apart: the untimed one pays only the test of p->latency. */
+static PyObject *guard_call_lat(FsPolicy *p, PyObject *fn, PyObject *const *args,
+                                size_t nargsf, PyObject *kwnames, PyObject *lat)
+{
+    return guard_call(p, fn, args, nargsf, kwnames, lat);
+}
+
 PyObject *fs_guard_call_timed(FsPolicy *p, PyObject *fn, PyObject *const *args, size_t nargsf,
                               PyObject *kwnames)
 {
-    return guard_call(p, fn, args, nargsf, kwnames, p->latency);
+    PyObject *lat = p->latency;
+    return lat == NULL ? guard_call(p, fn, args, nargsf, kwnames, NULL)
+                       : guard_call_lat(p, fn, args, nargsf, kwnames, lat);
 }
 
 static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
@@ -170,7 +183,9 @@ static PyObject *guard_vectorcall(PyObject *self, PyObject *const *args, size_t 
         PyErr_SetString(PyExc_RuntimeError, "failsafe guard used after it was cleared");
         return NULL;
     }
-    return guard_call(p, g->fn, args, nargsf, kwnames, p->latency);
+    PyObject *lat = p->latency;
+    return lat == NULL ? guard_call(p, g->fn, args, nargsf, kwnames, NULL)
+                       : guard_call_lat(p, g->fn, args, nargsf, kwnames, lat);
 }
 
 static PyObject *guard_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)

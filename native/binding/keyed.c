@@ -265,7 +265,8 @@ static fs_verdict route_admit(FsPolicy *p, fs_admission *a, PyObject *const *arg
     Py_DECREF(guard);
     if (res != NULL && Py_IS_TYPE(res, st->Call_Type) && ((FsCall *)res)->pin == NULL
         && ((FsCall *)res)->state != FS_CALL_DONE) {
-        ((FsCall *)res)->pin = found;   /* unpinned when the call ends (guard.c) */
+        ((FsCall *)res)->pin = found;   /* unpinned when the call ends (call.c) */
+        ((FsCall *)res)->extra |= FS_CX_PIN;
     }
     else {
         e->pins--;

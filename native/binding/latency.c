@@ -113,6 +113,30 @@ PyObject *fs_latency_block_enter(FsPolicy *p, PyObject *aw)
     return fs_call_timed_enter(p, lat, aw);    /* entered after a wait, or refused by it */
 }
 
+/* The outcome of a block that ended with raised (what __aexit__ raised) or else exc. */
+static int block_outcome(fs_state *st, PyObject *raised, PyObject *exc)
+{
+    PyObject *end = raised != NULL ? raised : (exc == Py_None ? NULL : exc);
+    return end == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(st, end);
+}
+
+void fs_latency_block_end(FsPolicy *p, PyObject *lat, uint32_t gen, int64_t t0_ns, PyObject *r,
+                          PyObject *exc)
+{
+    if (p->latency != lat || p->lat_gen != gen) {
+        return;     /* detached while the block ran: it ends untimed */
+    }
+    fs_state *st = p->st;
+    int64_t end_ns = fs_now_ns(st);
+    if (r != NULL) {
+        fs_latency_count(lat, block_outcome(st, NULL, exc), t0_ns, end_ns);
+        return;
+    }
+    PyObject *raised = PyErr_GetRaisedException();
+    fs_latency_count(lat, block_outcome(st, raised, exc), t0_ns, end_ns);
+    PyErr_SetRaisedException(raised);
+}
+
 void fs_latency_block_exit(FsPolicy *p, PyObject *r, PyObject *exc)
 {
     fs_state *st = p->st;
@@ -131,9 +155,8 @@ void fs_latency_block_exit(FsPolicy *p, PyObject *r, PyObject *exc)
         if (rc == 0) {
             st->blocks_timed--;
             /* What the block ended with, as its user sees it: what __aexit__ raised, else exc. */
-            PyObject *end = raised != NULL ? raised : (exc == Py_None ? NULL : exc);
-            int outcome = end == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(st, end);
-            fs_latency_count(PyTuple_GET_ITEM(entry, 1), outcome, t0, fs_now_ns(st));
+            fs_latency_count(PyTuple_GET_ITEM(entry, 1), block_outcome(st, raised, exc), t0,
+                             fs_now_ns(st));
         }
         Py_DECREF(entry);
     }
@@ -256,6 +279,7 @@ static PyObject *lat_detach(PyObject *self, PyObject *obj)
     }
     if (p->latency == self) {
         Py_CLEAR(p->latency);
+        p->lat_gen++;
         block_forget(p->st, p);
     }
     Py_RETURN_NONE;

@@ -15,16 +15,6 @@ fs_state *fs_state_from_type(PyTypeObject *tp)
     return (fs_state *)PyModule_GetState(mod);
 }
 
-int64_t fs_now_ns(fs_state *st)
-{
-    if (st->fake_clock) {
-        return st->fake_now_ns;
-    }
-    int64_t real = fs_monotonic_ns();
-    /* Saturates instead of overflowing after a fake clock near INT64_MAX. */
-    return real > INT64_MAX - st->real_offset_ns ? INT64_MAX : real + st->real_offset_ns;
-}
-
 int fs_event_error(PyObject *where)
 {
     if (PyErr_ExceptionMatches(PyExc_Exception)) {

@@ -201,6 +201,7 @@ static PyObject *timeout_aenter(PyObject *self)
         if (s == NULL) {
             goto done;
         }
+        s->lat = NULL;
         PyObject_GC_Track(s);
     }
     fs_entry_init(&s->entry, (PyObject *)s);
@@ -225,14 +226,22 @@ static PyObject *timeout_aenter(PyObject *self)
         fs_entry_unlink(&s->entry);
         PyErr_SetRaisedException(exc);
     }
+    else if (t->base.latency != NULL) {
+        /* Timed by the scope itself, the block's own record, until __aexit__. */
+        Py_XSETREF(s->lat, Py_NewRef(t->base.latency));
+        s->lat_gen = t->base.lat_gen;
+        s->lat_t0 = fs_now_ns(st);
+    }
 done:
     Py_XDECREF(s);
     Py_DECREF(loop);
     Py_DECREF(task);
-    return fs_block_entered(&t->base, ready);
+    return ready != NULL ? ready : fs_block_entered(&t->base, NULL);   /* refused: counted */
 }
 
-static PyObject *timeout_aexit_impl(PyObject *self, PyObject *const *args)
+/* The scope's timing (its Latency, stolen, or NULL) goes to *lat, *t0 and *gen. */
+static PyObject *timeout_aexit_impl(PyObject *self, PyObject *const *args, PyObject **lat,
+                                    int64_t *t0, uint32_t *gen)
 {
     TimeoutObject *t = (TimeoutObject *)self;
     fs_state *st = t->base.st;
@@ -262,6 +271,10 @@ static PyObject *timeout_aexit_impl(PyObject *self, PyObject *const *args)
                         "Timeout.__aexit__ without a matching __aenter__ in this task");
         return NULL;
     }
+    *lat = s->lat;
+    s->lat = NULL;
+    *t0 = s->lat_t0;
+    *gen = s->lat_gen;
     int fired = s->entry.state == FS_TE_FIRED;
     PyObject *te;
     int r = fs_entry_exit(st, &s->entry, args[0], args[1], FS_E_TIMEOUT, &te);
@@ -291,8 +304,14 @@ static PyObject *timeout_aexit_impl(PyObject *self, PyObject *const *args)
 
 static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
 {
-    PyObject *r = timeout_aexit_impl(self, args);
-    fs_block_exited(&((TimeoutObject *)self)->base, r, args[1]);
+    PyObject *lat = NULL;
+    int64_t t0 = 0;
+    uint32_t gen = 0;
+    PyObject *r = timeout_aexit_impl(self, args, &lat, &t0, &gen);
+    if (lat != NULL) {
+        fs_latency_block_end(&((TimeoutObject *)self)->base, lat, gen, t0, r, args[1]);
+        Py_DECREF(lat);
+    }
     return r;
 }
 

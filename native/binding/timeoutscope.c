@@ -145,6 +145,7 @@ static int scope_clear(PyObject *self)
     fs_entry_unlink(&s->entry);
     Py_CLEAR(s->policy);
     Py_CLEAR(s->outer);
+    Py_CLEAR(s->lat);
     return 0;
 }
 

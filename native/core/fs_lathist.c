@@ -28,20 +28,35 @@ void fs_lathist_init(fs_lathist *h)
     }
 }
 
+/* The first bound >= 2^k, for each k (a duration's floor(log2)). Consecutive bounds are at
+ * least 2 apart, so [2^k, 2^(k+1)) reaches past one bound at most: one comparison decides. */
+static const uint8_t first_at_log2[64] = {
+    0,  0,  0,  0,  0,  0,  0,  1,  2,  3,  4,  5,  5,  6,  7,  8,
+    9,  10, 11, 12, 13, 14, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+    23, 24, 25, 26, 27, 28, 29, 30, 31, 31, 31, 31, 31, 31, 31, 31,
+    31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31,
+};
+
+static int floor_log2(uint64_t v)   /* v > 0 */
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return 63 - __builtin_clzll(v);
+#else
+    int k = 0;
+    while (v >>= 1) {
+        k++;
+    }
+    return k;
+#endif
+}
+
 int fs_lathist_bucket(int64_t duration_ns)
 {
-    /* The first bound >= duration_ns, by bisection over [lo, hi). */
-    int lo = 0, hi = FS_LAT_BOUNDS;
-    while (lo < hi) {
-        int mid = (lo + hi) >> 1;
-        if (fs_lat_bounds_ns[mid] < duration_ns) {
-            lo = mid + 1;
-        }
-        else {
-            hi = mid;
-        }
+    if (duration_ns <= fs_lat_bounds_ns[0]) {
+        return 0;   /* also what is negative */
     }
-    return lo;
+    int j = first_at_log2[floor_log2((uint64_t)duration_ns)];
+    return j < FS_LAT_BOUNDS && fs_lat_bounds_ns[j] < duration_ns ? j + 1 : j;
 }
 
 void fs_lathist_merge(fs_lathist *dst, const fs_lathist *src)

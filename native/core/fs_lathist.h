@@ -1,6 +1,7 @@
 /* Latency histogram by outcome: fixed log-spaced bucket bounds (1, 2, 5 per decade, 100 ns to
  * 1000 s), the explicit bounds an OpenTelemetry histogram exports. Fixed size, no allocation;
- * recording is a short binary search and a few additions. Time is an argument (ns). */
+ * recording is a table lookup by the duration's log2, one comparison and a few additions.
+ * Time is an argument (ns). */
 #ifndef FS_LATHIST_H
 #define FS_LATHIST_H
 

@@ -38,6 +38,17 @@ static void test_lathist_bucket(void)
             CHECK_EQ_INT(fs_lathist_bucket(v), want);
         }
     }
+    /* And around every power of two (the lookup goes by a duration's log2). */
+    for (int k = 1; k < 63; k++) {
+        for (int64_t d = -1; d <= 1; d++) {
+            int64_t v = ((int64_t)1 << k) + d;
+            int want = 0;
+            while (want < FS_LAT_BOUNDS && fs_lat_bounds_ns[want] < v) {
+                want++;
+            }
+            CHECK_EQ_INT(fs_lathist_bucket(v), want);
+        }
+    }
 }
 
 static void test_lathist_record(void)

@@ -306,13 +306,24 @@ class ConcurrencyLimit(Component, _native.AdaptiveLimit):
     # -- async with ------------------------------------------------------------------------
 
     async def __aenter__(self) -> None:
+        # Timed (latency histograms) only while _latency is set: a slot read otherwise.
+        t0 = None if self._latency is None else _native.now_ns()
         priority = _priority.priority_of(self._priority, (), {})
         tenant = _priority.tenant_of(self._tenant, (), {})
-        at = await self._acquire(priority, tenant)
+        try:
+            at = await self._acquire(priority, tenant)
+        except BaseException as exc:
+            if t0 is not None:
+                self._block_refused(t0, exc)
+            raise
         task = asyncio.current_task()
         self._held.setdefault(task, []).append((_native.now_ns(), at, tenant))
+        if t0 is not None:
+            self._block_open(t0)
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._latency is not None:
+            self._block_exited(exc)
         task = asyncio.current_task()
         stack = self._held.get(task)
         if not stack:

@@ -97,9 +97,16 @@ class Throttle(Component, _native.AdaptiveThrottle):
 
     async def __aenter__(self) -> None:
         if not self._admit_priority(_priority.priority_of(self._priority, (), {})):
-            raise self._refusal()
+            refusal = self._refusal()
+            if self._latency is not None:  # timed only while set: a slot read otherwise
+                self._block_refused(_native.now_ns(), refusal)
+            raise refusal
+        if self._latency is not None:
+            self._block_open(_native.now_ns())
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._latency is not None:
+            self._block_exited(exc)
         if exc is None or isinstance(exc, Exception):
             self._end(None, exc)
 

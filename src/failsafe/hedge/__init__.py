@@ -21,7 +21,7 @@ without hedging (a block cannot be run twice); with ``timeout=None`` it does not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -138,10 +138,43 @@ class Hedge(Component, _native.Hedge):
         return await race._wait()
 
     async def __aenter__(self) -> None:
+        # Timed (latency histograms) only while _latency is set: a slot read otherwise.
+        t0 = None if self._latency is None else _native.now_ns()
         if self._block is not None:
-            await self._block.__aenter__()
+            try:
+                await self._block.__aenter__()
+            except BaseException as exc:
+                if t0 is not None:
+                    self._block_refused(t0, exc)
+                raise
+        if t0 is not None:
+            self._block_open(t0)
 
-    async def __aexit__(
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Awaitable[None]:
+        # Untimed: the leaving coroutine itself, no layer around it.
+        if self._latency is None:
+            return self._leave(exc_type, exc, tb)
+        return self._leave_timed(exc_type, exc, tb)
+
+    async def _leave_timed(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._leave(exc_type, exc, tb)
+        except BaseException as raised:  # timed by what the block's user sees
+            self._block_exited(raised)
+            raise
+        self._block_exited(exc)
+
+    async def _leave(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,

@@ -274,33 +274,46 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
         """An `async with` entered while the shared state is not closed: rejected while open,
         a shared probe slot when half-open, else the C breaker's admission."""
         self._watch()
+        # Timed (latency histograms) only while _latency is set; the C breaker's own admission
+        # times itself.
+        t0 = None if self._latency is None else _native.now_ns()
         probe = False
         if self._gate:
-            if self._shared_state == OPEN and (
-                self._until == 0.0 or time.monotonic() < self._until
-            ):
-                raise self._reject()
             try:
-                reply = await self._ask(_PROBE, self._probes)
-            except StoreUnavailable:
-                self._unavailable()
-                if self._store.on_error == "deny":
-                    raise self._reject() from None
-            else:
-                state, _, granted = reply[:3]
-                if int(state) == CLOSED:
-                    if not self._closed(reply):
-                        raise self._reject()
-                elif not int(granted):
-                    if int(state) == OPEN:
-                        await self._refresh()
-                    raise self._reject()
-                else:
-                    probe = True
+                probe = await self._shared_gate()
+            except BaseException as exc:
+                if t0 is not None:
+                    self._block_refused(t0, exc)
+                raise
         if not probe:
             await _native.Breaker.__aenter__(self)
         self._blocks.setdefault(asyncio.current_task(), []).append(probe)
+        if probe and t0 is not None:
+            self._block_open(t0)
         return self
+
+    async def _shared_gate(self) -> bool:
+        """The shared state's verdict on a block: True for a probe slot, False to ask the C
+        breaker; raises the rejection."""
+        if self._shared_state == OPEN and (self._until == 0.0 or time.monotonic() < self._until):
+            raise self._reject()
+        try:
+            reply = await self._ask(_PROBE, self._probes)
+        except StoreUnavailable:
+            self._unavailable()
+            if self._store.on_error == "deny":
+                raise self._reject() from None
+            return False
+        state, _, granted = reply[:3]
+        if int(state) == CLOSED:
+            if not self._closed(reply):
+                raise self._reject()
+            return False
+        if not int(granted):
+            if int(state) == OPEN:
+                await self._refresh()
+            raise self._reject()
+        return True
 
     async def _exit_shared(
         self,
@@ -319,6 +332,8 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
         if not probe:
             await _native.Breaker.__aexit__(self, exc_type, exc, tb)
             return
+        if self._latency is not None:
+            self._block_exited(exc)
         # Not a failure (or cancelled): the slot is given back as a success would.
         await self._outcome(not (isinstance(exc, Exception) and self._is_failure(exc)))
 

@@ -362,10 +362,19 @@ class SharedBulkhead(_core.Component, _native.Outcome):
             return fb.permit
 
     async def __aenter__(self) -> None:
-        permit = await self._acquire_any()
+        # Timed (latency histograms) only while _latency is set: a slot read otherwise.
+        t0 = None if self._latency is None else _native.now_ns()
+        try:
+            permit = await self._acquire_any()
+        except BaseException as exc:
+            if t0 is not None:
+                self._block_refused(t0, exc)
+            raise
         task = asyncio.current_task()
         assert task is not None
         self._by_task.setdefault(task, []).append(permit)
+        if t0 is not None:
+            self._block_open(t0)
 
     async def __aexit__(
         self,
@@ -373,6 +382,8 @@ class SharedBulkhead(_core.Component, _native.Outcome):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._latency is not None:
+            self._block_exited(exc)
         task = asyncio.current_task()
         held = self._by_task.get(task) if task is not None else None
         if not held:

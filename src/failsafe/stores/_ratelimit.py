@@ -299,7 +299,16 @@ class SharedLimiter(_core.Component, _native.Outcome):
     async def __aenter__(self) -> None:
         if self._key_fn is not None:
             raise TypeError("a keyed limiter needs its key: use `await limiter.acquire(key)`")
-        await self.acquire()
+        # Timed (latency histograms) only while _latency is set: a slot read otherwise.
+        t0 = None if self._latency is None else _native.now_ns()
+        try:
+            await self.acquire()
+        except BaseException as exc:
+            if t0 is not None:
+                self._block_refused(t0, exc)
+            raise
+        if t0 is not None:
+            self._block_open(t0)
 
     async def __aexit__(
         self,
@@ -307,7 +316,8 @@ class SharedLimiter(_core.Component, _native.Outcome):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        return None
+        if self._latency is not None:
+            self._block_exited(exc)
 
     # -- introspection ----------------------------------------------------------------------
 
