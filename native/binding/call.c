@@ -11,6 +11,8 @@
 /* ------------------------------------------------------------------------------------------ */
 /* FsCall: drives the inner awaitable, reports its end to the policy */
 
+/* Drops what the call holds. Every path that marks a call FS_CALL_DONE calls it (the dealloc
+ * relies on it). */
 static void call_release(FsCall *c)
 {
     Py_CLEAR(c->inner);
@@ -88,35 +90,31 @@ PyObject *fs_awaitable_iter(PyObject *aw)
 /* call_settle's answer when the call goes on: drive c->inner again, sending None. */
 #define FS_SETTLE_DRIVE 2
 
-/* The inner awaitable ended with result (owned) or exc (owned): a PySendResult for the call's
- * end, or FS_SETTLE_DRIVE when c->inner is a new awaitable to drive. */
-static int call_settle(FsCall *c, PyObject *result, PyObject *exc, PyObject **presult)
+/* The end of a handed-over awaitable (FS_CALL_HANDOFF) with result or exc (owned): the call's. */
+static PySendResult call_settle_handoff(FsCall *c, PyObject *result, PyObject *exc,
+                                        PyObject **presult)
 {
-    if (c->state == FS_CALL_HANDOFF) {
-        c->state = FS_CALL_DONE;
-        if (c->lat != NULL && c->block && exc == NULL) {
-            /* A block's entry admitted: its timing goes on until the block's __aexit__. */
-            fs_latency_block_open(c->policy, c->lat, c->t0_ns);
-        }
-        else if (c->lat != NULL) {
-            call_count(c, exc == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(c->policy->st, exc));
-        }
-        call_release(c);
-        if (exc != NULL) {
-            PyErr_SetRaisedException(exc);
-            return PYGEN_ERROR;
-        }
-        *presult = result;
-        return PYGEN_RETURN;
+    c->state = FS_CALL_DONE;
+    if (c->lat != NULL && c->block && exc == NULL) {
+        /* A block's entry admitted: its timing goes on until the block's __aexit__. */
+        fs_latency_block_open(c->policy, c->lat, c->t0_ns);
     }
-    PyObject *out = NULL;
-    int next = c->policy->ops->finish(c, result, exc, &out);
-    Py_XDECREF(result);
-    Py_XDECREF(exc);
-    if (next == FS_NEXT_AGAIN) {
-        Py_SETREF(c->inner, out);
-        return FS_SETTLE_DRIVE;
+    else if (c->lat != NULL) {
+        call_count(c, exc == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(c->policy->st, exc));
     }
+    call_release(c);
+    if (exc != NULL) {
+        PyErr_SetRaisedException(exc);
+        return PYGEN_ERROR;
+    }
+    *presult = result;
+    return PYGEN_RETURN;
+}
+
+/* What the finish hook's verdict next (all but FS_NEXT_AGAIN) with *out makes of the call: a
+ * PySendResult, or FS_SETTLE_DRIVE. */
+static int call_settle_next(FsCall *c, int next, PyObject *out, PyObject **presult)
+{
     if (next == FS_NEXT_CONTINUE) {
         PyObject *it = fs_awaitable_iter(out);
         Py_DECREF(out);
@@ -159,6 +157,25 @@ static int call_settle(FsCall *c, PyObject *result, PyObject *exc, PyObject **pr
         PyErr_SetRaisedException(rt);
     }
     return PYGEN_ERROR;
+}
+
+/* The inner awaitable ended with result (owned) or exc (owned): a PySendResult for the call's
+ * end, or FS_SETTLE_DRIVE when c->inner is a new awaitable to drive. Inline: a re-attempt made
+ * at once (FS_NEXT_AGAIN) goes through here and nothing else. */
+static inline int call_settle(FsCall *c, PyObject *result, PyObject *exc, PyObject **presult)
+{
+    if (c->state == FS_CALL_HANDOFF) {
+        return call_settle_handoff(c, result, exc, presult);
+    }
+    PyObject *out = NULL;
+    int next = c->policy->ops->finish(c, result, exc, &out);
+    Py_XDECREF(result);
+    Py_XDECREF(exc);
+    if (next == FS_NEXT_AGAIN) {
+        Py_SETREF(c->inner, out);
+        return FS_SETTLE_DRIVE;
+    }
+    return call_settle_next(c, next, out, presult);
 }
 
 /* Sends arg into c->inner, and None into each awaitable that follows it (a re-attempt, a slow
@@ -486,8 +503,11 @@ static void call_dealloc(PyObject *self)
     if (c->weakreflist != NULL) {
         PyObject_ClearWeakRefs(self);
     }
-    call_abandon_if_open(c);
-    call_release(c);
+    if (c->state != FS_CALL_DONE) {
+        /* A finished call let go of everything when it finished. */
+        call_abandon_if_open(c);
+        call_release(c);
+    }
     fs_state *st = c->policy != NULL ? c->policy->st : NULL;
     Py_CLEAR(c->policy);
     if (st != NULL && st->call_free_count < FS_CALL_FREELIST && tp == st->Call_Type) {
