@@ -11,6 +11,8 @@
 /* ------------------------------------------------------------------------------------------ */
 /* FsCall: drives the inner awaitable, reports its end to the policy */
 
+/* Drops what the call holds. Every path that marks a call FS_CALL_DONE calls it (the dealloc
+ * relies on it). */
 static void call_release(FsCall *c)
 {
     Py_CLEAR(c->inner);
@@ -89,39 +91,36 @@ PyObject *fs_awaitable_iter(PyObject *aw)
     return am->am_await(aw);
 }
 
-static PySendResult call_drive(FsCall *c, PyObject *arg, PyObject **presult);
+/* call_settle's answer when the call goes on: drive c->inner again, sending None. */
+#define FS_SETTLE_DRIVE 2
 
-/* The inner awaitable ended with result (owned) or exc (owned). */
-static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, PyObject **presult)
+/* The end of a handed-over awaitable (FS_CALL_HANDOFF) with result or exc (owned): the call's. */
+static PySendResult call_settle_handoff(FsCall *c, PyObject *result, PyObject *exc,
+                                        PyObject **presult)
 {
-    if (c->state == FS_CALL_HANDOFF) {
-        c->state = FS_CALL_DONE;
-        if (c->extra & FS_CX_TIMED) {
-            if ((c->extra & FS_CX_BLOCK) && exc == NULL) {
-                /* A block's entry admitted: its timing goes on until the block's __aexit__. */
-                fs_latency_block_open(c->policy, c->lat, c->t0_ns);
-            }
-            else {
-                call_count(c, exc == NULL ? FS_LAT_SUCCESS
-                                          : fs_latency_outcome(c->policy->st, exc));
-            }
+    c->state = FS_CALL_DONE;
+    if (c->extra & FS_CX_TIMED) {
+        if ((c->extra & FS_CX_BLOCK) && exc == NULL) {
+            /* A block's entry admitted: its timing goes on until the block's __aexit__. */
+            fs_latency_block_open(c->policy, c->lat, c->t0_ns);
         }
-        call_release(c);
-        if (exc != NULL) {
-            PyErr_SetRaisedException(exc);
-            return PYGEN_ERROR;
+        else {
+            call_count(c, exc == NULL ? FS_LAT_SUCCESS : fs_latency_outcome(c->policy->st, exc));
         }
-        *presult = result;
-        return PYGEN_RETURN;
     }
-    PyObject *out = NULL;
-    int next = c->policy->ops->finish(c, result, exc, &out);
-    Py_XDECREF(result);
-    Py_XDECREF(exc);
-    if (next == FS_NEXT_AGAIN) {
-        Py_SETREF(c->inner, out);
-        return call_drive(c, Py_None, presult);
+    call_release(c);
+    if (exc != NULL) {
+        PyErr_SetRaisedException(exc);
+        return PYGEN_ERROR;
     }
+    *presult = result;
+    return PYGEN_RETURN;
+}
+
+/* What the finish hook's verdict next (all but FS_NEXT_AGAIN) with *out makes of the call: a
+ * PySendResult, or FS_SETTLE_DRIVE. */
+static int call_settle_next(FsCall *c, int next, PyObject *out, PyObject **presult)
+{
     if (next == FS_NEXT_CONTINUE) {
         PyObject *it = fs_awaitable_iter(out);
         Py_DECREF(out);
@@ -132,7 +131,7 @@ static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, Py
         }
         Py_SETREF(c->inner, it);
         c->state = FS_CALL_HANDOFF;
-        return call_drive(c, Py_None, presult);
+        return FS_SETTLE_DRIVE;
     }
     c->state = FS_CALL_DONE;
     if (next == FS_NEXT_RETURN) {
@@ -164,6 +163,58 @@ static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, Py
         PyErr_SetRaisedException(rt);
     }
     return PYGEN_ERROR;
+}
+
+/* The inner awaitable ended with result (owned) or exc (owned): a PySendResult for the call's
+ * end, or FS_SETTLE_DRIVE when c->inner is a new awaitable to drive. Inline: a re-attempt made
+ * at once (FS_NEXT_AGAIN) goes through here and nothing else. */
+static inline int call_settle(FsCall *c, PyObject *result, PyObject *exc, PyObject **presult)
+{
+    if (c->state == FS_CALL_HANDOFF) {
+        return call_settle_handoff(c, result, exc, presult);
+    }
+    PyObject *out = NULL;
+    int next = c->policy->ops->finish(c, result, exc, &out);
+    Py_XDECREF(result);
+    Py_XDECREF(exc);
+    if (next == FS_NEXT_AGAIN) {
+        Py_SETREF(c->inner, out);
+        return FS_SETTLE_DRIVE;
+    }
+    return call_settle_next(c, next, out, presult);
+}
+
+/* Sends arg into c->inner, and None into each awaitable that follows it (a re-attempt, a slow
+ * path), until one suspends or the call ends. A loop, not a recursion: re-attempts made at once
+ * add no C frames. */
+static PySendResult call_drive(FsCall *c, PyObject *arg, PyObject **presult)
+{
+    for (;;) {
+        PyObject *val = NULL;
+        PyObject *inner = c->inner;
+        /* A coroutine's am_send directly: PyIter_Send's own look-up is one call more. */
+        PySendResult r = PyCoro_CheckExact(inner)
+                             ? Py_TYPE(inner)->tp_as_async->am_send(inner, arg, &val)
+                             : PyIter_Send(inner, arg, &val);
+        if (r == PYGEN_NEXT) {
+            *presult = val;
+            return PYGEN_NEXT;
+        }
+        int s = r == PYGEN_RETURN ? call_settle(c, val, NULL, presult)
+                                  : call_settle(c, NULL, PyErr_GetRaisedException(), presult);
+        if (s != FS_SETTLE_DRIVE) {
+            return (PySendResult)s;
+        }
+        arg = Py_None;
+    }
+}
+
+/* The inner awaitable ended with result (owned) or exc (owned): settles it, driving on what
+ * follows. */
+static PySendResult call_finished(FsCall *c, PyObject *result, PyObject *exc, PyObject **presult)
+{
+    int s = call_settle(c, result, exc, presult);
+    return s == FS_SETTLE_DRIVE ? call_drive(c, Py_None, presult) : (PySendResult)s;
 }
 
 static int call_begin(FsCall *c, PyObject *arg)
@@ -206,20 +257,6 @@ static int call_begin(FsCall *c, PyObject *arg)
         }
     }
     return 0;
-}
-
-static PySendResult call_drive(FsCall *c, PyObject *arg, PyObject **presult)
-{
-    PyObject *val = NULL;
-    PySendResult r = PyIter_Send(c->inner, arg, &val);
-    if (r == PYGEN_NEXT) {
-        *presult = val;
-        return PYGEN_NEXT;
-    }
-    if (r == PYGEN_RETURN) {
-        return call_finished(c, val, NULL, presult);
-    }
-    return call_finished(c, NULL, PyErr_GetRaisedException(), presult);
 }
 
 static int call_refuse_running(FsCall *c)

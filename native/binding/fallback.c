@@ -114,7 +114,7 @@ static int fallback_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject 
         *out = Py_NewRef(result);
         return FS_NEXT_RETURN;
     }
-    if (!fs_outcome_match(&f->o, exc, out)) {
+    if (!fs_outcome_covers(&f->o, exc, out)) {
         return FS_NEXT_RAISE;
     }
     if (f->answer_kind != ANSWER_NONE && !fs_listening(c->policy)) {

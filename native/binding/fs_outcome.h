@@ -33,6 +33,11 @@ fs_verdict fs_outcome_admit(FsPolicy *p, fs_admission *a, PyObject *const *args,
  * or 0 with *out the exception to raise (FS_NEXT_RAISE) when it propagates: exc itself, or a
  * failing predicate's error chained to it. */
 int fs_outcome_match(FsOutcome *o, PyObject *exc, PyObject **out);
+/* fs_outcome_match with its common answer inline: the type `on` covered last time. */
+static inline int fs_outcome_covers(FsOutcome *o, PyObject *exc, PyObject **out)
+{
+    return (PyObject *)Py_TYPE(exc) == o->matched_type || fs_outcome_match(o, exc, out);
+}
 
 int fs_outcome_traverse(FsOutcome *o, visitproc visit, void *arg);
 void fs_outcome_clear(FsOutcome *o);

@@ -83,7 +83,7 @@ static int retry_finish(FsCall *c, PyObject *result, PyObject *exc, PyObject **o
         }
         return retry_succeeded(c, result, out);
     }
-    if (!fs_outcome_match(&r->o, exc, out)) {
+    if (!fs_outcome_covers(&r->o, exc, out)) {
         return FS_NEXT_RAISE;
     }
     c->failures++;
