@@ -203,6 +203,10 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     ``success``, ``failure``, ``rejected``.
     """
 
+    # Its settings in slots, no instance __dict__ until something else is set: the copies a
+    # keyed registry makes per key (_clone) share them by reference.
+    __slots__ = (*_core.COMPONENT_SLOTS, "_settings", "_shape", "__dict__")
+
     PATTERN: ClassVar[str] = "circuitbreaker"
     _WORKING: ClassVar[BreakerState] = BreakerState.working  # on_success's state, read by C
     METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["circuitbreaker"]
@@ -254,7 +258,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
             config.update(
                 mode=_CONSECUTIVE, failure_threshold=_count(threshold, "failure_threshold")
             )
-            self._mode = "consecutive"
+            mode = "consecutive"
         else:
             if failure_threshold is not None:
                 raise ValueError(
@@ -275,7 +279,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
                 config.update(
                     mode=_TIME_WINDOW, window_size=buckets, window_ns=window_ns, min_calls=least
                 )
-                self._mode = "time_window"
+                mode = "time_window"
             else:
                 size = 100 if window_calls is None else window_calls
                 size = _count(size, "window_calls", maximum=_MAX_WINDOW_CALLS)
@@ -286,10 +290,9 @@ class CircuitBreaker(_core.Component, _native.Breaker):
                         " the window would never be judged"
                     )
                 config.update(mode=_COUNT_WINDOW, window_size=size, min_calls=least)
-                self._mode = "count_window"
+                mode = "count_window"
             _count(window_buckets, "window_buckets", maximum=_MAX_BUCKETS)
 
-        self._slow = slow_call_duration is not None
         if slow_call_duration is not None:
             config["slow_ns"] = max(
                 1, _ns(_seconds(slow_call_duration, "slow_call_duration", allow_zero=False))
@@ -329,16 +332,24 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         if reader is not None:
             config["signal"] = _break_reader(reader, cap)
         self._configure(**config)
-        self._recovery_time = recovery
         self._settings = config
+        self._shape = (mode, recovery)
 
     def _clone(self) -> Self:
         """A fresh working breaker configured as this one, none of its state: a keyed
         registry's breaker for a new key, made from this one as a template."""
         clone: Self = self._copy()
-        if self._explicit_name:
-            _core._join(clone, self._SERIES.get(self._name) or _core._new_series(clone))
         return clone
+
+    @property
+    def _mode(self) -> str:
+        mode: str = self._shape[0]
+        return mode
+
+    @property
+    def _recovery_time(self) -> float:
+        seconds: float = self._shape[1]
+        return seconds
 
     @property
     def state(self) -> BreakerState:
