@@ -411,6 +411,29 @@ static PyObject *breaker_copy(PyObject *self, PyObject *Py_UNUSED(unused))
     return (PyObject *)b;
 }
 
+/* _adopt(other): self becomes a fresh working breaker configured as other (another breaker,
+ * configured by _configure): the core's configuration, exception filters, break reader and
+ * refusal arguments shared by reference, without parsing them again. */
+static PyObject *breaker_adopt(PyObject *self, PyObject *arg)
+{
+    FsBreaker *b = (FsBreaker *)self;
+    if (!PyObject_TypeCheck(arg, b->base.st->Breaker_Type)) {
+        PyErr_Format(PyExc_TypeError, "_adopt takes a breaker, not %.200s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    FsBreaker *t = (FsBreaker *)arg;
+    if (t != b && breaker_start(b, t->conf) < 0) {
+        return NULL;
+    }
+    Py_XSETREF(b->on, Py_XNewRef(t->on));
+    Py_XSETREF(b->on_pred, Py_XNewRef(t->on_pred));
+    Py_XSETREF(b->signal, Py_XNewRef(t->signal));
+    Py_XSETREF(b->refusal_args, Py_XNewRef(t->refusal_args));
+    b->time_at_end = t->time_at_end;
+    b->base.flags = (b->base.flags & ~FS_POL_NEEDS_T0) | (t->base.flags & FS_POL_NEEDS_T0);
+    Py_RETURN_NONE;
+}
+
 static PyObject *breaker_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
                              PyObject *Py_UNUSED(kwargs))
 {
@@ -790,6 +813,8 @@ static PyMethodDef breaker_methods[] = {
     FS_POLICY_METHODS,
     {"_configure", (PyCFunction)(void (*)(void))breaker_configure, METH_VARARGS | METH_KEYWORDS,
      "Sets up a fresh working breaker."},
+    {"_adopt", breaker_adopt, METH_O,
+     "Becomes a fresh working breaker configured as the breaker given."},
     {"_copy", breaker_copy, METH_NOARGS,
      "A fresh working breaker of this one's type and configuration, none of its state."},
     {"__aenter__", breaker_aenter, METH_NOARGS, "Admission of an async with block."},

@@ -64,6 +64,11 @@ def name_from(fn: Callable[..., Any], pattern: str) -> str:
     leading or trailing ``_`` keeps a name as it is.
     """
     raw = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or pattern)
+    return _name_of(raw, pattern)
+
+
+@functools.lru_cache(maxsize=1024)  # the same function names a policy per key of a registry
+def _name_of(raw: str, pattern: str) -> str:
     readable = raw.replace(".<locals>.", ".")
     substituted = _NAME_STRIP.sub("_", readable)
     cleaned = substituted.strip("_.-/")

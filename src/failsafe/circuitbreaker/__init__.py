@@ -84,6 +84,12 @@ _MAX_BUCKETS: Final = 1_000
 _MAX_COUNT: Final = 2**31 - 1
 
 
+# Configurations validated already, by the arguments (and their types) that gave them: the
+# factory of a keyed registry builds the same breaker for every key, validated once.
+_SEEN: dict[tuple[Any, ...], tuple[_native.Breaker, dict[str, Any], tuple[str, float]]] = {}
+_SEEN_MAX: Final = 256
+
+
 class BreakerState(enum.StrEnum):
     """A breaker state; equal to its name (``state == "working"``). ``.name`` and ``.NAME`` are
     "working", "failing" or "recovering", as failsafe-py's state objects had."""
@@ -242,6 +248,31 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         if store is not None:
             raise TypeError("store= is not supported by subclasses of CircuitBreaker")
         self._init_component(name, listeners, event_manager)
+        given = (
+            on,
+            failure_threshold,
+            failure_rate,
+            window_calls,
+            window_time,
+            window_buckets,
+            min_calls,
+            slow_call_duration,
+            slow_call_rate,
+            recovery_time,
+            recovery_threshold,
+            half_open_max_calls,
+            recovery_backoff,
+            max_recovery_time,
+            retry_after,
+        )
+        try:  # the types too: True == 1, but True is no threshold
+            seen = _SEEN.get(key := (given, tuple(map(type, given))))
+        except TypeError:  # an unhashable argument: checked below, and not kept
+            seen = key = None
+        if seen is not None:  # validated before: only configured, as that breaker was
+            self._adopt(seen[0])
+            self._settings, self._shape = seen[1], seen[2]
+            return
         types = _core.check_exceptions(on)
         config: dict[str, Any] = {"on": types, "on_pred": None if types is not None else on}
 
@@ -334,6 +365,12 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         self._configure(**config)
         self._settings = config
         self._shape = (mode, recovery)
+        if key is not None:
+            if len(_SEEN) >= _SEEN_MAX:
+                _SEEN.clear()
+            configured = _native.Breaker()
+            configured._adopt(self)
+            _SEEN[key] = (configured, config, self._shape)
 
     def _clone(self) -> Self:
         """A fresh working breaker configured as this one, none of its state: a keyed
