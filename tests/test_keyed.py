@@ -916,7 +916,8 @@ async def test_copies_share_the_configuration_not_the_state(clock: FakeClock) ->
     first, second = (CircuitBreaker(failure_threshold=1, recovery_time=5) for _ in range(2))
     first.isolate()
     assert (first.state, second.state) == ("failing", "working")
-    assert second.failure_threshold == 1 and second.recovery_time == 5
+    assert second.failure_threshold == 1
+    assert second.recovery_time == 5
     with pytest.raises(TypeError, match="failure_threshold"):
         CircuitBreaker(failure_threshold=True, recovery_time=5)  # True == 1, still refused
     with pytest.raises(ValueError, match="recovery_time"):
@@ -945,20 +946,24 @@ async def test_copies_keep_the_subclass_settings_and_join_the_latency_of_their_n
 
     assert await fetch("a") == "a"
     a = registry.get("a")
-    assert type(a) is Tagged and a.tag == "edge" and a.name == "tagged_hosts"
+    assert type(a) is Tagged
+    assert a.tag == "edge"
+    assert a.name == "tagged_hosts"
     assert not hasattr(a, "_factory_listeners")
     assert a._latency is None
     _core.enable_latency()
     try:
         histogram = _core._latency_of("tagged_hosts", "circuitbreaker")
-        assert a._latency is histogram and template._latency is histogram
+        assert a._latency is histogram
+        assert template._latency is histogram
         assert await fetch("a") == "a"
         assert await fetch("b") == "b"  # made while enabled
         assert registry.get("b")._latency is histogram
         assert sum(point[1] for point in histogram.read()) == 2
     finally:
         _core.disable_latency()
-    assert a._latency is None and registry.get("b")._latency is None
+    assert a._latency is None
+    assert registry.get("b")._latency is None
 
 
 async def test_a_registry_decorating_two_functions_and_a_python_policy() -> None:
