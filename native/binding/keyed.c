@@ -277,9 +277,10 @@ static fs_verdict route_admit(FsPolicy *p, fs_admission *a, PyObject *const *arg
         if (!Py_IS_TYPE(found, st->KeyedEntry_Type)) {
             return route_slow(r, a, key, args, nargsf, kwnames);
         }
-        g = entry_find_guard((KeyedEntry *)found, r->fn);
+        g = ((KeyedEntry *)found)->fn0 == r->fn ? ((KeyedEntry *)found)->guard0
+                                                : entry_find_guard((KeyedEntry *)found, r->fn);
     }
-    if (PyErr_Occurred()) {         /* an unhashable key, or fn's lookup failed */
+    if (g == NULL && PyErr_Occurred()) {    /* an unhashable key, or fn's lookup failed */
         Py_DECREF(key);
         return FS_ADMIT_REFUSE;
     }
@@ -351,10 +352,8 @@ static fs_verdict route_admit(FsPolicy *p, fs_admission *a, PyObject *const *arg
     if (!pinned) {
         Py_INCREF(found);   /* the pin's reference, moved into the FsCall or dropped below */
     }
-    Py_INCREF(inner);
-    Py_INCREF(fn);
+    Py_INCREF(inner);   /* fn: the route's, or the guard's the pinned entry holds */
     PyObject *res = fs_guard_call_timed(inner, fn, args, nargsf, kwnames);
-    Py_DECREF(fn);
     if (res != NULL && Py_IS_TYPE(res, st->Call_Type) && ((FsCall *)res)->pin == NULL
         && ((FsCall *)res)->state != FS_CALL_DONE) {
         ((FsCall *)res)->pin = found;   /* unpinned when the call ends (guard.c) */

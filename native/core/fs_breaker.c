@@ -89,6 +89,7 @@ int fs_breaker_init(fs_breaker *b, const fs_breaker_config *cfg, void *buf, size
     }
     memset(b, 0, sizeof(*b));
     b->cfg = cfg;
+    b->simple = cfg->mode == FS_BR_CONSECUTIVE && cfg->slow_ns == 0;
     b->state = FS_BR_WORKING;
     if (cfg->mode == FS_BR_COUNT_WINDOW) {
         b->ring = (uint8_t *)buf;

@@ -90,6 +90,8 @@ typedef struct fs_breaker {
     /* working */
     uint32_t consecutive;           /* CONSECUTIVE: failures in a row */
     uint32_t calls, failures, slow; /* windows: totals of the window */
+    uint32_t simple;                /* consecutive without slow-call detection: a success in
+                                     * the working period only ends the failure run */
     uint8_t *ring;                  /* COUNT_WINDOW: outcome bits per slot */
     uint32_t ring_head;             /* next slot to write */
     fs_br_bucket *buckets;          /* TIME_WINDOW */
@@ -158,8 +160,7 @@ static inline uint64_t fs_breaker_working_token(const fs_breaker *b)
  * Returns 1 when recorded so, 0 when fs_breaker_record must judge the outcome. */
 static inline int fs_breaker_quick_success(fs_breaker *b, uint64_t token)
 {
-    if (b->cfg->mode != FS_BR_CONSECUTIVE || b->cfg->slow_ns > 0 || b->state != FS_BR_WORKING
-        || token != fs_breaker_working_token(b)) {
+    if (!b->simple || b->state != FS_BR_WORKING || token != fs_breaker_working_token(b)) {
         return 0;
     }
     b->consecutive = 0;

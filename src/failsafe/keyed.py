@@ -124,7 +124,11 @@ class Keyed[P]:
                     f" per key, not {factory!r}"
                 )
             self._template: Any = factory
-            self._copy: Callable[[], Any] = getattr(factory, "_clone")  # noqa: B009
+            # The C copy itself when the breaker's class copies as CircuitBreaker does.
+            clone = getattr(factory, "_clone")  # noqa: B009
+            copy = getattr(factory, "_copy", None)
+            plain = getattr(getattr(type(factory), "_clone"), "_copies_only", False)  # noqa: B009
+            self._copy: Callable[[], Any] = copy if plain and copy is not None else clone
         elif not callable(factory):
             raise TypeError(f"factory must be a callable key -> policy, not {factory!r}")
         else:
@@ -172,7 +176,8 @@ class Keyed[P]:
                 entries.move_to_end(key)
                 entry.used_ns = now
                 return entry
-            self._expire_one(now)
+            if self._idle_ns is not None:
+                self._expire_one(now)
             if len(entries) >= self.max_keys:
                 self._free_one()
             if self._template is not None:
@@ -302,9 +307,18 @@ class Keyed[P]:
         """For the C route: key's entry (made if missing; a look for idle keys when due) with
         its guard for fn, pinned for a call. Under the lock, so nothing forgets it first."""
         with self._lock:
-            entry = self._entry(key)
+            entries = self._entries
+            entry = entries.get(key)
+            now = _native.now_ns()
+            if entry is None:
+                entry = self._create(key, now)
+            else:
+                entries.move_to_end(key)
+                entry.used_ns = now
+                if self._idle_ns is not None:
+                    self._expire_one(now)
             if entry._guard_of(fn) is None:
-                self._guard(entry, fn)
+                self._guard_locked(entry, fn)
             entry._pin()
             return entry
 
@@ -345,18 +359,22 @@ class Keyed[P]:
         """The entry's policy applied to fn, once (a cache may decorate only one function):
         its guard, or the policy itself when the route calls it directly."""
         with self._lock:
-            guard = entry._guard_of(fn)
-            if guard is None:
-                policy = entry.policy
-                if type(policy).__call__ is _COMPONENT_CALL:
-                    # What Component.__call__ does, less the guard (the route calls a C
-                    # policy directly; the registry's own guard is the one handed out).
+            return self._guard_locked(entry, fn)
+
+    def _guard_locked(self, entry: _native.KeyedEntry, fn: Callable[..., Any]) -> Any:
+        guard = entry._guard_of(fn)
+        if guard is None:
+            policy = entry.policy
+            if type(policy).__call__ is _COMPONENT_CALL:
+                # What Component.__call__ does, less the guard (the route calls a C policy
+                # directly; the registry's own guard is the one handed out).
+                if not policy._explicit_name:  # a copy of a template has its name already
                     policy._adopt_name(fn)
-                    entry._set_guard(fn, None)
-                else:
-                    entry._set_guard(fn, policy(fn))
-                guard = entry._guard_of(fn)
-            return guard
+                entry._set_guard(fn, None)
+            else:
+                entry._set_guard(fn, policy(fn))
+            guard = entry._guard_of(fn)
+        return guard
 
     def __repr__(self) -> str:
         return f"<keyed {len(self._entries)}/{self.max_keys} keys idle_after={self.idle_after}>"

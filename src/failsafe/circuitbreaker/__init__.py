@@ -378,6 +378,8 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         clone: Self = self._copy()
         return clone
 
+    _clone._copies_only = True  # type: ignore[attr-defined]  # keyed may call _copy itself
+
     @property
     def _mode(self) -> str:
         mode: str = self._shape[0]
