@@ -833,3 +833,170 @@ def test_a_template_must_be_a_breaker() -> None:
 
     with pytest.raises(TypeError, match="factory must be a callable key -> policy, or a circuit"):
         keyed(bulkhead(1), key=lambda user: user)
+
+
+def _bytes_per_key(registry: Keyed[Any], keys: int = 2_000) -> float:
+    """Bytes a registry holds per key made (its entry, its policy, its place in the registry),
+    measured with tracemalloc over making `keys` keys through a decorated function."""
+    import gc
+    import tracemalloc
+
+    @registry
+    async def fetch(host: int) -> int:
+        return host
+
+    async def make(hosts: range) -> None:
+        for host in hosts:
+            assert await fetch(host) == host
+
+    asyncio.run(make(range(-10, 0)))  # the first keys: the guard, the series, the lock
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        asyncio.run(make(range(keys)))
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    assert len(registry) == keys + 10
+    return grown / keys
+
+
+@pytest.mark.parametrize("form", ["template", "factory"])
+def test_memory_per_key_is_bounded(form: str) -> None:
+    """A key costs its breaker (sharing the configuration of the template, or of the breakers
+    the factory made before) and its place: about 580 B; the bound catches a per-key __dict__,
+    guard or copy of the configuration coming back (1,430 B and 1,940 B before)."""
+    from failsafe.circuitbreaker import consecutive_breaker
+
+    def breaker() -> Any:
+        return consecutive_breaker(ConnectionError, 3, 60, 1)
+
+    factory: Any = breaker() if form == "template" else (lambda host: breaker())
+    per_key = _bytes_per_key(keyed(factory, key=lambda host: host, max_keys=10**6))
+    assert per_key < 800, f"{per_key:.0f} B per key"
+
+
+async def test_copies_share_the_configuration_not_the_state(clock: FakeClock) -> None:
+    """Copies of a template (and breakers built from the same arguments) share the validated
+    configuration, yet each keeps its own state, counters, `async with` blocks and refusal."""
+    from failsafe.circuitbreaker import BreakerFailing, CircuitBreaker, circuitbreaker
+
+    template = circuitbreaker(
+        on=ConnectionError, failure_rate=0.5, window_calls=4, min_calls=2, recovery_time=10
+    )
+    registry = keyed(template, key=lambda host, fail=False: host)
+
+    @registry
+    async def fetch(host: str, fail: bool = False) -> str:
+        if fail:
+            raise ConnectionError(host)
+        return host
+
+    for fail in (False, True, True):
+        with contextlib.suppress(ConnectionError, BreakerFailing):
+            await fetch("a", fail)
+    assert await fetch("b") == "b"
+    a, b = registry.get("a"), registry.get("b")
+    assert (a.state, b.state) == ("failing", "working")
+    with pytest.raises(BreakerFailing, match="failing state") as refused:
+        await fetch("a")
+    assert refused.value.retry_after == pytest.approx(10)
+    sa, sb = a.stats(), b.stats()
+    assert (sa.success, sa.failure, sa.rejected, sa.mode) == (1, 1, 2, "count_window")
+    assert (sb.success, sb.failure, sb.rejected, sb.window_calls) == (1, 0, 0, 1)
+    assert a.recovery_time == b.recovery_time == 10
+    async with b:  # a copy's own block entries
+        assert b.stats().window_calls == 1
+    assert b.stats().window_calls == 2
+    assert template.stats().success == 0  # never called
+    # The same arguments again: validated once, each breaker its own.
+    first, second = (CircuitBreaker(failure_threshold=1, recovery_time=5) for _ in range(2))
+    first.isolate()
+    assert (first.state, second.state) == ("failing", "working")
+    assert second.failure_threshold == 1
+    assert second.recovery_time == 5
+    with pytest.raises(TypeError, match="failure_threshold"):
+        CircuitBreaker(failure_threshold=True, recovery_time=5)  # True == 1, still refused
+    with pytest.raises(ValueError, match="recovery_time"):
+        CircuitBreaker(failure_threshold=1, recovery_time=-5)
+
+
+async def test_copies_keep_the_subclass_settings_and_join_the_latency_of_their_name() -> None:
+    """A template's subclass attributes are copied (slots and __dict__), the listeners built
+    for the template by factories are not; copies are timed once latency is enabled, even when
+    made before."""
+    from failsafe import _core
+    from failsafe.circuitbreaker import CircuitBreaker
+
+    class Tagged(CircuitBreaker):
+        def __init__(self, tag: str, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.tag = tag
+
+    template = Tagged("edge", name="tagged_hosts")
+    template._factory_listeners = {}
+    registry = keyed(template, key=lambda host: host)
+
+    @registry
+    async def fetch(host: str) -> str:
+        return host
+
+    assert await fetch("a") == "a"
+    a = registry.get("a")
+    assert type(a) is Tagged
+    assert a.tag == "edge"
+    assert a.name == "tagged_hosts"
+    assert not hasattr(a, "_factory_listeners")
+    assert a._latency is None
+    _core.enable_latency()
+    try:
+        histogram = _core._latency_of("tagged_hosts", "circuitbreaker")
+        assert a._latency is histogram
+        assert template._latency is histogram
+        assert await fetch("a") == "a"
+        assert await fetch("b") == "b"  # made while enabled
+        assert registry.get("b")._latency is histogram
+        assert sum(point[1] for point in histogram.read()) == 2
+    finally:
+        _core.disable_latency()
+    assert a._latency is None
+    assert registry.get("b")._latency is None
+
+
+async def test_a_registry_decorating_two_functions_and_a_python_policy() -> None:
+    """Each decorated function has its own guard of a key's policy (the second kept in the
+    entry's dict); a policy written in Python is called through its own decorator."""
+    from failsafe.circuitbreaker import consecutive_breaker
+
+    registry: Keyed[Any] = keyed(
+        lambda host: consecutive_breaker(ConnectionError, 1, 60, 1), key=lambda host: host
+    )
+
+    @registry
+    async def first(host: str) -> str:
+        return "first " + host
+
+    @registry
+    async def second(host: str) -> str:
+        raise ConnectionError(host)
+
+    assert await first("a") == "first a"
+    with pytest.raises(ConnectionError):
+        await second("a")
+    from failsafe.circuitbreaker import BreakerFailing
+
+    with pytest.raises(BreakerFailing):  # the same breaker, opened through the second
+        await first("a")
+    assert await first("b") == "first b"
+    assert registry.get("a").stats().failure == 1
+
+    plain = keyed(Plain, key=lambda host: host)
+    fetch = plain(host_of)
+    again = plain(host_of)
+    for _ in range(3):
+        assert await fetch("https://x/") == "x"
+    assert await again("https://x/") == "x"
+    assert plain.get("https://x/").calls == 4

@@ -14,6 +14,7 @@
 #include "fs_breaker.h"
 
 #include <stddef.h>
+#include <string.h>
 
 /* Counters, in the order of CircuitBreaker.METRICS. */
 enum {
@@ -32,14 +33,23 @@ enum { EV_NONE = 0, EV_SUCCESS = 1, EV_FAILURE = 2, EV_REJECTED = 3 };
 
 static const char REJECT_MSG[] = "Circuit Breaker is in the failing state";
 
+/* A configuration the core borrows, shared by a breaker and its copies (_copy): counted by the
+ * breakers using it, freed with the last. */
+typedef struct BreakerConf {
+    Py_ssize_t users;
+    fs_breaker_config cfg;
+} BreakerConf;
+
 typedef struct FsBreaker {
     FsPolicy base;
     fs_breaker core;
+    BreakerConf *conf;          /* core.cfg's storage (shared), or NULL before the first */
     void *window;               /* the core's window storage (PyMem), or NULL */
     PyObject *on;               /* tuple of exception classes, or NULL */
     PyObject *on_pred;          /* predicate over the exception, or NULL */
     int time_at_end;            /* every outcome needs the time (windows, slow calls) */
-    PyObject *entries;          /* `async with`: {task or None: [token, t0_ns, ...]} (owned) */
+    PyObject *entries;          /* `async with`: {task or None: [token, t0_ns, ...]} (owned),
+                                 * made at the first block */
     int shared;                 /* a store shares the state: a trip calls self._tripped() */
     int gate;                   /* the shared state is not closed: calls go to self._call_slow */
     PyObject *signal;           /* callable failure -> break in ns or None, or NULL */
@@ -259,13 +269,18 @@ static const fs_policy_ops breaker_ops = {
 /* ------------------------------------------------------------------------------------------ */
 /* Type */
 
-static int breaker_setup_core(FsBreaker *b, const fs_breaker_config *cfg)
+static void conf_release(BreakerConf *conf)
 {
-    if (fs_breaker_config_check(cfg) < 0) {
-        PyErr_SetString(PyExc_ValueError, "inconsistent circuit breaker configuration");
-        return -1;
+    if (conf != NULL && --conf->users == 0) {
+        PyMem_Free(conf);
     }
-    size_t need = fs_breaker_buffer_size(cfg);
+}
+
+/* Starts b's core afresh (working, empty window) on conf, which b then uses (one more user).
+ * 0, or -1 with an exception (conf unchanged). */
+static int breaker_start(FsBreaker *b, BreakerConf *conf)
+{
+    size_t need = fs_breaker_buffer_size(&conf->cfg);
     void *buf = NULL;
     if (need > 0) {
         buf = PyMem_Malloc(need);
@@ -274,21 +289,75 @@ static int breaker_setup_core(FsBreaker *b, const fs_breaker_config *cfg)
             return -1;
         }
     }
-    if (fs_breaker_init(&b->core, cfg, buf, need) < 0) {
+    if (fs_breaker_init(&b->core, &conf->cfg, buf, need) < 0) {
         PyMem_Free(buf);
         PyErr_SetString(PyExc_ValueError, "inconsistent circuit breaker configuration");
         return -1;
     }
     PyMem_Free(b->window);
     b->window = buf;
+    conf->users++;
+    conf_release(b->conf);
+    b->conf = conf;
     return 0;
 }
 
-/* _copy(): a fresh working breaker of self's type and configuration (exception filters, break
- * reader, name, listeners flag, and a shallow copy of the Python subclass's attributes), none
- * of its state: what a keyed registry makes per key from a template, without re-running the
- * Python validation. New reference, or NULL with an exception (a breaker shared through a
- * store has state outside the process: TypeError). */
+/* A fresh working breaker on a new configuration cfg (copied). 0, or -1 with an exception. */
+static int breaker_setup_core(FsBreaker *b, const fs_breaker_config *cfg)
+{
+    if (fs_breaker_config_check(cfg) < 0) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent circuit breaker configuration");
+        return -1;
+    }
+    BreakerConf *conf = PyMem_Malloc(sizeof(BreakerConf));
+    if (conf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    conf->users = 0;
+    conf->cfg = *cfg;
+    if (breaker_start(b, conf) < 0) {
+        PyMem_Free(conf);
+        return -1;
+    }
+    return 0;
+}
+
+/* The `async with` entries of b (made on first use), borrowed, or NULL with an exception. */
+static PyObject *breaker_entries(FsBreaker *b)
+{
+    if (b->entries == NULL) {
+        b->entries = PyDict_New();
+    }
+    return b->entries;
+}
+
+/* Copies the slots of self's Python class (and of its Python bases down to the C type) into
+ * copy, by reference: the settings a Python subclass keeps in __slots__; not the listeners built
+ * for self by listener factories (_factory_listeners: each component builds its own). */
+static void breaker_copy_slots(PyObject *self, PyObject *copy, PyTypeObject *c_type)
+{
+    for (PyTypeObject *tp = Py_TYPE(self); tp != NULL && tp != c_type; tp = tp->tp_base) {
+        PyMemberDef *m = PyType_GetSlot(tp, Py_tp_members);
+        for (; m != NULL && m->name != NULL; m++) {
+            if (m->type != Py_T_OBJECT_EX || (m->flags & Py_READONLY)
+                || m->offset < (Py_ssize_t)sizeof(FsBreaker)
+                || strcmp(m->name, "_factory_listeners") == 0) {
+                continue;
+            }
+            PyObject **from = (PyObject **)((char *)self + m->offset);
+            PyObject **to = (PyObject **)((char *)copy + m->offset);
+            Py_XSETREF(*to, Py_XNewRef(*from));
+        }
+    }
+}
+
+/* _copy(): a fresh working breaker of self's type and configuration (the core's configuration
+ * and the exception filters, break reader, name, listeners, the Python subclass's slots shared
+ * by reference; a shallow copy of its __dict__ when it has one that is not empty; the metrics
+ * series and latency histogram joined), none of its state: what a keyed registry makes per key
+ * from a template, without re-running the Python validation. New reference, or NULL with an
+ * exception (a breaker shared through a store has state outside the process: TypeError). */
 static PyObject *breaker_copy(PyObject *self, PyObject *Py_UNUSED(unused))
 {
     FsBreaker *t = (FsBreaker *)self;
@@ -305,7 +374,7 @@ static PyObject *breaker_copy(PyObject *self, PyObject *Py_UNUSED(unused))
     if (fs_policy_init(&b->base, &breaker_ops, FS_PATTERN_CIRCUITBREAKER, t->base.flags,
                        "circuitbreaker")
             < 0
-        || (b->entries = PyDict_New()) == NULL || breaker_setup_core(b, &t->core.cfg) < 0) {
+        || breaker_start(b, t->conf) < 0) {
         Py_DECREF(b);
         return NULL;
     }
@@ -313,19 +382,56 @@ static PyObject *breaker_copy(PyObject *self, PyObject *Py_UNUSED(unused))
     b->on = Py_XNewRef(t->on);
     b->on_pred = Py_XNewRef(t->on_pred);
     b->signal = Py_XNewRef(t->signal);
+    b->refusal_args = Py_XNewRef(t->refusal_args);
     b->time_at_end = t->time_at_end;
+    breaker_copy_slots(self, (PyObject *)b, t->base.st->Breaker_Type);
     if (type->tp_dictoffset != 0) {
         PyObject *attrs = PyObject_GenericGetDict(self, NULL);
-        PyObject *copy = attrs == NULL ? NULL : PyDict_Copy(attrs);
-        Py_XDECREF(attrs);
-        if (copy == NULL || PyObject_GenericSetDict((PyObject *)b, copy, NULL) < 0) {
-            Py_XDECREF(copy);
+        if (attrs == NULL) {
             Py_DECREF(b);
             return NULL;
         }
-        Py_DECREF(copy);
+        if (PyDict_GET_SIZE(attrs) > 0) {   /* only what a subclass keeps outside slots */
+            PyObject *copy = PyDict_Copy(attrs);
+            if (copy == NULL || PyObject_GenericSetDict((PyObject *)b, copy, NULL) < 0) {
+                Py_XDECREF(copy);
+                Py_DECREF(attrs);
+                Py_DECREF(b);
+                return NULL;
+            }
+            Py_DECREF(copy);
+        }
+        Py_DECREF(attrs);
     }
+    if (t->base.series != NULL && fs_series_join(&b->base, t->base.series) < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    b->base.latency = Py_XNewRef(t->base.latency);
     return (PyObject *)b;
+}
+
+/* _adopt(other): self becomes a fresh working breaker configured as other (another breaker,
+ * configured by _configure): the core's configuration, exception filters, break reader and
+ * refusal arguments shared by reference, without parsing them again. */
+static PyObject *breaker_adopt(PyObject *self, PyObject *arg)
+{
+    FsBreaker *b = (FsBreaker *)self;
+    if (!PyObject_TypeCheck(arg, b->base.st->Breaker_Type)) {
+        PyErr_Format(PyExc_TypeError, "_adopt takes a breaker, not %.200s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    FsBreaker *t = (FsBreaker *)arg;
+    if (t != b && breaker_start(b, t->conf) < 0) {
+        return NULL;
+    }
+    Py_XSETREF(b->on, Py_XNewRef(t->on));
+    Py_XSETREF(b->on_pred, Py_XNewRef(t->on_pred));
+    Py_XSETREF(b->signal, Py_XNewRef(t->signal));
+    Py_XSETREF(b->refusal_args, Py_XNewRef(t->refusal_args));
+    b->time_at_end = t->time_at_end;
+    b->base.flags = (b->base.flags & ~FS_POL_NEEDS_T0) | (t->base.flags & FS_POL_NEEDS_T0);
+    Py_RETURN_NONE;
 }
 
 static PyObject *breaker_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
@@ -340,9 +446,8 @@ static PyObject *breaker_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
         Py_DECREF(b);
         return NULL;
     }
-    b->entries = PyDict_New();
     b->refusal_args = Py_BuildValue("(s)", REJECT_MSG);
-    if (b->entries == NULL || b->refusal_args == NULL) {
+    if (b->refusal_args == NULL) {
         Py_DECREF(b);
         return NULL;
     }
@@ -483,10 +588,11 @@ static PyObject *breaker_aenter_impl(PyObject *self)
     PyObject *stack = NULL;
     int ok = key != NULL && tok != NULL && start != NULL;
     if (ok) {
-        stack = Py_XNewRef(PyDict_GetItemWithError(b->entries, key));
+        PyObject *entries = breaker_entries(b);
+        stack = entries == NULL ? NULL : Py_XNewRef(PyDict_GetItemWithError(entries, key));
         if (stack == NULL && !PyErr_Occurred()) {
             stack = PyList_New(0);
-            ok = stack != NULL && PyDict_SetItem(b->entries, key, stack) == 0;
+            ok = stack != NULL && PyDict_SetItem(entries, key, stack) == 0;
         }
         ok = ok && stack != NULL && PyList_Append(stack, tok) == 0
              && PyList_Append(stack, start) == 0;
@@ -521,7 +627,7 @@ static PyObject *breaker_aexit_impl(PyObject *self, PyObject *const *args, Py_ss
     if (key == NULL) {
         return NULL;
     }
-    PyObject *stack = PyDict_GetItemWithError(b->entries, key);    /* borrowed */
+    PyObject *stack = b->entries == NULL ? NULL : PyDict_GetItemWithError(b->entries, key);
     Py_ssize_t n = stack != NULL ? PyList_GET_SIZE(stack) : 0;
     if (n < 2) {
         Py_DECREF(key);
@@ -689,6 +795,8 @@ static void breaker_dealloc(PyObject *self)
     FsBreaker *b = (FsBreaker *)self;
     PyMem_Free(b->window);
     b->window = NULL;
+    conf_release(b->conf);
+    b->conf = NULL;
     fs_policy_dealloc(self, breaker_clear);
 }
 
@@ -705,6 +813,8 @@ static PyMethodDef breaker_methods[] = {
     FS_POLICY_METHODS,
     {"_configure", (PyCFunction)(void (*)(void))breaker_configure, METH_VARARGS | METH_KEYWORDS,
      "Sets up a fresh working breaker."},
+    {"_adopt", breaker_adopt, METH_O,
+     "Becomes a fresh working breaker configured as the breaker given."},
     {"_copy", breaker_copy, METH_NOARGS,
      "A fresh working breaker of this one's type and configuration, none of its state."},
     {"__aenter__", breaker_aenter, METH_NOARGS, "Admission of an async with block."},

@@ -104,6 +104,7 @@ typedef struct fs_state {
     PyTypeObject *KeyedRoute_Type;
     PyObject *str_routed;           /* "_routed" */
     PyObject *str_hold;             /* "_hold" */
+    PyObject *str_admit;            /* "_admit" */
     /* imports from asyncio (asyncio is imported before _asyncio; see asyncio_fast.c) */
     PyObject *CancelledError;
     PyObject *get_running_loop;
@@ -743,6 +744,9 @@ int fs_done_setup(PyObject *module, fs_state *st);
 int fs_series_setup(PyObject *module, fs_state *st);
 /* A policy leaves its series, folding its counters into it (fs_policy_clear). */
 void fs_series_leave(FsPolicy *p);
+/* p reports to s from now on (a component belongs to one series for life: joining its own
+ * does nothing, another is a ValueError). 0, or -1 with the exception. */
+int fs_series_join(FsPolicy *p, struct FsSeries *s);
 int fs_timeout_setup(PyObject *module, fs_state *st);
 /* GC of module-state fields owned by timeout.c */
 int fs_timeout_traverse(fs_state *st, visitproc visit, void *arg);

@@ -1,15 +1,18 @@
 /* Keyed policies (failsafe.keyed): the C route of a call to the policy of its key.
  *
  * KeyedEntry is one key's place in a registry: its policy, the guards of that policy per
- * decorated function, and the pins of the calls running through it (a pinned entry is never
- * forgotten). KeyedRoute is a policy whose admit hook routes: it computes the key, finds the
- * entry in the registry's dict, and when the entry's guard for this function is a C guard it
- * makes the call there and answers it (FS_ADMIT_VALUE), so a known key costs the key function
- * (none when it returns one of the arguments), the lookup, the move of the key to the recent
- * end of the registry's OrderedDict (exact LRU) and the inner policy's own call. An observed call (an FsCall) carries the
- * entry's pin and drops it when it ends; anything else (a key not there yet, a policy written
- * in Python, an idle check due) goes to the registry's Python `_routed`. The registry (Python)
- * creates and forgets entries under its lock; the route only reads the dict and pins.
+ * decorated function (none for a C policy, which the route calls directly), and the pins of the
+ * calls running through it (a pinned entry is never forgotten). KeyedRoute is a policy whose
+ * admit hook routes: it computes the key, finds the entry in the registry's dict, and when the
+ * entry's policy is a C policy it makes the call there and answers it (FS_ADMIT_VALUE), so a
+ * known key costs the key function (none when it returns one of the arguments), the lookup, the
+ * move of the key to the recent end of the registry's OrderedDict (exact LRU) and the inner
+ * policy's own call. A key not there yet (or an idle check due) takes one call of the
+ * registry's `_admit`, which makes the entry under the registry's lock and hands it back
+ * pinned; the call then goes on in C. An observed call (an FsCall) carries the entry's pin and
+ * drops it when it ends; a policy written in Python goes to the registry's `_routed`. The
+ * registry (Python) creates and forgets entries under its lock; the route only reads the dict
+ * and pins.
  *
  * A KeyedRoute made without a function is the registry's own component: it reports the
  * registry's counters (created, evicted, expired, refused) to the metrics series. */
@@ -20,9 +23,11 @@
 typedef struct KeyedEntry {
     PyObject_HEAD
     PyObject *policy;       /* the key's policy (strong) */
-    PyObject *guards;       /* dict: decorated function -> policy(fn) (strong) */
     PyObject *fn0, *guard0; /* the first function decorated and its guard (strong), read by
-                             * the C route without a lookup in guards */
+                             * the C route without a lookup; guard0 is the policy itself when
+                             * it is a C policy the route calls on fn0 directly */
+    PyObject *guards;       /* dict: further decorated functions -> their guards (strong), made
+                             * for a second function only */
     Py_ssize_t pins;        /* calls running through the registry with this entry */
     long long used_ns;      /* last call (failsafe's clock), kept when idle_after is set */
 } KeyedEntry;
@@ -55,21 +60,11 @@ static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:KeyedEntry", kwlist, &policy)) {
         return NULL;
     }
-    PyObject *guards = PyDict_New();
-    if (guards == NULL) {
-        return NULL;
-    }
     KeyedEntry *e = (KeyedEntry *)type->tp_alloc(type, 0);
     if (e == NULL) {
-        Py_DECREF(guards);
         return NULL;
     }
     e->policy = Py_NewRef(policy);
-    e->guards = guards;
-    e->fn0 = NULL;
-    e->guard0 = NULL;
-    e->pins = 0;
-    e->used_ns = 0;
     return (PyObject *)e;
 }
 
@@ -78,7 +73,18 @@ void fs_keyed_unpin(PyObject *entry)
     ((KeyedEntry *)entry)->pins--;
 }
 
-/* _set_guard(fn, guard): guards[fn] = guard, the first one also kept for the C route. */
+/* The guard kept for fn (borrowed; the policy itself when called directly), or NULL (with an
+ * exception only when fn's lookup failed). */
+static PyObject *entry_find_guard(KeyedEntry *e, PyObject *fn)
+{
+    if (e->fn0 == fn) {
+        return e->guard0;
+    }
+    return e->guards == NULL ? NULL : PyDict_GetItemWithError(e->guards, fn);
+}
+
+/* _set_guard(fn, guard): the policy applied to fn; guard None: the policy is a component
+ * called on fn as its own guard would call it (a C policy: directly, with no guard kept). */
 static PyObject *entry_set_guard(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     KeyedEntry *e = (KeyedEntry *)self;
@@ -86,14 +92,52 @@ static PyObject *entry_set_guard(PyObject *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "_set_guard(fn, guard)");
         return NULL;
     }
-    if (PyDict_SetItem(e->guards, args[0], args[1]) < 0) {
+    fs_state *st = fs_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
         return NULL;
     }
+    PyObject *fn = args[0], *guard;
+    if (args[1] != Py_None) {
+        guard = Py_NewRef(args[1]);
+    }
+    else if (fs_is_policy(st, e->policy)) {
+        guard = Py_NewRef(e->policy);
+    }
+    else {
+        guard = PyObject_CallFunctionObjArgs((PyObject *)st->Guard_Type, fn, e->policy, NULL);
+        if (guard == NULL) {
+            return NULL;
+        }
+    }
     if (e->fn0 == NULL) {
-        e->fn0 = Py_NewRef(args[0]);
-        e->guard0 = Py_NewRef(args[1]);
+        e->fn0 = Py_NewRef(fn);
+        e->guard0 = guard;
+        Py_RETURN_NONE;
+    }
+    if (e->guards == NULL && (e->guards = PyDict_New()) == NULL) {
+        Py_DECREF(guard);
+        return NULL;
+    }
+    int rc = PyDict_SetItem(e->guards, fn, guard);
+    Py_DECREF(guard);
+    if (rc < 0) {
+        return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* _guard_of(fn): fn's guard (the policy itself when the route calls it directly), or None
+ * when fn has none yet. */
+static PyObject *entry_guard_of(PyObject *self, PyObject *fn)
+{
+    PyObject *g = entry_find_guard((KeyedEntry *)self, fn);
+    if (g == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(g);
 }
 
 static PyObject *entry_pin(PyObject *self, PyObject *Py_UNUSED(unused))
@@ -140,8 +184,6 @@ static void entry_dealloc(PyObject *self)
 
 static PyMemberDef entry_members[] = {
     {"policy", Py_T_OBJECT_EX, offsetof(KeyedEntry, policy), Py_READONLY, "the key's policy"},
-    {"guards", Py_T_OBJECT_EX, offsetof(KeyedEntry, guards), Py_READONLY,
-     "decorated function -> the policy applied to it"},
     {"pins", Py_T_PYSSIZET, offsetof(KeyedEntry, pins), Py_READONLY,
      "calls running through the registry with this entry"},
     {"used_ns", Py_T_LONGLONG, offsetof(KeyedEntry, used_ns), 0, "last call (failsafe's clock)"},
@@ -150,7 +192,8 @@ static PyMemberDef entry_members[] = {
 
 static PyMethodDef entry_methods[] = {
     {"_set_guard", (PyCFunction)(void (*)(void))entry_set_guard, METH_FASTCALL,
-     "_set_guard(fn, guard): the policy applied to fn."},
+     "_set_guard(fn, guard): the policy applied to fn (None: the policy called directly)."},
+    {"_guard_of", entry_guard_of, METH_O, "_guard_of(fn): fn's guard (the policy when called directly), or None."},
     {"_pin", entry_pin, METH_NOARGS, "A call runs through the entry."},
     {"_unpin", entry_unpin, METH_NOARGS, "That call ended."},
     {NULL, NULL, 0, NULL},
@@ -188,6 +231,27 @@ static fs_verdict route_slow(KeyedRoute *r, fs_admission *a, PyObject *key,
     return a->answer != NULL ? FS_ADMIT_VALUE : FS_ADMIT_REFUSE;
 }
 
+/* registry._admit(fn, key): key's entry, pinned, with a guard for fn (made, under the
+ * registry's lock, when missing; looks for idle keys when due). New reference, or NULL with the
+ * exception (RegistryFull, the factory's). */
+static PyObject *route_admit_key(KeyedRoute *r, PyObject *key)
+{
+    PyObject *args[3] = {r->registry, r->fn, key};
+    PyObject *e = PyObject_VectorcallMethod(r->base.st->str_admit, args,
+                                            3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (e != NULL && (!Py_IS_TYPE(e, r->base.st->KeyedEntry_Type)
+                      || entry_find_guard((KeyedEntry *)e, r->fn) == NULL)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_SystemError, "keyed registry: _admit gave no guarded entry");
+        }
+        if (Py_IS_TYPE(e, r->base.st->KeyedEntry_Type)) {
+            ((KeyedEntry *)e)->pins--;
+        }
+        Py_CLEAR(e);
+    }
+    return e;
+}
+
 static fs_verdict route_admit(FsPolicy *p, fs_admission *a, PyObject *const *args,
                               size_t nargsf, PyObject *kwnames)
 {
@@ -208,61 +272,88 @@ static fs_verdict route_admit(FsPolicy *p, fs_admission *a, PyObject *const *arg
         return FS_ADMIT_REFUSE;     /* raised where the call is awaited */
     }
     PyObject *found = PyDict_GetItemWithError(r->entries, key);
-    if (found == NULL || !Py_IS_TYPE(found, st->KeyedEntry_Type)) {
-        if (PyErr_Occurred()) {     /* an unhashable key */
-            Py_DECREF(key);
-            return FS_ADMIT_REFUSE;
-        }
-        return route_slow(r, a, key, args, nargsf, kwnames);
-    }
-    KeyedEntry *e = (KeyedEntry *)found;
-    PyObject *g = e->fn0 == r->fn ? e->guard0 : PyDict_GetItemWithError(e->guards, r->fn);
-    if (g == NULL || !Py_IS_TYPE(g, st->Guard_Type) || ((FsGuard *)g)->policy == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(key);
-            return FS_ADMIT_REFUSE;
-        }
-        return route_slow(r, a, key, args, nargsf, kwnames);
-    }
-    if (r->timed) {
-        int64_t now = fs_now_ns(st);
-        e->used_ns = now;
-        if (now >= ((KeyedRoute *)r->counts)->check_at) {
-            return route_slow(r, a, key, args, nargsf, kwnames);   /* looks for idle keys */
-        }
-    }
-    e->pins++;
-    if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
-        /* The key's __eq__ ran Python code: another thread may have forgotten the entry before
-         * it was pinned. */
-        PyObject *again = PyDict_GetItemWithError(r->entries, key);
-        if (again != found) {
-            e->pins--;
-            if (PyErr_Occurred()) {
-                Py_DECREF(key);
-                return FS_ADMIT_REFUSE;
-            }
+    PyObject *g = NULL;
+    if (found != NULL) {
+        if (!Py_IS_TYPE(found, st->KeyedEntry_Type)) {
             return route_slow(r, a, key, args, nargsf, kwnames);
         }
+        g = ((KeyedEntry *)found)->fn0 == r->fn ? ((KeyedEntry *)found)->guard0
+                                                : entry_find_guard((KeyedEntry *)found, r->fn);
     }
-    /* The newest key now (exact LRU order, as the registry's own lookups keep it). */
-    PyObject *moved = PyObject_Vectorcall(r->move, &key, 1, NULL);
-    Py_DECREF(key);
-    if (moved != NULL) {
-        Py_DECREF(moved);
-    }
-    else if (PyErr_ExceptionMatches(PyExc_KeyError)) {
-        PyErr_Clear();  /* taken out by a forgetter, which sees the pin and puts it back */
-    }
-    else {
-        e->pins--;
+    if (g == NULL && PyErr_Occurred()) {    /* an unhashable key, or fn's lookup failed */
+        Py_DECREF(key);
         return FS_ADMIT_REFUSE;
     }
-    Py_INCREF(found);   /* the pin's reference, moved into the FsCall or dropped below */
-    FsGuard *guard = (FsGuard *)Py_NewRef(g);
-    FsPolicy *inner = (FsPolicy *)Py_NewRef(guard->policy);
-    PyObject *res = fs_guard_call_timed(inner, guard->fn, args, nargsf, kwnames);
-    Py_DECREF(guard);
+    bool pinned = false;    /* pinned by _admit, which also made it the newest key */
+    if (g != NULL && r->timed) {
+        int64_t now = fs_now_ns(st);
+        ((KeyedEntry *)found)->used_ns = now;
+        if (now >= ((KeyedRoute *)r->counts)->check_at) {
+            g = NULL;       /* _admit looks for idle keys */
+        }
+    }
+    if (g == NULL) {        /* a new key (or new to fn), or a look for idle keys due */
+        found = route_admit_key(r, key);
+        if (found == NULL) {
+            Py_DECREF(key);
+            return FS_ADMIT_REFUSE;
+        }
+        pinned = true;      /* and found is a new reference: the pin's */
+        g = entry_find_guard((KeyedEntry *)found, r->fn);
+    }
+    KeyedEntry *e = (KeyedEntry *)found;
+    FsPolicy *inner;
+    PyObject *fn;
+    if (g == e->policy) {   /* a C policy called directly */
+        inner = (FsPolicy *)g;
+        fn = r->fn;
+    }
+    else if (Py_IS_TYPE(g, st->Guard_Type) && ((FsGuard *)g)->policy != NULL) {
+        inner = ((FsGuard *)g)->policy;
+        fn = ((FsGuard *)g)->fn;
+    }
+    else {                  /* a policy written in Python: its guard runs in _routed */
+        if (pinned) {
+            e->pins--;
+            Py_DECREF(found);
+        }
+        return route_slow(r, a, key, args, nargsf, kwnames);
+    }
+    if (!pinned) {
+        e->pins++;
+        if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
+            /* The key's __eq__ ran Python code: another thread may have forgotten the entry
+             * before it was pinned. */
+            PyObject *again = PyDict_GetItemWithError(r->entries, key);
+            if (again != found) {
+                e->pins--;
+                if (PyErr_Occurred()) {
+                    Py_DECREF(key);
+                    return FS_ADMIT_REFUSE;
+                }
+                return route_slow(r, a, key, args, nargsf, kwnames);
+            }
+        }
+        /* The newest key now (exact LRU order, as the registry's own lookups keep it). */
+        PyObject *moved = PyObject_Vectorcall(r->move, &key, 1, NULL);
+        if (moved != NULL) {
+            Py_DECREF(moved);
+        }
+        else if (PyErr_ExceptionMatches(PyExc_KeyError)) {
+            PyErr_Clear();  /* taken out by a forgetter, which sees the pin and puts it back */
+        }
+        else {
+            e->pins--;
+            Py_DECREF(key);
+            return FS_ADMIT_REFUSE;
+        }
+    }
+    Py_DECREF(key);
+    if (!pinned) {
+        Py_INCREF(found);   /* the pin's reference, moved into the FsCall or dropped below */
+    }
+    Py_INCREF(inner);   /* fn: the route's, or the guard's the pinned entry holds */
+    PyObject *res = fs_guard_call_timed(inner, fn, args, nargsf, kwnames);
     if (res != NULL && Py_IS_TYPE(res, st->Call_Type) && ((FsCall *)res)->pin == NULL
         && ((FsCall *)res)->state != FS_CALL_DONE) {
         ((FsCall *)res)->pin = found;   /* unpinned when the call ends (call.c) */
@@ -426,7 +517,8 @@ static int keyed_setup(PyObject *module, fs_state *st)
     }
     st->str_routed = PyUnicode_InternFromString("_routed");
     st->str_hold = PyUnicode_InternFromString("_hold");
-    if (st->str_routed == NULL || st->str_hold == NULL) {
+    st->str_admit = PyUnicode_InternFromString("_admit");
+    if (st->str_routed == NULL || st->str_hold == NULL || st->str_admit == NULL) {
         return -1;
     }
     return PyModule_AddType(module, st->KeyedRoute_Type);
@@ -445,6 +537,7 @@ static void keyed_part_clear(fs_state *st)
     Py_CLEAR(st->KeyedRoute_Type);
     Py_CLEAR(st->str_routed);
     Py_CLEAR(st->str_hold);
+    Py_CLEAR(st->str_admit);
 }
 
 const fs_part fs_keyed_part = {

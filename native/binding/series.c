@@ -38,11 +38,29 @@ void fs_series_leave(FsPolicy *p)
     Py_DECREF(s);
 }
 
-/* attach(policy): makes policy a member. Joining the series it is in already does nothing; a
- * component belongs to one series for life (ValueError otherwise), so no series loses counts. */
+int fs_series_join(FsPolicy *p, FsSeries *s)
+{
+    if (p->series == s) {
+        return 0;
+    }
+    if (p->series != NULL) {
+        PyErr_SetString(PyExc_ValueError, "the component reports to another series already");
+        return -1;
+    }
+    p->series = (FsSeries *)Py_NewRef((PyObject *)s);
+    p->series_prev = NULL;
+    p->series_next = s->head;
+    if (s->head != NULL) {
+        s->head->series_prev = p;
+    }
+    s->head = p;
+    s->live++;
+    return 0;
+}
+
+/* attach(policy): makes policy a member (fs_series_join). */
 static PyObject *series_attach(PyObject *self, PyObject *obj)
 {
-    FsSeries *s = (FsSeries *)self;
     fs_state *st = fs_state_from_type(Py_TYPE(self));
     if (st == NULL) {
         return NULL;
@@ -51,23 +69,25 @@ static PyObject *series_attach(PyObject *self, PyObject *obj)
         PyErr_Format(PyExc_TypeError, "attach() takes a policy, not %s", Py_TYPE(obj)->tp_name);
         return NULL;
     }
-    FsPolicy *p = (FsPolicy *)obj;
-    if (p->series == s) {
-        Py_RETURN_NONE;
-    }
-    if (p->series != NULL) {
-        PyErr_SetString(PyExc_ValueError, "the component reports to another series already");
+    if (fs_series_join((FsPolicy *)obj, (FsSeries *)self) < 0) {
         return NULL;
     }
-    p->series = (FsSeries *)Py_NewRef(self);
-    p->series_prev = NULL;
-    p->series_next = s->head;
-    if (s->head != NULL) {
-        s->head->series_prev = p;
-    }
-    s->head = p;
-    s->live++;
     Py_RETURN_NONE;
+}
+
+/* members(): the live members, newest first (new list). */
+static PyObject *series_members(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    FsSeries *s = (FsSeries *)self;
+    PyObject *list = PyList_New(s->live);
+    if (list == NULL) {
+        return NULL;
+    }
+    Py_ssize_t i = 0;
+    for (FsPolicy *p = s->head; p != NULL && i < s->live; p = p->series_next) {
+        PyList_SET_ITEM(list, i++, Py_NewRef((PyObject *)p));
+    }
+    return list;
 }
 
 /* read(): per counter, the retired counts plus those of every live member. */
@@ -112,6 +132,7 @@ static void series_dealloc(PyObject *self)
 static PyMethodDef series_methods[] = {
     {"attach", series_attach, METH_O, "attach(policy): the policy reports to this series"},
     {"read", series_read, METH_NOARGS, "the summed counters of members live and gone"},
+    {"members", series_members, METH_NOARGS, "the live members (a new list)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -67,10 +67,10 @@ static void clear_window(fs_breaker *b)
     b->calls = b->failures = b->slow = 0;
     b->ring_head = 0;
     if (b->ring != NULL) {
-        memset(b->ring, 0, b->cfg.window_size);
+        memset(b->ring, 0, b->cfg->window_size);
     }
     if (b->buckets != NULL) {
-        for (uint32_t i = 0; i < b->cfg.window_size; i++) {
+        for (uint32_t i = 0; i < b->cfg->window_size; i++) {
             b->buckets[i].index = -1;
             b->buckets[i].calls = b->buckets[i].failures = b->buckets[i].slow = 0;
         }
@@ -88,7 +88,8 @@ int fs_breaker_init(fs_breaker *b, const fs_breaker_config *cfg, void *buf, size
         return -1;
     }
     memset(b, 0, sizeof(*b));
-    b->cfg = *cfg;
+    b->cfg = cfg;
+    b->simple = cfg->mode == FS_BR_CONSECUTIVE && cfg->slow_ns == 0;
     b->state = FS_BR_WORKING;
     if (cfg->mode == FS_BR_COUNT_WINDOW) {
         b->ring = (uint8_t *)buf;
@@ -105,16 +106,16 @@ int fs_breaker_init(fs_breaker *b, const fs_breaker_config *cfg, void *buf, size
  * the previous break grown, capped. */
 static int64_t next_break_ns(fs_breaker *b)
 {
-    double cap = (double)b->cfg.max_recovery_ns;
+    double cap = (double)b->cfg->max_recovery_ns;
     if (b->openings <= 1) {
-        b->break_ns = (double)b->cfg.recovery_ns;
+        b->break_ns = (double)b->cfg->recovery_ns;
     }
     else if (b->break_ns < cap) {
-        b->break_ns *= b->cfg.recovery_growth;
+        b->break_ns *= b->cfg->recovery_growth;
     }
     if (b->break_ns >= cap) {
         b->break_ns = cap;
-        return b->cfg.max_recovery_ns;
+        return b->cfg->max_recovery_ns;
     }
     return (int64_t)b->break_ns;
 }
@@ -175,7 +176,7 @@ int fs_breaker_would_reject(fs_breaker *b, int64_t now_ns, int64_t *retry_after_
         *retry_after_ns = fs_breaker_retry_after(b, now_ns);
         return 1;
     }
-    if (b->probes >= b->cfg.half_open_max_calls) {
+    if (b->probes >= b->cfg->half_open_max_calls) {
         *retry_after_ns = -1;
         return 1;
     }
@@ -208,7 +209,7 @@ void fs_breaker_expire(fs_breaker *b, int64_t now_ns)
         return;
     }
     int64_t idx = now_ns / b->bucket_ns;
-    int64_t n = (int64_t)b->cfg.window_size;
+    int64_t n = (int64_t)b->cfg->window_size;
     if (idx <= b->last_index) {
         return;
     }
@@ -234,24 +235,24 @@ void fs_breaker_expire(fs_breaker *b, int64_t now_ns)
 
 static int window_trips(const fs_breaker *b)
 {
-    if (b->calls < b->cfg.min_calls) {
+    if (b->calls < b->cfg->min_calls) {
         return 0;
     }
     double calls = (double)b->calls;
     /* Division, not multiplication: a ratio written as a decimal (0.3) compares exactly. */
-    if ((double)b->failures / calls >= b->cfg.failure_rate) {
+    if ((double)b->failures / calls >= b->cfg->failure_rate) {
         return 1;
     }
-    return b->cfg.slow_rate > 0.0 && (double)b->slow / calls >= b->cfg.slow_rate;
+    return b->cfg->slow_rate > 0.0 && (double)b->slow / calls >= b->cfg->slow_rate;
 }
 
 static unsigned record_working(fs_breaker *b, unsigned bits, int64_t now_ns)
 {
-    switch (b->cfg.mode) {
+    switch (b->cfg->mode) {
     case FS_BR_CONSECUTIVE:
         if (bits & FS_BR_BIT_FAILURE) {
             b->consecutive++;
-            if (b->consecutive >= b->cfg.failure_threshold) {
+            if (b->consecutive >= b->cfg->failure_threshold) {
                 return to_failing(b, now_ns);
             }
         }
@@ -260,7 +261,7 @@ static unsigned record_working(fs_breaker *b, unsigned bits, int64_t now_ns)
         }
         return 0;
     case FS_BR_COUNT_WINDOW: {
-        uint32_t n = b->cfg.window_size;
+        uint32_t n = b->cfg->window_size;
         if (b->calls == n) {
             uint8_t old = b->ring[b->ring_head];
             b->calls--;
@@ -277,7 +278,7 @@ static unsigned record_working(fs_breaker *b, unsigned bits, int64_t now_ns)
         if (idx > b->last_index) {
             b->last_index = idx;
         }
-        fs_br_bucket *k = &b->buckets[idx % (int64_t)b->cfg.window_size];
+        fs_br_bucket *k = &b->buckets[idx % (int64_t)b->cfg->window_size];
         if (k->index != idx) {
             /* Reached only through a bucket that expire() already emptied. */
             k->index = idx;
@@ -301,7 +302,7 @@ unsigned fs_breaker_record(fs_breaker *b, uint64_t token, fs_br_outcome outcome,
     if (!fs_breaker_token_current(b, token)) {
         return 0;
     }
-    int slow = outcome == FS_BR_SUCCESS && b->cfg.slow_ns > 0 && duration_ns >= b->cfg.slow_ns;
+    int slow = outcome == FS_BR_SUCCESS && b->cfg->slow_ns > 0 && duration_ns >= b->cfg->slow_ns;
     if (fs_breaker_token_is_probe(token)) {
         /* Current probe token: the breaker is recovering. */
         if (b->probes > 0) {
@@ -311,14 +312,14 @@ unsigned fs_breaker_record(fs_breaker *b, uint64_t token, fs_br_outcome outcome,
             return to_failing(b, now_ns);
         }
         b->probe_successes++;
-        return b->probe_successes >= b->cfg.recovery_threshold ? to_working(b) : 0;
+        return b->probe_successes >= b->cfg->recovery_threshold ? to_working(b) : 0;
     }
     unsigned bits = 0;
     if (outcome == FS_BR_FAILURE) {
         bits = FS_BR_BIT_FAILURE;
     }
     else if (slow) {
-        bits = b->cfg.slow_rate > 0.0 ? FS_BR_BIT_SLOW : FS_BR_BIT_FAILURE;
+        bits = b->cfg->slow_rate > 0.0 ? FS_BR_BIT_SLOW : FS_BR_BIT_FAILURE;
     }
     return record_working(b, bits, now_ns);
 }

@@ -83,13 +83,15 @@ typedef struct fs_br_bucket {
 } fs_br_bucket;
 
 typedef struct fs_breaker {
-    fs_breaker_config cfg;
+    const fs_breaker_config *cfg;   /* borrowed: breakers of one configuration share it */
     fs_br_state state;
     int isolated;                   /* forced failing until fs_breaker_reset */
     uint32_t epoch;                 /* bumped at every transition */
     /* working */
     uint32_t consecutive;           /* CONSECUTIVE: failures in a row */
     uint32_t calls, failures, slow; /* windows: totals of the window */
+    uint32_t simple;                /* consecutive without slow-call detection: a success in
+                                     * the working period only ends the failure run */
     uint8_t *ring;                  /* COUNT_WINDOW: outcome bits per slot */
     uint32_t ring_head;             /* next slot to write */
     fs_br_bucket *buckets;          /* TIME_WINDOW */
@@ -119,9 +121,10 @@ int fs_breaker_config_check(const fs_breaker_config *cfg);
 /* Bytes of window storage cfg needs (0 for CONSECUTIVE). cfg must pass the check. */
 size_t fs_breaker_buffer_size(const fs_breaker_config *cfg);
 
-/* Initialises b working, with buf (>= fs_breaker_buffer_size(cfg) bytes, suitably aligned for
- * int64_t, owned by the caller and outliving b; may be NULL when the size is 0). Returns 0, or
- * -1 when cfg fails the check or buf is too small. */
+/* Initialises b working, with cfg (borrowed: it must outlive b and not change while b uses it;
+ * breakers configured alike may share one) and buf (>= fs_breaker_buffer_size(cfg) bytes,
+ * suitably aligned for int64_t, owned by the caller and outliving b; may be NULL when the size
+ * is 0). Returns 0, or -1 when cfg fails the check or buf is too small. */
 int fs_breaker_init(fs_breaker *b, const fs_breaker_config *cfg, void *buf, size_t buf_len);
 
 /* Asks to start a call at now_ns. When failing and the break is over (and not isolated), moves
@@ -157,8 +160,7 @@ static inline uint64_t fs_breaker_working_token(const fs_breaker *b)
  * Returns 1 when recorded so, 0 when fs_breaker_record must judge the outcome. */
 static inline int fs_breaker_quick_success(fs_breaker *b, uint64_t token)
 {
-    if (b->cfg.mode != FS_BR_CONSECUTIVE || b->cfg.slow_ns > 0 || b->state != FS_BR_WORKING
-        || token != fs_breaker_working_token(b)) {
+    if (!b->simple || b->state != FS_BR_WORKING || token != fs_breaker_working_token(b)) {
         return 0;
     }
     b->consecutive = 0;

@@ -9,7 +9,6 @@ import inspect
 import logging
 import math
 import re
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
@@ -65,6 +64,11 @@ def name_from(fn: Callable[..., Any], pattern: str) -> str:
     leading or trailing ``_`` keeps a name as it is.
     """
     raw = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or pattern)
+    return _name_of(raw, pattern)
+
+
+@functools.lru_cache(maxsize=1024)  # the same function names a policy per key of a registry
+def _name_of(raw: str, pattern: str) -> str:
     readable = raw.replace(".<locals>.", ".")
     substituted = _NAME_STRIP.sub("_", readable)
     cleaned = substituted.strip("_.-/")
@@ -307,21 +311,25 @@ def is_current(name: str, pattern: str, series: _native.Series) -> bool:
 
 
 # Latency histograms (off until enable_latency()): one _native.Latency per (pattern, component
-# name), into which every component reporting under that pair times its decorated calls. Named
-# components are kept weakly so that enabling reaches those made before; a component that
+# name), into which every component reporting under that pair times its decorated calls. Enabling
+# reaches the named components made before as the members of their series; a component that
 # joins later is attached as it joins. Calls of components not attached pay one pointer test.
 _latency: dict[tuple[str, str], _native.Latency] = {}
 _latency_on = False
 _latency_hooks: list[Callable[[str, str, _native.Latency], None]] = []
-_named: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _join(component: Component, series: Any) -> None:
     series.attach(component)
-    if isinstance(series, _native.Series):
-        _named.add(component)
-        if _latency_on:
-            _latency_of(component._name, component.PATTERN).attach(component)
+    if _latency_on and isinstance(series, _native.Series):
+        _latency_of(component._name, component.PATTERN).attach(component)
+
+
+def _named() -> list[Any]:
+    """Every live named component (the members of the metrics series)."""
+    return [
+        c for by_name in list(_series.values()) for s in list(by_name.values()) for c in s.members()
+    ]
 
 
 def _latency_of(name: str, pattern: str) -> _native.Latency:
@@ -353,7 +361,7 @@ def enable_latency() -> None:
     latency histogram per (component name, pattern)."""
     global _latency_on
     _latency_on = True
-    for component in list(_named):
+    for component in _named():
         _latency_of(component._name, component.PATTERN).attach(component)
 
 
@@ -361,7 +369,7 @@ def disable_latency() -> None:
     """Stops timing calls (the histograms keep their counts; calls in flight still count)."""
     global _latency_on
     _latency_on = False
-    for component in list(_named):
+    for component in _named():
         latency = _latency.get((component.PATTERN, component._name))
         if latency is not None:
             latency.detach(component)

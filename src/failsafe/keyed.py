@@ -124,6 +124,11 @@ class Keyed[P]:
                     f" per key, not {factory!r}"
                 )
             self._template: Any = factory
+            # The C copy itself when the breaker's class copies as CircuitBreaker does.
+            clone = getattr(factory, "_clone")  # noqa: B009
+            copy = getattr(factory, "_copy", None)
+            plain = getattr(getattr(type(factory), "_clone"), "_copies_only", False)  # noqa: B009
+            self._copy: Callable[[], Any] = copy if plain and copy is not None else clone
         elif not callable(factory):
             raise TypeError(f"factory must be a callable key -> policy, not {factory!r}")
         else:
@@ -171,12 +176,13 @@ class Keyed[P]:
                 entries.move_to_end(key)
                 entry.used_ns = now
                 return entry
-            self._expire_one(now)
+            if self._idle_ns is not None:
+                self._expire_one(now)
             if len(entries) >= self.max_keys:
                 self._free_one()
-            template = self._template
-            policy = template._clone() if template is not None else self._factory(key)
-            if not callable(policy):
+            if self._template is not None:
+                policy: Any = self._copy()
+            elif not callable(policy := self._factory(key)):
                 raise TypeError(
                     f"keyed factory {_name_of(self._factory)} returned {policy!r} for key"
                     f" {key!r}: not a policy (a decorator of async functions, such as"
@@ -297,14 +303,35 @@ class Keyed[P]:
         guard: Callable[A, Coroutine[Any, Any, T]] = _core.make_guard(fn, route)
         return guard
 
+    def _admit(self, fn: Callable[..., Any], key: Any) -> _native.KeyedEntry:
+        """For the C route: key's entry (made if missing; a look for idle keys when due) with
+        its guard for fn, pinned for a call. Under the lock, so nothing forgets it first."""
+        with self._lock:
+            entries = self._entries
+            entry = entries.get(key)
+            now = _native.now_ns()
+            if entry is None:
+                entry = self._create(key, now)
+            else:
+                entries.move_to_end(key)
+                entry.used_ns = now
+                if self._idle_ns is not None:
+                    self._expire_one(now)
+            if entry._guard_of(fn) is None:
+                self._guard_locked(entry, fn)
+            entry._pin()
+            return entry
+
     async def _routed(self, fn: Callable[..., Any], key: Any, *args: Any, **kwargs: Any) -> Any:
-        """A call the C route hands over: a new key, a policy written in Python, or a look
-        for idle keys due."""
+        """A call the C route hands over: a policy written in Python (or a key whose entry
+        was forgotten while the route looked at it)."""
         entry = self._pinned(key)
         try:
-            guard = entry.guards.get(fn)
+            guard = entry._guard_of(fn)
             if guard is None:
                 guard = self._guard(entry, fn)
+            if guard is entry.policy:  # a C policy the route calls directly
+                guard = _native.Guard(fn, guard)
             return await guard(*args, **kwargs)
         finally:
             entry._unpin()
@@ -329,20 +356,25 @@ class Keyed[P]:
             entry._unpin()
 
     def _guard(self, entry: _native.KeyedEntry, fn: Callable[..., Any]) -> Any:
-        """The entry's policy applied to fn, once (a cache may decorate only one function)."""
+        """The entry's policy applied to fn, once (a cache may decorate only one function):
+        its guard, or the policy itself when the route calls it directly."""
         with self._lock:
-            guard = entry.guards.get(fn)
-            if guard is None:
-                policy = entry.policy
-                if type(policy).__call__ is _COMPONENT_CALL:
-                    # What Component.__call__ does, less making the guard look like fn (the
-                    # registry's own guard does; this one is never handed out).
+            return self._guard_locked(entry, fn)
+
+    def _guard_locked(self, entry: _native.KeyedEntry, fn: Callable[..., Any]) -> Any:
+        guard = entry._guard_of(fn)
+        if guard is None:
+            policy = entry.policy
+            if type(policy).__call__ is _COMPONENT_CALL:
+                # What Component.__call__ does, less the guard (the route calls a C policy
+                # directly; the registry's own guard is the one handed out).
+                if not policy._explicit_name:  # a copy of a template has its name already
                     policy._adopt_name(fn)
-                    guard = _native.Guard(fn, policy)
-                else:
-                    guard = policy(fn)
-                entry._set_guard(fn, guard)
-            return guard
+                entry._set_guard(fn, None)
+            else:
+                entry._set_guard(fn, policy(fn))
+            guard = entry._guard_of(fn)
+        return guard
 
     def __repr__(self) -> str:
         return f"<keyed {len(self._entries)}/{self.max_keys} keys idle_after={self.idle_after}>"

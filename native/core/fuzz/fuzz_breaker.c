@@ -45,11 +45,11 @@ static void totals(const model *m, uint32_t *calls, uint32_t *failures, uint32_t
 
 static void model_expire(model *m, const fs_breaker *b, int64_t now)
 {
-    if (b->cfg.mode != FS_BR_TIME_WINDOW) {
+    if (b->cfg->mode != FS_BR_TIME_WINDOW) {
         return;
     }
     int64_t idx = now / b->bucket_ns;
-    while (m->len > 0 && m->index[m->first] <= idx - (int64_t)b->cfg.window_size) {
+    while (m->len > 0 && m->index[m->first] <= idx - (int64_t)b->cfg->window_size) {
         m->first++;
         m->len--;
     }
@@ -57,7 +57,7 @@ static void model_expire(model *m, const fs_breaker *b, int64_t now)
 
 static int model_trips(const model *m, const fs_breaker *b)
 {
-    const fs_breaker_config *c = &b->cfg;
+    const fs_breaker_config *c = b->cfg;
     if (c->mode == FS_BR_CONSECUTIVE) {
         return m->consecutive >= c->failure_threshold;
     }
@@ -76,21 +76,21 @@ static void check_window(const model *m, const fs_breaker *b)
         FZ_CHECK(b->calls == 0 && b->failures == 0 && b->slow == 0 && b->consecutive == 0);
         return;
     }
-    if (b->cfg.mode == FS_BR_CONSECUTIVE) {
-        FZ_CHECK(b->consecutive == m->consecutive && b->consecutive < b->cfg.failure_threshold);
+    if (b->cfg->mode == FS_BR_CONSECUTIVE) {
+        FZ_CHECK(b->consecutive == m->consecutive && b->consecutive < b->cfg->failure_threshold);
         return;
     }
     uint32_t calls, failures, slow;
     totals(m, &calls, &failures, &slow);
     FZ_CHECK(b->calls == calls && b->failures == failures && b->slow == slow);
-    FZ_CHECK(calls <= (b->cfg.mode == FS_BR_COUNT_WINDOW ? b->cfg.window_size : MAX_EVENTS));
+    FZ_CHECK(calls <= (b->cfg->mode == FS_BR_COUNT_WINDOW ? b->cfg->window_size : MAX_EVENTS));
 }
 
 /* A move to failing happened at now: the break's length is within its bounds. */
 static void opened(model *m, const fs_breaker *b, int64_t now)
 {
     int64_t d = b->open_until_ns - now;
-    const fs_breaker_config *c = &b->cfg;
+    const fs_breaker_config *c = b->cfg;
     FZ_CHECK(d >= 0 && d <= c->max_recovery_ns);
     if (m->last_break == 0) {
         /* The first break: recovery_ns (through a double, so exact to 2^-52). */

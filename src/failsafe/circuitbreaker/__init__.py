@@ -84,6 +84,12 @@ _MAX_BUCKETS: Final = 1_000
 _MAX_COUNT: Final = 2**31 - 1
 
 
+# Configurations validated already, by the arguments (and their types) that gave them: the
+# factory of a keyed registry builds the same breaker for every key, validated once.
+_SEEN: dict[tuple[Any, ...], tuple[_native.Breaker, dict[str, Any], tuple[str, float]]] = {}
+_SEEN_MAX: Final = 256
+
+
 class BreakerState(enum.StrEnum):
     """A breaker state; equal to its name (``state == "working"``). ``.name`` and ``.NAME`` are
     "working", "failing" or "recovering", as failsafe-py's state objects had."""
@@ -203,6 +209,10 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     ``success``, ``failure``, ``rejected``.
     """
 
+    # Its settings in slots, no instance __dict__ until something else is set: the copies a
+    # keyed registry makes per key (_clone) share them by reference.
+    __slots__ = (*_core.COMPONENT_SLOTS, "_settings", "_shape", "__dict__")
+
     PATTERN: ClassVar[str] = "circuitbreaker"
     _WORKING: ClassVar[BreakerState] = BreakerState.working  # on_success's state, read by C
     METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["circuitbreaker"]
@@ -238,6 +248,31 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         if store is not None:
             raise TypeError("store= is not supported by subclasses of CircuitBreaker")
         self._init_component(name, listeners, event_manager)
+        given = (
+            on,
+            failure_threshold,
+            failure_rate,
+            window_calls,
+            window_time,
+            window_buckets,
+            min_calls,
+            slow_call_duration,
+            slow_call_rate,
+            recovery_time,
+            recovery_threshold,
+            half_open_max_calls,
+            recovery_backoff,
+            max_recovery_time,
+            retry_after,
+        )
+        try:  # the types too: True == 1, but True is no threshold
+            seen = _SEEN.get(key := (given, tuple(map(type, given))))
+        except TypeError:  # an unhashable argument: checked below, and not kept
+            seen = key = None
+        if seen is not None:  # validated before: only configured, as that breaker was
+            self._adopt(seen[0])
+            self._settings, self._shape = seen[1], seen[2]
+            return
         types = _core.check_exceptions(on)
         config: dict[str, Any] = {"on": types, "on_pred": None if types is not None else on}
 
@@ -254,7 +289,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
             config.update(
                 mode=_CONSECUTIVE, failure_threshold=_count(threshold, "failure_threshold")
             )
-            self._mode = "consecutive"
+            mode = "consecutive"
         else:
             if failure_threshold is not None:
                 raise ValueError(
@@ -275,7 +310,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
                 config.update(
                     mode=_TIME_WINDOW, window_size=buckets, window_ns=window_ns, min_calls=least
                 )
-                self._mode = "time_window"
+                mode = "time_window"
             else:
                 size = 100 if window_calls is None else window_calls
                 size = _count(size, "window_calls", maximum=_MAX_WINDOW_CALLS)
@@ -286,10 +321,9 @@ class CircuitBreaker(_core.Component, _native.Breaker):
                         " the window would never be judged"
                     )
                 config.update(mode=_COUNT_WINDOW, window_size=size, min_calls=least)
-                self._mode = "count_window"
+                mode = "count_window"
             _count(window_buckets, "window_buckets", maximum=_MAX_BUCKETS)
 
-        self._slow = slow_call_duration is not None
         if slow_call_duration is not None:
             config["slow_ns"] = max(
                 1, _ns(_seconds(slow_call_duration, "slow_call_duration", allow_zero=False))
@@ -329,16 +363,32 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         if reader is not None:
             config["signal"] = _break_reader(reader, cap)
         self._configure(**config)
-        self._recovery_time = recovery
         self._settings = config
+        self._shape = (mode, recovery)
+        if key is not None:
+            if len(_SEEN) >= _SEEN_MAX:
+                _SEEN.clear()
+            configured = _native.Breaker()
+            configured._adopt(self)
+            _SEEN[key] = (configured, config, self._shape)
 
     def _clone(self) -> Self:
         """A fresh working breaker configured as this one, none of its state: a keyed
         registry's breaker for a new key, made from this one as a template."""
         clone: Self = self._copy()
-        if self._explicit_name:
-            _core._join(clone, self._SERIES.get(self._name) or _core._new_series(clone))
         return clone
+
+    _clone._copies_only = True  # type: ignore[attr-defined]  # keyed may call _copy itself
+
+    @property
+    def _mode(self) -> str:
+        mode: str = self._shape[0]
+        return mode
+
+    @property
+    def _recovery_time(self) -> float:
+        seconds: float = self._shape[1]
+        return seconds
 
     @property
     def state(self) -> BreakerState:
