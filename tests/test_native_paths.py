@@ -599,8 +599,8 @@ async def test_toggle_flag_checks_and_interrupting_listener() -> None:
         (lambda: _native.FailFast(), {"recovery_ns": 0}, ValueError, "out of the core's range"),
         (lambda: _native.FeatureToggle(), {"key": 1}, TypeError, "predicate and key must be"),
         (lambda: _native.Breaker(), {"on": 1}, TypeError, "on must be a tuple"),
-        (lambda: _native.Breaker(), {"on_pred": 1}, TypeError, "on_pred must be callable"),
-        (lambda: _native.Breaker(), {"mode": 3}, ValueError, "mode out of range"),
+        (lambda: _native.Breaker(), {"mode": 3}, ValueError, "inconsistent"),
+        (lambda: _native.Breaker(), {"mode": -1}, ValueError, "inconsistent"),
         (lambda: _native.Breaker(), {"half_open_max_calls": 0}, ValueError, "inconsistent"),
     ],
 )
