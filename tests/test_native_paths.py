@@ -922,10 +922,11 @@ async def test_timeout_exit_without_enter() -> None:
 @pytest.mark.parametrize(
     ("args", "error", "message"),
     [
+        # CacheOptions names each bad parameter; the C index keeps its sizes and encodings.
         ((-1, -1, None), ValueError, "invalid cache configuration"),
-        ((0, 0, None), ValueError, "invalid cache configuration"),
-        ((0, -1, None, 5), ValueError, "invalid cache configuration"),  # stale needs a ttl
-        ((0, -1, 42), TypeError, "key_func must be callable or None"),
+        ((2**30 + 1, -1, None), ValueError, "invalid cache configuration"),
+        ((0, -2, None), ValueError, "invalid cache configuration"),
+        ((0, 5, None, -2), ValueError, "invalid cache configuration"),
     ],
 )
 def test_native_cache_configure_refuses(
