@@ -20,6 +20,7 @@ import failsafe.cache
 import failsafe.cache.exceptions
 from failsafe import _native
 from failsafe.cache import Cache, CacheListener, cache, register_cache_listener
+from failsafe.cache._options import CacheOptions
 from failsafe.events import EventManager, get_event_manager
 from failsafe.exceptions import FailsafeError
 from failsafe.fallback import fallback
@@ -1185,3 +1186,22 @@ class CacheModel(RuleBasedStateMachine):
 
 CacheModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
 TestCacheModel = CacheModel.TestCase
+
+
+def test_options_hold_the_checked_parameters() -> None:
+    assert CacheOptions.check() == CacheOptions()  # one set of defaults
+    o = CacheOptions.check(maxsize=8, ttl=2, stale_if_error=1, key_func=str)
+    assert (o.maxsize, o.ttl, o.ttl_ns, o.stale_ns) == (8, 2.0, 2 * 10**9, 10**9)
+    assert o.configuration() == (8, 2 * 10**9, str, 10**9)
+    local = o.with_ttl(0.5, "local_ttl")  # a shared cache's layer in front of the store
+    assert (local.maxsize, local.ttl_ns, local.stale_ns, local.key_func) == (8, 5 * 10**8, -1, str)
+    with pytest.raises(ValueError, match="local_ttl must be > 0"):
+        o.with_ttl(0, "local_ttl")
+    with pytest.raises(AttributeError):
+        o.maxsize = 1  # type: ignore[misc]
+
+
+def test_a_layer_built_from_options_is_a_cache_of_them() -> None:
+    layer = Cache._of(CacheOptions.check(maxsize=2, ttl=5), "layer")
+    assert (layer.name, layer.maxsize, layer.ttl, layer.stale_if_error) == ("layer", 2, 5.0, None)
+    assert layer.stats()["maxsize"] == 2

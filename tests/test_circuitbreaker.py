@@ -35,6 +35,7 @@ from failsafe.circuitbreaker import (
     register_breaker_listener,
 )
 from failsafe.circuitbreaker import exceptions as cb_exceptions
+from failsafe.circuitbreaker._options import BreakerOptions
 from failsafe.exceptions import FailsafeError
 from failsafe.fallback import fallback
 from failsafe.retry import AttemptsExceeded, retry
@@ -1353,3 +1354,26 @@ def test_refusal_of_a_listeners_call_is_raised_when_awaited(clock: FakeClock) ->
         assert br.stats()["state"] == "working"
 
     asyncio.run(main())
+
+
+def test_options_hold_the_checked_parameters() -> None:
+    assert BreakerOptions.check() == BreakerOptions()  # one set of defaults
+    o = BreakerOptions.check(failure_rate=0.5, window_time=2, window_buckets=4, min_calls=3)
+    assert (o.mode, o.failure_threshold, o.failure_rate) == ("time_window", None, 0.5)
+    assert (o.window_size, o.window_ns, o.min_calls) == (4, 2_000_000_000, 3)
+    config = o.configuration()
+    assert config["mode"] == _native.BREAKER_MODES["time_window"]
+    assert "failure_threshold" not in config
+    counted = BreakerOptions.check(failure_rate=1, window_calls=5)
+    assert (counted.mode, counted.window_size, counted.min_calls) == ("count_window", 5, 5)
+    backing_off = BreakerOptions.check(recovery_time=2, recovery_backoff=2)
+    assert backing_off.max_recovery_time == 20.0  # 10 x recovery_time when backing off
+    with pytest.raises(AttributeError):
+        o.mode = "consecutive"  # type: ignore[misc]
+
+
+def test_a_breaker_keeps_its_options_through_copies() -> None:
+    breaker = CircuitBreaker(failure_threshold=2, recovery_time=4)
+    clone = breaker._clone()
+    assert clone._options is breaker._options
+    assert (clone.failure_threshold, clone.recovery_time) == (2, 4.0)

@@ -21,6 +21,7 @@ from failsafe.failfast.exceptions import FailFastOpen
 from failsafe.fallback import fallback
 from failsafe.featuretoggle import FeatureToggle
 from failsafe.ratelimit import RateLimitExceeded, slidingwindow, tokenbucket
+from failsafe.retry import backoffs
 from failsafe.retry.backoffs import CONST, EXPO, INTERVAL, SOFTEXP, Backoff
 from failsafe.testing import FakeClock
 from failsafe.timeout import Timeout
@@ -115,6 +116,31 @@ def test_bind_refuses_what_it_cannot_use() -> None:
 def test_backoff_names_the_bad_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=f"invalid backoff: bad {field}"):
         Backoff(**kwargs)
+
+
+def test_backoff_checks_in_python_and_the_core_keeps_its_contract() -> None:
+    # Backoff(kind, ...) is checked in Python (the value shown); _native.Backoff keeps only
+    # the core's check, under one message, for direct use.
+    with pytest.raises(ValueError, match=r"bad first delay \(a\): must be finite and >= 0, got -1"):
+        Backoff(CONST, a=-1)
+    with pytest.raises(TypeError, match="invalid backoff: b must be a number, not str"):
+        Backoff(EXPO, a=1.0, b="2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"out of the core's range \(growth parameter \(b\)\)"):
+        _native.Backoff(EXPO, 0, 1.0, 0.5)
+    assert Backoff(EXPO, a=1.0, b=2.0, max_delay=3.0).delays(4) == [1.0, 2.0, 3.0, 3.0]
+
+
+def test_schedules_check_their_parameters_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A schedule names its own parameters; it does not run Backoff(kind, ...)'s checks again.
+    def refuse(*args: object) -> None:
+        raise AssertionError("checked twice")
+
+    monkeypatch.setattr(backoffs, "_check_spec", refuse)
+    assert backoffs.expo(min_delay_secs=1, max_delay_secs=2).delays(3) == [1.0, 2.0, 2.0]
+    assert backoffs.interval([0.5]).delays(2) == [0.5, 0.5]
+    assert backoffs.softexp(median_delay_secs=1).delays(1)[0] >= 0
+    with pytest.raises(AssertionError, match="checked twice"):
+        Backoff(CONST, a=1.0)
 
 
 def test_backoff_seq_must_hold_numbers() -> None:
@@ -581,12 +607,9 @@ async def test_toggle_flag_checks_and_interrupting_listener() -> None:
     ("make", "kwargs", "error", "message"),
     [
         (lambda: _native.Outcome(0), {"on": [ValueError]}, TypeError, "on must be a tuple"),
-        (lambda: _native.Outcome(0), {"on_pred": 1}, TypeError, "on_pred must be callable"),
         (lambda: _native.Retry(), {"on": [ValueError]}, TypeError, "on must be a tuple"),
-        (lambda: _native.Retry(), {"on_pred": 1}, TypeError, "on_pred must be callable"),
         (lambda: _native.Retry(), {"budget": 1}, TypeError, "budget must be a RetryBudget"),
         (lambda: _native.Retry(), {"immediate": -2}, ValueError, "immediate must be >= -1"),
-        (lambda: _native.Retry(), {"signal_check": 1}, TypeError, "signal_check must be"),
         (lambda: _native.Fallback(), {"on": [ValueError]}, TypeError, "on must be a tuple"),
         (lambda: _native.Fallback(), {"call_answer": True}, TypeError, "answer must be callable"),
         (
@@ -599,8 +622,8 @@ async def test_toggle_flag_checks_and_interrupting_listener() -> None:
         (lambda: _native.FailFast(), {"recovery_ns": 0}, ValueError, "out of the core's range"),
         (lambda: _native.FeatureToggle(), {"key": 1}, TypeError, "predicate and key must be"),
         (lambda: _native.Breaker(), {"on": 1}, TypeError, "on must be a tuple"),
-        (lambda: _native.Breaker(), {"on_pred": 1}, TypeError, "on_pred must be callable"),
-        (lambda: _native.Breaker(), {"mode": 3}, ValueError, "mode out of range"),
+        (lambda: _native.Breaker(), {"mode": 3}, ValueError, "inconsistent"),
+        (lambda: _native.Breaker(), {"mode": -1}, ValueError, "inconsistent"),
         (lambda: _native.Breaker(), {"half_open_max_calls": 0}, ValueError, "inconsistent"),
     ],
 )
@@ -925,10 +948,11 @@ async def test_timeout_exit_without_enter() -> None:
 @pytest.mark.parametrize(
     ("args", "error", "message"),
     [
+        # CacheOptions names each bad parameter; the C index keeps its sizes and encodings.
         ((-1, -1, None), ValueError, "invalid cache configuration"),
-        ((0, 0, None), ValueError, "invalid cache configuration"),
-        ((0, -1, None, 5), ValueError, "invalid cache configuration"),  # stale needs a ttl
-        ((0, -1, 42), TypeError, "key_func must be callable or None"),
+        ((2**30 + 1, -1, None), ValueError, "invalid cache configuration"),
+        ((0, -2, None), ValueError, "invalid cache configuration"),
+        ((0, 5, None, -2), ValueError, "invalid cache configuration"),
     ],
 )
 def test_native_cache_configure_refuses(

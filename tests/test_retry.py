@@ -11,6 +11,7 @@ import asyncio
 import functools
 import gc
 import inspect
+import itertools
 import logging
 import traceback
 import types
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 import failsafe.retry
 import failsafe.retry.exceptions
-from failsafe import events
+from failsafe import _native, events, signals
 from failsafe.events import EventManager, get_event_manager
 from failsafe.exceptions import FailsafeError
 from failsafe.fallback import fallback
@@ -42,7 +43,7 @@ from failsafe.retry import (
     register_retry_listener,
     retry,
 )
-from failsafe.retry._options import BudgetOptions
+from failsafe.retry._options import BudgetOptions, RetryOptions
 from failsafe.testing import FakeClock, instant_waits
 
 pytestmark = pytest.mark.usefixtures("instant", "clock")
@@ -1871,3 +1872,19 @@ async def test_many_concurrent_calls_share_one_bucket_exactly() -> None:
     assert sum(isinstance(r, EmptyBucket) for r in results) == 300 - sum(
         isinstance(r, AttemptsExceeded) for r in results
     )
+
+
+def test_options_hold_the_checked_parameters() -> None:
+    o = RetryOptions.check(on=ValueError, attempts=None, backoff=[0, 1], max_duration=2)
+    assert (o.on, o.on_pred, o.attempts) == ((ValueError,), None, None)
+    assert o.max_duration_ns == 2 * 10**9
+    assert list(itertools.islice(o.new_schedule(), 3)) == [0.0, 1.0, 0.0]
+    assert o.retry_after is signals.retry_after_of  # the default reads the built-in signals
+    assert (o.budget, o.bucket) == (None, None)
+    bucketed = RetryOptions.check(attempts=2, bucket=(1, 3))
+    assert bucketed.attempts == 2
+    assert isinstance(bucketed.bucket, _native.TokenBucket)
+    with pytest.raises(ValueError, match="attempts must be > 0"):
+        RetryOptions.check(attempts=0, bucket=(1, 3))  # bucket_retry refills attempts tokens
+    with pytest.raises(AttributeError):
+        o.attempts = 1  # type: ignore[misc]

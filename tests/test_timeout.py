@@ -31,6 +31,7 @@ from failsafe.timeout import (
     timeout,
 )
 from failsafe.timeout import exceptions as timeout_exceptions
+from failsafe.timeout._options import check_seconds
 
 SHORT = 0.01  # a deadline that fires ...
 LONG = 10.0  # ... long before this sleep ends; never waited for in full
@@ -989,11 +990,15 @@ def test_accepted_values(args: tuple[Any, ...], kwargs: dict[str, Any], seconds:
     assert f"seconds={seconds!r}" in repr(policy)
 
 
-def test_native_type_validates_too() -> None:
-    with pytest.raises(ValueError, match="seconds"):
+def test_native_type_refuses_what_breaks_its_timer_queue() -> None:
+    # check_seconds names the bad parameter; the C type keeps only its timer queue's contract.
+    with pytest.raises(ValueError, match="seconds must be >= 0"):
         _native.Timeout(-1.0)
-    with pytest.raises(TypeError, match="seconds"):
+    with pytest.raises(ValueError, match="not NaN"):
+        _native.Timeout(math.nan)
+    with pytest.raises(TypeError):
         _native.Timeout("1")  # type: ignore[arg-type]
+    assert _native.Timeout(math.inf).seconds == math.inf
     assert _native.Timeout(2).seconds == 2.0
     assert _native.Timeout().seconds is None
 
@@ -1183,3 +1188,14 @@ async def test_async_generator_closed_by_the_loop_leaves_its_scope() -> None:
     await asyncio.sleep(SHORT * 40)  # past the deadline: nothing may fire into this task
     assert _native._timeout_pending() == 0
     assert me().cancelling() == 0
+
+
+def test_check_seconds_is_the_one_check() -> None:
+    assert check_seconds(None, "seconds") is None
+    assert check_seconds(2, "seconds") == 2.0
+    assert check_seconds(2**60, "seconds") == float(2**60)  # past the int fast path
+    assert check_seconds(math.inf, "timeout_secs") == math.inf
+    with pytest.raises(ValueError, match="timeout_secs must not be NaN"):
+        check_seconds(math.nan, "timeout_secs")
+    with pytest.raises(TypeError, match="seconds must be a number"):
+        check_seconds(True, "seconds")

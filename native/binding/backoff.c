@@ -75,11 +75,12 @@ static PyObject *backoff_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         o->b.seq = o->seq;
         o->b.seq_len = (size_t)n;
     }
-    /* Kept for Backoff(kind, ...) built by hand and direct _native use: the schedules in
-     * failsafe.retry.backoffs check their own parameters, naming them. */
+    /* Kept for direct _native use: fs_backoff_next needs a schedule that passed the core's
+     * check. failsafe.retry.backoffs checks every field first, naming it (Backoff(kind, ...)
+     * its fields, each schedule its own parameters), so Python never meets this message. */
     fs_backoff_err err = fs_backoff_check(&o->b);
     if (err != FS_BACKOFF_OK) {
-        PyErr_Format(PyExc_ValueError, "invalid backoff: bad %s", backoff_field[err]);
+        PyErr_Format(PyExc_ValueError, "Backoff: out of the core's range (%s)", backoff_field[err]);
         Py_DECREF(o);
         return NULL;
     }

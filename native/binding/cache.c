@@ -595,8 +595,10 @@ static PyObject *cache_new(PyTypeObject *type, PyObject *Py_UNUSED(args),
     return (PyObject *)cc;
 }
 
-/* _configure(maxsize, ttl_ns, key_func): maxsize 0 = unbounded, ttl_ns -1 = never expires.
- * Only while empty (from __init__). */
+/* _configure(maxsize, ttl_ns, key_func, stale_ns=-1): a CacheOptions' values
+ * (failsafe.cache), each checked there, naming it. maxsize 0 = unbounded, ttl_ns -1 = never
+ * expires, stale_ns -1 = no stale answers; key_func None = the call's arguments, else trusted
+ * to be callable (calling it reports otherwise). Only while empty (from __init__). */
 static PyObject *cache_configure(PyObject *self, PyObject *args)
 {
     FsCacheObject *cc = (FsCacheObject *)self;
@@ -605,13 +607,9 @@ static PyObject *cache_configure(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "LLO|L:_configure", &maxsize, &ttl_ns, &key_func, &stale_ns)) {
         return NULL;
     }
-    if (maxsize < 0 || maxsize > (long long)FS_CACHE_MAX_CAP || ttl_ns < -1 || ttl_ns == 0
-        || stale_ns < -1 || (stale_ns >= 0 && ttl_ns < 0)) {
+    /* Kept for direct _native use: the table's uint32 sizes, and the encodings above. */
+    if (maxsize < 0 || maxsize > (long long)FS_CACHE_MAX_CAP || ttl_ns < -1 || stale_ns < -1) {
         PyErr_SetString(PyExc_ValueError, "invalid cache configuration");
-        return NULL;
-    }
-    if (key_func != Py_None && !PyCallable_Check(key_func)) {
-        PyErr_SetString(PyExc_TypeError, "key_func must be callable or None");
         return NULL;
     }
     if (cc->ready.idx.len > 0 || cc->pending.idx.len > 0) {

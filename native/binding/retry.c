@@ -138,8 +138,10 @@ static PyObject *retry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)r;
 }
 
-/* _configure(on, on_pred, budget, handoff_results, needs_t0, immediate, signal_check):
- * immediate is the re-attempts C may make at once (-1: until success), None: none. */
+/* _configure(on, on_pred, budget, handoff_results, needs_t0, immediate, signal_check): what a
+ * RetryOptions (failsafe.retry) holds, each parameter checked there, naming it. immediate is
+ * the re-attempts C may make at once (-1: until success), None: none; signal_check is trusted
+ * to be callable (calling it reports otherwise). */
 static PyObject *retry_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     FsRetry *r = (FsRetry *)self;
@@ -164,10 +166,7 @@ static PyObject *retry_configure(PyObject *self, PyObject *args, PyObject *kwarg
             return NULL;
         }
     }
-    if (signal_check != Py_None && !PyCallable_Check(signal_check)) {
-        PyErr_SetString(PyExc_TypeError, "signal_check must be callable or None");
-        return NULL;
-    }
+    /* Kept for direct _native use: budget is read as the C budget type. */
     if (budget != Py_None && !PyObject_TypeCheck(budget, r->o.base.st->Budget_Type)) {
         PyErr_SetString(PyExc_TypeError, "budget must be a RetryBudget or None");
         return NULL;

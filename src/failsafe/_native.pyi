@@ -167,6 +167,18 @@ class HedgeSlowPaths(Protocol):
         /,
     ) -> HedgeRace: ...
 
+class AdaptiveGrant(Protocol):
+    """Adaptive concurrency limit (adaptive.c): places freed up, handed to the queued calls
+    (from a call's end, so it must not raise)."""
+
+    def _grant(self) -> None: ...
+
+class ThrottleRefusal(Protocol):
+    """Adaptive throttle (adaptive.c): the refusal of a call, reported and returned; C raises
+    it where the call is awaited, so it must be an exception."""
+
+    def _refusal(self) -> BaseException: ...
+
 class Outcome(_Policy):
     def __new__(cls, pattern: int) -> Self: ...
     def _configure(

@@ -8,7 +8,7 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from failsafe import _core, _native, events
 from failsafe._core import Component, check_int, check_number
@@ -362,6 +362,11 @@ class ConcurrencyLimit(Component, _native.AdaptiveLimit):
             f"<concurrency_limit {self._name!r} {self.algorithm} limit={self.current}"
             f" inflight={self.inflight} queued={len(self._waiters)}>"
         )
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_call: type[_native.SlowCall] = ConcurrencyLimit
+    _adaptive_grant: type[_native.AdaptiveGrant] = ConcurrencyLimit
 
 
 concurrency_limit = ConcurrencyLimit

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from failsafe import _native, events
 from failsafe._core import Component, check_number
@@ -127,6 +127,11 @@ class Throttle(Component, _native.AdaptiveThrottle):
             f"<throttle {self._name!r} p={self.probability:.3f} requests={self.requests}"
             f" accepts={self.accepts}>"
         )
+
+
+if TYPE_CHECKING:  # the methods C calls by name
+    _slow_call: type[_native.SlowCall] = Throttle
+    _throttle_refusal: type[_native.ThrottleRefusal] = Throttle
 
 
 throttle = Throttle

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast, overload
 
 from failsafe import _core, _native, events
 from failsafe._types import CachedFunction
+from failsafe.cache._options import CacheOptions
 from failsafe.cache.exceptions import CacheMiss, CacheUnavailable
 from failsafe.stats import CacheStats
 
@@ -51,7 +52,6 @@ _PROBE_HIT: Final[int] = _native.CACHE_PROBE["hit"]
 _PROBE_IN_FLIGHT: Final[int] = _native.CACHE_PROBE["in_flight"]
 _SETTLE_VALUE: Final[int] = _native.CACHE_SETTLE["value"]
 _SETTLE_ERROR: Final[int] = _native.CACHE_SETTLE["error"]
-_MAX_TTL_NS: Final = 2**62
 
 
 def _is_method(fn: Callable[..., Any]) -> bool:
@@ -128,6 +128,7 @@ class Cache(_core.Component, _native.Cache):
 
     PATTERN: ClassVar[str] = "cache"
     METRICS: ClassVar[tuple[str, ...]] = _native.METRICS["cache"]
+    _options: CacheOptions
 
     def __new__(cls, *args: Any, store: Any = None, **kwargs: Any) -> Self:
         if store is not None:  # entries shared through a store: a policy of its own
@@ -161,38 +162,36 @@ class Cache(_core.Component, _native.Cache):
         ):
             raise ValueError("local_ttl, lock_ttl, serializer and secret need store=")
         self._init_component(name, listeners, event_manager)
-        size = _core.check_int(maxsize, "maxsize", maximum=2**30, allow_none=True)
-        ttl_ns = -1
-        if ttl is not None:
-            ttl_ns = _core.check_ns(ttl, "ttl", max_ns=_MAX_TTL_NS)
-        stale_ns = -1
-        if stale_if_error is not None:
-            stale_ns = _core.check_ns(stale_if_error, "stale_if_error", max_ns=_MAX_TTL_NS)
-            if ttl is None:
-                raise ValueError("stale_if_error needs a ttl: entries without one never go stale")
-        if key_func is not None:
-            if not callable(key_func):
-                raise TypeError(f"key_func must be a callable, not {key_func!r}")
-            if inspect.iscoroutinefunction(key_func):
-                raise TypeError("key_func must be a sync function, not an async function")
-        self._maxsize: int | None = size
-        self._ttl: float | None = None if ttl is None else float(ttl)
-        self._stale_if_error = None if stale_if_error is None else float(stale_if_error)
-        self._key_func = key_func
+        self._apply(
+            CacheOptions.check(
+                maxsize=maxsize, ttl=ttl, key_func=key_func, stale_if_error=stale_if_error
+            )
+        )
+
+    def _apply(self, options: CacheOptions) -> None:
+        self._options = options
         self._fn: Callable[..., Any] | None = None
-        self._configure(size or 0, ttl_ns, key_func, stale_ns)
+        self._configure(*options.configuration())
+
+    @classmethod
+    def _of(cls, options: CacheOptions, name: str) -> Self:
+        """A cache of checked options (the layers of a cache shared through a store)."""
+        layer = cls.__new__(cls)
+        layer._init_component(name, None)
+        layer._apply(options)
+        return layer
 
     @property
     def maxsize(self) -> int | None:
-        return self._maxsize
+        return self._options.maxsize
 
     @property
     def ttl(self) -> float | None:
-        return self._ttl
+        return self._options.ttl
 
     @property
     def stale_if_error(self) -> float | None:
-        return self._stale_if_error
+        return self._options.stale_if_error
 
     def __len__(self) -> int:
         """Entries stored now (expired ones are dropped first)."""
@@ -270,9 +269,9 @@ class Cache(_core.Component, _native.Cache):
             **self._stat_values(),
             size=self._size(),
             in_flight=self._in_flight(),
-            maxsize=self._maxsize,
-            ttl=self._ttl,
-            stale_if_error=self._stale_if_error,
+            maxsize=self._options.maxsize,
+            ttl=self._options.ttl,
+            stale_if_error=self._options.stale_if_error,
         )
 
 

@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 from failsafe import _core, _native, events
+from failsafe.circuitbreaker._options import NS, BreakerOptions, to_ns
+from failsafe.circuitbreaker._options import seconds as check_seconds
 from failsafe.circuitbreaker.exceptions import BreakerFailing
 from failsafe.stats import CircuitBreakerStats
 
@@ -73,20 +75,11 @@ _TO_WORKING, _TO_RECOVERING, _TO_FAILING = (
 _EV_SUCCESS, _EV_FAILURE, _EV_REJECTED = (
     _native.BREAKER_EVENTS[e] for e in ("success", "failure", "rejected")
 )
-_CONSECUTIVE, _COUNT_WINDOW, _TIME_WINDOW = (
-    _native.BREAKER_MODES[m] for m in ("consecutive", "count_window", "time_window")
-)
-
-_NS: Final = 1_000_000_000
-_MAX_SECONDS: Final = 1e9  # about 31 years: every duration fits the core's int64 nanoseconds
-_MAX_WINDOW_CALLS: Final = 1_000_000
-_MAX_BUCKETS: Final = 1_000
-_MAX_COUNT: Final = 2**31 - 1
 
 
 # Configurations validated already, by the arguments (and their types) that gave them: the
 # factory of a keyed registry builds the same breaker for every key, validated once.
-_SEEN: dict[tuple[Any, ...], tuple[_native.Breaker, dict[str, Any], tuple[str, float]]] = {}
+_SEEN: dict[tuple[Any, ...], tuple[_native.Breaker, BreakerOptions]] = {}
 _SEEN_MAX: Final = 256
 
 
@@ -146,28 +139,6 @@ def register_breaker_listener(listener: Any) -> None:
     events.register_listener("circuitbreaker", listener)
 
 
-def _seconds(value: object, param: str, *, allow_zero: bool = True) -> float:
-    checked = float(_core.check_number(value, param, allow_zero=allow_zero))
-    if checked > _MAX_SECONDS:
-        raise ValueError(f"{param} must be at most {_MAX_SECONDS:g} seconds, got {checked}")
-    return checked
-
-
-def _ns(seconds: float) -> int:
-    return round(seconds * _NS)
-
-
-def _count(value: object, param: str, *, maximum: int = _MAX_COUNT) -> int:
-    return int(_core.check_int(value, param, maximum=maximum))
-
-
-def _ratio(value: object, param: str) -> float:
-    checked = float(_core.check_number(value, param, allow_zero=False))
-    if checked > 1:
-        raise ValueError(f"{param} is a ratio in (0, 1], got {checked}")
-    return checked
-
-
 class CircuitBreaker(_core.Component, _native.Breaker):
     """A circuit breaker (see the module docstring). Decorate async functions with it (all of
     them share its state), or guard a block with ``async with breaker:``.
@@ -211,7 +182,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
 
     # Its settings in slots, no instance __dict__ until something else is set: the copies a
     # keyed registry makes per key (_clone) share them by reference.
-    __slots__ = (*_core.COMPONENT_SLOTS, "_settings", "_shape", "__dict__")
+    __slots__ = (*_core.COMPONENT_SLOTS, "_options", "__dict__")
 
     PATTERN: ClassVar[str] = "circuitbreaker"
     _WORKING: ClassVar[BreakerState] = BreakerState.working  # on_success's state, read by C
@@ -271,106 +242,33 @@ class CircuitBreaker(_core.Component, _native.Breaker):
             seen = key = None
         if seen is not None:  # validated before: only configured, as that breaker was
             self._adopt(seen[0])
-            self._settings, self._shape = seen[1], seen[2]
+            self._options = seen[1]
             return
-        types = _core.check_exceptions(on)
-        config: dict[str, Any] = {"on": types, "on_pred": None if types is not None else on}
-
-        if failure_rate is None:
-            for param, value in (
-                ("window_calls", window_calls),
-                ("window_time", window_time),
-                ("min_calls", min_calls),
-                ("slow_call_rate", slow_call_rate),
-            ):
-                if value is not None:
-                    raise ValueError(f"{param} needs failure_rate (a window breaker)")
-            threshold = 5 if failure_threshold is None else failure_threshold
-            config.update(
-                mode=_CONSECUTIVE, failure_threshold=_count(threshold, "failure_threshold")
-            )
-            mode = "consecutive"
-        else:
-            if failure_threshold is not None:
-                raise ValueError(
-                    "failure_threshold counts consecutive failures; a failure_rate breaker"
-                    " opens on its window's ratio (use min_calls for the minimum throughput)"
-                )
-            config["failure_rate"] = _ratio(failure_rate, "failure_rate")
-            if window_time is not None:
-                if window_calls is not None:
-                    raise ValueError("window_calls and window_time exclude each other")
-                buckets = _count(window_buckets, "window_buckets", maximum=_MAX_BUCKETS)
-                window_ns = _ns(_seconds(window_time, "window_time", allow_zero=False))
-                if window_ns < buckets:
-                    raise ValueError(
-                        f"window_time must last at least window_buckets ({buckets}) nanoseconds"
-                    )
-                least = 10 if min_calls is None else _count(min_calls, "min_calls")
-                config.update(
-                    mode=_TIME_WINDOW, window_size=buckets, window_ns=window_ns, min_calls=least
-                )
-                mode = "time_window"
-            else:
-                size = 100 if window_calls is None else window_calls
-                size = _count(size, "window_calls", maximum=_MAX_WINDOW_CALLS)
-                least = min(10, size) if min_calls is None else _count(min_calls, "min_calls")
-                if least > size:
-                    raise ValueError(
-                        f"min_calls ({least}) must not exceed window_calls ({size}):"
-                        " the window would never be judged"
-                    )
-                config.update(mode=_COUNT_WINDOW, window_size=size, min_calls=least)
-                mode = "count_window"
-            _count(window_buckets, "window_buckets", maximum=_MAX_BUCKETS)
-
-        if slow_call_duration is not None:
-            config["slow_ns"] = max(
-                1, _ns(_seconds(slow_call_duration, "slow_call_duration", allow_zero=False))
-            )
-        if slow_call_rate is not None:
-            if slow_call_duration is None:
-                raise ValueError("slow_call_rate needs slow_call_duration")
-            config["slow_rate"] = _ratio(slow_call_rate, "slow_call_rate")
-
-        recovery = _seconds(recovery_time, "recovery_time")
-        threshold_ok = _count(recovery_threshold, "recovery_threshold")
-        probes = (
-            threshold_ok
-            if half_open_max_calls is None
-            else _count(half_open_max_calls, "half_open_max_calls")
+        o = BreakerOptions.check(
+            on=on,
+            failure_threshold=failure_threshold,
+            failure_rate=failure_rate,
+            window_calls=window_calls,
+            window_time=window_time,
+            window_buckets=window_buckets,
+            min_calls=min_calls,
+            slow_call_duration=slow_call_duration,
+            slow_call_rate=slow_call_rate,
+            recovery_time=recovery_time,
+            recovery_threshold=recovery_threshold,
+            half_open_max_calls=half_open_max_calls,
+            recovery_backoff=recovery_backoff,
+            max_recovery_time=max_recovery_time,
+            retry_after=retry_after,
         )
-        growth = float(_core.check_number(recovery_backoff, "recovery_backoff"))
-        if not 1 <= growth <= 1e9:
-            raise ValueError(f"recovery_backoff must be between 1 and 1e9, got {growth}")
-        if max_recovery_time is None:
-            cap = recovery * 10 if growth > 1 else recovery
-        else:
-            cap = _seconds(max_recovery_time, "max_recovery_time")
-            if cap < recovery:
-                raise ValueError(f"max_recovery_time ({cap}) must be >= recovery_time ({recovery})")
-        config.update(
-            recovery_ns=_ns(recovery),
-            recovery_threshold=threshold_ok,
-            half_open_max_calls=probes,
-            recovery_growth=growth,
-            max_recovery_ns=min(_ns(cap), _ns(_MAX_SECONDS * 10)),
-        )
-        # Imported here: failsafe.signals reads this package's exception.
-        from failsafe import signals
-
-        reader = signals.check_retry_after(retry_after)
-        if reader is not None:
-            config["signal"] = _break_reader(reader, cap)
-        self._configure(**config)
-        self._settings = config
-        self._shape = (mode, recovery)
+        self._configure(**o.configuration())
+        self._options = o
         if key is not None:
             if len(_SEEN) >= _SEEN_MAX:
                 _SEEN.clear()
             configured = _native.Breaker()
             configured._adopt(self)
-            _SEEN[key] = (configured, config, self._shape)
+            _SEEN[key] = (configured, o)
 
     def _clone(self) -> Self:
         """A fresh working breaker configured as this one, none of its state: a keyed
@@ -382,13 +280,11 @@ class CircuitBreaker(_core.Component, _native.Breaker):
 
     @property
     def _mode(self) -> str:
-        mode: str = self._shape[0]
-        return mode
+        return self._options.mode
 
     @property
     def _recovery_time(self) -> float:
-        seconds: float = self._shape[1]
-        return seconds
+        return self._options.recovery_time
 
     @property
     def state(self) -> BreakerState:
@@ -399,12 +295,12 @@ class CircuitBreaker(_core.Component, _native.Breaker):
         """Opens the breaker now for ``seconds`` (a break the dependency asked for, e.g. a
         503's ``Retry-After``); a failing breaker's break ends no earlier than that. No effect
         while isolated. After the break it recovers as after any other."""
-        self._trip(_ns(_seconds(seconds, "seconds")))
+        self._trip(to_ns(check_seconds(seconds, "seconds")))
 
     @property
     def recovery_time(self) -> float:
         """The first break's length, in seconds."""
-        return self._recovery_time
+        return self._options.recovery_time
 
     # failsafe-py's BreakerContext, the first argument of its listeners, held these; the
     # breaker itself is that argument now (failsafe.circuitbreaker.context).
@@ -417,25 +313,23 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     @property
     def exceptions(self) -> Any:
         """What counts as a failure: the exception classes, or the predicate given as ``on``."""
-        settings = self._settings
-        return settings["on"] if settings["on"] is not None else settings["on_pred"]
+        o = self._options
+        return o.on if o.on is not None else o.on_pred
 
     @property
     def failure_threshold(self) -> int | None:
         """Consecutive failures that open a consecutive breaker; None for a window breaker."""
-        threshold: int | None = self._settings.get("failure_threshold")
-        return threshold
+        return self._options.failure_threshold
 
     @property
     def recovery_time_secs(self) -> float:
         """failsafe-py's name of :attr:`recovery_time`."""
-        return self._recovery_time
+        return self._options.recovery_time
 
     @property
     def recovery_threshold(self) -> int:
         """Successful probes that close the breaker."""
-        threshold: int = self._settings["recovery_threshold"]
-        return threshold
+        return self._options.recovery_threshold
 
     def _events(self, kind: int, exc: BaseException | None, old: int, bits: int) -> None:
         """Called by the C core, only when somebody listens."""
@@ -463,14 +357,14 @@ class CircuitBreaker(_core.Component, _native.Breaker):
             super()._stat_values(),
             state=_STATES[state].value,
             isolated=bool(isolated),
-            mode=self._mode,
+            mode=self._options.mode,
             consecutive_failures=consecutive,
             window_calls=calls,
             window_failures=failures,
             window_slow_calls=slow,
             probes_in_flight=probes,
             probe_successes=successes,
-            retry_after=None if after < 0 else after / _NS,
+            retry_after=None if after < 0 else after / NS,
         )
 
     def stats(self) -> CircuitBreakerStats:
@@ -482,7 +376,7 @@ class CircuitBreaker(_core.Component, _native.Breaker):
     def __repr__(self) -> str:
         s = self.stats()
         return (
-            f"<circuitbreaker {self._name!r} state={s['state']} mode={self._mode}"
+            f"<circuitbreaker {self._name!r} state={s['state']} mode={self._options.mode}"
             f" success={s['success']} failure={s['failure']} rejected={s['rejected']}>"
         )
 
@@ -492,20 +386,6 @@ _core.show_init_signature(CircuitBreaker)
 
 if TYPE_CHECKING:  # the methods C calls by name
     _breaker_events: type[_native.BreakerEvents] = CircuitBreaker
-
-
-def _break_reader(
-    reader: Callable[[BaseException], float | None], cap: float
-) -> Callable[[BaseException], int | None]:
-    """The C core's view of a retry_after reader: a failure -> the break it asks for, in ns
-    (at most max_recovery_time), or None."""
-    from failsafe import signals
-
-    def break_ns(exc: BaseException) -> int | None:
-        seconds = signals.read_delay(reader, exc, cap)
-        return _ns(seconds) if seconds > 0 else None
-
-    return break_ns
 
 
 circuitbreaker = CircuitBreaker  # the factory is the class itself, as for timeout and bulkhead
@@ -548,7 +428,8 @@ def consecutive_breaker(
         on = Exception if exceptions is _MISSING else exceptions
     seconds: float = 30.0
     if recovery_time_secs is not _MISSING:
-        seconds = _seconds(recovery_time_secs, "recovery_time_secs")
+        # The options' check of recovery_time, under failsafe-py's name.
+        seconds = check_seconds(recovery_time_secs, "recovery_time_secs")
     elif recovery_time is not _MISSING:
         seconds = recovery_time  # checked as recovery_time below
     return CircuitBreaker(

@@ -7,7 +7,6 @@ Python slow path below, which waits (``failsafe.testing.sleep``) and calls again
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, overload
@@ -17,7 +16,7 @@ from failsafe import testing as _testing
 from failsafe._types import Decorated
 from failsafe.ratelimit.exceptions import EmptyBucket
 from failsafe.retry import backoffs, jitters
-from failsafe.retry._options import BudgetOptions
+from failsafe.retry._options import BackoffT, BudgetOptions, RetryOptions
 from failsafe.retry.exceptions import _NO_RESULT, AttemptsExceeded
 from failsafe.stats import RetryStats
 
@@ -52,9 +51,6 @@ def _is_zero_backoff(backoff: object) -> bool:
     if isinstance(backoff, backoffs.Backoff):
         return backoff._is_zero()
     return False
-
-
-BackoffT = float | int | Iterable[float] | Callable[[int], float]
 
 
 class RetryCounter:
@@ -115,47 +111,6 @@ class RetryBudget(_native.RetryBudget):
         )
 
 
-def _schedule_factory(backoff: object) -> Callable[[], Iterator[float]]:
-    """Validates ``backoff`` once; returns a factory of fresh per-call delay iterators."""
-    if isinstance(backoff, bool):
-        raise TypeError("backoff must be a number, a sequence, a schedule or a callable, not bool")
-    if isinstance(backoff, (int, float)):
-        schedule: backoffs.Backoff = backoffs.const(_core.check_number(backoff, "backoff"))
-        return schedule.__iter__
-    if isinstance(backoff, backoffs.Backoff):
-        return backoff.__iter__
-    if isinstance(backoff, (list, tuple)):
-        try:
-            return backoffs.interval(backoff).__iter__
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"backoff: {e}") from None
-    if isinstance(backoff, (str, bytes)):
-        raise TypeError(f"backoff must be a number, a sequence or a schedule, not {backoff!r}")
-    if isinstance(backoff, Iterator):
-        raise TypeError(
-            "backoff must not be a one-shot iterator or generator: all calls would share and "
-            "exhaust it; pass a re-iterable (list, failsafe.retry.backoffs.*) or a callable "
-            "attempt -> delay"
-        )
-    if isinstance(backoff, Iterable):
-        iterable = backoff
-        return lambda: (backoffs._checked_delay(d) for d in iterable)
-    if callable(backoff):
-        fn = backoff
-
-        def per_attempt() -> Iterator[float]:
-            k = 0
-            while True:
-                k += 1
-                yield backoffs._checked_delay(fn(k))
-
-        return per_attempt
-    raise TypeError(
-        f"backoff must be a number, a sequence, a failsafe.retry.backoffs schedule, an iterable"
-        f" or a callable attempt -> delay, not {backoff!r}"
-    )
-
-
 class Retry(_core.Component, _native.Retry):
     """A retry policy. Decorate with it, or iterate it for the block form."""
 
@@ -179,47 +134,54 @@ class Retry(_core.Component, _native.Retry):
         event_manager: Any = None,
         retry_after: bool | signals.RetryAfterFn = True,
         max_retry_after: float | None = None,
-        _bucket: Any = None,
+        _bucket: tuple[object, object] | None = None,  # bucket_retry's (per_time_secs, size)
     ) -> None:
         self._init_component(name, listeners, event_manager)
-        types = _core.check_exceptions(on)
-        self._on_types = types
-        self._on_pred = None if types is not None else on
-        self._attempts = _core.check_int(attempts, "attempts", minimum=0, allow_none=True)
-        self._new_schedule = _schedule_factory(backoff)
-        if if_result is not None and not callable(if_result):
-            raise TypeError(f"if_result must be a callable predicate, not {if_result!r}")
-        if if_result is not None and inspect.iscoroutinefunction(if_result):
-            raise TypeError("if_result must be a sync predicate, not an async function")
-        self._if_result = if_result
-        self._max_duration_ns: int | None = None
-        if max_duration is not None:
-            self._max_duration_ns = _core.check_ns(max_duration, "max_duration")
-        if budget is not None and not isinstance(budget, _native.RetryBudget):
-            raise TypeError(f"budget must be a failsafe.retry.RetryBudget, not {budget!r}")
-        self._budget = budget
-        self._bucket = _bucket
-        self._retry_after = signals.check_retry_after(retry_after)
-        self._max_retry_after = signals.check_max_retry_after(max_retry_after, self._retry_after)
+        self._apply(
+            RetryOptions.check(
+                on=on,
+                attempts=attempts,
+                backoff=backoff,
+                if_result=if_result,
+                max_duration=max_duration,
+                budget=budget,
+                retry_after=retry_after,
+                max_retry_after=max_retry_after,
+                bucket=_bucket,
+            )
+        )
+
+    def _apply(self, o: RetryOptions) -> None:
+        # Read by the slow paths as attributes: one lookup each.
+        self._on_types = o.on
+        self._on_pred = o.on_pred
+        self._attempts = o.attempts
+        self._new_schedule = o.new_schedule
+        self._if_result = o.if_result
+        self._max_duration_ns = o.max_duration_ns
+        self._budget = o.budget
+        self._bucket = o.bucket
+        self._retry_after = o.retry_after
+        self._max_retry_after = o.max_retry_after
         # Retries with no wait and nothing to consult (budget, bucket, deadline, a user's
         # retry_after) run in C; C hands an exception that may carry a delay to Python.
         immediate = None
         if (
-            _is_zero_backoff(backoff)
-            and budget is None
-            and _bucket is None
-            and max_duration is None
-            and self._retry_after in (None, signals.retry_after_of)
+            _is_zero_backoff(o.backoff)
+            and o.budget is None
+            and o.bucket is None
+            and o.max_duration_ns is None
+            and o.retry_after in (None, signals.retry_after_of)
         ):
-            immediate = -1 if self._attempts is None else self._attempts
+            immediate = -1 if o.attempts is None else o.attempts
         self._configure(
-            on=types,
-            on_pred=self._on_pred,
-            budget=budget,
-            handoff_results=if_result is not None,
-            needs_t0=max_duration is not None,
+            on=o.on,
+            on_pred=o.on_pred,
+            budget=o.budget,
+            handoff_results=o.if_result is not None,
+            needs_t0=o.max_duration_ns is not None,
             immediate=immediate,
-            signal_check=None if self._retry_after is None else signals._carries_signal,
+            signal_check=None if o.retry_after is None else signals._carries_signal,
         )
 
     # -- decorator -------------------------------------------------------------------------
@@ -555,16 +517,6 @@ def bucket_retry(
     """A retry whose re-attempts also draw tokens from a bucket refilling ``attempts`` tokens
     per ``per_time_secs`` (burst ``bucket_size``), shared by all calls of the policy. With no
     token left the call ends with ``EmptyBucket`` (from the last error) instead of retrying."""
-    count = _core.check_int(attempts, "attempts")
-    period_ns = _core.check_ns(per_time_secs, "per_time_secs")
-    size = _core.check_int(bucket_size, "bucket_size")
-    interval_ns = max(1, period_ns // count)
-    if interval_ns * size > 2**63 - 1:  # the C bucket keeps int64 nanoseconds
-        raise ValueError(
-            f"per_time_secs ({per_time_secs}) / attempts ({count}) * bucket_size ({size})"
-            " is too large"
-        )
-    bucket = _native.TokenBucket(interval_ns, size)
     return Retry(
         on=on,
         attempts=attempts,
@@ -572,5 +524,5 @@ def bucket_retry(
         name=name,
         listeners=listeners,
         event_manager=event_manager,
-        _bucket=bucket,
+        _bucket=(per_time_secs, bucket_size),
     )

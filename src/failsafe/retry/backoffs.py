@@ -31,8 +31,65 @@ def _cap(max_delay_secs: float | None, minimum: float, min_param: str = "min_del
     return value
 
 
+def _bad(field: str, rule: str, value: object) -> ValueError:
+    return ValueError(f"invalid backoff: bad {field}: {rule}, got {value!r}")
+
+
+def _real(value: object, param: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"invalid backoff: {param} must be a number, not {type(value).__name__}")
+    return float(value)
+
+
+def _check_spec(
+    kind: object, a: object, b: object, c: object, max_delay: object, seq: object
+) -> list[float] | None:
+    """The checks of ``Backoff(kind, ...)`` built by hand, field by field in the order of the
+    C core's (kind, a, b, c, max_delay, seq). The schedules below check their own parameters,
+    naming them, and skip these. Returns seq as floats."""
+    if isinstance(kind, bool) or not isinstance(kind, int):
+        raise TypeError(f"invalid backoff: kind must be an int, not {type(kind).__name__}")
+    if not CONST <= kind <= SOFTEXP:
+        raise _bad("kind or jitter", f"kind must be in [{CONST}, {SOFTEXP}]", kind)
+    fa, fb, fc, fmax = (
+        _real(a, "a"),
+        _real(b, "b"),
+        _real(c, "c"),
+        _real(max_delay, "max_delay"),
+    )
+    delays = None
+    if seq is not None:
+        if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence):
+            raise TypeError(f"seq must be a sequence of numbers, not {seq!r}")
+        delays = [_real(d, f"seq[{i}]") for i, d in enumerate(seq)]
+    uses_a = kind != INTERVAL
+    if uses_a and kind == SOFTEXP and not (math.isfinite(fa) and fa > 0):
+        raise _bad("first delay (a)", "the median must be finite and > 0", a)
+    if uses_a and not (math.isfinite(fa) and fa >= 0):
+        raise _bad("first delay (a)", "must be finite and >= 0", a)
+    least_b = {LINEAR: 0.0, FIBO: 0.0, EXPO: 1.0, DECORREXP: 1.0}.get(kind)
+    if least_b is not None and not (math.isfinite(fb) and fb >= least_b):
+        raise _bad("growth parameter (b)", f"must be finite and >= {least_b:g}", b)
+    if kind == SOFTEXP and not (math.isfinite(fb) and fb > 0):
+        raise _bad("growth parameter (b)", "must be finite and > 0", b)
+    if kind == SOFTEXP and not (math.isfinite(fc) and fc > 0):
+        raise _bad("scaling parameter (c)", "must be finite and > 0", c)
+    if math.isnan(fmax) or fmax < 0 or (uses_a and fmax < fa):
+        raise _bad("maximum delay", "must be >= 0 and >= the first delay (a)", max_delay)
+    if kind == DECORREXP and math.isinf(fmax):
+        raise _bad("maximum delay", "decorrexp's must be finite", max_delay)
+    if kind == INTERVAL and not delays:
+        raise _bad("delay sequence", "interval needs at least one delay", seq)
+    if kind == INTERVAL and not all(math.isfinite(d) and d >= 0 for d in delays or ()):
+        raise _bad("delay sequence", "every delay must be finite and >= 0", seq)
+    return delays
+
+
 class Backoff(Iterable[float]):
-    """A schedule of delays. ``iter(schedule)`` yields a fresh, endless sequence."""
+    """A schedule of delays. ``iter(schedule)`` yields a fresh, endless sequence.
+
+    ``Backoff(kind, ...)`` built by hand checks its fields (ValueError ``invalid backoff: bad
+    <field>``); the schedules below check their own parameters instead, naming them."""
 
     def __init__(
         self,
@@ -46,6 +103,22 @@ class Backoff(Iterable[float]):
         jitter: Callable[[float], float] | None = None,
     ) -> None:
         kind_j = jitters.kind_of(jitter)
+        seq = _check_spec(kind, a, b, c, max_delay, seq)
+        self._setup(kind, kind_j, a=a, b=b, c=c, max_delay=max_delay, seq=seq, jitter=jitter)
+
+    def _setup(
+        self,
+        kind: int,
+        kind_j: int | None,
+        *,
+        a: float = 0.0,
+        b: float = 0.0,
+        c: float = 0.0,
+        max_delay: float = math.inf,
+        seq: Sequence[float] | None = None,
+        jitter: Callable[[float], float] | None = None,
+    ) -> None:
+        """The schedule of checked fields (kind_j: jitters.kind_of(jitter), checked)."""
         self._custom_jitter = jitter if kind_j is None else None
         self._spec = _native.Backoff(kind, kind_j or 0, a, b, c, max_delay, seq)
         self._zero = (kind == CONST and a == 0) or (
@@ -89,7 +162,7 @@ class const(Backoff):
 
     def __init__(self, delay_secs: float, *, jitter: Callable[[float], float] | None = None):
         d = float(check_number(delay_secs, "delay_secs"))
-        super().__init__(CONST, a=d, jitter=jitter)
+        self._setup(CONST, jitters.kind_of(jitter), a=d, jitter=jitter)
 
 
 class interval(Backoff):
@@ -103,7 +176,7 @@ class interval(Backoff):
         if not delay_secs:
             raise ValueError("delay_secs must not be empty")
         seq = [float(check_number(d, f"delay_secs[{i}]")) for i, d in enumerate(delay_secs)]
-        super().__init__(INTERVAL, seq=seq, jitter=jitter)
+        self._setup(INTERVAL, jitters.kind_of(jitter), seq=seq, jitter=jitter)
 
 
 class linear(Backoff):
@@ -119,7 +192,8 @@ class linear(Backoff):
     ):
         a = float(check_number(min_delay_secs, "min_delay_secs"))
         b = float(check_number(additive_secs, "additive_secs"))
-        super().__init__(LINEAR, a=a, b=b, max_delay=_cap(max_delay_secs, a), jitter=jitter)
+        cap = _cap(max_delay_secs, a)
+        self._setup(LINEAR, jitters.kind_of(jitter), a=a, b=b, max_delay=cap, jitter=jitter)
 
 
 class expo(Backoff):
@@ -137,7 +211,8 @@ class expo(Backoff):
         b = float(check_number(base, "base"))
         if b < 1:
             raise ValueError(f"base must be >= 1, got {base}")
-        super().__init__(EXPO, a=a, b=b, max_delay=_cap(max_delay_secs, a), jitter=jitter)
+        cap = _cap(max_delay_secs, a)
+        self._setup(EXPO, jitters.kind_of(jitter), a=a, b=b, max_delay=cap, jitter=jitter)
 
 
 class fibo(Backoff):
@@ -153,7 +228,8 @@ class fibo(Backoff):
     ):
         a = float(check_number(min_delay_secs, "min_delay_secs"))
         b = float(check_number(factor_secs, "factor_secs"))
-        super().__init__(FIBO, a=a, b=b, max_delay=_cap(max_delay_secs, a), jitter=jitter)
+        cap = _cap(max_delay_secs, a)
+        self._setup(FIBO, jitters.kind_of(jitter), a=a, b=b, max_delay=cap, jitter=jitter)
 
 
 class decorrexp(Backoff):
@@ -167,7 +243,7 @@ class decorrexp(Backoff):
         cap = _cap(max_delay_secs, a)
         if math.isinf(cap):
             cap = max(_DECORR_NO_CAP, a)
-        super().__init__(DECORREXP, a=a, b=b, max_delay=cap)
+        self._setup(DECORREXP, 0, a=a, b=b, max_delay=cap)
 
 
 class softexp(Backoff):
@@ -184,6 +260,5 @@ class softexp(Backoff):
         a = float(check_number(median_delay_secs, "median_delay_secs", allow_zero=False))
         b = float(check_number(pfactor, "pfactor", allow_zero=False))
         c = float(check_number(rp_scaling_factor, "rp_scaling_factor", allow_zero=False))
-        super().__init__(
-            SOFTEXP, a=a, b=b, c=c, max_delay=_cap(max_delay_secs, a, "median_delay_secs")
-        )
+        cap = _cap(max_delay_secs, a, "median_delay_secs")
+        self._setup(SOFTEXP, 0, a=a, b=b, c=c, max_delay=cap)

@@ -155,10 +155,10 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
         self._channel = self._store.key(self.name, "breaker", "changed")
         self._shared_state = CLOSED
         self._until = 0.0  # time.monotonic() of the shared break's end (0.0: unknown or none)
-        self._probes = self._settings["half_open_max_calls"]
+        self._probes = self._options.half_open_max_calls
         self._watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
         self._watchers = weakref.WeakKeyDictionary()
-        self._recovery_us = int(self._recovery_time * _US)
+        self._recovery_us = int(self._options.recovery_time * _US)
         # The `async with` blocks entered while the shared state was not closed, per task, in
         # order: True for a shared probe (its exit stores the outcome), False for the C breaker's.
         self._blocks: dict[asyncio.Task[Any] | None, list[bool]] = {}
@@ -206,7 +206,7 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
         """Called by the C breaker when this process's breaker trips: open it for all."""
         self._gate = 1
         self._shared_state = OPEN
-        self._until = time.monotonic() + self._recovery_time
+        self._until = time.monotonic() + self._options.recovery_time
         self._send(_TRIP, self._channel, self._recovery_us, until=self._until)
 
     # -- calls while the shared state is not closed ------------------------------------------

@@ -202,6 +202,7 @@ class SharedCache(_core.Component, _native.Outcome):
         stale_if_error: float | None = None,
     ) -> None:
         from failsafe.cache import Cache
+        from failsafe.cache._options import CacheOptions
 
         checked = check_store(store, name, "cache")
         if stale_if_error is not None:
@@ -225,16 +226,13 @@ class SharedCache(_core.Component, _native.Outcome):
         elif secret is not None:
             raise ValueError("secret= signs pickled values: it needs serializer='pickle'")
         lock = check_lease(lock_ttl, "lock_ttl", 10.0)
-        # The in-process caches validate ttl, maxsize, key_func and local_ttl.
         self._init_component(name, listeners, event_manager)
-        self._fallback_cache: Any = Cache(
-            maxsize=maxsize, ttl=ttl, key_func=key_func, name=f"{self._name}_fallback"
-        )
+        options = CacheOptions.check(maxsize=maxsize, ttl=ttl, key_func=key_func)
+        self._fallback_cache: Any = Cache._of(options, f"{self._name}_fallback")
         self._local: Any = None
         if local_ttl is not None:
-            self._local = Cache(
-                maxsize=maxsize, ttl=local_ttl, key_func=key_func, name=f"{self._name}_local"
-            )
+            local = options.with_ttl(local_ttl, "local_ttl")
+            self._local = Cache._of(local, f"{self._name}_local")
         self._store: Any = checked
         self.ttl: float | None = None if ttl is None else float(ttl)
         self.local_ttl: float | None = None if local_ttl is None else float(local_ttl)

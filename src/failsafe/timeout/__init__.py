@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from typing import ClassVar, Final
 
 from failsafe import _native, events
-from failsafe._core import COMPONENT_SLOTS, Component, check_number
+from failsafe._core import COMPONENT_SLOTS, Component
 from failsafe._native import TimeoutScope
 from failsafe.events import EventManager
 from failsafe.stats import TimeoutStats
+from failsafe.timeout._options import DEFAULT, check_seconds
 from failsafe.timeout.exceptions import MaxDurationExceeded, TimeoutError
 
 __all__ = [
@@ -39,17 +40,6 @@ class _Missing(enum.Enum):
 
 
 _MISSING: Final = _Missing.MISSING
-_INT_SECONDS: Final = 2**53  # ints up to here convert to float exactly (no OverflowError)
-
-
-def _check_seconds(value: object, param: str) -> float | None:
-    # None disables, inf never expires, 0 expires at the first suspension (as asyncio.timeout).
-    if type(value) is float and value >= 0:  # cheap (NaN fails >=)
-        return value
-    if type(value) is int and 0 <= value <= _INT_SECONDS:
-        return float(value)
-    checked = check_number(value, param, allow_none=True, allow_inf=True)
-    return None if checked is None else float(checked)
 
 
 class Timeout(Component, _native.Timeout):
@@ -76,7 +66,7 @@ class Timeout(Component, _native.Timeout):
 
     def __init__(
         self,
-        seconds: float | None = None,
+        seconds: float | None = DEFAULT,
         *,
         timeout_secs: float | _Missing | None = _MISSING,
         name: str | None = None,
@@ -86,9 +76,9 @@ class Timeout(Component, _native.Timeout):
         if timeout_secs is not _MISSING:
             if seconds is not None:
                 raise TypeError("timeout() takes seconds or timeout_secs, not both")
-            seconds = _check_seconds(timeout_secs, "timeout_secs")
+            seconds = check_seconds(timeout_secs, "timeout_secs")
         else:
-            seconds = _check_seconds(seconds, "seconds")
+            seconds = check_seconds(seconds, "seconds")
         _native.Timeout.__init__(self, seconds)
         self._init_component(name, listeners, event_manager)
 
