@@ -5,6 +5,7 @@ milliseconds, due timers run before the ready callbacks of the same turn)."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -176,14 +177,58 @@ async def _nested(outer: float, inner: float, body: Callable[[], Awaitable[Any]]
     return "none"
 
 
-def test_deadlines_fire_in_their_order_on_a_coarse_clock(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
-) -> None:
-    async def main() -> list[str]:
-        return [
+class CoarseVirtualLoop(asyncio.SelectorEventLoop):
+    """A loop on a coarse clock of its own: time() counts whole milliseconds of a virtual clock
+    that moves only when the loop would wait (by the wait, rounded up to whole milliseconds).
+    Deadlines fall due in their order whatever the machine's load: no stall brings two
+    together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ms = 0
+        select = self._selector.select
+
+        def virtual_select(timeout: float | None = None) -> Any:
+            events = select(0 if timeout is not None else None)
+            if not events and timeout is not None and timeout > 0:
+                self._ms += max(1, math.ceil(timeout * 1000))
+            return events
+
+        self._selector.select = virtual_select  # type: ignore[method-assign]
+
+    def time(self) -> float:
+        return self._ms / 1000
+
+
+def test_deadlines_fire_in_their_order_on_a_coarse_clock() -> None:
+    async def main() -> tuple[list[str], float]:
+        assert _native._timeout_clock() == "call"  # the queue reads this loop's own time()
+        start = asyncio.get_running_loop().time()
+        order = [
             await _nested(0.05, 0.002, lambda: asyncio.sleep(10)),
             await _nested(0.002, 0.05, lambda: asyncio.sleep(10)),
             await _nested(0.05, 0.05, lambda: asyncio.sleep(0)),
+            await _nested(0.003, 0.002, lambda: asyncio.sleep(10)),
+        ]
+        return order, asyncio.get_running_loop().time() - start
+
+    with asyncio.Runner(loop_factory=CoarseVirtualLoop) as r:
+        order, elapsed = r.run(main())
+    assert order == ["inner", "outer", "none", "inner"]
+    # Each expiry came at its own deadline, on the first tick of the clock at or after it.
+    assert elapsed == pytest.approx(0.002 + 0.002 + 0.002)
+
+
+def test_deadlines_fire_in_their_order_on_every_loop(
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+) -> None:
+    # On the loops' real clocks, with the later deadline far enough that no stall of a loaded
+    # machine makes both due in one turn (the coarse clock test has close ones).
+    async def main() -> list[str]:
+        return [
+            await _nested(600, 0.002, lambda: asyncio.sleep(10)),
+            await _nested(0.002, 600, lambda: asyncio.sleep(10)),
+            await _nested(600, 600, lambda: asyncio.sleep(0)),
         ]
 
     assert run(main()) == ["inner", "outer", "none"]

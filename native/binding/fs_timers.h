@@ -15,6 +15,11 @@
  * to read (checked once per loop). */
 enum { TQ_CLOCK_CALL = 0, TQ_CLOCK_MONOTONIC, TQ_CLOCK_LIBUV };
 
+/* Exited scopes a queue keeps for reuse: a batch of that many entries allocates no scope and
+ * leaves the cyclic GC's allocation count alone (each allocation counts toward a collection,
+ * and a collection while the batch is pending walks all of it). */
+enum { TQ_SCOPE_SPARES = 1024 };
+
 #if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
 #define TQ_HAVE_LIBUV_CLOCK 1
 #else
@@ -38,7 +43,9 @@ struct FsTimerQueue {
     long arm_gen;           /* generation of the armed timer (mod 256, a small int): a stale
                              * handle that could not be cancelled fires as a no-op */
     PyObject *ready_spare;  /* a Done reused by __aenter__ while nobody else holds it */
-    PyObject *scope_spare;  /* an exited TimeoutScope nobody else held, reused by __aenter__ */
+    struct TimeoutScope *spares;    /* exited scopes nobody else held, untracked and holding
+                                     * nothing, linked through outer: __aenter__ reuses them */
+    Py_ssize_t nspares;             /* at most TQ_SCOPE_SPARES */
     fs_ptrmap map;          /* task (borrowed: the head scope's entry holds it) -> innermost
                              * scope of the `async with` form (strong) */
     double armed_when;      /* deadline of handle; -inf when armed with call_soon; +inf if none */

@@ -192,9 +192,11 @@ static PyObject *timeout_aenter(PyObject *self)
     if (q == NULL || (t->enabled && fs_tq_now(q, loop, &now) < 0)) {
         goto done;
     }
-    s = (TimeoutScope *)q->scope_spare;
+    s = q->spares;
     if (s != NULL) {
-        q->scope_spare = NULL;      /* still tracked by the GC, holding nothing */
+        q->spares = s->outer;
+        q->nspares--;
+        PyObject_GC_Track(s);
     }
     else {
         s = PyObject_GC_New(TimeoutScope, st->TimeoutScope_Type);
@@ -280,10 +282,14 @@ static PyObject *timeout_aexit_impl(PyObject *self, PyObject *const *args, PyObj
     int r = fs_entry_exit(st, &s->entry, args[0], args[1], FS_E_TIMEOUT, &te);
     s->phase = fired ? SCOPE_EXPIRED : SCOPE_FINISHED;
     fs_done_forget(q->ready_spare, (PyObject *)s);
-    if (Py_REFCNT(s) == 1 && q->scope_spare == NULL) {
-        /* Nobody bound it (`as`): keep it for the next entry instead of freeing it. */
-        q->scope_spare = (PyObject *)s;
+    if (Py_REFCNT(s) == 1 && q->nspares < TQ_SCOPE_SPARES) {
+        /* Nobody bound it (`as`): keep it for a next entry instead of freeing it. Holding
+         * nothing, it is in no cycle: untracked until reused. */
         Py_CLEAR(s->policy);
+        PyObject_GC_UnTrack(s);
+        s->outer = q->spares;
+        q->spares = s;
+        q->nspares++;
     }
     else {
         Py_DECREF(s);
@@ -317,9 +323,11 @@ static PyObject *timeout_aexit(PyObject *self, PyObject *const *args)
 
 /* __aenter__ and __aexit__ of Timeout. `async with` binds both for every entry; as ordinary C
  * methods that is two bound-method objects created and freed per entry (a quarter of the cost).
- * These descriptors hand out bound objects from a small freelist of their own instead. */
+ * These descriptors hand out bound objects from a freelist of their own instead. The bound
+ * __aexit__ lives as long as its block: the freelist is as deep as the queue's spare scopes, so
+ * that many blocks pending together (a batch of expiries) allocate nothing either. */
 
-enum { TM_AENTER = 0, TM_AEXIT = 1, TM_FREELIST_MAX = 16 };
+enum { TM_AENTER = 0, TM_AEXIT = 1, TM_FREELIST_MAX = TQ_SCOPE_SPARES };
 
 typedef struct TimeoutMethod {
     PyObject_HEAD

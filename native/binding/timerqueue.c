@@ -321,7 +321,8 @@ static FsTimerQueue *tq_new(fs_state *st, PyObject *loop, PyObject *key)
     q->clock = fs_loop_clock(loop);
     q->firing = 0;
     q->ready_spare = NULL;
-    q->scope_spare = NULL;
+    q->spares = NULL;
+    q->nspares = 0;
     fs_ptrmap_init(&q->map);
     PyObject_GC_Track(q);
     PyObject *res = PyObject_GetAttrString(loop, "_clock_resolution");
@@ -384,7 +385,6 @@ static int tq_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(q->fire_cb);
     Py_VISIT(q->context);
     Py_VISIT(q->ready_spare);
-    Py_VISIT(q->scope_spare);
     for (size_t i = 0; i < q->heap.len; i++) {
         Py_VISIT(entry_of(q->heap.slots[i])->owner);    /* held while registered */
     }
@@ -413,7 +413,13 @@ static int tq_clear(PyObject *self)
     Py_CLEAR(q->kw_context);
     Py_CLEAR(q->context);
     Py_CLEAR(q->ready_spare);
-    Py_CLEAR(q->scope_spare);
+    while (q->spares != NULL) {    /* one by one: freeing the head must not free the list */
+        TimeoutScope *s = q->spares;
+        q->spares = s->outer;
+        q->nspares--;
+        s->outer = NULL;
+        Py_DECREF(s);
+    }
     /* Detached first: releasing a scope may run code that looks at the map. */
     fs_ptrmap map = q->map;
     fs_ptrmap_init(&q->map);
