@@ -170,29 +170,33 @@ class Keyed[P]:
 
     def _create(self, key: Any, now: int) -> _native.KeyedEntry:
         with self._lock:
-            entries = self._entries
-            entry = entries.get(key)
+            entry = self._entries.get(key)
             if entry is not None:  # made by another thread meanwhile
-                entries.move_to_end(key)
+                self._entries.move_to_end(key)
                 entry.used_ns = now
                 return entry
-            if self._idle_ns is not None:
-                self._expire_one(now)
-            if len(entries) >= self.max_keys:
-                self._free_one()
-            if self._template is not None:
-                policy: Any = self._copy()
-            elif not callable(policy := self._factory(key)):
-                raise TypeError(
-                    f"keyed factory {_name_of(self._factory)} returned {policy!r} for key"
-                    f" {key!r}: not a policy (a decorator of async functions, such as"
-                    " bulkhead(...) or tokenbucket(...))"
-                )
-            entry = _Entry(policy)
-            entry.used_ns = now
-            entries[key] = entry
-            self._counts._count(_CREATED)
-            return entry
+            return self._make_locked(key, now)
+
+    def _make_locked(self, key: Any, now: int) -> _native.KeyedEntry:
+        """A new entry for key, which has none (lock held)."""
+        entries = self._entries
+        if self._idle_ns is not None:
+            self._expire_one(now)
+        if len(entries) >= self.max_keys:
+            self._free_one()
+        if self._template is not None:
+            policy: Any = self._copy()
+        elif not callable(policy := self._factory(key)):
+            raise TypeError(
+                f"keyed factory {_name_of(self._factory)} returned {policy!r} for key"
+                f" {key!r}: not a policy (a decorator of async functions, such as"
+                " bulkhead(...) or tokenbucket(...))"
+            )
+        entry = _Entry(policy)
+        entry.used_ns = now
+        entries[key] = entry
+        self._counts._count(_CREATED)
+        return entry
 
     def _forget(self, key: Any, entry: _native.KeyedEntry) -> bool:
         """Forgets key's entry unless it holds state or a call runs through it (lock held)."""
@@ -311,14 +315,13 @@ class Keyed[P]:
             entry = entries.get(key)
             now = _native.now_ns()
             if entry is None:
-                entry = self._create(key, now)
+                entry = self._make_locked(key, now)
             else:
                 entries.move_to_end(key)
                 entry.used_ns = now
                 if self._idle_ns is not None:
                     self._expire_one(now)
-            if entry._guard_of(fn) is None:
-                self._guard_locked(entry, fn)
+            self._guard_locked(entry, fn)
             entry._pin()
             return entry
 
@@ -371,9 +374,9 @@ class Keyed[P]:
                 if not policy._explicit_name:  # a copy of a template has its name already
                     policy._adopt_name(fn)
                 entry._set_guard(fn, None)
-            else:
-                entry._set_guard(fn, policy(fn))
-            guard = entry._guard_of(fn)
+                return policy  # what _guard_of answers for a policy called directly
+            guard = policy(fn)
+            entry._set_guard(fn, guard)
         return guard
 
     def __repr__(self) -> str:
