@@ -268,6 +268,9 @@ def markdown(
         "",
         "## Results",
         "",
+        "Focused before/after measurements (listeners, latency histograms, trace events, "
+        "keyed policies, expiring timeouts) are in [Cost studies](cost-studies.md).",
+        "",
         _bare_line(results),
         "",
         markdown_table(results),
