@@ -72,9 +72,14 @@ async def test_max_wait_times_out(store: RedisStore) -> None:
         pass
 
 
-async def test_release_wakes_a_waiter_before_its_poll(store: RedisStore) -> None:
-    policy = bulkhead(1, 2, max_wait=5, store=store, name="wake", lease=5)
-    other = bulkhead(1, 2, max_wait=5, store=store, name="wake", lease=5)
+async def test_release_wakes_a_waiter_before_its_poll(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Queued calls poll a minute apart here (so at max_wait at the latest): only the release's
+    # wake-up (pub/sub) lets the waiter in well before then.
+    monkeypatch.setattr("failsafe.stores._bulkhead._POLL", 60.0)
+    policy = bulkhead(1, 2, max_wait=10, store=store, name="wake", lease=5)
+    other = bulkhead(1, 2, max_wait=10, store=store, name="wake", lease=5)
     entered = asyncio.Event()
 
     async def hold() -> None:
@@ -88,7 +93,7 @@ async def test_release_wakes_a_waiter_before_its_poll(store: RedisStore) -> None
     async with other:
         waited = time.monotonic() - t0
     await holder
-    assert 0.2 < waited < 0.45  # woken by the release (pub/sub), before the poll at 0.5 s
+    assert 0.2 < waited < 5  # queued until the release, then woken by it (next poll: 10 s)
 
 
 async def test_cancellation_frees_at_once(store: RedisStore) -> None:
