@@ -33,8 +33,7 @@ enum { EV_NONE = 0, EV_SUCCESS = 1, EV_FAILURE = 2, EV_REJECTED = 3 };
 
 static const char REJECT_MSG[] = "Circuit Breaker is in the failing state";
 
-/* A configuration the core borrows, shared by a breaker and its copies (_copy): counted by the
- * breakers using it, freed with the last. */
+/* The configuration a breaker and its copies (_copy) share; freed with its last user. */
 typedef struct BreakerConf {
     Py_ssize_t users;
     fs_breaker_config cfg;
@@ -48,8 +47,7 @@ typedef struct FsBreaker {
     PyObject *on;               /* tuple of exception classes, or NULL */
     PyObject *on_pred;          /* predicate over the exception, or NULL */
     int time_at_end;            /* every outcome needs the time (windows, slow calls) */
-    PyObject *entries;          /* `async with`: {task or None: [token, t0_ns, ...]} (owned),
-                                 * made at the first block */
+    PyObject *entries;          /* `async with`: {task or None: [token, t0_ns, ...]}, or NULL */
     int shared;                 /* a store shares the state: a trip calls self._tripped() */
     int gate;                   /* the shared state is not closed: calls go to self._call_slow */
     PyObject *signal;           /* callable failure -> break in ns or None, or NULL */
