@@ -22,6 +22,7 @@ OUT = ROOT / "docs" / "img"
 FIGURES = {
     "bench-peers.png": "failsafe beside the other libraries: net instructions per call (log scale)",
     "bench-budget.png": "failsafe's net instructions per call against the design's budget",
+    "bench-keyed.png": "a breaker per host: keyed beside a dict of decorated functions",
 }
 
 
@@ -155,6 +156,33 @@ def plot_budget(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_keyed(rows: list[Row], path: Path) -> None:
+    """The keyed rows: each path (known key, new key, eviction churn) with every implementation
+    measured on it, on one log scale."""
+    import matplotlib.pyplot as plt
+
+    keyed = [r for r in rows if r.group.startswith("keyed") and r.net_ir is not None]
+    labels = [f"{r.group.removeprefix('keyed ')}: {r.implementation}" for r in keyed]
+    colors = ["#2e7d32" if r.implementation.startswith("failsafe") else "#9e9e9e" for r in keyed]
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.35 * len(labels))))
+    if not keyed:  # a run with --only that left them out
+        ax.text(0.5, 0.5, "no keyed rows in this run", ha="center", transform=ax.transAxes)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
+    y = list(range(len(labels)))
+    ax.barh(y, [max(r.net_ir or 0.0, 1.0) for r in keyed], color=colors)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("net instructions per call (callgrind Ir, log scale; lower is better)")
+    ax.set_title("A breaker per host: failsafe's keyed (green) beside the alternatives")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--doc", type=Path, default=DOC, help="the benchmarks markdown to read")
@@ -167,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot_peers(rows, args.out / "bench-peers.png")
     plot_budget(rows, args.out / "bench-budget.png")
+    plot_keyed(rows, args.out / "bench-keyed.png")
     for name in FIGURES:
         print(f"wrote {args.out / name}")
     return 0
