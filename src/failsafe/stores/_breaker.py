@@ -27,7 +27,7 @@ from failsafe.circuitbreaker.exceptions import BreakerFailing
 from failsafe.stats import SharedBreakerStats
 from failsafe.stores._base import SharedLatch, Store, StoreUnavailable, check_store
 from failsafe.stores._toggle import _script
-from failsafe.stores._version import NEWER_LUA, stamp
+from failsafe.stores._version import VERSIONED_HASH_LUA, stamp
 
 __all__ = ["SharedBreaker"]
 
@@ -40,7 +40,7 @@ CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 # when its version (ARGV[1]) is newer, and published only then. Every script replies {state, µs
 # left of the break or -1, ..., stored version}.
 _STATE: Final = (
-    NEWER_LUA
+    VERSIONED_HASH_LUA
     + """
 local function state(now)
   if redis.call('HGET', KEYS[1], 'isolated') == '1' then return {1, -1} end
@@ -48,18 +48,6 @@ local function state(now)
   if stop == 0 then return {0, -1} end
   if now < stop then return {1, stop - now} end
   return {2, 0}
-end
-local function stored()
-  return redis.call('HGET', KEYS[1], 'v') or ''
-end
-local function reply(s)
-  s[#s + 1] = stored()
-  return s
-end
-local function take(version)
-  if not newer(version, stored()) then return false end
-  redis.call('HSET', KEYS[1], 'v', version)
-  return true
 end
 local function close()
   redis.call('HDEL', KEYS[1], 'until', 'isolated', 'probes', 'ok')

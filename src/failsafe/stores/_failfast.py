@@ -23,7 +23,7 @@ from failsafe.stats import SharedFailFastStats
 from failsafe.stores._base import SharedLatch, Store, check_store
 from failsafe.stores._breaker import _Done
 from failsafe.stores._toggle import _script
-from failsafe.stores._version import NEWER_LUA
+from failsafe.stores._version import VERSIONED_HASH_LUA
 
 __all__ = ["SharedFailFast"]
 
@@ -35,7 +35,7 @@ REJECTED = 2  # counter index
 # A change (open, close) is stored only when its version (ARGV[1]) is newer, and published only
 # then. Every script replies {open (0|1), µs left or -1, stored version}.
 _STATE: Final = (
-    NEWER_LUA
+    VERSIONED_HASH_LUA
     + """
 local function state(now)
   if redis.call('HGET', KEYS[1], 'open') ~= '1' then return {0, -1} end
@@ -44,18 +44,6 @@ local function state(now)
   if now < stop then return {1, stop - now} end
   redis.call('HDEL', KEYS[1], 'open', 'stop')
   return {0, -1}
-end
-local function stored()
-  return redis.call('HGET', KEYS[1], 'v') or ''
-end
-local function reply(s)
-  s[#s + 1] = stored()
-  return s
-end
-local function take(version)
-  if not newer(version, stored()) then return false end
-  redis.call('HSET', KEYS[1], 'v', version)
-  return true
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Final
 
-__all__ = ["NEWER_LUA", "newer", "stamp"]
+__all__ = ["NEWER_LUA", "VERSIONED_HASH_LUA", "newer", "stamp"]
 
 # Lua: the same order as newer(), for the scripts that store versioned changes.
 NEWER_LUA: Final = """
@@ -23,6 +23,26 @@ local function newer(version, than)
   return #version > #than or (#version == #than and version > than)
 end
 """
+
+# Lua: a hash (KEYS[1]) whose one version field 'v' orders every change to it (a latch's):
+# stored() its version, reply(s) s with it appended, take(version) stores version when newer.
+VERSIONED_HASH_LUA: Final = (
+    NEWER_LUA
+    + """
+local function stored()
+  return redis.call('HGET', KEYS[1], 'v') or ''
+end
+local function reply(s)
+  s[#s + 1] = stored()
+  return s
+end
+local function take(version)
+  if not newer(version, stored()) then return false end
+  redis.call('HSET', KEYS[1], 'v', version)
+  return true
+end
+"""
+)
 
 
 def _origin() -> int:
