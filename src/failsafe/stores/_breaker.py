@@ -211,25 +211,9 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
         self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
     ) -> Any:
         self._watch()
-        if self._shared_state == OPEN and (self._until == 0.0 or time.monotonic() < self._until):
-            raise self._reject()
-        try:
-            reply = await self._ask(_PROBE, self._probes)
-        except StoreUnavailable:
-            self._unavailable()
-            if self._store.on_error == "deny":
-                raise self._reject() from None
+        if not await self._shared_gate():  # closed for the fleet (or the store unreachable)
             return await self(fn)(*args, **kwargs)
-        state, _, granted = reply[:3]
-        if int(state) == CLOSED:  # (the first call, or a stale gate): the local breaker counts
-            if not self._closed(reply):
-                raise self._reject()
-            return await self(fn)(*args, **kwargs)
-        if not int(granted):
-            if int(state) == OPEN:
-                await self._refresh()
-            raise self._reject()
-        try:
+        try:  # a probe slot of the fleet's
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             if isinstance(exc, Exception) and self._is_failure(exc):
@@ -281,8 +265,9 @@ class SharedBreaker(SharedLatch, CircuitBreaker):
         return self
 
     async def _shared_gate(self) -> bool:
-        """The shared state's verdict on a block: True for a probe slot, False to ask the C
-        breaker; raises the rejection."""
+        """The shared state's verdict on a call or block: True for a probe slot, False for the
+        local (C) breaker to decide (closed for the fleet: the first call, or a stale gate; or
+        the store unreachable and on_error allows); raises the rejection."""
         if self._shared_state == OPEN and (self._until == 0.0 or time.monotonic() < self._until):
             raise self._reject()
         try:
